@@ -1,0 +1,297 @@
+"""The `kimi-student` command line: one subcommand per stage. Makefile targets call these."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kimi_student.errors import KimiStudentError
+
+app = typer.Typer(
+    help="kimi-student: distil teacher LLMs into small tool-using students, and prove them with gated, "
+    "fingerprinted evaluation.\n\nPipeline: contextual gen -> contextual extract -> contextual verify -> eval.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+tools_app = typer.Typer(help="The tool registry and the ToolBroker's fixtures.", no_args_is_help=True)
+ctx_app = typer.Typer(help="The contextual tool-use dataset: gen -> extract -> verify.", no_args_is_help=True)
+tok_app = typer.Typer(help="Tokenizers: the embedded SmolLM2 one, or a small BPE trained here.",
+                      no_args_is_help=True)
+eval_app = typer.Typer(help="Score transcripts, apply the CAWS gates, write a fingerprinted report.")
+app.add_typer(tools_app, name="tools")
+app.add_typer(ctx_app, name="contextual")
+app.add_typer(tok_app, name="tokenizer")
+app.add_typer(eval_app, name="eval")
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4f}"
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def main() -> None:  # pragma: no cover - entry point wrapper
+    app()
+
+
+@app.callback()
+def _root() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a hub
+
+
+def guarded(fn: Any) -> Any:
+    """Every known failure becomes one line on stderr and exit code 2."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except KimiStudentError as e:
+            _fail(str(e))
+
+    return wrapper
+
+
+# ---- tools ---------------------------------------------------------------------------------------------
+
+
+@tools_app.command("list")
+@guarded
+def tools_list(as_json: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False) -> None:
+    """List the registered tools, their evidence fields and the registry fingerprint."""
+    from kimi_student.tools.registry import TOOLS, registry_json, tool_registry_sha256
+
+    if as_json:
+        typer.echo(json.dumps(registry_json(), indent=2, ensure_ascii=False))
+        return
+    for t in TOOLS:
+        ev = ", ".join(e.path + (" (lines)" if e.mode == "lines" else "") for e in t.evidence)
+        typer.echo(f"{t.name:<13} {'live' if t.live else 'replay'}  evidence: {ev}\n{'':<14}{t.description}")
+    typer.echo(f"\ntool_registry_sha256 {tool_registry_sha256()}")
+
+
+@tools_app.command("schema")
+@guarded
+def tools_schema(name: Annotated[str, typer.Argument(help="Tool name, e.g. web.search")]) -> None:
+    """Print one tool's JSON Schema (its `parameters`)."""
+    from kimi_student.tools.registry import UnknownToolError, get_tool, registry
+
+    try:
+        typer.echo(json.dumps(get_tool(name).parameters, indent=2, ensure_ascii=False))
+    except UnknownToolError:
+        _fail(f"unknown tool {name!r}; known: {', '.join(registry())}")
+
+
+@tools_app.command("record")
+@guarded
+def tools_record(
+    calls: Annotated[Path, typer.Option(help="JSONL of {name, arguments} calls to record.")] = Path(
+        "eval/tool_broker/record_calls.jsonl"),
+    sandbox: Annotated[Path, typer.Option(help="Sandbox folder the live tools run in (a copy is used).")] = Path(
+        "eval/tool_broker/sandbox"),
+    out: Annotated[Path, typer.Option(help="Fixture folder to write <tool>.jsonl into.")] = Path(
+        "eval/tool_broker/fixtures"),
+) -> None:
+    """Build fixtures by running the live tools (math.eval, read_file, file.write, repo.search) in a sandbox."""
+    from kimi_student.jsonl import read_jsonl
+    from kimi_student.tools.broker import record
+
+    counts = record((row for _, row in read_jsonl(calls)), sandbox, out)
+    for name, n in sorted(counts.items()):
+        typer.echo(f"{name}: {n} fixtures -> {out / (name + '.jsonl')}")
+
+
+# ---- contextual dataset ----------------------------------------------------------------------------------
+
+
+@ctx_app.command("gen")
+@guarded
+def contextual_gen(
+    out: Annotated[Path, typer.Option(help="Dataset JSONL to write.")] = Path("data/contextual.jsonl"),
+    n: Annotated[int, typer.Option(min=1, help="Number of items.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives a byte-identical dataset.")] = 0,
+) -> None:
+    """Generate a stratified contextual dataset and the fixtures of every call it makes.
+
+    Fixtures go to <out>.fixtures/ beside the dataset; the header points at them.
+    """
+    from kimi_student.data.contextual import fixture_rows, generate
+    from kimi_student.fingerprint import sha256_dir
+    from kimi_student.jsonl import write_jsonl
+
+    header, items, fixtures = generate(n, seed)
+    fx_dir = out.parent / (out.name + ".fixtures")
+    for stale in fx_dir.glob("*.jsonl") if fx_dir.is_dir() else []:
+        stale.unlink()
+    for name, rows in fixture_rows(fixtures).items():
+        write_jsonl(fx_dir / f"{name}.jsonl", rows)
+    header["fixtures_dir"] = fx_dir.name
+    header["fixtures_sha256"] = sha256_dir(fx_dir, "*.jsonl")
+    write_jsonl(out, [header, *items])
+    typer.echo(f"wrote {len(items)} items to {out} and {len(fixtures)} fixtures to {fx_dir}/")
+
+
+@ctx_app.command("extract")
+@guarded
+def contextual_extract(
+    inp: Annotated[Path, typer.Option("--in", help="Dataset JSONL from `contextual gen`.")] = Path(
+        "data/contextual.jsonl"),
+    out: Annotated[Path, typer.Option(help="Dataset JSONL with spans added.")] = Path("data/contextual_final.jsonl"),
+    tokenizer: Annotated[str, typer.Option(help="'smollm2' (embedded) or a tokenizer.json path.")] = "smollm2",
+) -> None:
+    """Add UTF-8 byte offsets and token spans of tool names, JSON arguments and integration spans."""
+    import os.path
+
+    from kimi_student.data.dataset import read_dataset
+    from kimi_student.data.extract import extract_items
+    from kimi_student.jsonl import write_jsonl
+    from kimi_student.tokenizer import load_tokenizer
+
+    header, items = read_dataset(inp)
+    tok = load_tokenizer(tokenizer)
+    rows = extract_items(items, tok)
+    header = {**header, "tokenizer": tokenizer, "tokenizer_fingerprint": tok.fingerprint}
+    if header.get("fixtures_dir"):  # keep pointing at the same fixture folder from the new location
+        header["fixtures_dir"] = os.path.relpath((inp.parent / header["fixtures_dir"]).resolve(),
+                                                 out.parent.resolve())
+    write_jsonl(out, [header, *rows])
+    typer.echo(f"extracted spans for {len(rows)} items with {tokenizer} ({tok.fingerprint[:12]}) -> {out}")
+
+
+@ctx_app.command("verify")
+@guarded
+def contextual_verify(
+    inp: Annotated[Path, typer.Option("--in", help="Dataset JSONL (extracted, for token checks).")] = Path(
+        "data/contextual_final.jsonl"),
+    report: Annotated[Path, typer.Option(help="Verify report JSON to write.")] = Path(
+        "eval/reports/contextual_verify.json"),
+    tokenizer: Annotated[str | None, typer.Option(help="Defaults to the dataset's own tokenizer.")] = None,
+) -> None:
+    """Check calls (JSON, schema, fixtures), spans (bounds, bytes, tokens), CAWS header, privacy; print coverage.
+
+    Exit 0 when every check holds, 1 when a check failed, 2 on bad input.
+    """
+    from kimi_student.data.dataset import read_dataset
+    from kimi_student.data.verify import verify
+    from kimi_student.eval.harness import dataset_fixture_dirs
+    from kimi_student.jsonl import write_json
+    from kimi_student.tokenizer import load_tokenizer
+    from kimi_student.tools.broker import ToolBroker
+
+    header, items = read_dataset(inp)
+    spec = tokenizer or header.get("tokenizer")
+    tok = load_tokenizer(spec) if spec else None
+    rep = verify(header, items, ToolBroker.from_folders(dataset_fixture_dirs(inp, header)), tok)
+    write_json(report, rep)
+    cov = rep["coverage"]
+    for k in ("scenario", "complexity", "structure", "locale", "expected_behaviour", "adversarial"):
+        typer.echo(f"{k:<19} " + "  ".join(f"{a}={b}" for a, b in cov[k].items()))
+    typer.echo(f"negative_control    {cov['negative_control']}   long_context {cov['long_context']}")
+    st = cov["strata"]
+    typer.echo(f"strata covered      {st['covered']}/{st['possible']} ({st['fraction']:.1%})")
+    if rep["ok"]:
+        typer.echo(f"verify: OK ({rep['items']} items) -> {report}")
+        return
+    for k, v in rep["problems"].items():
+        typer.echo(f"verify: {k}: {v} (e.g. {rep['examples'][k]})", err=True)
+    raise typer.Exit(1)
+
+
+# ---- tokenizer --------------------------------------------------------------------------------------------
+
+
+@tok_app.command("train")
+@guarded
+def tokenizer_train(
+    inp: Annotated[Path, typer.Option("--in", help="Dataset JSONL whose prompts and teacher texts to train on.")],
+    out: Annotated[Path, typer.Option(help="tokenizer.json to write.")],
+    vocab_size: Annotated[int, typer.Option(min=300, help="Vocabulary size.")] = 2048,
+) -> None:
+    """Train a small byte-level BPE tokenizer on a dataset (deterministic)."""
+    from kimi_student.data.dataset import read_dataset
+    from kimi_student.tokenizer import train_bpe
+
+    _, items = read_dataset(inp)
+    tok = train_bpe((t for it in items for t in (it["prompt"], it["teacher_text"])), out, vocab_size)
+    typer.echo(f"trained BPE ({tok.tok.get_vocab_size()} tokens, {tok.fingerprint[:12]}) -> {out}")
+
+
+@tok_app.command("fingerprint")
+@guarded
+def tokenizer_fingerprint(spec: Annotated[str, typer.Argument(help="'smollm2' or a tokenizer.json path")]) -> None:
+    """Print a tokenizer's sha256 fingerprint."""
+    from kimi_student.tokenizer import load_tokenizer
+
+    typer.echo(load_tokenizer(spec).fingerprint)
+
+
+# ---- eval ---------------------------------------------------------------------------------------------------
+
+
+@eval_app.callback(invoke_without_command=True)
+@guarded
+def eval_run(
+    ctx: typer.Context,
+    runner: Annotated[str | None, typer.Option(help="verification_only (scores gold text) or predictions.")] = None,
+    inp: Annotated[Path | None, typer.Option("--in", help="Extracted dataset JSONL.")] = None,
+    out: Annotated[Path, typer.Option(help="Per-item results JSONL.")] = Path("eval/results/latest.jsonl"),
+    report: Annotated[Path, typer.Option(help="Report JSON.")] = Path("eval/reports/latest.json"),
+    predictions: Annotated[str | None, typer.Option(help="JSONL of {id, output} (runner predictions).")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="Defaults to the dataset's tokenizer.")] = None,
+    fixtures: Annotated[list[str] | None, typer.Option(help="Fixture folder(s); default: the dataset's + base.")] = None,
+    gates: Annotated[Path, typer.Option(help="Gate thresholds.")] = Path("configs/gates.yaml"),
+) -> None:
+    """Score a run and apply the CAWS gates. Exit 0: all gates pass; 1: a gate failed; 2: bad input.
+
+    Example: kimi-student eval --runner verification_only --in data/contextual_final.jsonl
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if runner is None or inp is None:
+        _fail("eval needs --runner and --in (see `kimi-student eval --help`)")
+    from kimi_student.eval.gates import gate_table
+    from kimi_student.eval.harness import run_eval
+
+    rep = run_eval(inp, runner, out, report, predictions, tokenizer, fixtures, gates, progress=_progress())
+    s = rep["summary"]
+    typer.echo(f"runner {rep['header']['runner']}: {s['items']} items, {s['eligible_items']} eligible, "
+               f"{s['tool_calls']} tool calls, token_align_ok_rate {_fmt(s['token_align_ok_rate'])}")
+    typer.echo(gate_table(rep["gates"]))
+    for p in s["fingerprint_problems"]:
+        typer.echo(f"fingerprint: {p}", err=True)
+    typer.echo(f"{'PASS' if rep['passed'] else 'FAIL'}  report -> {report}  results -> {out}")
+    raise typer.Exit(0 if rep["passed"] else 1)
+
+
+@eval_app.command("fixture-stats")
+@guarded
+def fixture_stats(
+    report: Annotated[Path, typer.Option(help="Report JSON to read.")] = Path("eval/reports/latest.json"),
+    top: Annotated[int, typer.Option(help="How many misses to list.")] = 20,
+) -> None:
+    """Print the fixture hit-rate and the (tool, key) misses of a report."""
+    from kimi_student.errors import InputError
+
+    try:
+        s = json.loads(report.read_text(encoding="utf-8"))["summary"]
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise InputError(report, None, "summary", f"not a readable report ({e})") from None
+    rate = s["fixture_hit_rate"]
+    typer.echo(f"fixture_hit_rate {_fmt(rate)}  "
+               f"calls {s['tool_calls']}  misses {s['fixture_miss_count']}")
+    for m in s["fixture_misses"][:top]:
+        typer.echo(f"  miss x{m['count']}  {m['tool']}  {m['key']}")

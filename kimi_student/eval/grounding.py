@@ -1,0 +1,157 @@
+"""Grounding: does an integration span contain a value of the tool results? (DESIGN.md section 4)
+
+Pure functions. Lax: any result value (booleans and status keys never count) after NFC, case-fold and
+whitespace collapse, numbers in any locale form, URLs by host and first path segment. Strict: only the
+tool's declared evidence values, and only where the match starts and ends on token boundaries.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from kimi_student.numbers import as_number, find_numbers, numbers_equal
+from kimi_student.privacy import urls
+from kimi_student.tools.registry import registry
+
+STATUS_KEYS = frozenset({"ok", "error", "status"})
+_WS = re.compile(r"\s+")
+
+
+def norm(text: str) -> str:
+    return _WS.sub(" ", unicodedata.normalize("NFC", text).casefold()).strip()
+
+
+@dataclass(frozen=True)
+class Value:
+    """One candidate piece of evidence: a number or a non-empty string."""
+
+    text: str  # normalised string form (the identity used for recall)
+    number: float | None = None
+
+    @property
+    def url_key(self) -> tuple[str, str] | None:
+        return url_key(self.text) if "://" in self.text else None
+
+
+def url_key(url: str) -> tuple[str, str] | None:
+    u = urlsplit(url)
+    if not u.hostname:
+        return None
+    seg = next((p for p in u.path.split("/") if p), "")
+    return u.hostname.lower(), seg.casefold()
+
+
+def make_value(v: Any) -> Value | None:
+    n = as_number(v)
+    if n is not None:
+        return Value(repr(n), n)
+    if isinstance(v, str):
+        t = norm(v)
+        return Value(t) if t else None
+    return None
+
+
+def _leaves(obj: Any, key: str | None = None) -> Iterator[Any]:
+    if key in STATUS_KEYS or isinstance(obj, bool) or obj is None:
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, k)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _leaves(v, key)
+    else:
+        yield obj
+
+
+def result_values(results: list[dict[str, Any]]) -> list[Value]:
+    """Every lax candidate of the tool results, de-duplicated in first-seen order."""
+    seen: dict[str, Value] = {}
+    for r in results:
+        for leaf in _leaves(r.get("result", {})):
+            v = make_value(leaf)
+            if v is not None:
+                seen.setdefault(v.text, v)
+    return list(seen.values())
+
+
+def _walk(obj: Any, parts: list[str]) -> Iterator[Any]:
+    if not parts:
+        if parts == [] and isinstance(obj, (dict, list)):
+            return
+        yield obj
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        yield from _leaves(obj)
+        return
+    is_list = head.endswith("[]")
+    name = head[:-2] if is_list else head
+    if not isinstance(obj, dict) or name in STATUS_KEYS or name not in obj:
+        return
+    sub = obj[name]
+    for s in (sub if is_list and isinstance(sub, list) else [sub] if not is_list else []):
+        yield from _walk(s, rest)
+
+
+def evidence_values(results: list[dict[str, Any]]) -> list[Value]:
+    """The declared evidence values of each result, by the registry's evidence paths."""
+    seen: dict[str, Value] = {}
+    tools = registry()
+    for r in results:
+        tool = tools.get(r.get("name", ""))
+        if tool is None:
+            continue
+        for ev in tool.evidence:
+            for leaf in _walk(r.get("result", {}), ev.path.split(".")):
+                if isinstance(leaf, bool) or leaf is None:
+                    continue
+                pieces = leaf.splitlines() if ev.mode == "lines" and isinstance(leaf, str) else [leaf]
+                for p in pieces:
+                    v = make_value(p.strip() if isinstance(p, str) else p)
+                    if v is not None:
+                        seen.setdefault(v.text, v)
+    return list(seen.values())
+
+
+@lru_cache(maxsize=65536)
+def _string_pattern(text: str) -> re.Pattern[str]:
+    body = r"\s+".join(re.escape(w) for w in text.split(" "))
+    return re.compile(r"(?<!\w)" + body + r"(?!\w)" if text[:1].isalnum() or text[-1:].isalnum() else body,
+                      re.IGNORECASE)
+
+
+class Span:
+    """An integration span with its analyses cached: normalised text, numbers, URL keys."""
+
+    def __init__(self, text: str, start: int = 0):
+        self.text, self.start = text, start
+        self.norm = norm(text)
+        self.numbers = list(find_numbers(text))
+        self.url_keys = {k for k in (url_key(u) for u in urls(text)) if k}
+
+    def lax_contains(self, v: Value) -> bool:
+        if v.number is not None:
+            return any(any(numbers_equal(x, v.number) for x in n.values) for n in self.numbers)
+        if v.url_key and v.url_key in self.url_keys:
+            return True
+        return _string_pattern(v.text).search(self.norm) is not None
+
+    def strict_matches(self, v: Value) -> Iterator[tuple[int, int]]:
+        """Character ranges (relative to the whole text) where `v` occurs in this span."""
+        if v.number is not None:
+            for n in self.numbers:
+                if any(numbers_equal(x, v.number) for x in n.values):
+                    yield self.start + n.start, self.start + n.end
+            return
+        for m in _string_pattern(v.text).finditer(unicodedata.normalize("NFC", self.text)):
+            yield self.start + m.start(), self.start + m.end()
+
+    def strict_contains(self, v: Value, bounds: set[int]) -> bool:
+        return any(s in bounds and e in bounds for s, e in self.strict_matches(v))

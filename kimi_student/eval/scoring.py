@@ -1,0 +1,183 @@
+"""Per-item scoring and run-level metrics (DESIGN.md section 4). Pure: no files, no clocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+
+from kimi_student.eval.grounding import Span, Value, evidence_values, result_values
+from kimi_student.fingerprint import canonical_json
+from kimi_student.privacy import privacy_violations
+from kimi_student.tokenizer import TokenizerHandle, boundaries, token_range
+from kimi_student.tools.broker import ToolBroker
+from kimi_student.tools.registry import registry
+from kimi_student.transcript import parse_transcript
+
+CONTROL_BEHAVIOURS = ("no_tool", "decline")
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    schema = registry()[name].parameters
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def args_valid(name: str | None, arguments: Any) -> bool:
+    if name not in registry() or not isinstance(arguments, dict):
+        return False
+    return _validator(name).is_valid(arguments)
+
+
+def gold_evidence(item: dict[str, Any]) -> list[Value]:
+    """Evidence values of the item's tool results that its own gold integration spans contain."""
+    meta = item["metadata"]
+    gold = parse_transcript(item["teacher_text"])
+    spans = [Span(t) for t in gold.span_texts()]
+    return [v for v in evidence_values(meta["tool_results"]) if any(s.lax_contains(v) for s in spans)]
+
+
+@dataclass
+class ItemScore:
+    id: str
+    control: bool
+    eligible: bool
+    spans: int = 0
+    grounded_lax: int = 0
+    grounded_strict: int = 0
+    gold_evidence: int = 0
+    found_lax: int = 0
+    found_strict: int = 0
+    spans_token_aligned: int = 0
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    call_sequence_ok: bool | None = None
+    control_violation: bool = False
+    privacy_ok: bool = True
+    privacy_violations: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @staticmethod
+    def f1(p_num: int, p_den: int, r_num: int, r_den: int) -> float:
+        p = p_num / p_den if p_den else 0.0
+        r = r_num / r_den if r_den else 0.0
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["f1_lax"] = self.f1(self.grounded_lax, self.spans, self.found_lax, self.gold_evidence)
+        d["f1_strict"] = self.f1(self.grounded_strict, self.spans, self.found_strict, self.gold_evidence)
+        return d
+
+
+def score_item(
+    item: dict[str, Any],
+    output: str,
+    tokenized: tuple[list[int], list[tuple[int, int]]],
+    tokenizer: TokenizerHandle,
+    broker: ToolBroker,
+    error: str | None = None,
+) -> ItemScore:
+    """Score one transcript against its gold item. `tokenized` is the output's (ids, char offsets)."""
+    meta = item["metadata"]
+    control = meta["expected_behaviour"] in CONTROL_BEHAVIOURS
+    gold_calls = meta["call_sequence"]
+    gold_values = gold_evidence(item) if not control and gold_calls else []
+    sc = ItemScore(item["id"], control, eligible=not control and bool(gold_calls) and bool(gold_values), error=error)
+    t = parse_transcript(output)
+
+    # Tool calls: JSON/schema validity and fixture replay.
+    arg_texts = []
+    for c in t.calls:
+        rec: dict[str, Any] = {"name": c.name, "valid": False, "hit": False}
+        if c.error and c.name is None:
+            broker.stats.calls += 1
+            broker.stats.misses[("<unparsed>", c.error)] += 1
+            rec["error"] = c.error
+        else:
+            rec["valid"] = c.error is None and args_valid(c.name, c.arguments)
+            reply = broker.call(c.name or "", c.arguments)
+            rec.update(hit=reply.hit, key=reply.key)
+            arg_texts.append(canonical_json(c.arguments))
+        sc.calls.append(rec)
+    if len(gold_calls) >= 2:
+        sc.call_sequence_ok = [c.name for c in t.calls] == [g["name"] for g in gold_calls]
+
+    # Integration spans.
+    ids, offsets = tokenized
+    bounds = boundaries(output, offsets)
+    spans = [Span(output[s:e], s) for s, e in t.spans]
+    lax_vals = result_values(meta["tool_results"])
+    ev_vals = evidence_values(meta["tool_results"])
+    sc.spans = len(spans)
+    for sp in spans:
+        sc.grounded_lax += any(sp.lax_contains(v) for v in lax_vals)
+        sc.grounded_strict += any(sp.strict_contains(v, bounds) for v in ev_vals)
+        first, last = token_range(offsets, sp.start, sp.start + len(sp.text))
+        sc.spans_token_aligned += tokenizer.decode(ids[first:last]).strip() == sp.text.strip()
+    sc.gold_evidence = len(gold_values)
+    sc.found_lax = sum(any(sp.lax_contains(v) for sp in spans) for v in gold_values)
+    sc.found_strict = sum(any(sp.strict_contains(v, bounds) for sp in spans) for v in gold_values)
+
+    sc.control_violation = control and (bool(t.calls) or bool(spans))
+    sc.privacy_violations = privacy_violations(item["prompt"], [t.model_text(), *arg_texts])
+    sc.privacy_ok = not sc.privacy_violations
+    return sc
+
+
+def _rate(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def summarize(scores: list[ItemScore], broker: ToolBroker) -> dict[str, Any]:
+    """Run-level metrics. A rate with nothing to count is None (reported, and its gate is inconclusive)."""
+    el = [s for s in scores if s.eligible]
+    calls = [c for s in scores for c in s.calls]
+    multi = [s for s in scores if s.call_sequence_ok is not None]
+    spans = sum(s.spans for s in scores)
+    tot = {k: sum(getattr(s, k) for s in el) for k in
+           ("spans", "grounded_lax", "grounded_strict", "gold_evidence", "found_lax", "found_strict")}
+    f1 = ItemScore.f1
+    macro = [s.to_json() for s in el]
+    misses = sorted(broker.stats.misses.items())
+    return {
+        "items": len(scores),
+        "eligible_items": len(el),
+        "control_items": sum(s.control for s in scores),
+        "multi_call_items": len(multi),
+        "error_items": sum(s.error is not None for s in scores),
+        "tool_calls": len(calls),
+        "integration_spans": spans,
+        "integration_counts": tot,
+        "integration_precision_lax": _rate(tot["grounded_lax"], tot["spans"]),
+        "integration_recall_lax": _rate(tot["found_lax"], tot["gold_evidence"]),
+        "integration_f1_lax": f1(tot["grounded_lax"], tot["spans"], tot["found_lax"], tot["gold_evidence"])
+        if el else None,
+        "integration_f1_strict": f1(tot["grounded_strict"], tot["spans"], tot["found_strict"], tot["gold_evidence"])
+        if el else None,
+        "integration_f1_lax_macro": sum(m["f1_lax"] for m in macro) / len(macro) if macro else None,
+        "integration_f1_strict_macro": sum(m["f1_strict"] for m in macro) / len(macro) if macro else None,
+        "privacy_ok_rate": _rate(sum(s.privacy_ok for s in scores), len(scores)),
+        "control_integration": sum(s.control_violation for s in scores),
+        "fixture_hit_rate": broker.stats.hit_rate,
+        "fixture_miss_count": sum(broker.stats.misses.values()),
+        "fixture_misses": [{"tool": t, "key": k, "count": n} for (t, k), n in misses],
+        "json_args_valid_rate": _rate(sum(c["valid"] for c in calls), len(calls)),
+        "call_sequence_parity": _rate(sum(bool(s.call_sequence_ok) for s in multi), len(multi)),
+        "token_align_ok_rate": _rate(sum(s.spans_token_aligned for s in scores), spans),
+    }
+
+
+def gate_counts(summary: dict[str, Any]) -> dict[str, int]:
+    """How many items each gate rests on (for the inconclusive rule)."""
+    return {
+        "integration_f1_lax": summary["eligible_items"],
+        "integration_f1_strict": summary["eligible_items"],
+        "privacy_ok_rate": summary["items"],
+        "control_integration": summary["control_items"],
+        "fixture_hit_rate": summary["tool_calls"],
+        "json_args_valid_rate": summary["tool_calls"],
+        "call_sequence_parity": summary["multi_call_items"],
+    }

@@ -1,0 +1,71 @@
+"""JSONL reading that names the line of any fault, and writing that never leaves half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from kimi_student.errors import InputError
+from kimi_student.fingerprint import canonical_json
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object). Blank lines are skipped; every other fault raises InputError."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, None, None, "file not found")
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(p, lineno, None, f"not valid UTF-8 (byte {e.start})") from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as e:
+                why = "truncated JSON" if not text.endswith("\n") else "malformed JSON"
+                raise InputError(p, lineno, None, f"{why}: {e.msg} at column {e.colno}") from None
+            if not isinstance(obj, dict):
+                raise InputError(p, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def dumps_line(obj: Any) -> str:
+    return canonical_json(obj) + "\n"
+
+
+@contextmanager
+def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write to a temp file beside `path`; rename over it only if the block finishes."""
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+            yield fh
+        os.replace(tmp, dest)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_jsonl(path: str | Path, rows: Any) -> None:
+    with atomic_writer(path) as fh:
+        for row in rows:
+            fh.write(dumps_line(row))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    with atomic_writer(path) as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True, ensure_ascii=False)
+        fh.write("\n")

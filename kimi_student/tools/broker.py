@@ -1,0 +1,156 @@
+"""ToolBroker: deterministic replay of tool results from fixtures.
+
+A fixture is `{name, key, result}` with `key` the canonical JSON of the normalised arguments.
+A call either hits (the recorded result is returned) or misses (a structured error result is
+returned and the miss is counted with its (tool, key)). The broker never executes anything.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kimi_student.errors import ArgumentError, InputError
+from kimi_student.fingerprint import canonical_json, sha256_files
+from kimi_student.jsonl import read_jsonl, write_jsonl
+from kimi_student.tools.live import LIVE
+from kimi_student.tools.normalize import fixture_key
+from kimi_student.tools.registry import UnknownToolError, get_tool, registry
+
+DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "eval" / "tool_broker" / "fixtures"
+
+
+@dataclass(frozen=True)
+class Fixture:
+    name: str
+    key: str
+    result: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "key": self.key, "result": self.result}
+
+
+@dataclass
+class BrokerReply:
+    hit: bool
+    key: str
+    result: dict[str, Any]
+
+
+@dataclass
+class BrokerStats:
+    calls: int = 0
+    hits: int = 0
+    misses: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.calls if self.calls else None
+
+
+def fixture_files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.jsonl"))
+
+
+def load_fixtures(folders: Iterable[str | Path]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Index fixtures by (tool, normalised key). Conflicting results for one key are an error."""
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise InputError(folder, None, None, "fixture folder not found")
+        for path in fixture_files(folder):
+            for lineno, row in read_jsonl(path):
+                for fld, typ in (("name", str), ("key", str), ("result", dict)):
+                    if not isinstance(row.get(fld), typ):
+                        raise InputError(path, lineno, fld, f"missing or not a {typ.__name__}")
+                try:
+                    key = fixture_key(row["name"], json.loads(row["key"]))
+                except UnknownToolError:
+                    raise InputError(path, lineno, "name", f"unknown tool {row['name']!r}") from None
+                except (json.JSONDecodeError, ArgumentError) as e:
+                    raise InputError(path, lineno, "key", f"not valid arguments: {e}") from None
+                prev = table.get((row["name"], key))
+                if prev is not None and prev != row["result"]:
+                    raise InputError(path, lineno, "result", f"conflicts with an earlier fixture for {key}")
+                table[(row["name"], key)] = row["result"]
+    return table
+
+
+def fixtures_sha256(folders: Iterable[str | Path]) -> str:
+    return sha256_files(p for f in folders for p in fixture_files(Path(f)))
+
+
+class ToolBroker:
+    """Replays fixtures. `call` never raises on model mistakes: it answers with an error result."""
+
+    def __init__(self, fixtures: dict[tuple[str, str], dict[str, Any]]):
+        self.fixtures = fixtures
+        self.stats = BrokerStats()
+
+    @classmethod
+    def from_folders(cls, folders: Iterable[str | Path]) -> ToolBroker:
+        return cls(load_fixtures(folders))
+
+    def lookup(self, name: str, arguments: Any) -> BrokerReply:
+        """Replay without counting (used by verify)."""
+        try:
+            key = fixture_key(name, arguments)
+        except UnknownToolError:
+            return BrokerReply(False, canonical_json(arguments), {"ok": False, "error": "unknown_tool", "tool": name})
+        except ArgumentError as e:
+            return BrokerReply(
+                False,
+                canonical_json(arguments),
+                {"ok": False, "error": "invalid_arguments", "field": e.field, "message": str(e)},
+            )
+        result = self.fixtures.get((name, key))
+        if result is None:
+            return BrokerReply(False, key, {"ok": False, "error": "fixture_miss", "tool": name, "key": key})
+        return BrokerReply(True, key, result)
+
+    def call(self, name: str, arguments: Any) -> BrokerReply:
+        reply = self.lookup(name, arguments)
+        self.stats.calls += 1
+        if reply.hit:
+            self.stats.hits += 1
+        else:
+            self.stats.misses[(name, reply.key)] += 1
+        return reply
+
+
+def record(calls: Iterable[dict[str, Any]], sandbox: str | Path, out_dir: str | Path) -> dict[str, int]:
+    """Run live tools on a scratch copy of `sandbox` and write one fixture file per tool.
+
+    The sandbox itself is never modified (file.write lands in the copy). Replay-only tools are refused.
+    """
+    sandbox = Path(sandbox)
+    if not sandbox.is_dir():
+        raise InputError(sandbox, None, None, "sandbox folder not found")
+    per_tool: dict[str, dict[str, Fixture]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp) / "sandbox"
+        shutil.copytree(sandbox, scratch, symlinks=True)
+        for i, call in enumerate(calls, start=1):
+            name = call.get("name")
+            if name not in registry():
+                raise InputError(None, i, "name", f"unknown tool {name!r}")
+            if name not in LIVE:
+                raise InputError(None, i, "name", f"{name} is replay-only: write its fixtures by hand")
+            try:
+                key = fixture_key(name, call.get("arguments"))
+                result = LIVE[name](json.loads(key), scratch)
+            except ArgumentError as e:
+                raise InputError(None, i, f"arguments.{e.field}", str(e)) from None
+            per_tool.setdefault(name, {})[key] = Fixture(name, key, result)
+    out = Path(out_dir)
+    for name, fixtures in per_tool.items():
+        get_tool(name)
+        write_jsonl(out / f"{name}.jsonl", (f.to_json() for _, f in sorted(fixtures.items())))
+    return {name: len(f) for name, f in per_tool.items()}

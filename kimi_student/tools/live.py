@@ -1,0 +1,164 @@
+"""Live implementations of the tools that can run safely inside a sandbox folder.
+
+Only `record` mode uses them, to build fixtures. Nothing here executes code, touches the network
+or reads outside the sandbox: `code.execute`, `web.*` and `http.get` are replay-only.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import math
+import operator
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from kimi_student.errors import ArgumentError
+
+_BIN: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+_UNARY: dict[type, Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_FUNCS: dict[str, Callable[..., Any]] = {
+    "sqrt": math.sqrt,
+    "abs": abs,
+    "round": round,
+    "min": min,
+    "max": max,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "log": math.log,
+    "exp": math.exp,
+}
+_CONSTS = {"pi": math.pi, "e": math.e}
+_MAX_EXPONENT = 1000
+
+
+def safe_eval(expression: str) -> int | float:
+    """Arithmetic only: numbers, + - * / // % **, parentheses, a few math functions. No names, no attributes."""
+
+    def ev(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BIN:
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
+                raise ArgumentError("expression", "exponent too large")
+            return _BIN[type(node.op)](left, right)
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            return _UNARY[type(node.op)](ev(node.operand))
+        if isinstance(node, ast.Name) and node.id in _CONSTS:
+            return _CONSTS[node.id]
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _FUNCS
+            and not node.keywords
+        ):
+            return _FUNCS[node.func.id](*(ev(a) for a in node.args))
+        raise ArgumentError("expression", f"unsupported syntax: {type(node).__name__}")
+
+    if len(expression) > 500:
+        raise ArgumentError("expression", "expression longer than 500 characters")
+    try:
+        tree = ast.parse(expression.replace("^", "**"), mode="eval")
+    except SyntaxError as e:
+        raise ArgumentError("expression", f"syntax error: {e.msg}") from None
+    return ev(tree)
+
+
+def math_eval(args: dict[str, Any], sandbox: Path) -> dict[str, Any]:
+    try:
+        value = safe_eval(args["expression"])
+    except ZeroDivisionError:
+        return {"ok": False, "error": "division by zero"}
+    except ArgumentError as e:
+        return {"ok": False, "error": str(e)}
+    if isinstance(value, float):
+        value = round(value, args.get("precision", 6))
+        if value.is_integer():
+            value = int(value)
+    return {"ok": True, "expression": args["expression"], "value": value}
+
+
+def _inside(sandbox: Path, rel: str) -> Path:
+    root = sandbox.resolve()
+    target = (root / rel).resolve()
+    if target != root and root not in target.parents:  # symlinks pointing out are refused too
+        raise ArgumentError("path", f"{rel!r} resolves outside the sandbox")
+    return target
+
+
+def read_file(args: dict[str, Any], sandbox: Path) -> dict[str, Any]:
+    target = _inside(sandbox, args["path"])
+    if not target.is_file():
+        return {"ok": False, "error": "file not found", "path": args["path"]}
+    lines = target.read_text(encoding=args.get("encoding", "utf-8")).splitlines()
+    start = args.get("start_line", 1)
+    chunk = lines[start - 1 : start - 1 + args.get("max_lines", 200)]
+    return {
+        "ok": True,
+        "path": args["path"],
+        "start_line": start,
+        "line_count": len(chunk),
+        "content": "\n".join(chunk),
+    }
+
+
+def file_write(args: dict[str, Any], sandbox: Path) -> dict[str, Any]:
+    target = _inside(sandbox, args["path"])
+    mode = args.get("mode", "create")
+    if mode == "create" and target.exists():
+        return {"ok": False, "error": "file exists", "path": args["path"]}
+    opts = args.get("options", {})
+    if not target.parent.exists():
+        if not opts.get("make_dirs", True):
+            return {"ok": False, "error": "directory missing", "path": args["path"]}
+        target.parent.mkdir(parents=True)
+    data = args["content"].replace("\n", "\r\n") if opts.get("newline") == "crlf" else args["content"]
+    raw = data.encode("utf-8")
+    with open(target, "ab" if mode == "append" else "wb") as fh:
+        fh.write(raw)
+    return {"ok": True, "path": args["path"], "bytes_written": len(raw)}
+
+
+def repo_search(args: dict[str, Any], sandbox: Path) -> dict[str, Any]:
+    flags = 0 if args.get("case_sensitive") else re.IGNORECASE
+    try:
+        rx = re.compile(re.escape(args["pattern"]), flags)
+    except re.error as e:
+        return {"ok": False, "error": f"bad pattern: {e}"}
+    root = sandbox.resolve()
+    globs = args.get("paths") or ["*"]
+    matches: list[dict[str, Any]] = []
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = f.relative_to(root).as_posix()
+        if not any(fnmatch.fnmatch(rel, g) or rel.startswith(g.rstrip("/") + "/") for g in globs):
+            continue
+        try:
+            text = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for n, line in enumerate(text.splitlines(), start=1):
+            if rx.search(line):
+                matches.append({"path": rel, "line": n, "text": line.strip()})
+    total = len(matches)
+    return {"ok": True, "total": total, "matches": matches[: args.get("max_results", 20)]}
+
+
+LIVE: dict[str, Callable[[dict[str, Any], Path], dict[str, Any]]] = {
+    "math.eval": math_eval,
+    "read_file": read_file,
+    "file.write": file_write,
+    "repo.search": repo_search,
+}
