@@ -109,13 +109,17 @@ def token_range(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[i
 
 
 def boundaries(text: str, offsets: list[tuple[int, int]]) -> set[int]:
-    """Character positions where a token starts or ends, also past a token's leading or trailing blanks
-    (byte-level BPE glues the space before a word to the word)."""
+    """Character positions a match may start or end at without splitting a word piece: token edges,
+    past a token's leading or trailing blanks (byte-level BPE glues the space to the word), and any
+    point inside a token made only of punctuation and blanks (e.g. `")."`)."""
     out: set[int] = set()
     for s, e in offsets:
         out.add(s)
         out.add(e)
         piece = text[s:e]
+        if not any(c.isalnum() for c in piece):
+            out.update(range(s, e))
+            continue
         out.add(s + len(piece) - len(piece.lstrip()))
         out.add(e - (len(piece) - len(piece.rstrip())))
     return out

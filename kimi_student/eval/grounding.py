@@ -75,17 +75,19 @@ def result_values(results: list[dict[str, Any]]) -> list[Value]:
     seen: dict[str, Value] = {}
     for r in results:
         for leaf in _leaves(r.get("result", {})):
-            v = make_value(leaf)
-            if v is not None:
-                seen.setdefault(v.text, v)
+            # A multi-line text (a file, a page, program output) is quoted line by line, never whole.
+            pieces = [leaf, *leaf.splitlines()] if isinstance(leaf, str) and "\n" in leaf else [leaf]
+            for p in pieces:
+                v = make_value(p)
+                if v is not None:
+                    seen.setdefault(v.text, v)
     return list(seen.values())
 
 
 def _walk(obj: Any, parts: list[str]) -> Iterator[Any]:
     if not parts:
-        if parts == [] and isinstance(obj, (dict, list)):
-            return
-        yield obj
+        if not isinstance(obj, (dict, list)):
+            yield obj
         return
     head, rest = parts[0], parts[1:]
     if head == "*":
@@ -136,10 +138,10 @@ class Span:
         self.numbers = list(find_numbers(text))
         self.url_keys = {k for k in (url_key(u) for u in urls(text)) if k}
 
-    def lax_contains(self, v: Value) -> bool:
+    def lax_contains(self, v: Value, url_by_host: bool = True) -> bool:
         if v.number is not None:
             return any(any(numbers_equal(x, v.number) for x in n.values) for n in self.numbers)
-        if v.url_key and v.url_key in self.url_keys:
+        if url_by_host and v.url_key and v.url_key in self.url_keys:
             return True
         return _string_pattern(v.text).search(self.norm) is not None
 

@@ -33,11 +33,13 @@ def args_valid(name: str | None, arguments: Any) -> bool:
 
 
 def gold_evidence(item: dict[str, Any]) -> list[Value]:
-    """Evidence values of the item's tool results that its own gold integration spans contain."""
+    """Evidence values of the item's tool results that its own gold integration spans contain.
+
+    Literally: a URL counts only where the gold text names that URL, not a sibling on the same host."""
     meta = item["metadata"]
     gold = parse_transcript(item["teacher_text"])
     spans = [Span(t) for t in gold.span_texts()]
-    return [v for v in evidence_values(meta["tool_results"]) if any(s.lax_contains(v) for s in spans)]
+    return [v for v in evidence_values(meta["tool_results"]) if any(s.lax_contains(v, url_by_host=False) for s in spans)]
 
 
 @dataclass
