@@ -21,8 +21,9 @@ app = typer.Typer(
 )
 tools_app = typer.Typer(help="The tool registry and the ToolBroker's fixtures.", no_args_is_help=True)
 ctx_app = typer.Typer(help="The contextual tool-use dataset: gen -> extract -> verify.", no_args_is_help=True)
-tok_app = typer.Typer(help="Tokenizers: the embedded SmolLM2 one, or a small BPE trained here.",
-                      no_args_is_help=True)
+tok_app = typer.Typer(
+    help="Tokenizers: the embedded SmolLM2 one, or a small BPE trained here.", no_args_is_help=True
+)
 eval_app = typer.Typer(help="Score transcripts, apply the CAWS gates, write a fingerprinted report.")
 app.add_typer(tools_app, name="tools")
 app.add_typer(ctx_app, name="contextual")
@@ -71,7 +72,9 @@ def guarded(fn: Any) -> Any:
 
 @tools_app.command("list")
 @guarded
-def tools_list(as_json: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False) -> None:
+def tools_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the registry as JSON.")] = False,
+) -> None:
     """List the registered tools, their evidence fields and the registry fingerprint."""
     from kimi_student.tools.registry import TOOLS, registry_json, tool_registry_sha256
 
@@ -100,11 +103,14 @@ def tools_schema(name: Annotated[str, typer.Argument(help="Tool name, e.g. web.s
 @guarded
 def tools_record(
     calls: Annotated[Path, typer.Option(help="JSONL of {name, arguments} calls to record.")] = Path(
-        "eval/tool_broker/record_calls.jsonl"),
-    sandbox: Annotated[Path, typer.Option(help="Sandbox folder the live tools run in (a copy is used).")] = Path(
-        "eval/tool_broker/sandbox"),
+        "eval/tool_broker/record_calls.jsonl"
+    ),
+    sandbox: Annotated[
+        Path, typer.Option(help="Sandbox folder the live tools run in (a copy is used).")
+    ] = Path("eval/tool_broker/sandbox"),
     out: Annotated[Path, typer.Option(help="Fixture folder to write <tool>.jsonl into.")] = Path(
-        "eval/tool_broker/fixtures"),
+        "eval/tool_broker/fixtures"
+    ),
 ) -> None:
     """Build fixtures by running the live tools (math.eval, read_file, file.write, repo.search) in a sandbox."""
     from kimi_student.jsonl import read_jsonl
@@ -149,9 +155,14 @@ def contextual_gen(
 @guarded
 def contextual_extract(
     inp: Annotated[Path, typer.Option("--in", help="Dataset JSONL from `contextual gen`.")] = Path(
-        "data/contextual.jsonl"),
-    out: Annotated[Path, typer.Option(help="Dataset JSONL with spans added.")] = Path("data/contextual_final.jsonl"),
-    tokenizer: Annotated[str, typer.Option(help="'smollm2' (embedded) or a tokenizer.json path.")] = "smollm2",
+        "data/contextual.jsonl"
+    ),
+    out: Annotated[Path, typer.Option(help="Dataset JSONL with spans added.")] = Path(
+        "data/contextual_final.jsonl"
+    ),
+    tokenizer: Annotated[
+        str, typer.Option(help="'smollm2' (embedded) or a tokenizer.json path.")
+    ] = "smollm2",
 ) -> None:
     """Add UTF-8 byte offsets and token spans of tool names, JSON arguments and integration spans."""
     import os.path
@@ -166,8 +177,9 @@ def contextual_extract(
     rows = extract_items(items, tok)
     header = {**header, "tokenizer": tokenizer, "tokenizer_fingerprint": tok.fingerprint}
     if header.get("fixtures_dir"):  # keep pointing at the same fixture folder from the new location
-        header["fixtures_dir"] = os.path.relpath((inp.parent / header["fixtures_dir"]).resolve(),
-                                                 out.parent.resolve())
+        header["fixtures_dir"] = os.path.relpath(
+            (inp.parent / header["fixtures_dir"]).resolve(), out.parent.resolve()
+        )
     write_jsonl(out, [header, *rows])
     typer.echo(f"extracted spans for {len(rows)} items with {tokenizer} ({tok.fingerprint[:12]}) -> {out}")
 
@@ -176,9 +188,11 @@ def contextual_extract(
 @guarded
 def contextual_verify(
     inp: Annotated[Path, typer.Option("--in", help="Dataset JSONL (extracted, for token checks).")] = Path(
-        "data/contextual_final.jsonl"),
+        "data/contextual_final.jsonl"
+    ),
     report: Annotated[Path, typer.Option(help="Verify report JSON to write.")] = Path(
-        "eval/reports/contextual_verify.json"),
+        "eval/reports/contextual_verify.json"
+    ),
     tokenizer: Annotated[str | None, typer.Option(help="Defaults to the dataset's own tokenizer.")] = None,
 ) -> None:
     """Check calls (JSON, schema, fixtures), spans (bounds, bytes, tokens), CAWS header, privacy; print coverage.
@@ -217,7 +231,9 @@ def contextual_verify(
 @tok_app.command("train")
 @guarded
 def tokenizer_train(
-    inp: Annotated[Path, typer.Option("--in", help="Dataset JSONL whose prompts and teacher texts to train on.")],
+    inp: Annotated[
+        Path, typer.Option("--in", help="Dataset JSONL whose prompts and teacher texts to train on.")
+    ],
     out: Annotated[Path, typer.Option(help="tokenizer.json to write.")],
     vocab_size: Annotated[int, typer.Option(min=300, help="Vocabulary size.")] = 2048,
 ) -> None:
@@ -232,7 +248,9 @@ def tokenizer_train(
 
 @tok_app.command("fingerprint")
 @guarded
-def tokenizer_fingerprint(spec: Annotated[str, typer.Argument(help="'smollm2' or a tokenizer.json path")]) -> None:
+def tokenizer_fingerprint(
+    spec: Annotated[str, typer.Argument(help="'smollm2' or a tokenizer.json path")],
+) -> None:
     """Print a tokenizer's sha256 fingerprint."""
     from kimi_student.tokenizer import load_tokenizer
 
@@ -246,13 +264,19 @@ def tokenizer_fingerprint(spec: Annotated[str, typer.Argument(help="'smollm2' or
 @guarded
 def eval_run(
     ctx: typer.Context,
-    runner: Annotated[str | None, typer.Option(help="verification_only (scores gold text) or predictions.")] = None,
+    runner: Annotated[
+        str | None, typer.Option(help="verification_only (scores gold text) or predictions.")
+    ] = None,
     inp: Annotated[Path | None, typer.Option("--in", help="Extracted dataset JSONL.")] = None,
     out: Annotated[Path, typer.Option(help="Per-item results JSONL.")] = Path("eval/results/latest.jsonl"),
     report: Annotated[Path, typer.Option(help="Report JSON.")] = Path("eval/reports/latest.json"),
-    predictions: Annotated[str | None, typer.Option(help="JSONL of {id, output} (runner predictions).")] = None,
+    predictions: Annotated[
+        str | None, typer.Option(help="JSONL of {id, output} (runner predictions).")
+    ] = None,
     tokenizer: Annotated[str | None, typer.Option(help="Defaults to the dataset's tokenizer.")] = None,
-    fixtures: Annotated[list[str] | None, typer.Option(help="Fixture folder(s); default: the dataset's + base.")] = None,
+    fixtures: Annotated[
+        list[str] | None, typer.Option(help="Fixture folder(s); default: the dataset's + base.")
+    ] = None,
     gates: Annotated[Path, typer.Option(help="Gate thresholds.")] = Path("configs/gates.yaml"),
 ) -> None:
     """Score a run and apply the CAWS gates. Exit 0: all gates pass; 1: a gate failed; 2: bad input.
@@ -268,8 +292,10 @@ def eval_run(
 
     rep = run_eval(inp, runner, out, report, predictions, tokenizer, fixtures, gates, progress=_progress())
     s = rep["summary"]
-    typer.echo(f"runner {rep['header']['runner']}: {s['items']} items, {s['eligible_items']} eligible, "
-               f"{s['tool_calls']} tool calls, token_align_ok_rate {_fmt(s['token_align_ok_rate'])}")
+    typer.echo(
+        f"runner {rep['header']['runner']}: {s['items']} items, {s['eligible_items']} eligible, "
+        f"{s['tool_calls']} tool calls, token_align_ok_rate {_fmt(s['token_align_ok_rate'])}"
+    )
     typer.echo(gate_table(rep["gates"]))
     for p in s["fingerprint_problems"]:
         typer.echo(f"fingerprint: {p}", err=True)
@@ -291,7 +317,6 @@ def fixture_stats(
     except (OSError, json.JSONDecodeError, KeyError) as e:
         raise InputError(report, None, "summary", f"not a readable report ({e})") from None
     rate = s["fixture_hit_rate"]
-    typer.echo(f"fixture_hit_rate {_fmt(rate)}  "
-               f"calls {s['tool_calls']}  misses {s['fixture_miss_count']}")
+    typer.echo(f"fixture_hit_rate {_fmt(rate)}  calls {s['tool_calls']}  misses {s['fixture_miss_count']}")
     for m in s["fixture_misses"][:top]:
         typer.echo(f"  miss x{m['count']}  {m['tool']}  {m['key']}")

@@ -40,7 +40,9 @@ def format_number(value: float | int, locale: str, decimals: int | None = None) 
     sign = "-" if value < 0 else ""
     fixed = f"{abs(value):.{decimals}f}"
     int_part, _, frac = fixed.partition(".")
-    group, dec = {"en-US": (",", "."), "de-DE": (".", ","), "fr-FR": ("\u202f", ","), "en-IN": (",", ".")}[locale]
+    group, dec = {"en-US": (",", "."), "de-DE": (".", ","), "fr-FR": ("\u202f", ","), "en-IN": (",", ".")}[
+        locale
+    ]
     out = _group_int(int_part, group, indian=locale == "en-IN")
     return sign + out + (dec + frac if frac else "")
 

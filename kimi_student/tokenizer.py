@@ -88,7 +88,13 @@ def train_bpe(texts: Iterable[str], out: str | Path, vocab_size: int = 2048) -> 
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>"],
+        special_tokens=[
+            "<|endoftext|>",
+            "<tool_call>",
+            "</tool_call>",
+            "<tool_response>",
+            "</tool_response>",
+        ],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

@@ -118,13 +118,9 @@ def integration_spans(text: str, start: int = 0, cap: int = SPAN_CAP) -> list[tu
 
 def parse_transcript(text: str) -> Transcript:
     calls = [_parse_call(m) for m in _CALL.finditer(text)]
-    answer_start = 0
-    for rx in (_RESP, _CALL):
-        last = None
-        for last in rx.finditer(text):
-            pass
-        if last is not None:
-            answer_start = max(answer_start, last.end())
+    # The final answer starts after the last tool call or tool response.
+    ends = [m.end() for rx in (_RESP, _CALL) for m in rx.finditer(text)]
+    answer_start = max(ends, default=0)
     return Transcript(text, calls, answer_start, integration_spans(text, answer_start))
 
 

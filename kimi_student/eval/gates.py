@@ -28,8 +28,13 @@ def load_gates(path: str | Path = DEFAULT_GATES) -> dict[str, dict[str, Any]]:
 
 def evaluate_gate(value: float | None, count: int, cfg: dict[str, Any]) -> dict[str, Any]:
     """Status of one gate. 0.0 is a value like any other: only None (nothing measured) is missing."""
-    out = {"value": value, "threshold": cfg["threshold"], "op": cfg["op"],
-           "severity": cfg.get("severity", "normal"), "items": count}
+    out = {
+        "value": value,
+        "threshold": cfg["threshold"],
+        "op": cfg["op"],
+        "severity": cfg.get("severity", "normal"),
+        "items": count,
+    }
     if value is None or count < cfg.get("min_items", 1):
         out["status"] = "inconclusive"
     elif not _OPS[cfg["op"]](value, cfg["threshold"]):

@@ -98,7 +98,7 @@ def _walk(obj: Any, parts: list[str]) -> Iterator[Any]:
     if not isinstance(obj, dict) or name in STATUS_KEYS or name not in obj:
         return
     sub = obj[name]
-    for s in (sub if is_list and isinstance(sub, list) else [sub] if not is_list else []):
+    for s in sub if is_list and isinstance(sub, list) else [sub] if not is_list else []:
         yield from _walk(s, rest)
 
 
@@ -125,8 +125,9 @@ def evidence_values(results: list[dict[str, Any]]) -> list[Value]:
 @lru_cache(maxsize=65536)
 def _string_pattern(text: str) -> re.Pattern[str]:
     body = r"\s+".join(re.escape(w) for w in text.split(" "))
-    return re.compile(r"(?<!\w)" + body + r"(?!\w)" if text[:1].isalnum() or text[-1:].isalnum() else body,
-                      re.IGNORECASE)
+    return re.compile(
+        r"(?<!\w)" + body + r"(?!\w)" if text[:1].isalnum() or text[-1:].isalnum() else body, re.IGNORECASE
+    )
 
 
 class Span:

@@ -22,8 +22,15 @@ from kimi_student.tools.registry import tool_registry_sha256
 
 REPORT_VERSION = "1"
 BATCH = 256
-FINGERPRINTS = ("model_fingerprint", "dataset_sha256", "tool_registry_sha256", "tokenizer_fingerprint",
-                "prompt_wrapper_sha256", "fixtures_sha256", "code_version")
+FINGERPRINTS = (
+    "model_fingerprint",
+    "dataset_sha256",
+    "tool_registry_sha256",
+    "tokenizer_fingerprint",
+    "prompt_wrapper_sha256",
+    "fixtures_sha256",
+    "code_version",
+)
 
 
 def created_at() -> str:
@@ -76,7 +83,10 @@ def run_eval(
 
     scores = []
     outputs = runner.outputs(items)
-    with atomic_writer(out) as fh, tqdm(total=len(items), disable=not progress, unit="item", desc="eval") as bar:
+    with (
+        atomic_writer(out) as fh,
+        tqdm(total=len(items), disable=not progress, unit="item", desc="eval") as bar,
+    ):
         for lo in range(0, len(items), BATCH):
             chunk = items[lo : lo + BATCH]
             texts = [next(outputs) for _ in chunk]
@@ -106,7 +116,8 @@ def run_eval(
     problems = fingerprint_problems(header, dheader)
     gates = evaluate_gates(summary, gate_counts(summary), gates_cfg)
     gates["fingerprints_complete"] = evaluate_gate(
-        float(len(problems)), 1, {"op": "==", "threshold": 0, "severity": "hard"})
+        float(len(problems)), 1, {"op": "==", "threshold": 0, "severity": "hard"}
+    )
     summary["fingerprint_problems"] = problems
     report = {
         "header": header,

@@ -19,8 +19,10 @@ If no tool is needed, or the request must be declined, answer without calling to
 
 
 def system_prompt() -> str:
-    tools = "\n".join(json.dumps({k: t[k] for k in ("name", "description", "parameters")}, ensure_ascii=False)
-                      for t in registry_json())
+    tools = "\n".join(
+        json.dumps({k: t[k] for k in ("name", "description", "parameters")}, ensure_ascii=False)
+        for t in registry_json()
+    )
     return SYSTEM_TEMPLATE.format(tools=tools)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import jsonschema
@@ -19,7 +19,7 @@ from kimi_student.transcript import parse_transcript
 CONTROL_BEHAVIOURS = ("no_tool", "decline")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
     schema = registry()[name].parameters
     cls = jsonschema.validators.validator_for(schema)
@@ -39,7 +39,11 @@ def gold_evidence(item: dict[str, Any]) -> list[Value]:
     meta = item["metadata"]
     gold = parse_transcript(item["teacher_text"])
     spans = [Span(t) for t in gold.span_texts()]
-    return [v for v in evidence_values(meta["tool_results"]) if any(s.lax_contains(v, url_by_host=False) for s in spans)]
+    return [
+        v
+        for v in evidence_values(meta["tool_results"])
+        if any(s.lax_contains(v, url_by_host=False) for s in spans)
+    ]
 
 
 @dataclass
@@ -87,7 +91,9 @@ def score_item(
     control = meta["expected_behaviour"] in CONTROL_BEHAVIOURS
     gold_calls = meta["call_sequence"]
     gold_values = gold_evidence(item) if not control and gold_calls else []
-    sc = ItemScore(item["id"], control, eligible=not control and bool(gold_calls) and bool(gold_values), error=error)
+    sc = ItemScore(
+        item["id"], control, eligible=not control and bool(gold_calls) and bool(gold_values), error=error
+    )
     t = parse_transcript(output)
 
     # Tool calls: JSON/schema validity and fixture replay.
@@ -139,8 +145,10 @@ def summarize(scores: list[ItemScore], broker: ToolBroker) -> dict[str, Any]:
     calls = [c for s in scores for c in s.calls]
     multi = [s for s in scores if s.call_sequence_ok is not None]
     spans = sum(s.spans for s in scores)
-    tot = {k: sum(getattr(s, k) for s in el) for k in
-           ("spans", "grounded_lax", "grounded_strict", "gold_evidence", "found_lax", "found_strict")}
+    tot = {
+        k: sum(getattr(s, k) for s in el)
+        for k in ("spans", "grounded_lax", "grounded_strict", "gold_evidence", "found_lax", "found_strict")
+    }
     f1 = ItemScore.f1
     macro = [s.to_json() for s in el]
     misses = sorted(broker.stats.misses.items())
@@ -156,9 +164,13 @@ def summarize(scores: list[ItemScore], broker: ToolBroker) -> dict[str, Any]:
         "integration_precision_lax": _rate(tot["grounded_lax"], tot["spans"]),
         "integration_recall_lax": _rate(tot["found_lax"], tot["gold_evidence"]),
         "integration_f1_lax": f1(tot["grounded_lax"], tot["spans"], tot["found_lax"], tot["gold_evidence"])
-        if el else None,
-        "integration_f1_strict": f1(tot["grounded_strict"], tot["spans"], tot["found_strict"], tot["gold_evidence"])
-        if el else None,
+        if el
+        else None,
+        "integration_f1_strict": f1(
+            tot["grounded_strict"], tot["spans"], tot["found_strict"], tot["gold_evidence"]
+        )
+        if el
+        else None,
         "integration_f1_lax_macro": sum(m["f1_lax"] for m in macro) / len(macro) if macro else None,
         "integration_f1_strict_macro": sum(m["f1_strict"] for m in macro) / len(macro) if macro else None,
         "privacy_ok_rate": _rate(sum(s.privacy_ok for s in scores), len(scores)),

@@ -110,7 +110,9 @@ class ToolBroker:
         try:
             key = fixture_key(name, arguments)
         except UnknownToolError:
-            return BrokerReply(False, canonical_json(arguments), {"ok": False, "error": "unknown_tool", "tool": name})
+            return BrokerReply(
+                False, canonical_json(arguments), {"ok": False, "error": "unknown_tool", "tool": name}
+            )
         except ArgumentError as e:
             return BrokerReply(
                 False,

@@ -116,7 +116,10 @@ TOOLS: tuple[Tool, ...] = (
             {
                 "url": {"type": "string", "format": "uri", "minLength": 8},
                 "max_pages": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
-                "include": {"type": "array", "items": {"type": "string", "enum": ["text", "links", "tables"]}},
+                "include": {
+                    "type": "array",
+                    "items": {"type": "string", "enum": ["text", "links", "tables"]},
+                },
             },
             ["url"],
         ),
@@ -171,7 +174,10 @@ TOOLS: tuple[Tool, ...] = (
         _obj(
             {
                 "url": {"type": "string", "format": "uri", "minLength": 8},
-                "params": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+                "params": {
+                    "type": "object",
+                    "additionalProperties": {"type": ["string", "number", "boolean"]},
+                },
                 "headers": {"type": "object", "additionalProperties": {"type": "string"}},
                 "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 30, "default": 10},
             },
