@@ -8,6 +8,7 @@ from typing import Any
 
 import jsonschema
 
+from kimi_student.eval.call_match import match_calls
 from kimi_student.eval.grounding import Span, Value, evidence_values, result_values
 from kimi_student.fingerprint import canonical_json
 from kimi_student.privacy import privacy_violations
@@ -60,6 +61,8 @@ class ItemScore:
     spans_token_aligned: int = 0
     calls: list[dict[str, Any]] = field(default_factory=list)
     call_sequence_ok: bool | None = None
+    calls_expected: int = 0
+    calls_matched: int = 0
     control_violation: bool = False
     privacy_ok: bool = True
     privacy_violations: list[str] = field(default_factory=list)
@@ -110,6 +113,10 @@ def score_item(
             rec.update(hit=reply.hit, key=reply.key)
             arg_texts.append(canonical_json(c.arguments))
         sc.calls.append(rec)
+    sc.calls_expected = len(gold_calls)
+    sc.calls_matched = match_calls(
+        gold_calls, [{"name": c.name, "arguments": c.arguments} for c in t.calls if c.name]
+    )
     if len(gold_calls) >= 2:
         sc.call_sequence_ok = [c.name for c in t.calls] == [g["name"] for g in gold_calls]
 
@@ -180,6 +187,7 @@ def summarize(scores: list[ItemScore], broker: ToolBroker) -> dict[str, Any]:
         "fixture_misses": [{"tool": t, "key": k, "count": n} for (t, k), n in misses],
         "json_args_valid_rate": _rate(sum(c["valid"] for c in calls), len(calls)),
         "call_sequence_parity": _rate(sum(bool(s.call_sequence_ok) for s in multi), len(multi)),
+        "call_accuracy": _rate(sum(s.calls_matched for s in scores), sum(s.calls_expected for s in scores)),
         "token_align_ok_rate": _rate(sum(s.spans_token_aligned for s in scores), spans),
     }
 
