@@ -1,0 +1,1 @@
+"""Datasets: the contextual tool-use dataset (generate, extract, verify)."""

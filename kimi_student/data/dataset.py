@@ -1,0 +1,85 @@
+"""Reading a contextual dataset with every fault named by file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kimi_student.errors import InputError
+from kimi_student.jsonl import read_jsonl
+from kimi_student.tools.registry import registry
+
+BEHAVIOURS = ("normal", "no_tool", "decline", "retry")
+_ITEM_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("id", str), ("role", str), ("task_type", str), ("caws_level", int), ("prompt", str),
+    ("teacher_text", str), ("metadata", dict),
+)
+_META_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("scenario", str), ("complexity", str), ("structure", str), ("expected_behaviour", str), ("locale", str),
+    ("call_sequence", list), ("tool_results", list), ("integration_spans_bytes", list),
+    ("negative_control", bool),
+)
+_TYPE_NAMES = {str: "string", int: "integer", dict: "object", list: "array", bool: "boolean"}
+
+
+def _need(obj: dict[str, Any], key: str, typ: Any, where: str, path: Path, line: int) -> Any:
+    if key not in obj:
+        raise InputError(path, line, where + key, "missing field")
+    val = obj[key]
+    if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
+        raise InputError(path, line, where + key, f"expected {_TYPE_NAMES.get(typ, typ)}, got {type(val).__name__}")
+    return val
+
+
+def validate_item(item: dict[str, Any], path: Path, line: int) -> None:
+    for key, typ in _ITEM_FIELDS:
+        _need(item, key, typ, "", path, line)
+    meta = item["metadata"]
+    for key, typ in _META_FIELDS:
+        _need(meta, key, typ, "metadata.", path, line)
+    if meta["expected_behaviour"] not in BEHAVIOURS:
+        raise InputError(path, line, "metadata.expected_behaviour", f"must be one of {', '.join(BEHAVIOURS)}")
+    tools = registry()
+    for i, call in enumerate(meta["call_sequence"]):
+        where = f"metadata.call_sequence[{i}]."
+        if not isinstance(call, dict):
+            raise InputError(path, line, where[:-1], "expected object")
+        name = _need(call, "name", str, where, path, line)
+        if name not in tools:
+            raise InputError(path, line, where + "name", f"unknown tool {name!r}")
+        _need(call, "arguments", dict, where, path, line)
+    for i, res in enumerate(meta["tool_results"]):
+        where = f"metadata.tool_results[{i}]."
+        if not isinstance(res, dict):
+            raise InputError(path, line, where[:-1], "expected object")
+        name = _need(res, "name", str, where, path, line)
+        if name not in tools:
+            raise InputError(path, line, where + "name", f"unknown tool {name!r}")
+        _need(res, "result", dict, where, path, line)
+    if len(meta["tool_results"]) != len(meta["call_sequence"]):
+        raise InputError(path, line, "metadata.tool_results", "must have one result per call in call_sequence")
+    for i, span in enumerate(meta["integration_spans_bytes"]):
+        if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
+            raise InputError(path, line, f"metadata.integration_spans_bytes[{i}]", "expected [start, end] integers")
+
+
+def read_dataset(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(header, items). The header must be line 1; ids must be unique."""
+    p = Path(path)
+    header: dict[str, Any] | None = None
+    items: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for line, obj in read_jsonl(p):
+        if header is None:
+            if obj.get("__header__") is not True:
+                raise InputError(p, line, "__header__", "line 1 must be the dataset header")
+            header = obj
+            continue
+        validate_item(obj, p, line)
+        if obj["id"] in seen:
+            raise InputError(p, line, "id", f"duplicate id {obj['id']!r} (first on line {seen[obj['id']]})")
+        seen[obj["id"]] = line
+        items.append(obj)
+    if header is None:
+        raise InputError(p, None, "__header__", "empty dataset")
+    return header, items

@@ -1,0 +1,114 @@
+"""Verify a contextual dataset: every check a training or evaluation run relies on, and a coverage table."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from kimi_student.data.contextual import COMPLEXITIES, SCENARIOS, STRUCTURES
+from kimi_student.eval.scoring import args_valid
+from kimi_student.fingerprint import canonical_json
+from kimi_student.numbers import LOCALES
+from kimi_student.privacy import privacy_violations
+from kimi_student.tokenizer import TokenizerHandle
+from kimi_student.tools.broker import ToolBroker
+from kimi_student.tools.registry import tool_registry_sha256
+from kimi_student.transcript import char_to_byte_offsets, parse_transcript
+
+CAWS_RE = re.compile(r"^CAWS/1 level=[1-3] role=\w+ task=\w+\n")
+BATCH = 512
+
+
+def _check_item(item: dict[str, Any], broker: ToolBroker, ids: list[int] | None, tok: TokenizerHandle | None,
+                problems: Counter[str], examples: dict[str, str]) -> None:
+    def bad(kind: str, detail: str) -> None:
+        problems[kind] += 1
+        examples.setdefault(kind, f"{item['id']}: {detail}")
+
+    meta, text = item["metadata"], item["teacher_text"]
+    if not CAWS_RE.match(item["prompt"]):
+        bad("caws_header", "prompt does not start with a CAWS/1 header")
+    t = parse_transcript(text)
+    if [c.name for c in t.calls] != [c["name"] for c in meta["call_sequence"]]:
+        bad("call_sequence", "teacher_text calls differ from metadata.call_sequence")
+    for c, gold, res in zip(t.calls, meta["call_sequence"], meta["tool_results"]):
+        if c.error or c.arguments != gold["arguments"]:
+            bad("call_json", f"{gold['name']}: {c.error or 'arguments differ from call_sequence'}")
+        if not args_valid(gold["name"], gold["arguments"]):
+            bad("call_schema", f"{gold['name']} arguments fail the tool's JSON Schema")
+        reply = broker.lookup(gold["name"], gold["arguments"])
+        if not reply.hit:
+            bad("fixture_missing", f"{gold['name']} {reply.key}")
+        elif reply.result != res["result"]:
+            bad("fixture_mismatch", f"{gold['name']} {reply.key}")
+    table = char_to_byte_offsets(text)
+    raw = text.encode("utf-8")
+    if [[table[s], table[e]] for s, e in t.spans] != meta["integration_spans_bytes"]:
+        bad("span_offsets", "integration_spans_bytes differ from the spans in teacher_text")
+    for s, e in meta["integration_spans_bytes"]:
+        if not 0 <= s < e <= len(raw):
+            bad("span_bounds", f"[{s}, {e}) outside 0..{len(raw)}")
+        elif not raw[s:e].decode("utf-8", "replace").startswith("Integration:"):
+            bad("span_text", f"bytes [{s}, {e}) do not hold an integration span")
+    if tok is not None and ids is not None:
+        tok_spans = meta.get("integration_spans_tokens")
+        if tok_spans is None:
+            bad("token_spans_missing", "run `kimi-student contextual extract` first")
+        else:
+            for (bs, be), (ts, te) in zip(meta["integration_spans_bytes"], tok_spans):
+                span_text = raw[bs:be].decode("utf-8", "replace")
+                if not (0 <= ts < te <= len(ids)) or tok.decode(ids[ts:te]).strip() != span_text.strip():
+                    bad("token_align", f"tokens [{ts}, {te}) do not decode to {span_text[:40]!r}")
+    control = meta["expected_behaviour"] in ("no_tool", "decline")
+    if control and (t.calls or t.spans):
+        bad("control", "a control item calls a tool or integrates")
+    if not control and meta["call_sequence"] and not meta["negative_control"] and not t.spans:
+        bad("no_integration", "a tool-using item has no integration span")
+    leaks = privacy_violations(item["prompt"], [t.model_text(), *(canonical_json(c["arguments"])
+                                                                   for c in meta["call_sequence"])])
+    if leaks:
+        bad("privacy", leaks[0])
+
+
+def coverage(items: list[dict[str, Any]]) -> dict[str, Any]:
+    meta = [it["metadata"] for it in items]
+    by = {k: dict(sorted(Counter(m[k] for m in meta).items()))
+          for k in ("scenario", "complexity", "structure", "locale", "expected_behaviour")}
+    by["adversarial"] = dict(sorted(Counter((m.get("adversarial") or {}).get("kind", "none") for m in meta).items()))
+    by["negative_control"] = sum(m["negative_control"] for m in meta)
+    by["long_context"] = sum(bool(m.get("long_context")) for m in meta)
+    cells = Counter((m["scenario"], m["structure"], m["complexity"], m["locale"]) for m in meta)
+    possible = [(sc, st, cx, lo) for sc, sts in SCENARIOS.items() for st in sts for cx in COMPLEXITIES
+                for lo in LOCALES]
+    covered = sum(1 for c in possible if cells[c])
+    by["strata"] = {"possible": len(possible), "covered": covered, "fraction": covered / len(possible),
+                    "structures_known": list(STRUCTURES)}
+    return by
+
+
+def verify(header: dict[str, Any], items: list[dict[str, Any]], broker: ToolBroker,
+           tok: TokenizerHandle | None) -> dict[str, Any]:
+    """A verify report: problem counts with one example each, and the coverage table."""
+    problems: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    if header.get("tool_registry_sha256") != tool_registry_sha256():
+        problems["header_registry"] += 1
+        examples["header_registry"] = "dataset was made with a different tool registry"
+    if tok is not None and header.get("tokenizer_fingerprint") not in (None, tok.fingerprint):
+        problems["header_tokenizer"] += 1
+        examples["header_tokenizer"] = "dataset was extracted with a different tokenizer"
+    for lo in range(0, len(items), BATCH):
+        chunk = items[lo : lo + BATCH]
+        encs = tok.encode_offsets([it["teacher_text"] for it in chunk]) if tok else [(None, None)] * len(chunk)
+        for it, (ids, _) in zip(chunk, encs):
+            _check_item(it, broker, ids, tok, problems, examples)
+    return {
+        "items": len(items),
+        "ok": not problems,
+        "problems": dict(sorted(problems.items())),
+        "examples": dict(sorted(examples.items())),
+        "coverage": coverage(items),
+        "tool_registry_sha256": tool_registry_sha256(),
+        "tokenizer_fingerprint": tok.fingerprint if tok else None,
+    }

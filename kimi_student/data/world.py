@@ -1,0 +1,181 @@
+"""A small deterministic world behind the replay-only tools, used to generate gold transcripts.
+
+Every result is a pure function of the tool name and its normalised arguments, so one fixture key
+always maps to one result, whichever item produced it. `math.eval` uses the live safe evaluator,
+so recorded and generated fixtures agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+from typing import Any
+
+from kimi_student.tools.live import math_eval
+
+SUBJECTS = (
+    "json schema validation", "python asyncio timeouts", "http caching headers", "rust borrow checker",
+    "sqlite wal mode", "unicode normalization", "tls certificate pinning", "git rebase autosquash",
+    "css grid layout", "numpy broadcasting", "kubernetes readiness probes", "postgres vacuum tuning",
+    "webassembly memory limits", "oauth device flow", "regex catastrophic backtracking",
+    "utf-8 byte order marks", "rate limiting token bucket", "bloom filter false positives",
+    "b-tree page splits", "coreml enumerated shapes",
+)
+ASPECTS = ("best practices", "tutorial", "error handling", "performance", "reference")
+HOSTS = ("docs.python.org", "developer.mozilla.org", "en.wikipedia.org", "github.com", "example.com")
+EMPTY_QUERY_WORDS = ("zyxqv", "quuxbar", "flarnish")  # queries built from these find nothing
+
+PACKAGES = (
+    "fastjson", "tinyhttp", "corelog", "netpool", "pixelkit", "datebox", "quickcsv", "shellcraft",
+    "vectormath", "tokenforge", "ziparchive", "cachetier", "mailroute", "graphlite", "streamdeck",
+)
+DIRS = ("src/app", "src/core", "services/billing", "lib/net", "tools/cli", "pkg/storage")
+FILES = ("config.py", "settings.toml", "limits.yaml", "constants.py", "defaults.ini", "retry.py")
+SETTINGS = (
+    "MAX_RETRIES", "TIMEOUT_SECONDS", "POOL_SIZE", "CACHE_TTL", "BATCH_SIZE", "PORT", "WORKERS",
+    "QUEUE_DEPTH", "BACKOFF_MS", "PAGE_SIZE",
+)
+
+
+def rng_for(*parts: Any) -> random.Random:
+    h = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(h[:8], "big"))
+
+
+def title_case(s: str) -> str:
+    return " ".join(w if w.isupper() else w[:1].upper() + w[1:] for w in s.split())
+
+
+def slug(s: str) -> str:
+    return "-".join(s.lower().split())
+
+
+def world_file(path: str) -> list[str] | None:
+    """Lines of a file in the simulated repo, or None if it does not exist."""
+    if Path(path).name not in FILES or str(Path(path).parent) not in DIRS:
+        return None
+    r = rng_for("file", path)
+    keys = r.sample(SETTINGS, 4)
+    return [f"{k} = {r.randint(2, 900)}" for k in keys]
+
+
+def setting_value(path: str, key: str) -> int | None:
+    for line in world_file(path) or []:
+        k, _, v = line.partition(" = ")
+        if k == key:
+            return int(v)
+    return None
+
+
+def _web_search(a: dict[str, Any]) -> dict[str, Any]:
+    q = a["query"]
+    if any(w in q for w in EMPTY_QUERY_WORDS):
+        return {"ok": True, "total": 0, "results": []}
+    r = rng_for("search", q)
+    site = a.get("filters", {}).get("site")
+    n = min(a.get("top_k", 5), 3)
+    results = []
+    for i in range(n):
+        host = site or r.choice(HOSTS)
+        words = q.split()
+        title = f"{title_case(' '.join(words[:4]))}: {r.choice(('A Practical Guide', 'Notes', 'Deep Dive', 'FAQ', 'Cookbook'))}"
+        if i:
+            title += f" (Part {i + 1})"
+        url = f"https://{host}/{slug(' '.join(words[:3]))}/{r.randint(10, 999)}"
+        snippet = f"{title_case(words[0])} covers {r.randint(3, 40)} cases and {r.choice(('pitfalls', 'examples', 'benchmarks'))}"
+        results.append({"title": title, "url": url, "snippet": snippet, "rank": i + 1})
+    return {"ok": True, "total": r.randint(n, 5000), "results": results}
+
+
+def _web_crawl(a: dict[str, Any]) -> dict[str, Any]:
+    url = a["url"]
+    if url.rstrip("/").endswith("/missing"):
+        return {"ok": False, "error": "HTTP 404", "url": url}
+    r = rng_for("crawl", url)
+    topic = url.split("/")[3].replace("-", " ") if url.count("/") > 2 else "home"
+    title = f"{title_case(topic)} | {r.choice(('Docs', 'Wiki', 'Handbook'))}"
+    facts = [
+        f"The recommended limit is {r.randint(2, 64)} per worker",
+        f"Version {r.randint(1, 9)}.{r.randint(0, 20)} changed the default behaviour",
+    ]
+    out: dict[str, Any] = {"ok": True, "url": url, "title": title, "text": "\n".join(facts)}
+    if "links" in a.get("include", []):
+        out["links"] = [f"{url.rstrip('/')}/{k}" for k in ("intro", "faq")]
+    return out
+
+
+def _code_execute(a: dict[str, Any]) -> dict[str, Any]:
+    code = a["code"]
+    if "SyntaxError" in code or code.rstrip().endswith(":"):
+        return {"ok": False, "exit_code": 1, "stdout": "", "stderr": "SyntaxError: invalid syntax"}
+    # The programs the generator writes print one line that the generator itself knows (stored in a comment).
+    marker = "# expect: "
+    line = next((ln for ln in code.splitlines() if ln.startswith(marker)), None)
+    stdout = line[len(marker) :] if line else ""
+    return {"ok": True, "exit_code": 0, "stdout": stdout, "stderr": ""}
+
+
+def _read_file(a: dict[str, Any]) -> dict[str, Any]:
+    lines = world_file(a["path"])
+    if lines is None:
+        return {"ok": False, "error": "file not found", "path": a["path"]}
+    start = a.get("start_line", 1)
+    chunk = lines[start - 1 : start - 1 + a.get("max_lines", 200)]
+    return {"ok": True, "path": a["path"], "start_line": start, "line_count": len(chunk), "content": "\n".join(chunk)}
+
+
+def _file_write(a: dict[str, Any]) -> dict[str, Any]:
+    if a.get("mode", "create") == "create" and Path(a["path"]).name.startswith("existing"):
+        return {"ok": False, "error": "file exists", "path": a["path"]}
+    data = a["content"]
+    if a.get("options", {}).get("newline") == "crlf":
+        data = data.replace("\n", "\r\n")
+    return {"ok": True, "path": a["path"], "bytes_written": len(data.encode("utf-8"))}
+
+
+def _repo_search(a: dict[str, Any]) -> dict[str, Any]:
+    pat = a["pattern"].upper()
+    paths = a.get("paths") or []
+    matches = []
+    for d in DIRS:
+        if paths and not any(d.startswith(p.rstrip("/*")) or p in ("*", "**") for p in paths):
+            continue
+        for f in FILES:
+            for n, line in enumerate(world_file(f"{d}/{f}") or [], start=1):
+                if line.startswith(pat + " "):
+                    matches.append({"path": f"{d}/{f}", "line": n, "text": line})
+    return {"ok": True, "total": len(matches), "matches": matches[: a.get("max_results", 20)]}
+
+
+def _http_get(a: dict[str, Any]) -> dict[str, Any]:
+    url = a["url"]
+    if a.get("timeout_s", 10) < 2:
+        return {"ok": False, "error": "timeout", "status_code": None}
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    if name not in PACKAGES:
+        return {"ok": True, "status_code": 404, "body": {"error": "not found"}}
+    r = rng_for("pkg", name)
+    body = {
+        "name": name,
+        "version": f"{r.randint(0, 9)}.{r.randint(0, 30)}.{r.randint(0, 20)}",
+        "released": f"2026-{r.randint(1, 10):02d}-{r.randint(1, 28):02d}",
+        "weekly_downloads": r.randint(1200, 9_800_000),
+    }
+    return {"ok": True, "status_code": 200, "body": body}
+
+
+SIMULATORS = {
+    "web.search": _web_search,
+    "web.crawl": _web_crawl,
+    "code.execute": _code_execute,
+    "read_file": _read_file,
+    "file.write": _file_write,
+    "repo.search": _repo_search,
+    "http.get": _http_get,
+    "math.eval": lambda a: math_eval(a, Path(".")),
+}
+
+
+def simulate(name: str, normalized_args: dict[str, Any]) -> dict[str, Any]:
+    return SIMULATORS[name](normalized_args)
