@@ -6,7 +6,7 @@ KS := $(VENV)/bin/kimi-student
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-N ?= 200
+N ?= 500
 SEED ?= 0
 TOKENIZER ?= smollm2
 DATA ?= data

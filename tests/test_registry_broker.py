@@ -25,7 +25,7 @@ def test_registry_has_eight_tools_with_valid_schemas_and_evidence() -> None:
         jsonschema.Draft202012Validator.check_schema(t.parameters)
         assert t.evidence, t.name
         for q in (*t.query_fields, *t.path_fields):
-            head = q.split(".")[0]
+            head = q.split(".")[0].removesuffix("[]")
             assert head in t.parameters["properties"], (t.name, q)
 
 

@@ -109,13 +109,22 @@ FILE_GOLD = "I read config/app.toml.\nIntegration: config/app.toml sets MAX_RETR
 HTTP_RESULT = {
     "ok": True,
     "status_code": 200,
-    "body": {"name": "fastjson", "version": "2.4.1", "verified": True, "ok": True, "status": "stable",
-             "error": "none"},
+    "body": {
+        "name": "fastjson",
+        "version": "2.4.1",
+        "verified": True,
+        "ok": True,
+        "status": "stable",
+        "error": "none",
+    },
 }
 HTTP_CALL: Call = ("http.get", {"url": "https://api.example.com/v1/packages/fastjson"}, HTTP_RESULT)
 
-CODE_CALL: Call = ("code.execute", {"language": "python", "code": "import re\nprint(re.__name__)"},
-                   {"ok": True, "stdout": "re", "stderr": "", "exit_code": 0})
+CODE_CALL: Call = (
+    "code.execute",
+    {"language": "python", "code": "import re\nprint(re.__name__)"},
+    {"ok": True, "stdout": "re", "stderr": "", "exit_code": 0},
+)
 
 
 # ---- 1. gates ---------------------------------------------------------------------------------------
@@ -216,22 +225,62 @@ def grounded(tok, results: list[dict[str, Any]], span_text: str) -> tuple[bool, 
 
 STATUS_CASES = [
     # (results, span, lax, strict)
-    pytest.param([{"name": "math.eval", "result": {"ok": True, "value": 3}}],
-                 "Integration: The answer is true.", False, False, id="ok-true-not-evidence"),
-    pytest.param([{"name": "math.eval", "result": {"ok": True, "value": 3}}],
-                 "Integration: The check is True and OK.", False, False, id="ok-true-any-case"),
-    pytest.param([{"name": "http.get", "result": HTTP_RESULT}],
-                 "Integration: The package is verified: true.", False, False, id="nested-bool-not-evidence"),
-    pytest.param([{"name": "http.get", "result": HTTP_RESULT}],
-                 "Integration: The package is stable.", False, False, id="status-key-value-not-evidence"),
-    pytest.param([{"name": "http.get", "result": HTTP_RESULT}],
-                 "Integration: The error was none.", False, False, id="error-key-value-not-evidence"),
-    pytest.param([{"name": "math.eval", "result": {"ok": False, "error": "division_by_zero"}}],
-                 "Integration: It failed with division_by_zero.", False, False, id="top-level-error-not-evidence"),
-    pytest.param([{"name": "math.eval", "result": {"ok": False, "status": "timeout"}}],
-                 "Integration: The status was timeout.", False, False, id="top-level-status-not-evidence"),
-    pytest.param([{"name": "http.get", "result": HTTP_RESULT}],
-                 "Integration: fastjson is at version 2.4.1.", True, True, id="control-real-body-values-ground"),
+    pytest.param(
+        [{"name": "math.eval", "result": {"ok": True, "value": 3}}],
+        "Integration: The answer is true.",
+        False,
+        False,
+        id="ok-true-not-evidence",
+    ),
+    pytest.param(
+        [{"name": "math.eval", "result": {"ok": True, "value": 3}}],
+        "Integration: The check is True and OK.",
+        False,
+        False,
+        id="ok-true-any-case",
+    ),
+    pytest.param(
+        [{"name": "http.get", "result": HTTP_RESULT}],
+        "Integration: The package is verified: true.",
+        False,
+        False,
+        id="nested-bool-not-evidence",
+    ),
+    pytest.param(
+        [{"name": "http.get", "result": HTTP_RESULT}],
+        "Integration: The package is stable.",
+        False,
+        False,
+        id="status-key-value-not-evidence",
+    ),
+    pytest.param(
+        [{"name": "http.get", "result": HTTP_RESULT}],
+        "Integration: The error was none.",
+        False,
+        False,
+        id="error-key-value-not-evidence",
+    ),
+    pytest.param(
+        [{"name": "math.eval", "result": {"ok": False, "error": "division_by_zero"}}],
+        "Integration: It failed with division_by_zero.",
+        False,
+        False,
+        id="top-level-error-not-evidence",
+    ),
+    pytest.param(
+        [{"name": "math.eval", "result": {"ok": False, "status": "timeout"}}],
+        "Integration: The status was timeout.",
+        False,
+        False,
+        id="top-level-status-not-evidence",
+    ),
+    pytest.param(
+        [{"name": "http.get", "result": HTTP_RESULT}],
+        "Integration: fastjson is at version 2.4.1.",
+        True,
+        True,
+        id="control-real-body-values-ground",
+    ),
 ]
 
 
@@ -313,34 +362,56 @@ def test_hallucinated_number_through_score_item(tok):
 
 URL_CASES = [
     # (result url, span, lax)
-    pytest.param("https://github.com/json-schema", "Integration: See https://github.com/json-schema/tree/main.",
-                 True, id="deeper-path-same-first-segment"),
-    pytest.param("https://github.com/json-schema/tree/main", "Integration: See https://github.com/json-schema.",
-                 True, id="shorter-path-same-first-segment"),
-    pytest.param("https://github.com/json-schema", "Integration: See https://GitHub.com/JSON-Schema/.",
-                 True, id="host-and-segment-case-insensitive"),
-    pytest.param("https://example.com/docs", "Integration: See http://example.com/docs?x=1#y.",
-                 True, id="scheme-query-fragment-ignored"),
-    pytest.param("https://github.com/json-schema", "Integration: See https://github.com/other-project.",
-                 False, id="other-first-segment"),
-    pytest.param("https://github.com/json-schema", "Integration: See https://gist.github.com/json-schema.",
-                 False, id="other-host-same-segment"),
-    pytest.param("https://example.com/docs", "Integration: See https://example.org/docs.",
-                 False, id="other-tld"),
     pytest.param(
-        "https://example.com", "Integration: See https://example.com.evil.net/login.", False,
-        id="BUG-host-prefix-spoof",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "grounding.Span.lax_contains falls back to _string_pattern(v.text) for URL values, so a result "
-            "URL that is a textual prefix of another host (example.com -> example.com.evil.net) grounds; "
-            "DESIGN.md section 4 says URLs match by host and first path segment")),
+        "https://github.com/json-schema",
+        "Integration: See https://github.com/json-schema/tree/main.",
+        True,
+        id="deeper-path-same-first-segment",
     ),
     pytest.param(
-        "https://github.com/json-schema", "Integration: See https://github.com/json-schema-v2.", False,
-        id="BUG-first-segment-prefix",
-        marks=pytest.mark.xfail(strict=True, reason=(
-            "grounding.Span.lax_contains: string fallback matches 'https://github.com/json-schema' inside "
-            "'https://github.com/json-schema-v2' ('-' is not \\w) although the first path segments differ")),
+        "https://github.com/json-schema/tree/main",
+        "Integration: See https://github.com/json-schema.",
+        True,
+        id="shorter-path-same-first-segment",
+    ),
+    pytest.param(
+        "https://github.com/json-schema",
+        "Integration: See https://GitHub.com/JSON-Schema/.",
+        True,
+        id="host-and-segment-case-insensitive",
+    ),
+    pytest.param(
+        "https://example.com/docs",
+        "Integration: See http://example.com/docs?x=1#y.",
+        True,
+        id="scheme-query-fragment-ignored",
+    ),
+    pytest.param(
+        "https://github.com/json-schema",
+        "Integration: See https://github.com/other-project.",
+        False,
+        id="other-first-segment",
+    ),
+    pytest.param(
+        "https://github.com/json-schema",
+        "Integration: See https://gist.github.com/json-schema.",
+        False,
+        id="other-host-same-segment",
+    ),
+    pytest.param(
+        "https://example.com/docs", "Integration: See https://example.org/docs.", False, id="other-tld"
+    ),
+    pytest.param(
+        "https://example.com",
+        "Integration: See https://example.com.evil.net/login.",
+        False,
+        id="regression-host-prefix-spoof",
+    ),
+    pytest.param(
+        "https://github.com/json-schema",
+        "Integration: See https://github.com/json-schema-v2.",
+        False,
+        id="regression-first-segment-prefix",
     ),
 ]
 
@@ -354,12 +425,17 @@ def test_url_lax_by_host_and_first_segment(url, span, lax):
 
 def test_gold_evidence_url_is_literal_not_by_host():
     """Gold evidence takes a URL only where the gold text names that URL, not a sibling on its host."""
-    res = {"ok": True, "results": [
-        {"title": "Alpha Guide", "url": "https://example.com/alpha/intro", "snippet": "Zq one"},
-        {"title": "Beta Notes", "url": "https://example.com/alpha/other", "snippet": "Zq two"},
-    ]}
-    item = make_item([("web.search", {"query": "alpha"}, res)],
-                     "I searched.\nIntegration: The top result is Alpha Guide at https://example.com/alpha/intro.")
+    res = {
+        "ok": True,
+        "results": [
+            {"title": "Alpha Guide", "url": "https://example.com/alpha/intro", "snippet": "Zq one"},
+            {"title": "Beta Notes", "url": "https://example.com/alpha/other", "snippet": "Zq two"},
+        ],
+    }
+    item = make_item(
+        [("web.search", {"query": "alpha"}, res)],
+        "I searched.\nIntegration: The top result is Alpha Guide at https://example.com/alpha/intro.",
+    )
     assert {v.text for v in gold_evidence(item)} == {"alpha guide", "https://example.com/alpha/intro"}
 
 
@@ -369,8 +445,9 @@ STRICT_CASES = [
     # (answer, lax, strict)
     pytest.param("I ran it.\nIntegration: The program printed re.", 1, 1, id="aligned-word"),
     pytest.param("I ran it.\nIntegration: The program printed 're'.", 1, 1, id="aligned-quoted"),
-    pytest.param("I ran it.\nIntegration: The program says they're done.", 1, 0,
-                 id="inside-contraction-piece-'re"),
+    pytest.param(
+        "I ran it.\nIntegration: The program says they're done.", 1, 0, id="inside-contraction-piece-'re"
+    ),
     pytest.param("I ran it.\nIntegration: The program printed rex.", 0, 0, id="longer-word-neither"),
 ]
 
@@ -395,10 +472,6 @@ def test_strict_piece_boundaries_are_what_the_tokenizer_says(tok):
     assert text.index(" done") + 1 in boundaries(text, offsets)  # past the glued space
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "grounding.Span.strict_matches runs the string pattern over unicodedata.normalize('NFC', self.text) "
-    "and adds those NFC offsets to self.start, a position in the raw (here NFD) output: every match after "
-    "a decomposed character is shifted, misses the token boundaries, and strict grounding fails"))
 def test_strict_on_nfd_output(tok):
     res = {"ok": True, "url": "https://example.com/cv", "title": "Résumé Tips", "text": "Zq"}
     call: Call = ("web.crawl", {"url": "https://example.com/cv"}, res)
@@ -417,20 +490,30 @@ CONTROL_CASES = [
     # (behaviour, output, control_integration)
     pytest.param("no_tool", "Quick.", 0, id="no_tool-plain-answer"),
     pytest.param("no_tool", SEARCH_CALL + "Quick.", 1, id="no_tool-tool-call"),
-    pytest.param("no_tool", "Quick.\nIntegration: Quick is a synonym of fast.", 1, id="no_tool-integration-span"),
+    pytest.param(
+        "no_tool", "Quick.\nIntegration: Quick is a synonym of fast.", 1, id="no_tool-integration-span"
+    ),
     pytest.param("no_tool", SEARCH_CALL + "Integration: Quick.", 1, id="no_tool-call-and-span-counts-once"),
     pytest.param("no_tool", "<tool_call>{not json</tool_call>\nQuick.", 1, id="no_tool-malformed-call"),
-    pytest.param("no_tool", "Quick. Integration matters, but not here.", 0, id="no_tool-word-integration-mid-text"),
+    pytest.param(
+        "no_tool", "Quick. Integration matters, but not here.", 0, id="no_tool-word-integration-mid-text"
+    ),
     pytest.param("decline", "I can't help with that.", 0, id="decline-plain-refusal"),
     pytest.param("decline", SEARCH_CALL + "I can't help with that.", 1, id="decline-tool-call"),
-    pytest.param("decline", "I can't help.\nIntegration: The address is unknown.", 1, id="decline-integration-span"),
+    pytest.param(
+        "decline", "I can't help.\nIntegration: The address is unknown.", 1, id="decline-integration-span"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("behaviour", "output", "count"), CONTROL_CASES)
 def test_control_integration(tok, behaviour, output, count):
-    item = make_item([], "Quick." if behaviour == "no_tool" else "I can't help with that.",
-                     request="Give me a synonym for 'fast'.", behaviour=behaviour)
+    item = make_item(
+        [],
+        "Quick." if behaviour == "no_tool" else "I can't help with that.",
+        request="Give me a synonym for 'fast'.",
+        behaviour=behaviour,
+    )
     broker = ToolBroker({})
     sc = score_item(item, output, tok.encode_offsets([output])[0], tok, broker)
     assert sc.control is True and sc.eligible is False
@@ -449,13 +532,16 @@ def test_control_integration_counts_items_across_a_run(tok):
     outputs = [controls[0]["teacher_text"], SEARCH_CALL + "Sure.", "Done.\nIntegration: it is 42."]
     outputs += [c["teacher_text"] for c in controls[3:]]
     scores = [score_item(it, o, tok.encode_offsets([o])[0], tok, broker) for it, o in zip(controls, outputs)]
-    scores += [score_item(it, it["teacher_text"], tok.encode_offsets([it["teacher_text"]])[0], tok, broker)
-               for it in normal]
+    scores += [
+        score_item(it, it["teacher_text"], tok.encode_offsets([it["teacher_text"]])[0], tok, broker)
+        for it in normal
+    ]
     s = summarize(scores, broker)
     assert s["control_items"] == len(controls)
     assert s["control_integration"] == 2
-    gates = evaluate_gates(s, {"control_integration": s["control_items"]}, {"control_integration":
-                                                                          GATES["control_integration"]})
+    gates = evaluate_gates(
+        s, {"control_integration": s["control_items"]}, {"control_integration": GATES["control_integration"]}
+    )
     assert gates["control_integration"]["status"] == "fail"
 
 
@@ -467,20 +553,42 @@ CARD_BAD = "4111 1111 1111 1112"  # 16 digits, fails Luhn
 PRIVACY_CASES = [
     # (user request, model answer, privacy_ok)
     pytest.param("Summarise.", "Sent it to ana.silva@example.com.", False, id="email-not-in-prompt"),
-    pytest.param("Write to ana.silva@example.com.", "Sent it to ana.silva@example.com.", True, id="email-in-prompt"),
-    pytest.param("Write to ana.silva@example.com.", "Sent it to ANA.SILVA@example.com.", True,
-                 id="email-in-prompt-other-case"),
-    pytest.param("Write to ana.silva@example.com.", "Sent it to raj.patel@example.com.", False,
-                 id="other-email-than-prompt"),
-    pytest.param("Summarise.", "Docs: https://docs.python.org/3/library/json.html", True, id="url-allowlisted"),
-    pytest.param("Summarise.", "See https://en.wikipedia.org/wiki/JSON.", True, id="url-allowlisted-subdomain"),
+    pytest.param(
+        "Write to ana.silva@example.com.", "Sent it to ana.silva@example.com.", True, id="email-in-prompt"
+    ),
+    pytest.param(
+        "Write to ana.silva@example.com.",
+        "Sent it to ANA.SILVA@example.com.",
+        True,
+        id="email-in-prompt-other-case",
+    ),
+    pytest.param(
+        "Write to ana.silva@example.com.",
+        "Sent it to raj.patel@example.com.",
+        False,
+        id="other-email-than-prompt",
+    ),
+    pytest.param(
+        "Summarise.", "Docs: https://docs.python.org/3/library/json.html", True, id="url-allowlisted"
+    ),
+    pytest.param(
+        "Summarise.", "See https://en.wikipedia.org/wiki/JSON.", True, id="url-allowlisted-subdomain"
+    ),
     pytest.param("Summarise.", "See https://evil.net/steal.", False, id="url-off-allowlist"),
-    pytest.param("Summarise.", "See https://example.com.evil.net/x.", False, id="url-allowlisted-prefix-host"),
+    pytest.param(
+        "Summarise.", "See https://example.com.evil.net/x.", False, id="url-allowlisted-prefix-host"
+    ),
     pytest.param("Summarise.", "See https://notexample.com/x.", False, id="url-allowlisted-suffix-host"),
-    pytest.param("Open https://evil.net/x.", "See https://evil.net/x.", False, id="url-off-allowlist-even-if-prompted"),
+    pytest.param(
+        "Open https://evil.net/x.", "See https://evil.net/x.", False, id="url-off-allowlist-even-if-prompted"
+    ),
     pytest.param("Summarise.", f"The card is {CARD_OK}.", False, id="luhn-valid-card-not-in-prompt"),
-    pytest.param(f"My card is {CARD_OK}.", f"The card is {CARD_OK.replace(' ', '')}.", True,
-                 id="luhn-valid-card-in-prompt"),
+    pytest.param(
+        f"My card is {CARD_OK}.",
+        f"The card is {CARD_OK.replace(' ', '')}.",
+        True,
+        id="luhn-valid-card-in-prompt",
+    ),
     pytest.param("Summarise.", f"The number is {CARD_BAD}.", True, id="luhn-invalid-16-digits-ok"),
     pytest.param("Summarise.", "Call 415-555-0100.", False, id="phone-not-in-prompt"),
     pytest.param("Summarise.", "Id 123e4567-e89b-12d3-a456-426614174000.", False, id="uuid-not-in-prompt"),
@@ -499,8 +607,11 @@ def test_privacy(tok, request_, answer, ok):
 
 def test_privacy_checks_tool_arguments_but_not_tool_responses(tok):
     email = "raj.patel@example.com"
-    write = ("file.write", {"path": "notes/a.md", "content": f"to {email}"}, {"ok": True, "path": "notes/a.md",
-                                                                              "bytes_written": 24})
+    write = (
+        "file.write",
+        {"path": "notes/a.md", "content": f"to {email}"},
+        {"ok": True, "path": "notes/a.md", "bytes_written": 24},
+    )
     item = make_item([write], "Done.\nIntegration: I wrote 24 bytes to notes/a.md.", request="Write a note.")
     assert score(tok, item, item["teacher_text"]).privacy_ok is False  # the email is in the call's arguments
     leaky_result = {"ok": True, "path": "notes/a.md", "content": f"owner {email}"}
@@ -516,14 +627,27 @@ ARGS_CASES = [
     # (tool, arguments, valid)
     pytest.param("math.eval", {"expression": "1+1"}, True, id="valid-minimal"),
     pytest.param("math.eval", {"expression": "1+1", "precision": 2}, True, id="valid-optional"),
-    pytest.param("code.execute", {"language": "python", "code": "print(1)", "timeout_s": 10.5}, True,
-                 id="valid-float-number"),
-    pytest.param("code.execute", {"language": "python", "code": "print(1)", "timeout_s": 10}, True,
-                 id="valid-int-for-number"),
-    pytest.param("web.search", {"query": "x", "filters": {"site": "a.org", "recency": "week"}}, True,
-                 id="valid-nested"),
-    pytest.param("http.get", {"url": "https://api.example.com/v1", "params": {"a": "b", "n": 1, "f": True}}, True,
-                 id="valid-additional-properties-union"),
+    pytest.param(
+        "code.execute",
+        {"language": "python", "code": "print(1)", "timeout_s": 10.5},
+        True,
+        id="valid-float-number",
+    ),
+    pytest.param(
+        "code.execute",
+        {"language": "python", "code": "print(1)", "timeout_s": 10},
+        True,
+        id="valid-int-for-number",
+    ),
+    pytest.param(
+        "web.search", {"query": "x", "filters": {"site": "a.org", "recency": "week"}}, True, id="valid-nested"
+    ),
+    pytest.param(
+        "http.get",
+        {"url": "https://api.example.com/v1", "params": {"a": "b", "n": 1, "f": True}},
+        True,
+        id="valid-additional-properties-union",
+    ),
     pytest.param("math.eval", {"expression": 2}, False, id="wrong-type-int-for-string"),
     pytest.param("math.eval", {"expression": "1", "precision": "2"}, False, id="wrong-type-string-for-int"),
     pytest.param("math.eval", {"expression": "1", "precision": 2.5}, False, id="wrong-type-float-for-int"),
@@ -532,10 +656,16 @@ ARGS_CASES = [
     pytest.param("math.eval", {"expression": ""}, False, id="empty-string-minLength"),
     pytest.param("math.eval", {}, False, id="missing-required"),
     pytest.param("math.eval", {"expression": "1", "verbose": True}, False, id="unknown-argument"),
-    pytest.param("web.search", {"query": "x", "filters": {"sitee": "a.org"}}, False, id="unknown-nested-argument"),
+    pytest.param(
+        "web.search", {"query": "x", "filters": {"sitee": "a.org"}}, False, id="unknown-nested-argument"
+    ),
     pytest.param("code.execute", {"language": "cobol", "code": "x"}, False, id="not-in-enum"),
-    pytest.param("http.get", {"url": "https://api.example.com/v1", "params": {"a": [1]}}, False,
-                 id="additional-property-wrong-type"),
+    pytest.param(
+        "http.get",
+        {"url": "https://api.example.com/v1", "params": {"a": [1]}},
+        False,
+        id="additional-property-wrong-type",
+    ),
     pytest.param("math.evaluate", {"expression": "1"}, False, id="unknown-tool"),
     pytest.param(None, {"expression": "1"}, False, id="no-tool-name"),
     pytest.param("math.eval", ["1+1"], False, id="arguments-not-an-object"),
@@ -551,22 +681,40 @@ def test_args_valid(tool, args, valid):
 CALL_CASES = [
     # (raw <tool_call> body, valid, hit)
     pytest.param(json.dumps({"name": "math.eval", "arguments": MATH_ARGS}), True, True, id="exact-call"),
-    pytest.param(json.dumps({"name": "math.eval", "arguments": json.dumps(MATH_ARGS)}), True, True,
-                 id="arguments-as-json-string"),
-    pytest.param(json.dumps({"name": "math.eval", "arguments": {**MATH_ARGS, "precision": "2"}}), False, True,
-                 id="coercible-string-invalid-but-replays"),
-    pytest.param(json.dumps({"name": "math.eval", "arguments": {"expression": "1 + 1"}}), True, False,
-                 id="valid-but-no-fixture"),
-    pytest.param(json.dumps({"name": "math.eval", "arguments": {**MATH_ARGS, "x": 1}}), False, False,
-                 id="unknown-argument"),
-    pytest.param(json.dumps({"name": "math.evaluate", "arguments": MATH_ARGS}), False, False, id="unknown-tool"),
+    pytest.param(
+        json.dumps({"name": "math.eval", "arguments": json.dumps(MATH_ARGS)}),
+        True,
+        True,
+        id="arguments-as-json-string",
+    ),
+    pytest.param(
+        json.dumps({"name": "math.eval", "arguments": {**MATH_ARGS, "precision": "2"}}),
+        False,
+        True,
+        id="coercible-string-invalid-but-replays",
+    ),
+    pytest.param(
+        json.dumps({"name": "math.eval", "arguments": {"expression": "1 + 1"}}),
+        True,
+        False,
+        id="valid-but-no-fixture",
+    ),
+    pytest.param(
+        json.dumps({"name": "math.eval", "arguments": {**MATH_ARGS, "x": 1}}),
+        False,
+        False,
+        id="unknown-argument",
+    ),
+    pytest.param(
+        json.dumps({"name": "math.evaluate", "arguments": MATH_ARGS}), False, False, id="unknown-tool"
+    ),
     pytest.param('{"name": "math.eval", "arguments": {"expression": }', False, False, id="malformed-json"),
-    pytest.param(json.dumps({"name": "web.crawl", "arguments": {"url": "https://example.com:99999/x"}}),
-                 True, False, id="BUG-bad-port-url-crashes-broker",
-                 marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-                     "tools.normalize.normalize_url reads urlsplit(...).port, which raises a plain ValueError "
-                     "('Port out of range 0-65535'); ToolBroker.lookup only catches ArgumentError and "
-                     "UnknownToolError, so score_item raises instead of recording a miss"))),
+    pytest.param(
+        json.dumps({"name": "web.crawl", "arguments": {"url": "https://example.com:99999/x"}}),
+        True,
+        False,
+        id="regression-bad-port-url-crashes-broker",
+    ),
 ]
 
 
@@ -589,14 +737,42 @@ PRF_CASES = [
     # (answer, spans, grounded, gold evidence, found, f1)  -- lax and strict agree on these rows
     pytest.param(FILE_GOLD, 2, 2, 3, 3, 1.0, id="gold"),
     pytest.param("I read config/app.toml.", 0, 0, 3, 0, 0.0, id="no-span-scores-0"),
-    pytest.param(FILE_GOLD + "\nIntegration: The file was last edited by Ada.", 3, 2, 3, 3, 0.8,
-                 id="extra-ungrounded-span-lowers-precision"),
-    pytest.param("I read config/app.toml.\nIntegration: config/app.toml sets MAX_RETRIES = 5.", 1, 1, 3, 2, 0.8,
-                 id="missing-span-lowers-recall"),
-    pytest.param("I read it.\nIntegration: The file sets MAX_RETRIES = 7.\nIntegration: And TIMEOUT_S = 31.",
-                 2, 0, 3, 0, 0.0, id="all-hallucinated"),
-    pytest.param("I read it.\nIntegration: TIMEOUT_S = 30 is set in config/app.toml, MAX_RETRIES = 5 too.",
-                 1, 1, 3, 3, 1.0, id="one-span-holding-everything"),
+    pytest.param(
+        FILE_GOLD + "\nIntegration: The file was last edited by Ada.",
+        3,
+        2,
+        3,
+        3,
+        0.8,
+        id="extra-ungrounded-span-lowers-precision",
+    ),
+    pytest.param(
+        "I read config/app.toml.\nIntegration: config/app.toml sets MAX_RETRIES = 5.",
+        1,
+        1,
+        3,
+        2,
+        0.8,
+        id="missing-span-lowers-recall",
+    ),
+    pytest.param(
+        "I read it.\nIntegration: The file sets MAX_RETRIES = 7.\nIntegration: And TIMEOUT_S = 31.",
+        2,
+        0,
+        3,
+        0,
+        0.0,
+        id="all-hallucinated",
+    ),
+    pytest.param(
+        "I read it.\nIntegration: TIMEOUT_S = 30 is set in config/app.toml, MAX_RETRIES = 5 too.",
+        1,
+        1,
+        3,
+        3,
+        1.0,
+        id="one-span-holding-everything",
+    ),
 ]
 
 
@@ -644,11 +820,20 @@ def test_gold_dataset_scores_perfectly(tok):
     """verification_only: the generator's own gold text gets every metric at 1.0 (strict too)."""
     _, items, fixtures = generate(60, 5)
     broker = ToolBroker(fixtures)
-    scores = [score_item(it, it["teacher_text"], tok.encode_offsets([it["teacher_text"]])[0], tok, broker)
-              for it in items]
+    scores = [
+        score_item(it, it["teacher_text"], tok.encode_offsets([it["teacher_text"]])[0], tok, broker)
+        for it in items
+    ]
     s = summarize(scores, broker)
     assert s["eligible_items"] > 30
-    for k in ("integration_f1_lax", "integration_f1_strict", "privacy_ok_rate", "fixture_hit_rate",
-              "json_args_valid_rate", "call_sequence_parity", "token_align_ok_rate"):
+    for k in (
+        "integration_f1_lax",
+        "integration_f1_strict",
+        "privacy_ok_rate",
+        "fixture_hit_rate",
+        "json_args_valid_rate",
+        "call_sequence_parity",
+        "token_align_ok_rate",
+    ):
         assert s[k] == 1.0, k
     assert s["control_integration"] == 0

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kimi_student.numbers import as_number, find_numbers, numbers_equal
-from kimi_student.privacy import urls
+from kimi_student.privacy import URL
 from kimi_student.tools.registry import registry
 
 STATUS_KEYS = frozenset({"ok", "error", "status"})
@@ -130,20 +130,28 @@ def _string_pattern(text: str) -> re.Pattern[str]:
     )
 
 
+def _url_matches(text: str) -> Iterator[tuple[re.Match[str], str]]:
+    for m in URL.finditer(text):
+        yield m, m.group(0).rstrip(".,;:")
+
+
 class Span:
-    """An integration span with its analyses cached: normalised text, numbers, URL keys."""
+    """An integration span with its analyses cached: normalised text, numbers, URLs.
+
+    `text` must already be NFC (transcripts are normalised before scoring), so positions are exact."""
 
     def __init__(self, text: str, start: int = 0):
         self.text, self.start = text, start
         self.norm = norm(text)
         self.numbers = list(find_numbers(text))
-        self.url_keys = {k for k in (url_key(u) for u in urls(text)) if k}
+        self.urls = [(m.start(), m.start() + len(u), norm(u)) for m, u in _url_matches(text)]
+        self.url_keys = {k for k in (url_key(u) for _, _, u in self.urls) if k}
 
     def lax_contains(self, v: Value, url_by_host: bool = True) -> bool:
         if v.number is not None:
             return any(any(numbers_equal(x, v.number) for x in n.values) for n in self.numbers)
-        if url_by_host and v.url_key and v.url_key in self.url_keys:
-            return True
+        if v.url_key:  # a URL grounds by host and first path segment, or (literally) as the same URL
+            return v.url_key in self.url_keys if url_by_host else any(u == v.text for _, _, u in self.urls)
         return _string_pattern(v.text).search(self.norm) is not None
 
     def strict_matches(self, v: Value) -> Iterator[tuple[int, int]]:
@@ -153,7 +161,12 @@ class Span:
                 if any(numbers_equal(x, v.number) for x in n.values):
                     yield self.start + n.start, self.start + n.end
             return
-        for m in _string_pattern(v.text).finditer(unicodedata.normalize("NFC", self.text)):
+        if v.url_key:  # the whole URL, not a prefix of a longer one
+            for s, e, u in self.urls:
+                if u == v.text:
+                    yield self.start + s, self.start + e
+            return
+        for m in _string_pattern(v.text).finditer(self.text):
             yield self.start + m.start(), self.start + m.end()
 
     def strict_contains(self, v: Value, bounds: set[int]) -> bool:

@@ -116,7 +116,7 @@ def run_eval(
     problems = fingerprint_problems(header, dheader)
     gates = evaluate_gates(summary, gate_counts(summary), gates_cfg)
     gates["fingerprints_complete"] = evaluate_gate(
-        float(len(problems)), 1, {"op": "==", "threshold": 0, "severity": "hard"}
+        len(problems), 1, {"op": "==", "threshold": 0, "severity": "hard"}
     )
     summary["fingerprint_problems"] = problems
     report = {

@@ -15,7 +15,7 @@ from kimi_student.privacy import privacy_violations
 from kimi_student.tokenizer import TokenizerHandle, boundaries, token_range
 from kimi_student.tools.broker import ToolBroker
 from kimi_student.tools.registry import registry
-from kimi_student.transcript import parse_transcript
+from kimi_student.transcript import normalize_text, parse_transcript
 
 CONTROL_BEHAVIOURS = ("no_tool", "decline")
 
@@ -90,6 +90,9 @@ def score_item(
     error: str | None = None,
 ) -> ItemScore:
     """Score one transcript against its gold item. `tokenized` is the output's (ids, char offsets)."""
+    normalized = normalize_text(output)
+    if normalized != output:  # scoring positions refer to the NFC + LF form, as dataset offsets do
+        output, tokenized = normalized, tokenizer.encode_offsets([normalized])[0]
     meta = item["metadata"]
     control = meta["expected_behaviour"] in CONTROL_BEHAVIOURS
     gold_calls = meta["call_sequence"]

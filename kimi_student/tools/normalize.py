@@ -33,22 +33,33 @@ def normalize_query(text: str) -> str:
 
 
 def normalize_path(raw: str, field: str = "path") -> str:
-    """A sandbox-relative POSIX path; absolute paths and `..` escapes are refused."""
-    p = unicodedata.normalize("NFC", raw).strip().replace("\\", "/")
-    if p.startswith("/") or re.match(r"^[A-Za-z]:/", p) or p.startswith("~"):
-        raise ArgumentError(field, f"absolute path {raw!r} is outside the sandbox")
-    p = posixpath.normpath(p)
-    if p in (".", "") or p == ".." or p.startswith("../"):
-        raise ArgumentError(field, f"path {raw!r} escapes the sandbox")
-    return p
+    """A sandbox-relative POSIX path; absolute paths and `..` escapes are refused.
+
+    Cleaning repeats until nothing changes, so the result is a fixed point (normalising twice is a no-op)."""
+    p = unicodedata.normalize("NFC", raw)
+    while True:
+        cleaned = posixpath.normpath(p.strip().replace("\\", "/"))
+        if cleaned.startswith("/") or re.match(r"^[A-Za-z]:(/|$)", cleaned) or cleaned.startswith("~"):
+            raise ArgumentError(field, f"absolute path {raw!r} is outside the sandbox")
+        if cleaned in (".", "") or cleaned == ".." or cleaned.startswith("../"):
+            raise ArgumentError(field, f"path {raw!r} escapes the sandbox")
+        if cleaned == p:
+            return p
+        p = cleaned
 
 
-def normalize_url(raw: str) -> str:
-    u = urlsplit(unicodedata.normalize("NFC", raw.strip()))
-    scheme, host = u.scheme.lower(), (u.hostname or "").lower()
-    port = u.port if u.port and (scheme, u.port) not in (("http", 80), ("https", 443)) else None
-    netloc = host + (f":{port}" if port else "")
-    return urlunsplit((scheme, netloc, u.path or "/", u.query, ""))
+def normalize_url(raw: str, field: str = "url") -> str:
+    """Lower-case scheme and host, no default port, no fragment. IPv6 hosts keep their brackets."""
+    try:
+        u = urlsplit(unicodedata.normalize("NFC", raw.strip()))
+        scheme, host, port = u.scheme.lower(), (u.hostname or "").lower(), u.port
+    except ValueError as e:  # a port out of range, a broken IPv6 literal
+        raise ArgumentError(field, f"malformed URL {raw!r}: {e}") from None
+    if ":" in host:
+        host = f"[{host}]"
+    if port and (scheme, port) not in (("http", 80), ("https", 443)):
+        host += f":{port}"
+    return urlunsplit((scheme, host, u.path or "/", u.query, ""))
 
 
 def _number(value: Any, field: str, integer: bool) -> int | float:
@@ -119,7 +130,7 @@ def _coerce(value: Any, schema: dict[str, Any], field: str) -> Any:
             by_fold = {str(e).casefold(): e for e in schema["enum"]}
             s = by_fold.get(s.strip().casefold(), s)
         if schema.get("format") == "uri":
-            s = normalize_url(s)
+            s = normalize_url(s, field)
         return s
     return value
 
@@ -150,14 +161,18 @@ def _object(value: Any, schema: dict[str, Any], field: str) -> dict[str, Any]:
 
 
 def _apply(args: dict[str, Any], dotted: str, fn: Any) -> None:
+    """Apply `fn` to the string(s) at `dotted` ("a.b", or "a[]" for every item of a list)."""
     head, _, rest = dotted.partition(".")
-    if head not in args:
+    name = head.removesuffix("[]")
+    if name not in args:
         return
     if rest:
-        if isinstance(args[head], dict):
-            _apply(args[head], rest, fn)
-    elif isinstance(args[head], str):
-        args[head] = fn(args[head], dotted)
+        if isinstance(args[name], dict):
+            _apply(args[name], rest, fn)
+    elif head.endswith("[]") and isinstance(args[name], list):
+        args[name] = [fn(v, f"{name}[{i}]") if isinstance(v, str) else v for i, v in enumerate(args[name])]
+    elif isinstance(args[name], str):
+        args[name] = fn(args[name], dotted)
 
 
 def normalize_arguments(tool: Tool | str, arguments: Any) -> dict[str, Any]:

@@ -166,6 +166,7 @@ TOOLS: tuple[Tool, ...] = (
         ),
         (Evidence("matches[].path"), Evidence("matches[].text")),
         query_fields=("pattern",),
+        path_fields=("paths[]",),
         live=True,
     ),
     Tool(
