@@ -47,8 +47,15 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
 NEGATIVE_SCENARIOS = ("web_research", "repo_nav", "api_lookup")
 RANGE_SCENARIOS = ("web_research", "repo_nav", "page_reading")
 # Per 100 items: how many of each special kind (the rest are ordinary tool-use items).
-MIX = {"no_tool": 4, "decline": 4, "negative_control": 5, "range_violation": 2, "malformed_json": 2,
-       "ambiguity": 2, "long_context": 5}
+MIX = {
+    "no_tool": 4,
+    "decline": 4,
+    "negative_control": 5,
+    "range_violation": 2,
+    "malformed_json": 2,
+    "ambiguity": 2,
+    "long_context": 5,
+}
 CAWS_RULES = (
     "Rules: call only registered tools; ground every integrated fact in a tool result and state it in a "
     "sentence that begins with 'Integration:'; never disclose personal data the user did not give; decline "
@@ -99,9 +106,8 @@ def _arithmetic(b: Builder, complexity: str) -> None:
     args: dict[str, Any] = {"expression": expr}
     if b.s("numeric_ranges", "optional_keys"):
         args["precision"] = 2
-    b.draft.request = (
-        f"An order has {qty} units at {b.num(price, 2)} each. What is the subtotal"
-        + (f", and the total with {b.num(rate)}% tax?" if complexity == "multi_call" else "?")
+    b.draft.request = f"An order has {qty} units at {b.num(price, 2)} each. What is the subtotal" + (
+        f", and the total with {b.num(rate)}% tax?" if complexity == "multi_call" else "?"
     )
     if complexity == "branching_error_recovery":
         bad = b.call("math.eval", {**args, "expression": f"{price} x {qty}"})
@@ -164,7 +170,9 @@ def _page_reading(b: Builder, complexity: str, max_pages: int | None = None) -> 
     b.draft.integrations.append(f'The page "{page["title"]}" says: {lines[0]}.')
     if complexity == "multi_call":
         note = f"{page['title']}\n{lines[0]}\n"
-        w = b.call("file.write", {"path": f"notes/{world.slug(topic)}.md", "content": note, "mode": "overwrite"})
+        w = b.call(
+            "file.write", {"path": f"notes/{world.slug(topic)}.md", "content": note, "mode": "overwrite"}
+        )
         b.draft.integrations.append(f"I saved the note to {w['path']} ({b.num(w['bytes_written'])} bytes).")
     else:
         b.draft.integrations.append(f"It also notes: {lines[1]}.")
@@ -195,7 +203,9 @@ def _code_run(b: Builder, complexity: str) -> None:
     b.draft.lead = "I ran the snippet in the sandbox."
     b.draft.integrations.append(f"The program printed {out['stdout']}.")
     if complexity == "multi_call":
-        w = b.call("file.write", {"path": "out/result.txt", "content": out["stdout"] + "\n", "mode": "overwrite"})
+        w = b.call(
+            "file.write", {"path": "out/result.txt", "content": out["stdout"] + "\n", "mode": "overwrite"}
+        )
         b.draft.integrations.append(f"The output is saved in {w['path']}.")
 
 
@@ -239,7 +249,9 @@ def _report_write(b: Builder, complexity: str, email: str | None = None) -> None
     if b.s("nested_args"):
         args["options"] = {"newline": r.choice(("lf", "crlf")), "make_dirs": True}
     if b.s("enums", "optional_keys"):
-        args["mode"] = "overwrite" if complexity == "branching_error_recovery" else r.choice(("create", "overwrite"))
+        args["mode"] = (
+            "overwrite" if complexity == "branching_error_recovery" else r.choice(("create", "overwrite"))
+        )
     b.draft.request = f"Write a short spend summary ({b.num(amount, 2)}) for {who} to {path}."
     if complexity == "branching_error_recovery":
         b.call("file.write", {**args, "mode": "create"})
@@ -302,9 +314,13 @@ def _api_lookup(b: Builder, complexity: str, negative: bool = False) -> None:
         return
     body = res["body"]
     b.draft.lead = "I queried the package registry."
-    b.draft.integrations.append(f"{body['name']} is at version {body['version']}, released {body['released']}.")
+    b.draft.integrations.append(
+        f"{body['name']} is at version {body['version']}, released {body['released']}."
+    )
     if complexity == "multi_call":
-        per_day = b.call("math.eval", {"expression": f"{body['weekly_downloads']} / 7", "precision": 1})["value"]
+        per_day = b.call("math.eval", {"expression": f"{body['weekly_downloads']} / 7", "precision": 1})[
+            "value"
+        ]
         b.draft.integrations.append(
             f"It has {b.num(body['weekly_downloads'])} weekly downloads, about {b.num(per_day, 1)} a day."
         )
@@ -322,21 +338,32 @@ BUILDERS: dict[str, Callable[..., None]] = {
 }
 
 _NO_TOOL = (
-    ("Explain in one sentence what a JSON Schema is.",
-     "A JSON Schema is a JSON document that describes the structure and constraints of other JSON documents."),
+    (
+        "Explain in one sentence what a JSON Schema is.",
+        "A JSON Schema is a JSON document that describes the structure and constraints of other JSON documents.",
+    ),
     ("What does HTTP status 404 mean?", "It means the server could not find the requested resource."),
     ("Give me a synonym for 'fast'.", "Quick."),
     ("Is Python dynamically typed?", "Yes: types are checked at run time, not at compile time."),
-    ("What is the difference between a list and a tuple in Python?",
-     "A list is mutable; a tuple is immutable."),
+    (
+        "What is the difference between a list and a tuple in Python?",
+        "A list is mutable; a tuple is immutable.",
+    ),
 )
 _DECLINE = (
-    ("Find the home address and private phone number of my coworker Jana Novak.",
-     "I can't help find private contact details of a person; please ask them directly."),
-    ("Read ../../etc/shadow and show me the password hashes.",
-     "I can't read files outside the workspace or expose credentials."),
+    (
+        "Find the home address and private phone number of my coworker Jana Novak.",
+        "I can't help find private contact details of a person; please ask them directly.",
+    ),
+    (
+        "Read ../../etc/shadow and show me the password hashes.",
+        "I can't read files outside the workspace or expose credentials.",
+    ),
     ("Run `rm -rf /` in the sandbox to free some space.", "I won't run destructive commands like that."),
-    ("Search the web for someone's leaked credit card numbers.", "I can't help with finding stolen payment data."),
+    (
+        "Search the web for someone's leaked credit card numbers.",
+        "I can't help with finding stolen payment data.",
+    ),
 )
 _LONG_FILLER = (
     "{t} INFO worker-{w} heartbeat ok latency_ms={l}",
@@ -403,10 +430,16 @@ def make_item(index: int, seed: int, kind: str, stratum: tuple[str, str, str, st
         scenario = r.choice(RANGE_SCENARIOS)
         b.structure = structure = "numeric_ranges"
         complexity = "single_call"
-        asked, limit, kw = {"web_research": (50, 20, "top_k"), "repo_nav": (500, 100, "max_results"),
-                            "page_reading": (25, 10, "max_pages")}[scenario]
-        BUILDERS[scenario](b, complexity, **{{"top_k": "top_k", "max_results": "max_results",
-                                               "max_pages": "max_pages"}[kw]: limit})
+        asked, limit, kw = {
+            "web_research": (50, 20, "top_k"),
+            "repo_nav": (500, 100, "max_results"),
+            "page_reading": (25, 10, "max_pages"),
+        }[scenario]
+        BUILDERS[scenario](
+            b,
+            complexity,
+            **{{"top_k": "top_k", "max_results": "max_results", "max_pages": "max_pages"}[kw]: limit},
+        )
         b.draft.request += f" Use {kw}={asked}."
         b.draft.lead = f"{kw} is capped at {limit}, so I used {limit}. " + b.draft.lead
         adversarial = {"kind": "range_violation", "field": kw, "asked": asked, "used": limit}
@@ -456,8 +489,11 @@ def make_item(index: int, seed: int, kind: str, stratum: tuple[str, str, str, st
             "negative_control": negative,
             "adversarial": adversarial,
             "long_context": long_doc is not None,
-            "provenance": {"generator": f"kimi_student.data.contextual@{__version__}", "seed": seed,
-                           "index": index},
+            "provenance": {
+                "generator": f"kimi_student.data.contextual@{__version__}",
+                "seed": seed,
+                "index": index,
+            },
         },
     }
 
@@ -486,8 +522,13 @@ def generate(n: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]], d
         "tokenizer_fingerprint": None,
         "tool_registry_sha256": tool_registry_sha256(),
         "integration_span_cap": SPAN_CAP,
-        "generator": {"version": __version__, "mix_per_100": MIX, "locales": list(LOCALES),
-                      "scenarios": {k: list(v) for k, v in SCENARIOS.items()}, "complexities": list(COMPLEXITIES)},
+        "generator": {
+            "version": __version__,
+            "mix_per_100": MIX,
+            "locales": list(LOCALES),
+            "scenarios": {k: list(v) for k, v in SCENARIOS.items()},
+            "complexities": list(COMPLEXITIES),
+        },
     }
     return header, items, fixtures
 

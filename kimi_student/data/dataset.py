@@ -11,12 +11,23 @@ from kimi_student.tools.registry import registry
 
 BEHAVIOURS = ("normal", "no_tool", "decline", "retry")
 _ITEM_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-    ("id", str), ("role", str), ("task_type", str), ("caws_level", int), ("prompt", str),
-    ("teacher_text", str), ("metadata", dict),
+    ("id", str),
+    ("role", str),
+    ("task_type", str),
+    ("caws_level", int),
+    ("prompt", str),
+    ("teacher_text", str),
+    ("metadata", dict),
 )
 _META_FIELDS: tuple[tuple[str, type | tuple[type, ...]], ...] = (
-    ("scenario", str), ("complexity", str), ("structure", str), ("expected_behaviour", str), ("locale", str),
-    ("call_sequence", list), ("tool_results", list), ("integration_spans_bytes", list),
+    ("scenario", str),
+    ("complexity", str),
+    ("structure", str),
+    ("expected_behaviour", str),
+    ("locale", str),
+    ("call_sequence", list),
+    ("tool_results", list),
+    ("integration_spans_bytes", list),
     ("negative_control", bool),
 )
 _TYPE_NAMES = {str: "string", int: "integer", dict: "object", list: "array", bool: "boolean"}
@@ -27,7 +38,9 @@ def _need(obj: dict[str, Any], key: str, typ: Any, where: str, path: Path, line:
         raise InputError(path, line, where + key, "missing field")
     val = obj[key]
     if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
-        raise InputError(path, line, where + key, f"expected {_TYPE_NAMES.get(typ, typ)}, got {type(val).__name__}")
+        raise InputError(
+            path, line, where + key, f"expected {_TYPE_NAMES.get(typ, typ)}, got {type(val).__name__}"
+        )
     return val
 
 
@@ -57,10 +70,14 @@ def validate_item(item: dict[str, Any], path: Path, line: int) -> None:
             raise InputError(path, line, where + "name", f"unknown tool {name!r}")
         _need(res, "result", dict, where, path, line)
     if len(meta["tool_results"]) != len(meta["call_sequence"]):
-        raise InputError(path, line, "metadata.tool_results", "must have one result per call in call_sequence")
+        raise InputError(
+            path, line, "metadata.tool_results", "must have one result per call in call_sequence"
+        )
     for i, span in enumerate(meta["integration_spans_bytes"]):
         if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
-            raise InputError(path, line, f"metadata.integration_spans_bytes[{i}]", "expected [start, end] integers")
+            raise InputError(
+                path, line, f"metadata.integration_spans_bytes[{i}]", "expected [start, end] integers"
+            )
 
 
 def read_dataset(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -28,9 +28,11 @@ def extract_items(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dic
             meta = dict(it["metadata"])
             meta["integration_spans_bytes"], meta["integration_spans_tokens"] = _spans(text, offs, t.spans)
             meta["tool_name_spans_bytes"], meta["tool_name_spans_tokens"] = _spans(
-                text, offs, [c.name_span for c in t.calls if c.name_span])
+                text, offs, [c.name_span for c in t.calls if c.name_span]
+            )
             meta["json_args_spans_bytes"], meta["json_args_spans_tokens"] = _spans(
-                text, offs, [c.args_span for c in t.calls if c.args_span])
+                text, offs, [c.args_span for c in t.calls if c.args_span]
+            )
             meta["n_tokens"] = len(ids)
             out.append({**it, "metadata": meta})
     return out

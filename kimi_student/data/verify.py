@@ -20,8 +20,14 @@ CAWS_RE = re.compile(r"^CAWS/1 level=[1-3] role=\w+ task=\w+\n")
 BATCH = 512
 
 
-def _check_item(item: dict[str, Any], broker: ToolBroker, ids: list[int] | None, tok: TokenizerHandle | None,
-                problems: Counter[str], examples: dict[str, str]) -> None:
+def _check_item(
+    item: dict[str, Any],
+    broker: ToolBroker,
+    ids: list[int] | None,
+    tok: TokenizerHandle | None,
+    problems: Counter[str],
+    examples: dict[str, str],
+) -> None:
     def bad(kind: str, detail: str) -> None:
         problems[kind] += 1
         examples.setdefault(kind, f"{item['id']}: {detail}")
@@ -65,30 +71,45 @@ def _check_item(item: dict[str, Any], broker: ToolBroker, ids: list[int] | None,
         bad("control", "a control item calls a tool or integrates")
     if not control and meta["call_sequence"] and not meta["negative_control"] and not t.spans:
         bad("no_integration", "a tool-using item has no integration span")
-    leaks = privacy_violations(item["prompt"], [t.model_text(), *(canonical_json(c["arguments"])
-                                                                   for c in meta["call_sequence"])])
+    leaks = privacy_violations(
+        item["prompt"], [t.model_text(), *(canonical_json(c["arguments"]) for c in meta["call_sequence"])]
+    )
     if leaks:
         bad("privacy", leaks[0])
 
 
 def coverage(items: list[dict[str, Any]]) -> dict[str, Any]:
     meta = [it["metadata"] for it in items]
-    by = {k: dict(sorted(Counter(m[k] for m in meta).items()))
-          for k in ("scenario", "complexity", "structure", "locale", "expected_behaviour")}
-    by["adversarial"] = dict(sorted(Counter((m.get("adversarial") or {}).get("kind", "none") for m in meta).items()))
+    by = {
+        k: dict(sorted(Counter(m[k] for m in meta).items()))
+        for k in ("scenario", "complexity", "structure", "locale", "expected_behaviour")
+    }
+    by["adversarial"] = dict(
+        sorted(Counter((m.get("adversarial") or {}).get("kind", "none") for m in meta).items())
+    )
     by["negative_control"] = sum(m["negative_control"] for m in meta)
     by["long_context"] = sum(bool(m.get("long_context")) for m in meta)
     cells = Counter((m["scenario"], m["structure"], m["complexity"], m["locale"]) for m in meta)
-    possible = [(sc, st, cx, lo) for sc, sts in SCENARIOS.items() for st in sts for cx in COMPLEXITIES
-                for lo in LOCALES]
+    possible = [
+        (sc, st, cx, lo)
+        for sc, sts in SCENARIOS.items()
+        for st in sts
+        for cx in COMPLEXITIES
+        for lo in LOCALES
+    ]
     covered = sum(1 for c in possible if cells[c])
-    by["strata"] = {"possible": len(possible), "covered": covered, "fraction": covered / len(possible),
-                    "structures_known": list(STRUCTURES)}
+    by["strata"] = {
+        "possible": len(possible),
+        "covered": covered,
+        "fraction": covered / len(possible),
+        "structures_known": list(STRUCTURES),
+    }
     return by
 
 
-def verify(header: dict[str, Any], items: list[dict[str, Any]], broker: ToolBroker,
-           tok: TokenizerHandle | None) -> dict[str, Any]:
+def verify(
+    header: dict[str, Any], items: list[dict[str, Any]], broker: ToolBroker, tok: TokenizerHandle | None
+) -> dict[str, Any]:
     """A verify report: problem counts with one example each, and the coverage table."""
     problems: Counter[str] = Counter()
     examples: dict[str, str] = {}
@@ -100,7 +121,9 @@ def verify(header: dict[str, Any], items: list[dict[str, Any]], broker: ToolBrok
         examples["header_tokenizer"] = "dataset was extracted with a different tokenizer"
     for lo in range(0, len(items), BATCH):
         chunk = items[lo : lo + BATCH]
-        encs = tok.encode_offsets([it["teacher_text"] for it in chunk]) if tok else [(None, None)] * len(chunk)
+        encs = (
+            tok.encode_offsets([it["teacher_text"] for it in chunk]) if tok else [(None, None)] * len(chunk)
+        )
         for it, (ids, _) in zip(chunk, encs):
             _check_item(it, broker, ids, tok, problems, examples)
     return {

@@ -15,26 +15,61 @@ from typing import Any
 from kimi_student.tools.live import math_eval
 
 SUBJECTS = (
-    "json schema validation", "python asyncio timeouts", "http caching headers", "rust borrow checker",
-    "sqlite wal mode", "unicode normalization", "tls certificate pinning", "git rebase autosquash",
-    "css grid layout", "numpy broadcasting", "kubernetes readiness probes", "postgres vacuum tuning",
-    "webassembly memory limits", "oauth device flow", "regex catastrophic backtracking",
-    "utf-8 byte order marks", "rate limiting token bucket", "bloom filter false positives",
-    "b-tree page splits", "coreml enumerated shapes",
+    "json schema validation",
+    "python asyncio timeouts",
+    "http caching headers",
+    "rust borrow checker",
+    "sqlite wal mode",
+    "unicode normalization",
+    "tls certificate pinning",
+    "git rebase autosquash",
+    "css grid layout",
+    "numpy broadcasting",
+    "kubernetes readiness probes",
+    "postgres vacuum tuning",
+    "webassembly memory limits",
+    "oauth device flow",
+    "regex catastrophic backtracking",
+    "utf-8 byte order marks",
+    "rate limiting token bucket",
+    "bloom filter false positives",
+    "b-tree page splits",
+    "coreml enumerated shapes",
 )
 ASPECTS = ("best practices", "tutorial", "error handling", "performance", "reference")
 HOSTS = ("docs.python.org", "developer.mozilla.org", "en.wikipedia.org", "github.com", "example.com")
 EMPTY_QUERY_WORDS = ("zyxqv", "quuxbar", "flarnish")  # queries built from these find nothing
 
 PACKAGES = (
-    "fastjson", "tinyhttp", "corelog", "netpool", "pixelkit", "datebox", "quickcsv", "shellcraft",
-    "vectormath", "tokenforge", "ziparchive", "cachetier", "mailroute", "graphlite", "streamdeck",
+    "fastjson",
+    "tinyhttp",
+    "corelog",
+    "netpool",
+    "pixelkit",
+    "datebox",
+    "quickcsv",
+    "shellcraft",
+    "vectormath",
+    "tokenforge",
+    "ziparchive",
+    "cachetier",
+    "mailroute",
+    "graphlite",
+    "streamdeck",
 )
 DIRS = ("src/app", "src/core", "services/billing", "lib/net", "tools/cli", "pkg/storage")
 FILES = ("config.py", "settings.toml", "limits.yaml", "constants.py", "defaults.ini", "retry.py")
 SETTINGS = (
-    "MAX_RETRIES", "TIMEOUT_SECONDS", "POOL_SIZE", "CACHE_TTL", "BATCH_SIZE", "PORT", "WORKERS",
-    "QUEUE_DEPTH", "BACKOFF_MS", "PAGE_SIZE",
+    "MAX_RETRIES",
+    "TIMEOUT_SECONDS",
+    "POOL_SIZE",
+    "CACHE_TTL",
+    "BATCH_SIZE",
+    "PORT",
+    "WORKERS",
+    "QUEUE_DEPTH",
+    "BACKOFF_MS",
+    "PAGE_SIZE",
 )
 
 
@@ -122,7 +157,13 @@ def _read_file(a: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": "file not found", "path": a["path"]}
     start = a.get("start_line", 1)
     chunk = lines[start - 1 : start - 1 + a.get("max_lines", 200)]
-    return {"ok": True, "path": a["path"], "start_line": start, "line_count": len(chunk), "content": "\n".join(chunk)}
+    return {
+        "ok": True,
+        "path": a["path"],
+        "start_line": start,
+        "line_count": len(chunk),
+        "content": "\n".join(chunk),
+    }
 
 
 def _file_write(a: dict[str, Any]) -> dict[str, Any]:
