@@ -53,22 +53,15 @@ def validate_item(item: dict[str, Any], path: Path, line: int) -> None:
     if meta["expected_behaviour"] not in BEHAVIOURS:
         raise InputError(path, line, "metadata.expected_behaviour", f"must be one of {', '.join(BEHAVIOURS)}")
     tools = registry()
-    for i, call in enumerate(meta["call_sequence"]):
-        where = f"metadata.call_sequence[{i}]."
-        if not isinstance(call, dict):
-            raise InputError(path, line, where[:-1], "expected object")
-        name = _need(call, "name", str, where, path, line)
-        if name not in tools:
-            raise InputError(path, line, where + "name", f"unknown tool {name!r}")
-        _need(call, "arguments", dict, where, path, line)
-    for i, res in enumerate(meta["tool_results"]):
-        where = f"metadata.tool_results[{i}]."
-        if not isinstance(res, dict):
-            raise InputError(path, line, where[:-1], "expected object")
-        name = _need(res, "name", str, where, path, line)
-        if name not in tools:
-            raise InputError(path, line, where + "name", f"unknown tool {name!r}")
-        _need(res, "result", dict, where, path, line)
+    for field, payload in (("call_sequence", "arguments"), ("tool_results", "result")):
+        for i, entry in enumerate(meta[field]):
+            where = f"metadata.{field}[{i}]."
+            if not isinstance(entry, dict):
+                raise InputError(path, line, where[:-1], "expected object")
+            name = _need(entry, "name", str, where, path, line)
+            if name not in tools:
+                raise InputError(path, line, where + "name", f"unknown tool {name!r}")
+            _need(entry, payload, dict, where, path, line)
     if len(meta["tool_results"]) != len(meta["call_sequence"]):
         raise InputError(
             path, line, "metadata.tool_results", "must have one result per call in call_sequence"

@@ -12,7 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from kimi_student.tools.live import math_eval
+from kimi_student.tools.live import file_window, math_eval
 
 SUBJECTS = (
     "json schema validation",
@@ -155,15 +155,7 @@ def _read_file(a: dict[str, Any]) -> dict[str, Any]:
     lines = world_file(a["path"])
     if lines is None:
         return {"ok": False, "error": "file not found", "path": a["path"]}
-    start = a.get("start_line", 1)
-    chunk = lines[start - 1 : start - 1 + a.get("max_lines", 200)]
-    return {
-        "ok": True,
-        "path": a["path"],
-        "start_line": start,
-        "line_count": len(chunk),
-        "content": "\n".join(chunk),
-    }
+    return file_window(a, lines)
 
 
 def _file_write(a: dict[str, Any]) -> dict[str, Any]:

@@ -103,7 +103,11 @@ def read_file(args: dict[str, Any], sandbox: Path) -> dict[str, Any]:
     target = _inside(sandbox, args["path"])
     if not target.is_file():
         return {"ok": False, "error": "file not found", "path": args["path"]}
-    lines = target.read_text(encoding=args.get("encoding", "utf-8")).splitlines()
+    return file_window(args, target.read_text(encoding=args.get("encoding", "utf-8")).splitlines())
+
+
+def file_window(args: dict[str, Any], lines: list[str]) -> dict[str, Any]:
+    """The read_file result for `lines`: the window the arguments ask for (shared with the generator's world)."""
     start = args.get("start_line", 1)
     chunk = lines[start - 1 : start - 1 + args.get("max_lines", 200)]
     return {
