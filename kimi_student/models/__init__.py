@@ -1,0 +1,1 @@
+"""Models: the embedded teacher as an HF folder, student configs and construction."""
