@@ -1,0 +1,1 @@
+"""Training: KD losses, process-step weights, the trainer."""

@@ -1,0 +1,209 @@
+"""Distillation losses. Pure torch functions; shapes in comments (B batch, L positions, V vocab, K top-k).
+
+Every per-token loss is reduced as a weighted mean: sum(w * loss) / sum(w), with w = 0 on padding and
+prompt tokens and w > 1 on process steps (tool names, JSON arguments, integration spans).
+KL terms computed at temperature T are multiplied by T^2 so their gradients keep the scale of the CE
+term as T changes (Hinton et al.); the original implementation forgot this.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kimi_student.errors import KimiStudentError
+
+Tensor = torch.Tensor
+
+
+def _wmean(per_token: Tensor, weights: Tensor | None) -> Tensor:
+    if weights is None:
+        return per_token.mean()
+    w = weights.to(per_token.dtype)
+    return (per_token * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def check_vocab(student_logits: Tensor, teacher_logits: Tensor) -> None:
+    if student_logits.shape[-1] != teacher_logits.shape[-1]:
+        raise KimiStudentError(
+            f"teacher vocabulary ({teacher_logits.shape[-1]}) differs from the student's "
+            f"({student_logits.shape[-1]}): logit KD needs one tokenizer; use sequence-level KD (ce_teacher)"
+        )
+
+
+def cross_entropy(logits: Tensor, targets: Tensor, weights: Tensor | None = None) -> Tensor:
+    """logits (B, L, V) predict targets (B, L); positions with target -100 are ignored."""
+    per = F.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100, reduction="none"
+    )
+    mask = (targets.flatten() != -100).float()
+    w = mask if weights is None else mask * weights.flatten().float()
+    return _wmean(per, w)
+
+
+def kl_forward(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, weights: Tensor | None = None
+) -> Tensor:
+    """T^2 * KL(p_teacher || q_student) over the full vocabulary, per position, weighted mean."""
+    check_vocab(student_logits, teacher_logits)
+    t = temperature
+    log_q = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    per = (log_p.exp() * (log_p - log_q)).sum(-1)  # (B, L)
+    return t * t * _wmean(per, weights)
+
+
+def kl_reverse(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, weights: Tensor | None = None
+) -> Tensor:
+    """T^2 * KL(q_student || p_teacher): mode-seeking."""
+    check_vocab(student_logits, teacher_logits)
+    t = temperature
+    log_q = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    per = (log_q.exp() * (log_q - log_p)).sum(-1)
+    return t * t * _wmean(per, weights)
+
+
+def _jsd_from_logprobs(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
+    """Generalised JSD(beta) = beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q.
+    beta = 0 or 1 degenerate to 0; beta = 0.5 is the symmetric JSD."""
+    if not 0.0 <= beta <= 1.0:
+        raise KimiStudentError(f"jsd beta must be in [0, 1], got {beta}")
+    if beta in (0.0, 1.0):
+        return torch.zeros(log_p.shape[:-1], dtype=log_p.dtype, device=log_p.device)
+    log_m = torch.logsumexp(
+        torch.stack([log_p + torch.log(torch.tensor(beta)), log_q + torch.log(torch.tensor(1 - beta))]), dim=0
+    )
+    kl_pm = (log_p.exp() * (log_p - log_m)).sum(-1)
+    kl_qm = (log_q.exp() * (log_q - log_m)).sum(-1)
+    return beta * kl_pm + (1 - beta) * kl_qm
+
+
+def jsd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    weights: Tensor | None = None,
+) -> Tensor:
+    """T^2 * generalised JSD(beta) between teacher p and student q, full vocabulary."""
+    check_vocab(student_logits, teacher_logits)
+    t = temperature
+    log_q = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    return t * t * _wmean(_jsd_from_logprobs(log_p, log_q, beta), weights)
+
+
+# ---- sparse teachers: top-k logprobs with the tail as one extra bucket ------------------------------------
+
+
+def _tail(top_logprobs: Tensor) -> Tensor:
+    """log(1 - sum(exp(top))): the mass outside the top-k. Below 1e-6 it is rounding noise of float32
+    logprobs (and would be inflated by re-tempering), so it counts as empty (1e-30)."""
+    rest = 1.0 - top_logprobs.double().exp().sum(-1, keepdim=True)
+    rest = torch.where(rest < 1e-6, torch.full_like(rest, 1e-30), rest)
+    return rest.log().to(top_logprobs.dtype)
+
+
+def sparse_teacher_logprobs(topk_logprobs: Tensor, server_temperature: float, temperature: float) -> Tensor:
+    """(…, K) top-k logprobs returned at `server_temperature` -> (…, K+1) log-probs at `temperature`,
+    the last bucket holding the tail mass.
+
+    Logprobs at temperature s are z/s - logZ, so z = s * logprob up to a constant per position: multiply
+    by s/T and renormalise over the K+1 buckets. The tail is re-tempered as one pseudo-token, an
+    approximation (its mass is a sum over many tokens) that is exact at T = s.
+    """
+    lp = topk_logprobs.float()
+    tail = _tail(lp)
+    buckets = torch.cat([lp, tail], dim=-1)
+    if server_temperature != temperature:
+        buckets = F.log_softmax(buckets * (server_temperature / temperature), dim=-1)
+    return buckets
+
+
+def sparse_student_logprobs(student_logits: Tensor, topk_ids: Tensor, temperature: float) -> Tensor:
+    """Student log-probs at `temperature` on the teacher's top-k ids, plus the rest as one tail bucket.
+    student_logits (B, L, V), topk_ids (B, L, K) -> (B, L, K+1)."""
+    if int(topk_ids.max()) >= student_logits.shape[-1]:
+        raise KimiStudentError(
+            f"teacher token id {int(topk_ids.max())} is outside the student's vocabulary "
+            f"({student_logits.shape[-1]}): logit KD needs one tokenizer"
+        )
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    top = log_q.gather(-1, topk_ids.long())
+    return torch.cat([top, _tail(top)], dim=-1)
+
+
+def sparse_kl_forward(
+    student_logits: Tensor,
+    topk_ids: Tensor,
+    topk_logprobs: Tensor,
+    temperature: float = 1.0,
+    server_temperature: float = 1.0,
+    weights: Tensor | None = None,
+) -> Tensor:
+    """T^2 * KL(p_teacher || q_student) over the teacher's top-k plus one tail bucket."""
+    log_p = sparse_teacher_logprobs(topk_logprobs, server_temperature, temperature)
+    log_q = sparse_student_logprobs(student_logits, topk_ids, temperature)
+    per = (log_p.exp() * (log_p - log_q)).sum(-1)
+    return temperature**2 * _wmean(per, weights)
+
+
+def sparse_kl_reverse(
+    student_logits: Tensor,
+    topk_ids: Tensor,
+    topk_logprobs: Tensor,
+    temperature: float = 1.0,
+    server_temperature: float = 1.0,
+    weights: Tensor | None = None,
+) -> Tensor:
+    log_p = sparse_teacher_logprobs(topk_logprobs, server_temperature, temperature)
+    log_q = sparse_student_logprobs(student_logits, topk_ids, temperature)
+    per = (log_q.exp() * (log_q - log_p)).sum(-1)
+    return temperature**2 * _wmean(per, weights)
+
+
+def sparse_jsd(
+    student_logits: Tensor,
+    topk_ids: Tensor,
+    topk_logprobs: Tensor,
+    beta: float = 0.5,
+    temperature: float = 1.0,
+    server_temperature: float = 1.0,
+    weights: Tensor | None = None,
+) -> Tensor:
+    log_p = sparse_teacher_logprobs(topk_logprobs, server_temperature, temperature)
+    log_q = sparse_student_logprobs(student_logits, topk_ids, temperature)
+    return temperature**2 * _wmean(_jsd_from_logprobs(log_p, log_q, beta), weights)
+
+
+# ---- process-step weights ----------------------------------------------------------------------------------
+
+
+def process_weights(
+    length: int,
+    spans: dict[str, list[list[int]]],
+    weights: dict[str, float],
+    offset: int = 0,
+    base: float = 1.0,
+) -> Tensor:
+    """Per-token weights (length,) for a sequence whose response starts at token `offset`.
+
+    `spans` maps a kind (tool_name, json_args, integration) to token ranges [start, end) *within the
+    response*; they land at offset + start .. offset + end, their true positions in the sequence (the
+    original aligned them to the start of the sequence). Overlaps take the largest weight.
+    """
+    w = torch.full((length,), float(base))
+    for kind, ranges in spans.items():
+        value = float(weights.get(kind, base))
+        for s, e in ranges:
+            lo, hi = max(0, offset + s), min(length, offset + e)
+            if lo < hi:
+                w[lo:hi] = torch.maximum(w[lo:hi], torch.tensor(value))
+    return w
+
+
+def shift_for_next_token(logits: Tensor, ids: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Position t's logits predict token t+1: drop the last logit and the first target and weight."""
+    return logits[:, :-1], ids[:, 1:], weights[:, 1:]
