@@ -14,6 +14,10 @@ from kimi_student.errors import InputError
 from kimi_student.fingerprint import canonical_json
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object). Blank lines are skipped; every other fault raises InputError."""
     p = Path(path)
@@ -50,6 +54,7 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it the usual mode
         os.replace(tmp, dest)
     except BaseException:
         try:

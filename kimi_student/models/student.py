@@ -16,8 +16,17 @@ import yaml
 from kimi_student.errors import InputError, KimiStudentError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-_ARCH_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "num_key_value_heads", "max_position_embeddings", "vocab_size", "rope_theta", "tie_word_embeddings")
+_ARCH_KEYS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "vocab_size",
+    "rope_theta",
+    "tie_word_embeddings",
+)
 
 
 @dataclass
@@ -60,8 +69,14 @@ def load_spec(path_or_role: str | Path, size: str = "toy") -> StudentSpec:
     missing = [k for k in _ARCH_KEYS[:7] if k not in arch]
     if missing:
         raise InputError(p, None, f"sizes.{size}.arch", f"missing {', '.join(missing)}")
-    return StudentSpec(raw.get("role", p.stem), size, arch, block.get("init", {"kind": "random"}),
-                       {**raw.get("train", {}), **block.get("train", {})}, p)
+    return StudentSpec(
+        raw.get("role", p.stem),
+        size,
+        arch,
+        block.get("init", {"kind": "random"}),
+        {**raw.get("train", {}), **block.get("train", {})},
+        p,
+    )
 
 
 def llama_config(spec: StudentSpec) -> Any:
@@ -69,8 +84,14 @@ def llama_config(spec: StudentSpec) -> Any:
 
     a = dict(spec.arch)
     rope = a.pop("rope_theta", 10000.0)
-    return LlamaConfig(**a, rope_parameters={"rope_type": "default", "rope_theta": rope}, head_dim=None,
-                       bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    return LlamaConfig(
+        **a,
+        rope_parameters={"rope_type": "default", "rope_theta": rope},
+        head_dim=None,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
 
 
 def even_layers(n_teacher: int, n_student: int) -> list[int]:
@@ -91,15 +112,18 @@ def build_student(spec: StudentSpec, seed: int = 0) -> Any:
         return LlamaForCausalLM(llama_config(spec))
     if kind != "layer_subset":
         raise KimiStudentError(f"unknown init kind {kind!r} (random | layer_subset)")
-    teacher = AutoModelForCausalLM.from_pretrained(str(resolve_teacher_folder(spec.init["teacher"])),
-                                                   dtype=torch.float32)
+    teacher = AutoModelForCausalLM.from_pretrained(
+        str(resolve_teacher_folder(spec.init["teacher"])), dtype=torch.float32
+    )
     tc = teacher.config
     layers = spec.init.get("layers") or even_layers(tc.num_hidden_layers, spec.arch["num_hidden_layers"])
     if len(layers) != spec.arch["num_hidden_layers"] or max(layers) >= tc.num_hidden_layers:
         raise KimiStudentError(f"layers {layers} do not fit a {tc.num_hidden_layers}-layer teacher")
     for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "vocab_size"):
         if getattr(tc, k) != spec.arch[k]:
-            raise KimiStudentError(f"layer_subset needs the teacher's {k} ({getattr(tc, k)}), config has {spec.arch[k]}")
+            raise KimiStudentError(
+                f"layer_subset needs the teacher's {k} ({getattr(tc, k)}), config has {spec.arch[k]}"
+            )
     student = LlamaForCausalLM(llama_config(spec))
     sd = teacher.state_dict()
     remap = {}
@@ -110,7 +134,7 @@ def build_student(spec: StudentSpec, seed: int = 0) -> Any:
         if k.startswith("model.layers."):
             prefix = ".".join(k.split(".")[:3]) + "."
             if prefix in remap:
-                out[remap[prefix] + k[len(prefix):]] = v.clone()
+                out[remap[prefix] + k[len(prefix) :]] = v.clone()
         else:
             out[k] = v.clone()
     missing, unexpected = student.load_state_dict(out, strict=False)

@@ -1,0 +1,247 @@
+"""The KD dataset: prompts -> teacher text (+ top-k logprobs), cached, resumable, fingerprinted.
+
+Every answer is cached under `<out>.cache/` by the sha256 of its canonical request, written atomically,
+so a rerun asks the teacher nothing it already answered, and a run killed at any point (SIGKILL
+included) resumes without losing or repeating a record: the output JSONL and the logprob shards are
+assembled from the cache, in prompt order, and renamed into place at the end.
+
+Logprob shards: `<out>.logprobs/shard-NNNNN.npz` with `token_ids` int32 (T,), `topk_ids` int32 (T, K)
+and `topk_logprobs` float16 (T, K); a record points at its rows by (shard, offset, length).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kimi_student.errors import InputError
+from kimi_student.eval.prompt import system_prompt
+from kimi_student.fingerprint import sha256_json
+from kimi_student.jsonl import atomic_writer, dumps_line, read_jsonl
+from kimi_student.teachers.base import Decoding, Teacher, TeacherError, TeacherReply, TeacherRequest
+
+KD_VERSION = "kd-1"
+SHARD_TOKENS = 1 << 20
+
+
+def load_prompts(path: str | Path, system: bool = True) -> list[TeacherRequest]:
+    """Requests from a contextual dataset (its `prompt`s) or a prompt JSONL ({id, prompt} or {id, messages})."""
+    p = Path(path)
+    out: list[TeacherRequest] = []
+    seen: set[str] = set()
+    sys_msg = ({"role": "system", "content": system_prompt()},) if system else ()
+    for line, row in read_jsonl(p):
+        if row.get("__header__"):
+            continue
+        if not isinstance(row.get("id"), str):
+            raise InputError(p, line, "id", "missing or not a string")
+        if row["id"] in seen:
+            raise InputError(p, line, "id", f"duplicate id {row['id']!r}")
+        seen.add(row["id"])
+        if isinstance(row.get("messages"), list):
+            msgs = tuple(
+                {"role": str(m.get("role")), "content": str(m.get("content"))} for m in row["messages"]
+            )
+        elif isinstance(row.get("prompt"), str):
+            msgs = (*sys_msg, {"role": "user", "content": row["prompt"]})
+        else:
+            raise InputError(p, line, "prompt", "need a string `prompt` or a `messages` list")
+        out.append(TeacherRequest(row["id"], msgs, Decoding()))
+    return out
+
+
+def with_decoding(requests: list[TeacherRequest], decoding: Decoding) -> list[TeacherRequest]:
+    return [TeacherRequest(r.id, r.messages, decoding) for r in requests]
+
+
+@dataclass
+class Cache:
+    folder: Path
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        p = self.path(key)
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):  # cannot happen with atomic writes; be safe
+            return None
+
+    def put(self, key: str, reply: TeacherReply) -> None:
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(p) as fh:
+            json.dump(reply.__dict__, fh, ensure_ascii=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+async def _run(
+    teacher: Teacher, requests: list[TeacherRequest], cache: Cache, on_done: Callable[[bool], None]
+) -> dict[str, str]:
+    """Ask the teacher every request not yet cached. Returns {key: failure reason} for failures."""
+    sem = asyncio.Semaphore(max(1, teacher.concurrency))
+    failures: dict[str, str] = {}
+
+    async def one(req: TeacherRequest) -> None:
+        key = req.key(teacher.id)
+        async with sem:
+            try:
+                reply = await teacher.complete(req)
+            except TeacherError as e:
+                failures[key] = str(e)
+                on_done(False)
+                return
+        cache.put(key, reply)
+        on_done(True)
+
+    await asyncio.gather(*(one(r) for r in requests))
+    await teacher.aclose()
+    return failures
+
+
+def build_kd_mix(
+    teacher: Teacher,
+    requests: list[TeacherRequest],
+    out: str | Path,
+    prompt_set_sha256: str,
+    progress: bool = False,
+    shard_tokens: int = SHARD_TOKENS,
+) -> dict[str, Any]:
+    """Run (or resume) a KD mix and write `out` plus its shards. Returns the header."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    cache = Cache(out.parent / (out.name + ".cache"))
+    todo, cached = [], 0
+    seen_keys: set[str] = set()
+    for r in requests:
+        k = r.key(teacher.id)
+        if cache.get(k) is not None or k in seen_keys:
+            cached += 1
+        else:
+            todo.append(r)
+        seen_keys.add(k)
+    bar = tqdm(total=len(todo), disable=not progress, unit="req", desc=f"teacher {teacher.id}")
+    counts = {"ok": 0, "failed": 0}
+
+    def done(ok: bool) -> None:
+        counts["ok" if ok else "failed"] += 1
+        bar.update(1)
+
+    failures = asyncio.run(_run(teacher, todo, cache, done)) if todo else {}
+    bar.close()
+    return _assemble(teacher, requests, cache, failures, out, prompt_set_sha256, cached, shard_tokens)
+
+
+def _assemble(
+    teacher: Teacher,
+    requests: list[TeacherRequest],
+    cache: Cache,
+    failures: dict[str, str],
+    out: Path,
+    prompt_set_sha256: str,
+    cached: int,
+    shard_tokens: int,
+) -> dict[str, Any]:
+    shard_dir = out.parent / (out.name + ".logprobs")
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".shards.", dir=out.parent))
+    rows: list[dict[str, Any]] = []
+    buf: dict[str, list[np.ndarray]] = {"token_ids": [], "topk_ids": [], "topk_logprobs": []}
+    shard, offset, n_tokens, lp_bytes, k_seen = 0, 0, 0, 0, 0
+
+    def flush() -> None:
+        nonlocal shard, offset, lp_bytes
+        if not buf["token_ids"]:
+            return
+        arrays = {k: np.concatenate(v) for k, v in buf.items()}
+        np.savez(tmp_dir / f"shard-{shard:05d}.npz", **arrays)
+        lp_bytes += sum(a.nbytes for a in arrays.values())
+        for v in buf.values():
+            v.clear()
+        shard, offset = shard + 1, 0
+
+    n_failed = 0
+    for r in requests:
+        key = r.key(teacher.id)
+        rec: dict[str, Any] = {"id": r.id, "request_sha256": key, "messages": list(r.messages)}
+        hit = cache.get(key)
+        if hit is None:
+            n_failed += 1
+            rows.append({**rec, "status": "failed", "error": failures.get(key, "not answered")})
+            continue
+        rec.update(
+            status="ok", text=hit["text"], finish_reason=hit.get("finish_reason"), usage=hit.get("usage")
+        )
+        if hit.get("topk_logprobs"):
+            ids = np.asarray(hit["topk_ids"], dtype=np.int32)
+            lps = np.asarray(hit["topk_logprobs"], dtype=np.float16)
+            toks = np.asarray(hit["token_ids"] or [-1] * len(ids), dtype=np.int32)
+            k_seen = max(k_seen, ids.shape[1])
+            if offset and offset + len(ids) > shard_tokens:
+                flush()
+            rec["logprobs"] = {
+                "shard": f"{shard_dir.name}/shard-{shard:05d}.npz",
+                "offset": offset,
+                "length": len(ids),
+                "k": int(ids.shape[1]),
+                "temperature": hit.get("logprob_temperature"),
+            }
+            buf["token_ids"].append(toks)
+            buf["topk_ids"].append(ids)
+            buf["topk_logprobs"].append(lps)
+            offset += len(ids)
+            n_tokens += len(ids)
+        rows.append(rec)
+    flush()
+    header = {
+        "__header__": True,
+        "kd_version": KD_VERSION,
+        "teacher": teacher.id,
+        "decoding": requests[0].decoding.to_json() if requests else None,
+        "prompt_set_sha256": prompt_set_sha256,
+        "records": len(rows),
+        "ok": len(rows) - n_failed,
+        "failed": n_failed,
+        "from_cache": cached,
+        "logprob_tokens": n_tokens,
+        "logprob_k": k_seen,
+        "logprob_bytes_per_token": lp_bytes / n_tokens if n_tokens else None,
+    }
+    if shard_dir.exists():  # shards are rebuilt from the cache every run: replace the old set whole
+        for f in shard_dir.glob("*.npz"):
+            f.unlink()
+        shard_dir.rmdir()
+    if n_tokens:
+        os.chmod(tmp_dir, 0o755)
+        os.replace(tmp_dir, shard_dir)
+    else:
+        os.rmdir(tmp_dir)
+    with atomic_writer(out) as fh:
+        fh.write(dumps_line(header))
+        for row in rows:
+            fh.write(dumps_line(row))
+    return header
+
+
+def prompt_set_sha256(requests: list[TeacherRequest]) -> str:
+    return sha256_json([[r.id, list(r.messages)] for r in requests])
+
+
+def read_logprobs(kd_path: str | Path, record: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The (token_ids, topk_ids, topk_logprobs) rows of one record."""
+    lp = record["logprobs"]
+    with np.load(Path(kd_path).parent / lp["shard"]) as z:
+        s, n = lp["offset"], lp["length"]
+        return {k: z[k][s : s + n] for k in ("token_ids", "topk_ids", "topk_logprobs")}
