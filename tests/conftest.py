@@ -49,3 +49,13 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         r = ks(*args)
         assert r.returncode == 0, r.stderr
     return {"dir": d, "gen": gen, "final": final}
+
+
+@pytest.fixture(scope="session")
+def toy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random toy student (SmolLM2 tokenizer) saved as an HF folder."""
+    from kimi_student.models.embedded import smollm2_folder
+    from kimi_student.models.student import build_student, load_spec, save_checkpoint
+
+    out = tmp_path_factory.mktemp("ckpt") / "toy"
+    return save_checkpoint(build_student(load_spec("worker", "toy"), seed=0), smollm2_folder(), out)

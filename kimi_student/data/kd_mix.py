@@ -119,7 +119,7 @@ def build_kd_mix(
     progress: bool = False,
     shard_tokens: int = SHARD_TOKENS,
 ) -> dict[str, Any]:
-    """Run (or resume) a KD mix and write `out` plus its shards. Returns the header."""
+    """Run (or resume) a KD mix and write `out` plus its shards. Returns the header plus `from_cache`."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -214,7 +214,6 @@ def _assemble(
         "records": len(rows),
         "ok": len(rows) - n_failed,
         "failed": n_failed,
-        "from_cache": cached,
         "logprob_tokens": n_tokens,
         "logprob_k": k_seen,
         "logprob_bytes_per_token": lp_bytes / n_tokens if n_tokens else None,
@@ -232,7 +231,7 @@ def _assemble(
         fh.write(dumps_line(header))
         for row in rows:
             fh.write(dumps_line(row))
-    return header
+    return {**header, "from_cache": cached}  # run statistics stay out of the file: reruns are byte-identical
 
 
 def prompt_set_sha256(requests: list[TeacherRequest]) -> str:
