@@ -15,7 +15,7 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats bench clean
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench clean
 
 help:
 	@echo "make demo            generate -> extract -> verify -> verification-only eval, print the gate table"
@@ -90,6 +90,15 @@ eval-fixture-stats: install
 	$(KS) eval fixture-stats --report $(REPORTS)/latest.json
 
 demo: contextual-pipeline eval-verification eval-fixture-stats
+
+kd-mix: install
+	test -f $(DATA)/contextual.jsonl || $(KS) contextual gen --n $(N) --seed $(SEED) --out $(DATA)/contextual.jsonl
+	$(KS) kd-mix --teacher $(or $(TEACHER),smollm2) --prompts $(DATA)/contextual.jsonl --out $(DATA)/kd_mix.jsonl \
+		--limit $(or $(KD_LIMIT),16) --max-new-tokens $(or $(KD_TOKENS),64) --no-system
+
+worker: install contextual-gen contextual-extract
+	$(KS) train --config worker --size $(or $(SIZE),toy) --data $(DATA)/contextual_final.jsonl \
+		$(if $(wildcard $(DATA)/kd_mix.jsonl),--kd $(DATA)/kd_mix.jsonl) --out runs/worker-$(or $(SIZE),toy)
 
 bench: install
 	$(VENV)/bin/python bench/contextual_scale.py

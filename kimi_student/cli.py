@@ -299,6 +299,66 @@ def kd_mix(
     raise typer.Exit(1 if header["failed"] else 0)
 
 
+@app.command("train")
+@guarded
+def train_cmd(
+    config: Annotated[str, typer.Option(help="worker, judge, drafter or a YAML path.")] = "worker",
+    size: Annotated[
+        str, typer.Option(help="A size under `sizes:` in the config (toy, small, full).")
+    ] = "toy",
+    data: Annotated[
+        Path | None, typer.Option(help="Contextual dataset (gold text, loss ce_ground_truth).")
+    ] = None,
+    kd: Annotated[Path | None, typer.Option(help="KD mix (teacher text + top-k logprobs).")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="In-process teacher for full-logit KD: smollm2 or an "
+            "HF folder (same tokenizer as the student)."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints/, train_log.jsonl, final/.")] = Path(
+        "runs/worker-toy"
+    ),
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Override the config's max_steps.")] = None,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 only where the hardware has it), bf16, fp16, no.")
+    ] = "auto",
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N examples.")] = None,
+) -> None:
+    """Train a student with the config's losses; resumes from the run folder's latest checkpoint.
+
+    The final checkpoint (out/final) is an HF Llama folder that AutoModelForCausalLM loads.
+    A non-finite loss stops the run with exit code 3 and keeps the last good checkpoint.
+    """
+    from kimi_student.models.student import load_spec
+    from kimi_student.train.trainer import TrainingError, train
+
+    if data is None and kd is None:
+        _fail("train needs --data and/or --kd")
+    spec = load_spec(config, size)
+    try:
+        res = train(
+            spec,
+            out,
+            str(data) if data else None,
+            str(kd) if kd else None,
+            teacher,
+            max_steps,
+            precision=precision,
+            progress=_progress(),
+            limit=limit,
+        )
+    except TrainingError as e:
+        _fail(str(e), code=3)
+    h = res["history"]
+    typer.echo(
+        f"trained {spec.role}/{spec.size} ({spec.n_params / 1e6:.1f}M params, {res['precision']}) "
+        f"{res['steps']} steps: loss {h[0]['loss']:.4f} -> {h[-1]['loss']:.4f}, "
+        f"{res['tokens_per_s']:.0f} tokens/s -> {res['final']}"
+    )
+
+
 # ---- tokenizer --------------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,6 @@ from typing import IO, Any
 from kimi_student.errors import InputError
 from kimi_student.fingerprint import canonical_json
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -1,0 +1,200 @@
+"""Training examples: prompt + response token ids, loss masks, process-step weights and (when the KD
+mix has them) the teacher's top-k logprobs at the response positions.
+
+Two sources, joined by item id when both are given:
+- a contextual dataset: the response is the gold `teacher_text` (ground truth, loss `ce_ground_truth`);
+- a KD mix: the response is the teacher's text (loss `ce_teacher`), with sparse logprobs if stored.
+Process weights come from the response's own transcript: tool names, JSON arguments and integration
+spans, mapped to token positions through the tokenizer's offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kimi_student.data.kd_mix import read_logprobs
+from kimi_student.errors import InputError
+from kimi_student.eval.prompt import system_prompt
+from kimi_student.jsonl import read_jsonl
+from kimi_student.tokenizer import token_range
+from kimi_student.transcript import parse_transcript
+
+
+@dataclass
+class Example:
+    id: str
+    source: str  # "gold" | "teacher"
+    input_ids: np.ndarray  # (L,) int64: prompt + response
+    response_start: int  # first response token
+    weights: np.ndarray  # (L,) float32: 0 on the prompt, process weights on the response
+    topk_ids: np.ndarray | None = None  # (L, K) int32, rows of response positions filled, else -1
+    topk_logprobs: np.ndarray | None = None  # (L, K) float32
+    logprob_temperature: float = 1.0
+
+
+def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[list[int]]]:
+    """Token ranges of tool names, JSON arguments and integration spans in a response."""
+    t = parse_transcript(text)
+    return {
+        "tool_name": [list(token_range(offsets, *c.name_span)) for c in t.calls if c.name_span],
+        "json_args": [list(token_range(offsets, *c.args_span)) for c in t.calls if c.args_span],
+        "integration": [list(token_range(offsets, s, e)) for s, e in t.spans],
+    }
+
+
+class ExampleBuilder:
+    """Tokenises with the student's HF tokenizer (chat template for the prompt)."""
+
+    def __init__(self, tokenizer: Any, process_weights: dict[str, float]):
+        self.tok = tokenizer
+        self.pw = process_weights
+        self.eos = tokenizer.eos_token_id
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        enc = self.tok.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(enc["input_ids"])
+
+    def build(
+        self,
+        id_: str,
+        source: str,
+        messages: list[dict[str, str]],
+        response: str,
+        response_ids: list[int] | None = None,
+    ) -> Example:
+        from kimi_student.train.losses import process_weights
+
+        p_ids = self.prompt_ids(messages)
+        enc = self.tok(response, add_special_tokens=False, return_offsets_mapping=True)
+        r_ids = response_ids if response_ids is not None else list(enc["input_ids"])
+        spans = process_spans(response, enc["offset_mapping"]) if response_ids is None else {}
+        ids = np.asarray(p_ids + r_ids + [self.eos], dtype=np.int64)
+        w = process_weights(len(ids), spans, self.pw, offset=len(p_ids)).numpy()
+        w[: len(p_ids)] = 0.0  # no loss on the prompt
+        return Example(id_, source, ids, len(p_ids), w.astype(np.float32))
+
+
+def load_examples(
+    builder: ExampleBuilder,
+    data: str | Path | None,
+    kd: str | Path | None,
+    limit: int | None = None,
+    system: bool = True,
+) -> list[Example]:
+    """`system`: put the tool-use system prompt (1.3k tokens) before gold prompts; toy runs leave it out."""
+    examples: list[Example] = []
+    sys_msg = [{"role": "system", "content": system_prompt()}] if system else []
+    if data:
+        for line, row in read_jsonl(data):
+            if row.get("__header__"):
+                continue
+            if not isinstance(row.get("teacher_text"), str) or not isinstance(row.get("prompt"), str):
+                raise InputError(
+                    data, line, "teacher_text", "a contextual item needs prompt and teacher_text"
+                )
+            msgs = [*sys_msg, {"role": "user", "content": row["prompt"]}]
+            examples.append(builder.build(row["id"], "gold", msgs, row["teacher_text"]))
+    if kd:
+        kd = Path(kd)
+        for line, row in read_jsonl(kd):
+            if row.get("__header__") or row.get("status") != "ok":
+                continue
+            if not isinstance(row.get("text"), str) or not isinstance(row.get("messages"), list):
+                raise InputError(kd, line, "text", "a KD record needs text and messages")
+            lp = read_logprobs(kd, row) if row.get("logprobs") else None
+            use_ids = lp is not None and bool(np.all(lp["token_ids"] >= 0))
+            ex = builder.build(
+                row["id"],
+                "teacher",
+                row["messages"],
+                row["text"],
+                lp["token_ids"].tolist() if use_ids else None,
+            )
+            if use_ids and lp is not None:
+                k = lp["topk_ids"].shape[1]
+                ex.topk_ids = np.full((len(ex.input_ids), k), -1, dtype=np.int32)
+                ex.topk_logprobs = np.zeros((len(ex.input_ids), k), dtype=np.float32)
+                # Logprobs at response position j describe token j: they are the target distribution of
+                # the logit one position earlier, which the trainer handles with the usual shift.
+                s = ex.response_start
+                ex.topk_ids[s : s + len(lp["topk_ids"])] = lp["topk_ids"]
+                ex.topk_logprobs[s : s + len(lp["topk_ids"])] = lp["topk_logprobs"].astype(np.float32)
+                ex.logprob_temperature = float(row["logprobs"].get("temperature") or 1.0)
+            examples.append(ex)
+    if limit:
+        examples = examples[:limit]
+    if not examples:
+        raise InputError(data or kd, None, None, "no training examples")
+    return examples
+
+
+class ExampleStream:
+    """Example indices, epoch after epoch, each epoch a seeded permutation. Its state is two integers,
+    saved in every checkpoint, so a resumed run sees exactly the examples the uninterrupted one would."""
+
+    def __init__(self, n: int, seed: int, epoch: int = 0, pos: int = 0):
+        self.n, self.seed, self.epoch, self.pos = n, seed, epoch, pos
+        self._perm = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def next(self) -> int:
+        if self.pos >= self.n:
+            self.epoch, self.pos = self.epoch + 1, 0
+            self._perm = self._permutation()
+        idx = int(self._perm[self.pos])
+        self.pos += 1
+        return idx
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+
+def pack(
+    examples: list[Example], stream: ExampleStream, seq_len: int, batch_size: int
+) -> dict[str, np.ndarray]:
+    """Greedily pack examples from `stream` into `batch_size` rows of `seq_len` tokens.
+
+    Position ids restart at every example, so each keeps its own positions; an example longer than
+    the room left in a row loses the start of its prompt, then the end of its response.
+    """
+    k = max((e.topk_ids.shape[1] for e in examples if e.topk_ids is not None), default=1)
+    ids = np.zeros((batch_size, seq_len), dtype=np.int64)
+    pos = np.zeros((batch_size, seq_len), dtype=np.int64)
+    w = np.zeros((batch_size, seq_len), dtype=np.float32)
+    src = np.zeros((batch_size, seq_len), dtype=np.int8)  # 1 gold, 2 teacher
+    tk_ids = np.full((batch_size, seq_len, k), -1, dtype=np.int32)
+    tk_lp = np.zeros((batch_size, seq_len, k), dtype=np.float32)
+    for row in range(batch_size):
+        filled = 0
+        while filled < seq_len:
+            e = examples[stream.next()]
+            room = seq_len - filled
+            n = min(len(e.input_ids), room)
+            # Too long for the room: drop the start of the prompt first, then the end of the response.
+            a = min(len(e.input_ids) - n, e.response_start)
+            cut = slice(a, a + n)
+            sl = slice(filled, filled + n)
+            ids[row, sl] = e.input_ids[cut]
+            pos[row, sl] = np.arange(n)
+            w[row, sl] = e.weights[cut]
+            src[row, sl] = 1 if e.source == "gold" else 2
+            if e.topk_ids is not None:
+                tk_ids[row, sl, : e.topk_ids.shape[1]] = e.topk_ids[cut]
+                tk_lp[row, sl, : e.topk_ids.shape[1]] = e.topk_logprobs[cut]
+            filled += n
+    return {
+        "input_ids": ids,
+        "position_ids": pos,
+        "weights": w,
+        "source": src,
+        "topk_ids": tk_ids,
+        "topk_logprobs": tk_lp,
+    }
