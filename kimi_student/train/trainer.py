@@ -30,7 +30,11 @@ from kimi_student.train.data import ExampleBuilder, ExampleStream, load_examples
 
 
 class TrainingError(KimiStudentError):
-    pass
+    """The run itself failed (a non-finite loss): exit code 3."""
+
+
+class CheckpointError(KimiStudentError):
+    """A checkpoint that does not match its manifest: bad input, exit code 2."""
 
 
 def pick_precision(requested: str = "auto") -> str:
@@ -137,6 +141,7 @@ def _save(
     history: list[dict],
     tokenizer_folder: Path,
     accelerator: Any,
+    keep: int = 2,
 ) -> Path:
     """A checkpoint: HF folder + training state + sha256 manifest, published by renaming a temp folder."""
     name = f"step-{step:06d}"
@@ -160,6 +165,8 @@ def _save(
     os.replace(tmp, dest)
     with atomic_writer(paths.checkpoints / "LATEST") as fh:
         fh.write(name)
+    for old in sorted(paths.checkpoints.glob("step-*"))[:-keep]:  # keep the newest `keep`
+        shutil.rmtree(old, ignore_errors=True)
     return dest
 
 
@@ -167,7 +174,7 @@ def verify_manifest(folder: Path) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     for rel, digest in manifest.items():
         if sha256_file(folder / rel) != digest:
-            raise TrainingError(f"checkpoint {folder}: {rel} does not match its sha256 in manifest.json")
+            raise CheckpointError(f"checkpoint {folder}: {rel} does not match its sha256 in manifest.json")
 
 
 def train(
@@ -273,7 +280,7 @@ def train(
                     )
                     if not torch.isfinite(loss):
                         raise TrainingError(
-                            f"loss is {float(loss)} at step {step}; stopped. The last good checkpoint is "
+                            f"loss is {float(loss.detach())} at step {step}; stopped. The last good checkpoint is "
                             f"{paths.latest() or 'none (no checkpoint was written yet)'}"
                         )
                     accelerator.backward(loss / accum)
@@ -299,7 +306,17 @@ def train(
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:.0f}")
             bar.update(1)
             if every and (step + 1) % every == 0 and step + 1 < total_steps:
-                _save(paths, step + 1, model, optimizer, stream, history, tok_folder, accelerator)
+                _save(
+                    paths,
+                    step + 1,
+                    model,
+                    optimizer,
+                    stream,
+                    history,
+                    tok_folder,
+                    accelerator,
+                    cfg.get("keep_checkpoints", 2),
+                )
     bar.close()
     elapsed = time.perf_counter() - t0
     result = {
