@@ -15,7 +15,7 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench clean
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-distill bench-train clean
 
 help:
 	@echo "make demo            generate -> extract -> verify -> verification-only eval, print the gate table"
@@ -23,7 +23,10 @@ help:
 	@echo "make contextual-pipeline N=1000 SEED=0   dataset generate -> extract -> verify"
 	@echo "make eval-predictions PRED=file.jsonl    score transcripts produced elsewhere"
 	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
+	@echo "make kd-mix TEACHER=smollm2|hf:DIR|http://host/v1   teacher answers + top-k logprobs"
+	@echo "make worker SIZE=toy|small   train the Worker student (resumes from runs/worker-SIZE)"
 	@echo "make bench           speed of gen/verify/scoring at 10k items"
+	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -102,6 +105,13 @@ worker: install contextual-gen contextual-extract
 
 bench: install
 	$(VENV)/bin/python bench/contextual_scale.py
+
+bench-distill: install
+	$(VENV)/bin/python bench/distill_quality.py
+
+bench-train: install
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(VENV)/bin/python bench/train_throughput.py
 
 clean:
 	rm -rf $(DATA) $(REPORTS) $(RESULTS)

@@ -298,6 +298,8 @@ def train(
                 "lr": lr_at(step, cfg),
                 "seq_len": seq_len,
                 **parts_sum,
+                "tokens": tokens_seen,  # since this process started (a resumed run counts afresh)
+                "elapsed_s": round(time.perf_counter() - t0, 4),
             }
             history.append(rec)
             log.write(json.dumps(rec) + "\n")
