@@ -15,7 +15,8 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-distill bench-train clean
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-distill bench-train clean \
+	pytorch-worker coreml-worker onnx-worker
 
 help:
 	@echo "make demo            generate -> extract -> verify -> verification-only eval, print the gate table"
@@ -25,6 +26,9 @@ help:
 	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
 	@echo "make kd-mix TEACHER=smollm2|hf:DIR|http://host/v1   teacher answers + top-k logprobs"
 	@echo "make worker SIZE=toy|small   train the Worker student (resumes from runs/worker-SIZE)"
+	@echo "make coreml-worker [MODEL=runs/worker-toy/final SHAPES=64,128,256 LAYOUT=bsc|bc1s QUANTIZE=0]"
+	@echo "                     Core ML packages (FP16, INT8 weights, stateful decoder) -> coreml/artifacts/worker"
+	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
 	@echo "make bench           speed of gen/verify/scoring at 10k items"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
 
@@ -102,6 +106,22 @@ kd-mix: install
 worker: install contextual-gen contextual-extract
 	$(KS) train --config worker --size $(or $(SIZE),toy) --data $(DATA)/contextual_final.jsonl \
 		$(if $(wildcard $(DATA)/kd_mix.jsonl),--kd $(DATA)/kd_mix.jsonl) --out runs/worker-$(or $(SIZE),toy)
+
+# ---- export: MODEL is an HF checkpoint folder; a toy checkpoint gets the toy shapes unless SHAPES is set
+MODEL ?= runs/worker-toy/final
+comma := ,
+SHAPES ?= $(if $(findstring -toy,$(MODEL)),64$(comma)128$(comma)256,512$(comma)1024$(comma)2048)
+LAYOUT ?= bsc
+EXPORT_ARGS = --model $(MODEL) --shapes $(SHAPES) --layout $(LAYOUT)
+
+pytorch-worker: install
+	$(KS) export pytorch $(EXPORT_ARGS) --out artifacts/pytorch/worker
+
+coreml-worker: install
+	$(KS) export coreml $(EXPORT_ARGS) --out coreml/artifacts/worker $(if $(filter 0,$(QUANTIZE)),--no-quantize)
+
+onnx-worker: install
+	$(KS) export onnx $(EXPORT_ARGS) --out artifacts/onnx/worker
 
 bench: install
 	$(VENV)/bin/python bench/contextual_scale.py

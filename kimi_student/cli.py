@@ -359,6 +359,131 @@ def train_cmd(
     )
 
 
+# ---- export ------------------------------------------------------------------------------------------------
+
+export_app = typer.Typer(
+    help="Export a student checkpoint: torch.export programs (.pt2), Core ML packages (FP16, INT8 weights, "
+    "enumerated shapes, stateful decoder), ONNX for debugging. Each writes a manifest.json with sha256s.",
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
+
+ExportModel = Annotated[
+    Path, typer.Option("--model", help="HF Llama checkpoint folder (config.json + model.safetensors).")
+]
+ExportShapes = Annotated[
+    str, typer.Option("--shapes", help="Enumerated sequence lengths, comma-separated (toy: 64,128,256).")
+]
+ExportLayout = Annotated[
+    str,
+    typer.Option(
+        "--layout", help="bsc: (B, S, C) with linear layers; bc1s: Apple's ANE (B, C, 1, S) with 1x1 convs."
+    ),
+]
+ExportContext = Annotated[
+    int | None,
+    typer.Option("--context", min=1, help="KV-cache length of the decoder (default: the largest shape)."),
+]
+
+
+def _export_args(model: Path, shapes: str, layout: str) -> list[int]:
+    from kimi_student.export.torch_export import parse_shapes
+    from kimi_student.models.ane import LAYOUTS
+
+    if layout not in LAYOUTS:
+        _fail(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}")
+    if not (model / "config.json").is_file():
+        _fail(f"{model}: not a checkpoint folder (no config.json); train one with `make worker`")
+    return parse_shapes(shapes)
+
+
+@export_app.command("pytorch")
+@guarded
+def export_pytorch_cmd(
+    model: ExportModel = Path("runs/worker-toy/final"),
+    out: Annotated[Path, typer.Option(help="Folder for seq<S>.pt2, decode<C>.pt2, manifest.json.")] = Path(
+        "artifacts/pytorch"
+    ),
+    shapes: ExportShapes = "512,1024,2048",
+    layout: ExportLayout = "bsc",
+    context: ExportContext = None,
+) -> None:
+    """torch.export ExportedPrograms (after run_decompositions({})), one per shape plus the KV-cache decoder."""
+    from kimi_student.export.torch_export import export_pytorch
+
+    man = export_pytorch(model, out, _export_args(model, shapes, layout), layout, context)
+    for e in man["programs"]:
+        typer.echo(
+            f"{e['file']:<16} {e['size_bytes'] / 1e6:8.2f} MB  {e['export_seconds']:6.2f} s  {e['sha256'][:12]}"
+        )
+    typer.echo(f"manifest -> {out / 'manifest.json'}")
+
+
+@export_app.command("coreml")
+@guarded
+def export_coreml_cmd(
+    model: ExportModel = Path("runs/worker-toy/final"),
+    out: Annotated[Path, typer.Option(help="Folder for the .mlpackages and manifest.json.")] = Path(
+        "coreml/artifacts"
+    ),
+    shapes: ExportShapes = "512,1024,2048",
+    quantize: Annotated[
+        bool, typer.Option(help="INT8 per-channel weights (--no-quantize: FP16 weights).")
+    ] = True,
+    layout: ExportLayout = "bsc",
+    context: ExportContext = None,
+    decode: Annotated[bool, typer.Option(help="Also write the stateful KV-cache decoder (iOS18).")] = True,
+) -> None:
+    """Core ML ML programs: FP16 compute, INT8 weights, one package per shape, and the stateful decoder."""
+    from kimi_student.export.coreml import export_coreml
+
+    man = export_coreml(model, out, _export_args(model, shapes, layout), quantize, layout, context, decode)
+    for e in man["packages"]:
+        ops = sum(v for k, v in e["op_histogram"].items() if k != "const")
+        typer.echo(
+            f"{e['name']:<22} {e['size_bytes'] / 1e6:8.2f} MB  convert {e['convert_seconds']:6.2f} s  "
+            f"{ops} ops  {e['sha256'][:12]}"
+        )
+    p = man["precision"]
+    typer.echo(f"{p['compute']} compute, {p['weights']} weights, {man['minimum_deployment_target']}")
+    typer.echo(f"manifest -> {out / 'manifest.json'}")
+
+
+@export_app.command("onnx")
+@guarded
+def export_onnx_cmd(
+    model: ExportModel = Path("runs/worker-toy/final"),
+    out: Annotated[Path, typer.Option(help="Folder for seq<S>.onnx and manifest.json.")] = Path(
+        "artifacts/onnx"
+    ),
+    shapes: ExportShapes = "512,1024,2048",
+    layout: ExportLayout = "bsc",
+) -> None:
+    """ONNX for debugging, each file checked against PyTorch with onnxruntime (max abs diff printed)."""
+    from kimi_student.export.onnx_export import export_onnx
+
+    man = export_onnx(model, out, _export_args(model, shapes, layout), layout)
+    for e in man["files"]:
+        typer.echo(
+            f"{e['file']:<14} {e['size_bytes'] / 1e6:8.2f} MB  onnxruntime parity max|diff| "
+            f"{e['parity_max_abs_diff']:.3g}"
+        )
+    typer.echo(f"manifest -> {out / 'manifest.json'}")
+
+
+@export_app.command("verify")
+@guarded
+def export_verify_cmd(
+    folder: Annotated[Path, typer.Argument(help="An export folder holding manifest.json.")],
+) -> None:
+    """Check every artifact of an export folder against its manifest (sha256 of each file)."""
+    from kimi_student.export.verify import verify_export
+
+    man = verify_export(folder)
+    n = len(man.get("packages") or man.get("programs") or man.get("files") or [])
+    typer.echo(f"verify: OK ({n} {man['format']} artifacts match {folder / 'manifest.json'})")
+
+
 # ---- tokenizer --------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,314 @@
+"""ExportedProgram -> Core ML ML programs: FP16 compute, INT8 per-channel weights, one package per
+enumerated sequence length, and a stateful one-token decoder (KV cache as `ct.StateType`, iOS18).
+
+On Linux coremltools converts, quantizes and saves but cannot predict; what we can check here we do:
+every op is supported before converting (the error names the ops), the saved program is re-read and
+its op histogram recorded, and every file of every package is hashed into the manifest so a damaged
+package is named file by file (`verify_package`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.export import ExportedProgram
+
+from kimi_student.export.errors import CorruptArtifactError, ExportError, UnsupportedOpError
+from kimi_student.export.torch_export import (
+    MANIFEST,
+    checkpoint_sha256,
+    export_decoder,
+    export_full,
+    load_for_export,
+    program_name,
+    write_manifest,
+)
+from kimi_student.fingerprint import sha256_file, sha256_json
+from kimi_student.models.ane import AneLlamaDecoder, Layout
+
+TARGET = "iOS18"  # the stateful decoder needs it; one target for every package keeps one opset
+QUANT = {"mode": "linear_symmetric", "dtype": "int8", "granularity": "per_channel"}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """coremltools prints progress bars and warns that torch 2.13 is untested (expected, see DESIGN §6)."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _ct() -> Any:
+    with _quiet():
+        import coremltools as ct
+    return ct
+
+
+def unsupported_ops(ep: ExportedProgram) -> dict[str, list[str]]:
+    """Op kinds of the graph that coremltools' torch frontend cannot translate, with the nodes using them."""
+    with _quiet():
+        from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+        from coremltools.converters.mil.frontend.torch.utils import sanitize_op_kind
+
+    missing: dict[str, list[str]] = {}
+    for node in ep.graph.nodes:
+        if node.op != "call_function":
+            continue
+        try:
+            kind = node.target.name()  # e.g. "aten::diff", the spelling the converter looks up
+        except AttributeError:
+            kind = getattr(node.target, "__name__", str(node.target))
+        if _TORCH_OPS_REGISTRY.get_func(kind) is None:
+            missing.setdefault(sanitize_op_kind(kind), []).append(node.name)
+    return missing
+
+
+def convert(ep: ExportedProgram, kind: str, quantize: bool = True) -> Any:
+    """One ExportedProgram (full or decode) -> an in-memory MLModel (FP16 compute, INT8 weights if asked)."""
+    ct = _ct()
+    missing = unsupported_ops(ep)
+    if missing:
+        raise UnsupportedOpError("coremltools 9.0", missing)
+    specs = {n.name: n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"}
+    user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    inputs = [ct.TensorType(name=n, shape=tuple(specs[n].shape), dtype=np.int32) for n in user]
+    states = None
+    if kind == "decode":  # fp16 states: Core ML keeps state tensors in fp16 only
+        states = [
+            ct.StateType(wrapped_type=ct.TensorType(shape=tuple(b.shape), dtype=np.float16), name=name)
+            for name, b in ((n, ep.state_dict[n]) for n in ("k_cache", "v_cache"))
+        ]
+    try:
+        with _quiet():
+            ml = ct.convert(
+                ep,
+                inputs=inputs,
+                outputs=[ct.TensorType(name="logits")],
+                states=states,
+                convert_to="mlprogram",
+                compute_precision=ct.precision.FLOAT16,
+                minimum_deployment_target=getattr(ct.target, TARGET),
+            )
+    except NotImplementedError as e:  # a translation that exists but refuses this use of the op
+        raise ExportError(f"coremltools cannot convert the {kind} program: {e}") from None
+    return quantize_int8(ml) if quantize else ml
+
+
+def quantize_int8(ml: Any) -> Any:
+    """INT8 symmetric per-channel weights on the model's parameter matrices only.
+
+    Only consts lifted from torch parameters (named `p_*` by torch.export) of rank >= 2 are quantized:
+    the coremltools default (every const above 2048 elements) would also quantize the causal mask, whose
+    all-zero last row gets scale 0 and turns into NaN, and the RoPE tables.
+    """
+    _ct()
+    from coremltools.optimize.coreml import (
+        OpLinearQuantizerConfig,
+        OptimizationConfig,
+        linear_quantize_weights,
+    )
+
+    cfg = OpLinearQuantizerConfig(**QUANT, weight_threshold=0)
+    names = [
+        op.name
+        for f in ml._mil_program.functions.values()
+        for op in f.operations
+        if op.op_type == "const" and op.name.startswith("p_") and op.outputs[0].rank >= 2
+    ]
+    if not names:
+        raise ExportError("no weight matrices found to quantize (expected torch.export's p_* constants)")
+    with _quiet():
+        q = linear_quantize_weights(ml, OptimizationConfig(op_name_configs=dict.fromkeys(names, cfg)))
+    return q
+
+
+# ---- reading saved packages back -------------------------------------------------------------------------
+
+
+def load_spec(package: str | Path) -> Any:
+    """The package's protobuf spec; a missing or unparsable package raises CorruptArtifactError naming it."""
+    package = Path(package)
+    model_file = package / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    for f in (package / "Manifest.json", model_file):
+        if not f.is_file():
+            raise CorruptArtifactError(f, "missing from the package")
+    ct = _ct()
+    spec = ct.proto.Model_pb2.Model()
+    try:
+        spec.ParseFromString(model_file.read_bytes())
+    except Exception as e:  # protobuf's DecodeError: the bytes are not a Core ML model
+        raise CorruptArtifactError(model_file, f"not a Core ML model spec: {type(e).__name__}: {e}") from None
+    if not spec.HasField("mlProgram"):
+        raise CorruptArtifactError(model_file, "not an ML program")
+    return spec
+
+
+def load_mil(package: str | Path) -> Any:
+    """The saved ML program as a pymil Program (weights read from weight.bin)."""
+    from coremltools.converters.mil.frontend.milproto.load import load
+
+    package = Path(package)
+    spec = load_spec(package)
+    weights = package / "Data" / "com.apple.CoreML" / "weights"
+    try:
+        with _quiet():
+            return load(spec, specification_version=spec.specificationVersion, file_weights_dir=str(weights))
+    except Exception as e:  # truncated weight.bin, offsets past its end, bad headers
+        raise CorruptArtifactError(
+            weights / "weight.bin", f"cannot read the weights: {type(e).__name__}: {e}"
+        ) from None
+
+
+def op_histogram(spec: Any) -> dict[str, int]:
+    """Count of each MIL op type in the program (nested blocks included), sorted by op type."""
+    counts: Counter[str] = Counter()
+
+    def walk(block: Any) -> None:
+        for op in block.operations:
+            counts[op.type] += 1
+            for inner in op.blocks:
+                walk(inner)
+
+    for fn in spec.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            walk(block)
+    return dict(sorted(counts.items()))
+
+
+def weight_dtypes(package: str | Path) -> dict[str, int]:
+    """dtype -> count of the stored (const or quantized) data tensors feeding dequantize ops and matmuls."""
+    prog = load_mil(package)
+    counts: Counter[str] = Counter()
+    for fn in prog.functions.values():
+        for op in fn.operations:
+            if op.op_type.startswith("constexpr_"):
+                counts[str(op.data.val.dtype)] += 1
+    return dict(sorted(counts.items()))
+
+
+def package_files(package: str | Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file in the package."""
+    package = Path(package)
+    return {
+        p.relative_to(package).as_posix(): sha256_file(p) for p in sorted(package.rglob("*")) if p.is_file()
+    }
+
+
+def verify_package(package: str | Path, entry: dict[str, Any]) -> None:
+    """Raise CorruptArtifactError naming the first file that is missing, extra or differs from the manifest."""
+    package = Path(package)
+    if not package.is_dir():
+        raise CorruptArtifactError(package, "package missing")
+    have = package_files(package)
+    for rel, digest in entry["files"].items():
+        if rel not in have:
+            raise CorruptArtifactError(package / rel, "missing from the package")
+        if have[rel] != digest:
+            raise CorruptArtifactError(
+                package / rel, f"sha256 {have[rel][:12]}… differs from the manifest's {digest[:12]}…"
+            )
+    extra = sorted(set(have) - set(entry["files"]))
+    if extra:
+        raise CorruptArtifactError(package / extra[0], "not listed in the manifest")
+    load_spec(package)  # and the spec must still parse
+
+
+def _share(path: Path) -> None:
+    """coremltools writes some package files 0600; artifacts are meant to be copied and served."""
+    for p in [path, *path.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+
+
+def save_package(ml: Any, path: Path) -> dict[str, Any]:
+    if path.exists():
+        shutil.rmtree(path)
+    with _quiet():
+        ml.save(str(path))
+    _share(path)
+    spec = load_spec(path)
+    files = package_files(path)
+    return {
+        "name": path.name,
+        "op_histogram": op_histogram(spec),
+        "size_bytes": sum((path / f).stat().st_size for f in files),
+        # one digest for the package (file names and contents); Manifest.json holds random item ids,
+        # so it differs between runs even for identical weights
+        "sha256": sha256_json(files),
+        "files": files,
+    }
+
+
+def export_coreml(
+    folder: str | Path,
+    out: str | Path,
+    shapes: list[int],
+    quantize: bool = True,
+    layout: Layout = "bsc",
+    context: int | None = None,
+    decode: bool = True,
+) -> dict[str, Any]:
+    """Write seq<S>.mlpackage per shape and decode<context>.mlpackage, plus manifest.json; returns it."""
+    ct = _ct()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    context = context or max(shapes)
+    model = load_for_export(folder, shapes, layout, context)
+    jobs: list[tuple[str, int]] = [("full", s) for s in shapes] + ([("decode", context)] if decode else [])
+    packages = []
+    for kind, n in jobs:
+        t0 = time.perf_counter()
+        ep = export_full(model, n) if kind == "full" else export_decoder(AneLlamaDecoder(model, n))
+        t1 = time.perf_counter()
+        ml = convert(ep, kind, quantize)
+        t2 = time.perf_counter()
+        entry = save_package(ml, out / f"{program_name(kind, n)}.mlpackage")
+        a = model.arch
+        io_shapes: dict[str, Any] = {"inputs": {"input_ids": [1, n if kind == "full" else 1]}}
+        if kind == "decode":
+            cache = list(ep.state_dict["k_cache"].shape)
+            io_shapes = {
+                "inputs": {"input_ids": [1, 1], "position": [1]},
+                "states": {"k_cache": cache, "v_cache": cache},
+            }
+        packages.append(
+            {
+                **entry,
+                "kind": kind,
+                ("seq_len" if kind == "full" else "context"): n,
+                **io_shapes,
+                "outputs": {"logits": [1, n if kind == "full" else 1, a.vocab_size]},
+                "export_seconds": round(t1 - t0, 3),
+                "convert_seconds": round(t2 - t1, 3),
+            }
+        )
+    manifest = {
+        "format": "coreml-mlprogram",
+        "manifest_version": 1,
+        "coremltools_version": ct.__version__,
+        "checkpoint": str(folder),
+        "checkpoint_sha256": checkpoint_sha256(folder),
+        "arch": model.arch.__dict__,
+        "layout": layout,
+        "minimum_deployment_target": TARGET,
+        "shapes": shapes,
+        "context": context if decode else None,
+        "precision": {"compute": "float16", "weights": "int8" if quantize else "float16"},
+        "quantization": {**QUANT, "api": "coremltools.optimize.coreml.linear_quantize_weights"}
+        if quantize
+        else None,
+        "packages": packages,
+    }
+    write_manifest(out / MANIFEST, manifest)
+    return manifest
