@@ -1,6 +1,6 @@
 """Does KD beat SFT? Teacher SmolLM2-135M-Instruct, a 6-layer student made of its layers, the same
 prompts and steps: SFT on the teacher's text (ce_teacher) versus KD (ce_teacher + forward KL on the
-teacher's top-20 logprobs, T=2). Held-out: KL(teacher || student) per response token, and top-1
+teacher's top-20 logprobs, T=1 by default). Held-out: KL(teacher || student) per response token, and top-1
 agreement between student and teacher, both measured against the teacher's full logits.
 
     .venv/bin/python bench/distill_quality.py [--train 64 --heldout 16 --steps 40]
@@ -61,7 +61,9 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=16)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--keep", type=Path, help="Keep the work folder here.")
+    ap.add_argument("--keep", type=Path, help="Keep the work folder here (reruns reuse its teacher answers).")
+    ap.add_argument("--temperature", type=float, default=1.0, help="KD temperature (KL is scaled by T^2).")
+    ap.add_argument("--kl-weight", type=float, default=1.0)
     a = ap.parse_args()
     import torch
 
@@ -79,6 +81,8 @@ def main() -> None:
     rows = [json.loads(x) for x in (work / "ctx.jsonl").read_text().splitlines()[1:]]
     rows = [r for r in rows if r["metadata"]["expected_behaviour"] not in ("no_tool", "decline")][:n]
     for name, part in (("train", rows[: a.train]), ("heldout", rows[a.train :])):
+        if (work / f"{name}_kd.jsonl").exists():
+            continue
         (work / f"{name}_prompts.jsonl").write_text(
             "".join(json.dumps({"id": r["id"], "prompt": r["prompt"]}) + "\n" for r in part)
         )
@@ -125,7 +129,7 @@ def main() -> None:
     results = {}
     for name, loss in (
         ("sft", {"ce_teacher": 1.0}),
-        ("kd", {"ce_teacher": 1.0, "kl_forward": 1.0, "temperature": 2.0}),
+        ("kd", {"ce_teacher": 1.0, "kl_forward": a.kl_weight, "temperature": a.temperature}),
     ):
         cfg = work / f"{name}.yaml"
         cfg.write_text(

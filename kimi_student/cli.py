@@ -484,6 +484,50 @@ def export_verify_cmd(
     typer.echo(f"verify: OK ({n} {man['format']} artifacts match {folder / 'manifest.json'})")
 
 
+@export_app.command("parity")
+@guarded
+def export_parity_cmd(
+    package: Annotated[
+        Path, typer.Option(help="A full-sequence package, e.g. coreml/artifacts/worker/seq128.mlpackage")
+    ],
+    model: ExportModel = Path("runs/worker-toy/final"),
+    prompts: Annotated[Path, typer.Option(help="Dataset or prompt JSONL whose prompts to run.")] = Path(
+        "data/contextual_final.jsonl"
+    ),
+    n: Annotated[int, typer.Option(min=1, help="How many prompts.")] = 8,
+    tokens: Annotated[int, typer.Option(min=1, help="Greedy tokens to decode and compare.")] = 16,
+    dequantized: Annotated[
+        bool, typer.Option(help="Compare with PyTorch on the package's own dequantized weights.")
+    ] = True,
+    report: Annotated[Path | None, typer.Option(help="Write the parity report JSON here.")] = None,
+) -> None:
+    """Run a saved Core ML package in the numpy MIL executor and compare it with PyTorch.
+
+    Reports max abs logit difference, top-1 agreement and whether greedy decoding gives the same
+    tokens. Exit 1 when top-1 agreement is below 100% or greedy tokens differ.
+    """
+    from tokenizers import Tokenizer
+
+    from kimi_student.data.kd_mix import load_prompts
+    from kimi_student.export.parity import check_parity
+    from kimi_student.jsonl import write_json
+
+    tok = Tokenizer.from_file(str(model / "tokenizer.json"))
+    reqs = load_prompts(prompts, system=False)[:n]
+    ids = [tok.encode(r.messages[-1]["content"]).ids for r in reqs]
+    rep = check_parity(model, package, ids, tokens, dequantized)
+    if report:
+        write_json(report, rep.to_json())
+    ok = rep.top1_agreement == 1.0 and rep.greedy_match
+    typer.echo(
+        f"parity {package.name} (S={rep.seq_len}, {rep.prompts} prompts, "
+        f"{'dequantized package weights' if dequantized else 'checkpoint weights'}): "
+        f"max |logit diff| {rep.max_abs_logit_diff:.4g}, top-1 agreement {rep.top1_agreement:.4f}, "
+        f"greedy {rep.greedy_tokens} tokens {'identical' if rep.greedy_match else 'DIFFER'}"
+    )
+    raise typer.Exit(0 if ok else 1)
+
+
 # ---- tokenizer --------------------------------------------------------------------------------------------
 
 

@@ -1639,6 +1639,10 @@ class MilProgram:
             f"outputs={self.output_names}, states={self.state_names}, ops={len(self._steps)})"
         )
 
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        """The declared shape of input `name` (its default shape when the input is flexible)."""
+        return tuple(self._input_types[name].shape)
+
     def new_state(self) -> dict[str, np.ndarray]:
         """Zero-filled states with the declared shapes and dtypes (fp16 states are float16)."""
         out = {}
