@@ -9,6 +9,7 @@ agreement between student and teacher, both measured against the teacher's full 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -64,6 +65,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="Keep the work folder here (reruns reuse its teacher answers).")
     ap.add_argument("--temperature", type=float, default=1.0, help="KD temperature (KL is scaled by T^2).")
     ap.add_argument("--kl-weight", type=float, default=1.0)
+    ap.add_argument(
+        "--ce-weight", type=float, default=1.0, help="Weight of CE on the teacher's text in the KD run."
+    )
     a = ap.parse_args()
     import torch
 
@@ -129,7 +133,7 @@ def main() -> None:
     results = {}
     for name, loss in (
         ("sft", {"ce_teacher": 1.0}),
-        ("kd", {"ce_teacher": 1.0, "kl_forward": a.kl_weight, "temperature": a.temperature}),
+        ("kd", {"ce_teacher": a.ce_weight, "kl_forward": a.kl_weight, "temperature": a.temperature}),
     ):
         cfg = work / f"{name}.yaml"
         cfg.write_text(
@@ -144,8 +148,10 @@ def main() -> None:
             )
         )
         t = time.perf_counter()
-        ks("train", "--config", cfg, "--size", "small", "--kd", work / "train_kd.jsonl", "--out", work / name)
-        results[name] = heldout_metrics(work / name / "final", smollm2_folder(), work / "heldout_kd.jsonl")
+        run = work / f"{name}-{hashlib.sha256(cfg.read_bytes()).hexdigest()[:10]}"  # reuse an identical run
+        if not (run / "final" / "config.json").exists():
+            ks("train", "--config", cfg, "--size", "small", "--kd", work / "train_kd.jsonl", "--out", run)
+        results[name] = heldout_metrics(run / "final", smollm2_folder(), work / "heldout_kd.jsonl")
         results[name]["train_s"] = time.perf_counter() - t
     init = work / "init"
     if not (init / "config.json").exists():
