@@ -62,6 +62,12 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=16)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument(
+        "--teacher-temperature",
+        type=float,
+        default=0.0,
+        help="0: greedy teacher answers (CE targets are then exactly the teacher's top-1).",
+    )
     ap.add_argument("--keep", type=Path, help="Keep the work folder here (reruns reuse its teacher answers).")
     ap.add_argument("--temperature", type=float, default=1.0, help="KD temperature (KL is scaled by T^2).")
     ap.add_argument("--kl-weight", type=float, default=1.0)
@@ -84,8 +90,11 @@ def main() -> None:
     ks("contextual", "gen", "--n", n * 2, "--seed", 123, "--out", work / "ctx.jsonl")
     rows = [json.loads(x) for x in (work / "ctx.jsonl").read_text().splitlines()[1:]]
     rows = [r for r in rows if r["metadata"]["expected_behaviour"] not in ("no_tool", "decline")][:n]
+    tt = a.teacher_temperature
+    suffix = "" if tt == 0 else f"_t{tt:g}"  # the teacher's decoding temperature names its answers
+    kd_train, kd_heldout = work / f"train_kd{suffix}.jsonl", work / f"heldout_kd{suffix}.jsonl"
     for name, part in (("train", rows[: a.train]), ("heldout", rows[a.train :])):
-        if (work / f"{name}_kd.jsonl").exists():
+        if (work / f"{name}_kd{suffix}.jsonl").exists():
             continue
         (work / f"{name}_prompts.jsonl").write_text(
             "".join(json.dumps({"id": r["id"], "prompt": r["prompt"]}) + "\n" for r in part)
@@ -97,9 +106,11 @@ def main() -> None:
             "--prompts",
             work / f"{name}_prompts.jsonl",
             "--out",
-            work / f"{name}_kd.jsonl",
+            work / f"{name}_kd{suffix}.jsonl",
             "--max-new-tokens",
             a.max_new_tokens,
+            "--temperature",
+            tt,
             "--top-logprobs",
             20,
             "--no-system",
@@ -148,10 +159,11 @@ def main() -> None:
             )
         )
         t = time.perf_counter()
-        run = work / f"{name}-{hashlib.sha256(cfg.read_bytes()).hexdigest()[:10]}"  # reuse an identical run
+        key = hashlib.sha256(cfg.read_bytes() + suffix.encode()).hexdigest()[:10]
+        run = work / f"{name}-{key}"  # reuse an identical run
         if not (run / "final" / "config.json").exists():
-            ks("train", "--config", cfg, "--size", "small", "--kd", work / "train_kd.jsonl", "--out", run)
-        results[name] = heldout_metrics(run / "final", smollm2_folder(), work / "heldout_kd.jsonl")
+            ks("train", "--config", cfg, "--size", "small", "--kd", kd_train, "--out", run)
+        results[name] = heldout_metrics(run / "final", smollm2_folder(), kd_heldout)
         results[name]["train_s"] = time.perf_counter() - t
     init = work / "init"
     if not (init / "config.json").exists():
@@ -159,7 +171,7 @@ def main() -> None:
 
         spec = load_spec("worker", "small")
         save_checkpoint(build_student(spec), smollm2_folder(), init)
-    results["init"] = heldout_metrics(init, smollm2_folder(), work / "heldout_kd.jsonl")
+    results["init"] = heldout_metrics(init, smollm2_folder(), kd_heldout)
     print(
         f"{'student':<8} {'KL(teacher||student)':>22} {'top-1 agreement':>16}   (held-out: {a.heldout} prompts, "
         f"{results['kd']['tokens']} tokens; {a.steps} steps x 4 x 256)"
