@@ -41,28 +41,33 @@ def cross_entropy(logits: Tensor, targets: Tensor, weights: Tensor | None = None
     return _wmean(per, w)
 
 
+def _kl(log_a: Tensor, log_b: Tensor) -> Tensor:
+    """KL(a || b) per position from log-probs (…, V) -> (…)."""
+    return (log_a.exp() * (log_a - log_b)).sum(-1)
+
+
+def _full(student_logits: Tensor, teacher_logits: Tensor, t: float) -> tuple[Tensor, Tensor]:
+    """(log p_teacher, log q_student) at temperature t over the full vocabulary."""
+    check_vocab(student_logits, teacher_logits)
+    return F.log_softmax(teacher_logits.float() / t, dim=-1), F.log_softmax(
+        student_logits.float() / t, dim=-1
+    )
+
+
 def kl_forward(
     student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, weights: Tensor | None = None
 ) -> Tensor:
     """T^2 * KL(p_teacher || q_student) over the full vocabulary, per position, weighted mean."""
-    check_vocab(student_logits, teacher_logits)
-    t = temperature
-    log_q = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_p = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    per = (log_p.exp() * (log_p - log_q)).sum(-1)  # (B, L)
-    return t * t * _wmean(per, weights)
+    log_p, log_q = _full(student_logits, teacher_logits, temperature)
+    return temperature**2 * _wmean(_kl(log_p, log_q), weights)
 
 
 def kl_reverse(
     student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, weights: Tensor | None = None
 ) -> Tensor:
     """T^2 * KL(q_student || p_teacher): mode-seeking."""
-    check_vocab(student_logits, teacher_logits)
-    t = temperature
-    log_q = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_p = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    per = (log_q.exp() * (log_q - log_p)).sum(-1)
-    return t * t * _wmean(per, weights)
+    log_p, log_q = _full(student_logits, teacher_logits, temperature)
+    return temperature**2 * _wmean(_kl(log_q, log_p), weights)
 
 
 def _jsd_from_logprobs(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
@@ -75,9 +80,7 @@ def _jsd_from_logprobs(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
     log_m = torch.logsumexp(
         torch.stack([log_p + torch.log(torch.tensor(beta)), log_q + torch.log(torch.tensor(1 - beta))]), dim=0
     )
-    kl_pm = (log_p.exp() * (log_p - log_m)).sum(-1)
-    kl_qm = (log_q.exp() * (log_q - log_m)).sum(-1)
-    return beta * kl_pm + (1 - beta) * kl_qm
+    return beta * _kl(log_p, log_m) + (1 - beta) * _kl(log_q, log_m)
 
 
 def jsd(
@@ -88,11 +91,8 @@ def jsd(
     weights: Tensor | None = None,
 ) -> Tensor:
     """T^2 * generalised JSD(beta) between teacher p and student q, full vocabulary."""
-    check_vocab(student_logits, teacher_logits)
-    t = temperature
-    log_q = F.log_softmax(student_logits.float() / t, dim=-1)
-    log_p = F.log_softmax(teacher_logits.float() / t, dim=-1)
-    return t * t * _wmean(_jsd_from_logprobs(log_p, log_q, beta), weights)
+    log_p, log_q = _full(student_logits, teacher_logits, temperature)
+    return temperature**2 * _wmean(_jsd_from_logprobs(log_p, log_q, beta), weights)
 
 
 # ---- sparse teachers: top-k logprobs with the tail as one extra bucket ------------------------------------
@@ -135,6 +135,16 @@ def sparse_student_logprobs(student_logits: Tensor, topk_ids: Tensor, temperatur
     return torch.cat([top, _tail(top)], dim=-1)
 
 
+def _sparse(
+    student_logits: Tensor, topk_ids: Tensor, topk_logprobs: Tensor, t: float, server_t: float
+) -> tuple[Tensor, Tensor]:
+    """(log p_teacher, log q_student) over the teacher's top-k plus one tail bucket, at temperature t."""
+    return (
+        sparse_teacher_logprobs(topk_logprobs, server_t, t),
+        sparse_student_logprobs(student_logits, topk_ids, t),
+    )
+
+
 def sparse_kl_forward(
     student_logits: Tensor,
     topk_ids: Tensor,
@@ -144,10 +154,8 @@ def sparse_kl_forward(
     weights: Tensor | None = None,
 ) -> Tensor:
     """T^2 * KL(p_teacher || q_student) over the teacher's top-k plus one tail bucket."""
-    log_p = sparse_teacher_logprobs(topk_logprobs, server_temperature, temperature)
-    log_q = sparse_student_logprobs(student_logits, topk_ids, temperature)
-    per = (log_p.exp() * (log_p - log_q)).sum(-1)
-    return temperature**2 * _wmean(per, weights)
+    log_p, log_q = _sparse(student_logits, topk_ids, topk_logprobs, temperature, server_temperature)
+    return temperature**2 * _wmean(_kl(log_p, log_q), weights)
 
 
 def sparse_kl_reverse(
@@ -158,10 +166,9 @@ def sparse_kl_reverse(
     server_temperature: float = 1.0,
     weights: Tensor | None = None,
 ) -> Tensor:
-    log_p = sparse_teacher_logprobs(topk_logprobs, server_temperature, temperature)
-    log_q = sparse_student_logprobs(student_logits, topk_ids, temperature)
-    per = (log_q.exp() * (log_q - log_p)).sum(-1)
-    return temperature**2 * _wmean(per, weights)
+    """T^2 * KL(q_student || p_teacher) over the teacher's top-k plus one tail bucket."""
+    log_p, log_q = _sparse(student_logits, topk_ids, topk_logprobs, temperature, server_temperature)
+    return temperature**2 * _wmean(_kl(log_q, log_p), weights)
 
 
 def sparse_jsd(
@@ -173,8 +180,8 @@ def sparse_jsd(
     server_temperature: float = 1.0,
     weights: Tensor | None = None,
 ) -> Tensor:
-    log_p = sparse_teacher_logprobs(topk_logprobs, server_temperature, temperature)
-    log_q = sparse_student_logprobs(student_logits, topk_ids, temperature)
+    """T^2 * generalised JSD(beta) over the teacher's top-k plus one tail bucket."""
+    log_p, log_q = _sparse(student_logits, topk_ids, topk_logprobs, temperature, server_temperature)
     return temperature**2 * _wmean(_jsd_from_logprobs(log_p, log_q, beta), weights)
 
 
