@@ -129,17 +129,9 @@ def main() -> None:
         "seed": 0,
         "process_weights": {},
     }
-    arch = {
-        "hidden_size": 576,
-        "intermediate_size": 1536,
-        "num_hidden_layers": 6,
-        "num_attention_heads": 9,
-        "num_key_value_heads": 3,
-        "max_position_embeddings": 8192,
-        "vocab_size": 49152,
-        "rope_theta": 100000.0,
-        "tie_word_embeddings": True,
-    }
+    from kimi_student.models.student import load_spec
+
+    arch = load_spec("worker", "small").arch  # 6 of SmolLM2's 30 layers, as configs/worker.yaml defines it
     import yaml
 
     results = {}

@@ -27,17 +27,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["HF_HUB_OFFLINE"] = "1"
 BATCH, SEQ = 4, 256
-ARCH = {
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 6,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "max_position_embeddings": 8192,
-    "vocab_size": 49152,
-    "rope_theta": 100000.0,
-    "tie_word_embeddings": True,
-}
 
 
 def ks(*args: object) -> str:
@@ -71,13 +60,16 @@ def ours(work: Path, name: str, steps: int, precision: str, teacher: bool) -> fl
         "process_weights": {},
         "loss": loss,
     }
+    from kimi_student.models.student import load_spec
+
+    arch = load_spec("worker", "small").arch  # the same student TRL trains below
     cfg = work / f"{name}.yaml"
     cfg.write_text(
         yaml.safe_dump(
             {
                 "role": "worker",
                 "train": train,
-                "sizes": {"small": {"arch": ARCH, "init": {"kind": "layer_subset", "teacher": "smollm2"}}},
+                "sizes": {"small": {"arch": arch, "init": {"kind": "layer_subset", "teacher": "smollm2"}}},
             }
         )
     )
