@@ -16,10 +16,13 @@ RESULTS ?= eval/results
 .PHONY: help install test test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-distill bench-train clean \
-	pytorch-worker coreml-worker onnx-worker
+	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi demo-eval
 
 help:
-	@echo "make demo            generate -> extract -> verify -> verification-only eval, print the gate table"
+	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
+	@echo "make toy-e2e         dataset -> tiny student -> ExportedProgram -> Core ML T128 -> MIL executor -> gates"
+	@echo "make toy-e2e-multi   the same with T64/T128/T256 as separate packages (at least one must run end to end)"
+	@echo "make demo-eval       generate -> extract -> verify -> verification-only eval, print the gate table"
 	@echo "make test            run the test suite (creates .venv on first use)"
 	@echo "make contextual-pipeline N=1000 SEED=0   dataset generate -> extract -> verify"
 	@echo "make eval-predictions PRED=file.jsonl    score transcripts produced elsewhere"
@@ -96,7 +99,18 @@ eval-predictions: install
 eval-fixture-stats: install
 	$(KS) eval fixture-stats --report $(REPORTS)/latest.json
 
-demo: contextual-pipeline eval-verification eval-fixture-stats
+demo: toy-e2e
+
+demo-eval: contextual-pipeline eval-verification eval-fixture-stats
+
+# ---- toy end-to-end: report in $(TOY_OUT)/report.json and $(REPORTS)/toy_e2e*.json; exit 1 when a gate fails
+TOY_OUT ?= runs/toy-e2e
+
+toy-e2e: install
+	$(KS) toy-e2e --out $(TOY_OUT) --shapes 128 --seed $(SEED) --report $(REPORTS)/toy_e2e.json
+
+toy-e2e-multi: install
+	$(KS) toy-e2e --out $(TOY_OUT)-multi --shapes 64,128,256 --seed $(SEED) --report $(REPORTS)/toy_e2e_multi.json
 
 kd-mix: install
 	test -f $(DATA)/contextual.jsonl || $(KS) contextual gen --n $(N) --seed $(SEED) --out $(DATA)/contextual.jsonl

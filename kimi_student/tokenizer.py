@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kimi_student.errors import KimiStudentError
 from kimi_student.fingerprint import sha256_file, sha256_json
@@ -80,11 +80,27 @@ def load_tokenizer(spec: str) -> TokenizerHandle:
     return TokenizerHandle(spec, tok, sha256_json(json.loads(raw)))
 
 
-def train_bpe(texts: Iterable[str], out: str | Path, vocab_size: int = 2048) -> TokenizerHandle:
-    """A small byte-level BPE, deterministic for the same texts (tokenizers trains single-threaded here)."""
+def train_bpe(
+    texts: Iterable[str], out: str | Path, vocab_size: int = 2048, space_after: bool = False
+) -> TokenizerHandle:
+    """A small byte-level BPE, deterministic for the same texts (tokenizers trains single-threaded here).
+
+    Byte-level BPE glues a space to the word after it (` json`), so the first word of a JSON string
+    (`"json`) is another token than the same word in prose. With `space_after` a piece is a word (or a
+    run of punctuation) plus the one space after it (`json `, `schema `, `validation`): every word of a
+    value but its last is then the same token in a request and in the call that copies it."""
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if space_after:
+        pieces = Regex(r"\p{L}+ ?|\p{N}+ ?|[^\s\p{L}\p{N}]+ ?|\s+")
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(pieces, behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -103,6 +119,28 @@ def train_bpe(texts: Iterable[str], out: str | Path, vocab_size: int = 2048) -> 
         fh.write(tok.to_str())
     load_tokenizer.cache_clear()
     return load_tokenizer(str(out))
+
+
+def save_hf_tokenizer(
+    tokenizer_json: str | Path,
+    out: str | Path,
+    chat_template: str,
+    eos_token: str = "<|endoftext|>",
+    pad_token: str | None = None,
+) -> Path:
+    """Wrap a tokenizer.json (e.g. from `train_bpe`) as an HF tokenizer folder that `AutoTokenizer` loads,
+    with its special tokens named and a chat template, so a student trained on it is a normal HF folder."""
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(
+        tokenizer_file=str(tokenizer_json),
+        eos_token=eos_token,
+        pad_token=pad_token or eos_token,
+        chat_template=chat_template,
+    )
+    out = Path(out)
+    hf.save_pretrained(str(out))
+    return out
 
 
 def token_range(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int]:

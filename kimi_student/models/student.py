@@ -39,6 +39,7 @@ class StudentSpec:
     init: dict[str, Any]
     train: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    tokenizer: str = "smollm2"  # `smollm2` or an HF tokenizer folder (a layer_subset init uses the teacher's)
 
     @property
     def n_params(self) -> int:
@@ -65,6 +66,9 @@ def load_spec(path_or_role: str | Path, size: str = "toy") -> StudentSpec:
     if size not in sizes:
         raise InputError(p, None, "sizes", f"no size {size!r} (have: {', '.join(sizes)})")
     block = sizes[size]
+    tokenizer = str(block.get("tokenizer") or raw.get("tokenizer") or "smollm2")
+    if tokenizer != "smollm2" and not Path(tokenizer).is_absolute():
+        tokenizer = str(p.parent / tokenizer)  # a relative folder is relative to the config file
     arch = {**raw.get("arch", {}), **block.get("arch", {})}
     missing = [k for k in _ARCH_KEYS[:7] if k not in arch]
     if missing:
@@ -76,6 +80,7 @@ def load_spec(path_or_role: str | Path, size: str = "toy") -> StudentSpec:
         block.get("init", {"kind": "random"}),
         {**raw.get("train", {}), **block.get("train", {})},
         p,
+        tokenizer,
     )
 
 
@@ -84,13 +89,14 @@ def llama_config(spec: StudentSpec) -> Any:
 
     a = dict(spec.arch)
     rope = a.pop("rope_theta", 10000.0)
+    # SmolLM2's ids unless the arch names its own tokenizer's (a student with another vocabulary)
+    ids = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
+    ids.update({k: a.pop(k) for k in list(ids) if k in a})
     return LlamaConfig(
         **a,
+        **ids,
         rope_parameters={"rope_type": "default", "rope_theta": rope},
         head_dim=None,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
     )
 
 
@@ -142,6 +148,18 @@ def build_student(spec: StudentSpec, seed: int = 0) -> Any:
         raise KimiStudentError(f"layer subset mismatch: missing {missing}, unexpected {unexpected}")
     student.tie_weights()
     return student
+
+
+def resolve_tokenizer_folder(ref: str) -> Path:
+    """`smollm2` (the embedded one) or an HF tokenizer folder (tokenizer.json + tokenizer_config.json)."""
+    if ref == "smollm2":
+        from kimi_student.models.embedded import smollm2_folder
+
+        return smollm2_folder()
+    p = Path(ref)
+    if not (p / "tokenizer_config.json").is_file():
+        raise KimiStudentError(f"tokenizer {ref!r}: no tokenizer_config.json (use 'smollm2' or an HF folder)")
+    return p
 
 
 def resolve_teacher_folder(ref: str) -> Path:

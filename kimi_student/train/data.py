@@ -158,12 +158,15 @@ class ExampleStream:
 
 
 def pack(
-    examples: list[Example], stream: ExampleStream, seq_len: int, batch_size: int
+    examples: list[Example], stream: ExampleStream, seq_len: int, batch_size: int, truncate: bool = True
 ) -> dict[str, np.ndarray]:
     """Greedily pack examples from `stream` into `batch_size` rows of `seq_len` tokens.
 
     Position ids restart at every example, so each keeps its own positions; an example longer than
-    the room left in a row loses the start of its prompt, then the end of its response.
+    the room left in a row loses the start of its prompt, then the end of its response. With
+    `truncate=False` an example that fits a whole row but not the room left starts the next row instead
+    (the rest of the row is padding without loss), so short examples are never cut; the one left over
+    after the last row is skipped, which keeps the stream's state two integers.
     """
     k = max((e.topk_ids.shape[1] for e in examples if e.topk_ids is not None), default=1)
     ids = np.zeros((batch_size, seq_len), dtype=np.int64)
@@ -172,11 +175,16 @@ def pack(
     src = np.zeros((batch_size, seq_len), dtype=np.int8)  # 1 gold, 2 teacher
     tk_ids = np.full((batch_size, seq_len, k), -1, dtype=np.int32)
     tk_lp = np.zeros((batch_size, seq_len, k), dtype=np.float32)
+    carry: Example | None = None
     for row in range(batch_size):
         filled = 0
         while filled < seq_len:
-            e = examples[stream.next()]
+            e, carry = carry or examples[stream.next()], None
             room = seq_len - filled
+            if not truncate and filled and len(e.input_ids) > room:
+                carry = e  # whole in the next row
+                pos[row, filled:] = np.arange(room)  # padding: its own "sequence", weight 0
+                break
             n = min(len(e.input_ids), room)
             # Too long for the room: drop the start of the prompt first, then the end of the response.
             a = min(len(e.input_ids) - n, e.response_start)

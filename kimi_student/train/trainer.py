@@ -24,7 +24,13 @@ import torch
 from kimi_student.errors import KimiStudentError
 from kimi_student.fingerprint import sha256_file
 from kimi_student.jsonl import atomic_writer, write_json
-from kimi_student.models.student import StudentSpec, build_student, resolve_teacher_folder, save_checkpoint
+from kimi_student.models.student import (
+    StudentSpec,
+    build_student,
+    resolve_teacher_folder,
+    resolve_tokenizer_folder,
+    save_checkpoint,
+)
 from kimi_student.train import losses as L
 from kimi_student.train.data import ExampleBuilder, ExampleStream, load_examples, pack
 
@@ -205,9 +211,10 @@ def train(
     )
     seed = int(cfg.get("seed", 0))
     torch.manual_seed(seed)
-    tok_folder = resolve_teacher_folder(
-        spec.init.get("teacher", "smollm2") if spec.init.get("kind") == "layer_subset" else "smollm2"
-    )
+    if spec.init.get("kind") == "layer_subset":  # copied layers only make sense with the teacher's tokenizer
+        tok_folder = resolve_teacher_folder(spec.init.get("teacher", "smollm2"))
+    else:
+        tok_folder = resolve_tokenizer_folder(spec.tokenizer)
     tokenizer = AutoTokenizer.from_pretrained(str(tok_folder))
     builder = ExampleBuilder(tokenizer, cfg.get("process_weights", {}))
     examples = load_examples(builder, data, kd, limit, system=cfg.get("system_prompt", True))
@@ -264,16 +271,24 @@ def train(
                 g["lr"] = lr_at(step, cfg)
             step_loss, parts_sum = 0.0, {}
             for _ in range(accum):
-                batch_np = pack(examples, stream, seq_len, cfg.get("batch_size", 4))
+                batch_np = pack(
+                    examples, stream, seq_len, cfg.get("batch_size", 4), cfg.get("pack_truncate", True)
+                )
                 batch = {k: torch.from_numpy(v).to(accelerator.device) for k, v in batch_np.items()}
                 batch["logprob_temperature"] = examples[0].logprob_temperature
                 with accelerator.accumulate(model), accelerator.autocast():
-                    logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits
+                    # use_cache=False: with a cache transformers ignores the restarting position ids and
+                    # lets every packed example attend to the ones before it in the row
+                    logits = model(
+                        input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+                    ).logits
                     t_logits = None
                     if t_model is not None:
                         with torch.no_grad():
                             t_logits = t_model(
-                                input_ids=batch["input_ids"], position_ids=batch["position_ids"]
+                                input_ids=batch["input_ids"],
+                                position_ids=batch["position_ids"],
+                                use_cache=False,
                             ).logits
                     loss, parts = compute_loss(
                         logits.float(), batch, lw, t_logits.float() if t_logits is not None else None
