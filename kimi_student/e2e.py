@@ -70,7 +70,12 @@ CHAT_TEMPLATE = (
 )
 PRIMARY_SHAPE = 128
 _WORD = re.compile(r"[A-Za-z0-9]+")
-DIAGNOSTIC_KEYS = ("compiled", "convert_seconds", "size_bytes", "op_types", "forward_ms_median", "probe")
+# the diagnostics every requested shape reports, by how far it got (a failed shape still names its error)
+DIAGNOSTICS = {
+    "always": ("seq_len", "compiled", "ran", "end_to_end", "error"),
+    "compiled": ("export_seconds", "convert_seconds", "size_bytes", "ops", "op_types", "op_histogram"),
+    "ran": ("probe", "forward_ms_median", "forwards", "nonfinite_forwards", "zero_row_forwards", "metric"),
+}
 
 
 @dataclass(frozen=True)
@@ -128,14 +133,9 @@ def build_data(n_items: int, seed: int, heldout_percent: int) -> tuple[list[ToyI
 
 
 def _string_leaves(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _string_leaves(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _string_leaves(v)
+    from kimi_student.eval.tool_span import leaves
+
+    return (v for _, v, _ in leaves(value) if isinstance(v, str))
 
 
 def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
@@ -273,9 +273,9 @@ def probe(prog: Any, prompt: list[int], pad_id: int) -> dict[str, Any]:
     """One forward on a real prompt: are the logits finite and not all zero?"""
     import numpy as np
 
-    s = int(prog.input_shape("input_ids")[1])
-    x = np.full((1, s), pad_id, dtype=np.int32)
-    x[0, : min(s, len(prompt))] = prompt[:s]
+    from kimi_student.export.greedy import package_seq_len, padded_input
+
+    x = padded_input(prompt, package_seq_len(prog), pad_id)
     t0 = time.perf_counter()
     logits = np.asarray(prog.predict({"input_ids": x})["logits"], dtype=np.float32)
     return {
@@ -445,30 +445,35 @@ def shape_stage(
     return diag
 
 
+def missing_diagnostics(diag: dict[str, Any] | None) -> list[str]:
+    """Diagnostics a shape's entry lacks for the stage it reached (all of them when there is no entry)."""
+    if diag is None:
+        return ["<no entry>"]
+    want = list(DIAGNOSTICS["always"])
+    want += DIAGNOSTICS["compiled"] if diag.get("compiled") else []
+    want += DIAGNOSTICS["ran"] if "probe" in diag else []
+    return [k for k in want if k not in diag]
+
+
 def gate_values(shapes: dict[str, dict[str, Any]], requested: list[int]) -> tuple[dict, dict, str | None]:
     """(values, item counts, primary shape) for the gates of configs/toy_e2e.yaml."""
     e2e = [k for k, d in shapes.items() if d["end_to_end"]]
     primary = f"T{PRIMARY_SHAPE}" if f"T{PRIMARY_SHAPE}" in e2e else (e2e[0] if e2e else None)
-    bad = sum(
-        d.get("nonfinite_forwards", 0) + d.get("zero_row_forwards", 0)
-        for d in shapes.values()
-        if "probe" in d
-    ) + sum(1 for d in shapes.values() if "probe" in d and not d["ran"])
-    ran = [d for d in shapes.values() if "probe" in d]
-    missing = sum(1 for s in requested if not all(k in shapes.get(f"T{s}", {}) for k in DIAGNOSTIC_KEYS))
-    metric = shapes[primary]["metric"] if primary else None
-    f1 = metric["f1"] if metric else None
+    probed = [d for d in shapes.values() if "probe" in d]
+    # bad outputs: decode forwards with a NaN/inf or an all-zero row, and probes that were not clean
+    bad = sum(d.get("nonfinite_forwards", 0) + d.get("zero_row_forwards", 0) + (not d["ran"]) for d in probed)
+    metric = shapes[primary]["metric"] if primary else {}
+    f1, n_items = metric.get("f1"), metric.get("items", 0)
     values = {
         "shapes_end_to_end": len(e2e),
-        "nonfinite_or_zero_outputs": bad if ran else None,
-        "shape_diagnostics_missing": missing,
+        "nonfinite_or_zero_outputs": bad if probed else None,
+        "shape_diagnostics_missing": sum(len(missing_diagnostics(shapes.get(f"T{s}"))) for s in requested),
         "tool_span_micro_f1": f1,
         "tool_span_micro_f1_target": f1,
     }
-    n_items = metric["items"] if metric else 0
     counts = {
         "shapes_end_to_end": len(requested),
-        "nonfinite_or_zero_outputs": len(ran),
+        "nonfinite_or_zero_outputs": len(probed),
         "shape_diagnostics_missing": len(requested),
         "tool_span_micro_f1": n_items,
         "tool_span_micro_f1_target": n_items,
@@ -617,11 +622,11 @@ def shape_line(d: dict[str, Any]) -> str:
     """One line per shape for the console."""
     if d["error"]:
         return f"T{d['seq_len']}: FAILED {d['error']}"
-    m = d["metric"]
+    m, ms = d["metric"], d["forward_ms_median"]
     return (
         f"T{d['seq_len']}: convert {d['convert_seconds']:.1f} s, {d['size_bytes'] / 1e6:.2f} MB, "
-        f"{d['ops']} ops ({d['op_types']} types), forward {d['forward_ms_median']:.1f} ms, "
-        f"{d['forwards']} forwards for {d['new_tokens']} tokens, micro-F1 {m['f1']:.4f} "
+        f"{d['ops']} ops ({d['op_types']} types), forward {'-' if ms is None else f'{ms:.1f}'} ms, "
+        f"{d['forwards']} forwards for {d['new_tokens']} tokens, micro-F1 {m['f1'] or 0.0:.4f} "
         f"({m['exact_calls']}/{m['items']} exact calls)"
     )
 

@@ -29,17 +29,20 @@ Pair = tuple[str, str]
 _INDEX = re.compile(r"\[\d+\]")
 
 
-def _leaves(value: Any, path: str, schema: dict[str, Any]) -> Iterator[tuple[str, Any, dict[str, Any]]]:
+def leaves(
+    value: Any, path: str = "", schema: dict[str, Any] | None = None
+) -> Iterator[tuple[str, Any, dict[str, Any]]]:
     """(flattened path, leaf value, the leaf's schema); an empty object or list is itself a leaf."""
+    schema = schema or {}
     if isinstance(value, dict) and value:
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties")
         for k, v in value.items():
             sub = props.get(k, extra if isinstance(extra, dict) else {})
-            yield from _leaves(v, f"{path}.{k}" if path else str(k), sub)
+            yield from leaves(v, f"{path}.{k}" if path else str(k), sub)
     elif isinstance(value, list) and value:
         for i, v in enumerate(value):
-            yield from _leaves(v, f"{path}[{i}]", schema.get("items", {}))
+            yield from leaves(v, f"{path}[{i}]", schema.get("items", {}))
     else:
         yield path, value, schema
 
@@ -75,7 +78,7 @@ def call_pairs(call: dict[str, Any] | None) -> Counter[Pair]:
     path_fields = set(tool.path_fields) if tool else set()
     args = call.get("arguments")
     if isinstance(args, dict):
-        for key, value, sub in _leaves(args, "", schema):
+        for key, value, sub in leaves(args, "", schema):
             is_path = _INDEX.sub("[]", key) in path_fields  # `paths[0]` is the registry's `paths[]`
             pairs[(key, _norm_value(value, sub, is_path))] += 1
     elif args is not None:  # arguments that are not an object: one pair that matches nothing expected

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from kimi_student.export.mil_exec import MilExecError, MilProgram
+from kimi_student.export.parity import package_seq_len
 
 
 @dataclass
@@ -75,16 +76,17 @@ class NgramDrafter:
         return []
 
 
-def package_seq_len(prog: MilProgram) -> int:
-    return int(prog.input_shape("input_ids")[1])
+def padded_input(tokens: list[int], s: int, pad_id: int) -> np.ndarray:
+    """input_ids (1, S) int32: the tokens, then padding (which the causal model never looks back at)."""
+    x = np.full((1, s), pad_id, dtype=np.int32)
+    x[0, : len(tokens)] = tokens[:s]
+    return x
 
 
 def _forward(prog: MilProgram, tokens: list[int], s: int, pad_id: int, stats: DecodeStats) -> np.ndarray:
     """Logits (len(tokens), V) of the real positions; counts bad outputs in `stats`."""
-    x = np.full((1, s), pad_id, dtype=np.int32)
-    x[0, : len(tokens)] = tokens
     t0 = time.perf_counter()
-    logits = prog.predict({"input_ids": x})["logits"]
+    logits = prog.predict({"input_ids": padded_input(tokens, s, pad_id)})["logits"]
     stats.forward_seconds.append(time.perf_counter() - t0)
     stats.forwards += 1
     real = np.asarray(logits)[0, : len(tokens)]

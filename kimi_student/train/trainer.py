@@ -92,6 +92,14 @@ class RunPaths:
         return p if (p / "state.pt").is_file() else None
 
 
+def packed_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits of packed rows, each example attending only to itself.
+
+    transformers builds a per-example mask from position ids that restart, but only without a KV cache:
+    with the default `use_cache=True` every example would also attend to the ones before it in its row."""
+    return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+
+
 def compute_loss(
     logits: torch.Tensor,
     batch: dict[str, torch.Tensor],
@@ -277,19 +285,11 @@ def train(
                 batch = {k: torch.from_numpy(v).to(accelerator.device) for k, v in batch_np.items()}
                 batch["logprob_temperature"] = examples[0].logprob_temperature
                 with accelerator.accumulate(model), accelerator.autocast():
-                    # use_cache=False: with a cache transformers ignores the restarting position ids and
-                    # lets every packed example attend to the ones before it in the row
-                    logits = model(
-                        input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
-                    ).logits
+                    logits = packed_logits(model, batch)
                     t_logits = None
                     if t_model is not None:
                         with torch.no_grad():
-                            t_logits = t_model(
-                                input_ids=batch["input_ids"],
-                                position_ids=batch["position_ids"],
-                                use_cache=False,
-                            ).logits
+                            t_logits = packed_logits(t_model, batch)
                     loss, parts = compute_loss(
                         logits.float(), batch, lw, t_logits.float() if t_logits is not None else None
                     )
