@@ -4,7 +4,8 @@ measured in one run on this machine (target: ours >= 1.5x).
 Student: 6 of SmolLM2-135M-Instruct's 30 layers (~50M). Teacher: SmolLM2-135M-Instruct. Data: the
 teacher's answers to contextual prompts (a KD mix with top-20 logprobs). Loss: generalised JSD
 (beta 0.5, T 1) on the teacher's distribution, batch 4 x 256 tokens, the same steps for every run.
-- TRL GKDTrainer (lmbda 0: off-policy on the data; the teacher runs every step, full vocabulary);
+- TRL GKDTrainer (lmbda 0: off-policy on the data; the teacher runs every step, full vocabulary;
+  activation checkpointing off, which TRL enables by default, so both sides do the same work);
 - ours, teacher in the loop (full-vocabulary JSD: the same work as TRL);
 - ours, from the KD mix's top-20 logprobs (sparse JSD: no teacher forward pass).
 Tokens/s count from the end of step 1 to the end of the run (start-up excluded for both).
@@ -137,6 +138,7 @@ def trl_gkd(work: Path, steps: int, precision: str) -> float:
         report_to=[],
         dataloader_num_workers=0,
         seed=0,
+        activation_checkpointing=False,  # TRL turns it on by default; ours recomputes nothing
     )
     trainer = GKDTrainer(
         model=student,
