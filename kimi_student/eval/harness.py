@@ -12,7 +12,7 @@ from tqdm import tqdm
 from kimi_student.data.dataset import read_dataset
 from kimi_student.eval.gates import DEFAULT_GATES, evaluate_gate, evaluate_gates, load_gates, run_passed
 from kimi_student.eval.prompt import prompt_wrapper_sha256
-from kimi_student.eval.runners import make_runner
+from kimi_student.eval.runners import RunnerSpec, make_runner
 from kimi_student.eval.scoring import gate_counts, score_item, summarize
 from kimi_student.fingerprint import code_version, sha256_file
 from kimi_student.jsonl import atomic_writer, dumps_line, write_json
@@ -70,13 +70,14 @@ def run_eval(
     fixtures: list[str] | None = None,
     gates_path: str | Path = DEFAULT_GATES,
     progress: bool = False,
+    runner_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score every item, write results JSONL and report JSON (each atomically), return the report."""
     dataset = Path(dataset)
     dheader, items = read_dataset(dataset)
     gates_cfg = load_gates(gates_path)
     dataset_sha = sha256_file(dataset)
-    runner = make_runner(runner_name, dataset_sha, predictions)
+    runner = make_runner(RunnerSpec(runner_name, dataset_sha, predictions, runner_options or {}))
     tok = load_tokenizer(tokenizer or dheader.get("tokenizer") or "smollm2")
     fixture_dirs = [Path(f) for f in fixtures] if fixtures else dataset_fixture_dirs(dataset, dheader)
     broker = ToolBroker.from_folders(fixture_dirs)
@@ -89,13 +90,17 @@ def run_eval(
     ):
         for lo in range(0, len(items), BATCH):
             chunk = items[lo : lo + BATCH]
-            texts = [next(outputs) for _ in chunk]
-            encs = tok.encode_offsets([t for t, _ in texts])
-            for it, (text, err), enc in zip(chunk, texts, encs):
-                sc = score_item(it, text, enc, tok, broker, err)
+            outs = [next(outputs) for _ in chunk]
+            encs = tok.encode_offsets([o.text for o in outs])
+            for it, o, enc in zip(chunk, outs, encs):
+                sc = score_item(it, o.text, enc, tok, broker, o.error)
                 scores.append(sc)
-                fh.write(dumps_line({**sc.to_json(), "output": text}))
+                row = {**sc.to_json(), "output": o.text}
+                if o.turns is not None:
+                    row.update(turns=o.turns, finish=o.finish)
+                fh.write(dumps_line(row))
             bar.update(len(chunk))
+    runner.close()
 
     summary = summarize(scores, broker)
     header = {

@@ -1,9 +1,10 @@
 """Runners turn dataset items into transcripts. Model-backed runners (hf_local, openai_http, coreml)
-plug in here with the same interface."""
+plug in here with the same interface; `RunnerSpec` is picklable so each worker process builds its own."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,14 +13,34 @@ from kimi_student.fingerprint import sha256_file
 from kimi_student.jsonl import read_jsonl
 
 
+@dataclass
+class ItemOutput:
+    text: str  # the transcript that is scored
+    error: str | None = None  # why the item could not be run (it is then scored as an error)
+    turns: list[dict[str, Any]] | None = None  # the messages exchanged, for model runners
+    finish: str | None = None  # why decoding stopped: answer | max_turns | length | context | error
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """Everything needed to build a runner, in any process."""
+
+    name: str
+    dataset_sha256: str
+    predictions: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # model runners: model, url, max_turns, ...
+
+
 class Runner(Protocol):
     name: str
     model_fingerprint: str
     decoding: dict[str, Any]
 
-    def outputs(self, items: list[dict[str, Any]]) -> Iterator[tuple[str, str | None]]:
-        """(transcript, error or None) for each item, in order."""
+    def outputs(self, items: list[dict[str, Any]]) -> Iterator[ItemOutput]:
+        """One output per item, in order."""
         ...
+
+    def close(self) -> None: ...
 
 
 class VerificationOnly:
@@ -31,9 +52,12 @@ class VerificationOnly:
     def __init__(self, dataset_sha256: str):
         self.model_fingerprint = f"verification_only:{dataset_sha256}"
 
-    def outputs(self, items: list[dict[str, Any]]) -> Iterator[tuple[str, str | None]]:
+    def outputs(self, items: list[dict[str, Any]]) -> Iterator[ItemOutput]:
         for it in items:
-            yield it["teacher_text"], None
+            yield ItemOutput(it["teacher_text"])
+
+    def close(self) -> None:
+        pass
 
 
 class Predictions:
@@ -57,21 +81,24 @@ class Predictions:
         self.path = p
         self.model_fingerprint = f"predictions:{sha256_file(p)}"
 
-    def outputs(self, items: list[dict[str, Any]]) -> Iterator[tuple[str, str | None]]:
+    def outputs(self, items: list[dict[str, Any]]) -> Iterator[ItemOutput]:
         known = {it["id"] for it in items}
         stray = sorted(set(self.outputs_by_id) - known)
         if stray:
             raise InputError(self.path, None, "id", f"{len(stray)} ids not in the dataset, e.g. {stray[0]!r}")
         for it in items:
             out = self.outputs_by_id.get(it["id"])
-            yield (out, None) if out is not None else ("", "missing prediction")
+            yield ItemOutput(out) if out is not None else ItemOutput("", "missing prediction")
+
+    def close(self) -> None:
+        pass
 
 
-def make_runner(name: str, dataset_sha256: str, predictions: str | None) -> Runner:
-    if name == "verification_only":
-        return VerificationOnly(dataset_sha256)
-    if name == "predictions":
-        if not predictions:
+def make_runner(spec: RunnerSpec) -> Runner:
+    if spec.name == "verification_only":
+        return VerificationOnly(spec.dataset_sha256)
+    if spec.name == "predictions":
+        if not spec.predictions:
             raise KimiStudentError("--runner predictions needs --predictions FILE")
-        return Predictions(predictions)
-    raise KimiStudentError(f"unknown runner {name!r} (available: verification_only, predictions)")
+        return Predictions(spec.predictions)
+    raise KimiStudentError(f"unknown runner {spec.name!r} (available: verification_only, predictions)")
