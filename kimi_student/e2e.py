@@ -110,7 +110,9 @@ def is_toy_item(item: dict[str, Any]) -> bool:
 
 
 def toy_item(item: dict[str, Any]) -> ToyItem:
-    request = item["prompt"].rpartition("User: ")[2]  # the request line after the CAWS header (and context)
+    from kimi_student.eval.prompt import item_messages
+
+    request = item_messages(item, "request")[0]["content"]  # the request after the CAWS header and context
     return ToyItem(item["id"], item["metadata"]["scenario"], request, item["metadata"]["call_sequence"][0])
 
 

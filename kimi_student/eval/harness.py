@@ -77,9 +77,10 @@ def run_eval(
     dheader, items = read_dataset(dataset)
     gates_cfg = load_gates(gates_path)
     dataset_sha = sha256_file(dataset)
-    runner = make_runner(RunnerSpec(runner_name, dataset_sha, predictions, runner_options or {}))
     tok = load_tokenizer(tokenizer or dheader.get("tokenizer") or "smollm2")
     fixture_dirs = [Path(f) for f in fixtures] if fixtures else dataset_fixture_dirs(dataset, dheader)
+    options = {**(runner_options or {}), "fixture_dirs": [str(d) for d in fixture_dirs]}  # the tool loop's
+    runner = make_runner(RunnerSpec(runner_name, dataset_sha, predictions, options))
     broker = ToolBroker.from_folders(fixture_dirs)
 
     scores = []
@@ -112,7 +113,7 @@ def run_eval(
         "dataset_sha256": dataset_sha,
         "tool_registry_sha256": tool_registry_sha256(),
         "tokenizer_fingerprint": tok.fingerprint,
-        "prompt_wrapper_sha256": prompt_wrapper_sha256(),
+        "prompt_wrapper_sha256": prompt_wrapper_sha256(getattr(runner, "prompt_wrapper", "system")),
         "fixtures_sha256": fixtures_sha256(fixture_dirs),
         "decoding": runner.decoding,
         "seed": dheader.get("seed"),

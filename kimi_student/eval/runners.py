@@ -101,4 +101,9 @@ def make_runner(spec: RunnerSpec) -> Runner:
         if not spec.predictions:
             raise KimiStudentError("--runner predictions needs --predictions FILE")
         return Predictions(spec.predictions)
-    raise KimiStudentError(f"unknown runner {spec.name!r} (available: verification_only, predictions)")
+    from kimi_student.eval.model_runner import MODEL_RUNNERS, ModelRunner
+
+    if spec.name in MODEL_RUNNERS:
+        return ModelRunner(spec.name, spec.options)
+    known = ", ".join(("verification_only", "predictions", *MODEL_RUNNERS))
+    raise KimiStudentError(f"unknown runner {spec.name!r} (available: {known})")

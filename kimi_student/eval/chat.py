@@ -1,0 +1,60 @@
+"""A model's own tokenizer and chat template, as the local runners (hf_local, coreml) use them: the
+prompt ids of a conversation, the stop tokens, and the text of a generated turn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kimi_student.errors import InputError
+from kimi_student.fingerprint import sha256_files
+from kimi_student.transcript import CALL_CLOSE
+
+
+def model_folder_sha256(folder: str | Path) -> str:
+    """Digest of every file of an HF folder: weights, config, tokenizer and chat template alike, since
+    each changes what the model answers. The same folder served over HTTP gets the same digest."""
+    folder = Path(folder)
+    return sha256_files([f for f in folder.iterdir() if f.is_file()], folder)
+
+
+class ChatTokenizer:
+    def __init__(self, folder: str | Path):
+        from transformers import AutoTokenizer
+
+        folder = Path(folder)
+        if not (folder / "tokenizer_config.json").is_file():
+            raise InputError(
+                folder, None, "tokenizer", "not an HF tokenizer folder (no tokenizer_config.json)"
+            )
+        self.tok: Any = AutoTokenizer.from_pretrained(str(folder))
+        if self.tok.chat_template is None:
+            raise InputError(folder, None, "chat_template", "the tokenizer has no chat template")
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        self.eos_ids = {self.tok.eos_token_id}
+        close = self.tok.encode(CALL_CLOSE, add_special_tokens=False)
+        self.close_id = close[0] if len(close) == 1 else None  # `</tool_call>` as one token, if it is
+        self.stop_ids = sorted(self.eos_ids | ({self.close_id} if self.close_id is not None else set()))
+
+    def prompt_ids(self, conversation: list[dict[str, Any]]) -> list[int]:
+        enc = self.tok.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        return list(enc["input_ids"])
+
+    def turn(self, new_ids: list[int], hit_limit: bool) -> tuple[str, str]:
+        """(text, finish) of generated ids: cut before an end-of-sequence token, after `</tool_call>`."""
+        ids = list(new_ids)
+        stopped = False
+        for j, t in enumerate(ids):
+            if t in self.eos_ids:
+                ids, stopped = ids[:j], True
+                break
+            if t == self.close_id:
+                ids, stopped = ids[: j + 1], True
+                break
+        text = self.tok.decode(ids, skip_special_tokens=False)
+        cut = text.find(CALL_CLOSE)
+        if cut >= 0:
+            text, stopped = text[: cut + len(CALL_CLOSE)], True
+        return text, "stop" if stopped else ("length" if hit_limit else "context")

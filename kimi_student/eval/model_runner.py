@@ -1,0 +1,91 @@
+"""The model-backed runners (hf_local, openai_http, coreml): a generator for the model, the tool loop
+around it, and the header facts (model fingerprint, decoding) the report needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kimi_student.errors import KimiStudentError
+from kimi_student.eval.prompt import item_messages
+from kimi_student.eval.runners import ItemOutput
+from kimi_student.eval.tool_loop import Generator, run_tool_loop
+from kimi_student.tools.broker import ToolBroker
+
+MODEL_RUNNERS = ("hf_local", "openai_http", "coreml")
+DEFAULTS: dict[str, Any] = {
+    "max_turns": 4,
+    "max_new_tokens": 256,
+    "batch_size": 8,
+    "prompt_wrapper": "system",
+    "tool_protocol": "text",
+    "concurrency": 4,
+    "timeout_s": 120.0,
+    "max_retries": 4,
+}
+
+
+def make_generator(name: str, o: dict[str, Any]) -> tuple[Generator, dict[str, Any]]:
+    """The generator and the decoding facts that change its output (they go in the report header)."""
+    if not o.get("model"):
+        raise KimiStudentError(
+            f"--runner {name} needs --model (checkpoint folder, package or served model name)"
+        )
+    decoding: dict[str, Any] = {
+        "mode": "greedy",
+        "max_new_tokens": o["max_new_tokens"],
+        "max_turns": o["max_turns"],
+    }
+    if name == "hf_local":
+        from kimi_student.eval.runner_hf import HFGenerator
+
+        return HFGenerator(o["model"], o["max_new_tokens"], o["batch_size"]), {
+            **decoding,
+            "batch_size": o["batch_size"],
+        }
+    if name == "coreml":
+        from kimi_student.eval.runner_coreml import CoreMLGenerator
+
+        gen = CoreMLGenerator(o["model"], o.get("tokenizer"), o["max_new_tokens"])
+        return gen, {**decoding, "backend": gen.backend, "shapes": sorted(gen.programs)}
+    if name == "openai_http":
+        from kimi_student.eval.runner_http import OpenAIGenerator
+
+        if not o.get("url"):
+            raise KimiStudentError("--runner openai_http needs --url (e.g. http://127.0.0.1:8000/v1)")
+        gen = OpenAIGenerator(
+            o["url"],
+            str(o["model"]),
+            o["max_new_tokens"],
+            o["tool_protocol"],
+            o["concurrency"],
+            o["timeout_s"],
+            o["max_retries"],
+            o.get("api_key_env"),
+        )
+        return gen, {**decoding, "tool_protocol": o["tool_protocol"], "temperature": 0.0}
+    raise KimiStudentError(f"unknown model runner {name!r}")
+
+
+class ModelRunner:
+    def __init__(self, name: str, options: dict[str, Any]):
+        o = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+        if o["max_turns"] < 1:
+            raise KimiStudentError("--max-turns must be at least 1")
+        item_messages({"prompt": ""}, o["prompt_wrapper"])  # fails early on an unknown wrapper
+        self.name, self.prompt_wrapper, self.max_turns = name, o["prompt_wrapper"], o["max_turns"]
+        self.generator, decoding = make_generator(name, o)
+        self.decoding = {**decoding, "prompt_wrapper": self.prompt_wrapper}
+        self.model_fingerprint = self.generator.fingerprint
+        self.broker = ToolBroker.from_folders([Path(d) for d in o.get("fixture_dirs") or []])
+        # conversations advanced together: enough to fill the generator's batches or connections
+        self.chunk = 4 * max(o["batch_size"], o["concurrency"])
+
+    def outputs(self, items: list[dict[str, Any]]) -> Iterator[ItemOutput]:
+        for lo in range(0, len(items), self.chunk):
+            convs = [item_messages(it, self.prompt_wrapper) for it in items[lo : lo + self.chunk]]
+            yield from run_tool_loop(self.generator, self.broker, convs, self.max_turns)
+
+    def close(self) -> None:
+        self.generator.close()

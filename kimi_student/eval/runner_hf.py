@@ -1,0 +1,71 @@
+"""hf_local: a transformers checkpoint folder, in process, batched greedy decoding (left padding)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kimi_student.errors import InputError
+from kimi_student.eval.chat import ChatTokenizer, model_folder_sha256
+from kimi_student.eval.tool_loop import Generation, Messages
+
+
+class HFGenerator:
+    def __init__(self, model: str | Path, max_new_tokens: int = 256, batch_size: int = 8):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        folder = Path(model)
+        if not (folder / "config.json").is_file():
+            raise InputError(folder, None, "model", "not an HF checkpoint folder (no config.json)")
+        self.chat = ChatTokenizer(folder)
+        self.model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.fingerprint = model_folder_sha256(folder)
+
+    def generate(self, conversations: list[Messages]) -> list[Generation]:
+        prompts = [self.chat.prompt_ids(c) for c in conversations]
+        out: list[Generation | None] = [None] * len(prompts)
+        # batches of similar length waste less padding; the order is fixed, so the run is deterministic
+        order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+        fits = [i for i in order if len(prompts[i]) < self.context]
+        for i in order:
+            if len(prompts[i]) >= self.context:
+                out[i] = Generation("", "context")
+        for lo in range(0, len(fits), self.batch_size):
+            batch = fits[lo : lo + self.batch_size]
+            for i, g in zip(batch, self._batch([prompts[i] for i in batch]), strict=True):
+                out[i] = g
+        return [g for g in out if g is not None]
+
+    def _batch(self, prompts: list[list[int]]) -> list[Generation]:
+        import torch
+        from transformers import GenerationConfig
+
+        width = max(map(len, prompts))
+        max_new = min(self.max_new_tokens, self.context - width)
+        ids = torch.full((len(prompts), width), self.chat.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for r, p in enumerate(prompts):  # left padding: every row's next token is at the same column
+            ids[r, width - len(p) :] = torch.tensor(p)
+            mask[r, width - len(p) :] = 1
+        cfg = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=max_new,
+            eos_token_id=self.chat.stop_ids,
+            pad_token_id=self.chat.pad_id,
+            stop_strings=None if self.chat.close_id is not None else ["</tool_call>"],
+        )
+        with torch.no_grad():
+            seq = self.model.generate(
+                input_ids=ids, attention_mask=mask, generation_config=cfg, tokenizer=self.chat.tok
+            )
+        gens = []
+        for row in seq[:, width:].tolist():
+            text, finish = self.chat.turn(row, hit_limit=max_new == self.max_new_tokens)
+            gens.append(Generation(text, finish))
+        return gens
+
+    def close(self) -> None:
+        self.model = None

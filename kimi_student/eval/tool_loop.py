@@ -1,0 +1,87 @@
+"""The tool loop: the model writes, a closed `<tool_call>` is replayed by the ToolBroker, its
+`<tool_response>` is appended as a `tool` message, and the model goes on, until it answers without a
+call or `max_turns` model turns have run. Conversations advance in lockstep so a generator can batch them.
+
+The scored transcript is every model turn and tool response joined by newlines, the form of the
+dataset's gold text. One call per turn: generation stops at the first `</tool_call>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kimi_student.eval.runners import ItemOutput
+from kimi_student.tools.broker import ToolBroker
+from kimi_student.transcript import CALL_CLOSE, format_response, parse_transcript
+
+Messages = list[dict[str, Any]]
+
+
+@dataclass
+class Generation:
+    text: str
+    finish: str = "stop"  # stop (a stop token or string) | length (max_new_tokens) | context (model full)
+    error: str | None = None  # the request failed for good (after retries)
+
+
+class Generator(Protocol):
+    """One model turn for each conversation (greedy); the text ends at the first `</tool_call>`."""
+
+    fingerprint: str
+
+    def generate(self, conversations: list[Messages]) -> list[Generation]: ...
+
+    def close(self) -> None: ...
+
+
+def first_call_turn(text: str) -> str:
+    """The turn up to and including the first `</tool_call>` (what a stop string leaves)."""
+    cut = text.find(CALL_CLOSE)
+    return text if cut < 0 else text[: cut + len(CALL_CLOSE)]
+
+
+def run_tool_loop(
+    generator: Generator, broker: ToolBroker, conversations: list[Messages], max_turns: int
+) -> list[ItemOutput]:
+    """Drive every conversation to a final answer, an error or `max_turns`. The broker only looks up
+    (scoring replays the transcript's calls and counts them there); a call that does not parse gets an
+    error response, as a real tool would give, and the model goes on."""
+    convs = [list(c) for c in conversations]
+    parts: list[list[str]] = [[] for _ in convs]
+    turns: list[Messages] = [[] for _ in convs]
+    finish: list[str] = ["max_turns"] * len(convs)
+    errors: list[str | None] = [None] * len(convs)
+    active = list(range(len(convs)))
+    for _ in range(max_turns):
+        if not active:
+            break
+        gens = generator.generate([convs[i] for i in active])
+        still = []
+        for i, g in zip(active, gens, strict=True):
+            if g.error is not None:
+                errors[i], finish[i] = g.error, "error"
+                continue
+            text = first_call_turn(g.text)
+            msg = {"role": "assistant", "content": text}
+            convs[i].append(msg)
+            turns[i].append(msg)
+            parts[i].append(text)
+            calls = parse_transcript(text).calls
+            if not calls or not text.endswith(CALL_CLOSE):
+                finish[i] = "answer" if g.finish == "stop" else g.finish
+                continue
+            call = calls[0]
+            if call.name is None:  # a closed call that does not parse: the model is told, as a tool would
+                result: dict[str, Any] = {"ok": False, "error": "malformed_call", "message": call.error}
+            else:
+                result = broker.lookup(call.name, call.arguments).result
+            tool = {"role": "tool", "content": format_response(result)}
+            convs[i].append(tool)
+            turns[i].append(tool)
+            parts[i].append(tool["content"])
+            still.append(i)
+        active = still
+    return [
+        ItemOutput("\n".join(p), err, t, f) for p, err, t, f in zip(parts, errors, turns, finish, strict=True)
+    ]
