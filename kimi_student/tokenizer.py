@@ -115,8 +115,12 @@ def train_bpe(
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    spec = json.loads(tok.to_str())
+    for added in spec["added_tokens"]:  # one token each, but text, not control: as in Qwen's tokenizer
+        # (a decode with skip_special_tokens, as OpenAI-compatible servers do, must keep the protocol tags)
+        added["special"] = added["content"] == "<|endoftext|>"
     with atomic_writer(out) as fh:
-        fh.write(tok.to_str())
+        fh.write(json.dumps(spec, ensure_ascii=False))
     load_tokenizer.cache_clear()
     return load_tokenizer(str(out))
 
