@@ -607,7 +607,12 @@ def tokenizer_fingerprint(
 def eval_run(
     ctx: typer.Context,
     runner: Annotated[
-        str | None, typer.Option(help="verification_only (scores gold text) or predictions.")
+        str | None,
+        typer.Option(
+            help="verification_only (scores the gold text: proves the scorer), predictions (a JSONL of "
+            "outputs), or a model through the tool loop: hf_local (checkpoint folder), openai_http "
+            "(OpenAI-compatible endpoint), coreml (exported packages)."
+        ),
     ] = None,
     inp: Annotated[Path | None, typer.Option("--in", help="Extracted dataset JSONL.")] = None,
     out: Annotated[Path, typer.Option(help="Per-item results JSONL.")] = Path("eval/results/latest.jsonl"),
@@ -620,10 +625,87 @@ def eval_run(
         list[str] | None, typer.Option(help="Fixture folder(s); default: the dataset's + base.")
     ] = None,
     gates: Annotated[Path, typer.Option(help="Gate thresholds.")] = Path("configs/gates.yaml"),
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="hf_local: checkpoint folder; coreml: seq<S>.mlpackage or its folder; "
+            "openai_http: the served model's name.",
+            rich_help_panel="Model runners",
+        ),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="openai_http: endpoint, e.g. http://127.0.0.1:8000/v1.", rich_help_panel="Model runners"
+        ),
+    ] = None,
+    max_turns: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Model turns per item (each may call one tool).", rich_help_panel="Model runners"
+        ),
+    ] = 4,
+    max_new_tokens: Annotated[
+        int, typer.Option(min=1, help="Tokens per model turn.", rich_help_panel="Model runners")
+    ] = 256,
+    prompt_wrapper: Annotated[
+        str,
+        typer.Option(
+            help="system: tool list as a system message + the full prompt; request: the request alone "
+            "(as the toy student is trained).",
+            rich_help_panel="Model runners",
+        ),
+    ] = "system",
+    batch_size: Annotated[
+        int,
+        typer.Option(min=1, help="hf_local: sequences decoded together.", rich_help_panel="Model runners"),
+    ] = 8,
+    tool_protocol: Annotated[
+        str,
+        typer.Option(
+            help="openai_http: text (<tool_call> text) or tools (tools= and structured tool_calls).",
+            rich_help_panel="Model runners",
+        ),
+    ] = "text",
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="openai_http: requests in flight.", rich_help_panel="Model runners")
+    ] = 4,
+    timeout: Annotated[
+        float, typer.Option(help="openai_http: seconds per request.", rich_help_panel="Model runners")
+    ] = 120.0,
+    retries: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="openai_http: retries (429, 5xx, timeouts) before the item is an error.",
+            rich_help_panel="Model runners",
+        ),
+    ] = 4,
+    model_tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            help="coreml: the model's HF tokenizer folder (default: the checkpoint the manifest names).",
+            rich_help_panel="Model runners",
+        ),
+    ] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(help="openai_http: env var holding the API key.", rich_help_panel="Model runners"),
+    ] = None,
 ) -> None:
-    """Score a run and apply the CAWS gates. Exit 0: all gates pass; 1: a gate failed; 2: bad input.
+    """Run a dataset through a runner, score it and apply the CAWS gates.
 
-    Example: kimi-student eval --runner verification_only --in data/contextual_final.jsonl
+    Exit 0: all gates pass; 1: a gate failed or was inconclusive; 2: bad input.
+
+    Examples:
+
+      kimi-student eval --runner verification_only --in data/contextual_final.jsonl
+
+      kimi-student eval --runner hf_local --model runs/worker/final --in data/contextual_final.jsonl
+
+      kimi-student eval --runner openai_http --url http://127.0.0.1:8000/v1 --model my-model --in ...
+
+      kimi-student eval --runner coreml --model coreml/artifacts/worker --in ...
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -632,7 +714,32 @@ def eval_run(
     from kimi_student.eval.gates import gate_table
     from kimi_student.eval.harness import run_eval
 
-    rep = run_eval(inp, runner, out, report, predictions, tokenizer, fixtures, gates, progress=_progress())
+    options = {
+        "model": model,
+        "url": url,
+        "max_turns": max_turns,
+        "max_new_tokens": max_new_tokens,
+        "prompt_wrapper": prompt_wrapper,
+        "batch_size": batch_size,
+        "tool_protocol": tool_protocol,
+        "concurrency": concurrency,
+        "timeout_s": timeout,
+        "max_retries": retries,
+        "tokenizer": model_tokenizer,
+        "api_key_env": api_key_env,
+    }
+    rep = run_eval(
+        inp,
+        runner,
+        out,
+        report,
+        predictions,
+        tokenizer,
+        fixtures,
+        gates,
+        progress=_progress(),
+        runner_options=options,
+    )
     s = rep["summary"]
     typer.echo(
         f"runner {rep['header']['runner']}: {s['items']} items, {s['eligible_items']} eligible, "
