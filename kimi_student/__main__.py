@@ -2,4 +2,5 @@
 
 from kimi_student.cli import app
 
-app(prog_name="kimi-student")
+if __name__ == "__main__":  # not when a spawned eval worker imports the parent's main module
+    app(prog_name="kimi-student")

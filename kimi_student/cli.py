@@ -692,6 +692,31 @@ def eval_run(
         str | None,
         typer.Option(help="openai_http: env var holding the API key.", rich_help_panel="Model runners"),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes, each with its own runner (items split by sha256(id)). "
+            "The results and report are byte-identical for any number.",
+            rich_help_panel="Scale and resume",
+        ),
+    ] = 1,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="i/n: score only shard i of n (one job per machine); writes the shard's results and a "
+            "report without gates. Join the shards with `kimi-student eval merge`.",
+            rich_help_panel="Scale and resume",
+        ),
+    ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Discard an unfinished run's scored items (<out>.parts/) instead of resuming it.",
+            rich_help_panel="Scale and resume",
+        ),
+    ] = False,
 ) -> None:
     """Run a dataset through a runner, score it and apply the CAWS gates.
 
@@ -706,14 +731,19 @@ def eval_run(
       kimi-student eval --runner openai_http --url http://127.0.0.1:8000/v1 --model my-model --in ...
 
       kimi-student eval --runner coreml --model coreml/artifacts/worker --in ...
+
+      kimi-student eval --runner hf_local --model ... --in ... --shard 0/4 --out r0.jsonl --report r0.json
+
+    Items are written to <out>.parts/ as they are scored: after a crash or a kill, the same command
+    scores only the items still missing (--fresh starts over).
     """
     if ctx.invoked_subcommand is not None:
         return
     if runner is None or inp is None:
         _fail("eval needs --runner and --in (see `kimi-student eval --help`)")
-    from kimi_student.eval.gates import gate_table
-    from kimi_student.eval.harness import run_eval
+    from kimi_student.eval.harness import parse_shard, run_eval
 
+    shard_ = parse_shard(shard) if shard is not None else None
     options = {
         "model": model,
         "url": url,
@@ -739,17 +769,58 @@ def eval_run(
         gates,
         progress=_progress(),
         runner_options=options,
+        workers=workers,
+        shard=shard_,
+        fresh=fresh,
+        log=lambda m: typer.echo(m, err=True),
     )
+    if shard_ is not None:
+        s = rep["summary"]
+        typer.echo(
+            f"shard {shard}: {s['items']} items scored, {s['error_items']} errors -> {out} (gates are "
+            "applied by `kimi-student eval merge` of every shard's results)"
+        )
+        raise typer.Exit(0)
+    _print_eval(rep, report, out)
+
+
+def _print_eval(rep: dict[str, Any], report: Path, out: Path) -> None:
+    from kimi_student.eval.gates import gate_table
+
     s = rep["summary"]
     typer.echo(
         f"runner {rep['header']['runner']}: {s['items']} items, {s['eligible_items']} eligible, "
-        f"{s['tool_calls']} tool calls, token_align_ok_rate {_fmt(s['token_align_ok_rate'])}"
+        f"{s['tool_calls']} tool calls, {s['error_items']} errors, "
+        f"token_align_ok_rate {_fmt(s['token_align_ok_rate'])}"
     )
     typer.echo(gate_table(rep["gates"]))
     for p in s["fingerprint_problems"]:
         typer.echo(f"fingerprint: {p}", err=True)
     typer.echo(f"{'PASS' if rep['passed'] else 'FAIL'}  report -> {report}  results -> {out}")
     raise typer.Exit(0 if rep["passed"] else 1)
+
+
+@eval_app.command("merge")
+@guarded
+def eval_merge(
+    shards: Annotated[
+        list[Path], typer.Argument(help="The results JSONL of every shard (eval --shard i/n --out ...).")
+    ],
+    out: Annotated[Path, typer.Option(help="Per-item results JSONL.")] = Path("eval/results/latest.jsonl"),
+    report: Annotated[Path, typer.Option(help="Report JSON.")] = Path("eval/reports/latest.json"),
+    gates: Annotated[Path, typer.Option(help="Gate thresholds.")] = Path("configs/gates.yaml"),
+) -> None:
+    """Join shard results into one run's results and report (byte-identical to the unsharded run with
+    the same --out/--report) and apply the gates.
+
+    Every shard must be there exactly once, from the same dataset, runner, model and fingerprints.
+    Exit 0: all gates pass; 1: a gate failed or was inconclusive; 2: bad input.
+
+    Example: kimi-student eval merge r0.jsonl r1.jsonl r2.jsonl r3.jsonl --out r.jsonl --report r.json
+    """
+    from kimi_student.eval.harness import merge_shards
+
+    _print_eval(merge_shards(shards, out, report, gates), report, out)
 
 
 @eval_app.command("fixture-stats")

@@ -518,7 +518,7 @@ def test_control_integration(tok, behaviour, output, count):
     sc = score_item(item, output, tok.encode_offsets([output])[0], tok, broker)
     assert sc.control is True and sc.eligible is False
     assert sc.control_violation is bool(count)
-    summary = summarize([sc], broker)
+    summary = summarize([sc])
     assert summary["control_items"] == 1
     assert summary["control_integration"] == count
 
@@ -536,7 +536,7 @@ def test_control_integration_counts_items_across_a_run(tok):
         score_item(it, it["teacher_text"], tok.encode_offsets([it["teacher_text"]])[0], tok, broker)
         for it in normal
     ]
-    s = summarize(scores, broker)
+    s = summarize(scores)
     assert s["control_items"] == len(controls)
     assert s["control_integration"] == 2
     gates = evaluate_gates(
@@ -725,7 +725,7 @@ def test_call_validity_and_replay(tok, body, valid, hit):
     output = f"<tool_call>{body}</tool_call>\nDone."
     sc = score(tok, item, output, broker)
     assert [(c["valid"], c["hit"]) for c in sc.calls] == [(valid, hit)]
-    s = summarize([sc], broker)
+    s = summarize([sc])
     assert s["json_args_valid_rate"] == (1.0 if valid else 0.0)
     assert s["fixture_hit_rate"] == (1.0 if hit else 0.0)
     assert s["fixture_miss_count"] == (0 if hit else 1)
@@ -796,7 +796,7 @@ def test_micro_and_macro_f1(tok):
     broker = ToolBroker(fixtures_of(item))
     outs = [FILE_GOLD, "I read config/app.toml."]
     scores = [score(tok, item, transcript([FILE_CALL], a), broker) for a in outs]
-    s = summarize(scores, broker)
+    s = summarize(scores)
     assert s["eligible_items"] == 2
     assert s["integration_f1_lax_macro"] == pytest.approx(0.5)  # mean of 1.0 and 0.0
     # micro: precision 2/2, recall 3/6 -> 2/3
@@ -810,7 +810,7 @@ def test_eligibility_excludes_controls_and_items_without_calls(tok):
     broker = ToolBroker({})
     scores = [score(tok, it, it["teacher_text"], broker) for it in (ctrl, nocall)]
     assert [s.eligible for s in scores] == [False, False]
-    s = summarize(scores, broker)
+    s = summarize(scores)
     assert s["eligible_items"] == 0 and s["integration_f1_lax"] is None and s["integration_f1_strict"] is None
     g = evaluate_gates(s, {"integration_f1_lax": 0}, {"integration_f1_lax": GATES["integration_f1_lax"]})
     assert g["integration_f1_lax"]["status"] == "inconclusive"
@@ -824,7 +824,7 @@ def test_gold_dataset_scores_perfectly(tok):
         score_item(it, it["teacher_text"], tok.encode_offsets([it["teacher_text"]])[0], tok, broker)
         for it in items
     ]
-    s = summarize(scores, broker)
+    s = summarize(scores)
     assert s["eligible_items"] > 30
     for k in (
         "integration_f1_lax",

@@ -47,7 +47,15 @@ def evaluate_gate(value: float | None, count: int, cfg: dict[str, Any]) -> dict[
 
 
 def evaluate_gates(summary: dict[str, Any], counts: dict[str, int], gates: dict[str, dict[str, Any]]) -> dict:
-    return {name: evaluate_gate(summary.get(name), counts.get(name, 0), cfg) for name, cfg in gates.items()}
+    """Every gate of the config. Items that errored (the runner could not produce them) make a gate that
+    would pass or warn `inconclusive`, with `error_items` saying how many: errors never pass a run."""
+    out = {name: evaluate_gate(summary.get(name), counts.get(name, 0), cfg) for name, cfg in gates.items()}
+    errors = summary.get("error_items") or 0
+    if errors:
+        for g in out.values():
+            if g["status"] in ("pass", "warn"):
+                g.update(status="inconclusive", error_items=errors)
+    return out
 
 
 def run_passed(gates: dict[str, dict[str, Any]]) -> bool:
@@ -61,6 +69,7 @@ def gate_table(gates: dict[str, dict[str, Any]]) -> str:
         v = g["value"]
         val = "—" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
         sev = " (hard)" if g["severity"] == "hard" and g["status"] == "fail" else ""
+        sev += f" ({g['error_items']} items errored)" if g.get("error_items") else ""
         rows.append((name, val, f"{g['op']} {g['threshold']}", g["status"] + sev))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -81,11 +81,14 @@ class Predictions:
         self.path = p
         self.model_fingerprint = f"predictions:{sha256_file(p)}"
 
-    def outputs(self, items: list[dict[str, Any]]) -> Iterator[ItemOutput]:
-        known = {it["id"] for it in items}
-        stray = sorted(set(self.outputs_by_id) - known)
+    def check_ids(self, dataset_ids: frozenset[str]) -> None:
+        """Every prediction must belong to the dataset (checked against all of it: a worker or a shard
+        scores only some of its items)."""
+        stray = sorted(set(self.outputs_by_id) - dataset_ids)
         if stray:
             raise InputError(self.path, None, "id", f"{len(stray)} ids not in the dataset, e.g. {stray[0]!r}")
+
+    def outputs(self, items: list[dict[str, Any]]) -> Iterator[ItemOutput]:
         for it in items:
             out = self.outputs_by_id.get(it["id"])
             yield ItemOutput(out) if out is not None else ItemOutput("", "missing prediction")

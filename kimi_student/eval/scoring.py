@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any
 
@@ -80,6 +81,11 @@ class ItemScore:
         d["f1_strict"] = self.f1(self.grounded_strict, self.spans, self.found_strict, self.gold_evidence)
         return d
 
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> ItemScore:
+        """Rebuild a score from a results row (extra keys such as `output` and `f1_lax` are ignored)."""
+        return cls(**{f.name: row[f.name] for f in fields(cls)})
+
 
 def score_item(
     item: dict[str, Any],
@@ -149,8 +155,19 @@ def _rate(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
-def summarize(scores: list[ItemScore], broker: ToolBroker) -> dict[str, Any]:
-    """Run-level metrics. A rate with nothing to count is None (reported, and its gate is inconclusive)."""
+def fixture_misses(calls: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    """(tool, key) of every call the broker missed, from the calls' records: an unparsable call counts
+    as ("<unparsed>", its parse error), as ToolBroker.stats does."""
+    return Counter(
+        (c["name"] or "", c["key"]) if "key" in c else ("<unparsed>", c["error"])
+        for c in calls
+        if not c["hit"]
+    )
+
+
+def summarize(scores: list[ItemScore]) -> dict[str, Any]:
+    """Run-level metrics, from the scores alone (so result rows read back from disk give the same summary).
+    A rate with nothing to count is None (reported, and its gate is inconclusive)."""
     el = [s for s in scores if s.eligible]
     calls = [c for s in scores for c in s.calls]
     multi = [s for s in scores if s.call_sequence_ok is not None]
@@ -161,7 +178,7 @@ def summarize(scores: list[ItemScore], broker: ToolBroker) -> dict[str, Any]:
     }
     f1 = ItemScore.f1
     macro = [s.to_json() for s in el]
-    misses = sorted(broker.stats.misses.items())
+    misses = fixture_misses(calls)
     return {
         "items": len(scores),
         "eligible_items": len(el),
@@ -185,9 +202,9 @@ def summarize(scores: list[ItemScore], broker: ToolBroker) -> dict[str, Any]:
         "integration_f1_strict_macro": sum(m["f1_strict"] for m in macro) / len(macro) if macro else None,
         "privacy_ok_rate": _rate(sum(s.privacy_ok for s in scores), len(scores)),
         "control_integration": sum(s.control_violation for s in scores),
-        "fixture_hit_rate": broker.stats.hit_rate,
-        "fixture_miss_count": sum(broker.stats.misses.values()),
-        "fixture_misses": [{"tool": t, "key": k, "count": n} for (t, k), n in misses],
+        "fixture_hit_rate": _rate(sum(c["hit"] for c in calls), len(calls)),
+        "fixture_miss_count": sum(misses.values()),
+        "fixture_misses": [{"tool": t, "key": k, "count": n} for (t, k), n in sorted(misses.items())],
         "json_args_valid_rate": _rate(sum(c["valid"] for c in calls), len(calls)),
         "call_sequence_parity": _rate(sum(bool(s.call_sequence_ok) for s in multi), len(multi)),
         "call_accuracy": _rate(sum(s.calls_matched for s in scores), sum(s.calls_expected for s in scores)),
