@@ -253,18 +253,18 @@ def run_eval(
 
 # Header fields every shard of one run has in common (merge refuses shards that differ in any).
 SHARD_AGREE = (
+    "dataset_sha256",
+    "items_total",
     "report_version",
     "runner",
     "model_fingerprint",
     "prompt_wrapper_sha256",
     "decoding",
-    "dataset_sha256",
     "tool_registry_sha256",
     "tokenizer_fingerprint",
     "fixtures_sha256",
     "seed",
     "code_version",
-    "items_total",
     "fingerprint_problems",
 )
 
