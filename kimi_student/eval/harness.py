@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -277,8 +278,11 @@ def _read_shard(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             if obj.get("__header__") is not True or "shard" not in obj:
                 raise InputError(path, line, "shard", "not a shard's results (run eval with --shard i/n)")
             header = obj
-        else:
-            rows.append(obj)
+            continue
+        missing = [f for f in ("id", *(f.name for f in fields(ItemScore))) if f not in obj]
+        if missing:
+            raise InputError(path, line, missing[0], "missing field (not a result row)")
+        rows.append(obj)
     if header is None:
         raise InputError(path, None, "shard", "empty file")
     if len(rows) != len(header["positions"]):

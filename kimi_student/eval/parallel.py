@@ -179,6 +179,7 @@ class PartJob:
     identity: dict[str, Any]
     expect: dict[str, Any] | None  # runner facts of the parts written earlier, if any
     parent_pid: int | None = None  # set for spawned workers: they stop when the parent is gone
+    threads: int | None = None  # spawned workers: CPU threads each (torch, BLAS, tokenizers) unless set
 
 
 class Orphaned(Exception):
@@ -243,6 +244,8 @@ def _die_with_parent(parent_pid: int) -> None:
 def _worker_main(job: PartJob, q: Any) -> None:
     assert job.parent_pid is not None
     _die_with_parent(job.parent_pid)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):  # before torch is imported
+        os.environ.setdefault(var, str(job.threads))
     lock = os.open(Path(job.part).parent / "lock", os.O_RDWR)
     fcntl.flock(lock, fcntl.LOCK_SH)  # held until this process ends, orphaned or not
     try:
@@ -267,6 +270,7 @@ def run_jobs(jobs: list[PartJob], progress: Callable[[int], None]) -> None:
     procs = {}
     for job in jobs:
         job.parent_pid = os.getpid()
+        job.threads = max(1, (os.cpu_count() or 1) // len(jobs))  # the cores shared, not oversubscribed
         procs[job.worker] = ctx.Process(target=_worker_main, args=(job, q), name=f"kimi-eval-w{job.worker}")
     pending = set(procs)
 
