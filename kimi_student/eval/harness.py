@@ -196,30 +196,25 @@ def run_eval(
             for k in positions:
                 if items[k]["id"] not in parts.rows:
                     todo[worker_of(hashes[k], n_shards, workers)].append(items[k])
-            attempt = next_attempt(folder)
+            attempt, all_ids = next_attempt(folder), frozenset(it["id"] for it in items)
             jobs = [
                 PartJob(
-                    w,
-                    todo[w],
-                    frozenset(it["id"] for it in items),
-                    spec,
-                    tok_spec,
-                    [str(d) for d in fixture_dirs],
-                    str(folder / f"a-{attempt:03d}-w{w:03d}.jsonl"),
-                    identity,
-                    parts.facts,
+                    worker=w,
+                    items=todo[w],
+                    dataset_ids=all_ids,
+                    spec=spec,
+                    tokenizer=tok_spec,
+                    fixture_dirs=[str(d) for d in fixture_dirs],
+                    part=str(folder / f"a-{attempt:03d}-w{w:03d}.jsonl"),
+                    identity=identity,
+                    expect=parts.facts,
                 )
                 for w in range(workers)
                 if todo[w] or (w == 0 and parts.facts is None)  # the runner's facts are needed once
             ]
             if jobs:
-                with tqdm(
-                    total=len(positions),
-                    initial=len(parts.rows),
-                    disable=not progress,
-                    unit="item",
-                    desc="eval",
-                ) as bar:
+                bar = tqdm(total=len(positions), initial=len(parts.rows), disable=not progress, desc="eval")
+                with bar:
                     run_jobs(jobs, bar.update)
                 parts = read_parts(folder, identity, wanted)
         except BaseException:
@@ -238,7 +233,7 @@ def run_eval(
                 {**header, "shard": list(shard)}, rows, problems, None, results_path(out, report_path)
             )
             report["partial"] = f"shard {shard[0]}/{shard[1]}: gates are applied to the merged run"
-            shard_header = {
+            shard_header = {  # what merge needs: the run's header, and where this shard's rows go
                 "__header__": True,
                 "shard": list(shard),
                 "items_total": len(items),
