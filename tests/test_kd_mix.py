@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +16,7 @@ import pytest
 
 from kimi_student.data.kd_mix import read_logprobs
 
-from .conftest import KS, ROOT, ks, read_rows
+from .conftest import KS, ROOT, ks, read_rows, transformers_serve
 
 
 @pytest.fixture(scope="module")
@@ -259,45 +258,12 @@ def test_http_permanent_failure_is_recorded_not_dropped(prompts: Path, tmp_path:
 
 def test_http_teacher_against_transformers_serve(toy_checkpoint: Path, prompts: Path, tmp_path: Path) -> None:
     """The real OpenAI-compatible server of transformers, on loopback, serving a local checkpoint."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve = Path(sys.executable).parent / "transformers"
-    proc = subprocess.Popen(
-        [
-            str(serve),
-            "serve",
-            str(toy_checkpoint),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--device",
-            "cpu",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        import httpx
-
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("transformers serve did not come up")
+    with transformers_serve(toy_checkpoint) as url:
         out = tmp_path / "kd.jsonl"
         r = ks(
             "kd-mix",
             "--teacher",
-            f"http://127.0.0.1:{port}",
+            url,
             "--model",
             str(toy_checkpoint),
             "--prompts",
@@ -315,7 +281,4 @@ def test_http_teacher_against_transformers_serve(toy_checkpoint: Path, prompts: 
         assert r.returncode == 0, r.stdout + r.stderr
         rows = read_rows(out)
         assert rows[0]["ok"] == 3 and all(isinstance(x["text"], str) for x in rows[1:])
-        assert rows[0]["teacher"].startswith(f"http:127.0.0.1:{port}/")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        assert rows[0]["teacher"].startswith(f"http:{url.removeprefix('http://')}/")

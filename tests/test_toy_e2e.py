@@ -15,18 +15,7 @@ import torch
 
 from kimi_student import e2e
 from kimi_student.eval.tool_span import SpanCounts, call_pairs, micro, score_call
-from tests.conftest import ks, read_rows
-
-# Reduced run: fewer items and steps than configs/toy_e2e.yaml, same pipeline; ~40 s on two cores.
-FAST = ("--items", "4000", "--steps", "200", "--shapes", "128", "--seed", "0")
-
-
-@pytest.fixture(scope="module")
-def toy_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("toy") / "run"
-    r = ks("toy-e2e", "--out", out, *FAST, env={"OPENBLAS_NUM_THREADS": "1"})
-    return {"out": out, "rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr}
-
+from tests.conftest import read_rows
 
 # ---- the reduced end-to-end run --------------------------------------------------------------------------
 

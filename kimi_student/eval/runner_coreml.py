@@ -36,6 +36,17 @@ class _CoreMLPredict:
         return {k: np.asarray(v) for k, v in self.model.predict(inputs).items()}
 
 
+def call_syntax(chat: ChatTokenizer) -> list[list[int]]:
+    """Token ids of each tool's call opening per argument, and of the call's closing: draft material."""
+    from kimi_student.tools.registry import registry_json
+
+    texts = ['"}}</tool_call>', "}}</tool_call>"]
+    for t in registry_json():
+        for arg in t["parameters"].get("properties", {}):
+            texts.append(f'<tool_call>{{"name": "{t["name"]}", "arguments": {{"{arg}": "')
+    return [chat.tok.encode(x, add_special_tokens=False) for x in texts]
+
+
 def find_packages(model: Path) -> list[Path]:
     if model.suffix == ".mlpackage":
         pkgs = [model]
@@ -72,7 +83,8 @@ class CoreMLGenerator:
                 _CoreMLPredict(p, prog) if sys.platform == "darwin" else prog
             )
         self.max_new_tokens = max_new_tokens
-        self.drafter = NgramDrafter([], max_n=3, k=16)  # drafts from the sequence itself; output = greedy
+        # drafts (the output is greedy's either way): the sequence itself, and the call syntax of every tool
+        self.drafter = NgramDrafter(call_syntax(self.chat), max_n=3, k=16)
         self.backend = "coreml" if sys.platform == "darwin" else "mil_exec"
         self.fingerprint = sha256_json(
             {"packages": {p.name: sha256_dir(p) for p in pkgs}, "tokenizer": model_folder_sha256(tokenizer)}

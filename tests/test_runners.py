@@ -1,0 +1,332 @@
+"""Model runners through the tool loop, for real: the toy student of a reduced `toy-e2e` run, evaluated
+in process (hf_local), served by `transformers serve` on loopback (openai_http) and as its INT8 Core ML
+package in the numpy MIL executor (coreml), on the same held-out items; plus the loop's rules, the
+tools= protocol and what an unreachable endpoint does to a report."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+
+from kimi_student.eval.prompt import item_messages, prompt_wrapper_sha256
+from kimi_student.eval.runner_http import api_name, to_tools_messages
+from kimi_student.eval.tool_loop import Generation, run_tool_loop
+from kimi_student.tools.broker import ToolBroker
+from kimi_student.transcript import format_call, format_response, parse_transcript
+
+from .conftest import TOY_FAST, ks, read_rows, transformers_serve, write_rows
+
+PARITY_ITEMS = 30
+# the toy student writes the first call only: one model turn, then the replayed response ends the item
+TOY_EVAL = ("--prompt-wrapper", "request", "--max-turns", "1", "--max-new-tokens", "48")
+
+
+@pytest.fixture(scope="module")
+def toy_eval(toy_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The toy run's held-out items as a contextual eval dataset (the same generation, extracted)."""
+    assert toy_run["rc"] == 0, toy_run["stderr"][-2000:]
+    d = tmp_path_factory.mktemp("toy_eval")
+    n, seed = TOY_FAST[TOY_FAST.index("--items") + 1], TOY_FAST[TOY_FAST.index("--seed") + 1]
+    for args in (
+        ("contextual", "gen", "--n", n, "--seed", seed, "--out", d / "all.jsonl"),
+        ("contextual", "extract", "--in", d / "all.jsonl", "--out", d / "final.jsonl"),
+    ):
+        r = ks(*args)
+        assert r.returncode == 0, r.stderr
+    held = {row["id"] for row in read_rows(toy_run["out"] / "data" / "heldout.jsonl")[1:]}
+    rows = read_rows(d / "final.jsonl")
+    items = [r for r in rows[1:] if r["id"] in held][:PARITY_ITEMS]
+    assert len(items) == PARITY_ITEMS
+    path = write_rows(d / "heldout.jsonl", [rows[0], *items])
+    return {
+        "dataset": path,
+        "dir": d,
+        "checkpoint": toy_run["out"] / "run" / "final",
+        "package": toy_run["out"] / "coreml" / "T128",
+    }
+
+
+def _eval(toy_eval: dict, name: str, runner: str, *extra: str | Path) -> dict:
+    out, rep = toy_eval["dir"] / f"{name}.jsonl", toy_eval["dir"] / f"{name}.json"
+    r = ks("eval", "--runner", runner, "--in", toy_eval["dataset"], "--out", out, "--report", rep, *extra)
+    assert r.returncode in (0, 1), r.stdout + r.stderr  # 1: the toy writes no Integration: sentences
+    return {"report": json.loads(rep.read_text()), "rows": read_rows(out)}
+
+
+def test_runner_parity_hf_local_openai_http_coreml(toy_eval: dict) -> None:
+    ckpt = toy_eval["checkpoint"]
+    runs = {"hf_local": _eval(toy_eval, "hf", "hf_local", "--model", ckpt, *TOY_EVAL)}
+    runs["coreml"] = _eval(toy_eval, "coreml", "coreml", "--model", toy_eval["package"], *TOY_EVAL)
+    with transformers_serve(ckpt) as url:
+        runs["openai_http"] = _eval(toy_eval, "http", "openai_http", "--url", url, "--model", ckpt, *TOY_EVAL)
+
+    for name, run in runs.items():
+        rep = run["report"]
+        h, s = rep["header"], rep["summary"]
+        assert h["runner"] == name and h["proves"] == "model"
+        assert s["items"] == PARITY_ITEMS and s["error_items"] == 0, name
+        assert s["fingerprint_problems"] == [] and rep["gates"]["fingerprints_complete"]["status"] == "pass"
+        assert h["prompt_wrapper_sha256"] == prompt_wrapper_sha256("request")
+        assert h["decoding"]["max_turns"] == 1 and h["decoding"]["prompt_wrapper"] == "request"
+        # the student really calls tools: F1 well above zero, so agreement is not agreement on nothing
+        assert s["tool_call_f1"] > 0.3, (name, s["tool_call_f1"])
+        assert s["tool_calls"] >= PARITY_ITEMS - 2
+        for row in run["rows"]:  # full transcripts: the model's turn, then the broker's reply to its call
+            assert row["turns"][0]["role"] == "assistant" and row["finish"] in (
+                "max_turns",
+                "answer",
+                "length",
+            )
+            if row["finish"] == "max_turns":
+                assert row["turns"][1]["role"] == "tool" and row["output"].endswith("</tool_response>")
+    # the same folder in process and behind the server is the same model
+    assert (
+        runs["hf_local"]["report"]["header"]["model_fingerprint"]
+        == (runs["openai_http"]["report"]["header"]["model_fingerprint"])
+    )
+    assert runs["coreml"]["report"]["header"]["decoding"]["backend"] in ("mil_exec", "coreml")
+    for a, b in combinations(runs, 2):
+        sa, sb = runs[a]["report"]["summary"], runs[b]["report"]["summary"]
+        for metric in ("tool_call_f1", "integration_f1_lax", "integration_f1_strict"):
+            assert abs(sa[metric] - sb[metric]) <= 0.03, (a, b, metric, sa[metric], sb[metric])
+    same = sum(
+        x["output"] == y["output"] for x, y in zip(runs["hf_local"]["rows"], runs["openai_http"]["rows"])
+    )
+    assert same >= PARITY_ITEMS - 1  # fp32 greedy both: batching (left padding) may flip at most a near-tie
+
+
+def test_tool_loop_on_the_real_student_stops_at_max_turns_or_an_answer(toy_eval: dict) -> None:
+    run = _eval(
+        toy_eval,
+        "loop3",
+        "hf_local",
+        "--model",
+        toy_eval["checkpoint"],
+        "--prompt-wrapper",
+        "request",
+        "--max-turns",
+        "3",
+        "--max-new-tokens",
+        "24",
+    )
+    fixtures = json.loads(Path(toy_eval["dataset"]).read_text().splitlines()[0])["fixtures_dir"]
+    broker = ToolBroker.from_folders([toy_eval["dir"] / fixtures])
+    for row in run["rows"]:
+        turns = row["turns"]
+        assistant = [t for t in turns if t["role"] == "assistant"]
+        assert 1 <= len(assistant) <= 3
+        assert (row["finish"] == "max_turns") == (len(assistant) == 3 and turns[-1]["role"] == "tool")
+        for k, t in enumerate(turns):  # every tool message is the broker's replay of the call before it
+            if t["role"] == "tool":
+                call = parse_transcript(turns[k - 1]["content"]).calls[0]
+                if call.name is None:  # a closed call that does not parse is answered with an error
+                    assert json.loads(t["content"][15:-16])["error"] == "malformed_call"
+                else:
+                    assert t["content"] == format_response(broker.lookup(call.name, call.arguments).result)
+        assert row["output"] == "\n".join(t["content"] for t in turns)
+
+
+# ---- the loop's rules, with scripted model turns -----------------------------------------------------------
+
+
+class Script:
+    """Model turns from a list, per conversation: the loop's contract, independent of any model."""
+
+    fingerprint = "script"
+
+    def __init__(self, turns: list[list[Generation]]):
+        self.turns, self.seen = turns, []
+
+    def generate(self, conversations: list[list[dict]]) -> list[Generation]:
+        self.seen.append([list(c) for c in conversations])
+        return [self.turns[int(c[0]["content"])].pop(0) for c in conversations]
+
+    def close(self) -> None:
+        pass
+
+
+def test_tool_loop_rules() -> None:
+    broker = ToolBroker({})
+    call = format_call("math.eval", {"expression": "1+1"})
+    script = Script(
+        [
+            [Generation("Integration: none needed.")],  # answers at once
+            [Generation("thinking " + call + " and more text"), Generation("done")],  # cut after the call
+            [Generation(call), Generation(call), Generation(call)],  # stops at max_turns
+            [Generation("", "error", error="gave up after 3 attempts: timeout")],
+            [Generation("<tool_call>{not json}</tool_call>"), Generation("sorry")],  # told it is malformed
+            [Generation('<tool_call>{"name": "math.eval"', "length")],  # unterminated: no tool turn
+        ]
+    )
+    outs = run_tool_loop(
+        script, broker, [[{"role": "user", "content": str(i)}] for i in range(6)], max_turns=2
+    )
+    assert [o.finish for o in outs] == ["answer", "answer", "max_turns", "error", "answer", "length"]
+    assert outs[0].text == "Integration: none needed." and outs[0].error is None
+    miss = format_response(broker.lookup("math.eval", {"expression": "1+1"}).result)
+    assert outs[1].text == "\n".join(["thinking " + call, miss, "done"])
+    assert [t["role"] for t in outs[2].turns] == ["assistant", "tool", "assistant", "tool"]
+    assert outs[3].error == "gave up after 3 attempts: timeout" and outs[3].text == ""
+    assert '"error": "malformed_call"' in outs[4].turns[1]["content"]
+    assert outs[5].turns == [{"role": "assistant", "content": '<tool_call>{"name": "math.eval"'}]
+    assert [len(b) for b in script.seen] == [6, 3]  # lockstep: the second turn only for the live ones
+
+
+def test_prompt_wrappers() -> None:
+    item = {"prompt": "CAWS header\nRules: ...\n\nUser: Read config/app.yaml please."}
+    assert item_messages(item, "request") == [{"role": "user", "content": "Read config/app.yaml please."}]
+    sys_msgs = item_messages(item, "system")
+    assert sys_msgs[0]["role"] == "system" and '"name": "web.search"' in sys_msgs[0]["content"]
+    assert sys_msgs[1] == {"role": "user", "content": item["prompt"]}
+    assert prompt_wrapper_sha256("request") != prompt_wrapper_sha256("system")
+    with pytest.raises(Exception, match="unknown prompt wrapper"):
+        item_messages(item, "chatml")
+
+
+# ---- openai_http: the tools= protocol and an unreachable endpoint ----------------------------------------
+
+
+def test_to_tools_messages_pairs_each_result_with_its_call() -> None:
+    call = format_call("web.search", {"query": "x"})
+    conv = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "Let me look. " + call},
+        {"role": "tool", "content": format_response({"ok": True, "n": 1})},
+        {"role": "assistant", "content": "Integration: n is 1."},
+    ]
+    out = to_tools_messages(conv)
+    assert out[1]["content"] == "Let me look." and out[1]["tool_calls"][0]["function"] == {
+        "name": "web__search",
+        "arguments": '{"query": "x"}',
+    }
+    assert out[2] == {
+        "role": "tool",
+        "tool_call_id": out[1]["tool_calls"][0]["id"],
+        "content": '{"ok": true, "n": 1}',
+    }
+    assert out[0] == conv[0] and out[3] == conv[3]
+    assert api_name("file.write") == "file__write"
+
+
+class ToolsServer:
+    """Answers the first turn of each conversation with a structured tool call, the next with text: what a
+    server with native tool calling does (the toy student behind `transformers serve` has none)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                outer.bodies.append(body)
+                if body["messages"][-1]["role"] == "tool":
+                    msg = {"role": "assistant", "content": "Integration: found it."}
+                    finish = "stop"
+                else:
+                    fn = {"name": "web__search", "arguments": json.dumps({"query": "bloom filters"})}
+                    msg = {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"id": "c1", "type": "function", "function": fn}],
+                    }
+                    finish = "tool_calls"
+                data = json.dumps({"choices": [{"message": msg, "finish_reason": finish}]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_openai_tools_protocol_round_trip(dataset: dict, tmp_path: Path) -> None:
+    srv = ToolsServer()
+    try:
+        subset = write_rows(tmp_path / "d.jsonl", read_rows(dataset["final"])[:4])
+        out, rep = tmp_path / "r.jsonl", tmp_path / "r.json"
+        r = ks(
+            "eval",
+            "--runner",
+            "openai_http",
+            "--url",
+            srv.url,
+            "--model",
+            "remote-model",
+            "--tool-protocol",
+            "tools",
+            "--in",
+            subset,
+            "--out",
+            out,
+            "--report",
+            rep,
+            "--fixtures",
+            dataset["gen"].parent / (dataset["gen"].name + ".fixtures"),
+            "--fixtures",
+            "eval/tool_broker/fixtures",
+        )
+        assert r.returncode in (0, 1), r.stderr
+    finally:
+        srv.httpd.shutdown()
+    rows = read_rows(out)
+    assert len(rows) == 3 and all(row["error"] is None for row in rows)
+    for row in rows:
+        assert row["output"].startswith(
+            format_call("web.search", {"query": "bloom filters"}) + "\n<tool_response>"
+        )
+        assert row["output"].endswith("\nIntegration: found it.") and row["finish"] == "answer"
+    first, second = srv.bodies[0], next(b for b in srv.bodies if b["messages"][-1]["role"] == "tool")
+    assert {t["function"]["name"] for t in first["tools"]} >= {"web__search", "file__write", "read_file"}
+    assert "stop" not in first
+    assert second["messages"][-2]["tool_calls"][0]["id"] == second["messages"][-1]["tool_call_id"]
+    h = json.loads(rep.read_text())["header"]
+    assert h["decoding"]["tool_protocol"] == "tools" and len(h["model_fingerprint"]) == 64
+
+
+def test_unreachable_endpoint_makes_errors_and_no_gate_passes(dataset: dict, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subset = write_rows(tmp_path / "d.jsonl", read_rows(dataset["final"])[:6])
+    out, rep = tmp_path / "r.jsonl", tmp_path / "r.json"
+    r = ks(
+        "eval",
+        "--runner",
+        "openai_http",
+        "--url",
+        f"http://127.0.0.1:{port}/v1",
+        "--model",
+        "m",
+        "--retries",
+        "1",
+        "--timeout",
+        "2",
+        "--fixtures",
+        dataset["gen"].parent / (dataset["gen"].name + ".fixtures"),
+        "--in",
+        subset,
+        "--out",
+        out,
+        "--report",
+        rep,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    report = json.loads(rep.read_text())
+    assert report["summary"]["error_items"] == 5 and report["passed"] is False
+    assert all("transport error" in row["error"] and row["finish"] == "error" for row in read_rows(out))
+    statuses = {k: g["status"] for k, g in report["gates"].items() if k != "fingerprints_complete"}
+    assert "pass" not in statuses.values() and "warn" not in statuses.values(), statuses
