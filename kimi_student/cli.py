@@ -135,19 +135,10 @@ def contextual_gen(
 
     Fixtures go to <out>.fixtures/ beside the dataset; the header points at them.
     """
-    from kimi_student.data.contextual import fixture_rows, generate
-    from kimi_student.fingerprint import sha256_dir
-    from kimi_student.jsonl import write_jsonl
+    from kimi_student.data.contextual import generate, write_dataset
 
     header, items, fixtures = generate(n, seed)
-    fx_dir = out.parent / (out.name + ".fixtures")
-    for stale in fx_dir.glob("*.jsonl") if fx_dir.is_dir() else []:
-        stale.unlink()
-    for name, rows in fixture_rows(fixtures).items():
-        write_jsonl(fx_dir / f"{name}.jsonl", rows)
-    header["fixtures_dir"] = fx_dir.name
-    header["fixtures_sha256"] = sha256_dir(fx_dir, "*.jsonl")
-    write_jsonl(out, [header, *items])
+    fx_dir = write_dataset(out, header, items, fixtures)
     typer.echo(f"wrote {len(items)} items to {out} and {len(fixtures)} fixtures to {fx_dir}/")
 
 
@@ -821,6 +812,38 @@ def eval_merge(
     from kimi_student.eval.harness import merge_shards
 
     _print_eval(merge_shards(shards, out, report, gates), report, out)
+
+
+@eval_app.command("smoke")
+@guarded
+def eval_smoke(
+    toy: Annotated[
+        Path, typer.Option(help="A `toy-e2e` run folder (make toy-e2e writes runs/toy-e2e).")
+    ] = Path("runs/toy-e2e"),
+    out: Annotated[Path, typer.Option(help="Folder for the dataset, results and reports.")] = Path(
+        "eval/smoke"
+    ),
+    limit: Annotated[int, typer.Option(min=1, help="Held-out items to run.")] = 60,
+    runners: Annotated[str, typer.Option(help="Comma-separated runners.")] = "hf_local,coreml,openai_http",
+    tolerance: Annotated[
+        float, typer.Option(help="Largest F1 difference allowed between two runners.")
+    ] = 0.03,
+) -> None:
+    """Runner smoke and parity: the toy student through hf_local, coreml and openai_http (transformers serve
+    on 127.0.0.1) on the same held-out items; exit 1 when two runners' F1 differ by more than the tolerance.
+    """
+    from kimi_student.eval.model_runner import MODEL_RUNNERS
+    from kimi_student.eval.smoke import run_smoke, smoke_lines
+
+    names = tuple(r.strip() for r in runners.split(",") if r.strip())
+    unknown = [r for r in names if r not in MODEL_RUNNERS]
+    if unknown or not names:
+        _fail(f"--runners takes {', '.join(MODEL_RUNNERS)} (got {runners!r})")
+    rep = run_smoke(toy, out, names, limit, tolerance, log=typer.echo)
+    for line in smoke_lines(rep):
+        typer.echo(line)
+    typer.echo(f"{'PASS' if rep['passed'] else 'FAIL'}  report -> {out / 'smoke.json'}")
+    raise typer.Exit(0 if rep["passed"] else 1)
 
 
 @eval_app.command("fixture-stats")

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,38 +35,6 @@ def read_rows(path: Path) -> list[dict]:
 def write_rows(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     return path
-
-
-@contextmanager
-def transformers_serve(checkpoint: Path) -> Iterator[str]:
-    """The real OpenAI-compatible server of transformers on 127.0.0.1, serving a local checkpoint folder;
-    yields its base URL."""
-    import httpx
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    serve = Path(sys.executable).parent / "transformers"
-    proc = subprocess.Popen(
-        [str(serve), "serve", str(checkpoint), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("transformers serve did not come up")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 # Reduced toy end-to-end run: fewer items and steps than configs/toy_e2e.yaml, same pipeline; ~40 s on two

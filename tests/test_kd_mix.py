@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from kimi_student.data.kd_mix import read_logprobs
+from kimi_student.eval.serve import transformers_serve
 
-from .conftest import KS, ROOT, ks, read_rows, transformers_serve
+from .conftest import KS, ROOT, ks, read_rows
 
 
 @pytest.fixture(scope="module")

@@ -19,64 +19,46 @@ from kimi_student.eval.tool_loop import Generation, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
 from kimi_student.transcript import format_call, format_response, parse_transcript
 
-from .conftest import TOY_FAST, ks, read_rows, transformers_serve, write_rows
+from .conftest import ks, read_rows, write_rows
 
 PARITY_ITEMS = 30
-# the toy student writes the first call only: one model turn, then the replayed response ends the item
-TOY_EVAL = ("--prompt-wrapper", "request", "--max-turns", "1", "--max-new-tokens", "48")
 
 
 @pytest.fixture(scope="module")
-def toy_eval(toy_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The toy run's held-out items as a contextual eval dataset (the same generation, extracted)."""
+def smoke(toy_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`kimi-student eval smoke` on the reduced toy run: its held-out items through all three runners."""
     assert toy_run["rc"] == 0, toy_run["stderr"][-2000:]
-    d = tmp_path_factory.mktemp("toy_eval")
-    n, seed = TOY_FAST[TOY_FAST.index("--items") + 1], TOY_FAST[TOY_FAST.index("--seed") + 1]
-    for args in (
-        ("contextual", "gen", "--n", n, "--seed", seed, "--out", d / "all.jsonl"),
-        ("contextual", "extract", "--in", d / "all.jsonl", "--out", d / "final.jsonl"),
-    ):
-        r = ks(*args)
-        assert r.returncode == 0, r.stderr
-    held = {row["id"] for row in read_rows(toy_run["out"] / "data" / "heldout.jsonl")[1:]}
-    rows = read_rows(d / "final.jsonl")
-    items = [r for r in rows[1:] if r["id"] in held][:PARITY_ITEMS]
-    assert len(items) == PARITY_ITEMS
-    path = write_rows(d / "heldout.jsonl", [rows[0], *items])
-    return {
-        "dataset": path,
-        "dir": d,
-        "checkpoint": toy_run["out"] / "run" / "final",
-        "package": toy_run["out"] / "coreml" / "T128",
-    }
+    d = tmp_path_factory.mktemp("smoke")
+    r = ks("eval", "smoke", "--toy", toy_run["out"], "--out", d, "--limit", PARITY_ITEMS)
+    return {"rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr, "dir": d, "toy": toy_run["out"]}
 
 
-def _eval(toy_eval: dict, name: str, runner: str, *extra: str | Path) -> dict:
-    out, rep = toy_eval["dir"] / f"{name}.jsonl", toy_eval["dir"] / f"{name}.json"
-    r = ks("eval", "--runner", runner, "--in", toy_eval["dataset"], "--out", out, "--report", rep, *extra)
-    assert r.returncode in (0, 1), r.stdout + r.stderr  # 1: the toy writes no Integration: sentences
-    return {"report": json.loads(rep.read_text()), "rows": read_rows(out)}
-
-
-def test_runner_parity_hf_local_openai_http_coreml(toy_eval: dict) -> None:
-    ckpt = toy_eval["checkpoint"]
-    runs = {"hf_local": _eval(toy_eval, "hf", "hf_local", "--model", ckpt, *TOY_EVAL)}
-    runs["coreml"] = _eval(toy_eval, "coreml", "coreml", "--model", toy_eval["package"], *TOY_EVAL)
-    with transformers_serve(ckpt) as url:
-        runs["openai_http"] = _eval(toy_eval, "http", "openai_http", "--url", url, "--model", ckpt, *TOY_EVAL)
-
-    for name, run in runs.items():
-        rep = run["report"]
-        h, s = rep["header"], rep["summary"]
+def test_runner_parity_hf_local_openai_http_coreml(smoke: dict) -> None:
+    assert smoke["rc"] == 0, smoke["stdout"] + smoke["stderr"][-3000:]
+    d = smoke["dir"]
+    rep = json.loads((d / "smoke.json").read_text())
+    assert rep["passed"] is True and set(rep["runners"]) == {"hf_local", "coreml", "openai_http"}
+    runs = {}
+    for name in rep["runners"]:
+        report = json.loads((d / f"{name}.json").read_text())
+        rows = read_rows(d / f"{name}.jsonl")
+        runs[name] = {"report": report, "rows": rows}
+        h, s = report["header"], report["summary"]
         assert h["runner"] == name and h["proves"] == "model"
         assert s["items"] == PARITY_ITEMS and s["error_items"] == 0, name
-        assert s["fingerprint_problems"] == [] and rep["gates"]["fingerprints_complete"]["status"] == "pass"
+        assert (
+            s["fingerprint_problems"] == [] and report["gates"]["fingerprints_complete"]["status"] == "pass"
+        )
+        assert all(
+            h[k] for k in ("model_fingerprint", "dataset_sha256", "tokenizer_fingerprint", "fixtures_sha256")
+        )
         assert h["prompt_wrapper_sha256"] == prompt_wrapper_sha256("request")
         assert h["decoding"]["max_turns"] == 1 and h["decoding"]["prompt_wrapper"] == "request"
         # the student really calls tools: F1 well above zero, so agreement is not agreement on nothing
         assert s["tool_call_f1"] > 0.3, (name, s["tool_call_f1"])
+        assert s["tool_call_f1"] == rep["runners"][name]["tool_call_f1"]
         assert s["tool_calls"] >= PARITY_ITEMS - 2
-        for row in run["rows"]:  # full transcripts: the model's turn, then the broker's reply to its call
+        for row in rows:  # full transcripts: the model's turn, then the broker's reply to its call
             assert row["turns"][0]["role"] == "assistant" and row["finish"] in (
                 "max_turns",
                 "answer",
@@ -85,28 +67,58 @@ def test_runner_parity_hf_local_openai_http_coreml(toy_eval: dict) -> None:
             if row["finish"] == "max_turns":
                 assert row["turns"][1]["role"] == "tool" and row["output"].endswith("</tool_response>")
     # the same folder in process and behind the server is the same model
-    assert (
-        runs["hf_local"]["report"]["header"]["model_fingerprint"]
-        == (runs["openai_http"]["report"]["header"]["model_fingerprint"])
-    )
+    hf, http = (runs[n]["report"]["header"]["model_fingerprint"] for n in ("hf_local", "openai_http"))
+    assert hf == http and runs["coreml"]["report"]["header"]["model_fingerprint"] != hf
     assert runs["coreml"]["report"]["header"]["decoding"]["backend"] in ("mil_exec", "coreml")
-    for a, b in combinations(runs, 2):
+    for a, b in combinations(("hf_local", "coreml", "openai_http"), 2):  # the smoke's pair order
         sa, sb = runs[a]["report"]["summary"], runs[b]["report"]["summary"]
         for metric in ("tool_call_f1", "integration_f1_lax", "integration_f1_strict"):
             assert abs(sa[metric] - sb[metric]) <= 0.03, (a, b, metric, sa[metric], sb[metric])
+            assert rep["pairs"][f"{a} vs {b}"]["delta"][metric] == pytest.approx(abs(sa[metric] - sb[metric]))
     same = sum(
         x["output"] == y["output"] for x, y in zip(runs["hf_local"]["rows"], runs["openai_http"]["rows"])
     )
     assert same >= PARITY_ITEMS - 1  # fp32 greedy both: batching (left padding) may flip at most a near-tie
+    assert rep["pairs"]["hf_local vs openai_http"]["identical_transcripts"] == same
 
 
-def test_tool_loop_on_the_real_student_stops_at_max_turns_or_an_answer(toy_eval: dict) -> None:
-    run = _eval(
-        toy_eval,
-        "loop3",
+def test_smoke_fails_when_runners_disagree(smoke: dict, tmp_path: Path) -> None:
+    """A tolerance no real pair of runners meets (negative) makes the smoke fail: the check can fail."""
+    r = ks(
+        "eval",
+        "smoke",
+        "--toy",
+        smoke["toy"],
+        "--out",
+        tmp_path,
+        "--limit",
+        3,
+        "--runners",
+        "hf_local,coreml",
+        "--tolerance",
+        "-1",
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert json.loads((tmp_path / "smoke.json").read_text())["passed"] is False
+    r = ks("eval", "smoke", "--toy", tmp_path / "nothing", "--out", tmp_path)
+    assert r.returncode == 2 and "run `make toy-e2e` first" in r.stderr
+
+
+def test_tool_loop_on_the_real_student_stops_at_max_turns_or_an_answer(smoke: dict) -> None:
+    d = smoke["dir"]
+    out, rep = d / "loop3.jsonl", d / "loop3.json"
+    r = ks(
+        "eval",
+        "--runner",
         "hf_local",
         "--model",
-        toy_eval["checkpoint"],
+        smoke["toy"] / "run" / "final",
+        "--in",
+        d / "heldout.jsonl",
+        "--out",
+        out,
+        "--report",
+        rep,
         "--prompt-wrapper",
         "request",
         "--max-turns",
@@ -114,8 +126,10 @@ def test_tool_loop_on_the_real_student_stops_at_max_turns_or_an_answer(toy_eval:
         "--max-new-tokens",
         "24",
     )
-    fixtures = json.loads(Path(toy_eval["dataset"]).read_text().splitlines()[0])["fixtures_dir"]
-    broker = ToolBroker.from_folders([toy_eval["dir"] / fixtures])
+    assert r.returncode in (0, 1), r.stdout + r.stderr  # 1: the toy writes no Integration: sentences
+    run = {"rows": read_rows(out)}
+    assert len(run["rows"]) == PARITY_ITEMS
+    broker = ToolBroker.from_folders([d / "heldout.jsonl.fixtures"])
     for row in run["rows"]:
         turns = row["turns"]
         assistant = [t for t in turns if t["role"] == "assistant"]

@@ -12,6 +12,7 @@ import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from kimi_student import __version__
@@ -541,3 +542,21 @@ def fixture_rows(fixtures: dict[tuple[str, str], dict]) -> dict[str, list[dict[s
 
 
 __all__ = ["generate", "fixture_rows", "strata", "caws_header", "canonical_json", "title_case"]
+
+
+def write_dataset(
+    out: Path, header: dict[str, Any], items: list[dict[str, Any]], fixtures: dict[tuple[str, str], dict]
+) -> Path:
+    """The dataset JSONL and its fixtures in `<out>.fixtures/` (stale fixture files removed); the header
+    points at the folder and holds its digest. Returns the folder."""
+    from kimi_student.fingerprint import sha256_dir
+    from kimi_student.jsonl import write_jsonl
+
+    fx_dir = out.parent / (out.name + ".fixtures")
+    for stale in fx_dir.glob("*.jsonl") if fx_dir.is_dir() else []:
+        stale.unlink()
+    for name, rows in fixture_rows(fixtures).items():
+        write_jsonl(fx_dir / f"{name}.jsonl", rows)
+    header = {**header, "fixtures_dir": fx_dir.name, "fixtures_sha256": sha256_dir(fx_dir, "*.jsonl")}
+    write_jsonl(out, [header, *items])
+    return fx_dir
