@@ -16,7 +16,8 @@ RESULTS ?= eval/results
 .PHONY: help install test test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-eval bench-distill bench-train clean \
-	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi demo-eval
+	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi demo-eval \
+	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke
 
 help:
 	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
@@ -27,6 +28,11 @@ help:
 	@echo "make contextual-pipeline N=1000 SEED=0   dataset generate -> extract -> verify"
 	@echo "make eval-predictions PRED=file.jsonl    score transcripts produced elsewhere"
 	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
+	@echo "make eval-runner-local MODEL=ckpt IN=data.jsonl OUT=results.jsonl REPORT=report.json [WORKERS=2]"
+	@echo "make eval-runner-openai MODEL=name [URL=https://host/v1] IN=... OUT=... REPORT=...  (key: OPENAI_API_KEY)"
+	@echo "make eval-runner-coreml MODEL=coreml/artifacts/worker IN=... OUT=... REPORT=..."
+	@echo "                     a real model through the tool loop; EVAL_ARGS='--max-turns 2 ...' passes more options"
+	@echo "make eval-smoke      the toy student through hf_local, coreml and openai_http (loopback): F1 parity"
 	@echo "make kd-mix TEACHER=smollm2|hf:DIR|http://host/v1   teacher answers + top-k logprobs"
 	@echo "make worker SIZE=toy|small   train the Worker student (resumes from runs/worker-SIZE)"
 	@echo "make coreml-worker [MODEL=runs/worker-toy/final SHAPES=64,128,256 LAYOUT=bsc|bc1s QUANTIZE=0]"
@@ -99,6 +105,32 @@ eval-predictions: install
 
 eval-fixture-stats: install
 	$(KS) eval fixture-stats --report $(REPORTS)/latest.json
+
+# ---- evaluate a real model through the tool loop (see `kimi-student eval --help` for EVAL_ARGS)
+IN ?= $(DATA)/contextual_final.jsonl
+OUT ?= $(RESULTS)/latest.jsonl
+REPORT ?= $(REPORTS)/latest.json
+WORKERS ?= 1
+URL ?= https://api.openai.com/v1
+EVAL_IO = --in $(IN) --out $(OUT) --report $(REPORT) --workers $(WORKERS) $(EVAL_ARGS)
+need-model = @test -n "$(filter command line environment,$(origin MODEL))" || \
+	{ echo "usage: make $@ MODEL=... [IN=... OUT=... REPORT=...]"; exit 2; }
+
+eval-runner-local: install
+	$(need-model)
+	$(KS) eval --runner hf_local --model $(MODEL) $(EVAL_IO)
+
+eval-runner-openai: install
+	$(need-model)
+	$(KS) eval --runner openai_http --url $(URL) --model $(MODEL) $(EVAL_IO)
+
+eval-runner-coreml: install
+	$(need-model)
+	$(KS) eval --runner coreml --model $(MODEL) $(EVAL_IO)
+
+eval-smoke: install
+	test -f $(TOY_OUT)/report.json || $(KS) toy-e2e --out $(TOY_OUT) --shapes 128 --seed $(SEED)
+	$(KS) eval smoke --toy $(TOY_OUT) --out eval/smoke
 
 demo: toy-e2e
 
