@@ -107,11 +107,7 @@ class _ChatClient(HTTPTeacher):
         return body
 
     def _parse(self, data: Any, request: TeacherRequest) -> TeacherReply:
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not choices:
-            raise _Retryable("empty choices")
-        ch = choices[0]
-        msg = ch.get("message") or {}
+        ch, msg = self.first_choice(data)
         text = msg.get("content") or ""
         calls = msg.get("tool_calls") or []
         if msg.get("content") is None and not calls:

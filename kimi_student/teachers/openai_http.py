@@ -93,12 +93,16 @@ class HTTPTeacher:
             body["top_logprobs"] = min(d.top_logprobs, self.top_k)
         return body
 
-    def _parse(self, data: Any, request: TeacherRequest) -> TeacherReply:
+    @staticmethod
+    def first_choice(data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(choice, message) of a response body; an empty one is retried like a 5xx."""
         choices = data.get("choices") if isinstance(data, dict) else None
         if not choices:
             raise _Retryable("empty choices")
-        ch = choices[0]
-        msg = ch.get("message") or {}
+        return choices[0], choices[0].get("message") or {}
+
+    def _parse(self, data: Any, request: TeacherRequest) -> TeacherReply:
+        ch, msg = self.first_choice(data)
         text = msg.get("content")
         if text is None:
             raise _Retryable("choice without message content")
