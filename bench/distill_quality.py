@@ -3,7 +3,7 @@ prompts and steps: SFT on the teacher's text (ce_teacher) versus KD (ce_teacher 
 teacher's top-20 logprobs, T=1 by default). Held-out: KL(teacher || student) per response token, and top-1
 agreement between student and teacher, both measured against the teacher's full logits.
 
-    .venv/bin/python bench/distill_quality.py [--train 64 --heldout 16 --steps 80 --teacher-temperature 0.8]
+    .venv/bin/python bench/distill_quality.py [--train 64 --heldout 64 --steps 80 --teacher-temperature 0.8]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def heldout_metrics(student_dir: Path, teacher_dir: Path, kd_path: Path) -> dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", type=int, default=64)
-    ap.add_argument("--heldout", type=int, default=16)
+    ap.add_argument("--heldout", type=int, default=64)
     ap.add_argument("--steps", type=int, default=80)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument(
@@ -95,8 +95,8 @@ def main() -> None:
     suffix = "" if tt == 0 else f"_t{tt:g}"  # the teacher's decoding temperature names its answers
     kd_train, kd_heldout = work / f"train_kd{suffix}.jsonl", work / f"heldout_kd{suffix}.jsonl"
     for name, part in (("train", rows[: a.train]), ("heldout", rows[a.train :])):
-        if (work / f"{name}_kd{suffix}.jsonl").exists():
-            continue
+        # always through kd-mix: its cache answers what the teacher already answered, and a changed
+        # prompt set (another --train or --heldout) is never mistaken for the old one
         (work / f"{name}_prompts.jsonl").write_text(
             "".join(json.dumps({"id": r["id"], "prompt": r["prompt"]}) + "\n" for r in part)
         )
