@@ -344,3 +344,20 @@ def test_unreachable_endpoint_makes_errors_and_no_gate_passes(dataset: dict, tmp
     assert all("transport error" in row["error"] and row["finish"] == "error" for row in read_rows(out))
     statuses = {k: g["status"] for k, g in report["gates"].items() if k != "fingerprints_complete"}
     assert "pass" not in statuses.values() and "warn" not in statuses.values(), statuses
+
+
+def test_hf_local_with_two_workers_writes_the_bytes_of_one(smoke: dict, tmp_path: Path) -> None:
+    """Worker processes each load the model; the results and report are those of one process."""
+    d, outs = smoke["dir"], {}
+    for w in ("1", "2"):
+        out, rep = tmp_path / f"w{w}" / "r.jsonl", tmp_path / f"w{w}" / "r.json"
+        r = ks(
+            "eval", "--runner", "hf_local", "--model", smoke["toy"] / "run" / "final", "--in", d / "heldout.jsonl",
+            "--out", out, "--report", rep, "--prompt-wrapper", "request", "--max-turns", "2", "--workers", w,
+            env={"SOURCE_DATE_EPOCH": "1700000000"},
+        )  # fmt: skip
+        assert r.returncode in (0, 1), r.stdout + r.stderr
+        assert "leaked semaphore" not in r.stderr
+        outs[w] = (out.read_bytes(), rep.read_bytes())
+    assert outs["1"] == outs["2"]
+    assert len(read_rows(tmp_path / "w2" / "r.jsonl")) == PARITY_ITEMS

@@ -20,6 +20,7 @@ import os
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -246,6 +247,9 @@ def _worker_main(job: PartJob, q: Any) -> None:
     _die_with_parent(job.parent_pid)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):  # before torch is imported
         os.environ.setdefault(var, str(job.threads))
+    from tqdm import tqdm  # a thread lock for progress bars (model loading shows some): tqdm's default
+    # multiprocessing lock, made in a spawned child, is reported as a leaked semaphore at exit
+    tqdm.set_lock(threading.RLock())
     lock = os.open(Path(job.part).parent / "lock", os.O_RDWR)
     fcntl.flock(lock, fcntl.LOCK_SH)  # held until this process ends, orphaned or not
     try:
