@@ -248,6 +248,7 @@ def _worker_main(job: PartJob, q: Any) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):  # before torch is imported
         os.environ.setdefault(var, str(job.threads))
     from tqdm import tqdm  # a thread lock for progress bars (model loading shows some): tqdm's default
+
     # multiprocessing lock, made in a spawned child, is reported as a leaked semaphore at exit
     tqdm.set_lock(threading.RLock())
     lock = os.open(Path(job.part).parent / "lock", os.O_RDWR)
