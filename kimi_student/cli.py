@@ -24,7 +24,13 @@ ctx_app = typer.Typer(help="The contextual tool-use dataset: gen -> extract -> v
 tok_app = typer.Typer(
     help="Tokenizers: the embedded SmolLM2 one, or a small BPE trained here.", no_args_is_help=True
 )
-eval_app = typer.Typer(help="Score transcripts, apply the CAWS gates, write a fingerprinted report.")
+eval_app = typer.Typer(
+    help="Run a dataset through a runner, score the transcripts, apply the CAWS gates and write a "
+    "fingerprinted report. Exit 0: every gate passes; 1: a gate failed or was inconclusive; 2: bad input.\n\n"
+    "Examples: `kimi-student eval --runner verification_only --in data/contextual_final.jsonl`; "
+    "`kimi-student eval --runner hf_local --model runs/worker-toy/final --in data/contextual_final.jsonl "
+    "--workers 2`; `kimi-student eval smoke` (runner parity on the toy student)."
+)
 app.add_typer(tools_app, name="tools")
 app.add_typer(ctx_app, name="contextual")
 app.add_typer(tok_app, name="tokenizer")
@@ -688,7 +694,8 @@ def eval_run(
         typer.Option(
             min=1,
             help="Worker processes, each with its own runner (items split by sha256(id)). "
-            "The results and report are byte-identical for any number.",
+            "The results and report are byte-identical for any number (hf_local: batches are formed per "
+            "worker, so a near-tie under other padding could differ).",
             rich_help_panel="Scale and resume",
         ),
     ] = 1,
