@@ -361,3 +361,19 @@ def test_hf_local_with_two_workers_writes_the_bytes_of_one(smoke: dict, tmp_path
         outs[w] = (out.read_bytes(), rep.read_bytes())
     assert outs["1"] == outs["2"]
     assert len(read_rows(tmp_path / "w2" / "r.jsonl")) == PARITY_ITEMS
+
+
+@pytest.mark.parametrize(
+    ("lengths", "size", "batches"),
+    [
+        ([10, 11, 12], 8, [[0, 1, 2]]),
+        ([10, 11, 12], 2, [[0, 1], [2]]),
+        ([1390, 1392, 1395, 4885], 8, [[0, 1, 2], [3]]),  # the long-context item decodes alone
+        ([5, 20, 30], 8, [[0, 1], [2]]),  # short prompts: 16 tokens of slack before the ratio applies
+        ([], 4, []),
+    ],
+)
+def test_hf_local_batches_prompts_of_similar_length(lengths: list[int], size: int, batches: list) -> None:
+    from kimi_student.eval.runner_hf import length_batches
+
+    assert length_batches(lengths, size) == batches

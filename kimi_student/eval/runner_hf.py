@@ -10,6 +10,18 @@ from kimi_student.eval.chat import ChatTokenizer, model_folder_sha256
 from kimi_student.eval.tool_loop import Generation, Messages
 
 
+def length_batches(lengths: list[int], size: int, slack: float = 1.25) -> list[list[int]]:
+    """Positions of ascending `lengths` in batches of at most `size`, a batch closed before a prompt longer
+    than `slack` x its first: left padding to one long prompt (a long-context item) would make every
+    row of the batch pay its quadratic attention."""
+    batches: list[list[int]] = []
+    for j, n in enumerate(lengths):
+        if not batches or len(batches[-1]) == size or n > slack * lengths[batches[-1][0]] + 16:
+            batches.append([])
+        batches[-1].append(j)
+    return batches
+
+
 class HFGenerator:
     def __init__(self, model: str | Path, max_new_tokens: int = 256, batch_size: int = 8):
         import torch
@@ -33,9 +45,9 @@ class HFGenerator:
         for i in order:
             if len(prompts[i]) >= self.context:
                 out[i] = Generation("", "context")
-        for lo in range(0, len(fits), self.batch_size):
-            batch = fits[lo : lo + self.batch_size]
-            for i, g in zip(batch, self._batch([prompts[i] for i in batch]), strict=True):
+        for batch in length_batches([len(prompts[i]) for i in fits], self.batch_size):
+            rows = [fits[j] for j in batch]
+            for i, g in zip(rows, self._batch([prompts[i] for i in rows]), strict=True):
                 out[i] = g
         return [g for g in out if g is not None]
 
