@@ -214,8 +214,11 @@ def score_part(job: PartJob, progress: Callable[[int], None]) -> None:
             fh.write(dumps_line({"__part__": True, "identity": job.identity, "worker": job.worker, **facts}))
             fh.flush()
             outputs = runner.outputs(job.items)
-            for lo in range(0, len(job.items), BATCH):
-                chunk = job.items[lo : lo + BATCH]
+            step = getattr(
+                runner, "chunk", BATCH
+            )  # a model runner's own chunk: progress and resume per chunk
+            for lo in range(0, len(job.items), step):
+                chunk = job.items[lo : lo + step]
                 outs = [next(outputs) for _ in chunk]
                 encs = tok.encode_offsets([o.text for o in outs])
                 fh.write("".join(dumps_line(result_row(*a, tok, broker)) for a in zip(chunk, outs, encs)))
