@@ -377,3 +377,33 @@ def test_hf_local_batches_prompts_of_similar_length(lengths: list[int], size: in
     from kimi_student.eval.runner_hf import length_batches
 
     assert length_batches(lengths, size) == batches
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--runner", "hf_local"), "needs --model"),
+        (("--runner", "openai_http", "--model", "m"), "needs --url"),
+        (("--runner", "openai_http", "--model", "m", "--url", "http://127.0.0.1:9/v1", "--tool-protocol", "xml"),
+         "unknown tool protocol 'xml'"),
+        (("--runner", "coreml", "--model", "no/such/folder"), "expected a seq<S>.mlpackage"),
+        (("--runner", "hf_local", "--model", "no/such/folder"), "not an HF checkpoint folder"),
+        (("--runner", "hf_local", "--model", "m", "--prompt-wrapper", "chatml"), "unknown prompt wrapper"),
+        (("--runner", "gpt4"), "unknown runner 'gpt4'"),
+    ],
+)  # fmt: skip
+def test_model_runner_usage_errors_exit_2_in_one_line(
+    dataset: dict, tmp_path: Path, args: tuple, message: str
+) -> None:
+    r = ks(
+        "eval",
+        *args,
+        "--in",
+        dataset["final"],
+        "--out",
+        tmp_path / "r.jsonl",
+        "--report",
+        tmp_path / "r.json",
+    )
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "r.jsonl").exists() and not (tmp_path / "r.json").exists()

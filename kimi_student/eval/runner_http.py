@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from kimi_student.errors import KimiStudentError
 from kimi_student.eval.chat import model_folder_sha256
 from kimi_student.eval.tool_loop import Generation, Messages
 from kimi_student.fingerprint import sha256_json
@@ -137,7 +138,7 @@ class OpenAIGenerator:
         api_key_env: str | None = None,
     ):
         if protocol not in PROTOCOLS:
-            raise ValueError(f"unknown tool protocol {protocol!r} (available: {', '.join(PROTOCOLS)})")
+            raise KimiStudentError(f"unknown tool protocol {protocol!r} (available: {', '.join(PROTOCOLS)})")
         self.loop = asyncio.new_event_loop()  # one loop for the client's whole life (its pool is bound to it)
         self.client = _ChatClient(
             url,
