@@ -48,8 +48,6 @@ def run_tool_loop(
     (scoring replays the transcript's calls and counts them there); a call that does not parse gets an
     error response, as a real tool would give, and the model goes on."""
     convs = [list(c) for c in conversations]
-    parts: list[list[str]] = [[] for _ in convs]
-    turns: list[Messages] = [[] for _ in convs]
     finish: list[str] = ["max_turns"] * len(convs)
     errors: list[str | None] = [None] * len(convs)
     active = list(range(len(convs)))
@@ -63,10 +61,7 @@ def run_tool_loop(
                 errors[i], finish[i] = g.error, "error"
                 continue
             text = first_call_turn(g.text)
-            msg = {"role": "assistant", "content": text}
-            convs[i].append(msg)
-            turns[i].append(msg)
-            parts[i].append(text)
+            convs[i].append({"role": "assistant", "content": text})
             calls = parse_transcript(text).calls
             if not calls or not text.endswith(CALL_CLOSE):
                 finish[i] = "answer" if g.finish == "stop" else g.finish
@@ -76,12 +71,11 @@ def run_tool_loop(
                 result: dict[str, Any] = {"ok": False, "error": "malformed_call", "message": call.error}
             else:
                 result = broker.lookup(call.name, call.arguments).result
-            tool = {"role": "tool", "content": format_response(result)}
-            convs[i].append(tool)
-            turns[i].append(tool)
-            parts[i].append(tool["content"])
+            convs[i].append({"role": "tool", "content": format_response(result)})
             still.append(i)
         active = still
-    return [
-        ItemOutput("\n".join(p), err, t, f) for p, err, t, f in zip(parts, errors, turns, finish, strict=True)
-    ]
+    outs = []
+    for conv, start, err, fin in zip(convs, conversations, errors, finish, strict=True):
+        turns = conv[len(start) :]  # what the loop added: model turns and tool responses
+        outs.append(ItemOutput("\n".join(m["content"] for m in turns), err, turns, fin))
+    return outs
