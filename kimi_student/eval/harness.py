@@ -162,7 +162,7 @@ def run_eval(
     tok_spec = tokenizer or dheader.get("tokenizer") or "smollm2"
     tok = load_tokenizer(tok_spec)
     fixture_dirs = [Path(f) for f in fixtures] if fixtures else dataset_fixture_dirs(dataset, dheader)
-    options = {**(runner_options or {}), "fixture_dirs": [str(d) for d in fixture_dirs]}  # the tool loop's
+    options = dict(runner_options or {})
     spec = RunnerSpec(runner_name, dataset_sha, predictions, options)
     common = {
         "dataset_sha256": dataset_sha,

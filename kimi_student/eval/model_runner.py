@@ -4,11 +4,10 @@ around it, and the header facts (model fingerprint, decoding) the report needs."
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from kimi_student.errors import KimiStudentError
-from kimi_student.eval.prompt import item_messages
+from kimi_student.eval.prompt import check_wrapper, item_messages
 from kimi_student.eval.runners import ItemOutput
 from kimi_student.eval.tool_loop import Generator, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
@@ -69,16 +68,16 @@ def make_generator(name: str, o: dict[str, Any]) -> tuple[Generator, dict[str, A
 
 
 class ModelRunner:
-    def __init__(self, name: str, options: dict[str, Any]):
+    def __init__(self, name: str, options: dict[str, Any], broker: ToolBroker):
         o = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
         if o["max_turns"] < 1:
             raise KimiStudentError("--max-turns must be at least 1")
-        item_messages({"prompt": ""}, o["prompt_wrapper"])  # fails early on an unknown wrapper
+        check_wrapper(o["prompt_wrapper"])  # fails before a model is loaded
         self.name, self.prompt_wrapper, self.max_turns = name, o["prompt_wrapper"], o["max_turns"]
         self.generator, decoding = make_generator(name, o)
         self.decoding = {**decoding, "prompt_wrapper": self.prompt_wrapper}
         self.model_fingerprint = self.generator.fingerprint
-        self.broker = ToolBroker.from_folders([Path(d) for d in o.get("fixture_dirs") or []])
+        self.broker = broker  # the scorer's: the loop only looks up, so one broker serves both
         # conversations advanced together: enough to fill the generator's batches or connections
         self.chunk = 4 * max(o["batch_size"], o["concurrency"])
 

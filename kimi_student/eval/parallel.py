@@ -55,6 +55,9 @@ def worker_of(h: int, shards: int, workers: int) -> int:
     return (h // shards) % workers
 
 
+FACTS = ("runner", "model_fingerprint", "decoding", "prompt_wrapper_sha256")  # a built runner's, in headers
+
+
 def runner_facts(runner: Runner) -> dict[str, Any]:
     """What the report header takes from a built runner."""
     return {
@@ -109,9 +112,7 @@ def read_parts(folder: Path, identity: dict[str, Any], wanted: set[str]) -> Part
                 f"{folder} holds an unfinished run with other inputs ({', '.join(diff)} differ): "
                 "rerun with --fresh to discard it"
             )
-        head_facts = {
-            k: header[k] for k in ("runner", "model_fingerprint", "decoding", "prompt_wrapper_sha256")
-        }
+        head_facts = {k: header[k] for k in FACTS}
         if facts is not None and head_facts != facts:
             raise KimiStudentError(
                 f"{path}: made with another model than the other parts: rerun with --fresh"
@@ -196,7 +197,8 @@ def result_row(item: dict[str, Any], out: Any, enc: Any, tok: Any, broker: ToolB
 
 def score_part(job: PartJob, progress: Callable[[int], None]) -> None:
     """Build the runner, tokenizer and broker, score the job's items in batches, append each batch."""
-    runner = make_runner(job.spec)
+    broker = ToolBroker.from_folders(job.fixture_dirs)
+    runner = make_runner(job.spec, broker)
     try:
         check_ids = getattr(runner, "check_ids", None)
         if check_ids is not None:
@@ -209,7 +211,6 @@ def score_part(job: PartJob, progress: Callable[[int], None]) -> None:
                 "rerun with --fresh to discard it"
             )
         tok = load_tokenizer(job.tokenizer)
-        broker = ToolBroker.from_folders(job.fixture_dirs)
         with open(job.part, "x", encoding="utf-8") as fh:
             fh.write(dumps_line({"__part__": True, "identity": job.identity, "worker": job.worker, **facts}))
             fh.flush()

@@ -35,21 +35,21 @@ def system_prompt() -> str:
     return SYSTEM_TEMPLATE.format(tools=tools)
 
 
-def _check(wrapper: str) -> None:
+def check_wrapper(wrapper: str) -> None:
     if wrapper not in WRAPPERS:
         raise KimiStudentError(f"unknown prompt wrapper {wrapper!r} (available: {', '.join(WRAPPERS)})")
 
 
 def item_messages(item: dict[str, Any], wrapper: str = "system") -> list[dict[str, str]]:
     """The chat messages a model is given for an item, before any tool turn."""
-    _check(wrapper)
+    check_wrapper(wrapper)
     if wrapper == "request":
         return [{"role": "user", "content": item["prompt"].rpartition(REQUEST_MARKER)[2]}]
     return [{"role": "system", "content": system_prompt()}, {"role": "user", "content": item["prompt"]}]
 
 
 def prompt_wrapper_sha256(wrapper: str = "system") -> str:
-    _check(wrapper)
+    check_wrapper(wrapper)
     if wrapper == "request":
         return sha256_bytes(f"request-only: text after the last {REQUEST_MARKER!r}".encode())
     return sha256_bytes(SYSTEM_TEMPLATE.encode("utf-8"))

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.fingerprint import sha256_file
 from kimi_student.jsonl import read_jsonl
+from kimi_student.tools.broker import ToolBroker
 
 
 @dataclass
@@ -97,7 +98,8 @@ class Predictions:
         pass
 
 
-def make_runner(spec: RunnerSpec) -> Runner:
+def make_runner(spec: RunnerSpec, broker: ToolBroker) -> Runner:
+    """`broker` replays the calls of model runners' tool loops (the scorer's broker: lookups only)."""
     if spec.name == "verification_only":
         return VerificationOnly(spec.dataset_sha256)
     if spec.name == "predictions":
@@ -107,6 +109,6 @@ def make_runner(spec: RunnerSpec) -> Runner:
     from kimi_student.eval.model_runner import MODEL_RUNNERS, ModelRunner
 
     if spec.name in MODEL_RUNNERS:
-        return ModelRunner(spec.name, spec.options)
+        return ModelRunner(spec.name, spec.options, broker)
     known = ", ".join(("verification_only", "predictions", *MODEL_RUNNERS))
     raise KimiStudentError(f"unknown runner {spec.name!r} (available: {known})")
