@@ -18,6 +18,13 @@ def model_folder_sha256(folder: str | Path) -> str:
     return sha256_files([f for f in folder.iterdir() if f.is_file()], folder)
 
 
+def chat_prompt_ids(tok: Any, messages: list[dict[str, Any]]) -> list[int]:
+    """Token ids of `messages` through the tokenizer's chat template, ready for the assistant's turn: what
+    training conditions on and what every local runner feeds the model."""
+    enc = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    return list(enc["input_ids"])
+
+
 class ChatTokenizer:
     def __init__(self, folder: str | Path):
         from transformers import AutoTokenizer
@@ -37,10 +44,7 @@ class ChatTokenizer:
         self.stop_ids = sorted(self.eos_ids | ({self.close_id} if self.close_id is not None else set()))
 
     def prompt_ids(self, conversation: list[dict[str, Any]]) -> list[int]:
-        enc = self.tok.apply_chat_template(
-            conversation, add_generation_prompt=True, tokenize=True, return_dict=True
-        )
-        return list(enc["input_ids"])
+        return chat_prompt_ids(self.tok, conversation)
 
     def turn(self, new_ids: list[int], hit_limit: bool) -> tuple[str, str]:
         """(text, finish) of generated ids: cut before an end-of-sequence token, after `</tool_call>`."""

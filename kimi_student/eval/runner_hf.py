@@ -8,6 +8,7 @@ from typing import Any
 from kimi_student.errors import InputError
 from kimi_student.eval.chat import ChatTokenizer, model_folder_sha256
 from kimi_student.eval.tool_loop import Generation, Messages
+from kimi_student.transcript import CALL_CLOSE
 
 
 def length_batches(lengths: list[int], size: int, slack: float = 1.25) -> list[list[int]]:
@@ -67,7 +68,7 @@ class HFGenerator:
             max_new_tokens=max_new,
             eos_token_id=self.chat.stop_ids,
             pad_token_id=self.chat.pad_id,
-            stop_strings=None if self.chat.close_id is not None else ["</tool_call>"],
+            stop_strings=None if self.chat.close_id is not None else [CALL_CLOSE],
         )
         with torch.no_grad():
             seq = self.model.generate(

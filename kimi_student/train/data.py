@@ -18,6 +18,7 @@ import numpy as np
 
 from kimi_student.data.kd_mix import read_logprobs
 from kimi_student.errors import InputError
+from kimi_student.eval.chat import chat_prompt_ids
 from kimi_student.eval.prompt import system_prompt
 from kimi_student.jsonl import read_jsonl
 from kimi_student.tokenizer import token_range
@@ -55,10 +56,7 @@ class ExampleBuilder:
         self.eos = tokenizer.eos_token_id
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
-        enc = self.tok.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=True
-        )
-        return list(enc["input_ids"])
+        return chat_prompt_ids(self.tok, messages)
 
     def build(
         self,
