@@ -265,32 +265,23 @@ class ToolsServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
+def _http_eval(dataset: dict, tmp_path: Path, items: int, *args: str | Path) -> tuple:
+    """`eval --runner openai_http` on the first `items` items of the shared dataset, with its fixtures."""
+    subset = write_rows(tmp_path / "d.jsonl", read_rows(dataset["final"])[: items + 1])  # + header
+    out, rep = tmp_path / "r.jsonl", tmp_path / "r.json"
+    fixtures = dataset["gen"].parent / (dataset["gen"].name + ".fixtures")
+    r = ks(
+        "eval", "--runner", "openai_http", *args, "--in", subset, "--out", out, "--report", rep,
+        "--fixtures", fixtures, "--fixtures", "eval/tool_broker/fixtures",
+    )  # fmt: skip
+    return r, out, rep
+
+
 def test_openai_tools_protocol_round_trip(dataset: dict, tmp_path: Path) -> None:
     srv = ToolsServer()
     try:
-        subset = write_rows(tmp_path / "d.jsonl", read_rows(dataset["final"])[:4])
-        out, rep = tmp_path / "r.jsonl", tmp_path / "r.json"
-        r = ks(
-            "eval",
-            "--runner",
-            "openai_http",
-            "--url",
-            srv.url,
-            "--model",
-            "remote-model",
-            "--tool-protocol",
-            "tools",
-            "--in",
-            subset,
-            "--out",
-            out,
-            "--report",
-            rep,
-            "--fixtures",
-            dataset["gen"].parent / (dataset["gen"].name + ".fixtures"),
-            "--fixtures",
-            "eval/tool_broker/fixtures",
-        )
+        args = ("--url", srv.url, "--model", "remote-model", "--tool-protocol", "tools")
+        r, out, rep = _http_eval(dataset, tmp_path, 3, *args)
         assert r.returncode in (0, 1), r.stderr
     finally:
         srv.httpd.shutdown()
@@ -315,29 +306,8 @@ def test_unreachable_endpoint_makes_errors_and_no_gate_passes(dataset: dict, tmp
     with socket.socket() as s:  # a port with nothing listening
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    subset = write_rows(tmp_path / "d.jsonl", read_rows(dataset["final"])[:6])
-    out, rep = tmp_path / "r.jsonl", tmp_path / "r.json"
-    r = ks(
-        "eval",
-        "--runner",
-        "openai_http",
-        "--url",
-        f"http://127.0.0.1:{port}/v1",
-        "--model",
-        "m",
-        "--retries",
-        "1",
-        "--timeout",
-        "2",
-        "--fixtures",
-        dataset["gen"].parent / (dataset["gen"].name + ".fixtures"),
-        "--in",
-        subset,
-        "--out",
-        out,
-        "--report",
-        rep,
-    )
+    args = ("--url", f"http://127.0.0.1:{port}/v1", "--model", "m", "--retries", "1", "--timeout", "2")
+    r, out, rep = _http_eval(dataset, tmp_path, 5, *args)
     assert r.returncode == 1, r.stdout + r.stderr
     report = json.loads(rep.read_text())
     assert report["summary"]["error_items"] == 5 and report["passed"] is False
