@@ -11,7 +11,7 @@ import jsonschema
 
 from kimi_student.eval.call_match import match_calls
 from kimi_student.eval.grounding import Span, Value, evidence_values, result_values
-from kimi_student.eval.tool_span import SpanCounts, call_pairs
+from kimi_student.eval.tool_span import SpanCounts, call_pairs, pair_counts
 from kimi_student.fingerprint import canonical_json
 from kimi_student.privacy import privacy_violations
 from kimi_student.tokenizer import TokenizerHandle, boundaries, token_range
@@ -130,13 +130,11 @@ def score_item(
     sc.calls_matched = match_calls(
         gold_calls, [{"name": c.name, "arguments": c.arguments} for c in t.calls if c.name]
     )
-    gold_pairs = sum((call_pairs(g) for g in gold_calls), Counter())
-    got_pairs = sum(
-        (call_pairs({"name": c.name, "arguments": c.arguments}) for c in t.calls if c.name), Counter()
+    pairs = pair_counts(
+        sum((call_pairs(g) for g in gold_calls), Counter()),
+        sum((call_pairs({"name": c.name, "arguments": c.arguments}) for c in t.calls if c.name), Counter()),
     )
-    sc.call_pairs_tp = sum((gold_pairs & got_pairs).values())
-    sc.call_pairs_fp = sum(got_pairs.values()) - sc.call_pairs_tp
-    sc.call_pairs_fn = sum(gold_pairs.values()) - sc.call_pairs_tp
+    sc.call_pairs_tp, sc.call_pairs_fp, sc.call_pairs_fn = pairs.tp, pairs.fp, pairs.fn
     if len(gold_calls) >= 2:
         sc.call_sequence_ok = [c.name for c in t.calls] == [g["name"] for g in gold_calls]
 
@@ -220,7 +218,7 @@ def summarize(scores: list[ItemScore]) -> dict[str, Any]:
         "json_args_valid_rate": _rate(sum(c["valid"] for c in calls), len(calls)),
         "call_sequence_parity": _rate(sum(bool(s.call_sequence_ok) for s in multi), len(multi)),
         "call_accuracy": _rate(sum(s.calls_matched for s in scores), sum(s.calls_expected for s in scores)),
-        "tool_call_f1": _rate(2 * pairs.tp, 2 * pairs.tp + pairs.fp + pairs.fn),
+        "tool_call_f1": pairs.f1,
         "token_align_ok_rate": _rate(sum(s.spans_token_aligned for s in scores), spans),
     }
 

@@ -120,11 +120,15 @@ class SpanCounts:
         }
 
 
-def score_call(expected: dict[str, Any], emitted: dict[str, Any] | None) -> SpanCounts:
-    """Counts for one item; `emitted` None (no parsable call) makes every expected pair a FN."""
-    gold, got = call_pairs(expected), call_pairs(emitted)
+def pair_counts(gold: Counter[Pair], got: Counter[Pair]) -> SpanCounts:
+    """TP = pairs in both bags (multiset intersection), FP = the rest of `got`, FN = the rest of `gold`."""
     tp = sum((gold & got).values())
     return SpanCounts(tp, sum(got.values()) - tp, sum(gold.values()) - tp)
+
+
+def score_call(expected: dict[str, Any], emitted: dict[str, Any] | None) -> SpanCounts:
+    """Counts for one item; `emitted` None (no parsable call) makes every expected pair a FN."""
+    return pair_counts(call_pairs(expected), call_pairs(emitted))
 
 
 def micro(counts: Iterable[SpanCounts]) -> SpanCounts:
