@@ -37,7 +37,7 @@ def heldout_metrics(student_dir: Path, teacher_dir: Path, kd_path: Path) -> dict
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from kimi_student.train.data import ExampleBuilder, load_examples
+    from kimi_student.train.examples import ExampleBuilder, load_examples
 
     tok = AutoTokenizer.from_pretrained(str(teacher_dir))
     ex = load_examples(ExampleBuilder(tok, {}), None, kd_path, system=False)

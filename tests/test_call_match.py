@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kimi_student.eval.call_match import match_call, match_calls
+from kimi_student.eval.score.call_match import match_call, match_calls
 
 WS = {"name": "web.search", "arguments": {"query": "Python JSON", "top_k": 3}}
 CASES = [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kimi_student.transcript import INTEGRATION
+from kimi_student.chat.transcript import INTEGRATION
 
 from .conftest import ks, read_rows, write_rows
 

@@ -16,7 +16,7 @@ from kimi_student.errors import KimiStudentError
 from kimi_student.eval import parallel
 from kimi_student.eval.gates import DEFAULT_GATES, evaluate_gates, load_gates
 from kimi_student.eval.harness import run_eval
-from kimi_student.eval.scoring import ItemScore, score_item, summarize
+from kimi_student.eval.score.item import ItemScore, score_item, summarize
 from kimi_student.jsonl import dumps_line
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.tools.broker import ToolBroker

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from kimi_student.data.kd_mix import read_logprobs
-from kimi_student.eval.serve import transformers_serve
+from kimi_student.recipes.serve import transformers_serve
 
 from .conftest import KS, ROOT, ks, read_rows
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from kimi_student.eval.prompt import item_messages, prompt_wrapper_sha256
-from kimi_student.eval.runner_http import api_name, to_tools_messages
-from kimi_student.eval.tool_loop import Generation, run_tool_loop
+from kimi_student.chat.prompt import item_messages, prompt_wrapper_sha256
+from kimi_student.chat.transcript import format_call, format_response, parse_transcript
+from kimi_student.eval.runners.openai_http import api_name, to_tools_messages
+from kimi_student.eval.runners.tool_loop import Generation, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
-from kimi_student.transcript import format_call, format_response, parse_transcript
 
 from .conftest import ks, read_rows, write_rows
 
@@ -344,7 +344,7 @@ def test_hf_local_with_two_workers_writes_the_bytes_of_one(smoke: dict, tmp_path
     ],
 )
 def test_hf_local_batches_prompts_of_similar_length(lengths: list[int], size: int, batches: list) -> None:
-    from kimi_student.eval.runner_hf import length_batches
+    from kimi_student.eval.runners.hf_local import length_batches
 
     assert length_batches(lengths, size) == batches
 

@@ -16,16 +16,17 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from kimi_student.chat.transcript import format_call, format_response, normalize_text  # noqa: E402
 from kimi_student.data.contextual import caws_header, generate  # noqa: E402
 from kimi_student.eval.gates import evaluate_gate, evaluate_gates, load_gates, run_passed  # noqa: E402
-from kimi_student.eval.grounding import Span, evidence_values, make_value, result_values  # noqa: E402
-from kimi_student.eval.scoring import ItemScore, args_valid, gold_evidence, score_item, summarize  # noqa: E402
+from kimi_student.eval.score.grounding import Span, evidence_values, make_value, result_values  # noqa: E402
+from kimi_student.eval.score.item import ItemScore, gold_evidence, score_item, summarize  # noqa: E402
 from kimi_student.numbers import find_numbers  # noqa: E402
 from kimi_student.privacy import privacy_violations  # noqa: E402
 from kimi_student.tokenizer import boundaries, load_tokenizer  # noqa: E402
 from kimi_student.tools.broker import ToolBroker  # noqa: E402
 from kimi_student.tools.normalize import fixture_key  # noqa: E402
-from kimi_student.transcript import format_call, format_response, normalize_text  # noqa: E402
+from kimi_student.tools.registry import args_valid  # noqa: E402
 
 Call = tuple[str, dict[str, Any], dict[str, Any]]  # (tool, arguments, result)
 

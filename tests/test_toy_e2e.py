@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from kimi_student import e2e
-from kimi_student.eval.tool_span import SpanCounts, call_pairs, micro, score_call
+from kimi_student.eval.score.tool_span import SpanCounts, call_pairs, micro, score_call
+from kimi_student.recipes import toy_e2e as e2e
 from tests.conftest import read_rows
 
 # ---- the reduced end-to-end run --------------------------------------------------------------------------
@@ -262,7 +262,7 @@ def test_spec_tokenizer_key_and_special_ids(tmp_path: Path) -> None:
 
 
 def test_pack_without_truncation_never_cuts_an_example() -> None:
-    from kimi_student.train.data import Example, ExampleStream, pack
+    from kimi_student.train.examples import Example, ExampleStream, pack
 
     lengths = [7, 5, 9, 3, 8, 6, 4]
     ex = [

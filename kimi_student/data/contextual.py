@@ -16,13 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_student import __version__
-from kimi_student.data import world
-from kimi_student.data.world import rng_for, simulate, title_case
-from kimi_student.fingerprint import canonical_json
-from kimi_student.numbers import LOCALES, format_number
-from kimi_student.tools.normalize import fixture_key, normalize_arguments
-from kimi_student.tools.registry import tool_registry_sha256
-from kimi_student.transcript import (
+from kimi_student.chat.transcript import (
     SPAN_CAP,
     format_call,
     format_response,
@@ -30,6 +24,12 @@ from kimi_student.transcript import (
     normalize_text,
     to_byte_spans,
 )
+from kimi_student.data import world
+from kimi_student.data.world import rng_for, simulate, title_case
+from kimi_student.fingerprint import canonical_json
+from kimi_student.numbers import LOCALES, format_number
+from kimi_student.tools.normalize import fixture_key, normalize_arguments
+from kimi_student.tools.registry import tool_registry_sha256
 
 DATASET_VERSION = "contextual-1"
 COMPLEXITIES = ("single_call", "multi_call", "branching_error_recovery")

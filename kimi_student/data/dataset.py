@@ -7,6 +7,7 @@ from typing import Any
 
 from kimi_student.errors import InputError
 from kimi_student.jsonl import read_jsonl
+from kimi_student.tools.broker import DEFAULT_FIXTURES
 from kimi_student.tools.registry import registry
 
 BEHAVIOURS = ("normal", "no_tool", "decline", "retry")
@@ -93,3 +94,12 @@ def read_dataset(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     if header is None:
         raise InputError(p, None, "__header__", "empty dataset")
     return header, items
+
+
+def dataset_fixture_dirs(dataset: Path, header: dict[str, Any]) -> list[Path]:
+    """The fixtures written with the dataset (if any), then the project's base fixtures."""
+    dirs = []
+    if header.get("fixtures_dir"):
+        dirs.append((dataset.parent / header["fixtures_dir"]).resolve())
+    dirs.append(DEFAULT_FIXTURES)
+    return dirs

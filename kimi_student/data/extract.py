@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from kimi_student.chat.transcript import char_to_byte_offsets, parse_transcript
 from kimi_student.tokenizer import TokenizerHandle, token_range
-from kimi_student.transcript import char_to_byte_offsets, parse_transcript
 
 BATCH = 512
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from kimi_student.chat.prompt import system_prompt
 from kimi_student.errors import InputError
-from kimi_student.eval.prompt import system_prompt
 from kimi_student.fingerprint import sha256_json
 from kimi_student.jsonl import atomic_writer, dumps_line, read_jsonl
 from kimi_student.teachers.base import Decoding, Teacher, TeacherError, TeacherReply, TeacherRequest

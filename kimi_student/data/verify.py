@@ -6,15 +6,14 @@ import re
 from collections import Counter
 from typing import Any
 
+from kimi_student.chat.transcript import char_to_byte_offsets, parse_transcript
 from kimi_student.data.contextual import COMPLEXITIES, SCENARIOS, STRUCTURES
-from kimi_student.eval.scoring import args_valid
 from kimi_student.fingerprint import canonical_json
 from kimi_student.numbers import LOCALES
 from kimi_student.privacy import privacy_violations
 from kimi_student.tokenizer import TokenizerHandle
 from kimi_student.tools.broker import ToolBroker
-from kimi_student.tools.registry import tool_registry_sha256
-from kimi_student.transcript import char_to_byte_offsets, parse_transcript
+from kimi_student.tools.registry import args_valid, tool_registry_sha256
 
 CAWS_RE = re.compile(r"^CAWS/1 level=[1-3] role=\w+ task=\w+\n")
 BATCH = 512

@@ -12,7 +12,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from kimi_student.data.dataset import read_dataset
+from kimi_student.data.dataset import dataset_fixture_dirs, read_dataset
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.eval.gates import DEFAULT_GATES, evaluate_gate, evaluate_gates, load_gates, run_passed
 from kimi_student.eval.parallel import (
@@ -27,12 +27,12 @@ from kimi_student.eval.parallel import (
     shard_of,
     worker_of,
 )
-from kimi_student.eval.runners import RunnerSpec
-from kimi_student.eval.scoring import ItemScore, gate_counts, summarize
+from kimi_student.eval.runners.base import RunnerSpec
+from kimi_student.eval.score.item import ItemScore, gate_counts, summarize
 from kimi_student.fingerprint import code_version, sha256_file
 from kimi_student.jsonl import read_jsonl, write_json, write_jsonl
 from kimi_student.tokenizer import load_tokenizer
-from kimi_student.tools.broker import DEFAULT_FIXTURES, fixtures_sha256
+from kimi_student.tools.broker import fixtures_sha256
 from kimi_student.tools.registry import tool_registry_sha256
 
 REPORT_VERSION = "1"
@@ -52,15 +52,6 @@ def created_at() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     ts = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch else datetime.now(timezone.utc)
     return ts.replace(microsecond=0).isoformat()
-
-
-def dataset_fixture_dirs(dataset: Path, header: dict[str, Any]) -> list[Path]:
-    """The fixtures written with the dataset (if any), then the project's base fixtures."""
-    dirs = []
-    if header.get("fixtures_dir"):
-        dirs.append((dataset.parent / header["fixtures_dir"]).resolve())
-    dirs.append(DEFAULT_FIXTURES)
-    return dirs
 
 
 def fingerprint_problems(header: dict[str, Any], dataset_header: dict[str, Any]) -> list[str]:

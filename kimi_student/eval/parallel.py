@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kimi_student.chat.prompt import prompt_wrapper_sha256
 from kimi_student.errors import InputError, KimiStudentError
-from kimi_student.eval.prompt import prompt_wrapper_sha256
-from kimi_student.eval.runners import Runner, RunnerSpec, make_runner
-from kimi_student.eval.scoring import score_item
+from kimi_student.eval.runners.base import Runner, RunnerSpec
+from kimi_student.eval.runners.registry import make_runner
+from kimi_student.eval.score.item import score_item
 from kimi_student.jsonl import dumps_line
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.tools.broker import ToolBroker

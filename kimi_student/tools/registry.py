@@ -8,8 +8,10 @@ of a text field its own evidence value (a file's content is never quoted whole).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
+
+import jsonschema
 
 from kimi_student.fingerprint import sha256_json
 
@@ -212,3 +214,17 @@ def registry_json() -> list[dict[str, Any]]:
 @lru_cache(maxsize=1)
 def tool_registry_sha256() -> str:
     return sha256_json(registry_json())
+
+
+@cache
+def _validator(name: str) -> jsonschema.protocols.Validator:
+    schema = registry()[name].parameters
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+def args_valid(name: str | None, arguments: Any) -> bool:
+    """The arguments satisfy the tool's JSON Schema (an unknown tool is never valid)."""
+    if name not in registry() or not isinstance(arguments, dict):
+        return False
+    return _validator(name).is_valid(arguments)

@@ -32,7 +32,7 @@ from kimi_student.models.student import (
     save_checkpoint,
 )
 from kimi_student.train import losses as L
-from kimi_student.train.data import ExampleBuilder, ExampleStream, load_examples, pack
+from kimi_student.train.examples import ExampleBuilder, ExampleStream, load_examples, pack
 
 
 class TrainingError(KimiStudentError):

@@ -1,47 +1,15 @@
-"""Runners turn dataset items into transcripts. Model-backed runners (hf_local, openai_http, coreml)
-plug in here with the same interface; `RunnerSpec` is picklable so each worker process builds its own."""
+"""Runners without a model: the dataset's gold text (proves the scorer) and predictions made elsewhere."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from kimi_student.errors import InputError, KimiStudentError
+from kimi_student.errors import InputError
+from kimi_student.eval.runners.base import ItemOutput
 from kimi_student.fingerprint import sha256_file
 from kimi_student.jsonl import read_jsonl
-from kimi_student.tools.broker import ToolBroker
-
-
-@dataclass
-class ItemOutput:
-    text: str  # the transcript that is scored
-    error: str | None = None  # why the item could not be run (it is then scored as an error)
-    turns: list[dict[str, Any]] | None = None  # the messages exchanged, for model runners
-    finish: str | None = None  # why decoding stopped: answer | max_turns | length | context | error
-
-
-@dataclass(frozen=True)
-class RunnerSpec:
-    """Everything needed to build a runner, in any process."""
-
-    name: str
-    dataset_sha256: str
-    predictions: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # model runners: model, url, max_turns, ...
-
-
-class Runner(Protocol):
-    name: str
-    model_fingerprint: str
-    decoding: dict[str, Any]
-
-    def outputs(self, items: list[dict[str, Any]]) -> Iterator[ItemOutput]:
-        """One output per item, in order."""
-        ...
-
-    def close(self) -> None: ...
 
 
 class VerificationOnly:
@@ -96,19 +64,3 @@ class Predictions:
 
     def close(self) -> None:
         pass
-
-
-def make_runner(spec: RunnerSpec, broker: ToolBroker) -> Runner:
-    """`broker` replays the calls of model runners' tool loops (the scorer's broker: lookups only)."""
-    if spec.name == "verification_only":
-        return VerificationOnly(spec.dataset_sha256)
-    if spec.name == "predictions":
-        if not spec.predictions:
-            raise KimiStudentError("--runner predictions needs --predictions FILE")
-        return Predictions(spec.predictions)
-    from kimi_student.eval.model_runner import MODEL_RUNNERS, ModelRunner
-
-    if spec.name in MODEL_RUNNERS:
-        return ModelRunner(spec.name, spec.options, broker)
-    known = ", ".join(("verification_only", "predictions", *MODEL_RUNNERS))
-    raise KimiStudentError(f"unknown runner {spec.name!r} (available: {known})")

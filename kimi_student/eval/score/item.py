@@ -4,35 +4,19 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from functools import cache
 from typing import Any
 
-import jsonschema
-
-from kimi_student.eval.call_match import match_calls
-from kimi_student.eval.grounding import Span, Value, evidence_values, result_values
-from kimi_student.eval.tool_span import SpanCounts, call_pairs, pair_counts
+from kimi_student.chat.transcript import normalize_text, parse_transcript
+from kimi_student.eval.score.call_match import match_calls
+from kimi_student.eval.score.grounding import Span, Value, evidence_values, result_values
+from kimi_student.eval.score.tool_span import SpanCounts, call_pairs, pair_counts
 from kimi_student.fingerprint import canonical_json
 from kimi_student.privacy import privacy_violations
 from kimi_student.tokenizer import TokenizerHandle, boundaries, token_range
 from kimi_student.tools.broker import ToolBroker
-from kimi_student.tools.registry import registry
-from kimi_student.transcript import normalize_text, parse_transcript
+from kimi_student.tools.registry import args_valid
 
 CONTROL_BEHAVIOURS = ("no_tool", "decline")
-
-
-@cache
-def _validator(name: str) -> jsonschema.protocols.Validator:
-    schema = registry()[name].parameters
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
-
-
-def args_valid(name: str | None, arguments: Any) -> bool:
-    if name not in registry() or not isinstance(arguments, dict):
-        return False
-    return _validator(name).is_valid(arguments)
 
 
 def gold_evidence(item: dict[str, Any]) -> list[Value]:
@@ -65,7 +49,7 @@ class ItemScore:
     call_sequence_ok: bool | None = None
     calls_expected: int = 0
     calls_matched: int = 0
-    call_pairs_tp: int = 0  # tool-call (key, value) pairs, as kimi_student.eval.tool_span counts them
+    call_pairs_tp: int = 0  # tool-call (key, value) pairs, as kimi_student.eval.score.tool_span counts them
     call_pairs_fp: int = 0
     call_pairs_fn: int = 0
     control_violation: bool = False

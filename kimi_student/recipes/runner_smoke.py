@@ -75,7 +75,7 @@ def run_smoke(
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     from kimi_student.eval.harness import run_eval
-    from kimi_student.eval.serve import transformers_serve
+    from kimi_student.recipes.serve import transformers_serve
 
     toy, out = Path(toy), Path(out)
     rep = toy_report(toy)

@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from kimi_student.chat.prompt import system_prompt
+from kimi_student.chat.template import chat_prompt_ids
+from kimi_student.chat.transcript import parse_transcript
 from kimi_student.data.kd_mix import read_logprobs
 from kimi_student.errors import InputError
-from kimi_student.eval.chat import chat_prompt_ids
-from kimi_student.eval.prompt import system_prompt
 from kimi_student.jsonl import read_jsonl
 from kimi_student.tokenizer import token_range
-from kimi_student.transcript import parse_transcript
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from kimi_student.errors import ArgumentError
-from kimi_student.eval.grounding import norm
+from kimi_student.eval.score.grounding import norm
 from kimi_student.numbers import numbers_equal
 from kimi_student.tools.normalize import normalize_path, normalize_url
 from kimi_student.tools.registry import registry

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kimi_student.errors import ArgumentError
-from kimi_student.eval.grounding import norm
+from kimi_student.eval.score.grounding import norm
 from kimi_student.tools.normalize import normalize_path, normalize_url
 from kimi_student.tools.registry import registry
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kimi_student.chat.template import ChatTokenizer, model_folder_sha256
+from kimi_student.chat.transcript import CALL_CLOSE
 from kimi_student.errors import InputError
-from kimi_student.eval.chat import ChatTokenizer, model_folder_sha256
-from kimi_student.eval.tool_loop import Generation, Messages
-from kimi_student.transcript import CALL_CLOSE
+from kimi_student.eval.runners.tool_loop import Generation, Messages
 
 
 def length_batches(lengths: list[int], size: int, slack: float = 1.25) -> list[list[int]]:

@@ -26,7 +26,7 @@ spaces kept after words, a word of the request and the same word inside the JSON
 student (configs/toy_e2e.yaml: 2 layers, 128 wide, ~0.5M parameters) is an HF Llama folder trained by the
 regular trainer (`train`, loss `ce_ground_truth`, packed rows without cut examples), on one torch thread.
 
-Metric. Tool-span micro-F1 (`kimi_student.eval.tool_span`): the emitted call and the gold call are bags of
+Metric. Tool-span micro-F1 (`kimi_student.eval.score.tool_span`): the emitted call and the gold call are bags of
 (key, value) pairs, the name one pair and every argument leaf one pair, values normalised as call_match
 compares them; TP/FP/FN pooled over held-out items. An item whose output has no parsable, closed call
 scores all its gold pairs as FN. The output is the deterministic greedy decode (argmax) of the Core ML
@@ -55,11 +55,11 @@ from typing import Any
 
 import yaml
 
+from kimi_student.chat.transcript import format_call
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.fingerprint import code_version, sha256_file
 from kimi_student.jsonl import write_json, write_jsonl
 from kimi_student.models.student import CONFIGS
-from kimi_student.transcript import format_call
 
 CONFIG = CONFIGS / "toy_e2e.yaml"
 REPORT_VERSION = "toy-e2e-1"
@@ -110,7 +110,7 @@ def is_toy_item(item: dict[str, Any]) -> bool:
 
 
 def toy_item(item: dict[str, Any]) -> ToyItem:
-    from kimi_student.eval.prompt import item_messages
+    from kimi_student.chat.prompt import item_messages
 
     request = item_messages(item, "request")[0]["content"]  # the request after the CAWS header and context
     return ToyItem(item["id"], item["metadata"]["scenario"], request, item["metadata"]["call_sequence"][0])
@@ -135,7 +135,7 @@ def build_data(n_items: int, seed: int, heldout_percent: int) -> tuple[list[ToyI
 
 
 def _string_leaves(value: Any) -> Iterator[str]:
-    from kimi_student.eval.tool_span import leaves
+    from kimi_student.eval.score.tool_span import leaves
 
     return (v for _, v, _ in leaves(value) if isinstance(v, str))
 
@@ -327,7 +327,7 @@ def decode_items(prog: Any, items: list[ToyItem], dec: Decoder) -> tuple[list[di
 
 def emitted_call(output: str | None) -> dict[str, Any] | None:
     """The first call of the output, if it parses and is closed; anything else is no call."""
-    from kimi_student.transcript import parse_transcript
+    from kimi_student.chat.transcript import parse_transcript
 
     if not output:
         return None
@@ -339,8 +339,8 @@ def emitted_call(output: str | None) -> dict[str, Any] | None:
 
 def score_rows(rows: list[dict[str, Any]], items: list[ToyItem]) -> dict[str, Any]:
     """Tool-span micro-F1 overall and per scenario, plus how many outputs held a valid call."""
-    from kimi_student.eval.scoring import args_valid
-    from kimi_student.eval.tool_span import SpanCounts, micro, score_call
+    from kimi_student.eval.score.tool_span import SpanCounts, micro, score_call
+    from kimi_student.tools.registry import args_valid
 
     per: dict[str, list[SpanCounts]] = {}
     parsed = valid = 0
@@ -410,7 +410,7 @@ def make_decoder(checkpoint: Path, train_jsonl: Path, cfg: dict[str, Any]) -> De
     from transformers import AutoTokenizer
 
     from kimi_student.export.greedy import NgramDrafter
-    from kimi_student.train.data import ExampleBuilder, load_examples
+    from kimi_student.train.examples import ExampleBuilder, load_examples
 
     tok = AutoTokenizer.from_pretrained(str(checkpoint))
     builder = ExampleBuilder(tok, {})
@@ -600,7 +600,7 @@ def report_header(config: Path, seed: int, tok_fp: str, shapes: list[int], prima
         "tokenizer_fingerprint": tok_fp,
         "shapes": shapes,
         "primary_shape": primary,
-        "metric": "tool-span micro-F1 over held-out items (kimi_student.eval.tool_span)",
+        "metric": "tool-span micro-F1 over held-out items (kimi_student.eval.score.tool_span)",
         "decoding": "greedy argmax through the Core ML package in the numpy MIL executor; n-gram drafts "
         "verified exactly (the output equals plain greedy)",
     }

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from kimi_student.chat.prompt import check_wrapper, item_messages
 from kimi_student.errors import KimiStudentError
-from kimi_student.eval.prompt import check_wrapper, item_messages
-from kimi_student.eval.runners import ItemOutput
-from kimi_student.eval.tool_loop import Generator, run_tool_loop
+from kimi_student.eval.runners.base import ItemOutput
+from kimi_student.eval.runners.tool_loop import Generator, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
 
 MODEL_RUNNERS = ("hf_local", "openai_http", "coreml")
@@ -37,19 +37,19 @@ def make_generator(name: str, o: dict[str, Any]) -> tuple[Generator, dict[str, A
         "max_turns": o["max_turns"],
     }
     if name == "hf_local":
-        from kimi_student.eval.runner_hf import HFGenerator
+        from kimi_student.eval.runners.hf_local import HFGenerator
 
         return HFGenerator(o["model"], o["max_new_tokens"], o["batch_size"]), {
             **decoding,
             "batch_size": o["batch_size"],
         }
     if name == "coreml":
-        from kimi_student.eval.runner_coreml import CoreMLGenerator
+        from kimi_student.eval.runners.coreml import CoreMLGenerator
 
         gen = CoreMLGenerator(o["model"], o.get("tokenizer"), o["max_new_tokens"])
         return gen, {**decoding, "backend": gen.backend, "shapes": sorted(gen.programs)}
     if name == "openai_http":
-        from kimi_student.eval.runner_http import OpenAIGenerator
+        from kimi_student.eval.runners.openai_http import OpenAIGenerator
 
         if not o.get("url"):
             raise KimiStudentError("--runner openai_http needs --url (e.g. http://127.0.0.1:8000/v1)")

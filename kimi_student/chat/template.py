@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kimi_student.chat.transcript import CALL_CLOSE
 from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_files
-from kimi_student.transcript import CALL_CLOSE
 
 
 def model_folder_sha256(folder: str | Path) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kimi_student.eval.runners import ItemOutput
+from kimi_student.chat.transcript import CALL_CLOSE, format_response, parse_transcript
+from kimi_student.eval.runners.base import ItemOutput
 from kimi_student.tools.broker import ToolBroker
-from kimi_student.transcript import CALL_CLOSE, format_response, parse_transcript
 
 Messages = list[dict[str, Any]]
 

@@ -18,14 +18,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kimi_student.errors import KimiStudentError
-from kimi_student.eval.chat import model_folder_sha256
-from kimi_student.eval.tool_loop import Generation, Messages
-from kimi_student.fingerprint import sha256_json
-from kimi_student.teachers.base import Decoding, TeacherError, TeacherReply, TeacherRequest
-from kimi_student.teachers.openai_http import HTTPTeacher, _Retryable
-from kimi_student.tools.registry import registry_json
-from kimi_student.transcript import (
+from kimi_student.chat.template import model_folder_sha256
+from kimi_student.chat.transcript import (
     CALL_CLOSE,
     CALL_OPEN,
     RESP_CLOSE,
@@ -33,6 +27,12 @@ from kimi_student.transcript import (
     format_call,
     parse_transcript,
 )
+from kimi_student.errors import KimiStudentError
+from kimi_student.eval.runners.tool_loop import Generation, Messages
+from kimi_student.fingerprint import sha256_json
+from kimi_student.teachers.base import Decoding, TeacherError, TeacherReply, TeacherRequest
+from kimi_student.teachers.openai_http import HTTPTeacher, _Retryable
+from kimi_student.tools.registry import registry_json
 
 PROTOCOLS = ("text", "tools")
 

@@ -1,0 +1,103 @@
+"""The contextual dataset: `kimi-student contextual gen | extract | verify`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kimi_student.cli.common import guarded
+
+app = typer.Typer(help="The contextual tool-use dataset: gen -> extract -> verify.", no_args_is_help=True)
+
+
+@app.command("gen")
+@guarded
+def contextual_gen(
+    out: Annotated[Path, typer.Option(help="Dataset JSONL to write.")] = Path("data/contextual.jsonl"),
+    n: Annotated[int, typer.Option(min=1, help="Number of items.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives a byte-identical dataset.")] = 0,
+) -> None:
+    """Generate a stratified contextual dataset and the fixtures of every call it makes.
+
+    Fixtures go to <out>.fixtures/ beside the dataset; the header points at them.
+    """
+    from kimi_student.data.contextual import generate, write_dataset
+
+    header, items, fixtures = generate(n, seed)
+    fx_dir = write_dataset(out, header, items, fixtures)
+    typer.echo(f"wrote {len(items)} items to {out} and {len(fixtures)} fixtures to {fx_dir}/")
+
+
+@app.command("extract")
+@guarded
+def contextual_extract(
+    inp: Annotated[Path, typer.Option("--in", help="Dataset JSONL from `contextual gen`.")] = Path(
+        "data/contextual.jsonl"
+    ),
+    out: Annotated[Path, typer.Option(help="Dataset JSONL with spans added.")] = Path(
+        "data/contextual_final.jsonl"
+    ),
+    tokenizer: Annotated[
+        str, typer.Option(help="'smollm2' (embedded) or a tokenizer.json path.")
+    ] = "smollm2",
+) -> None:
+    """Add UTF-8 byte offsets and token spans of tool names, JSON arguments and integration spans."""
+    import os.path
+
+    from kimi_student.data.dataset import read_dataset
+    from kimi_student.data.extract import extract_items
+    from kimi_student.jsonl import write_jsonl
+    from kimi_student.tokenizer import load_tokenizer
+
+    header, items = read_dataset(inp)
+    tok = load_tokenizer(tokenizer)
+    rows = extract_items(items, tok)
+    header = {**header, "tokenizer": tokenizer, "tokenizer_fingerprint": tok.fingerprint}
+    if header.get("fixtures_dir"):  # keep pointing at the same fixture folder from the new location
+        header["fixtures_dir"] = os.path.relpath(
+            (inp.parent / header["fixtures_dir"]).resolve(), out.parent.resolve()
+        )
+    write_jsonl(out, [header, *rows])
+    typer.echo(f"extracted spans for {len(rows)} items with {tokenizer} ({tok.fingerprint[:12]}) -> {out}")
+
+
+@app.command("verify")
+@guarded
+def contextual_verify(
+    inp: Annotated[Path, typer.Option("--in", help="Dataset JSONL (extracted, for token checks).")] = Path(
+        "data/contextual_final.jsonl"
+    ),
+    report: Annotated[Path, typer.Option(help="Verify report JSON to write.")] = Path(
+        "eval/reports/contextual_verify.json"
+    ),
+    tokenizer: Annotated[str | None, typer.Option(help="Defaults to the dataset's own tokenizer.")] = None,
+) -> None:
+    """Check calls (JSON, schema, fixtures), spans (bounds, bytes, tokens), CAWS header, privacy; print coverage.
+
+    Exit 0 when every check holds, 1 when a check failed, 2 on bad input.
+    """
+    from kimi_student.data.dataset import dataset_fixture_dirs, read_dataset
+    from kimi_student.data.verify import verify
+    from kimi_student.jsonl import write_json
+    from kimi_student.tokenizer import load_tokenizer
+    from kimi_student.tools.broker import ToolBroker
+
+    header, items = read_dataset(inp)
+    spec = tokenizer or header.get("tokenizer")
+    tok = load_tokenizer(spec) if spec else None
+    rep = verify(header, items, ToolBroker.from_folders(dataset_fixture_dirs(inp, header)), tok)
+    write_json(report, rep)
+    cov = rep["coverage"]
+    for k in ("scenario", "complexity", "structure", "locale", "expected_behaviour", "adversarial"):
+        typer.echo(f"{k:<19} " + "  ".join(f"{a}={b}" for a, b in cov[k].items()))
+    typer.echo(f"negative_control    {cov['negative_control']}   long_context {cov['long_context']}")
+    st = cov["strata"]
+    typer.echo(f"strata covered      {st['covered']}/{st['possible']} ({st['fraction']:.1%})")
+    if rep["ok"]:
+        typer.echo(f"verify: OK ({rep['items']} items) -> {report}")
+        return
+    for k, v in rep["problems"].items():
+        typer.echo(f"verify: {k}: {v} (e.g. {rep['examples'][k]})", err=True)
+    raise typer.Exit(1)

@@ -1,0 +1,143 @@
+"""Distillation: `kimi-student kd-mix` (teacher answers) and `kimi-student train` (the student)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kimi_student.cli.common import fail, guarded, show_progress
+
+app = typer.Typer()  # its commands sit at the top level: `kimi-student kd-mix`
+
+
+@app.command("kd-mix")
+@guarded
+def kd_mix(
+    teacher: Annotated[
+        str,
+        typer.Option(
+            help="smollm2 (embedded, default), hf:<folder|file.gguf>, or "
+            "http(s)://host[/v1] (OpenAI-compatible)."
+        ),
+    ] = "smollm2",
+    prompts: Annotated[
+        Path, typer.Option(help="Contextual dataset or prompt JSONL ({id, prompt|messages}).")
+    ] = Path("data/contextual.jsonl"),
+    out: Annotated[Path, typer.Option(help="KD dataset JSONL (shards and cache go beside it).")] = Path(
+        "data/kd_mix.jsonl"
+    ),
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N prompts.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 256,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    top_logprobs: Annotated[int, typer.Option(min=0, max=100, help="Top-k logprobs to keep (0: none).")] = 20,
+    seed: Annotated[int, typer.Option()] = 0,
+    model: Annotated[str | None, typer.Option(help="Model name sent to an HTTP teacher.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Parallel requests to an HTTP teacher.")] = 8,
+    max_retries: Annotated[int, typer.Option(min=0, help="Retries on 429/5xx/timeouts.")] = 6,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per HTTP request.")] = 120.0,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Env var holding the API key (default: "
+            "KIMI_STUDENT_API_KEY, KIMI_API_KEY, MOONSHOT_API_KEY, "
+            "OPENAI_API_KEY)."
+        ),
+    ] = None,
+    system: Annotated[bool, typer.Option(help="Prepend the tool-use system prompt to plain prompts.")] = True,
+) -> None:
+    """Build the KD dataset: ask the teacher every prompt, keep its text and top-k logprobs.
+
+    Answers are cached by request sha256 beside the output: rerunning (also after a crash or kill)
+    asks only what is missing. Failed requests are recorded with their reason. Exit 1 if any failed.
+    """
+    from kimi_student.data.kd_mix import build_kd_mix, load_prompts, prompt_set_sha256, with_decoding
+    from kimi_student.teachers import make_teacher
+    from kimi_student.teachers.base import Decoding
+
+    reqs = load_prompts(prompts, system=system)[:limit]
+    reqs = with_decoding(reqs, Decoding(max_new_tokens, temperature, top_p, top_logprobs, seed))
+    opts: dict[str, Any] = {"top_k": top_logprobs or 20}
+    if teacher.startswith(("http://", "https://")):
+        from kimi_student.tokenizer import load_tokenizer
+
+        opts.update(
+            model=model,
+            concurrency=concurrency,
+            max_retries=max_retries,
+            timeout_s=timeout,
+            api_key_env=api_key_env,
+            vocab=load_tokenizer("smollm2").tok.get_vocab(),
+        )
+    t = make_teacher(teacher, **opts)
+    header = build_kd_mix(t, reqs, out, prompt_set_sha256(reqs), progress=show_progress())
+    bpt = header["logprob_bytes_per_token"]
+    typer.echo(
+        f"{header['ok']}/{header['records']} answered ({header['from_cache']} from cache), "
+        f"{header['failed']} failed, {header['logprob_tokens']} logprob tokens"
+        + (f" at {bpt:.0f} bytes/token" if bpt else "")
+        + f" -> {out}"
+    )
+    raise typer.Exit(1 if header["failed"] else 0)
+
+
+@app.command("train")
+@guarded
+def train_cmd(
+    config: Annotated[str, typer.Option(help="worker, judge, drafter or a YAML path.")] = "worker",
+    size: Annotated[
+        str, typer.Option(help="A size under `sizes:` in the config (toy, small, full).")
+    ] = "toy",
+    data: Annotated[
+        Path | None, typer.Option(help="Contextual dataset (gold text, loss ce_ground_truth).")
+    ] = None,
+    kd: Annotated[Path | None, typer.Option(help="KD mix (teacher text + top-k logprobs).")] = None,
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="In-process teacher for full-logit KD: smollm2 or an "
+            "HF folder (same tokenizer as the student)."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints/, train_log.jsonl, final/.")] = Path(
+        "runs/worker-toy"
+    ),
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Override the config's max_steps.")] = None,
+    precision: Annotated[
+        str, typer.Option(help="auto (bf16 only where the hardware has it), bf16, fp16, no.")
+    ] = "auto",
+    limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N examples.")] = None,
+) -> None:
+    """Train a student with the config's losses; resumes from the run folder's latest checkpoint.
+
+    The final checkpoint (out/final) is an HF Llama folder that AutoModelForCausalLM loads.
+    A non-finite loss stops the run with exit code 3 and keeps the last good checkpoint.
+    """
+    from kimi_student.models.student import load_spec
+    from kimi_student.train.trainer import TrainingError, train
+
+    if data is None and kd is None:
+        fail("train needs --data and/or --kd")
+    spec = load_spec(config, size)
+    try:
+        res = train(
+            spec,
+            out,
+            str(data) if data else None,
+            str(kd) if kd else None,
+            teacher,
+            max_steps,
+            precision=precision,
+            progress=show_progress(),
+            limit=limit,
+        )
+    except TrainingError as e:
+        fail(str(e), code=3)
+    h = res["history"]
+    typer.echo(
+        f"trained {spec.role}/{spec.size} ({spec.n_params / 1e6:.1f}M params, {res['precision']}) "
+        f"{res['steps']} steps: loss {h[0]['loss']:.4f} -> {h[-1]['loss']:.4f}, "
+        f"{res['tokens_per_s']:.0f} tokens/s -> {res['final']}"
+    )

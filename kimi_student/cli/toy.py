@@ -1,0 +1,49 @@
+"""The toy end-to-end recipe: `kimi-student toy-e2e`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kimi_student.cli.common import guarded
+
+app = typer.Typer()  # its commands sit at the top level: `kimi-student toy-e2e`
+
+
+@app.command("toy-e2e")
+@guarded
+def toy_e2e_cmd(
+    out: Annotated[
+        Path, typer.Option(help="Run folder: data/, tokenizer/, run/, coreml/, report.json.")
+    ] = Path("runs/toy-e2e"),
+    shapes: Annotated[
+        str, typer.Option(help="Sequence lengths, one package each (64,128,256: the multi run).")
+    ] = "128",
+    seed: Annotated[int, typer.Option(help="Dataset, split and training seed.")] = 0,
+    config: Annotated[Path, typer.Option(help="Toy pipeline config.")] = Path("configs/toy_e2e.yaml"),
+    items: Annotated[int | None, typer.Option(min=1, help="Contextual items to generate (config).")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps (config).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Also copy the report JSON here.")] = None,
+) -> None:
+    """Toy end-to-end: contextual dataset -> tiny student -> ExportedProgram -> Core ML per shape -> numpy
+    MIL executor -> greedy decode -> tool-span micro-F1 and gates.
+
+    Exit 0 when every gate passes (or warns), 1 when a gate fails, 2 on bad input.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: see kimi_student/e2e.py
+    from kimi_student.eval.gates import gate_table
+    from kimi_student.export.torch_export import parse_shapes
+    from kimi_student.jsonl import write_json
+    from kimi_student.recipes.toy_e2e import run_toy_e2e, summary_lines
+
+    rep = run_toy_e2e(out, tuple(parse_shapes(shapes)), seed, config, items, steps, log=typer.echo)
+    if report:
+        write_json(report, rep)
+    for line in summary_lines(rep):
+        typer.echo(line)
+    typer.echo(f"{'PASS' if rep['passed'] else 'FAIL'}  report -> {report or out / 'report.json'}")
+    typer.echo(gate_table(rep["gates"]))
+    raise typer.Exit(0 if rep["passed"] else 1)
