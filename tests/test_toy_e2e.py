@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from kimi_student.eval.score.tool_span import SpanCounts, call_pairs, micro, score_call
+from kimi_student.recipes import toy_data
 from kimi_student.recipes import toy_e2e as e2e
+from kimi_student.recipes.toy_run import ToyRun
 from tests.conftest import read_rows
 
 # ---- the reduced end-to-end run --------------------------------------------------------------------------
@@ -94,18 +96,20 @@ def test_speculative_greedy_equals_plain_greedy_through_the_package(toy_run: dic
     from kimi_student.export.greedy import DecodeStats, greedy_decode
     from kimi_student.export.mil_exec import MilProgram
 
-    out = toy_run["out"]
-    dec = e2e.make_decoder(out / "run" / "final", out / "data" / "train.jsonl", e2e.load_config(e2e.CONFIG))
-    prog = MilProgram.load(out / "coreml" / "T128" / "seq128.mlpackage")
+    run = ToyRun.at(toy_run["out"])
+    dec = e2e.make_decoding(run.checkpoint, run.train_jsonl, e2e.load_config(e2e.CONFIG))
+    gen = dec.generator(run.coreml(128) / "seq128.mlpackage")
+    prog = gen.programs[128]
+    assert isinstance(prog, MilProgram) and gen.backend == "mil_exec"  # the executor on every OS
     held = [
-        e2e.ToyItem(r["id"], r["scenario"], r["prompt"], r["call"])
-        for r in read_rows(out / "data" / "heldout.jsonl")[1:]
+        toy_data.ToyItem(r["id"], r["scenario"], r["prompt"], r["call"])
+        for r in read_rows(run.heldout_jsonl)[1:]
     ]
     plain, fast = DecodeStats(), DecodeStats()
     for t in held[:3]:
-        ids = dec.prompt_ids(t.messages)
-        a = greedy_decode(prog, ids, dec.stop_ids, 48, None, dec.pad_id, plain)
-        b = greedy_decode(prog, ids, dec.stop_ids, 48, dec.drafter, dec.pad_id, fast)
+        ids = gen.chat.prompt_ids(t.messages)
+        a = greedy_decode(prog, ids, gen.chat.stop_ids, 48, None, gen.chat.pad_id, plain)
+        b = greedy_decode(prog, ids, gen.chat.stop_ids, 48, gen.drafter, gen.chat.pad_id, fast)
         assert a == b
     assert plain.new_tokens == fast.new_tokens and fast.forwards < plain.forwards == plain.new_tokens
 
@@ -114,9 +118,10 @@ def test_a_shape_that_fails_is_recorded_and_the_others_still_count(toy_run: dict
     """T512 exceeds the toy's max_position_embeddings (256): its export fails, the report says why, and the
     at-least-one-shape gate still passes on T128."""
     out = toy_run["out"]
-    dec = e2e.make_decoder(out / "run" / "final", out / "data" / "train.jsonl", e2e.load_config(e2e.CONFIG))
+    run = ToyRun.at(out)
+    dec = e2e.make_decoding(run.checkpoint, run.train_jsonl, e2e.load_config(e2e.CONFIG))
     steps: dict[str, float] = {}
-    bad = e2e.shape_stage(out / "run" / "final", tmp_path, 512, [], dec, steps)
+    bad = e2e.shape_stage(ToyRun.at(tmp_path), 512, [], dec, steps)
     assert not bad["compiled"] and not bad["end_to_end"] and "512" in bad["error"]
     assert e2e.missing_diagnostics(bad) == []
     ok = json.loads((out / "report.json").read_text())["shapes"]["T128"]
@@ -192,28 +197,28 @@ def test_tool_span_normalises_urls_and_numbers_and_pools_micro() -> None:
 
 
 def test_toy_items_state_their_arguments_and_the_split_is_by_call() -> None:
-    train, held = e2e.build_data(3000, 0, 20)
-    assert {t.scenario for t in train + held} == set(e2e.SCENARIOS)
+    train, held = toy_data.build_data(3000, 0, 20)
+    assert {t.scenario for t in train + held} == set(toy_data.SCENARIOS)
     for t in train + held:
         assert "CAWS" not in t.request and "\n" not in t.request
-        for v in e2e._string_leaves(t.call["arguments"]):
+        for v in toy_data._string_leaves(t.call["arguments"]):
             last = v.rstrip("/").rsplit("/", 1)[-1]  # api URLs state the package only
             assert last.casefold() in t.request.casefold()
     keys = {json.dumps(t.call, sort_keys=True) for t in train}
     assert held and not any(json.dumps(t.call, sort_keys=True) in keys for t in held)
-    again = e2e.build_data(3000, 0, 20)
+    again = toy_data.build_data(3000, 0, 20)
     assert again == (train, held)  # deterministic
 
 
 def test_copy_augmentation_swaps_stated_words_consistently() -> None:
-    t = e2e.ToyItem(
+    t = toy_data.ToyItem(
         "x",
         "page_reading",
         "Open https://github.com/rust-borrow-checker and tell me what it recommends.",
         {"name": "web.crawl", "arguments": {"url": "https://github.com/rust-borrow-checker"}},
     )
     pool = {"lower": ["alpha", "beta", "gamma"]}
-    c = e2e.copy_augmented(t, random.Random(0), pool, lambda _c: True)
+    c = toy_data.copy_augmented(t, random.Random(0), pool, lambda _c: True)
     assert c is not None and c.id == "x~copy"
     url = c.call["arguments"]["url"]
     assert url.startswith("https://") and url in c.request  # the scheme stays, the rest is swapped alike
@@ -221,14 +226,16 @@ def test_copy_augmentation_swaps_stated_words_consistently() -> None:
         w in pool["lower"]
         for w in url.removeprefix("https://").replace(".", "/").replace("-", "/").split("/")
     )
-    assert e2e.copy_augmented(t, random.Random(0), pool, lambda _c: False) is None  # e.g. a held-out call
-    lower = e2e.ToyItem(
+    assert (
+        toy_data.copy_augmented(t, random.Random(0), pool, lambda _c: False) is None
+    )  # e.g. a held-out call
+    lower = toy_data.ToyItem(
         "y",
         "repo_nav",
         "where is max_retries defined?",
         {"name": "repo.search", "arguments": {"pattern": "MAX_RETRIES"}},
     )
-    assert e2e.copy_augmented(lower, random.Random(0), {"upper": ["A"]}, lambda _c: True) is None
+    assert toy_data.copy_augmented(lower, random.Random(0), {"upper": ["A"]}, lambda _c: True) is None
 
 
 def test_space_after_bpe_gives_a_word_one_token_in_prose_and_in_json(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ wrapper and one model turn; its tool-call F1 (tool_call_f1) is what it can score
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -21,8 +20,13 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from kimi_student.errors import InputError
+from kimi_student.data.contextual import generate, write_dataset
+from kimi_student.data.extract import extract_items
+from kimi_student.eval.harness import run_eval
 from kimi_student.jsonl import read_jsonl, write_json
+from kimi_student.recipes.serve import transformers_serve
+from kimi_student.recipes.toy_run import ToyFacts, ToyRun
+from kimi_student.tokenizer import load_tokenizer
 
 RUNNERS = ("hf_local", "coreml", "openai_http")
 TOY_EVAL = {"prompt_wrapper": "request", "max_turns": 1, "max_new_tokens": 48}
@@ -30,28 +34,15 @@ METRICS = ("tool_call_f1", "integration_f1_lax", "integration_f1_strict")
 TOLERANCE = 0.03
 
 
-def toy_report(toy: Path) -> dict[str, Any]:
-    path = toy / "report.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InputError(path, None, "report", f"no toy run here ({e}); run `make toy-e2e` first") from None
-
-
-def heldout_dataset(toy: Path, out: Path, limit: int | None) -> Path:
+def heldout_dataset(toy: ToyRun, facts: ToyFacts, out: Path, limit: int | None) -> Path:
     """The toy run's held-out items as an extracted contextual dataset, with its fixtures."""
-    from kimi_student.data.contextual import generate, write_dataset
-    from kimi_student.data.extract import extract_items
-    from kimi_student.tokenizer import load_tokenizer
-
-    rep = toy_report(toy)
-    held = {row["id"] for _, row in read_jsonl(toy / "data" / "heldout.jsonl") if "id" in row}
-    header, items, fixtures = generate(int(rep["data"]["generated_items"]), int(rep["header"]["seed"]))
+    held = {row["id"] for _, row in read_jsonl(toy.heldout_jsonl) if "id" in row}
+    header, items, fixtures = generate(facts.generated_items, facts.seed)
     items = [it for it in items if it["id"] in held][:limit]
     tok = load_tokenizer("smollm2")
     header = {
         **header,
-        "subset": {"kind": "toy-e2e held-out", "run": str(toy), "items": len(items)},
+        "subset": {"kind": "toy-e2e held-out", "run": str(toy.root), "items": len(items)},
         "tokenizer": "smollm2",
         "tokenizer_fingerprint": tok.fingerprint,
     }
@@ -74,14 +65,10 @@ def run_smoke(
     tolerance: float = TOLERANCE,
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
-    from kimi_student.eval.harness import run_eval
-    from kimi_student.recipes.serve import transformers_serve
-
-    toy, out = Path(toy), Path(out)
-    rep = toy_report(toy)
-    checkpoint = toy / "run" / "final"
-    package = toy / "coreml" / (rep["header"].get("primary_shape") or "T128")
-    dataset = heldout_dataset(toy, out / "heldout.jsonl", limit)
+    run, out = ToyRun.at(toy), Path(out)
+    facts = ToyFacts.of(run)
+    checkpoint, package = run.checkpoint, run.coreml(facts.package_seq_len)
+    dataset = heldout_dataset(run, facts, out / "heldout.jsonl", limit)
     runs: dict[str, dict[str, Any]] = {}
     outputs: dict[str, list[str]] = {}
     for name in runners:
@@ -123,7 +110,7 @@ def run_smoke(
         }
     errors = sum(r["error_items"] for r in runs.values())
     report = {
-        "toy_run": str(toy),
+        "toy_run": str(run.root),
         "dataset": str(dataset),
         "options": TOY_EVAL,
         "tolerance": tolerance,

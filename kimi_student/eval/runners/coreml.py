@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from kimi_student.errors import InputError
 from kimi_student.eval.runners.tool_loop import Generation, Messages
 from kimi_student.export.torch_export import MANIFEST
 from kimi_student.fingerprint import sha256_dir, sha256_json
+
+if TYPE_CHECKING:
+    from kimi_student.export.greedy import DecodeStats, NgramDrafter
 
 
 class _CoreMLPredict:
@@ -60,7 +63,16 @@ def find_packages(model: Path) -> list[Path]:
 
 
 class CoreMLGenerator:
-    def __init__(self, model: str | Path, tokenizer: str | None = None, max_new_tokens: int = 256):
+    def __init__(
+        self,
+        model: str | Path,
+        tokenizer: str | None = None,
+        max_new_tokens: int = 256,
+        drafter: NgramDrafter | None = None,
+        backend: str | None = None,
+    ):
+        """`drafter`: None drafts the call syntax of every tool; `backend`: "mil_exec" (the numpy
+        executor) or "coreml" (MLModel.predict, macOS); None: Core ML on macOS, else the executor."""
         from kimi_student.export.greedy import NgramDrafter
         from kimi_student.export.mil_exec import MilProgram
         from kimi_student.export.parity import package_seq_len
@@ -76,16 +88,16 @@ class CoreMLGenerator:
                     man, None, "checkpoint", "no manifest names the checkpoint: pass --tokenizer"
                 ) from None
         self.chat = ChatTokenizer(tokenizer)
+        self.backend = backend or ("coreml" if sys.platform == "darwin" else "mil_exec")
         self.programs: dict[int, Any] = {}
         for p in pkgs:
             prog = MilProgram.load(p)
             self.programs[package_seq_len(prog)] = (
-                _CoreMLPredict(p, prog) if sys.platform == "darwin" else prog
+                _CoreMLPredict(p, prog) if self.backend == "coreml" else prog
             )
         self.max_new_tokens = max_new_tokens
         # drafts (the output is greedy's either way): the sequence itself, and the call syntax of every tool
-        self.drafter = NgramDrafter(call_syntax(self.chat), max_n=3, k=16)
-        self.backend = "coreml" if sys.platform == "darwin" else "mil_exec"
+        self.drafter = drafter if drafter is not None else NgramDrafter(call_syntax(self.chat), max_n=3, k=16)
         self.fingerprint = sha256_json(
             {"packages": {p.name: sha256_dir(p) for p in pkgs}, "tokenizer": model_folder_sha256(tokenizer)}
         )
@@ -96,20 +108,27 @@ class CoreMLGenerator:
         s = s or next((s for s in reversed(sizes) if s > n), None)
         return None if s is None else (s, self.programs[s])
 
-    def generate(self, conversations: list[Messages]) -> list[Generation]:
+    def decode_ids(self, ids: list[int], stats: DecodeStats | None = None) -> tuple[int, list[int]] | None:
+        """(package length S, greedy new ids with the stop token) of one prompt's ids, in the package
+        `_program` picks; None when no package holds the prompt. `stats` counts the forwards."""
         from kimi_student.export.greedy import greedy_decode
 
+        picked = self._program(len(ids))
+        if picked is None:
+            return None
+        s, prog = picked
+        stop, pad = self.chat.stop_ids, self.chat.pad_id
+        return s, greedy_decode(prog, ids, stop, self.max_new_tokens, self.drafter, pad, stats)
+
+    def generate(self, conversations: list[Messages]) -> list[Generation]:
         out = []
         for conv in conversations:
             ids = self.chat.prompt_ids(conv)
-            picked = self._program(len(ids))
-            if picked is None:
+            decoded = self.decode_ids(ids)
+            if decoded is None:
                 out.append(Generation("", "context"))
                 continue
-            s, prog = picked
-            new = greedy_decode(
-                prog, ids, self.chat.stop_ids, self.max_new_tokens, self.drafter, self.chat.pad_id
-            )
+            s, new = decoded
             text, finish = self.chat.turn(new, hit_limit=len(ids) + self.max_new_tokens <= s)
             out.append(Generation(text, finish))
         return out
