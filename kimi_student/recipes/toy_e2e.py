@@ -59,9 +59,9 @@ from kimi_student.chat.transcript import format_call
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.fingerprint import code_version, sha256_file
 from kimi_student.jsonl import write_json, write_jsonl
-from kimi_student.models.student import CONFIGS
+from kimi_student.resources import config_path
 
-CONFIG = CONFIGS / "toy_e2e.yaml"
+CONFIG = config_path("toy_e2e.yaml")
 REPORT_VERSION = "toy-e2e-1"
 SCENARIOS = ("web_research", "page_reading", "file_ops", "repo_nav", "api_lookup")
 CHAT_TEMPLATE = (
