@@ -66,7 +66,7 @@ tools-list: install
 
 fixtures: install
 	$(KS) tools record --calls eval/tool_broker/record_calls.jsonl --sandbox eval/tool_broker/sandbox \
-		--out eval/tool_broker/fixtures
+		--out kimi_student/tools/fixtures
 
 contextual-gen: install
 	$(KS) contextual gen --n $(N) --seed $(SEED) --out $(DATA)/contextual.jsonl

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import yaml
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "privacy.yaml"
+from kimi_student.resources import config_path
+
+CONFIG = config_path("privacy.yaml")
 
 EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 PHONE = re.compile(

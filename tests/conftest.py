@@ -37,7 +37,7 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-# Reduced toy end-to-end run: fewer items and steps than configs/toy_e2e.yaml, same pipeline; ~40 s on two
+# Reduced toy end-to-end run: fewer items and steps than kimi_student/configs/toy_e2e.yaml, same pipeline; ~40 s on two
 # cores. Shared by the toy e2e tests and the runner tests (its student, tokenizer and Core ML package).
 TOY_FAST = ("--items", "4000", "--steps", "200", "--shapes", "128", "--seed", "0")
 

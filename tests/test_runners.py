@@ -272,7 +272,7 @@ def _http_eval(dataset: dict, tmp_path: Path, items: int, *args: str | Path) -> 
     fixtures = dataset["gen"].parent / (dataset["gen"].name + ".fixtures")
     r = ks(
         "eval", "--runner", "openai_http", *args, "--in", subset, "--out", out, "--report", rep,
-        "--fixtures", fixtures, "--fixtures", "eval/tool_broker/fixtures",
+        "--fixtures", fixtures, "--fixtures", "kimi_student/tools/fixtures",
     )  # fmt: skip
     return r, out, rep
 

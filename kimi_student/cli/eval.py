@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from kimi_student.cli.common import fail, fmt, guarded, show_progress
+from kimi_student.eval.gates import DEFAULT_GATES
 
 app = typer.Typer(
     help="Run a dataset through a runner, score the transcripts, apply the CAWS gates and write a "
@@ -41,7 +42,9 @@ def eval_run(
     fixtures: Annotated[
         list[str] | None, typer.Option(help="Fixture folder(s); default: the dataset's + base.")
     ] = None,
-    gates: Annotated[Path, typer.Option(help="Gate thresholds.")] = Path("configs/gates.yaml"),
+    gates: Annotated[
+        Path, typer.Option(help="Gate thresholds.", show_default="packaged configs/gates.yaml")
+    ] = DEFAULT_GATES,
     model: Annotated[
         str | None,
         typer.Option(
@@ -226,7 +229,9 @@ def eval_merge(
     ],
     out: Annotated[Path, typer.Option(help="Per-item results JSONL.")] = Path("eval/results/latest.jsonl"),
     report: Annotated[Path, typer.Option(help="Report JSON.")] = Path("eval/reports/latest.json"),
-    gates: Annotated[Path, typer.Option(help="Gate thresholds.")] = Path("configs/gates.yaml"),
+    gates: Annotated[
+        Path, typer.Option(help="Gate thresholds.", show_default="packaged configs/gates.yaml")
+    ] = DEFAULT_GATES,
 ) -> None:
     """Join shard results into one run's results and report (byte-identical to the unsharded run with
     the same --out/--report) and apply the gates.

@@ -52,7 +52,7 @@ def tools_record(
         Path, typer.Option(help="Sandbox folder the live tools run in (a copy is used).")
     ] = Path("eval/tool_broker/sandbox"),
     out: Annotated[Path, typer.Option(help="Fixture folder to write <tool>.jsonl into.")] = Path(
-        "eval/tool_broker/fixtures"
+        "kimi_student/tools/fixtures"
     ),
 ) -> None:
     """Build fixtures by running the live tools (math.eval, read_file, file.write, repo.search) in a sandbox."""

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 
 from kimi_student.cli.common import guarded
+from kimi_student.resources import config_path
 
+TOY_CONFIG = config_path("toy_e2e.yaml")  # recipes.toy_e2e.CONFIG, without importing the recipe
 app = typer.Typer()  # its commands sit at the top level: `kimi-student toy-e2e`
 
 
@@ -23,7 +25,9 @@ def toy_e2e_cmd(
         str, typer.Option(help="Sequence lengths, one package each (64,128,256: the multi run).")
     ] = "128",
     seed: Annotated[int, typer.Option(help="Dataset, split and training seed.")] = 0,
-    config: Annotated[Path, typer.Option(help="Toy pipeline config.")] = Path("configs/toy_e2e.yaml"),
+    config: Annotated[
+        Path, typer.Option(help="Toy pipeline config.", show_default="packaged configs/toy_e2e.yaml")
+    ] = TOY_CONFIG,
     items: Annotated[int | None, typer.Option(min=1, help="Contextual items to generate (config).")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Training steps (config).")] = None,
     report: Annotated[Path | None, typer.Option(help="Also copy the report JSON here.")] = None,

@@ -412,84 +412,121 @@ def _stratum_schedule(seed: int) -> Iterator[tuple[str, str, str, str]]:
         yield from order
 
 
-def make_item(index: int, seed: int, kind: str, stratum: tuple[str, str, str, str]) -> dict[str, Any]:
-    scenario, structure, complexity, locale = stratum
-    r = rng_for("item", seed, index)
-    b = Builder(r, locale, structure)
-    behaviour, negative, adversarial, task = "normal", False, None, "tool_use"
-    long_doc = None
+@dataclass
+class Shape:
+    """What an item's kind made of its stratum: the labels its metadata records."""
+
+    scenario: str
+    structure: str
+    complexity: str
+    behaviour: str = "normal"
+    task: str = "tool_use"
+    negative: bool = False
+    adversarial: dict[str, Any] | None = None
+    long_doc: str | None = None
+
+    @property
+    def level(self) -> int:
+        c = self.complexity
+        return 1 if c in ("single_call", "none") else 2 if c == "multi_call" else 3
+
+
+_RANGE_LIMITS = {  # scenario -> (asked, cap, argument)
+    "web_research": (50, 20, "top_k"),
+    "repo_nav": (500, 100, "max_results"),
+    "page_reading": (25, 10, "max_pages"),
+}
+
+
+def _range_violation(r: random.Random, b: Builder) -> Shape:
+    """The request asks for more than the tool allows; the call uses the cap and the answer says so."""
+    scenario = r.choice(RANGE_SCENARIOS)
+    b.structure = "numeric_ranges"
+    asked, limit, kw = _RANGE_LIMITS[scenario]
+    BUILDERS[scenario](b, "single_call", **{kw: limit})
+    b.draft.request += f" Use {kw}={asked}."
+    b.draft.lead = f"{kw} is capped at {limit}, so I used {limit}. " + b.draft.lead
+    adversarial = {"kind": "range_violation", "field": kw, "asked": asked, "used": limit}
+    return Shape(scenario, "numeric_ranges", "single_call", adversarial=adversarial)
+
+
+def _twist(kind: str, r: random.Random, b: Builder) -> dict[str, Any]:
+    """A normal item's adversarial variant (malformed JSON, ambiguity) or its long context."""
+    if kind == "malformed_json":
+        name, args, _ = b.draft.calls[-1]
+        broken = json.dumps(args, ensure_ascii=False).replace('"', "", 2).rstrip("}") + ",}"
+        b.draft.request += f" Use these arguments for {name}: {broken}"
+        return {"adversarial": {"kind": "malformed_json", "tool": name}}
+    if kind == "ambiguity":
+        b.draft.request = "Quick one, not sure how to phrase it: " + b.draft.request.lower()
+        b.draft.lead = "I read the request as follows. " + b.draft.lead
+        return {"adversarial": {"kind": "ambiguity"}}
+    if kind == "long_context":
+        return {"long_doc": _long_context(r, "the request below is the one that matters")}
+    return {}
+
+
+def _shape(kind: str, stratum: tuple[str, str, str, str], r: random.Random, b: Builder) -> Shape:
+    """Run the scenario builder the kind calls for; the draft fills `b.draft`."""
+    scenario, structure, complexity, _ = stratum
     if kind in ("no_tool", "decline"):
-        q, a = r.choice(_NO_TOOL if kind == "no_tool" else _DECLINE)
-        b.draft.request, b.draft.lead = q, a
-        behaviour, task, scenario, complexity, structure = kind, "control", "control", "none", "none"
-    elif kind == "negative_control":
+        b.draft.request, b.draft.lead = r.choice(_NO_TOOL if kind == "no_tool" else _DECLINE)
+        return Shape("control", "none", "none", behaviour=kind, task="control")
+    if kind == "negative_control":
         scenario = r.choice(NEGATIVE_SCENARIOS)
-        b.structure = structure = "flat_args"
+        b.structure = "flat_args"
         BUILDERS[scenario](b, "single_call", negative=True)
-        negative, complexity = True, "single_call"
-    elif kind == "range_violation":
-        scenario = r.choice(RANGE_SCENARIOS)
-        b.structure = structure = "numeric_ranges"
-        complexity = "single_call"
-        asked, limit, kw = {
-            "web_research": (50, 20, "top_k"),
-            "repo_nav": (500, 100, "max_results"),
-            "page_reading": (25, 10, "max_pages"),
-        }[scenario]
-        BUILDERS[scenario](
-            b,
-            complexity,
-            **{{"top_k": "top_k", "max_results": "max_results", "max_pages": "max_pages"}[kw]: limit},
-        )
-        b.draft.request += f" Use {kw}={asked}."
-        b.draft.lead = f"{kw} is capped at {limit}, so I used {limit}. " + b.draft.lead
-        adversarial = {"kind": "range_violation", "field": kw, "asked": asked, "used": limit}
-    else:
-        BUILDERS[scenario](b, complexity)
-        if kind == "malformed_json":
-            name, args, _ = b.draft.calls[-1]
-            broken = json.dumps(args, ensure_ascii=False).replace('"', "", 2).rstrip("}") + ",}"
-            b.draft.request += f" Use these arguments for {name}: {broken}"
-            adversarial = {"kind": "malformed_json", "tool": name}
-        elif kind == "ambiguity":
-            b.draft.request = "Quick one, not sure how to phrase it: " + b.draft.request.lower()
-            b.draft.lead = "I read the request as follows. " + b.draft.lead
-            adversarial = {"kind": "ambiguity"}
-        elif kind == "long_context":
-            long_doc = _long_context(r, "the request below is the one that matters")
-    level = 1 if complexity in ("single_call", "none") else 2 if complexity == "multi_call" else 3
-    prompt = caws_header(level, task) + "\n\n"
-    if long_doc:
-        prompt += "Context (service log):\n" + long_doc + "\n\n"
-    prompt += "User: " + b.draft.request
+        return Shape(scenario, "flat_args", "single_call", negative=True)
+    if kind == "range_violation":
+        return _range_violation(r, b)
+    BUILDERS[scenario](b, complexity)
+    return Shape(scenario, structure, complexity, **_twist(kind, r, b))
+
+
+def _prompt(shape: Shape, request: str) -> str:
+    prompt = caws_header(shape.level, shape.task) + "\n\n"
+    if shape.long_doc:
+        prompt += "Context (service log):\n" + shape.long_doc + "\n\n"
+    return normalize_text(prompt + "User: " + request)
+
+
+def _teacher_text(draft: Draft) -> tuple[str, list[tuple[int, int]]]:
+    """The gold transcript (calls, responses, answer) and its integration spans (char offsets)."""
     parts = []
-    for name, args, result in b.draft.calls:
+    for name, args, result in draft.calls:
         parts.append(format_call(name, args))
         parts.append(format_response(result))
-    answer = b.draft.lead + "".join(f"\nIntegration: {s}" for s in b.draft.integrations[:SPAN_CAP])
+    answer = draft.lead + "".join(f"\nIntegration: {s}" for s in draft.integrations[:SPAN_CAP])
     teacher_text = normalize_text("\n".join(parts + [answer]))
-    answer_start = len(teacher_text) - len(answer)
-    spans = integration_spans(teacher_text, answer_start)
-    retry = complexity == "branching_error_recovery"
+    return teacher_text, integration_spans(teacher_text, len(teacher_text) - len(answer))
+
+
+def make_item(index: int, seed: int, kind: str, stratum: tuple[str, str, str, str]) -> dict[str, Any]:
+    locale = stratum[3]
+    r = rng_for("item", seed, index)
+    b = Builder(r, locale, stratum[1])
+    shape = _shape(kind, stratum, r, b)
+    teacher_text, spans = _teacher_text(b.draft)
+    retry = shape.complexity == "branching_error_recovery"
     return {
         "id": f"ctx-{seed}-{index:06d}",
         "role": "worker",
-        "task_type": task,
-        "caws_level": level,
-        "prompt": normalize_text(prompt),
+        "task_type": shape.task,
+        "caws_level": shape.level,
+        "prompt": _prompt(shape, b.draft.request),
         "teacher_text": teacher_text,
         "metadata": {
-            "scenario": scenario,
-            "complexity": complexity,
-            "structure": structure,
-            "expected_behaviour": "retry" if retry else behaviour,
+            "scenario": shape.scenario,
+            "complexity": shape.complexity,
+            "structure": shape.structure,
+            "expected_behaviour": "retry" if retry else shape.behaviour,
             "locale": locale,
             "call_sequence": [{"name": n, "arguments": a} for n, a, _ in b.draft.calls],
             "tool_results": [{"name": n, "result": res} for n, _, res in b.draft.calls],
             "integration_spans_bytes": to_byte_spans(teacher_text, spans),
-            "negative_control": negative,
-            "adversarial": adversarial,
-            "long_context": long_doc is not None,
+            "negative_control": shape.negative,
+            "adversarial": shape.adversarial,
+            "long_context": shape.long_doc is not None,
             "provenance": {
                 "generator": f"kimi_student.data.contextual@{__version__}",
                 "seed": seed,

@@ -145,6 +145,95 @@ def build_kd_mix(
     return _assemble(teacher, requests, cache, failures, out, prompt_set_sha256, cached, shard_tokens)
 
 
+class _Shards:
+    """Top-k logprob rows packed into `shard-NNNNN.npz` files in a scratch folder: a record's rows start a
+    new shard when they would overflow `shard_tokens` (one record alone may exceed it)."""
+
+    def __init__(self, tmp_dir: Path, final_name: str, shard_tokens: int):
+        self.tmp_dir, self.final_name, self.shard_tokens = tmp_dir, final_name, shard_tokens
+        self.buf: dict[str, list[np.ndarray]] = {"token_ids": [], "topk_ids": [], "topk_logprobs": []}
+        self.shard, self.offset, self.tokens, self.bytes, self.k = 0, 0, 0, 0, 0
+
+    def add(self, hit: dict[str, Any]) -> dict[str, Any]:
+        """Buffer one cached answer's logprobs; returns the record's pointer to its rows."""
+        ids = np.asarray(hit["topk_ids"], dtype=np.int32)
+        lps = np.asarray(hit["topk_logprobs"], dtype=np.float16)
+        toks = np.asarray(hit["token_ids"] or [-1] * len(ids), dtype=np.int32)
+        self.k = max(self.k, ids.shape[1])
+        if self.offset and self.offset + len(ids) > self.shard_tokens:
+            self.flush()
+        pointer = {
+            "shard": f"{self.final_name}/shard-{self.shard:05d}.npz",
+            "offset": self.offset,
+            "length": len(ids),
+            "k": int(ids.shape[1]),
+            "temperature": hit.get("logprob_temperature"),
+        }
+        self.buf["token_ids"].append(toks)
+        self.buf["topk_ids"].append(ids)
+        self.buf["topk_logprobs"].append(lps)
+        self.offset += len(ids)
+        self.tokens += len(ids)
+        return pointer
+
+    def flush(self) -> None:
+        if not self.buf["token_ids"]:
+            return
+        arrays = {k: np.concatenate(v) for k, v in self.buf.items()}
+        np.savez(self.tmp_dir / f"shard-{self.shard:05d}.npz", **arrays)
+        self.bytes += sum(a.nbytes for a in arrays.values())
+        for v in self.buf.values():
+            v.clear()
+        self.shard, self.offset = self.shard + 1, 0
+
+
+def _record(req: TeacherRequest, key: str, hit: dict[str, Any] | None, error: str, shards: _Shards) -> dict:
+    """One output row: the cached answer (its logprobs go to the shards), or the failure and its reason."""
+    rec: dict[str, Any] = {"id": req.id, "request_sha256": key, "messages": list(req.messages)}
+    if hit is None:
+        return {**rec, "status": "failed", "error": error}
+    rec.update(status="ok", text=hit["text"], finish_reason=hit.get("finish_reason"), usage=hit.get("usage"))
+    if hit.get("topk_logprobs"):
+        rec["logprobs"] = shards.add(hit)
+    return rec
+
+
+def _header(
+    teacher: Teacher,
+    requests: list[TeacherRequest],
+    prompt_set_sha256: str,
+    rows: list[dict],
+    shards: _Shards,
+) -> dict[str, Any]:
+    n_failed = sum(row["status"] == "failed" for row in rows)
+    return {
+        "__header__": True,
+        "kd_version": KD_VERSION,
+        "teacher": teacher.id,
+        "decoding": requests[0].decoding.to_json() if requests else None,
+        "prompt_set_sha256": prompt_set_sha256,
+        "records": len(rows),
+        "ok": len(rows) - n_failed,
+        "failed": n_failed,
+        "logprob_tokens": shards.tokens,
+        "logprob_k": shards.k,
+        "logprob_bytes_per_token": shards.bytes / shards.tokens if shards.tokens else None,
+    }
+
+
+def _publish_shards(tmp_dir: Path, shard_dir: Path, any_tokens: bool) -> None:
+    """Shards are rebuilt from the cache every run: the new set replaces the old one whole."""
+    if shard_dir.exists():
+        for f in shard_dir.glob("*.npz"):
+            f.unlink()
+        shard_dir.rmdir()
+    if any_tokens:
+        os.chmod(tmp_dir, 0o755)
+        os.replace(tmp_dir, shard_dir)
+    else:
+        os.rmdir(tmp_dir)
+
+
 def _assemble(
     teacher: Teacher,
     requests: list[TeacherRequest],
@@ -155,78 +244,17 @@ def _assemble(
     cached: int,
     shard_tokens: int,
 ) -> dict[str, Any]:
+    """The output JSONL and its shards from the cache, in prompt order."""
     shard_dir = out.parent / (out.name + ".logprobs")
     tmp_dir = Path(tempfile.mkdtemp(prefix=".shards.", dir=out.parent))
-    rows: list[dict[str, Any]] = []
-    buf: dict[str, list[np.ndarray]] = {"token_ids": [], "topk_ids": [], "topk_logprobs": []}
-    shard, offset, n_tokens, lp_bytes, k_seen = 0, 0, 0, 0, 0
-
-    def flush() -> None:
-        nonlocal shard, offset, lp_bytes
-        if not buf["token_ids"]:
-            return
-        arrays = {k: np.concatenate(v) for k, v in buf.items()}
-        np.savez(tmp_dir / f"shard-{shard:05d}.npz", **arrays)
-        lp_bytes += sum(a.nbytes for a in arrays.values())
-        for v in buf.values():
-            v.clear()
-        shard, offset = shard + 1, 0
-
-    n_failed = 0
+    shards = _Shards(tmp_dir, shard_dir.name, shard_tokens)
+    rows = []
     for r in requests:
         key = r.key(teacher.id)
-        rec: dict[str, Any] = {"id": r.id, "request_sha256": key, "messages": list(r.messages)}
-        hit = cache.get(key)
-        if hit is None:
-            n_failed += 1
-            rows.append({**rec, "status": "failed", "error": failures.get(key, "not answered")})
-            continue
-        rec.update(
-            status="ok", text=hit["text"], finish_reason=hit.get("finish_reason"), usage=hit.get("usage")
-        )
-        if hit.get("topk_logprobs"):
-            ids = np.asarray(hit["topk_ids"], dtype=np.int32)
-            lps = np.asarray(hit["topk_logprobs"], dtype=np.float16)
-            toks = np.asarray(hit["token_ids"] or [-1] * len(ids), dtype=np.int32)
-            k_seen = max(k_seen, ids.shape[1])
-            if offset and offset + len(ids) > shard_tokens:
-                flush()
-            rec["logprobs"] = {
-                "shard": f"{shard_dir.name}/shard-{shard:05d}.npz",
-                "offset": offset,
-                "length": len(ids),
-                "k": int(ids.shape[1]),
-                "temperature": hit.get("logprob_temperature"),
-            }
-            buf["token_ids"].append(toks)
-            buf["topk_ids"].append(ids)
-            buf["topk_logprobs"].append(lps)
-            offset += len(ids)
-            n_tokens += len(ids)
-        rows.append(rec)
-    flush()
-    header = {
-        "__header__": True,
-        "kd_version": KD_VERSION,
-        "teacher": teacher.id,
-        "decoding": requests[0].decoding.to_json() if requests else None,
-        "prompt_set_sha256": prompt_set_sha256,
-        "records": len(rows),
-        "ok": len(rows) - n_failed,
-        "failed": n_failed,
-        "logprob_tokens": n_tokens,
-        "logprob_k": k_seen,
-        "logprob_bytes_per_token": lp_bytes / n_tokens if n_tokens else None,
-    }
-    if shard_dir.exists():  # shards are rebuilt from the cache every run: replace the old set whole
-        for f in shard_dir.glob("*.npz"):
-            f.unlink()
-        shard_dir.rmdir()
-    if n_tokens:
-        os.chmod(tmp_dir, 0o755)
-        os.replace(tmp_dir, shard_dir)
-    else:
-        os.rmdir(tmp_dir)
+        rows.append(_record(r, key, cache.get(key), failures.get(key, "not answered"), shards))
+    shards.flush()
+    header = _header(teacher, requests, prompt_set_sha256, rows, shards)
+    _publish_shards(tmp_dir, shard_dir, shards.tokens > 0)
     with atomic_writer(out) as fh:
         fh.write(dumps_line(header))
         for row in rows:

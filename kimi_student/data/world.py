@@ -95,14 +95,6 @@ def world_file(path: str) -> list[str] | None:
     return [f"{k} = {r.randint(2, 900)}" for k in keys]
 
 
-def setting_value(path: str, key: str) -> int | None:
-    for line in world_file(path) or []:
-        k, _, v = line.partition(" = ")
-        if k == key:
-            return int(v)
-    return None
-
-
 def _web_search(a: dict[str, Any]) -> dict[str, Any]:
     q = a["query"]
     if any(w in q for w in EMPTY_QUERY_WORDS):

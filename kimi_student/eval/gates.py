@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 
 from kimi_student.errors import InputError
+from kimi_student.resources import config_path
 
-DEFAULT_GATES = Path(__file__).resolve().parents[2] / "configs" / "gates.yaml"
+DEFAULT_GATES = config_path("gates.yaml")
 _OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, ">": operator.gt, "<": operator.lt}
 
 

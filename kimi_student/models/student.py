@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 
 from kimi_student.errors import InputError, KimiStudentError
+from kimi_student.resources import CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 _ARCH_KEYS = (
     "hidden_size",
     "intermediate_size",

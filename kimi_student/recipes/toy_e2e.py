@@ -30,15 +30,16 @@ from kimi_student.export.coreml import export_coreml
 from kimi_student.export.greedy import DecodeStats, NgramDrafter, package_seq_len, padded_input
 from kimi_student.fingerprint import code_version, sha256_file
 from kimi_student.jsonl import write_json, write_jsonl
-from kimi_student.models.student import CONFIGS, load_spec
+from kimi_student.models.student import load_spec
 from kimi_student.recipes.toy_data import ToyItem, data_summary, prepare_data
 from kimi_student.recipes.toy_run import PRIMARY_SHAPE, ToyRun
+from kimi_student.resources import config_path
 from kimi_student.tokenizer import save_hf_tokenizer, train_bpe
 from kimi_student.tools.registry import args_valid
 from kimi_student.train.examples import ExampleBuilder, load_examples
 from kimi_student.train.trainer import train
 
-CONFIG = CONFIGS / "toy_e2e.yaml"
+CONFIG = config_path("toy_e2e.yaml")
 REPORT_VERSION = "toy-e2e-1"
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"

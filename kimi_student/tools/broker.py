@@ -19,11 +19,12 @@ from typing import Any
 from kimi_student.errors import ArgumentError, InputError
 from kimi_student.fingerprint import canonical_json, sha256_files
 from kimi_student.jsonl import read_jsonl, write_jsonl
+from kimi_student.resources import package_path
 from kimi_student.tools.live import LIVE
 from kimi_student.tools.normalize import fixture_key
 from kimi_student.tools.registry import UnknownToolError, get_tool, registry
 
-DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "eval" / "tool_broker" / "fixtures"
+DEFAULT_FIXTURES = package_path("tools", "fixtures")  # the base set, recorded by `tools record`
 
 
 @dataclass(frozen=True)

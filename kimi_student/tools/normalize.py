@@ -28,7 +28,9 @@ _NUM_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 def normalize_query(text: str) -> str:
-    """NFC, case-fold, collapse whitespace: the same rule the scorer uses for text."""
+    """NFC, case-fold, collapse whitespace. The one text rule: query fields of fixture keys, and the
+    scorer's comparison of text (grounding values and spans, call arguments, tool-span pairs), so a value
+    that finds its fixture also matches in scoring."""
     return _WS.sub(" ", unicodedata.normalize("NFC", text).casefold()).strip()
 
 
@@ -96,13 +98,14 @@ def _boolean(value: Any, field: str) -> bool:
     raise ArgumentError(field, f"expected boolean, got {value!r}")
 
 
-def _types(schema: dict[str, Any]) -> list[str]:
+def schema_types(schema: dict[str, Any]) -> list[str]:
+    """A schema's `type` as a list: a union keeps its order, no type is empty."""
     t = schema.get("type")
     return t if isinstance(t, list) else [t] if t else []
 
 
 def _coerce(value: Any, schema: dict[str, Any], field: str) -> Any:
-    types = _types(schema)
+    types = schema_types(schema)
     if len(types) > 1:  # a union: keep the first type that takes the value as it is
         for t in types:
             try:

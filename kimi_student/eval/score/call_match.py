@@ -16,9 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from kimi_student.errors import ArgumentError
-from kimi_student.eval.score.grounding import norm
 from kimi_student.numbers import numbers_equal
-from kimi_student.tools.normalize import normalize_path, normalize_url
+from kimi_student.tools.normalize import normalize_path, normalize_query, normalize_url, schema_types
 from kimi_student.tools.registry import registry
 
 _MISSING = object()
@@ -28,14 +27,9 @@ def same_name(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and a.replace(".", "_") == b.replace(".", "_")
 
 
-def _types(schema: dict[str, Any]) -> list[str]:
-    t = schema.get("type")
-    return t if isinstance(t, list) else [t] if t else []
-
-
 def _value(exp: Any, got: Any, schema: dict[str, Any], where: str, path_field: bool) -> str | None:
     """None when `got` matches `exp` under `schema`, else why not."""
-    types = _types(schema)
+    types = schema_types(schema)
     if len(types) > 1:
         for t in types:
             if _value(exp, got, {**schema, "type": t}, where, path_field) is None:
@@ -79,7 +73,7 @@ def _value(exp: Any, got: Any, schema: dict[str, Any], where: str, path_field: b
             return f"{where}: {e}"
         if schema.get("format") == "uri":
             return None if normalize_url(got) == normalize_url(exp) else f"{where}: url {got!r} != {exp!r}"
-        return None if norm(got) == norm(exp) else f"{where}: {got!r} != {exp!r}"
+        return None if normalize_query(got) == normalize_query(exp) else f"{where}: {got!r} != {exp!r}"
     return None if got == exp else f"{where}: {got!r} != {exp!r}"
 
 

@@ -8,7 +8,6 @@ tool's declared evidence values, and only where the match starts and ends on tok
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,14 +16,10 @@ from urllib.parse import urlsplit
 
 from kimi_student.numbers import as_number, find_numbers, numbers_equal
 from kimi_student.privacy import URL
+from kimi_student.tools.normalize import normalize_query
 from kimi_student.tools.registry import registry
 
 STATUS_KEYS = frozenset({"ok", "error", "status"})
-_WS = re.compile(r"\s+")
-
-
-def norm(text: str) -> str:
-    return _WS.sub(" ", unicodedata.normalize("NFC", text).casefold()).strip()
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,7 @@ def make_value(v: Any) -> Value | None:
     if n is not None:
         return Value(repr(n), n)
     if isinstance(v, str):
-        t = norm(v)
+        t = normalize_query(v)
         return Value(t) if t else None
     return None
 
@@ -142,9 +137,9 @@ class Span:
 
     def __init__(self, text: str, start: int = 0):
         self.text, self.start = text, start
-        self.norm = norm(text)
+        self.norm = normalize_query(text)
         self.numbers = list(find_numbers(text))
-        self.urls = [(m.start(), m.start() + len(u), norm(u)) for m, u in _url_matches(text)]
+        self.urls = [(m.start(), m.start() + len(u), normalize_query(u)) for m, u in _url_matches(text)]
         self.url_keys = {k for k in (url_key(u) for _, _, u in self.urls) if k}
 
     def lax_contains(self, v: Value, url_by_host: bool = True) -> bool:

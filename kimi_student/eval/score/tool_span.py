@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kimi_student.errors import ArgumentError
-from kimi_student.eval.score.grounding import norm
-from kimi_student.tools.normalize import normalize_path, normalize_url
+from kimi_student.tools.normalize import normalize_path, normalize_query, normalize_url
 from kimi_student.tools.registry import registry
 
 Pair = tuple[str, str]
@@ -62,7 +61,7 @@ def _norm_value(value: Any, schema: dict[str, Any], path_field: bool) -> str:
             return normalize_url(text)
     except ArgumentError:  # a path or URL that does not canonicalise is compared as plain text
         return unicodedata.normalize("NFC", text)
-    return norm(text)
+    return normalize_query(text)
 
 
 def call_pairs(call: dict[str, Any] | None) -> Counter[Pair]:
