@@ -29,3 +29,13 @@ CONFIGS = package_path("configs")
 def config_path(name: str) -> Path:
     """A packaged config, e.g. `config_path("gates.yaml")`."""
     return CONFIGS / name
+
+
+def shown_path(path: str | Path) -> str:
+    """How a path is recorded in reports: relative to the package for packaged files (`configs/toy_e2e.yaml`),
+    so a report does not depend on where the package is installed; as given otherwise."""
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(package_path()).as_posix()
+    except ValueError:
+        return str(path)

@@ -19,6 +19,7 @@ from kimi_student.errors import InputError
 from kimi_student.eval.score.tool_span import leaves
 from kimi_student.jsonl import write_jsonl
 from kimi_student.recipes.toy_run import ToyRun
+from kimi_student.resources import shown_path
 from kimi_student.tools.normalize import fixture_key
 
 SCENARIOS = ("web_research", "page_reading", "file_ops", "repo_nav", "api_lookup")
@@ -167,7 +168,7 @@ def prepare_data(run: ToyRun, cfg: dict[str, Any], n: int, seed: int, config: Pa
 
     n_copies = int(d.get("copy_augment", 0))
     copies = [c for t in train for _ in range(n_copies) if (c := copy_augmented(t, rng, pool, keep))]
-    header = {"source": "contextual", "generated_items": n, "seed": seed, "config": str(config)}
+    header = {"source": "contextual", "generated_items": n, "seed": seed, "config": shown_path(config)}
     path = write_split(run.train_jsonl, train + copies, {**header, "split": "train"})
     write_split(run.heldout_jsonl, held, {**header, "split": "heldout"})
     return ToyData(train, copies, held, path)

@@ -33,7 +33,7 @@ from kimi_student.jsonl import write_json, write_jsonl
 from kimi_student.models.student import load_spec
 from kimi_student.recipes.toy_data import ToyItem, data_summary, prepare_data
 from kimi_student.recipes.toy_run import PRIMARY_SHAPE, ToyRun
-from kimi_student.resources import config_path
+from kimi_student.resources import config_path, shown_path
 from kimi_student.tokenizer import save_hf_tokenizer, train_bpe
 from kimi_student.tools.registry import args_valid
 from kimi_student.train.examples import ExampleBuilder, load_examples
@@ -376,7 +376,7 @@ def report_header(config: Path, seed: int, tok_fp: str, shapes: list[int], prima
         "created_at": created_at(),
         "code_version": code_version(),
         "seed": seed,
-        "config": str(config),
+        "config": shown_path(config),
         "config_sha256": sha256_file(config),
         "tokenizer_fingerprint": tok_fp,
         "shapes": shapes,
