@@ -75,6 +75,9 @@ def run_smoke(
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     from kimi_student.eval.harness import run_eval
+    from kimi_student.eval.report import EvalPaths
+    from kimi_student.eval.runners.base import RunnerSpec
+    from kimi_student.eval.runners.options import RunnerOptions
     from kimi_student.recipes.serve import transformers_serve
 
     toy, out = Path(toy), Path(out)
@@ -89,12 +92,11 @@ def run_smoke(
         served = transformers_serve(checkpoint) if name == "openai_http" else nullcontext(None)
         with served as url:
             t0 = time.perf_counter()
+            options = RunnerOptions.from_dict({**TOY_EVAL, "model": str(model), "url": url})
             r = run_eval(
                 dataset,
-                name,
-                out / f"{name}.jsonl",
-                out / f"{name}.json",
-                runner_options={**TOY_EVAL, "model": str(model), "url": url},
+                RunnerSpec(name, options=options),
+                EvalPaths(out / f"{name}.jsonl", out / f"{name}.json"),
             )
             seconds = time.perf_counter() - t0
         s = r["summary"]

@@ -588,7 +588,7 @@ def run_toy_e2e(
 
 
 def report_header(config: Path, seed: int, tok_fp: str, shapes: list[int], primary: str | None) -> dict:
-    from kimi_student.eval.harness import created_at
+    from kimi_student.eval.report import created_at
 
     return {
         "report_version": REPORT_VERSION,
