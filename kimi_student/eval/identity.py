@@ -137,11 +137,9 @@ class RunIdentity:
 
     @classmethod
     def from_shard_header(cls, header: dict[str, Any], path: Path) -> RunIdentity:
-        names = [f.name for f in (*fields(RunnerFacts), *fields(RunInputs))] + [
-            "items_total",
-            "report_version",
-        ]
-        missing = [k for k in names if k not in header]
+        """The identity a shard's first line states (see `shard_header`)."""
+        names = [f.name for f in (*fields(RunnerFacts), *fields(RunInputs))]
+        missing = [k for k in (*names, "items_total", "report_version") if k not in header]
         if missing:
             raise InputError(path, 1, missing[0], "missing field (not a shard's results)")
         return cls(
