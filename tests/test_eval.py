@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from kimi_student.chat.prompt import prompt_wrapper_sha256
 from kimi_student.chat.transcript import INTEGRATION
+from kimi_student.errors import InputError
+from kimi_student.eval.identity import RunIdentity, RunInputs, RunnerFacts
 
 from .conftest import ks, read_rows, write_rows
 
@@ -137,3 +141,58 @@ def test_runner_usage_errors_exit_2(dataset: dict[str, Path], tmp_path: Path, ru
     code, _, out = _eval(dataset["final"], tmp_path, *runner_args)
     assert code == 2 and out.startswith("error:")
     assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.jsonl").exists()
+
+
+# ---- what a run is --------------------------------------------------------------------------------------
+
+
+def _identity() -> RunIdentity:
+    facts = RunnerFacts(
+        "predictions", "predictions:" + "a" * 64, prompt_wrapper_sha256("system"), {"mode": "external"}
+    )
+    inputs = RunInputs("d" * 64, "r" * 64, "t" * 64, "f" * 64, 7, "0.1.0+gabc")
+    return RunIdentity(facts, inputs, items_total=240)
+
+
+def test_the_report_header_and_a_shards_first_line_say_what_the_run_is() -> None:
+    ident = _identity()
+    assert sorted(ident.header()) == [
+        "code_version", "created_at", "dataset_sha256", "decoding", "fixtures_sha256", "model_fingerprint",
+        "prompt_wrapper_sha256", "proves", "report_version", "runner", "seed", "tokenizer_fingerprint",
+        "tool_registry_sha256",
+    ]  # fmt: skip
+    assert ident.header()["proves"] == "model" and ident.header()["report_version"] == "1"
+    first = ident.shard_header((1, 2), [0, 3], ["x is null or unknown"])
+    assert sorted(first) == sorted(
+        {*ident.header(), "__header__", "shard", "items_total", "positions", "fingerprint_problems"}
+        - {"created_at"}
+    )
+    assert first["shard"] == [1, 2] and first["items_total"] == 240
+    back = RunIdentity.from_shard_header(json.loads(json.dumps(first)), Path("s1.jsonl"))
+    assert back == ident and back.agrees_with(ident)
+    del first["seed"]
+    with pytest.raises(InputError, match=r"s1.jsonl:1: seed: missing field"):
+        RunIdentity.from_shard_header(first, Path("s1.jsonl"))
+
+
+def test_run_identities_agree_only_when_every_field_does() -> None:
+    a = _identity()
+    assert a.agrees_with(_identity()) and a.differences(_identity()) == []
+    seed = replace(a, inputs=replace(a.inputs, seed=8))
+    assert not a.agrees_with(seed) and a.differences(seed) == ["seed"]
+    decoding = replace(a, facts=replace(a.facts, decoding={"mode": "greedy"}))
+    assert a.differences(decoding) == ["decoding"]
+    assert a.differences(replace(a, items_total=239)) == ["items_total"]
+    verify = RunnerFacts(
+        "verification_only", "verification_only:" + "e" * 64, a.facts.prompt_wrapper_sha256, {}
+    )
+    other = replace(a, facts=verify, inputs=replace(a.inputs, dataset_sha256="e" * 64), items_total=239)
+    # the dataset is named first: the likeliest mix-up of shards
+    assert a.differences(other) == [
+        "dataset_sha256",
+        "items_total",
+        "runner",
+        "model_fingerprint",
+        "decoding",
+    ]
+    assert other.header()["proves"] == "scorer (gold text), not a model"

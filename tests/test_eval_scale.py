@@ -9,13 +9,17 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kimi_student.errors import KimiStudentError
-from kimi_student.eval import parallel
+from kimi_student.eval import workers as eval_workers
 from kimi_student.eval.gates import DEFAULT_GATES, evaluate_gates, load_gates
 from kimi_student.eval.harness import run_eval
+from kimi_student.eval.report import EvalPaths
+from kimi_student.eval.runners.base import RunnerSpec
+from kimi_student.eval.runners.gold import BATCH
 from kimi_student.eval.score.item import ItemScore, score_item, summarize
 from kimi_student.jsonl import dumps_line
 from kimi_student.tokenizer import load_tokenizer
@@ -183,14 +187,14 @@ def test_sigkill_then_the_same_command_scores_every_item_once(
     )
     parts = run / "r.jsonl.parts"
     deadline = time.monotonic() + 120
-    while _part_rows(parts) < 2 * parallel.BATCH and proc.poll() is None and time.monotonic() < deadline:
+    while _part_rows(parts) < 2 * BATCH and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (run / "r.jsonl").exists() and not (run / "r.json").exists()
     done = _part_rows(parts)
-    assert 2 * parallel.BATCH <= done < 2000
+    assert 2 * BATCH <= done < 2000
     time.sleep(0.5)  # the workers died with their parent: nothing is written any more
     assert _part_rows(parts) == done
 
@@ -211,7 +215,7 @@ def test_sigkill_then_the_same_command_scores_every_item_once(
 
 
 def _crash_after(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    real, seen = parallel.score_item, [0]
+    real, seen = eval_workers.score_item, [0]
 
     def flaky(*a, **kw):  # noqa: ANN002, ANN003, ANN202
         seen[0] += 1
@@ -219,7 +223,11 @@ def _crash_after(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
             raise RuntimeError("runner crashed")
         return real(*a, **kw)
 
-    monkeypatch.setattr(parallel, "score_item", flaky)
+    monkeypatch.setattr(eval_workers, "score_item", flaky)
+
+
+def _verify(ds: Path, out: Path, rep: Path, **kw: Any) -> dict[str, Any]:
+    return run_eval(ds, RunnerSpec("verification_only"), EvalPaths(out, rep), **kw)
 
 
 def test_crash_resume_truncated_line_and_fresh(
@@ -227,33 +235,33 @@ def test_crash_resume_truncated_line_and_fresh(
 ) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH["SOURCE_DATE_EPOCH"])
     ds, out, rep = dataset["final"], tmp_path / "r.jsonl", tmp_path / "r.json"
-    run_eval(ds, "verification_only", tmp_path / "ref" / "r.jsonl", tmp_path / "ref" / "r.json")
+    _verify(ds, tmp_path / "ref" / "r.jsonl", tmp_path / "ref" / "r.json")
     parts = tmp_path / "r.jsonl.parts"
 
     _crash_after(monkeypatch, 150)
     with pytest.raises(RuntimeError, match="runner crashed"):
-        run_eval(ds, "verification_only", out, rep)
-    assert _part_rows(parts) == 2 * parallel.BATCH and not out.exists()  # two whole batches were flushed
+        _verify(ds, out, rep)
+    assert _part_rows(parts) == 2 * BATCH and not out.exists()  # two whole batches were flushed
     (part,) = parts.glob("*.jsonl")
     part.write_bytes(part.read_bytes()[:-25])  # as if killed while writing the last row
 
     with pytest.raises(KimiStudentError, match=r"other inputs \(dataset_sha256.*--fresh"):
-        run_eval(_other_dataset(ds, tmp_path / "other.jsonl"), "verification_only", out, rep)
+        _verify(_other_dataset(ds, tmp_path / "other.jsonl"), out, rep)
     monkeypatch.undo()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH["SOURCE_DATE_EPOCH"])
     log: list[str] = []
-    run_eval(ds, "verification_only", out, rep, log=log.append)
-    assert log == [f"resuming: {2 * parallel.BATCH - 1} of 240 items already scored in {parts}"]
+    _verify(ds, out, rep, log=log.append)
+    assert log == [f"resuming: {2 * BATCH - 1} of 240 items already scored in {parts}"]
     _same_files(tmp_path, tmp_path / "ref")
     assert not parts.exists()
 
     _crash_after(monkeypatch, 100)
     with pytest.raises(RuntimeError):
-        run_eval(ds, "verification_only", out, rep)
+        _verify(ds, out, rep)
     monkeypatch.undo()
     monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH["SOURCE_DATE_EPOCH"])
     log.clear()
-    run_eval(ds, "verification_only", out, rep, fresh=True, log=log.append)
+    _verify(ds, out, rep, fresh=True, log=log.append)
     assert log == []  # --fresh: the crashed run's rows were discarded, every item scored again
     _same_files(tmp_path, tmp_path / "ref")
 

@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import combinations
 from pathlib import Path
 
 import pytest
+import typer
 
 from kimi_student.chat.prompt import item_messages, prompt_wrapper_sha256
 from kimi_student.chat.transcript import format_call, format_response, parse_transcript
+from kimi_student.cli.common import guarded
+from kimi_student.cli.eval import app as eval_app
+from kimi_student.errors import InputError, KimiStudentError
+from kimi_student.eval.runners.base import Runner
+from kimi_student.eval.runners.gold import BATCH, Predictions, VerificationOnly
 from kimi_student.eval.runners.openai_http import api_name, to_tools_messages
+from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.eval.runners.tool_loop import Generation, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
 
@@ -377,3 +385,56 @@ def test_model_runner_usage_errors_exit_2_in_one_line(
     )
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "r.jsonl").exists() and not (tmp_path / "r.json").exists()
+
+
+# ---- the runner protocol and its options ----------------------------------------------------------------
+
+
+def test_gold_runners_have_everything_the_runner_protocol_declares(dataset: dict, tmp_path: Path) -> None:
+    rows = read_rows(dataset["final"])[1:]
+    preds = write_rows(tmp_path / "p.jsonl", [{"id": it["id"], "output": it["teacher_text"]} for it in rows])
+    declared = [n for n in Runner.__annotations__]
+    methods = [n for n, v in vars(Runner).items() if callable(v) and not n.startswith("_")]
+    assert declared == ["name", "model_fingerprint", "decoding", "prompt_wrapper", "chunk"]
+    assert sorted(methods) == ["check_ids", "close", "outputs"]
+    for runner in (VerificationOnly("d" * 64), Predictions(preds)):
+        missing = [n for n in (*declared, *methods) if not hasattr(runner, n)]
+        assert missing == [], (runner.name, missing)
+        assert runner.prompt_wrapper == "system" and runner.chunk == BATCH == 64  # the defaults they had
+        assert isinstance(runner.decoding, dict) and runner.model_fingerprint.startswith(runner.name + ":")
+        assert runner.check_ids(frozenset(it["id"] for it in rows)) is None
+    with pytest.raises(InputError, match="1 ids not in the dataset"):
+        Predictions(preds).check_ids(frozenset(it["id"] for it in rows[1:]))
+
+
+def test_runner_options_refuse_an_unknown_key_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert RunnerOptions.from_dict({"max_turns": None, "model": "m"}) == RunnerOptions(
+        model="m"
+    )  # None: default
+    known = "model, url, max_turns, max_new_tokens, prompt_wrapper, batch_size, tool_protocol, concurrency, "
+    with pytest.raises(KimiStudentError) as e:
+        RunnerOptions.from_dict({"model": "m", "max_turn": 2})
+    assert (
+        str(e.value)
+        == f"unknown runner option 'max_turn' (known: {known}timeout_s, max_retries, tokenizer, api_key_env)"
+    )
+
+    @guarded
+    def command() -> None:  # what every CLI command does with the error
+        RunnerOptions.from_dict({"max_turn": 2})
+
+    with pytest.raises(typer.Exit) as ex:
+        command()
+    err = capsys.readouterr().err
+    assert ex.value.exit_code == 2 and err.startswith("error: unknown runner option 'max_turn'")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_eval_flags_take_default_help_and_range_from_runner_options() -> None:
+    params = {p.opts[0]: p for p in typer.main.get_command(eval_app).params if p.opts}
+    for f in fields(RunnerOptions):
+        p = params[f.metadata["flag"] or "--" + f.name.replace("_", "-")]
+        assert (p.default, p.help) == (f.default, f.metadata["help"]), f.name
+        assert p.min == f.metadata["min"], f.name
+    assert params["--timeout"].default == 120.0 and params["--retries"].min == 0
+    assert params["--model-tokenizer"].default is None and params["--max-turns"].min == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 
 from kimi_student.cli.common import fail, fmt, guarded, show_progress
 from kimi_student.eval.gates import DEFAULT_GATES
+from kimi_student.eval.runners.options import RunnerOptions
 
 app = typer.Typer(
     help="Run a dataset through a runner, score the transcripts, apply the CAWS gates and write a "
@@ -20,124 +22,124 @@ app = typer.Typer(
 )
 
 
+_FIELDS = {f.name: f for f in fields(RunnerOptions)}
+_OPTIONS = RunnerOptions()  # the defaults
+
+
+def _flag(name: str) -> str:
+    """The flag of a RunnerOptions field: `--max-turns`, or the one its metadata names (`--timeout`)."""
+    return _FIELDS[name].metadata["flag"] or "--" + name.replace("_", "-")
+
+
+def _runner_option(name: str) -> Any:
+    """The option of a RunnerOptions field, with its help text and least value from the field."""
+    meta = _FIELDS[name].metadata
+    least = {} if meta["min"] is None else {"min": meta["min"]}
+    return typer.Option(_flag(name), help=meta["help"], rich_help_panel="Model runners", **least)
+
+
+def _options_from(params: dict[str, Any]) -> RunnerOptions:
+    """RunnerOptions from a command's parameters, each named after its flag (`--timeout`: `timeout`)."""
+    return RunnerOptions(**{name: params[_flag(name)[2:].replace("-", "_")] for name in _FIELDS})
+
+
+Model = Annotated[str | None, _runner_option("model")]
+Url = Annotated[str | None, _runner_option("url")]
+MaxTurns = Annotated[int, _runner_option("max_turns")]
+MaxNewTokens = Annotated[int, _runner_option("max_new_tokens")]
+PromptWrapper = Annotated[str, _runner_option("prompt_wrapper")]
+BatchSize = Annotated[int, _runner_option("batch_size")]
+ToolProtocol = Annotated[str, _runner_option("tool_protocol")]
+Concurrency = Annotated[int, _runner_option("concurrency")]
+Timeout = Annotated[float, _runner_option("timeout_s")]
+Retries = Annotated[int, _runner_option("max_retries")]
+ModelTokenizer = Annotated[str | None, _runner_option("tokenizer")]
+ApiKeyEnv = Annotated[str | None, _runner_option("api_key_env")]
+
+RunnerName = Annotated[
+    str | None,
+    typer.Option(
+        "--runner",
+        help="verification_only (scores the gold text: proves the scorer), predictions (a JSONL of "
+        "outputs), or a model through the tool loop: hf_local (checkpoint folder), openai_http "
+        "(OpenAI-compatible endpoint), coreml (exported packages).",
+    ),
+]
+Dataset = Annotated[Path | None, typer.Option("--in", help="Extracted dataset JSONL.")]
+ResultsOut = Annotated[Path, typer.Option("--out", help="Per-item results JSONL.")]
+ReportOut = Annotated[Path, typer.Option("--report", help="Report JSON.")]
+GatesIn = Annotated[
+    Path, typer.Option("--gates", help="Gate thresholds.", show_default="packaged configs/gates.yaml")
+]
+PredictionsIn = Annotated[
+    str | None, typer.Option("--predictions", help="JSONL of {id, output} (runner predictions).")
+]
+Tokenizer = Annotated[str | None, typer.Option("--tokenizer", help="Defaults to the dataset's tokenizer.")]
+Fixtures = Annotated[
+    list[str] | None, typer.Option("--fixtures", help="Fixture folder(s); default: the dataset's + base.")
+]
+Workers = Annotated[
+    int,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="Worker processes, each with its own runner (items split by sha256(id)). "
+        "The results and report are byte-identical for any number (hf_local: batches are formed per "
+        "worker, so a near-tie under other padding could differ).",
+        rich_help_panel="Scale and resume",
+    ),
+]
+Shard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="i/n: score only shard i of n (one job per machine); writes the shard's results and a "
+        "report without gates. Join the shards with `kimi-student eval merge`.",
+        rich_help_panel="Scale and resume",
+    ),
+]
+Fresh = Annotated[
+    bool,
+    typer.Option(
+        "--fresh",
+        help="Discard an unfinished run's scored items (<out>.parts/) instead of resuming it.",
+        rich_help_panel="Scale and resume",
+    ),
+]
+RESULTS, REPORT, GATES = (
+    Path("eval/results/latest.jsonl"),
+    Path("eval/reports/latest.json"),
+    DEFAULT_GATES,
+)
+
+
 @app.callback(invoke_without_command=True)
 @guarded
 def eval_run(
     ctx: typer.Context,
-    runner: Annotated[
-        str | None,
-        typer.Option(
-            help="verification_only (scores the gold text: proves the scorer), predictions (a JSONL of "
-            "outputs), or a model through the tool loop: hf_local (checkpoint folder), openai_http "
-            "(OpenAI-compatible endpoint), coreml (exported packages)."
-        ),
-    ] = None,
-    inp: Annotated[Path | None, typer.Option("--in", help="Extracted dataset JSONL.")] = None,
-    out: Annotated[Path, typer.Option(help="Per-item results JSONL.")] = Path("eval/results/latest.jsonl"),
-    report: Annotated[Path, typer.Option(help="Report JSON.")] = Path("eval/reports/latest.json"),
-    predictions: Annotated[
-        str | None, typer.Option(help="JSONL of {id, output} (runner predictions).")
-    ] = None,
-    tokenizer: Annotated[str | None, typer.Option(help="Defaults to the dataset's tokenizer.")] = None,
-    fixtures: Annotated[
-        list[str] | None, typer.Option(help="Fixture folder(s); default: the dataset's + base.")
-    ] = None,
-    gates: Annotated[
-        Path, typer.Option(help="Gate thresholds.", show_default="packaged configs/gates.yaml")
-    ] = DEFAULT_GATES,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="hf_local: checkpoint folder; coreml: seq<S>.mlpackage or its folder; "
-            "openai_http: the served model's name.",
-            rich_help_panel="Model runners",
-        ),
-    ] = None,
-    url: Annotated[
-        str | None,
-        typer.Option(
-            help="openai_http: endpoint, e.g. http://127.0.0.1:8000/v1.", rich_help_panel="Model runners"
-        ),
-    ] = None,
-    max_turns: Annotated[
-        int,
-        typer.Option(
-            min=1, help="Model turns per item (each may call one tool).", rich_help_panel="Model runners"
-        ),
-    ] = 4,
-    max_new_tokens: Annotated[
-        int, typer.Option(min=1, help="Tokens per model turn.", rich_help_panel="Model runners")
-    ] = 256,
-    prompt_wrapper: Annotated[
-        str,
-        typer.Option(
-            help="system: tool list as a system message + the full prompt; request: the request alone "
-            "(as the toy student is trained).",
-            rich_help_panel="Model runners",
-        ),
-    ] = "system",
-    batch_size: Annotated[
-        int,
-        typer.Option(min=1, help="hf_local: sequences decoded together.", rich_help_panel="Model runners"),
-    ] = 8,
-    tool_protocol: Annotated[
-        str,
-        typer.Option(
-            help="openai_http: text (<tool_call> text) or tools (tools= and structured tool_calls).",
-            rich_help_panel="Model runners",
-        ),
-    ] = "text",
-    concurrency: Annotated[
-        int, typer.Option(min=1, help="openai_http: requests in flight.", rich_help_panel="Model runners")
-    ] = 4,
-    timeout: Annotated[
-        float, typer.Option(help="openai_http: seconds per request.", rich_help_panel="Model runners")
-    ] = 120.0,
-    retries: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="openai_http: retries (429, 5xx, timeouts) before the item is an error.",
-            rich_help_panel="Model runners",
-        ),
-    ] = 4,
-    model_tokenizer: Annotated[
-        str | None,
-        typer.Option(
-            help="coreml: the model's HF tokenizer folder (default: the checkpoint the manifest names).",
-            rich_help_panel="Model runners",
-        ),
-    ] = None,
-    api_key_env: Annotated[
-        str | None,
-        typer.Option(help="openai_http: env var holding the API key.", rich_help_panel="Model runners"),
-    ] = None,
-    workers: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Worker processes, each with its own runner (items split by sha256(id)). "
-            "The results and report are byte-identical for any number (hf_local: batches are formed per "
-            "worker, so a near-tie under other padding could differ).",
-            rich_help_panel="Scale and resume",
-        ),
-    ] = 1,
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            help="i/n: score only shard i of n (one job per machine); writes the shard's results and a "
-            "report without gates. Join the shards with `kimi-student eval merge`.",
-            rich_help_panel="Scale and resume",
-        ),
-    ] = None,
-    fresh: Annotated[
-        bool,
-        typer.Option(
-            "--fresh",
-            help="Discard an unfinished run's scored items (<out>.parts/) instead of resuming it.",
-            rich_help_panel="Scale and resume",
-        ),
-    ] = False,
+    runner: RunnerName = None,
+    inp: Dataset = None,
+    out: ResultsOut = RESULTS,
+    report: ReportOut = REPORT,
+    predictions: PredictionsIn = None,
+    tokenizer: Tokenizer = None,
+    fixtures: Fixtures = None,
+    gates: GatesIn = GATES,
+    model: Model = None,  # unset unless given; the other runner options default as RunnerOptions says
+    url: Url = None,
+    max_turns: MaxTurns = _OPTIONS.max_turns,
+    max_new_tokens: MaxNewTokens = _OPTIONS.max_new_tokens,
+    prompt_wrapper: PromptWrapper = _OPTIONS.prompt_wrapper,
+    batch_size: BatchSize = _OPTIONS.batch_size,
+    tool_protocol: ToolProtocol = _OPTIONS.tool_protocol,
+    concurrency: Concurrency = _OPTIONS.concurrency,
+    timeout: Timeout = _OPTIONS.timeout_s,
+    retries: Retries = _OPTIONS.max_retries,
+    model_tokenizer: ModelTokenizer = None,
+    api_key_env: ApiKeyEnv = None,
+    workers: Workers = 1,
+    shard: Shard = None,
+    fresh: Fresh = False,
 ) -> None:
     """Run a dataset through a runner, score it and apply the CAWS gates.
 
@@ -162,37 +164,23 @@ def eval_run(
         return
     if runner is None or inp is None:
         fail("eval needs --runner and --in (see `kimi-student eval --help`)")
-    from kimi_student.eval.harness import parse_shard, run_eval
+    from kimi_student.eval.harness import run_eval
+    from kimi_student.eval.report import EvalPaths
+    from kimi_student.eval.runners.base import RunnerSpec
+    from kimi_student.eval.shards import parse_shard
 
     shard_ = parse_shard(shard) if shard is not None else None
-    options = {
-        "model": model,
-        "url": url,
-        "max_turns": max_turns,
-        "max_new_tokens": max_new_tokens,
-        "prompt_wrapper": prompt_wrapper,
-        "batch_size": batch_size,
-        "tool_protocol": tool_protocol,
-        "concurrency": concurrency,
-        "timeout_s": timeout,
-        "max_retries": retries,
-        "tokenizer": model_tokenizer,
-        "api_key_env": api_key_env,
-    }
     rep = run_eval(
         inp,
-        runner,
-        out,
-        report,
-        predictions,
-        tokenizer,
-        fixtures,
-        gates,
-        progress=show_progress(),
-        runner_options=options,
+        RunnerSpec(runner, predictions, _options_from(ctx.params)),
+        EvalPaths(out, report),
+        tokenizer=tokenizer,
+        fixtures=fixtures,
+        gates=gates,
         workers=workers,
         shard=shard_,
         fresh=fresh,
+        progress=show_progress(),
         log=lambda m: typer.echo(m, err=True),
     )
     if shard_ is not None:
@@ -227,11 +215,9 @@ def eval_merge(
     shards: Annotated[
         list[Path], typer.Argument(help="The results JSONL of every shard (eval --shard i/n --out ...).")
     ],
-    out: Annotated[Path, typer.Option(help="Per-item results JSONL.")] = Path("eval/results/latest.jsonl"),
-    report: Annotated[Path, typer.Option(help="Report JSON.")] = Path("eval/reports/latest.json"),
-    gates: Annotated[
-        Path, typer.Option(help="Gate thresholds.", show_default="packaged configs/gates.yaml")
-    ] = DEFAULT_GATES,
+    out: ResultsOut = RESULTS,
+    report: ReportOut = REPORT,
+    gates: GatesIn = GATES,
 ) -> None:
     """Join shard results into one run's results and report (byte-identical to the unsharded run with
     the same --out/--report) and apply the gates.
@@ -241,9 +227,10 @@ def eval_merge(
 
     Example: kimi-student eval merge r0.jsonl r1.jsonl r2.jsonl r3.jsonl --out r.jsonl --report r.json
     """
-    from kimi_student.eval.harness import merge_shards
+    from kimi_student.eval.report import EvalPaths
+    from kimi_student.eval.shards import merge_shards
 
-    _print_eval(merge_shards(shards, out, report, gates), report, out)
+    _print_eval(merge_shards(shards, EvalPaths(out, report), gates), report, out)
 
 
 @app.command("smoke")

@@ -23,6 +23,9 @@ from typing import Any
 from kimi_student.data.contextual import generate, write_dataset
 from kimi_student.data.extract import extract_items
 from kimi_student.eval.harness import run_eval
+from kimi_student.eval.report import EvalPaths
+from kimi_student.eval.runners.base import RunnerSpec
+from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.jsonl import read_jsonl, write_json
 from kimi_student.recipes.serve import transformers_serve
 from kimi_student.recipes.toy_run import ToyFacts, ToyRun
@@ -76,12 +79,11 @@ def run_smoke(
         served = transformers_serve(checkpoint) if name == "openai_http" else nullcontext(None)
         with served as url:
             t0 = time.perf_counter()
+            options = RunnerOptions.from_dict({**TOY_EVAL, "model": str(model), "url": url})
             r = run_eval(
                 dataset,
-                name,
-                out / f"{name}.jsonl",
-                out / f"{name}.json",
-                runner_options={**TOY_EVAL, "model": str(model), "url": url},
+                RunnerSpec(name, options=options),
+                EvalPaths(out / f"{name}.jsonl", out / f"{name}.json"),
             )
             seconds = time.perf_counter() - t0
         s = r["summary"]

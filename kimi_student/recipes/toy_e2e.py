@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 from kimi_student.chat.transcript import parse_transcript
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.eval.gates import evaluate_gate, run_passed
-from kimi_student.eval.harness import created_at
+from kimi_student.eval.report import created_at
 from kimi_student.eval.runners.coreml import CoreMLGenerator
 from kimi_student.eval.score.tool_span import SpanCounts, micro, score_call
 from kimi_student.export.coreml import export_coreml

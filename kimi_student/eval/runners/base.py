@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kimi_student.eval.runners.options import RunnerOptions
+
 
 @dataclass
 class ItemOutput:
@@ -18,18 +20,26 @@ class ItemOutput:
 
 @dataclass(frozen=True)
 class RunnerSpec:
-    """Everything needed to build a runner, in any process."""
+    """Everything needed to build a runner, in any process (the dataset's sha256 is the run's: the
+    harness passes it to `make_runner`)."""
 
     name: str
-    dataset_sha256: str
-    predictions: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # model runners: model, url, max_turns, ...
+    predictions: str | None = None  # the predictions runner's JSONL
+    options: RunnerOptions = field(default_factory=RunnerOptions)  # model runners: model, url, max_turns, ...
 
 
 class Runner(Protocol):
+    """Everything the harness uses of a runner."""
+
     name: str
     model_fingerprint: str
-    decoding: dict[str, Any]
+    decoding: dict[str, Any]  # what changes its output (in the report header)
+    prompt_wrapper: str  # how items become prompts (its sha256 is in the report header)
+    chunk: int  # items per output batch: scored, written and flushed together (progress and resume)
+
+    def check_ids(self, dataset_ids: frozenset[str]) -> None:
+        """Refuse outputs for items the dataset does not have (checked against all of it)."""
+        ...
 
     def outputs(self, items: list[dict[str, Any]]) -> Iterator[ItemOutput]:
         """One output per item, in order."""

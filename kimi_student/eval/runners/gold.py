@@ -11,15 +11,22 @@ from kimi_student.eval.runners.base import ItemOutput
 from kimi_student.fingerprint import sha256_file
 from kimi_student.jsonl import read_jsonl
 
+BATCH = 64  # items scored, written and flushed together: the most a kill can lose
+
 
 class VerificationOnly:
     """Scores the dataset's own gold text: it proves the scorer, never a model."""
 
     name = "verification_only"
     decoding: dict[str, Any] = {"mode": "gold_text"}
+    prompt_wrapper = "system"  # no prompt is built; the header names the default wrapper
+    chunk = BATCH
 
     def __init__(self, dataset_sha256: str):
         self.model_fingerprint = f"verification_only:{dataset_sha256}"
+
+    def check_ids(self, dataset_ids: frozenset[str]) -> None:
+        """Its outputs are the dataset's own items."""
 
     def outputs(self, items: list[dict[str, Any]]) -> Iterator[ItemOutput]:
         for it in items:
@@ -34,6 +41,8 @@ class Predictions:
 
     name = "predictions"
     decoding: dict[str, Any] = {"mode": "external"}
+    prompt_wrapper = "system"  # prompted elsewhere; the header names the default wrapper
+    chunk = BATCH
 
     def __init__(self, path: str | Path):
         p = Path(path)

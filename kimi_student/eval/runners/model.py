@@ -9,77 +9,67 @@ from typing import Any
 from kimi_student.chat.prompt import check_wrapper, item_messages
 from kimi_student.errors import KimiStudentError
 from kimi_student.eval.runners.base import ItemOutput
+from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.eval.runners.tool_loop import Generator, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
 
 MODEL_RUNNERS = ("hf_local", "openai_http", "coreml")
-DEFAULTS: dict[str, Any] = {
-    "max_turns": 4,
-    "max_new_tokens": 256,
-    "batch_size": 8,
-    "prompt_wrapper": "system",
-    "tool_protocol": "text",
-    "concurrency": 4,
-    "timeout_s": 120.0,
-    "max_retries": 4,
-}
 
 
-def make_generator(name: str, o: dict[str, Any]) -> tuple[Generator, dict[str, Any]]:
+def make_generator(name: str, o: RunnerOptions) -> tuple[Generator, dict[str, Any]]:
     """The generator and the decoding facts that change its output (they go in the report header)."""
-    if not o.get("model"):
+    if not o.model:
         raise KimiStudentError(
             f"--runner {name} needs --model (checkpoint folder, package or served model name)"
         )
     decoding: dict[str, Any] = {
         "mode": "greedy",
-        "max_new_tokens": o["max_new_tokens"],
-        "max_turns": o["max_turns"],
+        "max_new_tokens": o.max_new_tokens,
+        "max_turns": o.max_turns,
     }
     if name == "hf_local":
         from kimi_student.eval.runners.hf_local import HFGenerator
 
-        return HFGenerator(o["model"], o["max_new_tokens"], o["batch_size"]), {
-            **decoding,
-            "batch_size": o["batch_size"],
-        }
+        return HFGenerator(o.model, o.max_new_tokens, o.batch_size), {**decoding, "batch_size": o.batch_size}
     if name == "coreml":
         from kimi_student.eval.runners.coreml import CoreMLGenerator
 
-        gen = CoreMLGenerator(o["model"], o.get("tokenizer"), o["max_new_tokens"])
+        gen = CoreMLGenerator(o.model, o.tokenizer, o.max_new_tokens)
         return gen, {**decoding, "backend": gen.backend, "shapes": sorted(gen.programs)}
     if name == "openai_http":
         from kimi_student.eval.runners.openai_http import OpenAIGenerator
 
-        if not o.get("url"):
+        if not o.url:
             raise KimiStudentError("--runner openai_http needs --url (e.g. http://127.0.0.1:8000/v1)")
         gen = OpenAIGenerator(
-            o["url"],
-            str(o["model"]),
-            o["max_new_tokens"],
-            o["tool_protocol"],
-            o["concurrency"],
-            o["timeout_s"],
-            o["max_retries"],
-            o.get("api_key_env"),
+            o.url,
+            str(o.model),
+            o.max_new_tokens,
+            o.tool_protocol,
+            o.concurrency,
+            o.timeout_s,
+            o.max_retries,
+            o.api_key_env,
         )
-        return gen, {**decoding, "tool_protocol": o["tool_protocol"], "temperature": 0.0}
+        return gen, {**decoding, "tool_protocol": o.tool_protocol, "temperature": 0.0}
     raise KimiStudentError(f"unknown model runner {name!r}")
 
 
 class ModelRunner:
-    def __init__(self, name: str, options: dict[str, Any], broker: ToolBroker):
-        o = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
-        if o["max_turns"] < 1:
+    def __init__(self, name: str, options: RunnerOptions, broker: ToolBroker):
+        if options.max_turns < 1:
             raise KimiStudentError("--max-turns must be at least 1")
-        check_wrapper(o["prompt_wrapper"])  # fails before a model is loaded
-        self.name, self.prompt_wrapper, self.max_turns = name, o["prompt_wrapper"], o["max_turns"]
-        self.generator, decoding = make_generator(name, o)
+        check_wrapper(options.prompt_wrapper)  # fails before a model is loaded
+        self.name, self.prompt_wrapper, self.max_turns = name, options.prompt_wrapper, options.max_turns
+        self.generator, decoding = make_generator(name, options)
         self.decoding = {**decoding, "prompt_wrapper": self.prompt_wrapper}
         self.model_fingerprint = self.generator.fingerprint
         self.broker = broker  # the scorer's: the loop only looks up, so one broker serves both
         # conversations advanced together: enough to fill the generator's batches or connections
-        self.chunk = 4 * max(o["batch_size"], o["concurrency"])
+        self.chunk = 4 * max(options.batch_size, options.concurrency)
+
+    def check_ids(self, dataset_ids: frozenset[str]) -> None:
+        """A model answers whatever items it is given."""
 
     def outputs(self, items: list[dict[str, Any]]) -> Iterator[ItemOutput]:
         for lo in range(0, len(items), self.chunk):

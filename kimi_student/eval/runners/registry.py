@@ -9,10 +9,11 @@ from kimi_student.eval.runners.model import MODEL_RUNNERS, ModelRunner
 from kimi_student.tools.broker import ToolBroker
 
 
-def make_runner(spec: RunnerSpec, broker: ToolBroker) -> Runner:
-    """`broker` replays the calls of model runners' tool loops (the scorer's broker: lookups only)."""
+def make_runner(spec: RunnerSpec, dataset_sha256: str, broker: ToolBroker) -> Runner:
+    """`dataset_sha256` is the gold runner's model; `broker` replays the calls of model runners' tool loops
+    (the scorer's broker: lookups only)."""
     if spec.name == "verification_only":
-        return VerificationOnly(spec.dataset_sha256)
+        return VerificationOnly(dataset_sha256)
     if spec.name == "predictions":
         if not spec.predictions:
             raise KimiStudentError("--runner predictions needs --predictions FILE")

@@ -1,0 +1,136 @@
+"""Part files: where a run's workers append their scored rows, a batch at a time, so that a killed or
+crashed run resumes where it stopped.
+
+A part file is JSONL under `<out>.parts/`: line 1 `{"__part__": true, "identity": <resume key>, "worker":
+w, <runner facts>}`, then one result row per item. The resume key is everything a row depends on
+(`RunInputs.resume_key`); a restart with another key is refused. A last line without its newline (the
+writer was killed mid-write) is dropped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kimi_student.errors import InputError, KimiStudentError
+from kimi_student.eval.identity import RunnerFacts
+from kimi_student.jsonl import dumps_line
+
+LOCK_WAIT_S = 10.0
+
+
+def parts_dir(results: Path) -> Path:
+    return results.with_name(results.name + ".parts")
+
+
+def part_header(key: dict[str, Any], worker: int, facts: RunnerFacts) -> str:
+    """The first line of a part file."""
+    return dumps_line({"__part__": True, "identity": key, "worker": worker, **facts.to_json()})
+
+
+@dataclass
+class Parts:
+    """What the part files of a run hold so far."""
+
+    facts: RunnerFacts | None  # the runner's (all parts agree)
+    rows: dict[str, dict[str, Any]]  # id -> result row (the first, should an id be found twice)
+
+
+def _read_part(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    lines = path.read_bytes().split(b"\n")[:-1]  # the last piece is b"" or a line cut short by a kill
+    objs = []
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            objs.append(json.loads(raw))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(path, lineno, None, f"damaged part file ({e}): rerun with --fresh") from None
+    if not objs:
+        return None, []
+    if not objs[0].get("__part__"):
+        raise InputError(path, 1, "__part__", "not a part file: rerun with --fresh")
+    return objs[0], objs[1:]
+
+
+def read_parts(folder: Path, key: dict[str, Any], wanted: set[str]) -> Parts:
+    """Rows scored so far by earlier or current workers. Refuses parts of another run (other resume key)."""
+    facts: RunnerFacts | None = None
+    rows: dict[str, dict[str, Any]] = {}
+    for path in sorted(folder.glob("*.jsonl")):
+        header, part_rows = _read_part(path)
+        if header is None:
+            continue  # killed before its header was complete
+        if header["identity"] != key:
+            diff = sorted(k for k in key if header["identity"].get(k) != key[k])
+            raise KimiStudentError(
+                f"{folder} holds an unfinished run with other inputs ({', '.join(diff)} differ): "
+                "rerun with --fresh to discard it"
+            )
+        head_facts = RunnerFacts.from_json(header)
+        if facts is not None and head_facts != facts:
+            raise KimiStudentError(
+                f"{path}: made with another model than the other parts: rerun with --fresh"
+            )
+        facts = head_facts
+        for row in part_rows:
+            if row.get("id") not in wanted:
+                raise InputError(
+                    path, None, "id", f"{row.get('id')!r} is not an item of this run: rerun with --fresh"
+                )
+            rows.setdefault(row["id"], row)
+    return Parts(facts, rows)
+
+
+def has_rows(folder: Path) -> bool:
+    try:
+        return any(len(_read_part(p)[1]) > 0 for p in folder.glob("*.jsonl"))
+    except KimiStudentError:
+        return True  # damaged: keep it for a look
+
+
+def next_attempt(folder: Path) -> int:
+    """Each start writes new part files (a-<attempt>-w<worker>), never appends to a killed run's."""
+    return 1 + max((int(p.name.split("-")[1]) for p in folder.glob("a-*-w*.jsonl")), default=0)
+
+
+@contextmanager
+def locked_parts(folder: Path, fresh: bool) -> Iterator[None]:
+    """Hold `<out>.parts/lock` for the run: exclusive to check that no other run (or orphaned worker) is
+    writing here, then shared with this run's workers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise KimiStudentError(f"{folder}: another eval run is writing there") from None
+                time.sleep(0.1)
+        if fresh:
+            for p in folder.glob("*.jsonl"):
+                p.unlink()
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def kept_if_resumable(folder: Path) -> Iterator[None]:
+    """On any failure, remove the parts folder unless it holds rows to resume from: leave nothing behind."""
+    try:
+        yield
+    except BaseException:
+        if not has_rows(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise

@@ -1,0 +1,63 @@
+"""The options of the model runners, each field with its default, its help text, its CLI flag and its
+range written once: `kimi-student eval` builds its flags from here and the runners read them from here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from kimi_student.errors import KimiStudentError
+
+
+def _option(default: Any, help: str, flag: str | None = None, min: int | None = None) -> Any:
+    """A field with what the CLI needs: help text, the flag (when not `--<name>`) and the least value."""
+    return field(default=default, metadata={"help": help, "flag": flag, "min": min})
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """How a model runner is built and decodes (picklable: each worker process builds its own runner).
+    The gold runners ignore them."""
+
+    model: str | None = _option(
+        None,
+        "hf_local: checkpoint folder; coreml: seq<S>.mlpackage or its folder; openai_http: the served "
+        "model's name.",
+    )
+    url: str | None = _option(None, "openai_http: endpoint, e.g. http://127.0.0.1:8000/v1.")
+    max_turns: int = _option(4, "Model turns per item (each may call one tool).", min=1)
+    max_new_tokens: int = _option(256, "Tokens per model turn.", min=1)
+    prompt_wrapper: str = _option(
+        "system",
+        "system: tool list as a system message + the full prompt; request: the request alone "
+        "(as the toy student is trained).",
+    )
+    batch_size: int = _option(8, "hf_local: sequences decoded together.", min=1)
+    tool_protocol: str = _option(
+        "text", "openai_http: text (<tool_call> text) or tools (tools= and structured tool_calls)."
+    )
+    concurrency: int = _option(4, "openai_http: requests in flight.", min=1)
+    timeout_s: float = _option(120.0, "openai_http: seconds per request.", flag="--timeout")
+    max_retries: int = _option(
+        4, "openai_http: retries (429, 5xx, timeouts) before the item is an error.", flag="--retries", min=0
+    )
+    tokenizer: str | None = _option(
+        None,
+        "coreml: the model's HF tokenizer folder (default: the checkpoint the manifest names).",
+        flag="--model-tokenizer",
+    )
+    api_key_env: str | None = _option(None, "openai_http: env var holding the API key.")
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> RunnerOptions:
+        """Options by name; None stands for the default. A name that is not an option is refused, so a
+        misspelt one cannot silently leave its default in place."""
+        known = [f.name for f in fields(cls)]
+        for name in options:
+            if name not in known:
+                raise KimiStudentError(f"unknown runner option {name!r} (known: {', '.join(known)})")
+        return cls(**{k: v for k, v in options.items() if v is not None})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
