@@ -234,7 +234,7 @@ def train_student(
     spec.tokenizer = str(tokenizer)
     spec.arch["vocab_size"] = len(AutoTokenizer.from_pretrained(str(tokenizer)))
     shutil.rmtree(run, ignore_errors=True)  # a fresh run: the trainer would otherwise resume
-    res = train(spec, run, str(data), max_steps=max_steps, precision=spec.train.get("precision", "no"))
+    res = train(spec, run, data=str(data), max_steps=max_steps, precision=spec.train.get("precision", "no"))
     h = res["history"]
     return {
         "checkpoint": res["final"],
