@@ -22,7 +22,12 @@ MANIFEST = "manifest.json"
 
 
 class ManifestError(KimiStudentError):
-    """A manifest that is missing or unreadable, or a file that differs from it: bad input, exit code 2."""
+    """A manifest that is missing or unreadable, or a file that differs from it: bad input, exit code 2.
+    `where` names the manifest or the folder it describes."""
+
+    def __init__(self, where: object, message: str):
+        self.where = where
+        super().__init__(f"{where}: {message}")
 
 
 def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
@@ -36,9 +41,9 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ManifestError(f"{path}: manifest not found") from None
+        raise ManifestError(path, "manifest not found") from None
     except (OSError, json.JSONDecodeError) as e:
-        raise ManifestError(f"{path}: unreadable manifest: {e}") from None
+        raise ManifestError(path, f"unreadable manifest: {e}") from None
 
 
 def file_digests(folder: Path) -> dict[str, str]:
@@ -56,4 +61,4 @@ def verify_digests(folder: Path, kind: str) -> None:
     """Every file a flat manifest lists still has its sha256; `kind` names the folder in the error."""
     for rel, digest in read_manifest(folder / MANIFEST).items():
         if sha256_file(folder / rel) != digest:
-            raise ManifestError(f"{kind} {folder}: {rel} does not match its sha256 in {MANIFEST}")
+            raise ManifestError(f"{kind} {folder}", f"{rel} does not match its sha256 in {MANIFEST}")
