@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -15,8 +16,11 @@ import pytest
 import torch
 import yaml
 
+from kimi_student.errors import InputError
 from kimi_student.models.student import build_student, even_layers, load_spec
+from kimi_student.train import checkpoint
 from kimi_student.train import trainer as T
+from kimi_student.train.config import CurriculumStage, LossWeights, TrainConfig
 
 from .conftest import KS, ROOT, ks
 
@@ -127,9 +131,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     spec = load_spec(_config(tmp_path, checkpoint_every=2), "toy")
     with pytest.raises(T.TrainingError, match=r"loss is nan at step 4.*step-000004"):
         T.train(spec, tmp_path / "run", data=str(dataset["final"]), precision="no")
-    latest = T.RunPaths(tmp_path / "run").latest()
+    latest = checkpoint.RunPaths(tmp_path / "run").latest()
     assert latest is not None and latest.name == "step-000004"
-    T.verify_manifest(latest)
+    checkpoint.verify(latest)
     assert not (tmp_path / "run" / "final").exists()
 
 
@@ -201,3 +205,53 @@ def test_precision_is_chosen_from_the_hardware() -> None:
     want = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
     assert T.pick_precision("auto") == want
     assert T.pick_precision("no") == "no"
+
+
+def test_a_misspelt_config_key_is_refused_naming_file_key_and_known_keys(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, chekpoint_every=5)
+    r = ks("train", "--config", cfg, "--data", tmp_path / "absent.jsonl", "--out", tmp_path / "run")
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert f"{cfg}: train.chekpoint_every: unknown key (known: system_prompt, lr," in line
+    assert "checkpoint_every" in line and not (tmp_path / "run").exists()
+    for bad, field in (
+        ({"loss": {"ce_gold": 1.0}}, "train.loss.ce_gold"),
+        ({"seq_curriculum": [{"seq_len": 64, "until": 3}]}, "train.seq_curriculum[0].until"),
+        ({"process_weights": {"tool": 2.0}}, "train.process_weights.tool"),
+    ):
+        with pytest.raises(InputError, match=rf"cfg\.yaml: {re.escape(field)}: unknown key"):
+            TrainConfig.from_spec(load_spec(_config(tmp_path, **bad), "toy"))
+
+
+def test_config_defaults_are_the_trainers_historical_defaults(tmp_path: Path) -> None:
+    p = tmp_path / "min.yaml"
+    p.write_text(yaml.safe_dump({"role": "worker", "train": {"lr": 1e-3}, "sizes": {"toy": {"arch": TOY}}}))
+    with pytest.raises(InputError, match="train: missing max_steps"):
+        TrainConfig.from_spec(load_spec(p, "toy"))
+    c = TrainConfig.from_spec(load_spec(p, "toy"), max_steps=7)
+    # the `cfg.get(key, default)` defaults of train/trainer.py before TrainConfig
+    assert (c.lr, c.max_steps, c.system_prompt, c.min_lr_ratio, c.warmup_steps, c.weight_decay) == (
+        1e-3,
+        7,
+        True,
+        0.1,
+        0,
+        0.0,
+    )
+    assert (c.batch_size, c.grad_accum, c.grad_clip, c.pack_truncate) == (4, 1, None, True)
+    assert c.seq_curriculum == (CurriculumStage(seq_len=256),)
+    assert c.loss == LossWeights(ce_teacher=1.0, ce_ground_truth=1.0)
+    assert (c.loss.kl_forward, c.loss.jsd_beta, c.loss.temperature) == (0.0, 0.5, 1.0)
+    assert (c.process_weights, c.checkpoint_every, c.keep_checkpoints, c.seed) == ({}, 0, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("config", "sizes"),
+    [("worker", ("toy", "small", "full")), ("judge", ("toy", "full")), ("drafter", ("toy", "full"))],
+)
+def test_every_shipped_config_is_a_valid_train_config(config: str, sizes: tuple[str, ...]) -> None:
+    for size in sizes:
+        c = TrainConfig.from_spec(load_spec(config, size))
+        assert c.max_steps > 0 and c.seq_curriculum[-1].until_step is None
+    toy = TrainConfig.from_spec(load_spec(ROOT / "configs" / "toy_e2e.yaml", "toy"))
+    assert (toy.precision, toy.pack_truncate, toy.loss.ce_ground_truth) == ("no", False, 1.0)

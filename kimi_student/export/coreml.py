@@ -26,15 +26,14 @@ from torch.export import ExportedProgram
 
 from kimi_student.export.errors import CorruptArtifactError, ExportError, UnsupportedOpError
 from kimi_student.export.torch_export import (
-    MANIFEST,
     checkpoint_sha256,
     export_decoder,
     export_full,
     load_for_export,
     program_name,
-    write_manifest,
 )
 from kimi_student.fingerprint import sha256_file, sha256_json
+from kimi_student.manifest import MANIFEST, write_manifest
 from kimi_student.models.ane import AneLlamaDecoder, Layout
 
 TARGET = "iOS18"  # the stateful decoder needs it; one target for every package keeps one opset

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from kimi_student.export.errors import CorruptArtifactError, ExportError
-from kimi_student.export.torch_export import MANIFEST, checkpoint_sha256, load_for_export, write_manifest
+from kimi_student.export.torch_export import checkpoint_sha256, load_for_export
 from kimi_student.fingerprint import sha256_file
+from kimi_student.manifest import MANIFEST, write_manifest
 from kimi_student.models.ane import AneLlama, Layout
 
 OPSET = 20

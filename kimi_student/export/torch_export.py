@@ -9,8 +9,6 @@ tampered or truncated file from the one written here.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -22,9 +20,8 @@ from torch.export import ExportedProgram
 
 from kimi_student.export.errors import CorruptArtifactError, ExportError
 from kimi_student.fingerprint import sha256_file, sha256_files
+from kimi_student.manifest import MANIFEST, read_manifest, write_manifest
 from kimi_student.models.ane import AneLlama, AneLlamaDecoder, Layout, load_ane_llama
-
-MANIFEST = "manifest.json"
 
 
 def parse_shapes(text: str) -> list[int]:
@@ -141,23 +138,6 @@ def export_pytorch(
     }
     write_manifest(out / MANIFEST, manifest)
     return manifest
-
-
-def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    """Written whole or not at all: a reader never sees half a manifest."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CorruptArtifactError(path, "manifest not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise CorruptArtifactError(path, f"unreadable manifest: {e}") from None
 
 
 def load_program(path: str | Path, manifest: dict[str, Any] | None = None) -> ExportedProgram:

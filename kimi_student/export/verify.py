@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from kimi_student.export.errors import CorruptArtifactError
-from kimi_student.export.torch_export import MANIFEST, read_manifest
 from kimi_student.fingerprint import sha256_file
+from kimi_student.manifest import MANIFEST, read_manifest
 
 
 def _check_file(path: Path, digest: str) -> None:

@@ -73,7 +73,11 @@ def train_student(config: Path, run: ToyRun, max_steps: int | None) -> dict[str,
     spec.arch["vocab_size"] = len(AutoTokenizer.from_pretrained(str(run.tokenizer)))
     shutil.rmtree(run.run, ignore_errors=True)  # a fresh run: the trainer would otherwise resume
     res = train(
-        spec, run.run, str(run.train_jsonl), max_steps=max_steps, precision=spec.train.get("precision", "no")
+        spec,
+        run.run,
+        data=str(run.train_jsonl),
+        max_steps=max_steps,
+        precision=spec.train.get("precision", "no"),
     )
     h = res["history"]
     return {

@@ -23,6 +23,7 @@ from kimi_student.data.kd_mix import read_logprobs
 from kimi_student.errors import InputError
 from kimi_student.jsonl import read_jsonl
 from kimi_student.tokenizer import token_range
+from kimi_student.train.losses import process_weights
 
 
 @dataclass
@@ -52,7 +53,7 @@ class ExampleBuilder:
 
     def __init__(self, tokenizer: Any, process_weights: dict[str, float]):
         self.tok = tokenizer
-        self.pw = process_weights
+        self.process_weights = process_weights  # span kind -> loss weight of its tokens
         self.eos = tokenizer.eos_token_id
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
@@ -66,14 +67,12 @@ class ExampleBuilder:
         response: str,
         response_ids: list[int] | None = None,
     ) -> Example:
-        from kimi_student.train.losses import process_weights
-
         p_ids = self.prompt_ids(messages)
         enc = self.tok(response, add_special_tokens=False, return_offsets_mapping=True)
         r_ids = response_ids if response_ids is not None else list(enc["input_ids"])
         spans = process_spans(response, enc["offset_mapping"]) if response_ids is None else {}
         ids = np.asarray(p_ids + r_ids + [self.eos], dtype=np.int64)
-        w = process_weights(len(ids), spans, self.pw, offset=len(p_ids)).numpy()
+        w = process_weights(len(ids), spans, self.process_weights, offset=len(p_ids)).numpy()
         w[: len(p_ids)] = 0.0  # no loss on the prompt
         return Example(id_, source, ids, len(p_ids), w.astype(np.float32))
 

@@ -19,8 +19,8 @@ import numpy as np
 from kimi_student.chat.template import ChatTokenizer, model_folder_sha256
 from kimi_student.errors import InputError
 from kimi_student.eval.runners.tool_loop import Generation, Messages
-from kimi_student.export.torch_export import MANIFEST
 from kimi_student.fingerprint import sha256_dir, sha256_json
+from kimi_student.manifest import MANIFEST
 
 if TYPE_CHECKING:
     from kimi_student.export.greedy import DecodeStats, NgramDrafter

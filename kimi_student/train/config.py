@@ -1,0 +1,128 @@
+"""The training configuration: every key of a config's `train:` block (and of `sizes.<size>.train:`,
+which overrides it) declared once, with its default and what it does.
+
+A config is plain YAML (configs/worker.yaml, judge, drafter, the training part of toy_e2e.yaml), read by
+`models.student.load_spec` into `StudentSpec.train`. `TrainConfig.from_spec` turns that mapping into a
+frozen object and refuses a key it does not know, naming the file, the key and the known keys: a
+misspelt key would otherwise be ignored and the run would silently use the default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kimi_student.errors import InputError
+from kimi_student.models.student import StudentSpec
+
+PROCESS_KINDS = ("tool_name", "json_args", "integration")  # the spans train.examples.process_spans finds
+
+
+@dataclass(frozen=True)
+class CurriculumStage:
+    """Rows of `seq_len` tokens until step `until_step` (exclusive); None: to the end of the run."""
+
+    seq_len: int
+    until_step: int | None = None
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of each loss term; a term left out has weight 0 (no term: the run stops with an error)."""
+
+    ce_teacher: float = 0.0  # cross-entropy on teacher text (KD mix)
+    ce_ground_truth: float = 0.0  # cross-entropy on gold text (contextual dataset)
+    kl_forward: float = 0.0  # KL(teacher || student), full logits or the KD mix's top-k
+    kl_reverse: float = 0.0  # KL(student || teacher)
+    jsd: float = 0.0  # generalised Jensen-Shannon divergence
+    jsd_beta: float = 0.5  # its mixture weight
+    temperature: float = 1.0  # of the KL/JSD terms (scaled by T^2)
+
+    def weight(self, term: str) -> float:
+        """The weight of a term by its name (the names the loss log uses)."""
+        return getattr(self, term)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One student's training recipe. `lr` and `max_steps` have no default: a config must say them."""
+
+    system_prompt: bool = True  # the 1.3k-token tool-use system prompt before gold prompts
+    lr: float  # peak learning rate (AdamW, betas 0.9/0.95)
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio at max_steps
+    warmup_steps: int = 0  # linear warm-up from lr / warmup_steps
+    weight_decay: float = 0.0
+    batch_size: int = 4  # packed rows per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int  # optimizer steps (`kimi-student train --max-steps` overrides it)
+    grad_clip: float | None = None  # max gradient norm; None or 0: no clipping
+    seq_curriculum: tuple[CurriculumStage, ...] = (CurriculumStage(seq_len=256),)
+    pack_truncate: bool = True  # False: an example that does not fit a row's rest starts the next row
+    loss: LossWeights = LossWeights(ce_teacher=1.0, ce_ground_truth=1.0)
+    process_weights: dict[str, float] = field(default_factory=dict)  # per kind in PROCESS_KINDS; absent: 1
+    checkpoint_every: int = 0  # steps between checkpoints; 0: only the final one
+    keep_checkpoints: int = 2  # the newest N checkpoints are kept
+    seed: int = 0  # model init, data order
+    # Not read by the trainer (`kimi-student train` takes --precision): the toy recipe passes it on.
+    precision: str = "no"
+
+    @classmethod
+    def from_spec(cls, spec: StudentSpec, max_steps: int | None = None) -> TrainConfig:
+        """The spec's `train:` mapping, checked key by key; `max_steps` overrides the config's."""
+        raw = dict(spec.train)
+        if max_steps is not None:
+            raw["max_steps"] = max_steps
+        _check_keys(cls, raw, "train", spec.source)
+        stages = raw.get("seq_curriculum")
+        if stages is not None:
+            raw["seq_curriculum"] = tuple(
+                _build(CurriculumStage, s, f"train.seq_curriculum[{i}]", spec.source)
+                for i, s in enumerate(stages)
+            )
+        if "loss" in raw:
+            raw["loss"] = _build(LossWeights, raw["loss"], "train.loss", spec.source)
+        weights = raw.get("process_weights") or {}
+        _check_keys(None, weights, "train.process_weights", spec.source, PROCESS_KINDS)
+        return cls(**raw)
+
+    def seq_len_at(self, step: int) -> int:
+        for stage in self.seq_curriculum:
+            if stage.until_step is None or step < stage.until_step:
+                return int(stage.seq_len)
+        return int(self.seq_curriculum[-1].seq_len)
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to lr * min_lr_ratio at max_steps."""
+        base, warm, total = self.lr, self.warmup_steps, self.max_steps
+        if step < warm:
+            return base * (step + 1) / warm
+        frac = min(1.0, (step - warm) / max(1, total - warm))
+        floor = base * self.min_lr_ratio
+        return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+T = TypeVar("T")
+
+
+def _check_keys(
+    cls: type | None, raw: Any, where: str, path: Path | None, known: tuple[str, ...] | None = None
+) -> None:
+    """A mapping with only known keys and every required one; the error names file, key and known keys."""
+    if not isinstance(raw, dict):
+        raise InputError(path, None, where, f"expected a mapping, got {type(raw).__name__}")
+    declared = fields(cls) if cls is not None else ()
+    known = known or tuple(f.name for f in declared)
+    for key in raw:
+        if key not in known:
+            raise InputError(path, None, f"{where}.{key}", f"unknown key (known: {', '.join(known)})")
+    missing = [f.name for f in declared if f.default is MISSING and f.default_factory is MISSING]
+    missing = [k for k in missing if k not in raw]
+    if missing:
+        raise InputError(path, None, where, f"missing {', '.join(missing)}")
+
+
+def _build(cls: type[T], raw: Any, where: str, path: Path | None) -> T:
+    _check_keys(cls, raw, where, path)
+    return cls(**raw)
