@@ -18,6 +18,7 @@ import yaml
 
 from kimi_student.errors import InputError
 from kimi_student.models.student import build_student, even_layers, load_spec
+from kimi_student.resources import config_path
 from kimi_student.train import checkpoint
 from kimi_student.train import trainer as T
 from kimi_student.train.config import CurriculumStage, LossWeights, TrainConfig
@@ -253,5 +254,5 @@ def test_every_shipped_config_is_a_valid_train_config(config: str, sizes: tuple[
     for size in sizes:
         c = TrainConfig.from_spec(load_spec(config, size))
         assert c.max_steps > 0 and c.seq_curriculum[-1].until_step is None
-    toy = TrainConfig.from_spec(load_spec(ROOT / "configs" / "toy_e2e.yaml", "toy"))
+    toy = TrainConfig.from_spec(load_spec(config_path("toy_e2e.yaml"), "toy"))
     assert (toy.precision, toy.pack_truncate, toy.loss.ce_ground_truth) == ("no", False, 1.0)
