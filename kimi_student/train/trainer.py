@@ -21,16 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from kimi_student.backends.hf import resolve_teacher_folder
 from kimi_student.errors import KimiStudentError
 from kimi_student.fingerprint import sha256_file
 from kimi_student.jsonl import atomic_writer, write_json
-from kimi_student.models.student import (
-    StudentSpec,
-    build_student,
-    resolve_teacher_folder,
-    resolve_tokenizer_folder,
-    save_checkpoint,
-)
+from kimi_student.models.student import StudentSpec, build_student, resolve_tokenizer_folder, save_checkpoint
 from kimi_student.train import losses as L
 from kimi_student.train.examples import ExampleBuilder, ExampleStream, load_examples, pack
 
