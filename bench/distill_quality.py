@@ -78,7 +78,7 @@ def main() -> None:
     a = ap.parse_args()
     import torch
 
-    from kimi_student.models.embedded import smollm2_folder
+    from kimi_student.backends.embedded import smollm2_folder
 
     print(
         f"cpu: {platform.processor() or platform.machine()}  torch threads {torch.get_num_threads()}  "

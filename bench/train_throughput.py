@@ -99,7 +99,7 @@ def trl_gkd(work: Path, steps: int, precision: str) -> float:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-    from kimi_student.models.embedded import smollm2_folder
+    from kimi_student.backends.embedded import smollm2_folder
     from kimi_student.models.student import build_student, load_spec
 
     folder = smollm2_folder()

@@ -50,6 +50,47 @@ def sha256_dir(folder: str | Path, pattern: str = "*") -> str:
     return sha256_files((p for p in root.rglob(pattern) if p.is_file()), root)
 
 
+# ---- model identity: which bytes name a model, chosen here for every caller ----------------------------
+
+
+def model_folder_sha256(folder: str | Path) -> str:
+    """Digest of every file of an HF folder: weights, config, tokenizer and chat template alike, since
+    each changes what the model answers. The eval runners' model fingerprint (hf_local, the coreml
+    runner's tokenizer, and openai_http when the served model is a local folder, so the same folder
+    served over HTTP gets the same digest)."""
+    folder = Path(folder)
+    return sha256_files([f for f in folder.iterdir() if f.is_file()], folder)
+
+
+def weights_sha256(folder: str | Path) -> str:
+    """Digest of the files that define the model's function: config.json and the safetensors weights,
+    not the tokenizer. An export manifest's `checkpoint_sha256`: the graphs exported from a folder
+    depend on these bytes only."""
+    folder = Path(folder)
+    files = [folder / "config.json", *sorted(folder.glob("*.safetensors"))]
+    return sha256_files([f for f in files if f.is_file()], folder)
+
+
+def hf_teacher_id(folder: str | Path) -> str:
+    """An in-process HF teacher's id: `hf:` and 16 hex of the first safetensors file's digest (a
+    weightless folder: `hf:` and its absolute path). Short because it keys every KD cache entry and
+    names the teacher in a KD dataset's header; the first weights file tells checkpoints apart."""
+    folder = Path(folder)
+    weights = sorted(folder.glob("*.safetensors"))
+    return f"hf:{sha256_file(weights[0])[:16]}" if weights else f"hf:{folder.resolve()}"
+
+
+def gguf_teacher_id(path: str | Path) -> str:
+    """A GGUF teacher's id: `gguf:` and 16 hex of the file's digest (one file holds weights and tokenizer)."""
+    return f"gguf:{sha256_file(path)[:16]}"
+
+
+def embedded_teacher_id(folder: str | Path) -> str:
+    """The embedded SmolLM2 teacher's id: `smollm2:` and its cached folder's name, which already carries
+    16 hex of the source GGUF's digest (`smollm2-<sha16>`)."""
+    return f"smollm2:{Path(folder).name}"
+
+
 def code_version() -> str:
     """Package version plus the git commit when run from a checkout (never null)."""
     try:

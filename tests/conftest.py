@@ -66,7 +66,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def toy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random toy student (SmolLM2 tokenizer) saved as an HF folder."""
-    from kimi_student.models.embedded import smollm2_folder
+    from kimi_student.backends.embedded import smollm2_folder
     from kimi_student.models.student import build_student, load_spec, save_checkpoint
 
     out = tmp_path_factory.mktemp("ckpt") / "toy"

@@ -187,8 +187,7 @@ def coreml_out(tmp_path_factory: pytest.TempPathFactory, toy_checkpoint: Path) -
 
 def test_coreml_packages_per_shape_and_manifest(coreml_out: Path, toy_checkpoint: Path) -> None:
     from kimi_student.export.coreml import load_spec, op_histogram, package_files
-    from kimi_student.export.torch_export import checkpoint_sha256
-    from kimi_student.fingerprint import sha256_json
+    from kimi_student.fingerprint import sha256_json, weights_sha256
 
     man = json.loads((coreml_out / "manifest.json").read_text())
     assert man["shapes"] == TOY_SHAPES and man["context"] == 256
@@ -197,7 +196,7 @@ def test_coreml_packages_per_shape_and_manifest(coreml_out: Path, toy_checkpoint
         man["quantization"]["mode"] == "linear_symmetric"
         and man["quantization"]["granularity"] == "per_channel"
     )
-    assert man["minimum_deployment_target"] == "iOS18" and man["checkpoint_sha256"] == checkpoint_sha256(
+    assert man["minimum_deployment_target"] == "iOS18" and man["checkpoint_sha256"] == weights_sha256(
         toy_checkpoint
     )
     names = [p["name"] for p in man["packages"]]

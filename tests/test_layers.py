@@ -21,7 +21,8 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "core",
         "tools",
         "chat",
-        "models backends",
+        "backends",  # one loader and one HTTP client: the students (models) load their teacher through it
+        "models",
         "teachers export",
         "data",
         "eval train",

@@ -161,7 +161,7 @@ def test_a_tampered_checkpoint_is_refused(dataset: dict[str, Path], tmp_path: Pa
 def test_layer_subset_student_copies_the_teachers_layers() -> None:
     from transformers import AutoModelForCausalLM
 
-    from kimi_student.models.embedded import smollm2_folder
+    from kimi_student.backends.embedded import smollm2_folder
 
     spec = load_spec("worker", "small")
     student = build_student(spec)

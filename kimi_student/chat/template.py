@@ -8,14 +8,6 @@ from typing import Any
 
 from kimi_student.chat.transcript import CALL_CLOSE
 from kimi_student.errors import InputError
-from kimi_student.fingerprint import sha256_files
-
-
-def model_folder_sha256(folder: str | Path) -> str:
-    """Digest of every file of an HF folder: weights, config, tokenizer and chat template alike, since
-    each changes what the model answers. The same folder served over HTTP gets the same digest."""
-    folder = Path(folder)
-    return sha256_files([f for f in folder.iterdir() if f.is_file()], folder)
 
 
 def chat_prompt_ids(tok: Any, messages: list[dict[str, Any]]) -> list[int]:

@@ -26,13 +26,12 @@ from torch.export import ExportedProgram
 
 from kimi_student.export.errors import CorruptArtifactError, ExportError, UnsupportedOpError
 from kimi_student.export.torch_export import (
-    checkpoint_sha256,
     export_decoder,
     export_full,
     load_for_export,
     program_name,
 )
-from kimi_student.fingerprint import sha256_file, sha256_json
+from kimi_student.fingerprint import sha256_file, sha256_json, weights_sha256
 from kimi_student.manifest import MANIFEST, write_manifest
 from kimi_student.models.ane import AneLlamaDecoder, Layout
 
@@ -297,7 +296,7 @@ def export_coreml(
         "manifest_version": 1,
         "coremltools_version": ct.__version__,
         "checkpoint": str(folder),
-        "checkpoint_sha256": checkpoint_sha256(folder),
+        "checkpoint_sha256": weights_sha256(folder),
         "arch": model.arch.__dict__,
         "layout": layout,
         "minimum_deployment_target": TARGET,

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from kimi_student.export.errors import CorruptArtifactError, ExportError
-from kimi_student.export.torch_export import checkpoint_sha256, load_for_export
-from kimi_student.fingerprint import sha256_file
+from kimi_student.export.torch_export import load_for_export
+from kimi_student.fingerprint import sha256_file, weights_sha256
 from kimi_student.manifest import MANIFEST, write_manifest
 from kimi_student.models.ane import AneLlama, Layout
 
@@ -102,7 +102,7 @@ def export_onnx(
         "manifest_version": 1,
         "opset": OPSET,
         "checkpoint": str(folder),
-        "checkpoint_sha256": checkpoint_sha256(folder),
+        "checkpoint_sha256": weights_sha256(folder),
         "layout": layout,
         "parity_tolerance": tolerance,
         "files": entries,

@@ -19,7 +19,7 @@ import torch
 from torch.export import ExportedProgram
 
 from kimi_student.export.errors import CorruptArtifactError, ExportError
-from kimi_student.fingerprint import sha256_file, sha256_files
+from kimi_student.fingerprint import sha256_file, weights_sha256
 from kimi_student.manifest import MANIFEST, read_manifest, write_manifest
 from kimi_student.models.ane import AneLlama, AneLlamaDecoder, Layout, load_ane_llama
 
@@ -35,13 +35,6 @@ def parse_shapes(text: str) -> list[int]:
     if not shapes or shapes[0] < 1:
         raise ExportError(f"--shapes {text!r}: expected positive sequence lengths")
     return shapes
-
-
-def checkpoint_sha256(folder: str | Path) -> str:
-    """Digest of the files that define the model's function: config and weights (not the tokenizer)."""
-    folder = Path(folder)
-    files = [folder / "config.json", *sorted(folder.glob("*.safetensors"))]
-    return sha256_files([f for f in files if f.is_file()], folder)
 
 
 def load_for_export(
@@ -131,7 +124,7 @@ def export_pytorch(
         "manifest_version": 1,
         "torch_version": torch.__version__,
         "checkpoint": str(folder),
-        "checkpoint_sha256": checkpoint_sha256(folder),
+        "checkpoint_sha256": weights_sha256(folder),
         "layout": layout,
         "arch": model.arch.__dict__,
         "programs": entries,

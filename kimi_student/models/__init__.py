@@ -1,1 +1,1 @@
-"""Models: the embedded teacher as an HF folder, student configs and construction."""
+"""Models: student configs and construction, and the ANE-layout Llama the exporters trace."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from kimi_student.backends.hf import load_causal_lm, resolve_teacher_folder
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.resources import CONFIGS
 
@@ -110,7 +111,7 @@ def even_layers(n_teacher: int, n_student: int) -> list[int]:
 def build_student(spec: StudentSpec, seed: int = 0) -> Any:
     """A `LlamaForCausalLM`: seeded random weights, or copied layers of a teacher folder."""
     import torch
-    from transformers import AutoModelForCausalLM, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
     kind = spec.init.get("kind", "random")
@@ -118,9 +119,7 @@ def build_student(spec: StudentSpec, seed: int = 0) -> Any:
         return LlamaForCausalLM(llama_config(spec))
     if kind != "layer_subset":
         raise KimiStudentError(f"unknown init kind {kind!r} (random | layer_subset)")
-    teacher = AutoModelForCausalLM.from_pretrained(
-        str(resolve_teacher_folder(spec.init["teacher"])), dtype=torch.float32
-    )
+    teacher = load_causal_lm(resolve_teacher_folder(spec.init["teacher"]))
     tc = teacher.config
     layers = spec.init.get("layers") or even_layers(tc.num_hidden_layers, spec.arch["num_hidden_layers"])
     if len(layers) != spec.arch["num_hidden_layers"] or max(layers) >= tc.num_hidden_layers:
@@ -153,23 +152,12 @@ def build_student(spec: StudentSpec, seed: int = 0) -> Any:
 def resolve_tokenizer_folder(ref: str) -> Path:
     """`smollm2` (the embedded one) or an HF tokenizer folder (tokenizer.json + tokenizer_config.json)."""
     if ref == "smollm2":
-        from kimi_student.models.embedded import smollm2_folder
+        from kimi_student.backends.embedded import smollm2_folder
 
         return smollm2_folder()
     p = Path(ref)
     if not (p / "tokenizer_config.json").is_file():
         raise KimiStudentError(f"tokenizer {ref!r}: no tokenizer_config.json (use 'smollm2' or an HF folder)")
-    return p
-
-
-def resolve_teacher_folder(ref: str) -> Path:
-    if ref == "smollm2":
-        from kimi_student.models.embedded import smollm2_folder
-
-        return smollm2_folder()
-    p = Path(ref.removeprefix("hf:"))
-    if not (p / "config.json").is_file():
-        raise KimiStudentError(f"teacher {ref!r}: no config.json (use 'smollm2' or an HF folder)")
     return p
 
 

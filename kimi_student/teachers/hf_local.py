@@ -7,48 +7,19 @@ Stores the generated text and, at every generated position, the top-k log-probs 
 from __future__ import annotations
 
 import asyncio
-import os
-from pathlib import Path
-from typing import Any
 
-from kimi_student.errors import KimiStudentError
-from kimi_student.fingerprint import sha256_file
+from kimi_student.backends.hf import hf_source, load_causal_lm, load_hf_tokenizer
 from kimi_student.teachers.base import TeacherReply, TeacherRequest
-
-
-def _load(uri: str) -> tuple[Any, Any, str]:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if uri == "smollm2":
-        from kimi_student.models.embedded import smollm2_folder
-
-        folder = smollm2_folder()
-        ident = f"smollm2:{folder.name}"
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(str(folder))
-        return model, tok, ident
-    p = Path(uri.removeprefix("hf:"))
-    if p.suffix == ".gguf" and p.is_file():
-        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-        return model, tok, f"gguf:{sha256_file(p)[:16]}"
-    if (p / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32)
-        tok = AutoTokenizer.from_pretrained(str(p))
-        weights = sorted(p.glob("*.safetensors"))
-        ident = f"hf:{sha256_file(weights[0])[:16]}" if weights else f"hf:{p.resolve()}"
-        return model, tok, ident
-    raise KimiStudentError(f"teacher {uri!r}: not an HF folder (config.json) or a .gguf file")
 
 
 class HFTeacher:
     concurrency = 1  # one generate at a time: torch already uses every core
 
     def __init__(self, uri: str, top_k: int = 20):
-        self.model, self.tokenizer, self.id = _load(uri)
-        self.model.eval()
+        source = hf_source(uri)
+        self.model = load_causal_lm(source).eval()
+        self.tokenizer = load_hf_tokenizer(source)
+        self.id = source.teacher_id
         self.top_k = top_k
 
     def _generate(self, request: TeacherRequest) -> TeacherReply:

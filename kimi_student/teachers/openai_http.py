@@ -1,50 +1,20 @@
-"""Any OpenAI-compatible /v1/chat/completions endpoint (Kimi API, vLLM, SGLang, `transformers serve`).
-
-Retries 429, 5xx, timeouts, transport errors, truncated bodies and empty choices with exponential
-backoff and full jitter, honouring Retry-After. The API key comes from the environment and never
-appears in logs, errors or the dataset header.
-"""
+"""The HTTP teacher: any OpenAI-compatible /v1/chat/completions endpoint (Kimi API, vLLM, SGLang,
+`transformers serve`) through backends.openai_client, which owns the retries and the API key. This
+adapter builds the request from a TeacherRequest and reads the reply's text and top-k logprobs."""
 
 from __future__ import annotations
 
-import asyncio
-import email.utils
-import json
-import os
-import random
-import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import httpx
-
+from kimi_student.backends.openai_client import (
+    ChatClient,
+    ChatRequestError,
+    RetryableResponse,
+    chat_body,
+    first_choice,
+)
 from kimi_student.teachers.base import TeacherError, TeacherReply, TeacherRequest
-
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-KEY_ENVS = ("KIMI_STUDENT_API_KEY", "KIMI_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY")
-
-
-def endpoint(base: str) -> str:
-    """`https://host`, `https://host/v1` or the full path all mean …/v1/chat/completions."""
-    u = urlsplit(base.rstrip("/"))
-    path = u.path
-    if not path.endswith("/chat/completions"):
-        path = (path if path.endswith("/v1") else path + "/v1") + "/chat/completions"
-    return urlunsplit((u.scheme, u.netloc, path, "", ""))
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 class HTTPTeacher:
@@ -61,51 +31,31 @@ class HTTPTeacher:
         top_k: int = 20,
         vocab: dict[str, int] | None = None,
     ):
-        self.url = endpoint(base_url)
+        self.client = ChatClient(base_url, max_retries, timeout_s, backoff_s, max_backoff_s, api_key_env)
+        self.url = self.client.url
         self.model = model or "default"
         self.id = f"http:{urlsplit(self.url).netloc}/{self.model}"
         self.concurrency = concurrency
-        self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
         self.top_k = top_k
         self.vocab = vocab  # token string -> local id, to store logprobs as ids when vocabularies match
-        key = next(
-            (os.environ[e] for e in ((api_key_env,) if api_key_env else KEY_ENVS) if e and os.environ.get(e)),
-            None,
-        )
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.client = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(timeout_s))
-        self.stats = {"requests": 0, "retries": 0}
-        self._rng = random.Random(0)
 
     def body(self, request: TeacherRequest) -> dict[str, Any]:
         d = request.decoding
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": list(request.messages),
-            "max_tokens": d.max_new_tokens,
-            "temperature": d.temperature,
-            "seed": d.seed,
-        }
-        if d.temperature > 0:
-            body["top_p"] = d.top_p
-        if d.top_logprobs:
-            body["logprobs"] = True
-            body["top_logprobs"] = min(d.top_logprobs, self.top_k)
-        return body
+        return chat_body(
+            self.model,
+            list(request.messages),
+            d.max_new_tokens,
+            d.temperature,
+            d.seed,
+            d.top_p,
+            min(d.top_logprobs, self.top_k) if d.top_logprobs else None,
+        )
 
-    @staticmethod
-    def first_choice(data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(choice, message) of a response body; an empty one is retried like a 5xx."""
-        choices = data.get("choices") if isinstance(data, dict) else None
-        if not choices:
-            raise _Retryable("empty choices")
-        return choices[0], choices[0].get("message") or {}
-
-    def _parse(self, data: Any, request: TeacherRequest) -> TeacherReply:
-        ch, msg = self.first_choice(data)
+    def parse(self, data: Any, request: TeacherRequest) -> TeacherReply:
+        ch, msg = first_choice(data)
         text = msg.get("content")
         if text is None:
-            raise _Retryable("choice without message content")
+            raise RetryableResponse("choice without message content")
         reply = TeacherReply(text=text, finish_reason=ch.get("finish_reason"), usage=data.get("usage") or {})
         content = (ch.get("logprobs") or {}).get("content") or []
         if content and self.vocab is not None:
@@ -118,38 +68,10 @@ class HTTPTeacher:
         return reply
 
     async def complete(self, request: TeacherRequest) -> TeacherReply:
-        last = "no attempt"
-        for attempt in range(self.max_retries + 1):
-            wait = None
-            try:
-                self.stats["requests"] += 1
-                r = await self.client.post(self.url, json=self.body(request))
-                if r.status_code in RETRY_STATUS:
-                    last = f"HTTP {r.status_code}"
-                    wait = retry_after_seconds(r.headers.get("retry-after"))
-                elif r.status_code >= 400:
-                    raise TeacherError(f"HTTP {r.status_code}: {r.text[:200]}")
-                else:
-                    try:
-                        return self._parse(json.loads(r.content), request)
-                    except json.JSONDecodeError:
-                        last = "truncated or invalid JSON body"
-            except _Retryable as e:
-                last = str(e)
-            except httpx.TimeoutException:
-                last = "timeout"
-            except httpx.TransportError as e:
-                last = f"transport error: {type(e).__name__}"
-            if attempt == self.max_retries:
-                break
-            self.stats["retries"] += 1
-            backoff = min(self.max_backoff_s, self.backoff_s * 2**attempt) * self._rng.random()
-            await asyncio.sleep(min(wait, 300.0) if wait is not None else backoff)
-        raise TeacherError(f"gave up after {self.max_retries + 1} attempts: {last}")
+        try:
+            return await self.client.complete(self.body(request), lambda data: self.parse(data, request))
+        except ChatRequestError as e:
+            raise TeacherError(str(e)) from None
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-class _Retryable(Exception):
-    pass

@@ -21,13 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from kimi_student.backends.hf import load_causal_lm, resolve_teacher_folder
 from kimi_student.errors import KimiStudentError
-from kimi_student.models.student import (
-    StudentSpec,
-    build_student,
-    resolve_teacher_folder,
-    resolve_tokenizer_folder,
-)
+from kimi_student.models.student import StudentSpec, build_student, resolve_tokenizer_folder
 from kimi_student.train import checkpoint
 from kimi_student.train import losses as L
 from kimi_student.train.checkpoint import RunPaths
@@ -192,9 +188,7 @@ def _tokenizer_folder(spec: StudentSpec) -> Path:
 
 def _load_teacher(ref: str, student_vocab: int) -> Any:
     """The in-process teacher for full-logit KD, frozen; it must share the student's vocabulary."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(str(resolve_teacher_folder(ref)), dtype=torch.float32)
+    model = load_causal_lm(resolve_teacher_folder(ref))  # the shared loader: fp32, offline
     model.eval().requires_grad_(False)
     if model.config.vocab_size != student_vocab:
         raise TrainingError(

@@ -9,17 +9,16 @@ unless `--tokenizer` names a folder.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kimi_student.chat.template import ChatTokenizer, model_folder_sha256
-from kimi_student.errors import InputError
+from kimi_student.backends.coreml import find_packages, manifest_checkpoint
+from kimi_student.chat.template import ChatTokenizer
 from kimi_student.eval.runners.tool_loop import Generation, Messages
-from kimi_student.fingerprint import sha256_dir, sha256_json
+from kimi_student.fingerprint import model_folder_sha256, sha256_dir, sha256_json
 from kimi_student.manifest import MANIFEST
 
 if TYPE_CHECKING:
@@ -50,18 +49,6 @@ def call_syntax(chat: ChatTokenizer) -> list[list[int]]:
     return [chat.tok.encode(x, add_special_tokens=False) for x in texts]
 
 
-def find_packages(model: Path) -> list[Path]:
-    if model.suffix == ".mlpackage":
-        pkgs = [model]
-    elif model.is_dir():
-        pkgs = sorted(model.glob("seq*.mlpackage"))
-    else:
-        pkgs = []
-    if not pkgs or not all(p.is_dir() for p in pkgs):
-        raise InputError(model, None, "model", "expected a seq<S>.mlpackage or a folder of them")
-    return pkgs
-
-
 class CoreMLGenerator:
     def __init__(
         self,
@@ -80,13 +67,7 @@ class CoreMLGenerator:
         model = Path(model)
         pkgs = find_packages(model)
         if tokenizer is None:
-            man = pkgs[0].parent / MANIFEST
-            try:
-                tokenizer = json.loads(man.read_text(encoding="utf-8"))["checkpoint"]
-            except (OSError, ValueError, KeyError):
-                raise InputError(
-                    man, None, "checkpoint", "no manifest names the checkpoint: pass --tokenizer"
-                ) from None
+            tokenizer = manifest_checkpoint(pkgs[0].parent / MANIFEST)
         self.chat = ChatTokenizer(tokenizer)
         self.backend = backend or ("coreml" if sys.platform == "darwin" else "mil_exec")
         self.programs: dict[int, Any] = {}

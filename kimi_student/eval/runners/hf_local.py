@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kimi_student.chat.template import ChatTokenizer, model_folder_sha256
+from kimi_student.backends.hf import load_causal_lm
+from kimi_student.chat.template import ChatTokenizer
 from kimi_student.chat.transcript import CALL_CLOSE
 from kimi_student.errors import InputError
 from kimi_student.eval.runners.tool_loop import Generation, Messages
+from kimi_student.fingerprint import model_folder_sha256
 
 
 def length_batches(lengths: list[int], size: int, slack: float = 1.25) -> list[list[int]]:
@@ -25,14 +27,11 @@ def length_batches(lengths: list[int], size: int, slack: float = 1.25) -> list[l
 
 class HFGenerator:
     def __init__(self, model: str | Path, max_new_tokens: int = 256, batch_size: int = 8):
-        import torch
-        from transformers import AutoModelForCausalLM
-
         folder = Path(model)
         if not (folder / "config.json").is_file():
             raise InputError(folder, None, "model", "not an HF checkpoint folder (no config.json)")
         self.chat = ChatTokenizer(folder)
-        self.model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+        self.model: Any = load_causal_lm(folder).eval()
         self.context = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.fingerprint = model_folder_sha256(folder)

@@ -1,7 +1,7 @@
 """openai_http: any OpenAI-compatible /v1/chat/completions endpoint (Kimi API, vLLM, `transformers serve`).
 
-Requests, retries (429, 5xx, timeouts, truncated bodies; Retry-After honoured) and the API key are the
-HTTP teacher's. Two tool protocols:
+Requests, retries (429, 5xx, timeouts, truncated bodies; Retry-After honoured) and the API key are
+backends.openai_client's, as for the HTTP teacher. Two tool protocols:
 - `text` (default): tool calls are the `<tool_call>` text the model writes (the request asks the server to
   stop at `</tool_call>`); tool responses go back as `tool` messages holding `<tool_response>` text.
 - `tools`: the registry is sent as `tools=`; the server's structured `tool_calls` are written into the
@@ -18,7 +18,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from kimi_student.chat.template import model_folder_sha256
+from kimi_student.backends.openai_client import (
+    ChatClient,
+    ChatRequestError,
+    RetryableResponse,
+    chat_body,
+    first_choice,
+)
 from kimi_student.chat.transcript import (
     CALL_CLOSE,
     CALL_OPEN,
@@ -29,9 +35,7 @@ from kimi_student.chat.transcript import (
 )
 from kimi_student.errors import KimiStudentError
 from kimi_student.eval.runners.tool_loop import Generation, Messages
-from kimi_student.fingerprint import sha256_json
-from kimi_student.teachers.base import Decoding, TeacherError, TeacherReply, TeacherRequest
-from kimi_student.teachers.openai_http import HTTPTeacher, _Retryable
+from kimi_student.fingerprint import model_folder_sha256, sha256_json
 from kimi_student.tools.registry import registry_json
 
 PROTOCOLS = ("text", "tools")
@@ -93,36 +97,24 @@ def to_tools_messages(conversation: Messages) -> Messages:
     return out
 
 
-class _ChatClient(HTTPTeacher):
-    """The HTTP teacher's transport with the runner's body (stop string or tools) and tool-call replies."""
-
-    protocol = "text"
-    names: dict[str, str] = {}
-
-    def body(self, request: TeacherRequest) -> dict[str, Any]:
-        body = super().body(request)
-        if self.protocol == "tools":
-            body["tools"] = openai_tools()
-        else:
-            body["stop"] = [CALL_CLOSE]
-        return body
-
-    def _parse(self, data: Any, request: TeacherRequest) -> TeacherReply:
-        ch, msg = self.first_choice(data)
-        text = msg.get("content") or ""
-        calls = msg.get("tool_calls") or []
-        if msg.get("content") is None and not calls:
-            raise _Retryable("choice without message content")
-        for c in calls[:1]:  # one call per turn, as in the text protocol
-            fn = c.get("function") or {}
-            args = fn.get("arguments")
-            try:
-                args = json.loads(args) if isinstance(args, str) else args
-            except json.JSONDecodeError:
-                pass  # kept as the string the model wrote; scoring counts it as invalid arguments
-            name = self.names.get(fn.get("name", ""), fn.get("name", ""))
-            text = (text + "\n" if text.strip() else "") + format_call(name, args)
-        return TeacherReply(text=text, finish_reason=ch.get("finish_reason"), usage=data.get("usage") or {})
+def reply_text(data: Any, names: dict[str, str]) -> tuple[str, str | None]:
+    """(text, finish_reason) of a response: its content, plus its first structured tool call written as
+    `<tool_call>` text (`names` maps API function names back to tool names)."""
+    ch, msg = first_choice(data)
+    text = msg.get("content") or ""
+    calls = msg.get("tool_calls") or []
+    if msg.get("content") is None and not calls:
+        raise RetryableResponse("choice without message content")
+    for c in calls[:1]:  # one call per turn, as in the text protocol
+        fn = c.get("function") or {}
+        args = fn.get("arguments")
+        try:
+            args = json.loads(args) if isinstance(args, str) else args
+        except json.JSONDecodeError:
+            pass  # kept as the string the model wrote; scoring counts it as invalid arguments
+        name = names.get(fn.get("name", ""), fn.get("name", ""))
+        text = (text + "\n" if text.strip() else "") + format_call(name, args)
+    return text, ch.get("finish_reason")
 
 
 class OpenAIGenerator:
@@ -140,18 +132,10 @@ class OpenAIGenerator:
         if protocol not in PROTOCOLS:
             raise KimiStudentError(f"unknown tool protocol {protocol!r} (available: {', '.join(PROTOCOLS)})")
         self.loop = asyncio.new_event_loop()  # one loop for the client's whole life (its pool is bound to it)
-        self.client = _ChatClient(
-            url,
-            model,
-            concurrency=concurrency,
-            max_retries=max_retries,
-            timeout_s=timeout_s,
-            api_key_env=api_key_env,
-        )
-        self.client.protocol = protocol
-        self.client.names = {api_name(t["name"]): t["name"] for t in registry_json()}
-        self.protocol, self.max_new_tokens = protocol, max_new_tokens
-        self.decoding = Decoding(max_new_tokens=max_new_tokens, temperature=0.0, top_logprobs=0)
+        self.client = ChatClient(url, max_retries=max_retries, timeout_s=timeout_s, api_key_env=api_key_env)
+        self.names = {api_name(t["name"]): t["name"] for t in registry_json()}
+        self.model, self.protocol, self.max_new_tokens = model, protocol, max_new_tokens
+        self.concurrency = concurrency
         # a model served from a local folder has that folder's digest, as in hf_local
         self.fingerprint = (
             model_folder_sha256(model)
@@ -159,22 +143,32 @@ class OpenAIGenerator:
             else sha256_json({"endpoint": self.client.url, "model": model})
         )
 
+    def body(self, conv: Messages) -> dict[str, Any]:
+        """Greedy, no logprobs; the tool protocol adds the registry (`tools`) or the stop string (`text`)."""
+        msgs = to_tools_messages(conv) if self.protocol == "tools" else list(conv)
+        body = chat_body(self.model, msgs, self.max_new_tokens, temperature=0.0, seed=0)
+        if self.protocol == "tools":
+            body["tools"] = openai_tools()
+        else:
+            body["stop"] = [CALL_CLOSE]
+        return body
+
     async def _one(self, sem: asyncio.Semaphore, conv: Messages) -> Generation:
-        msgs = to_tools_messages(conv) if self.protocol == "tools" else conv
         async with sem:
             try:
-                r = await self.client.complete(TeacherRequest("", tuple(msgs), self.decoding))
-            except TeacherError as e:
+                text, reason = await self.client.complete(
+                    self.body(conv), lambda d: reply_text(d, self.names)
+                )
+            except ChatRequestError as e:
                 return Generation("", "error", error=str(e))
-        finish = {"stop": "stop", "tool_calls": "stop", "length": "length"}.get(r.finish_reason or "", "stop")
-        text = r.text
+        finish = {"stop": "stop", "tool_calls": "stop", "length": "length"}.get(reason or "", "stop")
         if self.protocol == "text" and finish == "stop" and text.rfind(CALL_OPEN) > text.rfind(CALL_CLOSE):
             text += CALL_CLOSE  # the server dropped the stop string (OpenAI semantics)
         return Generation(text, finish)
 
     def generate(self, conversations: list[Messages]) -> list[Generation]:
         async def run() -> list[Generation]:
-            sem = asyncio.Semaphore(self.client.concurrency)
+            sem = asyncio.Semaphore(self.concurrency)
             return list(await asyncio.gather(*(self._one(sem, c) for c in conversations)))
 
         return self.loop.run_until_complete(run())
