@@ -82,7 +82,9 @@ def test_vocab_mismatch_is_a_clear_error() -> None:
     with pytest.raises(KimiStudentError, match="vocabulary"):
         L.kl_forward(torch.zeros(1, 2, 10), torch.zeros(1, 2, 12))
     with pytest.raises(KimiStudentError, match="outside the student's vocabulary"):
-        L.sparse_kl_forward(torch.zeros(1, 1, 10), torch.tensor([[[3, 12]]]), torch.log(t([[[0.5, 0.3]]])))
+        L.sparse_kd(
+            "kl_forward", torch.zeros(1, 1, 10), torch.tensor([[[3, 12]]]), torch.log(t([[[0.5, 0.3]]]))
+        )
 
 
 def test_sparse_kl_equals_full_kl_when_the_tail_is_one_token() -> None:
@@ -90,11 +92,11 @@ def test_sparse_kl_equals_full_kl_when_the_tail_is_one_token() -> None:
     s, te = torch.randn(2, 3, 6), torch.randn(2, 3, 6)
     log_p = torch.log_softmax(te, -1)
     top = log_p.topk(5, dim=-1)  # K = V - 1: the tail bucket is exactly the remaining token
-    for fn_full, fn_sparse in ((L.kl_forward, L.sparse_kl_forward), (L.kl_reverse, L.sparse_kl_reverse)):
+    for kind, fn_full in (("kl_forward", L.kl_forward), ("kl_reverse", L.kl_reverse)):
         full = fn_full(s, te, 1.0)
-        sparse = fn_sparse(s, top.indices, top.values, 1.0, 1.0)
+        sparse = L.sparse_kd(kind, s, top.indices, top.values, temperature=1.0, server_temperature=1.0)
         assert sparse.item() == pytest.approx(full.item(), rel=1e-5)
-    assert L.sparse_jsd(s, top.indices, top.values, 0.5).item() == pytest.approx(
+    assert L.sparse_kd("jsd", s, top.indices, top.values, beta=0.5).item() == pytest.approx(
         L.jsd(s, te, 0.5).item(), rel=1e-5
     )
 
@@ -108,9 +110,9 @@ def test_sparse_logprobs_are_re_tempered_from_the_server_temperature() -> None:
     assert torch.allclose(got, torch.log_softmax(z / kd_t, -1), atol=1e-5)
     s = t([[[0.1, 0.2, 0.3, 0.4]]])
     ids = torch.tensor([[[0, 1, 2, 3]]])
-    assert L.sparse_kl_forward(s, ids, lp_server, kd_t, server_t).item() == pytest.approx(
-        L.kl_forward(s, z, kd_t).item(), rel=1e-4
-    )
+    assert L.sparse_kd(
+        "kl_forward", s, ids, lp_server, temperature=kd_t, server_temperature=server_t
+    ).item() == pytest.approx(L.kl_forward(s, z, kd_t).item(), rel=1e-4)
 
 
 def test_tail_bucket_holds_the_missing_mass() -> None:
@@ -136,3 +138,8 @@ def test_next_token_shift_keeps_weights_with_their_targets() -> None:
     assert tg.tolist() == [[11, 12, 13]] and ww.tolist() == [[1.0, 5.0, 1.0]] and lg.shape[1] == 3
     # The logit at position 1 predicts token 12 and carries its weight.
     assert ww[0, tg[0].tolist().index(12)].item() == 5.0
+
+
+def test_an_unknown_kd_term_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown KD term 'kl'"):
+        L.sparse_kd("kl", torch.zeros(1, 1, 4), torch.tensor([[[0, 1]]]), torch.log(t([[[0.5, 0.3]]])))

@@ -145,44 +145,35 @@ def _sparse(
     )
 
 
-def sparse_kl_forward(
+KD_TERMS = ("kl_forward", "kl_reverse", "jsd")
+
+
+def _divergence(kind: str, log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
+    """Per-token divergence of the teacher's `log_p` and the student's `log_q`, named as in `loss:`."""
+    if kind == "kl_forward":
+        return _kl(log_p, log_q)
+    if kind == "kl_reverse":
+        return _kl(log_q, log_p)
+    if kind == "jsd":
+        return _jsd_from_logprobs(log_p, log_q, beta)
+    raise ValueError(f"unknown KD term {kind!r} (known: {', '.join(KD_TERMS)})")
+
+
+def sparse_kd(
+    kind: str,
     student_logits: Tensor,
     topk_ids: Tensor,
     topk_logprobs: Tensor,
-    temperature: float = 1.0,
-    server_temperature: float = 1.0,
-    weights: Tensor | None = None,
-) -> Tensor:
-    """T^2 * KL(p_teacher || q_student) over the teacher's top-k plus one tail bucket."""
-    log_p, log_q = _sparse(student_logits, topk_ids, topk_logprobs, temperature, server_temperature)
-    return temperature**2 * _wmean(_kl(log_p, log_q), weights)
-
-
-def sparse_kl_reverse(
-    student_logits: Tensor,
-    topk_ids: Tensor,
-    topk_logprobs: Tensor,
-    temperature: float = 1.0,
-    server_temperature: float = 1.0,
-    weights: Tensor | None = None,
-) -> Tensor:
-    """T^2 * KL(q_student || p_teacher) over the teacher's top-k plus one tail bucket."""
-    log_p, log_q = _sparse(student_logits, topk_ids, topk_logprobs, temperature, server_temperature)
-    return temperature**2 * _wmean(_kl(log_q, log_p), weights)
-
-
-def sparse_jsd(
-    student_logits: Tensor,
-    topk_ids: Tensor,
-    topk_logprobs: Tensor,
+    *,
     beta: float = 0.5,
     temperature: float = 1.0,
     server_temperature: float = 1.0,
     weights: Tensor | None = None,
 ) -> Tensor:
-    """T^2 * generalised JSD(beta) over the teacher's top-k plus one tail bucket."""
+    """T^2 * the `kind` divergence (kl_forward: KL(p||q), kl_reverse: KL(q||p), jsd: generalised JSD(beta))
+    between teacher and student over the teacher's top-k plus one tail bucket."""
     log_p, log_q = _sparse(student_logits, topk_ids, topk_logprobs, temperature, server_temperature)
-    return temperature**2 * _wmean(_jsd_from_logprobs(log_p, log_q, beta), weights)
+    return temperature**2 * _wmean(_divergence(kind, log_p, log_q, beta), weights)
 
 
 # ---- process-step weights ----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,6 @@ from kimi_student.train import losses as L
 from kimi_student.train.checkpoint import RunPaths
 from kimi_student.train.config import LossWeights, TrainConfig
 from kimi_student.train.examples import Example, ExampleBuilder, ExampleStream, load_examples, pack
-
-KD_TERMS = ("kl_forward", "kl_reverse", "jsd")
 
 
 class TrainingError(KimiStudentError):
@@ -82,9 +81,18 @@ def _kd_losses(
     safe = ids.clamp_min(0)
     st = float(batch.get("logprob_temperature", 1.0))
     return {
-        "kl_forward": lambda: L.sparse_kl_forward(lg, safe, lps, t, st, ws),
-        "kl_reverse": lambda: L.sparse_kl_reverse(lg, safe, lps, t, st, ws),
-        "jsd": lambda: L.sparse_jsd(lg, safe, lps, weights.jsd_beta, t, st, ws),
+        k: partial(
+            L.sparse_kd,
+            k,
+            lg,
+            safe,
+            lps,
+            beta=weights.jsd_beta,
+            temperature=t,
+            server_temperature=st,
+            weights=ws,
+        )
+        for k in L.L.KD_TERMS
     }
 
 
@@ -102,9 +110,9 @@ def compute_loss(
         mask = w * (src == code)
         if weights.weight(name) and bool(mask.any()):
             terms[name] = L.cross_entropy(lg, tg, mask)
-    if any(weights.weight(k) for k in KD_TERMS):
+    if any(weights.weight(k) for k in L.KD_TERMS):
         kd = _kd_losses(lg, w, batch, weights, teacher_logits)
-        for k in KD_TERMS:
+        for k in L.KD_TERMS:
             if weights.weight(k) and k in kd:
                 terms[k] = kd[k]()
     if not terms:
