@@ -364,7 +364,7 @@ def score_rows(rows: list[dict[str, Any]], items: list[ToyItem]) -> dict[str, An
 
 def run_shape(package: Path, items: list[ToyItem], dec: Decoder, out: Path) -> dict[str, Any]:
     """Load the package in the executor, probe it, decode every held-out item, score."""
-    from kimi_student.export.mil_exec import MilProgram
+    from kimi_student.export.mil import MilProgram
 
     t0 = time.perf_counter()
     prog = MilProgram.load(package)

@@ -62,7 +62,7 @@ def find_packages(model: Path) -> list[Path]:
 class CoreMLGenerator:
     def __init__(self, model: str | Path, tokenizer: str | None = None, max_new_tokens: int = 256):
         from kimi_student.export.greedy import NgramDrafter
-        from kimi_student.export.mil_exec import MilProgram
+        from kimi_student.export.mil import MilProgram
         from kimi_student.export.parity import package_seq_len
 
         model = Path(model)
