@@ -94,6 +94,7 @@ class MilProgram:
         return prog
 
     def _build(self, block: Any, loader: Loader) -> None:
+        """Turn the block into steps; consts are read and constexpr weights expanded now, once."""
         defined: set[str] = set(self.input_names) | set(self.state_names)
         states = {n: StateRef(n) for n in self.state_names}
         last_use: dict[str, int] = {}
@@ -111,29 +112,7 @@ class MilProgram:
                     self._weights[outputs[0][0]] = (value, outputs[0][1])
                 defined.add(outputs[0][0])
                 continue
-            inputs: dict[str, list[tuple[bool, Any]]] = {}
-            for param, arg in op.inputs.items():
-                bound: list[tuple[bool, Any]] = []
-                for binding in arg.arguments:
-                    if binding.WhichOneof("binding") == "name":
-                        ref = binding.name
-                        if ref not in defined:
-                            raise CorruptPackageError(
-                                model_file, f"{where}: input {param!r} uses undefined {ref!r}"
-                            )
-                        if ref in self._consts:
-                            bound.append((False, self._consts[ref]))
-                        elif ref in states:
-                            bound.append((False, states[ref]))
-                        else:
-                            bound.append((True, ref))
-                    else:
-                        bound.append((False, loader.value(binding.value, f"{where} input {param!r}")))
-                inputs[param] = bound
-            for param, attr in op.attributes.items():
-                # iOS16/17 constexpr ops carry their parameters as attributes, not inputs.
-                if param != "name" and param not in inputs:
-                    inputs[param] = [(False, loader.value(attr, f"{where} attribute {param!r}"))]
+            inputs = self._bind_inputs(op, where, defined, states, loader)
             step = Step(op.type, name, inputs, outputs)
             if op.type.startswith(_CONSTEXPR_PREFIX):
                 # Weights: decompress once and keep the dense result with the other constants.
@@ -148,6 +127,40 @@ class MilProgram:
                     last_use[ref] = len(self._steps)
             self._steps.append(step)
             defined.update(n for n, _ in outputs)
+        self._finish(defined, last_use, model_file)
+
+    def _bind_inputs(
+        self, op: Any, where: str, defined: set[str], states: dict[str, StateRef], loader: Loader
+    ) -> dict[str, list[tuple[bool, Any]]]:
+        """An op's inputs resolved now: constants and states by value, other variables by name."""
+        model_file = loader.model_path
+        inputs: dict[str, list[tuple[bool, Any]]] = {}
+        for param, arg in op.inputs.items():
+            bound: list[tuple[bool, Any]] = []
+            for binding in arg.arguments:
+                if binding.WhichOneof("binding") == "name":
+                    ref = binding.name
+                    if ref not in defined:
+                        raise CorruptPackageError(
+                            model_file, f"{where}: input {param!r} uses undefined {ref!r}"
+                        )
+                    if ref in self._consts:
+                        bound.append((False, self._consts[ref]))
+                    elif ref in states:
+                        bound.append((False, states[ref]))
+                    else:
+                        bound.append((True, ref))
+                else:
+                    bound.append((False, loader.value(binding.value, f"{where} input {param!r}")))
+            inputs[param] = bound
+        for param, attr in op.attributes.items():
+            # iOS16/17 constexpr ops carry their parameters as attributes, not inputs.
+            if param != "name" and param not in inputs:
+                inputs[param] = [(False, loader.value(attr, f"{where} attribute {param!r}"))]
+        return inputs
+
+    def _finish(self, defined: set[str], last_use: dict[str, int], model_file: Path) -> None:
+        """Check the outputs exist, free variables after their last use and unused constants."""
         for out in self.output_names:
             if out not in defined:
                 raise CorruptPackageError(model_file, f"program output {out!r} is never computed")
