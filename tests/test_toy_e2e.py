@@ -94,7 +94,7 @@ def test_the_student_is_a_normal_hf_folder(toy_run: dict) -> None:
 
 def test_speculative_greedy_equals_plain_greedy_through_the_package(toy_run: dict) -> None:
     from kimi_student.export.greedy import DecodeStats, greedy_decode
-    from kimi_student.export.mil_exec import MilProgram
+    from kimi_student.export.mil import MilProgram
 
     run = ToyRun.at(toy_run["out"])
     dec = e2e.make_decoding(run.checkpoint, run.train_jsonl, e2e.load_config(e2e.CONFIG))

@@ -78,7 +78,7 @@ def convert(ep: ExportedProgram, kind: str, quantize: bool = True) -> Any:
     ct = _ct()
     missing = unsupported_ops(ep)
     if missing:
-        raise UnsupportedOpError("coremltools 9.0", missing)
+        raise UnsupportedOpError.in_converter("coremltools 9.0", missing)
     specs = {n.name: n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"}
     user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
     inputs = [ct.TensorType(name=n, shape=tuple(specs[n].shape), dtype=np.int32) for n in user]

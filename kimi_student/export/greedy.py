@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from kimi_student.export.mil_exec import MilExecError, MilProgram
+from kimi_student.export.errors import MilExecError
+from kimi_student.export.mil import MilProgram
 from kimi_student.export.parity import package_seq_len
 
 

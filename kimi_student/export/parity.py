@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kimi_student.export.mil_exec import MilProgram
+from kimi_student.export.mil import MilProgram
 from kimi_student.models.ane import AneLlama, load_ane_llama
 
 _SUFFIXES = ("_to_fp16_quantized", "_quantized", "_to_fp16", "")

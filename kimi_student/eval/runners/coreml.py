@@ -61,7 +61,7 @@ class CoreMLGenerator:
         """`drafter`: None drafts the call syntax of every tool; `backend`: "mil_exec" (the numpy
         executor) or "coreml" (MLModel.predict, macOS); None: Core ML on macOS, else the executor."""
         from kimi_student.export.greedy import NgramDrafter
-        from kimi_student.export.mil_exec import MilProgram
+        from kimi_student.export.mil import MilProgram
         from kimi_student.export.parity import package_seq_len
 
         model = Path(model)
