@@ -13,7 +13,7 @@ DATA ?= data
 REPORTS ?= eval/reports
 RESULTS ?= eval/results
 
-.PHONY: help install test test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
+.PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-eval bench-distill bench-train clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi demo-eval \
@@ -24,7 +24,7 @@ help:
 	@echo "make toy-e2e         dataset -> tiny student -> ExportedProgram -> Core ML T128 -> MIL executor -> gates"
 	@echo "make toy-e2e-multi   the same with T64/T128/T256 as separate packages (at least one must run end to end)"
 	@echo "make demo-eval       generate -> extract -> verify -> verification-only eval, print the gate table"
-	@echo "make test            run the test suite (creates .venv on first use)"
+	@echo "make test            run the test suite (creates .venv on first use); test-fast: the unit tier"
 	@echo "make contextual-pipeline N=1000 SEED=0   dataset generate -> extract -> verify"
 	@echo "make eval-predictions PRED=file.jsonl    score transcripts produced elsewhere"
 	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
@@ -51,11 +51,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# make test is what CI runs: every test, unit and integration, on two worker processes (tests that share
+# the toy run form one xdist group, so it is trained once). test-fast: the unit tier, in-process, < 60 s.
+PYTEST := $(VENV)/bin/python -m pytest -q
 test: install
-	$(VENV)/bin/python -m pytest -q
+	$(PYTEST) -n 2 --dist loadgroup
+
+test-fast: install
+	$(PYTEST) tests/unit -m "not slow"
 
 test-slow: install
-	$(VENV)/bin/python -m pytest -q -m slow
+	$(PYTEST) -m slow -n 2 --dist loadgroup
 
 lint: install
 	$(VENV)/bin/ruff check kimi_student tests bench

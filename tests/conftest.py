@@ -1,45 +1,19 @@
-"""Shared fixtures: real generated datasets, extracted with real tokenizers, driven through the real CLI."""
+"""Shared fixtures: real generated datasets, extracted with real tokenizers, driven through the real CLI.
+
+Session fixtures are built once per pytest process (with `-n 2`, once per worker): tests that need the toy
+run share one xdist group, so it is trained once."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-ROOT = Path(__file__).resolve().parents[1]
-KS = [sys.executable, "-m", "kimi_student"]
 
-
-def ks(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real `kimi-student` CLI in a subprocess."""
-    return subprocess.run(
-        [*KS, *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        timeout=600,
-    )
-
-
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-# Reduced toy end-to-end run: fewer items and steps than kimi_student/configs/toy_e2e.yaml, same pipeline; ~40 s on two
-# cores. Shared by the toy e2e tests and the runner tests (its student, tokenizer and Core ML package).
-TOY_FAST = ("--items", "4000", "--steps", "200", "--shapes", "128", "--seed", "0")
+from tests.support import TOY_FAST, ks  # noqa: E402
 
 
 @pytest.fixture(scope="session")

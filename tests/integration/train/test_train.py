@@ -1,0 +1,259 @@
+"""Students and the trainer, for real on the toy size: loss goes down, checkpoints load in HF,
+kill-and-resume reproduces the uninterrupted loss curve, a NaN stops the run and keeps the last good
+checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kimi_student.errors import InputError
+from kimi_student.models.student import build_student, even_layers, load_spec
+from kimi_student.resources import config_path
+from kimi_student.train import checkpoint
+from kimi_student.train import trainer as T
+from kimi_student.train.config import CurriculumStage, LossWeights, TrainConfig
+from tests.support import KS, ROOT, ks
+
+pytestmark = [pytest.mark.slow]
+
+TOY = {
+    "hidden_size": 64,
+    "intermediate_size": 192,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+    "vocab_size": 49152,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": True,
+}
+
+
+def _config(tmp: Path, **train: object) -> Path:
+    base = {
+        "system_prompt": False,
+        "lr": 3e-3,
+        "warmup_steps": 2,
+        "batch_size": 2,
+        "max_steps": 10,
+        "grad_clip": 1.0,
+        "seq_curriculum": [{"until_step": 4, "seq_len": 96}, {"until_step": None, "seq_len": 160}],
+        "loss": {"ce_ground_truth": 1.0, "ce_teacher": 1.0, "kl_forward": 1.0, "temperature": 2.0},
+        "process_weights": {"tool_name": 2.0, "json_args": 1.5, "integration": 2.0},
+        "checkpoint_every": 3,
+        "seed": 0,
+        "precision": "no",
+    }
+    base.update(train)
+    p = tmp / "cfg.yaml"
+    p.write_text(yaml.safe_dump({"role": "worker", "train": base, "sizes": {"toy": {"arch": TOY}}}))
+    return p
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_toy_training_lowers_the_loss_and_the_checkpoint_loads_in_hf(
+    dataset: dict[str, Path], tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg = _config(tmp_path, max_steps=30, lr=5e-3)
+    r = ks(
+        "train", "--config", cfg, "--data", dataset["final"], "--out", tmp_path / "run", "--precision", "no"
+    )
+    assert r.returncode == 0, r.stderr
+    losses = [h["loss"] for h in _log(tmp_path / "run")]
+    assert len(losses) == 30 and sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.5
+    final = tmp_path / "run" / "final"
+    model = AutoModelForCausalLM.from_pretrained(str(final))
+    tok = AutoTokenizer.from_pretrained(str(final))
+    assert model.config.num_hidden_layers == 2 and len(tok) == 49152
+    manifest = json.loads((final / "manifest.json").read_text())
+    assert set(manifest) >= {"config.json", "model.safetensors", "tokenizer.json"}
+    assert len(list((tmp_path / "run" / "checkpoints").glob("step-*"))) == 2  # the newest two are kept
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_loss_curve(
+    dataset: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = _config(tmp_path, max_steps=12)
+    args = ["train", "--config", str(cfg), "--data", str(dataset["final"]), "--precision", "no"]
+    r = ks(*args, "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    run = tmp_path / "b"
+    proc = subprocess.Popen(
+        [*KS, *args, "--out", str(run)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (run / "checkpoints" / "LATEST").is_file() and len(_log(run)) >= 4:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "final").exists()
+    r = ks(*args, "--out", run)
+    assert r.returncode == 0, r.stderr
+    a, b = _log(tmp_path / "a"), _log(run)
+    assert [h["step"] for h in b] == list(range(1, 13))
+    assert [h["loss"] for h in a] == [h["loss"] for h in b]  # exactly, not approximately
+    sa = (tmp_path / "a" / "final" / "model.safetensors").read_bytes()
+    assert sa == (run / "final" / "model.safetensors").read_bytes()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    dataset: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = T.compute_loss
+    calls = {"n": 0}
+
+    def faulty(*a: object, **kw: object):  # noqa: ANN202 - injects the fault a real run would hit
+        calls["n"] += 1
+        loss, parts = real(*a, **kw)
+        return (loss * float("nan") if calls["n"] == 5 else loss), parts
+
+    monkeypatch.setattr(T, "compute_loss", faulty)
+    spec = load_spec(_config(tmp_path, checkpoint_every=2), "toy")
+    with pytest.raises(T.TrainingError, match=r"loss is nan at step 4.*step-000004"):
+        T.train(spec, tmp_path / "run", data=str(dataset["final"]), precision="no")
+    latest = checkpoint.RunPaths(tmp_path / "run").latest()
+    assert latest is not None and latest.name == "step-000004"
+    checkpoint.verify(latest)
+    assert not (tmp_path / "run" / "final").exists()
+
+
+def test_a_tampered_checkpoint_is_refused(dataset: dict[str, Path], tmp_path: Path) -> None:
+    cfg = _config(tmp_path, max_steps=8, checkpoint_every=3)
+    args = (
+        "train",
+        "--config",
+        cfg,
+        "--data",
+        dataset["final"],
+        "--out",
+        tmp_path / "run",
+        "--precision",
+        "no",
+    )
+    assert ks(*args, "--max-steps", 4).returncode == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "step-000003" / "model" / "config.json"
+    ckpt.write_text(ckpt.read_text().replace('"hidden_size": 64', '"hidden_size":  64'))
+    r = ks(*args)
+    assert r.returncode == 2 and "model/config.json does not match its sha256" in r.stderr
+
+
+def test_layer_subset_student_copies_the_teachers_layers() -> None:
+    from transformers import AutoModelForCausalLM
+
+    from kimi_student.backends.embedded import smollm2_folder
+
+    spec = load_spec("worker", "small")
+    student = build_student(spec)
+    teacher = AutoModelForCausalLM.from_pretrained(str(smollm2_folder()), dtype=torch.float32)
+    layers = even_layers(30, 6)
+    assert layers == [0, 6, 12, 17, 23, 29]
+    ts, ss = teacher.state_dict(), student.state_dict()
+    for new, old in enumerate(layers):
+        k = "model.layers.{}.self_attn.q_proj.weight"
+        assert torch.equal(ss[k.format(new)], ts[k.format(old)])
+    assert torch.equal(ss["model.embed_tokens.weight"], ts["model.embed_tokens.weight"])
+    assert sum(p.numel() for p in student.parameters()) == spec.n_params
+
+
+def test_sparse_kd_from_a_kd_mix(toy_checkpoint: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Say {i}."}) + "\n" for i in range(6)))
+    kd = tmp_path / "kd.jsonl"
+    r = ks(
+        "kd-mix",
+        "--teacher",
+        f"hf:{toy_checkpoint}",
+        "--prompts",
+        prompts,
+        "--out",
+        kd,
+        "--max-new-tokens",
+        6,
+        "--top-logprobs",
+        8,
+        "--no-system",
+    )
+    assert r.returncode == 0, r.stderr
+    spec = load_spec(_config(tmp_path, max_steps=3, checkpoint_every=0), "toy")
+    res = T.train(spec, tmp_path / "run", kd=str(kd), precision="no")
+    h = res["history"]
+    assert all("kl_forward" in x and x["kl_forward"] > 0 and "ce_teacher" in x for x in h)
+    assert "ce_ground_truth" not in h[0]  # no gold data: that term does not apply
+
+
+def test_precision_is_chosen_from_the_hardware() -> None:
+    want = "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    assert T.pick_precision("auto") == want
+    assert T.pick_precision("no") == "no"
+
+
+def test_a_misspelt_config_key_is_refused_naming_file_key_and_known_keys(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, chekpoint_every=5)
+    r = ks("train", "--config", cfg, "--data", tmp_path / "absent.jsonl", "--out", tmp_path / "run")
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert f"{cfg}: train.chekpoint_every: unknown key (known: system_prompt, lr," in line
+    assert "checkpoint_every" in line and not (tmp_path / "run").exists()
+    for bad, field in (
+        ({"loss": {"ce_gold": 1.0}}, "train.loss.ce_gold"),
+        ({"seq_curriculum": [{"seq_len": 64, "until": 3}]}, "train.seq_curriculum[0].until"),
+        ({"process_weights": {"tool": 2.0}}, "train.process_weights.tool"),
+    ):
+        with pytest.raises(InputError, match=rf"cfg\.yaml: {re.escape(field)}: unknown key"):
+            TrainConfig.from_spec(load_spec(_config(tmp_path, **bad), "toy"))
+
+
+def test_config_defaults_are_the_trainers_historical_defaults(tmp_path: Path) -> None:
+    p = tmp_path / "min.yaml"
+    p.write_text(yaml.safe_dump({"role": "worker", "train": {"lr": 1e-3}, "sizes": {"toy": {"arch": TOY}}}))
+    with pytest.raises(InputError, match="train: missing max_steps"):
+        TrainConfig.from_spec(load_spec(p, "toy"))
+    c = TrainConfig.from_spec(load_spec(p, "toy"), max_steps=7)
+    # the `cfg.get(key, default)` defaults of train/trainer.py before TrainConfig
+    assert (c.lr, c.max_steps, c.system_prompt, c.min_lr_ratio, c.warmup_steps, c.weight_decay) == (
+        1e-3,
+        7,
+        True,
+        0.1,
+        0,
+        0.0,
+    )
+    assert (c.batch_size, c.grad_accum, c.grad_clip, c.pack_truncate) == (4, 1, None, True)
+    assert c.seq_curriculum == (CurriculumStage(seq_len=256),)
+    assert c.loss == LossWeights(ce_teacher=1.0, ce_ground_truth=1.0)
+    assert (c.loss.kl_forward, c.loss.jsd_beta, c.loss.temperature) == (0.0, 0.5, 1.0)
+    assert (c.process_weights, c.checkpoint_every, c.keep_checkpoints, c.seed) == ({}, 0, 2, 0)
+
+
+@pytest.mark.parametrize(
+    ("config", "sizes"),
+    [("worker", ("toy", "small", "full")), ("judge", ("toy", "full")), ("drafter", ("toy", "full"))],
+)
+def test_every_shipped_config_is_a_valid_train_config(config: str, sizes: tuple[str, ...]) -> None:
+    for size in sizes:
+        c = TrainConfig.from_spec(load_spec(config, size))
+        assert c.max_steps > 0 and c.seq_curriculum[-1].until_step is None
+    toy = TrainConfig.from_spec(load_spec(config_path("toy_e2e.yaml"), "toy"))
+    assert (toy.precision, toy.pack_truncate, toy.loss.ce_ground_truth) == ("no", False, 1.0)
