@@ -92,7 +92,7 @@ def _kd_losses(
             server_temperature=st,
             weights=ws,
         )
-        for k in L.L.KD_TERMS
+        for k in L.KD_TERMS
     }
 
 

@@ -31,7 +31,7 @@ from tests.support import ks, read_rows, write_rows
 PARITY_ITEMS = 30
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: under xdist a module fixture is rebuilt when modules interleave
 def smoke(toy_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`kimi-student eval smoke` on the reduced toy run: its held-out items through all three runners."""
     assert toy_run["rc"] == 0, toy_run["stderr"][-2000:]
