@@ -51,17 +51,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# make test is what CI runs: every test, unit and integration, on two worker processes (tests that share
-# the toy run form one xdist group, so it is trained once). test-fast: the unit tier, in-process, < 60 s.
+# make test is what CI runs: every test, unit and integration, on two worker processes (a module per
+# worker, so module fixtures are built once). test-fast: the unit tier, in-process, < 60 s.
 PYTEST := $(VENV)/bin/python -m pytest -q
 test: install
-	$(PYTEST) -n 2 --dist loadgroup
+	$(PYTEST) -n 2 --dist loadfile
 
 test-fast: install
 	$(PYTEST) tests/unit -m "not slow"
 
 test-slow: install
-	$(PYTEST) -m slow -n 2 --dist loadgroup
+	$(PYTEST) -m slow -n 2 --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check kimi_student tests bench

@@ -1,11 +1,15 @@
 """Shared fixtures: real generated datasets, extracted with real tokenizers, driven through the real CLI.
 
-Session fixtures are built once per pytest process (with `-n 2`, once per worker): tests that need the toy
-run share one xdist group, so it is trained once."""
+`make test` runs on two xdist workers with `--dist loadfile`: a module's tests share one worker, so its
+module fixtures (conversions, checkpoints, servers) are built once; the toy run, needed by two modules, is
+built once per session through a lock (`shared_once`)."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,11 +20,29 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from tests.support import TOY_FAST, ks  # noqa: E402
 
 
+def shared_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], dict]) -> dict:
+    """`build(folder)` once per test session, even with `-n 2`: the xdist workers share their parent temp
+    folder, and the first one to take the lock builds while the other waits, then both read the result."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = root / f"shared-{name}", root / f"shared-{name}.json"
+    with open(root / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            done.write_text(json.dumps(build(folder)))
+    return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    out = tmp_path_factory.mktemp("toy") / "run"
-    r = ks("toy-e2e", "--out", out, *TOY_FAST, env={"OPENBLAS_NUM_THREADS": "1"})
-    return {"out": out, "rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr}
+    """The reduced toy run (TOY_FAST), trained once per session and read by the toy and runner tests."""
+
+    def build(folder: Path) -> dict:
+        r = ks("toy-e2e", "--out", folder / "run", *TOY_FAST, env={"OPENBLAS_NUM_THREADS": "1"})
+        return {"out": str(folder / "run"), "rc": r.returncode, "stdout": r.stdout, "stderr": r.stderr}
+
+    run = shared_once(tmp_path_factory, "toy", build)
+    return {**run, "out": Path(run["out"])}
 
 
 @pytest.fixture(scope="session")

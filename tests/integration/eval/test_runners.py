@@ -41,7 +41,6 @@ def smoke(toy_run: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("toy")
 def test_runner_parity_hf_local_openai_http_coreml(smoke: dict) -> None:
     assert smoke["rc"] == 0, smoke["stdout"] + smoke["stderr"][-3000:]
     d = smoke["dir"]
@@ -92,7 +91,6 @@ def test_runner_parity_hf_local_openai_http_coreml(smoke: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("toy")
 def test_smoke_fails_when_runners_disagree(smoke: dict, tmp_path: Path) -> None:
     """A tolerance no real pair of runners meets (negative) makes the smoke fail: the check can fail."""
     r = ks(
@@ -116,7 +114,6 @@ def test_smoke_fails_when_runners_disagree(smoke: dict, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("toy")
 def test_tool_loop_on_the_real_student_stops_at_max_turns_or_an_answer(smoke: dict) -> None:
     d = smoke["dir"]
     out, rep = d / "loop3.jsonl", d / "loop3.json"
@@ -331,7 +328,6 @@ def test_unreachable_endpoint_makes_errors_and_no_gate_passes(dataset: dict, tmp
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("toy")
 def test_hf_local_with_two_workers_writes_the_bytes_of_one(smoke: dict, tmp_path: Path) -> None:
     """Worker processes each load the model; the results and report are those of one process."""
     d, outs = smoke["dir"], {}

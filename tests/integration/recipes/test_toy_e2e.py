@@ -19,7 +19,7 @@ from kimi_student.recipes import toy_e2e as e2e
 from kimi_student.recipes.toy_run import ToyRun
 from tests.support import read_rows
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("toy")]
+pytestmark = [pytest.mark.slow]
 
 # ---- the reduced end-to-end run --------------------------------------------------------------------------
 
