@@ -135,7 +135,7 @@ def quantize_int8(ml: Any) -> Any:
 # ---- reading saved packages back -------------------------------------------------------------------------
 
 
-def load_spec(package: str | Path) -> Any:
+def load_coreml_spec(package: str | Path) -> Any:
     """The package's protobuf spec; a missing or unparsable package raises CorruptArtifactError naming it."""
     package = Path(package)
     model_file = package / "Data" / "com.apple.CoreML" / "model.mlmodel"
@@ -158,7 +158,7 @@ def load_mil(package: str | Path) -> Any:
     from coremltools.converters.mil.frontend.milproto.load import load
 
     package = Path(package)
-    spec = load_spec(package)
+    spec = load_coreml_spec(package)
     weights = package / "Data" / "com.apple.CoreML" / "weights"
     try:
         with _quiet():
@@ -220,7 +220,7 @@ def verify_package(package: str | Path, entry: dict[str, Any]) -> None:
     extra = sorted(set(have) - set(entry["files"]))
     if extra:
         raise CorruptArtifactError(package / extra[0], "not listed in the manifest")
-    load_spec(package)  # and the spec must still parse
+    load_coreml_spec(package)  # and the spec must still parse
 
 
 def _share(path: Path) -> None:
@@ -235,7 +235,7 @@ def save_package(ml: Any, path: Path) -> dict[str, Any]:
     with _quiet():
         ml.save(str(path))
     _share(path)
-    spec = load_spec(path)
+    spec = load_coreml_spec(path)
     files = package_files(path)
     return {
         "name": path.name,

@@ -40,7 +40,7 @@ from kimi_student.train.examples import ExampleBuilder, load_examples
 from kimi_student.train.trainer import train
 
 CONFIG = config_path("toy_e2e.yaml")
-REPORT_VERSION = "toy-e2e-1"
+TOY_REPORT_VERSION = "toy-e2e-1"
 CHAT_TEMPLATE = (
     "{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
     "{% if add_generation_prompt %}assistant: {% endif %}"
@@ -376,7 +376,7 @@ def run_toy_e2e(
 
 def report_header(config: Path, seed: int, tok_fp: str, shapes: list[int], primary: str | None) -> dict:
     return {
-        "report_version": REPORT_VERSION,
+        "report_version": TOY_REPORT_VERSION,
         "created_at": created_at(),
         "code_version": code_version(),
         "seed": seed,

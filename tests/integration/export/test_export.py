@@ -188,7 +188,7 @@ def coreml_out(tmp_path_factory: pytest.TempPathFactory, toy_checkpoint: Path) -
 
 
 def test_coreml_packages_per_shape_and_manifest(coreml_out: Path, toy_checkpoint: Path) -> None:
-    from kimi_student.export.coreml import load_spec, op_histogram, package_files
+    from kimi_student.export.coreml import load_coreml_spec, op_histogram, package_files
     from kimi_student.fingerprint import sha256_json, weights_sha256
 
     man = json.loads((coreml_out / "manifest.json").read_text())
@@ -205,7 +205,7 @@ def test_coreml_packages_per_shape_and_manifest(coreml_out: Path, toy_checkpoint
     assert names == [f"seq{s}.mlpackage" for s in TOY_SHAPES] + ["decode256.mlpackage"]
     for entry in man["packages"]:
         pkg = coreml_out / entry["name"]
-        spec = load_spec(pkg)
+        spec = load_coreml_spec(pkg)
         files = package_files(pkg)
         assert entry["files"] == files and entry["sha256"] == sha256_json(files)
         assert entry["size_bytes"] == sum(f.stat().st_size for f in pkg.rglob("*") if f.is_file())
@@ -236,9 +236,9 @@ def test_coreml_int8_weights_are_present(coreml_out: Path) -> None:
 
 
 def test_coreml_stateful_decoder(coreml_out: Path) -> None:
-    from kimi_student.export.coreml import load_spec
+    from kimi_student.export.coreml import load_coreml_spec
 
-    spec = load_spec(coreml_out / "decode256.mlpackage")
+    spec = load_coreml_spec(coreml_out / "decode256.mlpackage")
     states = {s.name: list(s.type.stateType.arrayType.shape) for s in spec.description.state}
     assert states == {"k_cache": [2, 2, 256, 16], "v_cache": [2, 2, 256, 16]}  # (L, KV, context, hd)
     hist = json.loads((coreml_out / "manifest.json").read_text())["packages"][-1]["op_histogram"]
@@ -258,7 +258,7 @@ def test_coreml_fp16_and_ane_layout(tmp_path: Path, toy_checkpoint: Path) -> Non
 
 
 def test_coreml_corrupt_package_names_the_file(coreml_out: Path, tmp_path: Path) -> None:
-    from kimi_student.export.coreml import load_mil, load_spec
+    from kimi_student.export.coreml import load_coreml_spec, load_mil
 
     out = tmp_path / "copy"
     shutil.copytree(coreml_out, out)
@@ -278,7 +278,7 @@ def test_coreml_corrupt_package_names_the_file(coreml_out: Path, tmp_path: Path)
     with pytest.raises(
         CorruptArtifactError, match=r"seq128\.mlpackage/Data/com\.apple\.CoreML/model\.mlmodel: not a Core ML"
     ):
-        load_spec(out / "seq128.mlpackage")
+        load_coreml_spec(out / "seq128.mlpackage")
     shutil.rmtree(out / "decode256.mlpackage")
     with pytest.raises(CorruptArtifactError, match="decode256.mlpackage: package missing"):
         from kimi_student.export.coreml import verify_package
