@@ -37,7 +37,7 @@ def toy_e2e_cmd(
 
     Exit 0 when every gate passes (or warns), 1 when a gate fails, 2 on bad input.
     """
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads: see kimi_student/e2e.py
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads (README: one thread)
     from kimi_student.eval.gates import gate_table
     from kimi_student.export.torch_export import parse_shapes
     from kimi_student.jsonl import write_json
