@@ -38,8 +38,15 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_files(paths: Iterable[Path], root: Path | None = None) -> str:
     """Digest of (relative name, content digest) pairs, in sorted order."""
+    return sha256_file_sequence(sorted(Path(x) for x in paths), root)
+
+
+def sha256_file_sequence(paths: Iterable[Path], root: Path | None = None) -> str:
+    """Digest of (name relative to `root`, or the bare file name, and content digest) pairs in the order
+    given, for files whose order means something (fixture folders by precedence). Where the files lie
+    never enters the digest: only names, contents and order do."""
     h = hashlib.sha256()
-    for p in sorted(Path(x) for x in paths):
+    for p in map(Path, paths):
         name = p.relative_to(root).as_posix() if root else p.name
         h.update(f"{name}\0{sha256_file(p)}\n".encode())
     return h.hexdigest()

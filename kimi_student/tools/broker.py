@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_student.errors import ArgumentError, InputError
-from kimi_student.fingerprint import canonical_json, sha256_files
+from kimi_student.fingerprint import canonical_json, sha256_file_sequence
 from kimi_student.jsonl import read_jsonl, write_jsonl
 from kimi_student.resources import package_path
 from kimi_student.tools.live import LIVE
@@ -92,7 +92,10 @@ def _load_folder(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def fixtures_sha256(folders: Iterable[str | Path]) -> str:
-    return sha256_files(p for f in folders for p in fixture_files(Path(f)))
+    """The fixtures a broker replays, in its precedence order: folder by folder as given (an earlier one
+    wins), files by name. It used to sort by full path, so the digest changed with where the dataset and
+    the package lie; the order given is the order that matters."""
+    return sha256_file_sequence(p for f in folders for p in fixture_files(Path(f)))
 
 
 class ToolBroker:
