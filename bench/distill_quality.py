@@ -131,7 +131,7 @@ def main() -> None:
     }
     from kimi_student.models.student import load_spec
 
-    arch = load_spec("worker", "small").arch  # 6 of SmolLM2's 30 layers, as configs/worker.yaml defines it
+    arch = load_spec("worker", "small").arch  # 6 of SmolLM2's 30 layers (worker.yaml)
     import yaml
 
     results = {}
