@@ -151,7 +151,8 @@ def export_parity_cmd(
     """Run a saved Core ML package in the numpy MIL executor and compare it with PyTorch.
 
     Reports max abs logit difference, top-1 agreement and whether greedy decoding gives the same
-    tokens. Exit 1 when top-1 agreement is below 100% or greedy tokens differ.
+    tokens. Exit 1 when top-1 agreement is below 100% or greedy tokens differ; exit 2 when no weight of
+    the package matches the checkpoint (with --dequantized, the default).
     """
     from tokenizers import Tokenizer
 
@@ -159,6 +160,10 @@ def export_parity_cmd(
     from kimi_student.export.parity import check_parity
     from kimi_student.jsonl import write_json
 
+    if not (model / "tokenizer.json").is_file():
+        fail(f"{model}: no tokenizer.json (a checkpoint folder as `train` writes it)")
+    if not package.is_dir():
+        fail(f"{package}: no such package")
     tok = Tokenizer.from_file(str(model / "tokenizer.json"))
     reqs = load_prompts(prompts, system=False)[:n]
     ids = [tok.encode(r.messages[-1]["content"]).ids for r in reqs]
@@ -168,7 +173,7 @@ def export_parity_cmd(
     ok = rep.top1_agreement == 1.0 and rep.greedy_match
     typer.echo(
         f"parity {package.name} (S={rep.seq_len}, {rep.prompts} prompts, "
-        f"{'dequantized package weights' if dequantized else 'checkpoint weights'}): "
+        f"{f'{rep.weights_replaced} dequantized package weights' if dequantized else 'checkpoint weights'}): "
         f"max |logit diff| {rep.max_abs_logit_diff:.4g}, top-1 agreement {rep.top1_agreement:.4f}, "
         f"greedy {rep.greedy_tokens} tokens {'identical' if rep.greedy_match else 'DIFFER'}"
     )

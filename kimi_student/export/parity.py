@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from kimi_student.export.errors import ExportError
 from kimi_student.export.mil import MilProgram
 from kimi_student.models.ane import AneLlama, load_ane_llama
 
@@ -27,15 +28,23 @@ def package_seq_len(prog: MilProgram) -> int:
 
 
 def load_package_weights(model: AneLlama, prog: MilProgram) -> int:
-    """Copy the package's (dequantized) weights into `model`; returns how many tensors were replaced."""
+    """Copy the package's (dequantized) weights into `model`; returns how many tensors were replaced.
+
+    A weight matches by name (`p_<parameter path>` plus a converter suffix) and shape; a bc1s package's
+    1x1-convolution weights (out, in, 1, 1) match the (out, in) linear weights of the bsc module."""
     weights = prog.weights()
     replaced = 0
     with torch.no_grad():
         for name, p in model.named_parameters():
             stem = "p_" + name.replace(".", "_")
             w = next((weights[stem + s] for s in _SUFFIXES if stem + s in weights), None)
-            if w is not None and tuple(w.shape) == tuple(p.shape):
-                p.copy_(torch.from_numpy(np.asarray(w, dtype=np.float32)))
+            if w is None:
+                continue
+            w = np.asarray(w, dtype=np.float32)
+            if w.ndim == 4 and w.shape[2:] == (1, 1):
+                w = w[:, :, 0, 0]
+            if tuple(w.shape) == tuple(p.shape):
+                p.copy_(torch.from_numpy(w))
                 replaced += 1
     return replaced
 
@@ -73,6 +82,13 @@ def check_parity(
     s = package_seq_len(prog)
     model = load_ane_llama(checkpoint, max_seq=s).eval()
     replaced = load_package_weights(model, prog) if dequantized else 0
+    if dequantized and not replaced:
+        n = sum(1 for _ in model.parameters())
+        raise ExportError(
+            f"{package}: none of the {n} weights of {checkpoint} is in the package (no name and shape "
+            "match), so there are no dequantized package weights to compare with; is this the package of "
+            "that checkpoint? (--no-dequantized compares with the checkpoint's own weights)"
+        )
     max_diff, agree, total = 0.0, 0, 0
     g_torch, g_pkg = [], []
     for ids in prompts:

@@ -255,6 +255,76 @@ def test_coreml_fp16_and_ane_layout(tmp_path: Path, toy_checkpoint: Path) -> Non
     assert DEQUANT not in hist and weight_dtypes(tmp_path / "seq64.mlpackage") == {}
     assert hist["conv"] == N_LAYERS * N_MATRICES_PER_LAYER and hist["linear"] == 1  # 1x1 convs; the tied head
     assert 49152 * 64 * 2 < entry["size_bytes"] < 49152 * 64 * 2 * 1.3  # fp16, and the embedding stored once
+    # parity on a bc1s package: its (out, in, 1, 1) conv weights stand in for the (out, in) linear ones
+    from kimi_student.export.parity import check_parity
+
+    rep = check_parity(toy_checkpoint, tmp_path / "seq64.mlpackage", [[1, 2, 3, 4, 5]], greedy_tokens=3)
+    assert rep.weights_replaced == N_LAYERS * N_MATRICES_PER_LAYER
+    assert rep.top1_agreement == 1.0 and rep.greedy_match and rep.max_abs_logit_diff < 0.05
+
+
+# ---- export parity: the package in the numpy MIL executor against PyTorch ----------------------------------
+
+
+PARITY_PROMPTS = ["Search the web for rust async runtimes", "Read the file notes/todo.md", "What is 12 * 7?"]
+
+
+def _parity(tmp_path: Path, package: Path, model: Path, *extra: str) -> tuple[object, dict | None]:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "".join(json.dumps({"id": str(i), "prompt": t}) + "\n" for i, t in enumerate(PARITY_PROMPTS))
+    )
+    report = tmp_path / "parity.json"
+    r = ks(
+        "export", "parity", "--package", package, "--model", model, "--prompts", prompts,
+        "--n", "3", "--tokens", "4", "--report", report, *extra,
+    )  # fmt: skip
+    return r, (json.loads(report.read_text()) if report.exists() else None)
+
+
+def test_export_parity_cli_passes_on_its_own_package(
+    coreml_out: Path, toy_checkpoint: Path, tmp_path: Path
+) -> None:
+    """README: `export parity` runs the package in the MIL executor and compares it with PyTorch on the
+    package's own dequantized weights: max abs logit difference, top-1 agreement, greedy equality."""
+    r, rep = _parity(tmp_path, coreml_out / "seq64.mlpackage", toy_checkpoint)
+    assert r.returncode == 0, r.stderr
+    assert rep is not None and rep["weights_replaced"] == N_LAYERS * N_MATRICES_PER_LAYER  # every int8 matrix
+    assert rep["prompts"] == 3 and rep["seq_len"] == 64 and rep["greedy_tokens"] == 4
+    assert 0 < rep["max_abs_logit_diff"] < 0.05  # fp16 compute: small, and not the checkpoint against itself
+    assert rep["top1_agreement"] == 1.0 and rep["greedy_match"] is True
+    assert rep["greedy_torch"] == rep["greedy_package"] and all(len(g) == 4 for g in rep["greedy_torch"])
+    assert "14 dequantized package weights" in r.stdout and "greedy 4 tokens identical" in r.stdout
+
+
+def test_export_parity_cli_fails_on_another_checkpoint(coreml_out: Path, tmp_path: Path) -> None:
+    """Exit 1 when top-1 or greedy differ: the same architecture with other weights (seed 1) only shares
+    the package's int8 matrices, so the embeddings and norms differ and the logits do too."""
+    from kimi_student.backends.embedded import smollm2_folder
+    from kimi_student.models.student import build_student, load_spec, save_checkpoint
+
+    other = save_checkpoint(
+        build_student(load_spec("worker", "toy"), seed=1), smollm2_folder(), tmp_path / "s1"
+    )
+    r, rep = _parity(tmp_path, coreml_out / "seq64.mlpackage", other)
+    assert r.returncode == 1, r.stderr
+    assert rep is not None and rep["top1_agreement"] < 1.0 and rep["max_abs_logit_diff"] > 0.05
+
+
+def test_export_parity_refuses_a_package_without_matching_weights(
+    coreml_out: Path, untied_checkpoint: Path, toy_checkpoint: Path, tmp_path: Path
+) -> None:
+    """No package weight matches the checkpoint (another model): the dequantized comparison would silently
+    compare PyTorch on the checkpoint's weights; it is one line on stderr and exit 2 instead."""
+    model = tmp_path / "untied"
+    shutil.copytree(untied_checkpoint, model)
+    shutil.copy(toy_checkpoint / "tokenizer.json", model / "tokenizer.json")
+    r, rep = _parity(tmp_path, coreml_out / "seq64.mlpackage", model)
+    assert r.returncode == 2 and rep is None
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert "seq64.mlpackage: none of the" in line and "--no-dequantized" in line
+    r, _ = _parity(tmp_path, coreml_out / "seq64.mlpackage", untied_checkpoint)  # no tokenizer.json
+    assert r.returncode == 2 and "no tokenizer.json" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_coreml_corrupt_package_names_the_file(coreml_out: Path, tmp_path: Path) -> None:
