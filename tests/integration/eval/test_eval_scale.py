@@ -140,6 +140,48 @@ def test_merge_refuses_an_incomplete_or_mixed_set(
         assert not (tmp_path / "m.jsonl").exists() and not (tmp_path / "m.json").exists()
 
 
+def _edited_shard(src: Path, dst: Path, edit: Any) -> Path:
+    """A copy of a shard's results with `edit(header, rows)` applied."""
+    header, *rows = read_rows(src)
+    edit(header, rows)
+    return write_rows(dst, [header, *rows])
+
+
+def test_merge_refuses_a_repeated_or_missing_item_and_another_model(shards: Path, tmp_path: Path) -> None:
+    """README: merge refuses shards of another model or fingerprint, and a missing or repeated item."""
+    s0, s1 = shards / "s0.jsonl", shards / "s1.jsonl"
+    first0 = read_rows(s0)[1]
+
+    def steal(h: dict, rows: list) -> None:  # s0's first item also in s1
+        h["positions"].append(read_rows(s0)[0]["positions"][0])
+        rows.append(first0)
+
+    def drop(h: dict, rows: list) -> None:
+        h["positions"].pop()
+        rows.pop()
+
+    def field(name: str, value: object) -> Any:
+        return lambda h, rows: h.update({name: value})
+
+    cases = [
+        (steal, f"item {first0['id']!r} is also in {s0}"),
+        (drop, "eval merge: the shards hold 239 of the dataset's 240 items"),
+        (
+            field("model_fingerprint", "0" * 64),
+            f"model_fingerprint: differs from {s0}'s: not a shard of the same run",
+        ),
+        (field("tokenizer_fingerprint", "x"), f"tokenizer_fingerprint: differs from {s0}'s"),
+        (field("code_version", "x"), f"code_version: differs from {s0}'s"),
+        (field("fingerprint_problems", ["x"]), f"fingerprint_problems: differs from {s0}'s"),
+    ]
+    for i, (edit, expected) in enumerate(cases):
+        bad = _edited_shard(s1, tmp_path / f"bad{i}.jsonl", edit)
+        r = ks("eval", "merge", s0, bad, "--out", tmp_path / "m.jsonl", "--report", tmp_path / "m.json")
+        assert r.returncode == 2, r.stdout
+        assert expected in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "m.jsonl").exists() and not (tmp_path / "m.json").exists()
+
+
 # ---- resume -------------------------------------------------------------------------------------------------
 
 
