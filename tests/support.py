@@ -36,3 +36,9 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
 # Reduced toy end-to-end run: fewer items and steps than kimi_student/configs/toy_e2e.yaml, same pipeline; ~40 s on two
 # cores. Shared by the toy e2e tests and the runner tests (its student, tokenizer and Core ML package).
 TOY_FAST = ("--items", "4000", "--steps", "200", "--shapes", "128", "--seed", "0")
+
+
+def files_holding(root: Path, secret: str) -> list[Path]:
+    """Every file under `root` whose bytes hold `secret` (raw, or JSON-escaped as written by json.dumps)."""
+    needles = {secret.encode(), json.dumps(secret)[1:-1].encode()}
+    return [p for p in sorted(root.rglob("*")) if p.is_file() and any(n in p.read_bytes() for n in needles)]

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kimi_student.backends.openai_client import KEY_ENVS
 from kimi_student.data.kd_mix import read_logprobs
 from kimi_student.recipes.serve import transformers_serve
-from tests.support import KS, ROOT, ks, read_rows
+from tests.support import KS, ROOT, files_holding, ks, read_rows
 
 pytestmark = [pytest.mark.slow]
 
@@ -235,6 +236,43 @@ def test_http_teacher_retries_each_fault_then_succeeds(fault: str, prompts: Path
     assert body["logprobs"] is True and body["top_logprobs"] == 20 and body["messages"][-1]["role"] == "user"
     assert srv.auth[0] == "Bearer sk-test-secret-value-123456"
     assert "sk-test-secret" not in r.stdout + r.stderr + (tmp_path / "kd.jsonl").read_text()
+
+
+KEYS = {e: f"sk-fake-{e.lower()}-7f3a9c" for e in (*KEY_ENVS, "MY_TEACHER_KEY")}
+
+
+@pytest.mark.parametrize(
+    ("env", "extra", "used"),
+    [
+        pytest.param(KEY_ENVS, (), "KIMI_STUDENT_API_KEY", id="first-of-all-four"),
+        pytest.param(KEY_ENVS[1:], (), "KIMI_API_KEY", id="kimi"),
+        pytest.param(KEY_ENVS[2:], (), "MOONSHOT_API_KEY", id="moonshot"),
+        pytest.param(KEY_ENVS[3:], ("--max-retries", 1), "OPENAI_API_KEY", id="openai-with-failures"),
+        pytest.param(KEY_ENVS, ("--api-key-env", "MY_TEACHER_KEY"), "MY_TEACHER_KEY", id="api-key-env"),
+    ],
+)
+def test_the_api_key_is_sent_and_never_written(
+    env: tuple[str, ...], extra: tuple, used: str, prompts: Path, tmp_path: Path
+) -> None:
+    """README: the key is read from KIMI_STUDENT_API_KEY, KIMI_API_KEY, MOONSHOT_API_KEY or OPENAI_API_KEY (or
+    --api-key-env) and never written anywhere: not in the KD file, its cache, its logprob shards, the output.
+    The failing variant writes failed records (HTTP 500 twice, then a 400) as well as cached answers."""
+    keys = {e: KEYS[e] for e in (*env, "MY_TEACHER_KEY")}
+    env_vars = {e: keys.get(e, "") for e in (*KEY_ENVS, "MY_TEACHER_KEY")}  # unset the others
+    script = ["500", "500", "400"] if "--max-retries" in extra else []
+    srv = FaultServer(script)
+    try:
+        r = ks(
+            "kd-mix", "--teacher", srv.url, "--prompts", prompts, "--out", tmp_path / "kd.jsonl", "--limit", 3,
+            "--concurrency", 1, "--timeout", 2.0, "--no-system", *extra, env=env_vars,
+        )  # fmt: skip
+    finally:
+        srv.close()
+    assert r.returncode == (1 if script else 0), r.stderr
+    assert set(srv.auth) == {f"Bearer {keys[used]}"}
+    assert list(tmp_path.glob("kd.jsonl.cache/*/*.json")) and list(tmp_path.glob("kd.jsonl.logprobs/*.npz"))
+    for key in keys.values():
+        assert files_holding(tmp_path, key) == [] and key not in r.stdout + r.stderr
 
 
 def test_http_logprobs_map_to_local_token_ids(prompts: Path, tmp_path: Path) -> None:
