@@ -1,0 +1,155 @@
+"""A model runner (openai_http against a scripted loopback server) killed mid-run and resumed: each item is
+scored exactly once, the result is the uninterrupted run's bytes, a restart with other runner options is
+refused, `--fresh` starts over, and the API key reaches the server but no file the runs wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from kimi_student.backends.openai_client import KEY_ENVS
+from tests.support import KS, ROOT, files_holding, ks, read_rows, write_rows
+
+pytestmark = [pytest.mark.slow]
+
+KEY = "sk-fake-eval-runner-5d21e8b0"
+ENV = {**dict.fromkeys(KEY_ENVS, ""), "OPENAI_API_KEY": KEY, "SOURCE_DATE_EPOCH": "1700000000"}
+N_ITEMS = 40
+CHUNK = 4  # 4 x max(--batch-size 1, --concurrency 1)
+
+
+class SlowServer:
+    """Answers every chat completion with one integration sentence after `delay` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay, self.auth, self.users = delay, [], []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                outer.auth.append(self.headers.get("Authorization"))
+                outer.users.append(body["messages"][-1]["content"])
+                time.sleep(outer.delay)
+                msg = {"role": "assistant", "content": "Integration: nothing was found."}
+                data = json.dumps({"choices": [{"message": msg, "finish_reason": "stop"}]}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+def _args(dataset: dict, tmp: Path, url: str, name: str, *extra: str) -> list[str]:
+    subset = tmp / "d.jsonl"
+    if not subset.exists():
+        write_rows(subset, read_rows(dataset["final"])[: N_ITEMS + 1])  # + header
+    fixtures = dataset["gen"].parent / (dataset["gen"].name + ".fixtures")
+    return [
+        "eval", "--runner", "openai_http", "--url", url, "--model", "remote-model", "--in", str(subset),
+        "--out", str(tmp / f"{name}.jsonl"), "--report", str(tmp / f"{name}.json"),
+        "--fixtures", str(fixtures), "--fixtures", "kimi_student/tools/fixtures",
+        "--batch-size", "1", "--concurrency", "1", "--max-turns", "1", *extra,
+    ]  # fmt: skip
+
+
+def _part_rows(parts: Path) -> list[dict]:
+    return [
+        r for p in sorted(parts.glob("*.jsonl")) for r in read_rows(p) if "id" in r and "__header__" not in r
+    ]
+
+
+def test_a_killed_model_runner_resumes_each_item_once_and_never_writes_the_key(
+    dataset: dict, tmp_path: Path
+) -> None:
+    srv = SlowServer(0.0)  # one server, one URL: the URL is part of the runner's options and fingerprint
+    try:
+        _killed_and_resumed(dataset, tmp_path, srv)
+    finally:
+        srv.close()
+    assert files_holding(tmp_path, KEY) == []
+    assert set(srv.auth) == {f"Bearer {KEY}"}
+
+
+def _killed_and_resumed(dataset: dict, tmp_path: Path, srv: SlowServer) -> None:
+    r = ks(*_args(dataset, tmp_path, srv.url, "ref"), env=ENV)
+    assert r.returncode in (0, 1) and (tmp_path / "ref.json").is_file(), r.stderr
+    assert len(srv.users) == N_ITEMS
+
+    srv.delay = 0.05
+    parts = tmp_path / "run.jsonl.parts"
+    proc = subprocess.Popen(
+        [*KS, *_args(dataset, tmp_path, srv.url, "run")],
+        cwd=ROOT,
+        env={**os.environ, **ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(_part_rows(parts)) < 2 * CHUNK:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    srv.delay = 0.0
+    kept = {row["id"] for row in _part_rows(parts)}
+    assert 2 * CHUNK <= len(kept) < N_ITEMS and not (tmp_path / "run.json").exists()
+    assert len(kept) % CHUNK == 0  # rows are appended a chunk of conversations at a time
+
+    # other runner options: refused before any request, the unfinished run kept
+    asked = len(srv.users)
+    r = ks(*_args(dataset, tmp_path, srv.url, "run", "--max-turns", "2"), env=ENV)
+    assert r.returncode == 2 and "unfinished run with other inputs (runner_options differ)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and len(srv.users) == asked
+    assert {row["id"] for row in _part_rows(parts)} == kept
+
+    r = ks(*_args(dataset, tmp_path, srv.url, "run"), env=ENV)
+    assert r.returncode in (0, 1) and "resuming" in r.stdout + r.stderr, r.stderr
+    assert len(srv.users) - asked == N_ITEMS - len(kept)  # nothing asked twice
+    assert not parts.exists()
+    ids = [row["id"] for row in read_rows(tmp_path / "run.jsonl") if "id" in row]
+    assert len(ids) == len(set(ids)) == N_ITEMS
+    assert (tmp_path / "run.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    got = json.loads((tmp_path / "run.json").read_text())
+    assert {**got, "results_path": None} == {**ref, "results_path": None}
+
+    # --fresh through the CLI, after another kill: other options start over instead of being refused
+    srv.delay = 0.05
+    proc = subprocess.Popen(
+        [*KS, *_args(dataset, tmp_path, srv.url, "run2")],
+        cwd=ROOT,
+        env={**os.environ, **ENV},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while (
+        time.time() < deadline
+        and proc.poll() is None
+        and len(_part_rows(tmp_path / "run2.jsonl.parts")) < CHUNK
+    ):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    srv.delay, asked = 0.0, len(srv.users)
+    r = ks(*_args(dataset, tmp_path, srv.url, "run2", "--max-turns", "2", "--fresh"), env=ENV)
+    assert r.returncode in (0, 1) and len(srv.users) - asked == N_ITEMS, r.stderr
+    assert not (tmp_path / "run2.jsonl.parts").exists()
