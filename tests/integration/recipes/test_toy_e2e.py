@@ -34,6 +34,13 @@ def test_toy_e2e_runs_and_its_gates_hold(toy_run: dict) -> None:
     assert g["shape_diagnostics_missing"]["value"] == 0
     f1 = g["tool_span_micro_f1"]["value"]
     assert isinstance(f1, float) and 0.20 <= f1 <= 1.0 and g["tool_span_micro_f1"]["status"] == "pass"
+    # Tighter than the gate. The reduced run (TOY_FAST: 200 steps) learns the tool names before any
+    # argument: on a two-core AMD EPYC (fp32, no bf16) it gives tp = fp = fn = 90 on 90 held-out items
+    # (every name right, every argument wrong: F1 exactly 0.5000). Intel hosts train in bf16 (AMX), whose
+    # sums differ, so the value is not pinned exactly; the bound allows 20% of the names to go wrong and any
+    # argument count, while a regression to the 0.20 gate (most names wrong) fails.
+    m = rep["metric"]
+    assert f1 >= 0.40 and m["tp"] >= 0.8 * m["items"] and m["parsed_call_rate"] >= 0.95, m
     assert g["tool_span_micro_f1"]["items"] == rep["data"]["heldout_items"] >= 10
     # the console output ends with the gate table
     lines = toy_run["stdout"].strip().splitlines()
