@@ -139,9 +139,22 @@ class Session:
     history: list[dict[str, Any]]
     start: int  # the first step this process runs (the checkpoint's step when resuming)
 
+    def finite_model(self, step: int) -> Any:
+        """The unwrapped model, refused when an update left a weight NaN or inf: the loss is checked
+        before backward, so a finite loss can still precede a step that blew the weights up, and such
+        weights must never be saved as a good checkpoint."""
+        model = self.accelerator.unwrap_model(self.model)
+        bad = [name for name, w in model.named_parameters() if not bool(torch.isfinite(w).all())]
+        if bad:
+            raise TrainingError(
+                f"weights are not finite after step {step} ({bad[0]}); stopped. The last good checkpoint is "
+                f"{self.paths.latest() or 'none (no checkpoint was written yet)'}"
+            )
+        return model
+
     def save_checkpoint(self, step: int) -> Path:
         """checkpoints/step-NNNNNN after `step` steps (the newest `keep_checkpoints` are kept)."""
-        model = self.accelerator.unwrap_model(self.model)
+        model = self.finite_model(step)
         return checkpoint.save(
             self.paths,
             step,
@@ -154,7 +167,7 @@ class Session:
         )
 
     def save_final(self) -> Path:
-        model = self.accelerator.unwrap_model(self.model)
+        model = self.finite_model(self.config.max_steps)
         return checkpoint.save_final(self.paths, model, self.tokenizer_folder)
 
 

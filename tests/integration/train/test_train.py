@@ -167,16 +167,13 @@ def test_a_nan_loss_exits_3_through_the_cli_and_keeps_a_checkpoint(exploded: dic
     assert r.returncode == 3, r.stderr
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     latest = checkpoint.RunPaths(run).latest()
-    assert latest is not None and "loss is nan" in line and str(latest) in line
+    # the blow-up is caught at the first non-finite weight (before the loss turns NaN) or at the NaN loss
+    assert latest is not None and str(latest) in line
+    assert "weights are not finite" in line or "loss is nan" in line
     checkpoint.verify(latest)
     assert not (run / "final").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trainer bug: the loss is checked before backward, so a step whose update makes the weights NaN "
-    "(finite loss) is still checkpointed and named 'the last good checkpoint'",
-)
 def test_the_kept_checkpoint_after_a_nan_has_finite_weights(exploded: dict) -> None:
     from safetensors.torch import load_file
 
