@@ -35,6 +35,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             except json.JSONDecodeError as e:
                 why = "truncated JSON" if not text.endswith("\n") else "malformed JSON"
                 raise InputError(p, lineno, None, f"{why}: {e.msg} at column {e.colno}") from None
+            except (ValueError, RecursionError) as e:  # an integer over 4300 digits, nesting too deep
+                why = "nested too deep" if isinstance(e, RecursionError) else str(e)[:200]
+                raise InputError(p, lineno, None, f"malformed JSON: {why}") from None
             if not isinstance(obj, dict):
                 raise InputError(p, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj

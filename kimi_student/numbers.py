@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 LOCALES = ("en-US", "de-DE", "fr-FR", "en-IN")
 _GROUP_SPACES = " \u00a0\u202f"  # space, no-break space, narrow no-break space (fr-FR)
@@ -34,9 +35,12 @@ def _group_int(digits: str, sep: str, indian: bool) -> str:
 
 
 def format_number(value: float | int, locale: str, decimals: int | None = None) -> str:
-    """Write `value` the way `locale` does (grouping and decimal separator)."""
+    """Write `value` the way `locale` does (grouping and decimal separator). Without `decimals`, as many
+    as the shortest repr has, 1 to 6 (`1e-07` has 7: written 0.000000). ValueError for NaN or infinity."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} has no written form")
     if decimals is None:
-        decimals = 0 if float(value).is_integer() else min(6, max(1, len(repr(float(value)).split(".")[1])))
+        decimals = 0 if float(value).is_integer() else min(6, max(1, _repr_decimals(float(value))))
     sign = "-" if value < 0 else ""
     fixed = f"{abs(value):.{decimals}f}"
     int_part, _, frac = fixed.partition(".")
@@ -45,6 +49,15 @@ def format_number(value: float | int, locale: str, decimals: int | None = None) 
     ]
     out = _group_int(int_part, group, indian=locale == "en-IN")
     return sign + out + (dec + frac if frac else "")
+
+
+def _repr_decimals(x: float) -> int:
+    """Digits after the point in repr(x) (`1.25` -> 2; with an exponent, `1e-07` -> 7, `1.5e-05` -> 6)."""
+    r = repr(x)
+    if "e" not in r:
+        return len(r.split(".")[1])
+    exp = Decimal(r).as_tuple().exponent
+    return -exp if isinstance(exp, int) and exp < 0 else 0
 
 
 def _readings(body: str) -> set[float]:

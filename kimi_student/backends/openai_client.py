@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import os
 import random
 import time
@@ -19,6 +20,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+
+from kimi_student.errors import KimiStudentError
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 KEY_ENVS = ("KIMI_STUDENT_API_KEY", "KIMI_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY")
@@ -36,8 +39,12 @@ class ChatRequestError(Exception):
 
 
 def endpoint(base: str) -> str:
-    """`https://host`, `https://host/v1` or the full path all mean …/v1/chat/completions."""
-    u = urlsplit(base.rstrip("/"))
+    """`https://host`, `https://host/v1` or the full path all mean …/v1/chat/completions. KimiStudentError
+    for a URL that does not parse."""
+    try:
+        u = urlsplit(base.rstrip("/"))
+    except ValueError as e:
+        raise KimiStudentError(f"not an endpoint URL: {base!r} ({e})") from None
     path = u.path
     if not path.endswith("/chat/completions"):
         path = (path if path.endswith("/v1") else path + "/v1") + "/chat/completions"
@@ -49,14 +56,15 @@ def retry_after_seconds(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        secs = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, secs) if math.isfinite(secs) else None
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError, OSError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def api_key(env: str | None = None) -> str | None:

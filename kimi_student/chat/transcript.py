@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,17 @@ INTEGRATION = "Integration:"
 SPAN_CAP = 3
 
 _CALL = re.compile(re.escape(CALL_OPEN) + r"(.*?)(?:" + re.escape(CALL_CLOSE) + r"|\Z)", re.S)
-_RESP = re.compile(re.escape(RESP_OPEN) + r".*?(?:" + re.escape(RESP_CLOSE) + r"|\Z)", re.S)
+_RESP = re.compile(re.escape(RESP_OPEN) + r"(.*?)(?:" + re.escape(RESP_CLOSE) + r"|\Z)", re.S)
 _SPAN_START = re.compile(r"(?:^|(?<=\n)|(?<=[.!?] ))" + re.escape(INTEGRATION))
-_NAME = re.compile(r'"name"\s*:\s*')
-_ARGS = re.compile(r'"arguments"\s*:\s*')
-_DECODER = json.JSONDecoder()
+_WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Strict JSON: NaN and Infinity are refused (no canonical form, and no tool takes them).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def normalize_text(text: str) -> str:
@@ -62,9 +69,32 @@ class Transcript:
     def span_texts(self) -> list[str]:
         return [self.text[s:e] for s, e in self.spans]
 
-    def model_text(self) -> str:
-        """What the model wrote: the transcript without the harness's tool responses."""
-        return _RESP.sub("", self.text)
+    def model_text(self, replies: Sequence[dict[str, Any] | None] | None = None) -> str:
+        """What the model wrote: the transcript without the harness's tool responses.
+
+        With `replies` (for each call, the result the harness answers it with, or None), a response block
+        is the harness's only where it follows that call with nothing but whitespace between and its JSON
+        equals that result (key order aside); any other block the model wrote itself, and it stays.
+        Without, every block goes (gold text, whose responses the generator wrote)."""
+        if replies is None:
+            return _RESP.sub("", self.text)
+        pieces, pos = [], 0
+        for call, reply in zip(self.calls, replies):
+            if reply is None:
+                continue
+            m = _RESP.match(self.text, _WS.match(self.text, call.end).end())
+            if m and m.group(0).endswith(RESP_CLOSE) and _json_equals(m.group(1), reply):
+                pieces.append(self.text[pos : m.start()])
+                pos = m.end()
+        pieces.append(self.text[pos:])
+        return "".join(pieces)
+
+
+def _json_equals(text: str, value: Any) -> bool:
+    try:
+        return bool(_loads(text) == value)
+    except (ValueError, RecursionError):
+        return False
 
 
 def _parse_call(m: re.Match[str]) -> ParsedCall:
@@ -75,9 +105,12 @@ def _parse_call(m: re.Match[str]) -> ParsedCall:
     if not closed:
         call.error = "unterminated <tool_call>"
     try:
-        obj = json.loads(body)
+        obj = _loads(body)
     except json.JSONDecodeError as e:
         call.error = call.error or f"malformed JSON: {e.msg}"
+        return call
+    except (ValueError, RecursionError) as e:  # NaN, an integer over 4300 digits, nesting too deep
+        call.error = call.error or f"malformed JSON: {_why(e)}"
         return call
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         call.error = call.error or "call has no string 'name'"
@@ -85,19 +118,50 @@ def _parse_call(m: re.Match[str]) -> ParsedCall:
     call.name, call.arguments = obj["name"], obj.get("arguments", {})
     if isinstance(call.arguments, str):  # some servers send arguments as a JSON string
         try:
-            call.arguments = json.loads(call.arguments)
-        except json.JSONDecodeError:
+            call.arguments = _loads(call.arguments)
+        except (ValueError, RecursionError):
             call.error = call.error or "arguments string is not JSON"
-    nm = _NAME.search(body)
-    if nm and body[nm.end() : nm.end() + 1] == '"':
-        s = nm.end() + 1
-        _, e = _DECODER.raw_decode(body, nm.end())
-        call.name_span = (body_start + s, body_start + e - 1)
-    am = _ARGS.search(body)
-    if am:
-        _, e = _DECODER.raw_decode(body, am.end())
-        call.args_span = (body_start + am.end(), body_start + e)
+    try:
+        keys = _top_level(body)
+    except RecursionError:  # parsed just now, a frame shallower
+        keys = {}
+    if "name" in keys:
+        s, e = keys["name"]
+        call.name_span = (body_start + s + 1, body_start + e - 1)  # quotes excluded
+    if "arguments" in keys:
+        s, e = keys["arguments"]
+        call.args_span = (body_start + s, body_start + e)
     return call
+
+
+def _loads(text: str) -> Any:
+    obj, end = _DECODER.raw_decode(text, _WS.match(text).end())
+    if _WS.match(text, end).end() != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return obj
+
+
+def _why(e: BaseException) -> str:
+    return "nested too deep" if isinstance(e, RecursionError) else str(e)[:200]
+
+
+def _top_level(body: str) -> dict[str, tuple[int, int]]:
+    """Where each key's value lies in `body`, a JSON object that parses: top-level keys only (a `name`
+    inside the arguments is not the tool's name), the last of a repeated key (as json.loads keeps)."""
+    spans: dict[str, tuple[int, int]] = {}
+    pos = _WS.match(body).end() + 1  # past "{"
+    while True:
+        pos = _WS.match(body, pos).end()
+        if body[pos] == "}":
+            return spans
+        key, pos = _DECODER.raw_decode(body, pos)
+        pos = _WS.match(body, pos).end() + 1  # past ":"
+        start = _WS.match(body, pos).end()
+        _, pos = _DECODER.raw_decode(body, start)
+        spans[key] = (start, pos)
+        pos = _WS.match(body, pos).end()
+        if body[pos] == ",":
+            pos += 1
 
 
 def integration_spans(text: str, start: int = 0, cap: int = SPAN_CAP) -> list[tuple[int, int]]:

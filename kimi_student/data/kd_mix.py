@@ -47,6 +47,8 @@ def load_prompts(path: str | Path, system: bool = True) -> list[TeacherRequest]:
             raise InputError(p, line, "id", f"duplicate id {row['id']!r}")
         seen.add(row["id"])
         if isinstance(row.get("messages"), list):
+            if not all(isinstance(m, dict) for m in row["messages"]):
+                raise InputError(p, line, "messages", "each message must be an object")
             msgs = tuple(
                 {"role": str(m.get("role")), "content": str(m.get("content"))} for m in row["messages"]
             )

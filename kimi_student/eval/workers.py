@@ -22,7 +22,7 @@ from kimi_student.eval.identity import RunnerFacts
 from kimi_student.eval.resume import next_attempt, part_header
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.registry import make_runner
-from kimi_student.eval.score.item import score_item
+from kimi_student.eval.score.item import score_item, scrub_surrogates
 from kimi_student.jsonl import dumps_line
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.tools.broker import ToolBroker
@@ -69,9 +69,16 @@ class Orphaned(Exception):
 
 
 def result_row(item: dict[str, Any], out: Any, enc: Any, tok: Any, broker: ToolBroker) -> dict[str, Any]:
-    row = {**score_item(item, out.text, enc, tok, broker, out.error).to_json(), "output": out.text}
+    """The scored row; the texts in it are written as UTF-8, so a lone surrogate becomes U+FFFD."""
+    row = {
+        **score_item(item, out.text, enc, tok, broker, out.error).to_json(),
+        "output": scrub_surrogates(out.text)[0],
+    }
     if out.turns is not None:
-        row.update(turns=out.turns, finish=out.finish)
+        turns = [
+            {k: scrub_surrogates(v)[0] if isinstance(v, str) else v for k, v in m.items()} for m in out.turns
+        ]
+        row.update(turns=turns, finish=out.finish)
     return row
 
 
@@ -97,7 +104,7 @@ def score_part(job: PartJob, progress: Callable[[int], None]) -> None:
             for lo in range(0, len(job.items), runner.chunk):
                 chunk = job.items[lo : lo + runner.chunk]
                 outs = [next(outputs) for _ in chunk]
-                encs = tok.encode_offsets([o.text for o in outs])
+                encs = tok.encode_offsets([scrub_surrogates(o.text)[0] for o in outs])
                 fh.write("".join(dumps_line(result_row(*a, tok, broker)) for a in zip(chunk, outs, encs)))
                 fh.flush()
                 progress(len(chunk))

@@ -40,10 +40,15 @@ _FUNCS: dict[str, Callable[..., Any]] = {
 }
 _CONSTS = {"pi": math.pi, "e": math.e}
 _MAX_EXPONENT = 1000
+_MAX_INT_BITS = 4096  # an integer result past this is refused (a chain of powers would exhaust memory)
 
 
 def safe_eval(expression: str) -> int | float:
-    """Arithmetic only: numbers, + - * / // % **, parentheses, a few math functions. No names, no attributes."""
+    """Arithmetic only: numbers, + - * / // % **, parentheses, a few math functions. No names, no attributes.
+
+    Raises ArgumentError for anything it refuses or cannot compute (a domain error such as sqrt(-1), an
+    overflow, a complex or non-finite result, an integer over 4096 bits), ZeroDivisionError for a division
+    by zero, nothing else."""
 
     def ev(node: ast.AST) -> Any:
         if isinstance(node, ast.Expression):
@@ -54,9 +59,16 @@ def safe_eval(expression: str) -> int | float:
             left, right = ev(node.left), ev(node.right)
             if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
                 raise ArgumentError("expression", "exponent too large")
-            return _BIN[type(node.op)](left, right)
+            if (
+                isinstance(node.op, ast.Pow)
+                and isinstance(left, int)
+                and isinstance(right, int)
+                and left.bit_length() * right > _MAX_INT_BITS
+            ):
+                raise ArgumentError("expression", "number too large")
+            return checked(_BIN[type(node.op)](left, right))
         if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-            return _UNARY[type(node.op)](ev(node.operand))
+            return checked(_UNARY[type(node.op)](ev(node.operand)))
         if isinstance(node, ast.Name) and node.id in _CONSTS:
             return _CONSTS[node.id]
         if (
@@ -65,16 +77,30 @@ def safe_eval(expression: str) -> int | float:
             and node.func.id in _FUNCS
             and not node.keywords
         ):
-            return _FUNCS[node.func.id](*(ev(a) for a in node.args))
+            return checked(_FUNCS[node.func.id](*(ev(a) for a in node.args)))
         raise ArgumentError("expression", f"unsupported syntax: {type(node).__name__}")
+
+    def checked(value: Any) -> int | float:
+        if isinstance(value, int) and value.bit_length() > _MAX_INT_BITS:
+            raise ArgumentError("expression", "number too large")
+        if not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+            raise ArgumentError("expression", "the result is not a finite real number")
+        return value
 
     if len(expression) > 500:
         raise ArgumentError("expression", "expression longer than 500 characters")
     try:
         tree = ast.parse(expression.replace("^", "**"), mode="eval")
-    except SyntaxError as e:
-        raise ArgumentError("expression", f"syntax error: {e.msg}") from None
-    return ev(tree)
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as e:  # ValueError: a NUL character
+        raise ArgumentError("expression", f"syntax error: {getattr(e, 'msg', None) or e}") from None
+    try:
+        return checked(ev(tree))
+    except ZeroDivisionError:
+        raise
+    except (ValueError, OverflowError, TypeError, RecursionError) as e:  # ArgumentError is a ValueError
+        if isinstance(e, ArgumentError):
+            raise
+        raise ArgumentError("expression", f"cannot compute: {e}") from None
 
 
 def math_eval(args: dict[str, Any], sandbox: Path) -> dict[str, Any]:

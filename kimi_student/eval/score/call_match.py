@@ -39,10 +39,14 @@ def _value(exp: Any, got: Any, schema: dict[str, Any], where: str, path_field: b
     if kind == "object":
         if not isinstance(got, dict):
             return f"{where}: expected object"
+        if not isinstance(exp, dict):
+            return f"{where}: {got!r} != {exp!r}"
         return _object(exp, got, schema, where + ".")
     if kind == "array":
         if not isinstance(got, list):
             return f"{where}: expected array"
+        if not isinstance(exp, list):
+            return f"{where}: {got!r} != {exp!r}"
         if len(got) != len(exp):
             return f"{where}: expected {len(exp)} items, got {len(got)}"
         for i, (e, g) in enumerate(zip(exp, got)):
@@ -54,7 +58,10 @@ def _value(exp: Any, got: Any, schema: dict[str, Any], where: str, path_field: b
         ok_type = isinstance(got, int) if kind == "integer" else isinstance(got, (int, float))
         if isinstance(got, bool) or not ok_type:
             return f"{where}: expected {kind}, got {type(got).__name__}"
-        return None if numbers_equal(float(exp), float(got)) else f"{where}: {got!r} != {exp!r}"
+        e, g = _float(exp), _float(got)
+        if e is None or g is None:  # the expected value is no number (another type of the schema's)
+            return None if got == exp else f"{where}: {got!r} != {exp!r}"
+        return None if numbers_equal(e, g) else f"{where}: {got!r} != {exp!r}"
     if kind == "boolean":
         if not isinstance(got, bool):
             return f"{where}: expected boolean, got {type(got).__name__}"
@@ -62,6 +69,8 @@ def _value(exp: Any, got: Any, schema: dict[str, Any], where: str, path_field: b
     if kind == "string":
         if not isinstance(got, str):
             return f"{where}: expected string, got {type(got).__name__}"
+        if not isinstance(exp, str):  # the expected value is of another of the schema's types
+            return f"{where}: {got!r} != {exp!r}"
         try:
             if path_field:
                 return (
@@ -72,9 +81,23 @@ def _value(exp: Any, got: Any, schema: dict[str, Any], where: str, path_field: b
         except ArgumentError as e:
             return f"{where}: {e}"
         if schema.get("format") == "uri":
-            return None if normalize_url(got) == normalize_url(exp) else f"{where}: url {got!r} != {exp!r}"
+            try:
+                same = normalize_url(got) == normalize_url(exp)
+            except ArgumentError as e:  # a URL that does not parse (`http://[::1`, port 99999)
+                return f"{where}: {e}"
+            return None if same else f"{where}: url {got!r} != {exp!r}"
         return None if normalize_query(got) == normalize_query(exp) else f"{where}: {got!r} != {exp!r}"
     return None if got == exp else f"{where}: {got!r} != {exp!r}"
+
+
+def _float(x: Any) -> float | None:
+    """`x` as a float, None if it is no number or too large for one."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    try:
+        return float(x)
+    except OverflowError:
+        return None
 
 
 def _object(

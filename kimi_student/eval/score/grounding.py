@@ -35,11 +35,16 @@ class Value:
 
 
 def url_key(url: str) -> tuple[str, str] | None:
-    u = urlsplit(url)
-    if not u.hostname:
+    """(host, first path segment), or None where there is no host or the URL does not parse."""
+    try:
+        u = urlsplit(url)
+        host = u.hostname
+    except ValueError:  # `http://[oops`: a model may write anything
+        return None
+    if not host:
         return None
     seg = next((p for p in u.path.split("/") if p), "")
-    return u.hostname.lower(), seg.casefold()
+    return host.lower(), seg.casefold()
 
 
 def make_value(v: Any) -> Value | None:

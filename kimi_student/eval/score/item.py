@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -17,6 +18,20 @@ from kimi_student.tools.broker import ToolBroker
 from kimi_student.tools.registry import args_valid
 
 CONTROL_BEHAVIOURS = ("no_tool", "decline")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def scrub_surrogates(text: str) -> tuple[str, str | None]:
+    """`text` with each lone surrogate (not Unicode: it cannot be encoded, tokenized or written) replaced
+    by U+FFFD, and why, if any was."""
+    if text.isascii():
+        return text, None
+    clean, n = _SURROGATE.subn("\ufffd", text)
+    return clean, f"output held {n} lone surrogate(s), replaced by U+FFFD before scoring" if n else None
+
+
+def _joined(*errors: str | None) -> str | None:
+    return "; ".join(e for e in errors if e) or None
 
 
 def gold_evidence(item: dict[str, Any]) -> list[Value]:
@@ -83,9 +98,43 @@ def score_item(
     broker: ToolBroker,
     error: str | None = None,
 ) -> ItemScore:
-    """Score one transcript against its gold item. `tokenized` is the output's (ids, char offsets)."""
+    """Score one transcript against its gold item. `tokenized` is the output's (ids, char offsets).
+
+    Any text the model wrote gives a score: an output with lone surrogates is scored with U+FFFD in their
+    place, and a fault of the scorer itself on some output gives an error row (privacy not shown ok),
+    with the reason, rather than stop the run."""
+    clean, scrubbed = scrub_surrogates(output)
+    error = _joined(error, scrubbed)
+    try:
+        return _score_item(item, output, clean, tokenized, tokenizer, broker, error)
+    except (ValueError, TypeError, OverflowError, RecursionError, KeyError, IndexError) as e:
+        why = "nested too deep" if isinstance(e, RecursionError) else f"{type(e).__name__}: {e}"[:300]
+        return failed_score(item, _joined(error, f"the output could not be scored ({why})"))
+
+
+def failed_score(item: dict[str, Any], error: str) -> ItemScore:
+    """An error row: nothing found, and privacy not ok (an output that was not scanned is not clean)."""
+    meta = item["metadata"]
+    control = meta["expected_behaviour"] in CONTROL_BEHAVIOURS
+    gold_calls = meta["call_sequence"]
+    gold_values = gold_evidence(item) if not control and gold_calls else []
+    sc = ItemScore(item["id"], control, eligible=bool(gold_values), error=error)
+    sc.calls_expected, sc.gold_evidence = len(gold_calls), len(gold_values)
+    sc.privacy_ok, sc.privacy_violations = False, ["output not scanned: it could not be scored"]
+    return sc
+
+
+def _score_item(
+    item: dict[str, Any],
+    original: str,
+    output: str,
+    tokenized: tuple[list[int], list[tuple[int, int]]],
+    tokenizer: TokenizerHandle,
+    broker: ToolBroker,
+    error: str | None,
+) -> ItemScore:
     normalized = normalize_text(output)
-    if normalized != output:  # scoring positions refer to the NFC + LF form, as dataset offsets do
+    if normalized != original:  # scoring positions refer to the NFC + LF form, as dataset offsets do
         output, tokenized = normalized, tokenizer.encode_offsets([normalized])[0]
     meta = item["metadata"]
     control = meta["expected_behaviour"] in CONTROL_BEHAVIOURS
@@ -96,19 +145,23 @@ def score_item(
     )
     t = parse_transcript(output)
 
-    # Tool calls: JSON/schema validity and fixture replay.
+    # Tool calls: JSON/schema validity and fixture replay. `replies`: the response the tool loop gives
+    # each call, so that only those blocks are taken out of the text the privacy scan reads.
     arg_texts = []
+    replies: list[dict[str, Any] | None] = []
     for c in t.calls:
         rec: dict[str, Any] = {"name": c.name, "valid": False, "hit": False}
         if c.error and c.name is None:
             broker.stats.calls += 1
             broker.stats.misses[("<unparsed>", c.error)] += 1
             rec["error"] = c.error
+            replies.append({"ok": False, "error": "malformed_call", "message": c.error})
         else:
             rec["valid"] = c.error is None and args_valid(c.name, c.arguments)
             reply = broker.call(c.name or "", c.arguments)
             rec.update(hit=reply.hit, key=reply.key)
             arg_texts.append(canonical_json(c.arguments))
+            replies.append(reply.result)
         sc.calls.append(rec)
     sc.calls_expected = len(gold_calls)
     sc.calls_matched = match_calls(
@@ -139,7 +192,7 @@ def score_item(
     sc.found_strict = sum(any(sp.strict_contains(v, bounds) for sp in spans) for v in gold_values)
 
     sc.control_violation = control and (bool(t.calls) or bool(spans))
-    sc.privacy_violations = privacy_violations(item["prompt"], [t.model_text(), *arg_texts])
+    sc.privacy_violations = privacy_violations(item["prompt"], [t.model_text(replies), *arg_texts])
     sc.privacy_ok = not sc.privacy_violations
     return sc
 

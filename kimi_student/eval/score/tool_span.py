@@ -50,7 +50,10 @@ def _norm_value(value: Any, schema: dict[str, Any], path_field: bool) -> str:
     if isinstance(value, bool) or value is None:
         return repr(value)
     if isinstance(value, (int, float)):
-        return repr(float(value))
+        try:
+            return repr(float(value))
+        except OverflowError:  # an integer past the float range: itself
+            return repr(value)
     if isinstance(value, (dict, list)):  # only empty ones reach here
         return "{}" if isinstance(value, dict) else "[]"
     text = str(value)
