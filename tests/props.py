@@ -1,8 +1,10 @@
 """Two tiers for property tests: the default suite runs each property derandomized (the same examples on
-every run) with a modest count; a `slow` twin runs it with many more, random, examples (`make test-slow`)."""
+every run) with a modest count; a `slow` twin runs it with many more, random, examples: 2,000 in
+`make test-slow`, PROPERTY_EXAMPLES (300) in `make test`, which runs every tier inside its time budget."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +18,11 @@ FAST = settings(
     suppress_health_check=[HealthCheck.too_slow],
     database=None,
 )
-MANY = settings(max_examples=2000, deadline=None, suppress_health_check=list(HealthCheck))
+MANY = settings(
+    max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "2000")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def tiers(check: Callable[..., Any], **strategies: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
