@@ -9,10 +9,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -62,6 +65,14 @@ class TokenizerHandle:
         """Token ids and character offsets for each text (no special tokens)."""
         encs = self.tok.encode_batch(texts, add_special_tokens=False)
         return [(e.ids, e.offsets) for e in encs]
+
+    def offsets_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Character offsets of each text's tokens (no special tokens); their count is the token count."""
+        return [e.offsets for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+
+    def ids_batch(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text (no special tokens), without computing offsets."""
+        return [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False)
@@ -147,27 +158,34 @@ def save_hf_tokenizer(
     return out
 
 
+_START, _END = itemgetter(0), itemgetter(1)
+_ALNUM = re.compile(r"[^\W_]")  # str.isalnum(), as the regex engine spells it
+
+
 def token_range(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
     """[first, last) tokens overlapping characters [start, end)."""
-    ends = [e for _, e in offsets]
-    starts = [s for s, _ in offsets]
-    first = bisect_right(ends, start)
-    last = bisect_left(starts, end)
+    first = bisect_right(offsets, start, key=_END)
+    last = bisect_left(offsets, end, key=_START)
     return first, max(first, last)
 
 
 def boundaries(text: str, offsets: list[tuple[int, int]]) -> set[int]:
     """Character positions a match may start or end at without splitting a word piece: token edges,
     past a token's leading or trailing blanks (byte-level BPE glues the space to the word), and any
-    point inside a token made only of punctuation and blanks (e.g. `")."`)."""
-    out: set[int] = set()
+    point inside a token made only of punctuation and blanks (e.g. `")."`).
+
+    Every token edge goes in at once; only a token that is not all letters and digits is looked at."""
+    out = set(chain.from_iterable(offsets))
+    has_alnum = _ALNUM.search
     for s, e in offsets:
-        out.add(s)
-        out.add(e)
         piece = text[s:e]
-        if not any(c.isalnum() for c in piece):
+        if piece.isalnum():  # no blanks to step past, nothing inside to add
+            continue
+        if has_alnum(piece) is None:
             out.update(range(s, e))
             continue
-        out.add(s + len(piece) - len(piece.lstrip()))
-        out.add(e - (len(piece) - len(piece.rstrip())))
+        if piece[0].isspace():
+            out.add(s + len(piece) - len(piece.lstrip()))
+        if piece[-1].isspace():
+            out.add(e - len(piece) + len(piece.rstrip()))
     return out
