@@ -6,8 +6,9 @@ import re
 from collections import Counter
 from typing import Any
 
-from kimi_student.chat.transcript import char_to_byte_offsets, parse_transcript
+from kimi_student.chat.transcript import parse_transcript
 from kimi_student.data.contextual import COMPLEXITIES, SCENARIOS, STRUCTURES
+from kimi_student.data.extract import byte_offsets
 from kimi_student.fingerprint import canonical_json
 from kimi_student.numbers import LOCALES
 from kimi_student.privacy import privacy_violations
@@ -47,7 +48,7 @@ def _check_item(
             bad("fixture_missing", f"{gold['name']} {reply.key}")
         elif reply.result != res["result"]:
             bad("fixture_mismatch", f"{gold['name']} {reply.key}")
-    table = char_to_byte_offsets(text)
+    table = byte_offsets(text, [p for span in t.spans for p in span])
     raw = text.encode("utf-8")
     if [[table[s], table[e]] for s, e in t.spans] != meta["integration_spans_bytes"]:
         bad("span_offsets", "integration_spans_bytes differ from the spans in teacher_text")
@@ -120,10 +121,8 @@ def verify(
         examples["header_tokenizer"] = "dataset was extracted with a different tokenizer"
     for lo in range(0, len(items), BATCH):
         chunk = items[lo : lo + BATCH]
-        encs = (
-            tok.encode_offsets([it["teacher_text"] for it in chunk]) if tok else [(None, None)] * len(chunk)
-        )
-        for it, (ids, _) in zip(chunk, encs):
+        encs = tok.ids_batch([it["teacher_text"] for it in chunk]) if tok else [None] * len(chunk)
+        for it, ids in zip(chunk, encs):
             _check_item(it, broker, ids, tok, problems, examples)
     return {
         "items": len(items),
