@@ -63,10 +63,17 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
-def write_jsonl(path: str | Path, rows: Any) -> None:
+def write_jsonl(path: str | Path, rows: Any, chunk: int = 1024) -> None:
+    """One canonical JSON object a line; lines go to the file `chunk` at a time, joined."""
     with atomic_writer(path) as fh:
+        lines: list[str] = []
         for row in rows:
-            fh.write(dumps_line(row))
+            lines.append(canonical_json(row))
+            if len(lines) == chunk:
+                fh.write("\n".join(lines) + "\n")
+                lines.clear()
+        if lines:
+            fh.write("\n".join(lines) + "\n")
 
 
 def write_json(path: str | Path, obj: Any) -> None:

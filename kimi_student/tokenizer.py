@@ -17,6 +17,7 @@ from functools import lru_cache
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -67,15 +68,29 @@ class TokenizerHandle:
         return [(e.ids, e.offsets) for e in encs]
 
     def offsets_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
-        """Character offsets of each text's tokens (no special tokens); their count is the token count."""
-        return [e.offsets for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+        """Character offsets of each text's tokens (no special tokens); their count is the token count.
+        A text that occurs twice is encoded once, and both get the same list: do not change it."""
+        uniq = list(dict.fromkeys(texts))
+        encs = self.tok.encode_batch(uniq, add_special_tokens=False)
+        return _spread(texts, uniq, [e.offsets for e in encs])
 
     def ids_batch(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of each text (no special tokens), without computing offsets."""
-        return [e.ids for e in self.tok.encode_batch_fast(texts, add_special_tokens=False)]
+        """Token ids of each text (no special tokens), without computing offsets; a text that occurs
+        twice is encoded once, and both get the same list: do not change it."""
+        uniq = list(dict.fromkeys(texts))
+        encs = self.tok.encode_batch_fast(uniq, add_special_tokens=False)
+        return _spread(texts, uniq, [e.ids for e in encs])
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False)
+
+
+def _spread(texts: list[str], uniq: list[str], values: list[Any]) -> list[Any]:
+    """values[i] belongs to uniq[i]: each text's value, in the order of `texts`."""
+    if len(uniq) == len(texts):
+        return values
+    by_text = dict(zip(uniq, values))
+    return [by_text[t] for t in texts]
 
 
 @lru_cache(maxsize=8)

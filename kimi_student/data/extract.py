@@ -31,21 +31,33 @@ def _spans(
     return [[table[s], table[e]] for s, e in ranges], [list(token_range(offsets, s, e)) for s, e in ranges]
 
 
+def _span_fields(text: str, offs: list[tuple[int, int]]) -> dict[str, Any]:
+    t = parse_transcript(text)
+    names = [c.name_span for c in t.calls if c.name_span]
+    args = [c.args_span for c in t.calls if c.args_span]
+    table = byte_offsets(text, [p for r in (*t.spans, *names, *args) for p in r])
+    out: dict[str, Any] = {}
+    out["integration_spans_bytes"], out["integration_spans_tokens"] = _spans(table, offs, t.spans)
+    out["tool_name_spans_bytes"], out["tool_name_spans_tokens"] = _spans(table, offs, names)
+    out["json_args_spans_bytes"], out["json_args_spans_tokens"] = _spans(table, offs, args)
+    out["n_tokens"] = len(offs)
+    return out
+
+
 def extract_items(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str, Any]]:
-    """Items with span fields added (byte offsets into teacher_text, token [start, end) ranges)."""
+    """Items with span fields added (byte offsets into teacher_text, token [start, end) ranges).
+    The fields are a function of teacher_text alone: a text that repeats is worked out once."""
     out = []
+    known: dict[str, dict[str, Any]] = {}
     for lo in range(0, len(items), BATCH):
         chunk = items[lo : lo + BATCH]
         for it, offs in zip(chunk, tok.offsets_batch([it["teacher_text"] for it in chunk])):
             text = it["teacher_text"]
-            t = parse_transcript(text)
-            names = [c.name_span for c in t.calls if c.name_span]
-            args = [c.args_span for c in t.calls if c.args_span]
-            table = byte_offsets(text, [p for r in (*t.spans, *names, *args) for p in r])
+            fields = known.get(text)
+            if fields is None:
+                fields = known[text] = _span_fields(text, offs)
             meta = dict(it["metadata"])
-            meta["integration_spans_bytes"], meta["integration_spans_tokens"] = _spans(table, offs, t.spans)
-            meta["tool_name_spans_bytes"], meta["tool_name_spans_tokens"] = _spans(table, offs, names)
-            meta["json_args_spans_bytes"], meta["json_args_spans_tokens"] = _spans(table, offs, args)
-            meta["n_tokens"] = len(offs)
+            for k, v in fields.items():  # each item its own lists
+                meta[k] = [list(x) for x in v] if isinstance(v, list) else v
             out.append({**it, "metadata": meta})
     return out

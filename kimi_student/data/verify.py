@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-from kimi_student.chat.transcript import parse_transcript
+from kimi_student.chat.transcript import Transcript, parse_transcript
 from kimi_student.data.contextual import COMPLEXITIES, SCENARIOS, STRUCTURES
 from kimi_student.data.extract import byte_offsets
 from kimi_student.fingerprint import canonical_json
@@ -20,6 +21,15 @@ CAWS_RE = re.compile(r"^CAWS/1 level=[1-3] role=\w+ task=\w+\n")
 BATCH = 512
 
 
+@dataclass
+class _Seen:
+    """What one verify run has worked out already: a call's (schema valid, broker reply) by (tool,
+    canonical arguments), and a teacher text's parse (read only)."""
+
+    calls: dict[tuple[str, str], tuple[bool, BrokerReply]] = field(default_factory=dict)
+    transcripts: dict[str, Transcript] = field(default_factory=dict)
+
+
 def _check_item(
     item: dict[str, Any],
     broker: ToolBroker,
@@ -27,7 +37,7 @@ def _check_item(
     tok: TokenizerHandle | None,
     problems: Counter[str],
     examples: dict[str, str],
-    seen: dict[tuple[str, str], tuple[bool, BrokerReply]],
+    seen: _Seen,
 ) -> None:
     def bad(kind: str, detail: str) -> None:
         problems[kind] += 1
@@ -36,7 +46,9 @@ def _check_item(
     meta, text = item["metadata"], item["teacher_text"]
     if not CAWS_RE.match(item["prompt"]):
         bad("caws_header", "prompt does not start with a CAWS/1 header")
-    t = parse_transcript(text)
+    t = seen.transcripts.get(text)
+    if t is None:
+        t = seen.transcripts[text] = parse_transcript(text)
     if [c.name for c in t.calls] != [c["name"] for c in meta["call_sequence"]]:
         bad("call_sequence", "teacher_text calls differ from metadata.call_sequence")
     arg_texts = [canonical_json(c["arguments"]) for c in meta["call_sequence"]]
@@ -44,9 +56,9 @@ def _check_item(
         if c.error or c.arguments != gold["arguments"]:
             bad("call_json", f"{gold['name']}: {c.error or 'arguments differ from call_sequence'}")
         # Schema validity and the fixture a call finds are functions of its canonical JSON: once each.
-        known = seen.get((gold["name"], arg_text))
+        known = seen.calls.get((gold["name"], arg_text))
         if known is None:
-            known = seen[(gold["name"], arg_text)] = (
+            known = seen.calls[(gold["name"], arg_text)] = (
                 args_valid(gold["name"], gold["arguments"]),
                 broker.lookup(gold["name"], gold["arguments"]),
             )
@@ -127,7 +139,7 @@ def verify(
     if tok is not None and header.get("tokenizer_fingerprint") not in (None, tok.fingerprint):
         problems["header_tokenizer"] += 1
         examples["header_tokenizer"] = "dataset was extracted with a different tokenizer"
-    seen: dict[tuple[str, str], tuple[bool, BrokerReply]] = {}
+    seen = _Seen()
     for lo in range(0, len(items), BATCH):
         chunk = items[lo : lo + BATCH]
         # Only an item with integration spans and their token spans has tokens to check.
