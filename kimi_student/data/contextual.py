@@ -27,6 +27,7 @@ from kimi_student.chat.transcript import (
 from kimi_student.data import world
 from kimi_student.data.world import rng_for, simulate, title_case
 from kimi_student.fingerprint import canonical_json
+from kimi_student.jsonl import gc_paused
 from kimi_student.numbers import LOCALES, format_number
 from kimi_student.tools.normalize import normalize_arguments
 from kimi_student.tools.registry import tool_registry_sha256
@@ -534,17 +535,18 @@ def generate(n: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]], d
     """(header, items, fixtures) for `n` items. Fixtures are keyed by (tool, normalised-args key)."""
     kinds, strata_iter = _kind_schedule(seed), _stratum_schedule(seed)
     items, fixtures = [], {}
-    for i in range(n):
-        kind = next(kinds)
-        if kind in ("no_tool", "decline", "negative_control", "range_violation"):
-            # These pick their own scenario and structure: they leave the stratum stream untouched.
-            stratum = ("control", "none", "none", rng_for("locale", seed, i).choice(LOCALES))
-        else:
-            stratum = next(strata_iter)
-        item, draft = _build(i, seed, kind, stratum)
-        for (name, _, result), key in zip(draft.calls, draft.keys):
-            fixtures[(name, key)] = result
-        items.append(item)
+    with gc_paused():  # every item stays alive: no collection would find anything
+        for i in range(n):
+            kind = next(kinds)
+            if kind in ("no_tool", "decline", "negative_control", "range_violation"):
+                # These pick their own scenario and structure: they leave the stratum stream untouched.
+                stratum = ("control", "none", "none", rng_for("locale", seed, i).choice(LOCALES))
+            else:
+                stratum = next(strata_iter)
+            item, draft = _build(i, seed, kind, stratum)
+            for (name, _, result), key in zip(draft.calls, draft.keys):
+                fixtures[(name, key)] = result
+            items.append(item)
     header = {
         "__header__": True,
         "dataset_version": DATASET_VERSION,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from kimi_student.chat.transcript import parse_transcript
+from kimi_student.jsonl import gc_paused
 from kimi_student.tokenizer import TokenizerHandle, token_range
 
 BATCH = 512
@@ -47,6 +48,11 @@ def _span_fields(text: str, offs: list[tuple[int, int]]) -> dict[str, Any]:
 def extract_items(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str, Any]]:
     """Items with span fields added (byte offsets into teacher_text, token [start, end) ranges).
     The fields are a function of teacher_text alone: a text that repeats is worked out once."""
+    with gc_paused():
+        return _extract(items, tok)
+
+
+def _extract(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str, Any]]:
     out = []
     known: dict[str, dict[str, Any]] = {}
     for lo in range(0, len(items), BATCH):

@@ -11,6 +11,7 @@ from kimi_student.chat.transcript import Transcript, parse_transcript
 from kimi_student.data.contextual import COMPLEXITIES, SCENARIOS, STRUCTURES
 from kimi_student.data.extract import byte_offsets
 from kimi_student.fingerprint import canonical_json
+from kimi_student.jsonl import gc_paused
 from kimi_student.numbers import LOCALES
 from kimi_student.privacy import privacy_violations
 from kimi_student.tokenizer import TokenizerHandle
@@ -140,18 +141,19 @@ def verify(
         problems["header_tokenizer"] += 1
         examples["header_tokenizer"] = "dataset was extracted with a different tokenizer"
     seen = _Seen()
-    for lo in range(0, len(items), BATCH):
-        chunk = items[lo : lo + BATCH]
-        # Only an item with integration spans and their token spans has tokens to check.
-        need = [
-            tok is not None
-            and bool(it["metadata"]["integration_spans_bytes"])
-            and bool(it["metadata"].get("integration_spans_tokens"))
-            for it in chunk
-        ]
-        ids = iter(tok.ids_batch([it["teacher_text"] for it, n in zip(chunk, need) if n]) if tok else [])
-        for it, n in zip(chunk, need):
-            _check_item(it, broker, next(ids) if n else None, tok, problems, examples, seen)
+    with gc_paused():
+        for lo in range(0, len(items), BATCH):
+            chunk = items[lo : lo + BATCH]
+            # Only an item with integration spans and their token spans has tokens to check.
+            need = [
+                tok is not None
+                and bool(it["metadata"]["integration_spans_bytes"])
+                and bool(it["metadata"].get("integration_spans_tokens"))
+                for it in chunk
+            ]
+            ids = iter(tok.ids_batch([it["teacher_text"] for it, n in zip(chunk, need) if n]) if tok else [])
+            for it, n in zip(chunk, need):
+                _check_item(it, broker, next(ids) if n else None, tok, problems, examples, seen)
     return {
         "items": len(items),
         "ok": not problems,
