@@ -5,7 +5,8 @@ run the real CLI on the same inputs (PYTHONPATH switched, run from a neutral fol
 repeat runs base then new or new then base, alternately, and the figure per stage is the median wall time
 of the repeats (the process's CPU time, user + system, beside it: shared machines drift less in it). Every
 repeat also checks that both trees wrote the same bytes: dataset, fixtures, extracted dataset, verify
-report and output (SOURCE_DATE_EPOCH is fixed).
+report and output (SOURCE_DATE_EPOCH is fixed). A last row times the scorer's `tokenizer.boundaries`
+over the extracted teacher texts, in-process, in each tree.
 
     .venv/bin/python bench/data_speed.py [--n 10000] [--repeats 3] [--base 65fa8e7]
 """
@@ -28,6 +29,22 @@ from contextual_scale import cpu_name  # same folder
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("gen", "extract", "verify")
+# The scorer's `tokenizer.boundaries` over every teacher text of the extracted dataset, timed inside one
+# process of each tree (the encoding is not timed): CPU seconds of the best of 3 passes.
+BOUNDARIES = """
+import json, sys, time
+from kimi_student.tokenizer import boundaries, load_tokenizer
+texts = [json.loads(l)["teacher_text"] for l in list(open(sys.argv[1], encoding="utf-8"))[1:]]
+offs = [o for _, o in load_tokenizer(sys.argv[2]).encode_offsets(texts)]
+best = None
+for _ in range(3):
+    t = time.process_time()
+    for x, o in zip(texts, offs):
+        boundaries(x, o)
+    dt = time.process_time() - t
+    best = dt if best is None else min(best, dt)
+print(best)
+"""
 
 
 def _cli(tree: Path, cwd: Path, *args: str) -> tuple[float, float, str]:
@@ -56,6 +73,17 @@ def pipeline(tree: Path, work: Path, n: int, seed: int, tokenizer: str) -> dict[
     )
     *out["verify"], log3 = _cli(tree, work, "contextual", "verify", "--in", "f.jsonl", "--report", "v.json")
     (work / "cli.log").write_text(log + log2 + log3)
+    env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(
+        [sys.executable, "-c", BOUNDARIES, "f.jsonl", tokenizer],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode:
+        sys.exit(f"{tree}: boundaries timing failed:\n{r.stderr}")
+    out["boundaries"] = (float(r.stdout), float(r.stdout))
     return out
 
 
@@ -92,7 +120,9 @@ def main() -> None:
         subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
         trees = {"base": base, "new": ROOT}
         _cli(ROOT, d, "tokenizer", "fingerprint", a.tokenizer)  # warm the tokenizer cache: in no stage
-        times: dict[str, dict[str, list[tuple[float, float]]]] = {t: {s: [] for s in STAGES} for t in trees}
+        times: dict[str, dict[str, list[tuple[float, float]]]] = {
+            t: {s: [] for s in (*STAGES, "boundaries")} for t in trees
+        }
         for rep in range(a.repeats):
             order = ("base", "new") if rep % 2 == 0 else ("new", "base")
             for name in order:
@@ -107,10 +137,11 @@ def main() -> None:
     print(
         f"{'stage':<8} {'base s':>8} {'new s':>8} {'ratio':>6}   {'base cpu':>8} {'new cpu':>8} {'ratio':>6}"
     )
-    for stage in STAGES:
+    for stage in (*STAGES, "boundaries"):
         bw, bc = (statistics.median(x[i] for x in times["base"][stage]) for i in (0, 1))
         nw, nc = (statistics.median(x[i] for x in times["new"][stage]) for i in (0, 1))
-        print(f"{stage:<8} {bw:8.2f} {nw:8.2f} {bw / nw:5.2f}x   {bc:8.2f} {nc:8.2f} {bc / nc:5.2f}x")
+        print(f"{stage:<10} {bw:8.2f} {nw:8.2f} {bw / nw:5.2f}x   {bc:8.2f} {nc:8.2f} {bc / nc:5.2f}x")
+    print("boundaries: CPU s of tokenizer.boundaries over every teacher text, in-process (both columns)")
 
 
 if __name__ == "__main__":
