@@ -24,11 +24,13 @@ BATCH = 512
 
 @dataclass
 class _Seen:
-    """What one verify run has worked out already: a call's (schema valid, broker reply) by (tool,
-    canonical arguments), and a teacher text's parse (read only)."""
+    """What one verify run has worked out already, each a pure function of its key: a call's (schema
+    valid, broker reply) by (tool, canonical arguments), a teacher text's parse (read only), and the
+    privacy findings for (prompt, texts): a third of the items at 10k repeat another's."""
 
     calls: dict[tuple[str, str], tuple[bool, BrokerReply]] = field(default_factory=dict)
     transcripts: dict[str, Transcript] = field(default_factory=dict)
+    privacy: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
 
 
 def _check_item(
@@ -94,7 +96,11 @@ def _check_item(
         bad("control", "a control item calls a tool or integrates")
     if not control and meta["call_sequence"] and not meta["negative_control"] and not t.spans:
         bad("no_integration", "a tool-using item has no integration span")
-    leaks = privacy_violations(item["prompt"], [t.model_text(), *arg_texts])
+    texts = [t.model_text(), *arg_texts]
+    key = (item["prompt"], *texts)
+    leaks = seen.privacy.get(key)
+    if leaks is None:
+        leaks = seen.privacy[key] = privacy_violations(item["prompt"], texts)
     if leaks:
         bad("privacy", leaks[0])
 
