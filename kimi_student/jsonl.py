@@ -80,7 +80,7 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
 
 def write_jsonl(path: str | Path, rows: Any, chunk: int = 1024) -> None:
     """One canonical JSON object a line; lines go to the file `chunk` at a time, joined."""
-    with atomic_writer(path) as fh:
+    with gc_paused(), atomic_writer(path) as fh:
         lines: list[str] = []
         for row in rows:
             lines.append(canonical_json(row))
