@@ -15,7 +15,7 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-eval bench-distill bench-train clean \
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-eval bench-distill bench-train clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke
 
@@ -39,6 +39,7 @@ help:
 	@echo "                     Core ML packages (FP16, INT8 weights, stateful decoder) -> coreml/artifacts/worker"
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
 	@echo "make bench           speed of gen/verify/scoring at 10k items"
+	@echo "make bench-data      gen/extract/verify at 10k against a base commit (BASE=65fa8e7), byte-identical"
 	@echo "make bench-eval      eval items/s with 1 vs 2 worker processes, 10k verification_only time"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
 
@@ -178,6 +179,10 @@ onnx-worker: install
 
 bench: install
 	$(VENV)/bin/python bench/contextual_scale.py
+
+BASE ?= 65fa8e7
+bench-data: install
+	$(VENV)/bin/python bench/data_speed.py --base $(BASE)
 
 bench-eval: install
 	$(VENV)/bin/python bench/eval_scale.py

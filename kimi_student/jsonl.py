@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import tempfile
@@ -43,6 +44,20 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, obj
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block (restored after, as it was). Reading or building a
+    whole dataset makes millions of dicts and lists that all stay alive, and each full collection would
+    walk every one of them again: a quarter of `contextual extract`. Nothing here makes cycles."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def dumps_line(obj: Any) -> str:
     return canonical_json(obj) + "\n"
 
@@ -66,10 +81,17 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         raise
 
 
-def write_jsonl(path: str | Path, rows: Any) -> None:
-    with atomic_writer(path) as fh:
+def write_jsonl(path: str | Path, rows: Any, chunk: int = 1024) -> None:
+    """One canonical JSON object a line; lines go to the file `chunk` at a time, joined."""
+    with gc_paused(), atomic_writer(path) as fh:
+        lines: list[str] = []
         for row in rows:
-            fh.write(dumps_line(row))
+            lines.append(canonical_json(row))
+            if len(lines) == chunk:
+                fh.write("\n".join(lines) + "\n")
+                lines.clear()
+        if lines:
+            fh.write("\n".join(lines) + "\n")
 
 
 def write_json(path: str | Path, obj: Any) -> None:

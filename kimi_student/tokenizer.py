@@ -9,16 +9,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kimi_student.errors import KimiStudentError
-from kimi_student.fingerprint import sha256_file, sha256_json
+from kimi_student.fingerprint import sha256_bytes, sha256_file, sha256_json
 from kimi_student.jsonl import atomic_writer
 
 SMOLLM2 = "smollm2"
@@ -63,8 +67,30 @@ class TokenizerHandle:
         encs = self.tok.encode_batch(texts, add_special_tokens=False)
         return [(e.ids, e.offsets) for e in encs]
 
+    def offsets_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Character offsets of each text's tokens (no special tokens); their count is the token count.
+        A text that occurs twice is encoded once, and both get the same list: do not change it."""
+        uniq = list(dict.fromkeys(texts))
+        encs = self.tok.encode_batch(uniq, add_special_tokens=False)
+        return _spread(texts, uniq, [e.offsets for e in encs])
+
+    def ids_batch(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of each text (no special tokens), without computing offsets; a text that occurs
+        twice is encoded once, and both get the same list: do not change it."""
+        uniq = list(dict.fromkeys(texts))
+        encs = self.tok.encode_batch_fast(uniq, add_special_tokens=False)
+        return _spread(texts, uniq, [e.ids for e in encs])
+
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False)
+
+
+def _spread(texts: list[str], uniq: list[str], values: list[Any]) -> list[Any]:
+    """values[i] belongs to uniq[i]: each text's value, in the order of `texts`."""
+    if len(uniq) == len(texts):
+        return values
+    by_text = dict(zip(uniq, values))
+    return [by_text[t] for t in texts]
 
 
 @lru_cache(maxsize=8)
@@ -77,7 +103,27 @@ def load_tokenizer(spec: str) -> TokenizerHandle:
         tok = Tokenizer.from_str(raw)
     except Exception as e:  # tokenizers raises plain Exceptions
         raise KimiStudentError(f"tokenizer {spec!r}: not a tokenizer.json ({e})") from None
-    return TokenizerHandle(spec, tok, sha256_json(json.loads(raw)))
+    return TokenizerHandle(spec, tok, _fingerprint(raw))
+
+
+def _fingerprint(raw: str) -> str:
+    """sha256 of the tokenizer.json's canonical JSON. Canonicalising a 1.5 MB file takes a tenth of a
+    second, so the digest is kept in the cache under the digest of the file's bytes (a pure function of
+    them); an unreadable or unwritable cache only means computing it again."""
+    memo = cache_dir() / "tokenizers" / "fingerprints" / sha256_bytes(raw.encode("utf-8"))
+    try:
+        known = memo.read_text(encoding="ascii").strip()
+        if len(known) == 64 and all(c in "0123456789abcdef" for c in known):
+            return known
+    except (OSError, UnicodeDecodeError):
+        pass
+    fp = sha256_json(json.loads(raw))
+    try:
+        with atomic_writer(memo) as fh:
+            fh.write(fp + "\n")
+    except OSError:
+        pass
+    return fp
 
 
 def train_bpe(
@@ -147,27 +193,34 @@ def save_hf_tokenizer(
     return out
 
 
+_START, _END = itemgetter(0), itemgetter(1)
+_ALNUM = re.compile(r"[^\W_]")  # str.isalnum(), as the regex engine spells it
+
+
 def token_range(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
     """[first, last) tokens overlapping characters [start, end)."""
-    ends = [e for _, e in offsets]
-    starts = [s for s, _ in offsets]
-    first = bisect_right(ends, start)
-    last = bisect_left(starts, end)
+    first = bisect_right(offsets, start, key=_END)
+    last = bisect_left(offsets, end, key=_START)
     return first, max(first, last)
 
 
 def boundaries(text: str, offsets: list[tuple[int, int]]) -> set[int]:
     """Character positions a match may start or end at without splitting a word piece: token edges,
     past a token's leading or trailing blanks (byte-level BPE glues the space to the word), and any
-    point inside a token made only of punctuation and blanks (e.g. `")."`)."""
-    out: set[int] = set()
+    point inside a token made only of punctuation and blanks (e.g. `")."`).
+
+    Every token edge goes in at once; only a token that is not all letters and digits is looked at."""
+    out = set(chain.from_iterable(offsets))
+    has_alnum = _ALNUM.search
     for s, e in offsets:
-        out.add(s)
-        out.add(e)
         piece = text[s:e]
-        if not any(c.isalnum() for c in piece):
+        if piece.isalnum():  # no blanks to step past, nothing inside to add
+            continue
+        if has_alnum(piece) is None:
             out.update(range(s, e))
             continue
-        out.add(s + len(piece) - len(piece.lstrip()))
-        out.add(e - (len(piece) - len(piece.rstrip())))
+        if piece[0].isspace():
+            out.add(s + len(piece) - len(piece.lstrip()))
+        if piece[-1].isspace():
+            out.add(e - len(piece) + len(piece.rstrip()))
     return out

@@ -27,8 +27,9 @@ from kimi_student.chat.transcript import (
 from kimi_student.data import world
 from kimi_student.data.world import rng_for, simulate, title_case
 from kimi_student.fingerprint import canonical_json
+from kimi_student.jsonl import gc_paused
 from kimi_student.numbers import LOCALES, format_number
-from kimi_student.tools.normalize import fixture_key, normalize_arguments
+from kimi_student.tools.normalize import normalize_arguments
 from kimi_student.tools.registry import tool_registry_sha256
 
 DATASET_VERSION = "contextual-1"
@@ -74,6 +75,7 @@ class Draft:
 
     request: str
     calls: list[tuple[str, dict[str, Any], dict[str, Any]]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)  # each call's fixture key
     lead: str = ""
     integrations: list[str] = field(default_factory=list)
 
@@ -86,7 +88,9 @@ class Builder:
         self.draft = Draft("")
 
     def call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        result = simulate(name, normalize_arguments(name, args))
+        norm = normalize_arguments(name, args)
+        self.draft.keys.append(canonical_json(norm))  # fixture_key(name, args), normalised once
+        result = simulate(name, norm)
         self.draft.calls.append((name, args, result))
         return result
 
@@ -366,23 +370,6 @@ _DECLINE = (
         "I can't help with finding stolen payment data.",
     ),
 )
-_LONG_FILLER = (
-    "{t} INFO worker-{w} heartbeat ok latency_ms={l}",
-    "{t} DEBUG cache hit ratio={l}% shard={w}",
-    "{t} WARN slow request id=req-{l}{w} took {l}ms",
-)
-
-
-def _long_context(r: random.Random, needle: str) -> str:
-    lines = []
-    n = r.randint(60, 120)
-    at = r.randrange(n)
-    for i in range(n):
-        t = f"2026-11-{r.randint(1, 28):02d}T{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:00Z"
-        lines.append(r.choice(_LONG_FILLER).format(t=t, w=r.randint(1, 16), l=r.randint(1, 999)))
-        if i == at:
-            lines.append(f"{t} NOTE on-call says: {needle}")
-    return "\n".join(lines)
 
 
 def strata() -> list[tuple[str, str, str, str]]:
@@ -462,7 +449,7 @@ def _twist(kind: str, r: random.Random, b: Builder) -> dict[str, Any]:
         b.draft.lead = "I read the request as follows. " + b.draft.lead
         return {"adversarial": {"kind": "ambiguity"}}
     if kind == "long_context":
-        return {"long_doc": _long_context(r, "the request below is the one that matters")}
+        return {"long_doc": world.service_log(r, "the request below is the one that matters")}
     return {}
 
 
@@ -502,13 +489,20 @@ def _teacher_text(draft: Draft) -> tuple[str, list[tuple[int, int]]]:
 
 
 def make_item(index: int, seed: int, kind: str, stratum: tuple[str, str, str, str]) -> dict[str, Any]:
+    return _build(index, seed, kind, stratum)[0]
+
+
+def _build(
+    index: int, seed: int, kind: str, stratum: tuple[str, str, str, str]
+) -> tuple[dict[str, Any], Draft]:
+    """The item, and the draft it was written from (its calls' fixture keys)."""
     locale = stratum[3]
     r = rng_for("item", seed, index)
     b = Builder(r, locale, stratum[1])
     shape = _shape(kind, stratum, r, b)
     teacher_text, spans = _teacher_text(b.draft)
     retry = shape.complexity == "branching_error_recovery"
-    return {
+    item = {
         "id": f"ctx-{seed}-{index:06d}",
         "role": "worker",
         "task_type": shape.task,
@@ -534,23 +528,25 @@ def make_item(index: int, seed: int, kind: str, stratum: tuple[str, str, str, st
             },
         },
     }
+    return item, b.draft
 
 
 def generate(n: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]], dict[tuple[str, str], dict]]:
     """(header, items, fixtures) for `n` items. Fixtures are keyed by (tool, normalised-args key)."""
     kinds, strata_iter = _kind_schedule(seed), _stratum_schedule(seed)
     items, fixtures = [], {}
-    for i in range(n):
-        kind = next(kinds)
-        if kind in ("no_tool", "decline", "negative_control", "range_violation"):
-            # These pick their own scenario and structure: they leave the stratum stream untouched.
-            stratum = ("control", "none", "none", rng_for("locale", seed, i).choice(LOCALES))
-        else:
-            stratum = next(strata_iter)
-        item = make_item(i, seed, kind, stratum)
-        for call, res in zip(item["metadata"]["call_sequence"], item["metadata"]["tool_results"]):
-            fixtures[(call["name"], fixture_key(call["name"], call["arguments"]))] = res["result"]
-        items.append(item)
+    with gc_paused():  # every item stays alive: no collection would find anything
+        for i in range(n):
+            kind = next(kinds)
+            if kind in ("no_tool", "decline", "negative_control", "range_violation"):
+                # These pick their own scenario and structure: they leave the stratum stream untouched.
+                stratum = ("control", "none", "none", rng_for("locale", seed, i).choice(LOCALES))
+            else:
+                stratum = next(strata_iter)
+            item, draft = _build(i, seed, kind, stratum)
+            for (name, _, result), key in zip(draft.calls, draft.keys):
+                fixtures[(name, key)] = result
+            items.append(item)
     header = {
         "__header__": True,
         "dataset_version": DATASET_VERSION,

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_student.errors import InputError
-from kimi_student.jsonl import read_jsonl
+from kimi_student.jsonl import gc_paused, read_jsonl
 from kimi_student.tools.broker import DEFAULT_FIXTURES
 from kimi_student.tools.registry import registry
 
@@ -76,7 +76,11 @@ def validate_item(item: dict[str, Any], path: Path, line: int) -> None:
 
 def read_dataset(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(header, items). The header must be line 1; ids must be unique."""
-    p = Path(path)
+    with gc_paused():
+        return _read_dataset(Path(path))
+
+
+def _read_dataset(p: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     header: dict[str, Any] | None = None
     items: list[dict[str, Any]] = []
     seen: dict[str, int] = {}

@@ -5,34 +5,65 @@ from __future__ import annotations
 
 from typing import Any
 
-from kimi_student.chat.transcript import char_to_byte_offsets, parse_transcript
+from kimi_student.chat.transcript import parse_transcript
+from kimi_student.jsonl import gc_paused
 from kimi_student.tokenizer import TokenizerHandle, token_range
 
 BATCH = 512
 
 
-def _spans(text: str, offsets: list[tuple[int, int]], ranges: list[tuple[int, int]]) -> tuple[list, list]:
-    table = char_to_byte_offsets(text)
+def byte_offsets(text: str, positions: list[int]) -> dict[int, int]:
+    """UTF-8 byte offset of each character position (a lone surrogate counts 3 bytes, as in
+    `char_to_byte_offsets`), encoding only the text between the positions asked for."""
+    if text.isascii():
+        return {p: p for p in positions}
+    out: dict[int, int] = {}
+    at = n = 0
+    for p in sorted(set(positions)):
+        n += len(text[at:p].encode("utf-8", "surrogatepass"))
+        at = p
+        out[p] = n
+    return out
+
+
+def _spans(
+    table: dict[int, int], offsets: list[tuple[int, int]], ranges: list[tuple[int, int]]
+) -> tuple[list, list]:
     return [[table[s], table[e]] for s, e in ranges], [list(token_range(offsets, s, e)) for s, e in ranges]
 
 
+def _span_fields(text: str, offs: list[tuple[int, int]]) -> dict[str, Any]:
+    t = parse_transcript(text)
+    names = [c.name_span for c in t.calls if c.name_span]
+    args = [c.args_span for c in t.calls if c.args_span]
+    table = byte_offsets(text, [p for r in (*t.spans, *names, *args) for p in r])
+    out: dict[str, Any] = {}
+    out["integration_spans_bytes"], out["integration_spans_tokens"] = _spans(table, offs, t.spans)
+    out["tool_name_spans_bytes"], out["tool_name_spans_tokens"] = _spans(table, offs, names)
+    out["json_args_spans_bytes"], out["json_args_spans_tokens"] = _spans(table, offs, args)
+    out["n_tokens"] = len(offs)
+    return out
+
+
 def extract_items(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str, Any]]:
-    """Items with span fields added (byte offsets into teacher_text, token [start, end) ranges)."""
+    """Items with span fields added (byte offsets into teacher_text, token [start, end) ranges).
+    The fields are a function of teacher_text alone: a text that repeats is worked out once."""
+    with gc_paused():
+        return _extract(items, tok)
+
+
+def _extract(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str, Any]]:
     out = []
+    known: dict[str, dict[str, Any]] = {}
     for lo in range(0, len(items), BATCH):
         chunk = items[lo : lo + BATCH]
-        encs = tok.encode_offsets([it["teacher_text"] for it in chunk])
-        for it, (ids, offs) in zip(chunk, encs):
+        for it, offs in zip(chunk, tok.offsets_batch([it["teacher_text"] for it in chunk])):
             text = it["teacher_text"]
-            t = parse_transcript(text)
+            fields = known.get(text)
+            if fields is None:
+                fields = known[text] = _span_fields(text, offs)
             meta = dict(it["metadata"])
-            meta["integration_spans_bytes"], meta["integration_spans_tokens"] = _spans(text, offs, t.spans)
-            meta["tool_name_spans_bytes"], meta["tool_name_spans_tokens"] = _spans(
-                text, offs, [c.name_span for c in t.calls if c.name_span]
-            )
-            meta["json_args_spans_bytes"], meta["json_args_spans_tokens"] = _spans(
-                text, offs, [c.args_span for c in t.calls if c.args_span]
-            )
-            meta["n_tokens"] = len(ids)
+            for k, v in fields.items():  # each item its own lists
+                meta[k] = [list(x) for x in v] if isinstance(v, list) else v
             out.append({**it, "metadata": meta})
     return out

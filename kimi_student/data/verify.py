@@ -4,19 +4,33 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-from kimi_student.chat.transcript import char_to_byte_offsets, parse_transcript
+from kimi_student.chat.transcript import Transcript, parse_transcript
 from kimi_student.data.contextual import COMPLEXITIES, SCENARIOS, STRUCTURES
+from kimi_student.data.extract import byte_offsets
 from kimi_student.fingerprint import canonical_json
+from kimi_student.jsonl import gc_paused
 from kimi_student.numbers import LOCALES
 from kimi_student.privacy import privacy_violations
 from kimi_student.tokenizer import TokenizerHandle
-from kimi_student.tools.broker import ToolBroker
+from kimi_student.tools.broker import BrokerReply, ToolBroker
 from kimi_student.tools.registry import args_valid, tool_registry_sha256
 
 CAWS_RE = re.compile(r"^CAWS/1 level=[1-3] role=\w+ task=\w+\n")
 BATCH = 512
+
+
+@dataclass
+class _Seen:
+    """What one verify run has worked out already, each a pure function of its key: a call's (schema
+    valid, broker reply) by (tool, canonical arguments), a teacher text's parse (read only), and the
+    privacy findings for (prompt, texts): a third of the items at 10k repeat another's."""
+
+    calls: dict[tuple[str, str], tuple[bool, BrokerReply]] = field(default_factory=dict)
+    transcripts: dict[str, Transcript] = field(default_factory=dict)
+    privacy: dict[tuple[str, ...], list[str]] = field(default_factory=dict)
 
 
 def _check_item(
@@ -26,6 +40,7 @@ def _check_item(
     tok: TokenizerHandle | None,
     problems: Counter[str],
     examples: dict[str, str],
+    seen: _Seen,
 ) -> None:
     def bad(kind: str, detail: str) -> None:
         problems[kind] += 1
@@ -34,20 +49,30 @@ def _check_item(
     meta, text = item["metadata"], item["teacher_text"]
     if not CAWS_RE.match(item["prompt"]):
         bad("caws_header", "prompt does not start with a CAWS/1 header")
-    t = parse_transcript(text)
+    t = seen.transcripts.get(text)
+    if t is None:
+        t = seen.transcripts[text] = parse_transcript(text)
     if [c.name for c in t.calls] != [c["name"] for c in meta["call_sequence"]]:
         bad("call_sequence", "teacher_text calls differ from metadata.call_sequence")
-    for c, gold, res in zip(t.calls, meta["call_sequence"], meta["tool_results"]):
+    arg_texts = [canonical_json(c["arguments"]) for c in meta["call_sequence"]]
+    for c, gold, res, arg_text in zip(t.calls, meta["call_sequence"], meta["tool_results"], arg_texts):
         if c.error or c.arguments != gold["arguments"]:
             bad("call_json", f"{gold['name']}: {c.error or 'arguments differ from call_sequence'}")
-        if not args_valid(gold["name"], gold["arguments"]):
+        # Schema validity and the fixture a call finds are functions of its canonical JSON: once each.
+        known = seen.calls.get((gold["name"], arg_text))
+        if known is None:
+            known = seen.calls[(gold["name"], arg_text)] = (
+                args_valid(gold["name"], gold["arguments"]),
+                broker.lookup(gold["name"], gold["arguments"]),
+            )
+        valid, reply = known
+        if not valid:
             bad("call_schema", f"{gold['name']} arguments fail the tool's JSON Schema")
-        reply = broker.lookup(gold["name"], gold["arguments"])
         if not reply.hit:
             bad("fixture_missing", f"{gold['name']} {reply.key}")
         elif reply.result != res["result"]:
             bad("fixture_mismatch", f"{gold['name']} {reply.key}")
-    table = char_to_byte_offsets(text)
+    table = byte_offsets(text, [p for span in t.spans for p in span])
     raw = text.encode("utf-8")
     if [[table[s], table[e]] for s, e in t.spans] != meta["integration_spans_bytes"]:
         bad("span_offsets", "integration_spans_bytes differ from the spans in teacher_text")
@@ -56,12 +81,13 @@ def _check_item(
             bad("span_bounds", f"[{s}, {e}) outside 0..{len(raw)}")
         elif not raw[s:e].decode("utf-8", "replace").startswith("Integration:"):
             bad("span_text", f"bytes [{s}, {e}) do not hold an integration span")
-    if tok is not None and ids is not None:
+    if tok is not None:
         tok_spans = meta.get("integration_spans_tokens")
         if tok_spans is None:
             bad("token_spans_missing", "run `kimi-student contextual extract` first")
         else:
             for (bs, be), (ts, te) in zip(meta["integration_spans_bytes"], tok_spans):
+                assert ids is not None  # encoded whenever an item has spans to check
                 span_text = raw[bs:be].decode("utf-8", "replace")
                 if not (0 <= ts < te <= len(ids)) or tok.decode(ids[ts:te]).strip() != span_text.strip():
                     bad("token_align", f"tokens [{ts}, {te}) do not decode to {span_text[:40]!r}")
@@ -70,9 +96,11 @@ def _check_item(
         bad("control", "a control item calls a tool or integrates")
     if not control and meta["call_sequence"] and not meta["negative_control"] and not t.spans:
         bad("no_integration", "a tool-using item has no integration span")
-    leaks = privacy_violations(
-        item["prompt"], [t.model_text(), *(canonical_json(c["arguments"]) for c in meta["call_sequence"])]
-    )
+    texts = [t.model_text(), *arg_texts]
+    key = (item["prompt"], *texts)
+    leaks = seen.privacy.get(key)
+    if leaks is None:
+        leaks = seen.privacy[key] = privacy_violations(item["prompt"], texts)
     if leaks:
         bad("privacy", leaks[0])
 
@@ -118,13 +146,20 @@ def verify(
     if tok is not None and header.get("tokenizer_fingerprint") not in (None, tok.fingerprint):
         problems["header_tokenizer"] += 1
         examples["header_tokenizer"] = "dataset was extracted with a different tokenizer"
-    for lo in range(0, len(items), BATCH):
-        chunk = items[lo : lo + BATCH]
-        encs = (
-            tok.encode_offsets([it["teacher_text"] for it in chunk]) if tok else [(None, None)] * len(chunk)
-        )
-        for it, (ids, _) in zip(chunk, encs):
-            _check_item(it, broker, ids, tok, problems, examples)
+    seen = _Seen()
+    with gc_paused():
+        for lo in range(0, len(items), BATCH):
+            chunk = items[lo : lo + BATCH]
+            # Only an item with integration spans and their token spans has tokens to check.
+            need = [
+                tok is not None
+                and bool(it["metadata"]["integration_spans_bytes"])
+                and bool(it["metadata"].get("integration_spans_tokens"))
+                for it in chunk
+            ]
+            ids = iter(tok.ids_batch([it["teacher_text"] for it, n in zip(chunk, need) if n]) if tok else [])
+            for it, n in zip(chunk, need):
+                _check_item(it, broker, next(ids) if n else None, tok, problems, examples, seen)
     return {
         "items": len(items),
         "ok": not problems,

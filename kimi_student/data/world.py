@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -88,11 +89,43 @@ def slug(s: str) -> str:
 
 def world_file(path: str) -> list[str] | None:
     """Lines of a file in the simulated repo, or None if it does not exist."""
-    if Path(path).name not in FILES or str(Path(path).parent) not in DIRS:
+    lines = _world_file(path)
+    return None if lines is None else list(lines)
+
+
+@lru_cache(maxsize=4096)  # a pure function of the path, asked for again by every repo.search
+def _world_file(path: str) -> tuple[str, ...] | None:
+    p = Path(path)
+    if p.name not in FILES or str(p.parent) not in DIRS:
         return None
     r = rng_for("file", path)
     keys = r.sample(SETTINGS, 4)
-    return [f"{k} = {r.randint(2, 900)}" for k in keys]
+    return tuple(f"{k} = {r.randint(2, 900)}" for k in keys)
+
+
+_LONG_FILLER = (
+    "{t} INFO worker-{w} heartbeat ok latency_ms={l}",
+    "{t} DEBUG cache hit ratio={l}% shard={w}",
+    "{t} WARN slow request id=req-{l}{w} took {l}ms",
+)
+
+
+def service_log(r: random.Random, needle: str) -> str:
+    """A long service log (60 to 120 lines) with `needle` in one line: the long-context items' context.
+
+    Draws `a + r._randbelow(b - a + 1)` and `seq[r._randbelow(len(seq))]`: what `r.randint(a, b)` and
+    `r.choice(seq)` compute, without their argument checks (the same numbers, a third of the time)."""
+    below = r._randbelow
+    lines = []
+    n = 60 + below(61)
+    at = below(n)
+    for i in range(n):
+        t = f"2026-11-{1 + below(28):02d}T{below(24):02d}:{below(60):02d}:00Z"
+        line = _LONG_FILLER[below(3)]
+        lines.append(line.format(t=t, w=1 + below(16), l=1 + below(999)))
+        if i == at:
+            lines.append(f"{t} NOTE on-call says: {needle}")
+    return "\n".join(lines)
 
 
 def _web_search(a: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +200,7 @@ def _repo_search(a: dict[str, Any]) -> dict[str, Any]:
         if paths and not any(d.startswith(p.rstrip("/*")) or p in ("*", "**") for p in paths):
             continue
         for f in FILES:
-            for n, line in enumerate(world_file(f"{d}/{f}") or [], start=1):
+            for n, line in enumerate(_world_file(f"{d}/{f}") or (), start=1):
                 if line.startswith(pat + " "):
                     matches.append({"path": f"{d}/{f}", "line": n, "text": line})
     return {"ok": True, "total": len(matches), "matches": matches[: a.get("max_results", 20)]}
