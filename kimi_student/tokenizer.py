@@ -22,7 +22,7 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kimi_student.errors import KimiStudentError
-from kimi_student.fingerprint import sha256_bytes, sha256_file, sha256_json
+from kimi_student.fingerprint import sha256_file, sha256_json
 from kimi_student.jsonl import atomic_writer
 
 SMOLLM2 = "smollm2"
@@ -107,23 +107,9 @@ def load_tokenizer(spec: str) -> TokenizerHandle:
 
 
 def _fingerprint(raw: str) -> str:
-    """sha256 of the tokenizer.json's canonical JSON. Canonicalising a 1.5 MB file takes a tenth of a
-    second, so the digest is kept in the cache under the digest of the file's bytes (a pure function of
-    them); an unreadable or unwritable cache only means computing it again."""
-    memo = cache_dir() / "tokenizers" / "fingerprints" / sha256_bytes(raw.encode("utf-8"))
-    try:
-        known = memo.read_text(encoding="ascii").strip()
-        if len(known) == 64 and all(c in "0123456789abcdef" for c in known):
-            return known
-    except (OSError, UnicodeDecodeError):
-        pass
-    fp = sha256_json(json.loads(raw))
-    try:
-        with atomic_writer(memo) as fh:
-            fh.write(fp + "\n")
-    except OSError:
-        pass
-    return fp
+    """sha256 of the tokenizer.json's canonical JSON, computed from the file every time: reports certify
+    it, so it is never read back from a cache a user or a stale run could have written."""
+    return sha256_json(json.loads(raw))
 
 
 def train_bpe(
