@@ -20,6 +20,10 @@ NUMBER_RE = re.compile(
     r"(?<![\w.,])[-+−]?\d{1,3}(?:(?:[,.'\u00a0\u202f ]\d{2,3})+)?(?:[.,]\d+)?(?:\s?%)?(?![\w])"
     r"|(?<![\w.,])[-+−]?\d+(?:[.,]\d+)?(?:\s?%)?(?![\w])"
 )
+# Compiled here, not looked up in `re`'s cache on each call (the scorer's patterns flood that cache).
+_NON_DIGIT = re.compile(r"\D")
+_NON_DIGIT_SPLIT = re.compile(r"[^\d]")
+_PART = re.compile(r"\d+(?:[.,]\d+)?")
 
 
 def _group_int(digits: str, sep: str, indian: bool) -> str:
@@ -69,12 +73,12 @@ def _readings(body: str) -> set[float]:
     last = max(body.rfind(","), body.rfind("."))
     # Reading 1: the last ',' or '.' is the decimal separator, everything else groups.
     if last >= 0 and body.count(body[last]) == 1:
-        int_part = re.sub(r"\D", "", body[:last])
+        int_part = _NON_DIGIT.sub("", body[:last])
         frac = body[last + 1 :]
         if int_part and frac.isdigit():
             out.add(float(f"{int_part}.{frac}"))
     # Reading 2: every separator groups (an integer), if the groups look like groups.
-    parts = re.split(r"[^\d]", body)
+    parts = _NON_DIGIT_SPLIT.split(body)
     if all(len(p) in (2, 3) for p in parts[1:]) and parts[-1] and len(parts[-1]) == 3:
         out.add(float("".join(parts)))
     return out
@@ -103,7 +107,7 @@ def find_numbers(text: str) -> Iterator[WrittenNumber]:
         # Space-grouped runs may be two numbers side by side ("in 2024 123 items"): offer the parts too.
         if any(c in _GROUP_SPACES for c in body):
             offset = m.start() + (len(raw) - len(raw.lstrip("+-−")))
-            for pm in re.finditer(r"\d+(?:[.,]\d+)?", body):
+            for pm in _PART.finditer(body):
                 vs = _readings(pm.group(0))
                 if vs:
                     yield WrittenNumber(offset + pm.start(), offset + pm.end(), frozenset(vs))

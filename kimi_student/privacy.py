@@ -34,6 +34,10 @@ URL = re.compile(r"(?i:https?)://[^\s<>\"')\]]+")  # the scheme in any case: `HT
 _HOST = re.compile(r"[a-z0-9.-]+")
 # Invisible format characters (zero-width space, joiners, BOM, ...) that would split a value in two.
 _INVISIBLE = re.compile(r"[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_NON_DIGIT = re.compile(r"\D")  # compiled here, not looked up in `re`'s cache (the scorer floods it)
+_DIGIT = re.compile(r"\d")
+# In an ASCII text SECRET can match only where one of these occurs in its lower-cased form.
+_SECRET_CUES = ("sk-", "akia", "gh", "xox", "aiza", "api", "secret", "token", "password")
 
 
 def luhn_ok(digits: str) -> bool:
@@ -75,15 +79,22 @@ def pii_values(text: str) -> set[tuple[str, str]]:
 
 
 def _pii_values(text: str) -> set[tuple[str, str]]:
+    """Each scan runs only where its pattern can match: an address has an `@`, a phone number and a card
+    number a digit, a UUID a `-`; a secret in ASCII text one of _SECRET_CUES."""
     found: set[tuple[str, str]] = set()
-    found |= {("email", m.group(0).casefold()) for m in _emails(text)}
-    found |= {("phone", re.sub(r"\D", "", m.group(0))) for m in PHONE.finditer(text)}
-    found |= {("uuid", m.group(0).lower()) for m in UUID.finditer(text)}
-    for m in CARD.finditer(text):
-        digits = re.sub(r"\D", "", m.group(0))
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            found.add(("card", digits))
-    found |= {("secret", m.group(0)) for m in SECRET.finditer(text)}
+    if "@" in text:
+        found |= {("email", m.group(0).casefold()) for m in _emails(text)}
+    if _DIGIT.search(text) is not None:
+        found |= {("phone", _NON_DIGIT.sub("", m.group(0))) for m in PHONE.finditer(text)}
+        for m in CARD.finditer(text):
+            digits = _NON_DIGIT.sub("", m.group(0))
+            if 13 <= len(digits) <= 19 and luhn_ok(digits):
+                found.add(("card", digits))
+    if "-" in text:
+        found |= {("uuid", m.group(0).lower()) for m in UUID.finditer(text)}
+    low = text.lower() if text.isascii() else None
+    if low is None or any(c in low for c in _SECRET_CUES):
+        found |= {("secret", m.group(0)) for m in SECRET.finditer(text)}
     return found
 
 

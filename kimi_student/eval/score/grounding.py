@@ -130,6 +130,22 @@ def _string_pattern(text: str) -> re.Pattern[str]:
     )
 
 
+@lru_cache(maxsize=65536)
+def _ascii_words(text: str) -> tuple[str, ...] | None:
+    """The lower-cased words of `_string_pattern(text)`, where `text` is ASCII (else None). In an ASCII
+    text that pattern can match only where each of them occurs as a substring of the lower-cased text
+    (case-insensitive ASCII letters match only their own two cases), so a value whose words are not all
+    there is refused without compiling or running its pattern."""
+    return tuple(w.lower() for w in text.split(" ")) if text.isascii() else None
+
+
+def _may_match(text: str, lowered: str | None) -> bool:
+    """False only where `_string_pattern(text)` cannot match the text that `lowered` lower-cases
+    (`lowered` is None where that text is not ASCII: no shortcut)."""
+    words = _ascii_words(text) if lowered is not None else None
+    return words is None or all(w in lowered for w in words)  # type: ignore[operator]
+
+
 def _url_matches(text: str) -> Iterator[tuple[re.Match[str], str]]:
     for m in URL.finditer(text):
         yield m, m.group(0).rstrip(".,;:")
@@ -143,6 +159,8 @@ class Span:
     def __init__(self, text: str, start: int = 0):
         self.text, self.start = text, start
         self.norm = normalize_query(text)
+        self._norm_lower = self.norm.lower() if self.norm.isascii() else None
+        self._text_lower = text.lower() if text.isascii() else None
         self.numbers = list(find_numbers(text))
         self.urls = [(m.start(), m.start() + len(u), normalize_query(u)) for m, u in _url_matches(text)]
         self.url_keys = {k for k in (url_key(u) for _, _, u in self.urls) if k}
@@ -152,6 +170,8 @@ class Span:
             return any(any(numbers_equal(x, v.number) for x in n.values) for n in self.numbers)
         if v.url_key:  # a URL grounds by host and first path segment, or (literally) as the same URL
             return v.url_key in self.url_keys if url_by_host else any(u == v.text for _, _, u in self.urls)
+        if not _may_match(v.text, self._norm_lower):
+            return False
         return _string_pattern(v.text).search(self.norm) is not None
 
     def strict_matches(self, v: Value) -> Iterator[tuple[int, int]]:
@@ -165,6 +185,8 @@ class Span:
             for s, e, u in self.urls:
                 if u == v.text:
                     yield self.start + s, self.start + e
+            return
+        if not _may_match(v.text, self._text_lower):
             return
         for m in _string_pattern(v.text).finditer(self.text):
             yield self.start + m.start(), self.start + m.end()

@@ -34,18 +34,16 @@ def _joined(*errors: str | None) -> str | None:
     return "; ".join(e for e in errors if e) or None
 
 
-def gold_evidence(item: dict[str, Any]) -> list[Value]:
+def gold_evidence(item: dict[str, Any], values: list[Value] | None = None) -> list[Value]:
     """Evidence values of the item's tool results that its own gold integration spans contain.
+    `values`: evidence_values of the item's tool results, where the caller has them already.
 
     Literally: a URL counts only where the gold text names that URL, not a sibling on the same host."""
-    meta = item["metadata"]
+    if values is None:
+        values = evidence_values(item["metadata"]["tool_results"])
     gold = parse_transcript(item["teacher_text"])
     spans = [Span(t) for t in gold.span_texts()]
-    return [
-        v
-        for v in evidence_values(meta["tool_results"])
-        if any(s.lax_contains(v, url_by_host=False) for s in spans)
-    ]
+    return [v for v in values if any(s.lax_contains(v, url_by_host=False) for s in spans)]
 
 
 @dataclass
@@ -139,7 +137,8 @@ def _score_item(
     meta = item["metadata"]
     control = meta["expected_behaviour"] in CONTROL_BEHAVIOURS
     gold_calls = meta["call_sequence"]
-    gold_values = gold_evidence(item) if not control and gold_calls else []
+    ev_vals = evidence_values(meta["tool_results"])
+    gold_values = gold_evidence(item, ev_vals) if not control and gold_calls else []
     sc = ItemScore(
         item["id"], control, eligible=not control and bool(gold_calls) and bool(gold_values), error=error
     )
@@ -180,7 +179,6 @@ def _score_item(
     bounds = boundaries(output, offsets)
     spans = [Span(output[s:e], s) for s, e in t.spans]
     lax_vals = result_values(meta["tool_results"])
-    ev_vals = evidence_values(meta["tool_results"])
     sc.spans = len(spans)
     for sp in spans:
         sc.grounded_lax += any(sp.lax_contains(v) for v in lax_vals)
