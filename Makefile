@@ -15,7 +15,7 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-eval bench-distill bench-train clean \
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke
 
@@ -40,6 +40,7 @@ help:
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
 	@echo "make bench           speed of gen/verify/scoring at 10k items"
 	@echo "make bench-data      gen/extract/verify at 10k against a base commit (BASE=65fa8e7), byte-identical"
+	@echo "make bench-score     scoring loop items/s + verification_only eval time against BASE_SCORE=2ff5711"
 	@echo "make bench-eval      eval items/s with 1 vs 2 worker processes, 10k verification_only time"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
 
@@ -181,8 +182,12 @@ bench: install
 	$(VENV)/bin/python bench/contextual_scale.py
 
 BASE ?= 65fa8e7
+BASE_SCORE ?= 2ff5711
 bench-data: install
 	$(VENV)/bin/python bench/data_speed.py --base $(BASE)
+
+bench-score: install
+	$(VENV)/bin/python bench/score_speed.py --base $(BASE_SCORE)
 
 bench-eval: install
 	$(VENV)/bin/python bench/eval_scale.py
