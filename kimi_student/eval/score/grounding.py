@@ -8,7 +8,7 @@ tool's declared evidence values, and only where the match starts and ends on tok
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -191,5 +191,5 @@ class Span:
         for m in _string_pattern(v.text).finditer(self.text):
             yield self.start + m.start(), self.start + m.end()
 
-    def strict_contains(self, v: Value, bounds: set[int]) -> bool:
+    def strict_contains(self, v: Value, bounds: Container[int]) -> bool:
         return any(s in bounds and e in bounds for s, e in self.strict_matches(v))

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from kimi_student.chat.transcript import normalize_text, parse_transcript
+from kimi_student.chat.transcript import Transcript, normalize_text, parse_transcript
 from kimi_student.eval.score.call_match import match_calls
 from kimi_student.eval.score.grounding import Span, Value, evidence_values, result_values
 from kimi_student.eval.score.tool_span import SpanCounts, call_pairs, pair_counts
@@ -34,15 +34,18 @@ def _joined(*errors: str | None) -> str | None:
     return "; ".join(e for e in errors if e) or None
 
 
-def gold_evidence(item: dict[str, Any], values: list[Value] | None = None) -> list[Value]:
+def gold_evidence(
+    item: dict[str, Any], values: list[Value] | None = None, spans: list[Span] | None = None
+) -> list[Value]:
     """Evidence values of the item's tool results that its own gold integration spans contain.
-    `values`: evidence_values of the item's tool results, where the caller has them already.
+    `values`, `spans`: evidence_values of the item's tool results and the gold text's spans, where the
+    caller has them already.
 
     Literally: a URL counts only where the gold text names that URL, not a sibling on the same host."""
     if values is None:
         values = evidence_values(item["metadata"]["tool_results"])
-    gold = parse_transcript(item["teacher_text"])
-    spans = [Span(t) for t in gold.span_texts()]
+    if spans is None:
+        spans = [Span(t) for t in parse_transcript(item["teacher_text"]).span_texts()]
     return [v for v in values if any(s.lax_contains(v, url_by_host=False) for s in spans)]
 
 
@@ -122,6 +125,18 @@ def failed_score(item: dict[str, Any], error: str) -> ItemScore:
     return sc
 
 
+class _Bounds:
+    """tokenizer.boundaries(text, offsets), computed on the first question (most spans never ask)."""
+
+    def __init__(self, text: str, offsets: list[tuple[int, int]]):
+        self.text, self.offsets, self.set = text, offsets, None
+
+    def __contains__(self, pos: object) -> bool:
+        if self.set is None:
+            self.set = boundaries(self.text, self.offsets)
+        return pos in self.set
+
+
 def _score_item(
     item: dict[str, Any],
     original: str,
@@ -137,15 +152,43 @@ def _score_item(
     meta = item["metadata"]
     control = meta["expected_behaviour"] in CONTROL_BEHAVIOURS
     gold_calls = meta["call_sequence"]
+    t = parse_transcript(output)
+    spans = [Span(output[s:e], s) for s, e in t.spans]
     ev_vals = evidence_values(meta["tool_results"])
-    gold_values = gold_evidence(item, ev_vals) if not control and gold_calls else []
+    # The gold text's spans are these where the output is the gold text (lax matching ignores `start`).
+    same = output == item["teacher_text"]
+    gold_values = gold_evidence(item, ev_vals, spans if same else None) if not control and gold_calls else []
     sc = ItemScore(
         item["id"], control, eligible=not control and bool(gold_calls) and bool(gold_values), error=error
     )
-    t = parse_transcript(output)
+    replies, arg_texts = _score_calls(sc, t, gold_calls, broker)
 
-    # Tool calls: JSON/schema validity and fixture replay. `replies`: the response the tool loop gives
-    # each call, so that only those blocks are taken out of the text the privacy scan reads.
+    # Integration spans.
+    ids, offsets = tokenized
+    bounds = _Bounds(output, offsets)
+    lax_vals = result_values(meta["tool_results"])
+    sc.spans = len(spans)
+    for sp in spans:
+        sc.grounded_lax += any(sp.lax_contains(v) for v in lax_vals)
+        sc.grounded_strict += any(sp.strict_contains(v, bounds) for v in ev_vals)
+        first, last = token_range(offsets, sp.start, sp.start + len(sp.text))
+        sc.spans_token_aligned += tokenizer.decode(ids[first:last]).strip() == sp.text.strip()
+    sc.gold_evidence = len(gold_values)
+    sc.found_lax = sum(any(sp.lax_contains(v) for sp in spans) for v in gold_values)
+    sc.found_strict = sum(any(sp.strict_contains(v, bounds) for sp in spans) for v in gold_values)
+
+    sc.control_violation = control and (bool(t.calls) or bool(spans))
+    sc.privacy_violations = privacy_violations(item["prompt"], [t.model_text(replies), *arg_texts])
+    sc.privacy_ok = not sc.privacy_violations
+    return sc
+
+
+def _score_calls(
+    sc: ItemScore, t: Transcript, gold_calls: list[dict[str, Any]], broker: ToolBroker
+) -> tuple[list[dict[str, Any] | None], list[str]]:
+    """Tool calls: JSON/schema validity and fixture replay, into `sc`. Returns `replies`, the response the
+    tool loop gives each call (so that only those blocks are taken out of the text the privacy scan
+    reads), and the calls' arguments as canonical JSON."""
     arg_texts = []
     replies: list[dict[str, Any] | None] = []
     for c in t.calls:
@@ -163,36 +206,15 @@ def _score_item(
             replies.append(reply.result)
         sc.calls.append(rec)
     sc.calls_expected = len(gold_calls)
-    sc.calls_matched = match_calls(
-        gold_calls, [{"name": c.name, "arguments": c.arguments} for c in t.calls if c.name]
-    )
+    named = [{"name": c.name, "arguments": c.arguments} for c in t.calls if c.name]
+    sc.calls_matched = match_calls(gold_calls, named)
     pairs = pair_counts(
-        sum((call_pairs(g) for g in gold_calls), Counter()),
-        sum((call_pairs({"name": c.name, "arguments": c.arguments}) for c in t.calls if c.name), Counter()),
+        sum((call_pairs(g) for g in gold_calls), Counter()), sum((call_pairs(c) for c in named), Counter())
     )
     sc.call_pairs_tp, sc.call_pairs_fp, sc.call_pairs_fn = pairs.tp, pairs.fp, pairs.fn
     if len(gold_calls) >= 2:
         sc.call_sequence_ok = [c.name for c in t.calls] == [g["name"] for g in gold_calls]
-
-    # Integration spans.
-    ids, offsets = tokenized
-    bounds = boundaries(output, offsets)
-    spans = [Span(output[s:e], s) for s, e in t.spans]
-    lax_vals = result_values(meta["tool_results"])
-    sc.spans = len(spans)
-    for sp in spans:
-        sc.grounded_lax += any(sp.lax_contains(v) for v in lax_vals)
-        sc.grounded_strict += any(sp.strict_contains(v, bounds) for v in ev_vals)
-        first, last = token_range(offsets, sp.start, sp.start + len(sp.text))
-        sc.spans_token_aligned += tokenizer.decode(ids[first:last]).strip() == sp.text.strip()
-    sc.gold_evidence = len(gold_values)
-    sc.found_lax = sum(any(sp.lax_contains(v) for sp in spans) for v in gold_values)
-    sc.found_strict = sum(any(sp.strict_contains(v, bounds) for sp in spans) for v in gold_values)
-
-    sc.control_violation = control and (bool(t.calls) or bool(spans))
-    sc.privacy_violations = privacy_violations(item["prompt"], [t.model_text(replies), *arg_texts])
-    sc.privacy_ok = not sc.privacy_violations
-    return sc
+    return replies, arg_texts
 
 
 def _rate(num: int, den: int) -> float | None:
