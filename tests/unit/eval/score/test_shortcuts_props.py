@@ -1,0 +1,65 @@
+"""The scorer's shortcuts refuse only what the full scan would refuse: a value's pattern is run only where
+its words occur (ASCII texts), a PII scan only where its pattern can match (issue 11, section 5)."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import strategies as st
+
+from kimi_student import privacy
+from kimi_student.eval.score.grounding import Span, Value, _string_pattern
+from kimi_student.privacy import _pii_values
+from kimi_student.tools.normalize import normalize_query
+from tests.props import tiers
+
+# Mostly ASCII letters, blanks and punctuation, with the characters case-insensitive matching treats
+# specially (Kelvin sign, long s, dotted and dotless i, sharp s) and some digits.
+chars = st.sampled_from("abcKkSsIiXy \t\n.-_@:+1234567890\u212a\u017f\u0130\u0131\u00dfAPI")
+texts = st.text(chars, max_size=60)
+words = st.text(chars, min_size=1, max_size=12)
+
+
+def check_value_shortcut(text: str, value: str) -> None:
+    span = Span(text)
+    for v in (Value(value), Value(normalize_query(value) or "x")):
+        pat = _string_pattern(v.text)
+        assert span.lax_contains(v) == (pat.search(span.norm) is not None)
+        assert list(span.strict_matches(v)) == [(m.start(), m.end()) for m in pat.finditer(text)]
+
+
+def _pii_full(text: str) -> set[tuple[str, str]]:
+    """privacy._pii_values without its shortcuts: every scan over the whole text."""
+    found = {("email", m.group(0).casefold()) for m in privacy._emails(text)}
+    found |= {("phone", re.sub(r"\D", "", m.group(0))) for m in privacy.PHONE.finditer(text)}
+    found |= {("uuid", m.group(0).lower()) for m in privacy.UUID.finditer(text)}
+    for m in privacy.CARD.finditer(text):
+        digits = re.sub(r"\D", "", m.group(0))
+        if 13 <= len(digits) <= 19 and privacy.luhn_ok(digits):
+            found.add(("card", digits))
+    return found | {("secret", m.group(0)) for m in privacy.SECRET.finditer(text)}
+
+
+pii_chars = st.sampled_from("aAbf0123456789-@. +()_:=kKeyYsSpPtToOnNwWdDrRxXgGhHiIzZ\u017f\u212a")
+
+
+def check_pii_shortcuts(text: str) -> None:
+    assert _pii_values(text) == _pii_full(text)
+
+
+test_value_shortcut, test_value_shortcut_many = tiers(check_value_shortcut, text=texts, value=words)
+test_pii_shortcuts, test_pii_shortcuts_many = tiers(check_pii_shortcuts, text=st.text(pii_chars, max_size=80))
+
+
+def test_pii_shortcuts_table() -> None:
+    for text in (
+        "sk-" + "a" * 24,
+        "API_KEY = abcdefghijklmnop1234",
+        "\u017fecret: abcdefghijklmnop1234",  # long s: case-insensitively an `s`
+        "call +1 415 555 0100 or 4111 1111 1111 1111",
+        "123e4567-e89b-12d3-a456-426614174000",
+        "mail a.b@example.com",
+        "ghp_" + "A" * 30,
+        "plain words only",
+    ):
+        assert _pii_values(text) == _pii_full(text), text
