@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from operator import itemgetter, le
 from typing import Any
 
 from kimi_student.chat.transcript import Transcript, normalize_text, parse_transcript
@@ -19,6 +21,7 @@ from kimi_student.tools.registry import args_valid
 
 CONTROL_BEHAVIOURS = ("no_tool", "decline")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+_START, _END = itemgetter(0), itemgetter(1)
 
 
 def scrub_surrogates(text: str) -> tuple[str, str | None]:
@@ -126,15 +129,32 @@ def failed_score(item: dict[str, Any], error: str) -> ItemScore:
 
 
 class _Bounds:
-    """tokenizer.boundaries(text, offsets), computed on the first question (most spans never ask)."""
+    """`pos in tokenizer.boundaries(text, offsets)`, asked of only the tokens that can hold `pos`.
+
+    boundaries() is the union of each token's positions, all inside [start, end] of that token, so only
+    tokens with start <= pos <= end matter; where both starts and ends never decrease and no token ends
+    before it starts (byte-level BPE offsets), bisection finds them. Otherwise the whole set is computed,
+    once."""
 
     def __init__(self, text: str, offsets: list[tuple[int, int]]):
-        self.text, self.offsets, self.set = text, offsets, None
+        self.text, self.offsets = text, offsets
+        self.whole: set[int] | None = None
+        self.checked = False
 
     def __contains__(self, pos: object) -> bool:
-        if self.set is None:
-            self.set = boundaries(self.text, self.offsets)
-        return pos in self.set
+        if not self.checked:  # sorted as (start, end) pairs: starts never decrease; then the ends
+            offs = self.offsets
+            ends = list(map(_END, offs))
+            if offs != sorted(offs) or ends != sorted(ends) or not all(map(le, map(_START, offs), ends)):
+                self.whole = boundaries(self.text, self.offsets)
+            self.checked = True
+        if self.whole is not None:
+            return pos in self.whole
+        if not isinstance(pos, int):
+            return False
+        lo = bisect_left(self.offsets, pos, key=_END)  # the first token ending at or after pos
+        hi = bisect_right(self.offsets, pos, key=_START)  # past the last token starting at or before pos
+        return pos in boundaries(self.text, self.offsets[lo:hi])
 
 
 def _score_item(

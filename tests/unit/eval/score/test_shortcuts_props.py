@@ -63,3 +63,30 @@ def test_pii_shortcuts_table() -> None:
         "plain words only",
     ):
         assert _pii_values(text) == _pii_full(text), text
+
+
+def test_bounds_answer_as_boundaries_does():
+    """item._Bounds asks boundaries() of the tokens around a position only: the same answer for every
+    position, on real tokenizer offsets and on offsets no tokenizer gives (unsorted, overlapping,
+    reversed)."""
+    import random
+
+    from kimi_student.eval.score.item import _Bounds
+    from kimi_student.tokenizer import boundaries, load_tokenizer
+    from tests.unit.test_tokenizer_boundaries import random_text
+
+    rng = random.Random(3)
+    texts = [random_text(rng) for _ in range(300)]
+    cases = list(zip(texts, (o for _, o in load_tokenizer("smollm2").encode_offsets(texts))))
+    for _ in range(1500):
+        text = random_text(rng)
+        offsets = []
+        for _ in range(rng.randint(0, 20)):
+            s = rng.randint(0, len(text) + 2)
+            offsets.append((s, rng.randint(max(0, s - 3), len(text) + 2)))
+        cases.append((text, sorted(offsets) if rng.random() < 0.7 else offsets))
+    for text, offsets in cases:
+        whole, lazy = boundaries(text, offsets), _Bounds(text, offsets)
+        assert {p for p in range(-2, len(text) + 4) if p in lazy} == {
+            p for p in whole if -2 <= p < len(text) + 4
+        }
