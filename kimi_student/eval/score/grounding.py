@@ -152,7 +152,8 @@ def _url_matches(text: str) -> Iterator[tuple[re.Match[str], str]]:
 
 
 class Span:
-    """An integration span with its analyses cached: normalised text, numbers, URLs.
+    """An integration span with its analyses cached: normalised text, numbers, URLs, and the answers it
+    gave (a value is asked about more than once: against the gold spans, then for precision and recall).
 
     `text` must already be NFC (transcripts are normalised before scoring), so positions are exact."""
 
@@ -164,12 +165,23 @@ class Span:
         self.numbers = list(find_numbers(text))
         self.urls = [(m.start(), m.start() + len(u), normalize_query(u)) for m, u in _url_matches(text)]
         self.url_keys = {k for k in (url_key(u) for _, _, u in self.urls) if k}
+        self._lax: dict[tuple[Value, bool], bool] = {}
+        self._strict: dict[tuple[Value, int], tuple[Container[int], bool]] = {}
 
     def lax_contains(self, v: Value, url_by_host: bool = True) -> bool:
+        # Equal values (text and number) get the same answer; `url_by_host` matters to URLs only.
+        key = (v, url_by_host or "://" not in v.text)
+        hit = self._lax.get(key)
+        if hit is None:
+            hit = self._lax[key] = self._lax_contains(v, url_by_host)
+        return hit
+
+    def _lax_contains(self, v: Value, url_by_host: bool) -> bool:
         if v.number is not None:
             return any(any(numbers_equal(x, v.number) for x in n.values) for n in self.numbers)
-        if v.url_key:  # a URL grounds by host and first path segment, or (literally) as the same URL
-            return v.url_key in self.url_keys if url_by_host else any(u == v.text for _, _, u in self.urls)
+        vkey = v.url_key
+        if vkey:  # a URL grounds by host and first path segment, or (literally) as the same URL
+            return vkey in self.url_keys if url_by_host else any(u == v.text for _, _, u in self.urls)
         if not _may_match(v.text, self._norm_lower):
             return False
         return _string_pattern(v.text).search(self.norm) is not None
@@ -192,4 +204,10 @@ class Span:
             yield self.start + m.start(), self.start + m.end()
 
     def strict_contains(self, v: Value, bounds: Container[int]) -> bool:
-        return any(s in bounds and e in bounds for s, e in self.strict_matches(v))
+        key = (v, id(bounds))  # the answer is kept with `bounds` itself: an id is reused once freed
+        kept = self._strict.get(key)
+        if kept is not None and kept[0] is bounds:
+            return kept[1]
+        hit = any(s in bounds and e in bounds for s, e in self.strict_matches(v))
+        self._strict[key] = (bounds, hit)
+        return hit
