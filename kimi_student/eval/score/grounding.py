@@ -141,9 +141,30 @@ def _ascii_words(text: str) -> tuple[str, ...] | None:
 
 def _may_match(text: str, lowered: str | None) -> bool:
     """False only where `_string_pattern(text)` cannot match the text that `lowered` lower-cases
-    (`lowered` is None where that text is not ASCII: no shortcut)."""
+    (`lowered` is None where that text is not ASCII: no shortcut). For strict matching, on the span's own
+    text (any blanks, any case)."""
     words = _ascii_words(text) if lowered is not None else None
     return words is None or all(w in lowered for w in words)  # type: ignore[operator]
+
+
+def _ascii_search(text: str, hay: str) -> bool:
+    """`_string_pattern(text).search(hay) is not None`, without the pattern, for an ASCII `text` and a
+    normalize_query form `hay` that is ASCII: lower-case, its only blanks single spaces. There each `\\s+`
+    of the pattern matches one space and its letters their lower case, so a match is an occurrence of
+    `text.lower()`, where the pattern has them with no word character (letter, digit, `_`) either side."""
+    needle = text.lower()
+    edged = text[:1].isalnum() or text[-1:].isalnum()
+    i = hay.find(needle)
+    while i >= 0:
+        j = i + len(needle)
+        if not edged or not (i > 0 and _is_word(hay[i - 1]) or j < len(hay) and _is_word(hay[j])):
+            return True
+        i = hay.find(needle, i + 1)
+    return False
+
+
+def _is_word(c: str) -> bool:
+    return c.isalnum() or c == "_"
 
 
 def _url_matches(text: str) -> Iterator[tuple[re.Match[str], str]]:
@@ -182,8 +203,8 @@ class Span:
         vkey = v.url_key
         if vkey:  # a URL grounds by host and first path segment, or (literally) as the same URL
             return vkey in self.url_keys if url_by_host else any(u == v.text for _, _, u in self.urls)
-        if not _may_match(v.text, self._norm_lower):
-            return False
+        if self._norm_lower is not None and v.text.isascii():
+            return _ascii_search(v.text, self._norm_lower)
         return _string_pattern(v.text).search(self.norm) is not None
 
     def strict_matches(self, v: Value) -> Iterator[tuple[int, int]]:

@@ -47,7 +47,21 @@ def check_pii_shortcuts(text: str) -> None:
     assert _pii_values(text) == _pii_full(text)
 
 
+def check_value_from_the_text(text: str, a: int, b: int, upper: bool) -> None:
+    """The value is a piece of the text (or of its normalised form): the shortcuts' matching cases."""
+    for source in (text, normalize_query(text)):
+        piece = source[min(a, b) : max(a, b)]
+        check_value_shortcut(text, piece.upper() if upper else piece or "x")
+
+
 test_value_shortcut, test_value_shortcut_many = tiers(check_value_shortcut, text=texts, value=words)
+test_value_from_the_text, test_value_from_the_text_many = tiers(
+    check_value_from_the_text,
+    text=texts,
+    a=st.integers(0, 60),
+    b=st.integers(0, 60),
+    upper=st.booleans(),
+)
 test_pii_shortcuts, test_pii_shortcuts_many = tiers(check_pii_shortcuts, text=st.text(pii_chars, max_size=80))
 
 
