@@ -32,6 +32,26 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def machine_line(extra: str = "") -> str:
+    """What a bench ran on: CPU, cores, load, Python and the tokenizers' thread setting."""
+    return (
+        f"cpu: {cpu_name()}  cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.2f}  "
+        f"python {platform.python_version()}  {extra}"
+        f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', 'unset')}"
+    )
+
+
+def base_tree(commit: str, dest: Path) -> Path:
+    """The package at `commit`, unpacked under `dest/base` (run it with PYTHONPATH set there)."""
+    base = dest / "base"
+    base.mkdir()
+    archive = subprocess.run(
+        ["git", "archive", commit, "kimi_student"], cwd=ROOT, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
+    return base
+
+
 def run(*args: str) -> float:
     t = time.perf_counter()
     r = subprocess.run(

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from contextual_scale import cpu_name  # same folder
+from contextual_scale import base_tree, machine_line  # same folder
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("gen", "extract", "verify")
@@ -105,19 +104,10 @@ def main() -> None:
     ap.add_argument("--base", default="65fa8e7", help="commit to compare against")
     ap.add_argument("--tokenizer", default="smollm2")
     a = ap.parse_args()
-    print(
-        f"cpu: {cpu_name()}  cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.2f}  "
-        f"python {platform.python_version()}  precision: n/a (no model)  "
-        f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', 'unset')}"
-    )
+    print(machine_line("precision: n/a (no model)  "))
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        base = d / "base"
-        base.mkdir()
-        archive = subprocess.run(
-            ["git", "archive", a.base, "kimi_student"], cwd=ROOT, capture_output=True, check=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
+        base = base_tree(a.base, d)
         trees = {"base": base, "new": ROOT}
         _cli(ROOT, d, "tokenizer", "fingerprint", a.tokenizer)  # warm the tokenizer cache: in no stage
         times: dict[str, dict[str, list[tuple[float, float]]]] = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from contextual_scale import cpu_name  # same folder
+from contextual_scale import base_tree, machine_line  # same folder
 
 ROOT = Path(__file__).resolve().parents[1]
 # The scoring loop, in-process: prints items/s and the sha256 of the rows it wrote.
@@ -102,19 +101,10 @@ def main() -> None:
     ap.add_argument("--tokenizer", default="smollm2")
     ap.add_argument("--workers", type=int, default=1, help="--workers of the eval runs")
     a = ap.parse_args()
-    print(
-        f"cpu: {cpu_name()}  cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.2f}  "
-        f"python {platform.python_version()}  "
-        f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', 'unset')}"
-    )
+    print(machine_line(""))
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        base = d / "base"
-        base.mkdir()
-        archive = subprocess.run(
-            ["git", "archive", a.base, "kimi_student"], cwd=ROOT, capture_output=True, check=True
-        )
-        subprocess.run(["tar", "-x", "-C", str(base)], input=archive.stdout, check=True)
+        base = base_tree(a.base, d)
         trees = {"base": base, "new": ROOT}
         data = d / "data"
         data.mkdir()

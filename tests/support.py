@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +44,19 @@ def files_holding(root: Path, secret: str) -> list[Path]:
     """Every file under `root` whose bytes hold `secret` (raw, or JSON-escaped as written by json.dumps)."""
     needles = {secret.encode(), json.dumps(secret)[1:-1].encode()}
     return [p for p in sorted(root.rglob("*")) if p.is_file() and any(n in p.read_bytes() for n in needles)]
+
+
+def send_json(handler: BaseHTTPRequestHandler, data: bytes, status: int = 200) -> None:
+    """Answer a fake server's request with a JSON body (already encoded)."""
+    handler.send_response(status)
+    handler.send_header("content-type", "application/json")
+    handler.send_header("content-length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    """A fake server on 127.0.0.1 (a free port) in a daemon thread: (server, http://127.0.0.1:PORT)."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"

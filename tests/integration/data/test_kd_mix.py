@@ -6,9 +6,8 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 from kimi_student.backends.openai_client import KEY_ENVS
 from kimi_student.data.kd_mix import read_logprobs
 from kimi_student.recipes.serve import transformers_serve
-from tests.support import KS, ROOT, files_holding, ks, read_rows
+from tests.support import KS, ROOT, files_holding, ks, read_rows, send_json, serve
 
 pytestmark = [pytest.mark.slow]
 
@@ -181,15 +180,9 @@ class FaultServer:
                     self._send(_ok_body())
 
             def _send(self, data: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve(H)
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -8,15 +8,14 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from kimi_student.backends.openai_client import KEY_ENVS
-from tests.support import KS, ROOT, files_holding, ks, read_rows, write_rows
+from tests.support import KS, ROOT, files_holding, ks, read_rows, send_json, serve, write_rows
 
 pytestmark = [pytest.mark.slow]
 
@@ -44,15 +43,10 @@ class SlowServer:
                 time.sleep(outer.delay)
                 msg = {"role": "assistant", "content": "Integration: nothing was found."}
                 data = json.dumps({"choices": [{"message": msg, "finish_reason": "stop"}]}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, root = serve(H)
+        self.url = f"{root}/v1"
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -6,9 +6,8 @@ tools= protocol and what an unreachable endpoint does to a report."""
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from itertools import combinations
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from kimi_student.eval.runners.openai_http import api_name, to_tools_messages
 from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.eval.runners.tool_loop import Generation, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
-from tests.support import ks, read_rows, write_rows
+from tests.support import ks, read_rows, send_json, serve, write_rows
 
 PARITY_ITEMS = 30
 
@@ -264,15 +263,10 @@ class ToolsServer:
                     }
                     finish = "tool_calls"
                 data = json.dumps({"choices": [{"message": msg, "finish_reason": finish}]}).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, root = serve(H)
+        self.url = f"{root}/v1"
 
 
 def _http_eval(dataset: dict, tmp_path: Path, items: int, *args: str | Path) -> tuple:
