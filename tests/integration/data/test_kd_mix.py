@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 from http.server import BaseHTTPRequestHandler
@@ -16,7 +14,7 @@ import pytest
 from kimi_student.backends.openai_client import KEY_ENVS
 from kimi_student.data.kd_mix import read_logprobs
 from kimi_student.recipes.serve import transformers_serve
-from tests.support import KS, ROOT, files_holding, ks, read_rows, send_json, serve
+from tests.support import KS, files_holding, kill_when, ks, read_rows, send_json, serve
 
 pytestmark = [pytest.mark.slow]
 
@@ -84,21 +82,7 @@ def test_kill_and_resume_loses_and_duplicates_nothing(prompts: Path, tmp_path: P
         "4",
         "--no-system",
     ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(cache.glob("*/*.json"))) >= 3:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(cmd[len(KS) :], lambda: len(list(cache.glob("*/*.json"))) >= 3)
     answered = len(list(cache.glob("*/*.json")))
     assert 3 <= answered < 12 and not out.exists()
     r = ks(*cmd[len(KS) :])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from kimi_student.eval.score.item import ItemScore, score_item, summarize
 from kimi_student.jsonl import dumps_line
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.tools.broker import ToolBroker
-from tests.support import KS, ROOT, ks, read_rows, write_rows
+from tests.support import KS, ROOT, kill_when, ks, read_rows, write_rows
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1790000000"}
 
@@ -224,16 +223,8 @@ def test_sigkill_then_the_same_command_scores_every_item_once(
         run / "r.json",
     ]
     cmd = [*KS, *map(str, args), "--workers", "2"]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **EPOCH}
-    )
     parts = run / "r.jsonl.parts"
-    deadline = time.monotonic() + 120
-    while _part_rows(parts) < 2 * BATCH and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_when(cmd[len(KS) :], lambda: _part_rows(parts) >= 2 * BATCH, env=EPOCH, timeout=120)
     assert not (run / "r.jsonl").exists() and not (run / "r.json").exists()
     done = _part_rows(parts)
     assert 2 * BATCH <= done < 2000

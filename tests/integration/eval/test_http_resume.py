@@ -5,9 +5,6 @@ refused, `--fresh` starts over, and the API key reaches the server but no file t
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -15,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kimi_student.backends.openai_client import KEY_ENVS
-from tests.support import KS, ROOT, files_holding, ks, read_rows, send_json, serve, write_rows
+from tests.support import files_holding, kill_when, ks, read_rows, send_json, serve, write_rows
 
 pytestmark = [pytest.mark.slow]
 
@@ -90,19 +87,7 @@ def _killed_and_resumed(dataset: dict, tmp_path: Path, srv: SlowServer) -> None:
 
     srv.delay = 0.05
     parts = tmp_path / "run.jsonl.parts"
-    proc = subprocess.Popen(
-        [*KS, *_args(dataset, tmp_path, srv.url, "run")],
-        cwd=ROOT,
-        env={**os.environ, **ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and len(_part_rows(parts)) < 2 * CHUNK:
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(_args(dataset, tmp_path, srv.url, "run"), lambda: len(_part_rows(parts)) >= 2 * CHUNK, ENV, 120)
     srv.delay = 0.0
     kept = {row["id"] for row in _part_rows(parts)}
     assert 2 * CHUNK <= len(kept) < N_ITEMS and not (tmp_path / "run.json").exists()
@@ -128,21 +113,10 @@ def _killed_and_resumed(dataset: dict, tmp_path: Path, srv: SlowServer) -> None:
 
     # --fresh through the CLI, after another kill: other options start over instead of being refused
     srv.delay = 0.05
-    proc = subprocess.Popen(
-        [*KS, *_args(dataset, tmp_path, srv.url, "run2")],
-        cwd=ROOT,
-        env={**os.environ, **ENV},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    run2_parts = tmp_path / "run2.jsonl.parts"
+    kill_when(
+        _args(dataset, tmp_path, srv.url, "run2"), lambda: len(_part_rows(run2_parts)) >= CHUNK, ENV, 120
     )
-    while (
-        time.time() < deadline
-        and proc.poll() is None
-        and len(_part_rows(tmp_path / "run2.jsonl.parts")) < CHUNK
-    ):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     srv.delay, asked = 0.0, len(srv.users)
     r = ks(*_args(dataset, tmp_path, srv.url, "run2", "--max-turns", "2", "--fresh"), env=ENV)
     assert r.returncode in (0, 1) and len(srv.users) - asked == N_ITEMS, r.stderr

@@ -5,11 +5,7 @@ checkpoint."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,7 @@ from kimi_student.resources import config_path
 from kimi_student.train import checkpoint
 from kimi_student.train import trainer as T
 from kimi_student.train.config import CurriculumStage, LossWeights, TrainConfig
-from tests.support import KS, ROOT, ks
+from tests.support import kill_when, ks
 
 pytestmark = [pytest.mark.slow]
 
@@ -93,21 +89,9 @@ def test_kill_and_resume_reproduces_the_uninterrupted_loss_curve(
     r = ks(*args, "--out", tmp_path / "a")
     assert r.returncode == 0, r.stderr
     run = tmp_path / "b"
-    proc = subprocess.Popen(
-        [*KS, *args, "--out", str(run)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    kill_when(
+        [*args, "--out", run], lambda: (run / "checkpoints" / "LATEST").is_file() and len(_log(run)) >= 4
     )
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if (run / "checkpoints" / "LATEST").is_file() and len(_log(run)) >= 4:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     assert not (run / "final").exists()
     r = ks(*args, "--out", run)
     assert r.returncode == 0, r.stderr
