@@ -69,13 +69,18 @@ class Transcript:
     def span_texts(self) -> list[str]:
         return [self.text[s:e] for s, e in self.spans]
 
-    def model_text(self, replies: Sequence[dict[str, Any] | None] | None = None) -> str:
-        """What the model wrote: the transcript without the harness's tool responses.
+    def model_text(self, replies: Sequence[dict[str, Any] | None] | None = None, calls: bool = True) -> str:
+        """What the model wrote: the transcript without the harness's tool responses (and, without
+        `calls`, without its tool-call blocks: the prose it wrote).
 
         With `replies` (for each call, the result the harness answers it with, or None), a response block
         is the harness's only where it follows that call with nothing but whitespace between and its JSON
         equals that result (key order aside); any other block the model wrote itself, and it stays.
         Without, every block goes (gold text, whose responses the generator wrote)."""
+        text = self._model_text(replies)
+        return text if calls else _CALL.sub("", text)
+
+    def _model_text(self, replies: Sequence[dict[str, Any] | None] | None) -> str:
         if replies is None:
             return _RESP.sub("", self.text)
         pieces, pos = [], 0
@@ -164,8 +169,9 @@ def _top_level(body: str) -> dict[str, tuple[int, int]]:
             pos += 1
 
 
-def integration_spans(text: str, start: int = 0, cap: int = SPAN_CAP) -> list[tuple[int, int]]:
-    """Sentences beginning with `Integration:` after `start`; each ends at a newline or the next one."""
+def integration_spans(text: str, start: int = 0, cap: int | None = SPAN_CAP) -> list[tuple[int, int]]:
+    """Sentences beginning with `Integration:` after `start`, the first `cap` of them (all with None);
+    each ends at a newline or the next one."""
     spans: list[tuple[int, int]] = []
     starts = [m.start() for m in _SPAN_START.finditer(text, start)]
     for i, s in enumerate(starts[:cap]):

@@ -163,6 +163,14 @@ def _ascii_search(text: str, hay: str) -> bool:
     return False
 
 
+def occurs(needle: str, hay: str, hay_ascii: bool) -> bool:
+    """Whether `needle` occurs in `hay` at word edges, both normalize_query forms (`hay_ascii`:
+    `hay.isascii()`, known to the caller that keeps `hay`)."""
+    if hay_ascii and needle.isascii():
+        return _ascii_search(needle, hay)
+    return _string_pattern(needle).search(hay) is not None
+
+
 def _is_word(c: str) -> bool:
     return c.isalnum() or c == "_"
 

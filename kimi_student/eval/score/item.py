@@ -9,17 +9,25 @@ from dataclasses import dataclass, field, fields
 from operator import itemgetter, le
 from typing import Any
 
-from kimi_student.chat.transcript import Transcript, normalize_text, parse_transcript
+from kimi_student.chat.transcript import (
+    SPAN_CAP,
+    Transcript,
+    integration_spans,
+    normalize_text,
+    parse_transcript,
+)
 from kimi_student.eval.score.call_match import match_calls
+from kimi_student.eval.score.claims import Sources, find_claims
 from kimi_student.eval.score.grounding import Span, Value, evidence_values, result_values
 from kimi_student.eval.score.tool_span import SpanCounts, call_pairs, pair_counts
 from kimi_student.fingerprint import canonical_json
 from kimi_student.privacy import privacy_violations
 from kimi_student.tokenizer import TokenizerHandle, boundaries, token_range
 from kimi_student.tools.broker import ToolBroker
-from kimi_student.tools.registry import args_valid
+from kimi_student.tools.registry import args_valid, registry
 
 CONTROL_BEHAVIOURS = ("no_tool", "decline")
+UNSUPPORTED_SHOWN = 10  # unsupported claims kept per row: enough to see what was made up
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 _START, _END = itemgetter(0), itemgetter(1)
 
@@ -52,14 +60,24 @@ def gold_evidence(
     return [v for v in values if any(s.lax_contains(v, url_by_host=False) for s in spans)]
 
 
+def gold_claims(item: dict[str, Any], spans: list[Span] | None = None) -> Sources:
+    """The claims of the item's own gold integration spans: what a claim of a span must also be to count
+    strictly (a value the gold answer needs, not one it left out)."""
+    if spans is None:
+        spans = [Span(t) for t in parse_transcript(item["teacher_text"]).span_texts()]
+    return Sources([c.text for sp in spans for c in find_claims(sp.text)])
+
+
 @dataclass
 class ItemScore:
     id: str
     control: bool
     eligible: bool
-    spans: int = 0
-    grounded_lax: int = 0
-    grounded_strict: int = 0
+    spans: int = 0  # every integration span, those past the cap too
+    span_cap_exceeded: bool = False
+    claims: int = 0  # claims in the spans (a span that claims nothing counts as one claim, never grounded)
+    claims_lax: int = 0  # of them, supported by the tool results
+    claims_strict: int = 0  # of them, inside a token-aligned occurrence of a value the gold answer states
     gold_evidence: int = 0
     found_lax: int = 0
     found_strict: int = 0
@@ -72,6 +90,8 @@ class ItemScore:
     call_pairs_fp: int = 0
     call_pairs_fn: int = 0
     control_violation: bool = False
+    hallucinations: int = 0  # claims of the answer (any sentence) that nothing supports
+    unsupported_claims: list[str] = field(default_factory=list)
     privacy_ok: bool = True
     privacy_violations: list[str] = field(default_factory=list)
     error: str | None = None
@@ -84,8 +104,8 @@ class ItemScore:
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        d["f1_lax"] = self.f1(self.grounded_lax, self.spans, self.found_lax, self.gold_evidence)
-        d["f1_strict"] = self.f1(self.grounded_strict, self.spans, self.found_strict, self.gold_evidence)
+        d["f1_lax"] = self.f1(self.claims_lax, self.claims, self.found_lax, self.gold_evidence)
+        d["f1_strict"] = self.f1(self.claims_strict, self.claims, self.found_strict, self.gold_evidence)
         return d
 
     @classmethod
@@ -173,34 +193,77 @@ def _score_item(
     control = meta["expected_behaviour"] in CONTROL_BEHAVIOURS
     gold_calls = meta["call_sequence"]
     t = parse_transcript(output)
-    spans = [Span(output[s:e], s) for s, e in t.spans]
+    spans = [Span(output[s:e], s) for s, e in integration_spans(output, t.answer_start, cap=None)]
     ev_vals = evidence_values(meta["tool_results"])
     # The gold text's spans are these where the output is the gold text (lax matching ignores `start`).
-    same = output == item["teacher_text"]
-    gold_values = gold_evidence(item, ev_vals, spans if same else None) if not control and gold_calls else []
+    gold_spans = spans[:SPAN_CAP] if output == item["teacher_text"] else None
+    gold_values = gold_evidence(item, ev_vals, gold_spans) if not control and gold_calls else []
     sc = ItemScore(
         item["id"], control, eligible=not control and bool(gold_calls) and bool(gold_values), error=error
     )
     replies, arg_texts = _score_calls(sc, t, gold_calls, broker)
 
-    # Integration spans.
-    ids, offsets = tokenized
-    bounds = _Bounds(output, offsets)
-    lax_vals = result_values(meta["tool_results"])
-    sc.spans = len(spans)
-    for sp in spans:
-        sc.grounded_lax += any(sp.lax_contains(v) for v in lax_vals)
-        sc.grounded_strict += any(sp.strict_contains(v, bounds) for v in ev_vals)
-        first, last = token_range(offsets, sp.start, sp.start + len(sp.text))
-        sc.spans_token_aligned += tokenizer.decode(ids[first:last]).strip() == sp.text.strip()
-    sc.gold_evidence = len(gold_values)
-    sc.found_lax = sum(any(sp.lax_contains(v) for sp in spans) for v in gold_values)
-    sc.found_strict = sum(any(sp.strict_contains(v, bounds) for sp in spans) for v in gold_values)
+    bounds = _Bounds(output, tokenized[1])
+    stated = gold_claims(item, gold_spans) if sc.eligible else None
+    _score_spans(sc, spans, meta["tool_results"], gold_values, stated, tokenized, tokenizer, bounds)
 
+    prose = t.model_text(replies, calls=False)
+    if not control:  # a control item answers from what it knows: control_integration judges it
+        sources = _all_sources(item)
+        made_up = [c.text for c in find_claims(prose) if not sources.supports(c)]
+        sc.hallucinations, sc.unsupported_claims = len(made_up), made_up[:UNSUPPORTED_SHOWN]
     sc.control_violation = control and (bool(t.calls) or bool(spans))
     sc.privacy_violations = privacy_violations(item["prompt"], [t.model_text(replies), *arg_texts])
     sc.privacy_ok = not sc.privacy_violations
     return sc
+
+
+def _score_spans(
+    sc: ItemScore,
+    spans: list[Span],
+    results: list[dict[str, Any]],
+    gold_values: list[Value],
+    stated: Sources | None,
+    tokenized: tuple[list[int], list[tuple[int, int]]],
+    tokenizer: TokenizerHandle,
+    bounds: _Bounds,
+) -> None:
+    """Integration spans into `sc`: claims and their grounding (precision), gold evidence found (recall),
+    token alignment. `stated`: the gold answer's claims (None where the item is not eligible)."""
+    ids, offsets = tokenized
+    supported = Sources(r["result"] for r in results)
+    lax_vals = result_values(results)
+    capped = spans[:SPAN_CAP]
+    sc.spans, sc.span_cap_exceeded = len(spans), len(spans) > SPAN_CAP
+    for i, sp in enumerate(spans):
+        claims = find_claims(sp.text, sp.start)
+        sc.claims += max(1, len(claims))
+        if i >= SPAN_CAP:  # a span past the cap is a violation: its claims count, ungrounded
+            continue
+        if claims:
+            grounded = [c for c in claims if supported.supports(c)]
+            sc.claims_lax += len(grounded)
+            sc.claims_strict += stated is not None and sum(
+                c.start in bounds and c.end in bounds and stated.supports(c) for c in grounded
+            )
+        else:  # plain words only: one claim, grounded by a result value the span contains
+            sc.claims_lax += any(sp.lax_contains(v) for v in lax_vals)
+            sc.claims_strict += any(sp.strict_contains(v, bounds) for v in gold_values)
+        first, last = token_range(offsets, sp.start, sp.start + len(sp.text))
+        sc.spans_token_aligned += tokenizer.decode(ids[first:last]).strip() == sp.text.strip()
+    sc.gold_evidence = len(gold_values)
+    sc.found_lax = sum(any(sp.lax_contains(v) for sp in capped) for v in gold_values)
+    sc.found_strict = sum(any(sp.strict_contains(v, bounds) for sp in capped) for v in gold_values)
+
+
+def _all_sources(item: dict[str, Any]) -> Sources:
+    """What an answer may say: the tool results, the user's request, the gold calls' arguments (with
+    their names) and the registry's tool names."""
+    meta = item["metadata"]
+    return Sources(
+        [*(r["result"] for r in meta["tool_results"]), item["prompt"], sorted(registry())],
+        keyed=[c["arguments"] for c in meta["call_sequence"]],
+    )
 
 
 def _score_calls(
@@ -257,10 +320,18 @@ def summarize(scores: list[ItemScore]) -> dict[str, Any]:
     el = [s for s in scores if s.eligible]
     calls = [c for s in scores for c in s.calls]
     multi = [s for s in scores if s.call_sequence_ok is not None]
-    spans = sum(s.spans for s in scores)
+    checked = [s for s in scores if not s.control]
     tot = {
         k: sum(getattr(s, k) for s in el)
-        for k in ("spans", "grounded_lax", "grounded_strict", "gold_evidence", "found_lax", "found_strict")
+        for k in (
+            "spans",
+            "claims",
+            "claims_lax",
+            "claims_strict",
+            "gold_evidence",
+            "found_lax",
+            "found_strict",
+        )
     }
     f1 = ItemScore.f1
     pairs = SpanCounts(*(sum(getattr(s, f"call_pairs_{k}") for s in scores) for k in ("tp", "fp", "fn")))
@@ -273,20 +344,25 @@ def summarize(scores: list[ItemScore]) -> dict[str, Any]:
         "multi_call_items": len(multi),
         "error_items": sum(s.error is not None for s in scores),
         "tool_calls": len(calls),
-        "integration_spans": spans,
+        "integration_spans": sum(s.spans for s in scores),
         "integration_counts": tot,
-        "integration_precision_lax": _rate(tot["grounded_lax"], tot["spans"]),
+        "integration_precision_lax": _rate(tot["claims_lax"], tot["claims"]),
         "integration_recall_lax": _rate(tot["found_lax"], tot["gold_evidence"]),
-        "integration_f1_lax": f1(tot["grounded_lax"], tot["spans"], tot["found_lax"], tot["gold_evidence"])
+        "integration_precision_strict": _rate(tot["claims_strict"], tot["claims"]),
+        "integration_recall_strict": _rate(tot["found_strict"], tot["gold_evidence"]),
+        "integration_f1_lax": f1(tot["claims_lax"], tot["claims"], tot["found_lax"], tot["gold_evidence"])
         if el
         else None,
         "integration_f1_strict": f1(
-            tot["grounded_strict"], tot["spans"], tot["found_strict"], tot["gold_evidence"]
+            tot["claims_strict"], tot["claims"], tot["found_strict"], tot["gold_evidence"]
         )
         if el
         else None,
         "integration_f1_lax_macro": sum(m["f1_lax"] for m in macro) / len(macro) if macro else None,
         "integration_f1_strict_macro": sum(m["f1_strict"] for m in macro) / len(macro) if macro else None,
+        "hallucination_rate": _rate(sum(s.hallucinations > 0 for s in checked), len(checked)),
+        "hallucinated_claims": sum(s.hallucinations for s in scores),
+        "span_cap_violations": sum(s.span_cap_exceeded for s in scores),
         "privacy_ok_rate": _rate(sum(s.privacy_ok for s in scores), len(scores)),
         "control_integration": sum(s.control_violation for s in scores),
         "fixture_hit_rate": _rate(sum(c["hit"] for c in calls), len(calls)),
@@ -296,7 +372,9 @@ def summarize(scores: list[ItemScore]) -> dict[str, Any]:
         "call_sequence_parity": _rate(sum(bool(s.call_sequence_ok) for s in multi), len(multi)),
         "call_accuracy": _rate(sum(s.calls_matched for s in scores), sum(s.calls_expected for s in scores)),
         "tool_call_f1": pairs.f1,
-        "token_align_ok_rate": _rate(sum(s.spans_token_aligned for s in scores), spans),
+        "token_align_ok_rate": _rate(
+            sum(s.spans_token_aligned for s in scores), sum(min(s.spans, SPAN_CAP) for s in scores)
+        ),
     }
 
 
@@ -305,6 +383,7 @@ def gate_counts(summary: dict[str, Any]) -> dict[str, int]:
     return {
         "integration_f1_lax": summary["eligible_items"],
         "integration_f1_strict": summary["eligible_items"],
+        "hallucination_rate": summary["items"] - summary["control_items"],
         "privacy_ok_rate": summary["items"],
         "control_integration": summary["control_items"],
         "fixture_hit_rate": summary["tool_calls"],

@@ -140,8 +140,12 @@ GATE_CASES = [
     pytest.param("integration_f1_lax", None, 50, "inconclusive", id="f1_lax-None-inconclusive"),
     pytest.param("integration_f1_lax", 1.0, 9, "inconclusive", id="f1_lax-below-min_items-inconclusive"),
     pytest.param("integration_f1_lax", 1.0, 10, "pass", id="f1_lax-at-min_items-passes"),
-    pytest.param("integration_f1_strict", 0.5, 50, "warn", id="f1_strict-miss-warns"),
-    pytest.param("integration_f1_strict", 0.0, 50, "warn", id="f1_strict-0.0-warns-not-passes"),
+    pytest.param("integration_f1_strict", 0.5, 50, "fail", id="f1_strict-miss-fails"),
+    pytest.param("integration_f1_strict", 0.75, 50, "pass", id="f1_strict-at-threshold-passes"),
+    pytest.param("hallucination_rate", 0.0, 50, "pass", id="hallucination-0-passes"),
+    pytest.param("hallucination_rate", 0.01, 50, "pass", id="hallucination-at-threshold-passes"),
+    pytest.param("hallucination_rate", 0.0101, 50, "fail", id="hallucination-above-threshold-fails"),
+    pytest.param("hallucination_rate", 0.0, 9, "inconclusive", id="hallucination-below-min_items"),
     pytest.param("control_integration", 0, 8, "pass", id="control-0-passes"),
     pytest.param("control_integration", 0.0, 8, "pass", id="control-0.0-passes"),
     pytest.param("control_integration", 1, 8, "fail", id="control-1-fails"),
@@ -354,9 +358,10 @@ def test_hallucinated_number_through_score_item(tok):
     item = make_item([MATH_CALL], "I computed it.\nIntegration: The subtotal is 1,234.56.")
     good = score(tok, item, item["teacher_text"])
     bad = score(tok, item, transcript([MATH_CALL], "I computed it.\nIntegration: The subtotal is 4,321.00."))
-    assert (good.grounded_lax, good.grounded_strict, f1s(good)) == (1, 1, (1.0, 1.0))
-    assert (bad.spans, bad.grounded_lax, bad.grounded_strict, bad.found_lax) == (1, 0, 0, 0)
+    assert (good.claims_lax, good.claims_strict, f1s(good), good.hallucinations) == (1, 1, (1.0, 1.0), 0)
+    assert (bad.spans, bad.claims, bad.claims_lax, bad.claims_strict, bad.found_lax) == (1, 1, 0, 0, 0)
     assert f1s(bad) == (0.0, 0.0)
+    assert bad.unsupported_claims == ["4,321.00"]
 
 
 # ---- 4. URLs: lax by host and first path segment ---------------------------------------------------
@@ -458,7 +463,7 @@ def test_strict_needs_token_boundaries(tok, answer, lax, strict):
     item = make_item([CODE_CALL], "I ran it.\nIntegration: The program printed re.")
     output = transcript([CODE_CALL], answer)
     sc = score(tok, item, output)
-    assert (sc.spans, sc.grounded_lax, sc.grounded_strict) == (1, lax, strict)
+    assert (sc.spans, sc.claims, sc.claims_lax, sc.claims_strict) == (1, 1, lax, strict)
     assert (sc.found_lax, sc.found_strict) == (lax, strict)
 
 
@@ -479,9 +484,9 @@ def test_strict_on_nfd_output(tok):
     answer = "I read it.\nIntegration: The café page is called Résumé Tips."
     item = make_item([call], answer)
     nfc = score(tok, item, transcript([call], answer))
-    assert (nfc.grounded_lax, nfc.grounded_strict) == (1, 1)
+    assert (nfc.claims, nfc.claims_lax, nfc.claims_strict) == (1, 1, 1)  # the name "Tips"
     nfd = score(tok, item, unicodedata.normalize("NFD", transcript([call], answer)))
-    assert (nfd.grounded_lax, nfd.grounded_strict) == (1, 1)
+    assert (nfd.claims, nfd.claims_lax, nfd.claims_strict) == (1, 1, 1)
 
 
 # ---- 6. control items -------------------------------------------------------------------------------
@@ -735,56 +740,61 @@ def test_call_validity_and_replay(tok, body, valid, hit):
 # ---- 9. per-item precision / recall / F1 -----------------------------------------------------------
 
 PRF_CASES = [
-    # (answer, spans, grounded, gold evidence, found, f1)  -- lax and strict agree on these rows
-    pytest.param(FILE_GOLD, 2, 2, 3, 3, 1.0, id="gold"),
-    pytest.param("I read config/app.toml.", 0, 0, 3, 0, 0.0, id="no-span-scores-0"),
+    # (answer, spans, claims, grounded claims, gold evidence, found, f1, made-up claims)
+    # Lax and strict agree on these rows. Claims of FILE_GOLD: config/app.toml, MAX_RETRIES, 5,
+    # TIMEOUT_S, 30.
+    pytest.param(FILE_GOLD, 2, 5, 5, 3, 3, 1.0, 0, id="gold"),
+    pytest.param("I read config/app.toml.", 0, 0, 0, 3, 0, 0.0, 0, id="no-span-scores-0"),
     pytest.param(
         FILE_GOLD + "\nIntegration: The file was last edited by Ada.",
-        3,
-        2,
-        3,
-        3,
-        0.8,
-        id="extra-ungrounded-span-lowers-precision",
+        *(3, 6, 5, 3, 3, 10 / 11, 1),
+        id="made-up-name-lowers-precision-and-is-counted",
+    ),
+    pytest.param(
+        FILE_GOLD + "\nIntegration: The file looks fine.",
+        *(3, 6, 5, 3, 3, 10 / 11, 0),
+        id="span-that-states-nothing-from-the-tools-lowers-precision",
     ),
     pytest.param(
         "I read config/app.toml.\nIntegration: config/app.toml sets MAX_RETRIES = 5.",
-        1,
-        1,
-        3,
-        2,
-        0.8,
+        *(1, 3, 3, 3, 2, 0.8, 0),
         id="missing-span-lowers-recall",
     ),
     pytest.param(
         "I read it.\nIntegration: The file sets MAX_RETRIES = 7.\nIntegration: And TIMEOUT_S = 31.",
-        2,
-        0,
-        3,
-        0,
-        0.0,
-        id="all-hallucinated",
+        *(2, 4, 2, 3, 0, 0.0, 2),
+        id="wrong-values-are-made-up-claims",
     ),
     pytest.param(
         "I read it.\nIntegration: TIMEOUT_S = 30 is set in config/app.toml, MAX_RETRIES = 5 too.",
-        1,
-        1,
-        3,
-        3,
-        1.0,
+        *(1, 5, 5, 3, 3, 1.0, 0),
         id="one-span-holding-everything",
+    ),
+    pytest.param(
+        "I read it.\nIntegration: TIMEOUT_S = 30 and MAX_RETRIES = 5 in config/app.toml; the admin PIN is 4242.",
+        *(1, 6, 5, 3, 3, 10 / 11, 1),
+        id="one-span-holding-everything-and-an-invented-number",
+    ),
+    pytest.param(
+        FILE_GOLD + "\nIntegration: Again, MAX_RETRIES = 5.\nIntegration: And TIMEOUT_S = 30.",
+        *(4, 9, 7, 3, 3, 14 / 16, 0),  # the 4th span's 2 claims count against precision
+        id="spans-past-the-cap-count-ungrounded",
     ),
 ]
 
 
-@pytest.mark.parametrize(("answer", "spans", "grounded_", "gold", "found", "f1"), PRF_CASES)
-def test_item_precision_recall_f1(tok, answer, spans, grounded_, gold, found, f1):
+@pytest.mark.parametrize(
+    ("answer", "spans", "claims", "grounded_", "gold", "found", "f1", "made_up"), PRF_CASES
+)
+def test_item_precision_recall_f1(tok, answer, spans, claims, grounded_, gold, found, f1, made_up):
     item = make_item([FILE_CALL], FILE_GOLD, request="What does config/app.toml configure?")
     sc = score(tok, item, transcript([FILE_CALL], answer))
     assert sc.eligible is True
-    assert (sc.spans, sc.grounded_lax, sc.grounded_strict) == (spans, grounded_, grounded_)
+    assert (sc.spans, sc.claims, sc.claims_lax, sc.claims_strict) == (spans, claims, grounded_, grounded_)
     assert (sc.gold_evidence, sc.found_lax, sc.found_strict) == (gold, found, found)
     assert f1s(sc) == pytest.approx((f1, f1))
+    assert sc.hallucinations == made_up and len(sc.unsupported_claims) == made_up
+    assert sc.span_cap_exceeded is (spans > 3)
 
 
 def test_gold_evidence_values_of_file_item():

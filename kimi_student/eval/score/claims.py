@@ -1,0 +1,183 @@
+"""Claims: the checkable statements of an answer, and whether a source supports them (DESIGN.md section 4).
+
+A claim is a number, a date, a version, a URL, an email address, a quoted string or a name (a path or
+dotted name, an identifier with `_`, a CamelCase or long all-capitals word, a word of letters and digits
+such as `0x1f` or `sha256` (not an ordinal), a capitalised word inside a sentence) written in the model's own text. Every claim is found in one left-to-right pass of one pattern
+whose alternatives can only start at the start of a run (linear time on any text); the first alternative
+that matches at a position wins, so a number inside a URL, a path or a quote is part of that claim, not
+one of its own.
+
+A claim is supported when the sources state it: a number equal (relative tolerance 1e-6, any locale
+form) to a number of a source, or written the same; a URL equal to a source's URL or a path prefix of one;
+anything else when its normalised text (NFC, case-fold, blanks collapsed) occurs in a source's text at word
+edges. Pure functions: no files, no clocks.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kimi_student.eval.score.grounding import occurs
+from kimi_student.numbers import NUMBER_RE, find_numbers
+from kimi_student.privacy import URL
+from kimi_student.tools.normalize import normalize_query
+
+QUOTE_MAX = 400  # a longer "quote" is not one quotation, and bounds the scan of an unclosed quote mark
+_CLAIM = re.compile(
+    "|".join(
+        (
+            rf"(?P<url>{URL.pattern})",
+            r"(?P<email>(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)",
+            rf'"(?P<q1>[^"\n]{{1,{QUOTE_MAX}}})"',
+            rf"\u201c(?P<q2>[^\u201d\n]{{1,{QUOTE_MAX}}})\u201d",
+            rf"\u00ab\s?(?P<q3>[^\u00bb\n]{{1,{QUOTE_MAX}}}?)\s?\u00bb",
+            rf"\u201e(?P<q4>[^\u201c\u201d\n]{{1,{QUOTE_MAX}}})[\u201c\u201d]",
+            r"(?P<date>(?<![\w.-])\d{4}-\d{2}-\d{2}(?![\w-]))",
+            r"(?P<version>(?<![\w.])v?\d+(?:\.\d+){2,}(?![\w]|\.\d))",
+            rf"(?P<number>{NUMBER_RE.pattern})",
+            r"(?P<path>(?<![\w./-])[\w-]+(?:[./][\w-]+)+)",
+            r"(?P<ident>\b(?:\w+_\w+|[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{5,}\d*|\w*(?:\d[A-Za-z]|[A-Za-z]\d)\w*)\b)",
+            r"(?P<word>\b[A-Z][a-z]+\b)",
+        )
+    )
+)
+_SENTENCE_END = frozenset(".!?:;\n")
+_LIST_MARK = re.compile(r"[ \t]*(?:[.)])[ \t]")  # "1. " or "2) " after a number at a line's start
+_QUOTES = ("q1", "q2", "q3", "q4")
+_ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)")
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: str  # url | email | quote | date | version | number | name
+    text: str  # as written (a quote without its quote marks)
+    start: int  # character range of `text` in the scanned text (plus the caller's offset)
+    end: int
+    # A number's readings: the whole, then each part where blanks may group or separate ("28 280,96").
+    numbers: tuple[frozenset[float], ...] = ()
+
+
+def find_claims(text: str, offset: int = 0) -> list[Claim]:
+    """Every claim of `text`, in order, positions shifted by `offset`."""
+    out: list[Claim] = []
+    for m in _CLAIM.finditer(text):
+        kind = m.lastgroup or ""
+        if kind.startswith("q"):
+            kind = "quote"
+            g = next(q for q in _QUOTES if m.group(q) is not None)
+            s, e = m.span(g)
+        else:
+            s, e = m.span()
+        raw = text[s:e]
+        if kind == "url":
+            raw = raw.rstrip(".,;:!?")
+            e = s + len(raw)
+        elif kind == "number":
+            if _list_marker(text, s, e):
+                continue
+            readings = tuple(n.values for n in find_numbers(raw))
+            out.append(Claim(kind, raw, s + offset, e + offset, readings))
+            continue
+        elif kind == "version":  # `2.098.190` is also a number as de-DE groups it, `4.9.12` is not
+            whole = [n.values for n in find_numbers(raw) if n.start == 0 and n.end == len(raw)]
+            out.append(Claim(kind, raw, s + offset, e + offset, tuple(whole[:1])))
+            continue
+        elif kind == "path" and not _is_name(raw):
+            continue
+        elif kind == "word" and (raw == "I" or _sentence_initial(text, s)) or _ORDINAL.fullmatch(raw):
+            continue
+        if kind in ("path", "ident", "word"):
+            kind = "name"
+        if raw.strip():
+            out.append(Claim(kind, raw, s + offset, e + offset))
+    return out
+
+
+def _is_name(raw: str) -> bool:
+    """A path or dotted name, not an abbreviation (`e.g`) nor a run of hyphenated words without a letter."""
+    parts = re.split(r"[./]", raw)
+    return any(c.isalpha() or c == "_" for c in raw) and ("/" in raw or any(len(p) > 1 for p in parts[1:]))
+
+
+def _list_marker(text: str, s: int, e: int) -> bool:
+    line_start = text.rfind("\n", 0, s) + 1
+    return not text[line_start:s].strip() and _LIST_MARK.match(text, e) is not None
+
+
+def _sentence_initial(text: str, s: int) -> bool:
+    """True where the word at `s` begins a sentence, a line, a quotation or a bracket."""
+    i = s - 1
+    while i >= 0 and text[i] in " \t\"'(\u201c\u00ab\u201e*-":
+        i -= 1
+    return i < 0 or text[i] in _SENTENCE_END
+
+
+class Sources:
+    """What may support a claim: the texts and numbers of some JSON values (tool results, a prompt), and
+    of `keyed` ones with their object keys too (call arguments: a claim may name an argument), indexed once
+    per item. A result's keys support nothing: a key is the tool's format, not something it said."""
+
+    def __init__(self, values: Iterable[Any], keyed: Iterable[Any] = ()):
+        texts: list[str] = []
+        numbers: list[float] = []
+        for v in values:
+            _collect(v, texts, numbers, keys=False)
+        for v in keyed:
+            _collect(v, texts, numbers, keys=True)
+        for t in texts:
+            numbers.extend(x for n in find_numbers(t) for x in n.values)
+        self.numbers = sorted(set(numbers))
+        self.hay = "\n".join(normalize_query(t) for t in texts)
+        self.hay_ascii = self.hay.isascii()
+        self.urls = {_url_form(m.group(0)) for t in texts for m in URL.finditer(t)}
+
+    def has_number(self, x: float) -> bool:
+        tol = abs(x) * 1e-6 + 1e-9
+        i = bisect_left(self.numbers, x - tol)
+        return i < len(self.numbers) and self.numbers[i] <= x + tol
+
+    def supports(self, c: Claim) -> bool:
+        if c.kind in ("number", "version") and c.numbers:
+            # Every part of a blank-grouped run ("in 2024 123 items") or the whole, or the literal digits.
+            whole, *parts = c.numbers
+            if any(map(self.has_number, whole)) or parts and all(any(map(self.has_number, p)) for p in parts):
+                return True
+            return occurs(normalize_query(c.text), self.hay, self.hay_ascii)
+        if c.kind == "url":
+            u = _url_form(c.text)
+            return u in self.urls or any(s.startswith(u + "/") for s in self.urls)
+        return occurs(normalize_query(c.text), self.hay, self.hay_ascii)
+
+
+def _collect(v: Any, texts: list[str], numbers: list[float], keys: bool) -> None:
+    """Every string (and, with `keys`, every object key) and number of a JSON value."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, bool) or x is None:
+            continue
+        if isinstance(x, str):
+            texts.append(x)
+        elif isinstance(x, (int, float)):
+            try:
+                numbers.append(float(x))
+            except OverflowError:  # an integer too large for a float is written out instead
+                texts.append(str(x))
+        elif isinstance(x, dict):
+            if keys:
+                texts.extend(str(k) for k in x)
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+
+
+def _url_form(url: str) -> str:
+    return normalize_query(url.rstrip(".,;:!?")).rstrip("/")
+
+
+def unsupported(claims: Iterable[Claim], sources: Sources) -> Iterator[Claim]:
+    return (c for c in claims if not sources.supports(c))
