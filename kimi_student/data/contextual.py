@@ -25,6 +25,7 @@ from kimi_student.chat.transcript import (
     to_byte_spans,
 )
 from kimi_student.data import world
+from kimi_student.data.accept import gold_call_sequence
 from kimi_student.data.world import rng_for, simulate, title_case
 from kimi_student.fingerprint import canonical_json
 from kimi_student.jsonl import gc_paused
@@ -515,7 +516,7 @@ def _build(
             "structure": shape.structure,
             "expected_behaviour": "retry" if retry else shape.behaviour,
             "locale": locale,
-            "call_sequence": [{"name": n, "arguments": a} for n, a, _ in b.draft.calls],
+            "call_sequence": gold_call_sequence(b.draft.calls, retry, shape.adversarial),
             "tool_results": [{"name": n, "result": res} for n, _, res in b.draft.calls],
             "integration_spans_bytes": to_byte_spans(teacher_text, spans),
             "negative_control": shape.negative,

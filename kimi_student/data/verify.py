@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kimi_student.chat.transcript import Transcript, parse_transcript
+from kimi_student.data.accept import accept_problem
 from kimi_student.data.contextual import COMPLEXITIES, SCENARIOS, STRUCTURES
 from kimi_student.data.extract import byte_offsets
 from kimi_student.fingerprint import canonical_json
@@ -58,6 +59,9 @@ def _check_item(
     for c, gold, res, arg_text in zip(t.calls, meta["call_sequence"], meta["tool_results"], arg_texts):
         if c.error or c.arguments != gold["arguments"]:
             bad("call_json", f"{gold['name']}: {c.error or 'arguments differ from call_sequence'}")
+        why = accept_problem(gold)
+        if why:
+            bad("call_accept", f"{gold['name']} {why}")
         # Schema validity and the fixture a call finds are functions of its canonical JSON: once each.
         known = seen.calls.get((gold["name"], arg_text))
         if known is None:

@@ -86,6 +86,8 @@ class ItemScore:
     call_sequence_ok: bool | None = None
     calls_expected: int = 0
     calls_matched: int = 0
+    calls_emitted: int = 0  # named calls, the ones call_match can compare
+    call_errors: dict[str, int] = field(default_factory=dict)  # call_match error type -> count
     call_pairs_tp: int = 0  # tool-call (key, value) pairs, as kimi_student.eval.score.tool_span counts them
     call_pairs_fp: int = 0
     call_pairs_fn: int = 0
@@ -290,7 +292,8 @@ def _score_calls(
         sc.calls.append(rec)
     sc.calls_expected = len(gold_calls)
     named = [{"name": c.name, "arguments": c.arguments} for c in t.calls if c.name]
-    sc.calls_matched = match_calls(gold_calls, named)
+    m = match_calls(gold_calls, named)
+    sc.calls_matched, sc.calls_emitted, sc.call_errors = m.matched, m.emitted, dict(sorted(m.errors.items()))
     pairs = pair_counts(
         sum((call_pairs(g) for g in gold_calls), Counter()), sum((call_pairs(c) for c in named), Counter())
     )
@@ -370,7 +373,11 @@ def summarize(scores: list[ItemScore]) -> dict[str, Any]:
         "fixture_misses": [{"tool": t, "key": k, "count": n} for (t, k), n in sorted(misses.items())],
         "json_args_valid_rate": _rate(sum(c["valid"] for c in calls), len(calls)),
         "call_sequence_parity": _rate(sum(bool(s.call_sequence_ok) for s in multi), len(multi)),
-        "call_accuracy": _rate(sum(s.calls_matched for s in scores), sum(s.calls_expected for s in scores)),
+        # An extra call costs: matched / max(expected, emitted) pooled (call_match, DESIGN.md section 4).
+        "call_accuracy": _rate(
+            sum(s.calls_matched for s in scores), sum(max(s.calls_expected, s.calls_emitted) for s in scores)
+        ),
+        "call_error_types": dict(sorted(sum((Counter(s.call_errors) for s in scores), Counter()).items())),
         "tool_call_f1": pairs.f1,
         "token_align_ok_rate": _rate(
             sum(s.spans_token_aligned for s in scores), sum(min(s.spans, SPAN_CAP) for s in scores)

@@ -42,6 +42,7 @@ def test_verification_only_scores_gold_at_one_and_sets_every_fingerprint(
     assert s["integration_f1_lax_macro"] == 1.0 and s["fixture_hit_rate"] == 1.0
     assert s["json_args_valid_rate"] == 1.0 and s["privacy_ok_rate"] == 1.0 and s["control_integration"] == 0
     assert s["call_sequence_parity"] == 1.0 and s["token_align_ok_rate"] >= 0.995
+    assert s["call_accuracy"] == 1.0 and s["call_error_types"] == {}
     assert s["eligible_items"] >= 150 and s["fixture_miss_count"] == 0
     h = rep["header"]
     for k in (

@@ -38,7 +38,19 @@ def test_call_sequence_of_a_multi_call_item(tok, calls, ok, matched):  # noqa: F
     item = make_item(GOLD, ANSWER, request="Read config/app.toml and compute 1234.56 * 1.")
     sc = score(tok, item, transcript(calls, ANSWER), ToolBroker(fixtures_of(item)))
     assert sc.call_sequence_ok is ok
-    assert (sc.calls_matched, sc.calls_expected) == (matched, 2)
+    assert (sc.calls_matched, sc.calls_expected, sc.calls_emitted) == (matched, 2, len(calls))
+    # call_accuracy: matched / max(expected, emitted), so an extra or repeated call costs.
+    assert summarize([sc])["call_accuracy"] == pytest.approx(matched / max(2, len(calls)))
+
+
+def test_call_errors_are_counted_per_item_and_in_the_summary(tok):  # noqa: F811
+    item = make_item(GOLD, ANSWER)
+    broker = ToolBroker(fixtures_of(item))
+    scores = [score(tok, item, transcript(c, ANSWER), broker) for c in ([FILE_CALL], GOLD + [MATH_CALL])]
+    assert [s.call_errors for s in scores] == [{"missing_call": 1}, {"extra_call": 1}]
+    s = summarize(scores)
+    assert s["call_error_types"] == {"extra_call": 1, "missing_call": 1}
+    assert s["call_accuracy"] == pytest.approx(3 / 5)  # (1 + 2) / (max(2, 1) + max(2, 3))
 
 
 def test_single_call_items_do_not_count_for_parity(tok):  # noqa: F811

@@ -845,6 +845,7 @@ def test_gold_dataset_scores_perfectly(tok):
         "json_args_valid_rate",
         "call_sequence_parity",
         "token_align_ok_rate",
+        "call_accuracy",
     ):
         assert s[k] == 1.0, k
-    assert s["control_integration"] == 0
+    assert s["control_integration"] == 0 and s["call_error_types"] == {}

@@ -1,0 +1,104 @@
+"""Multi-valued gold (kimi_student/data/accept.py): where the generator lets a correct call give another
+value or leave an argument out, every alternative is schema-valid and scores as the gold call does, and
+nothing the request fixes is widened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kimi_student.data.accept import accept_problem, accept_rules
+from kimi_student.data.contextual import generate
+from kimi_student.eval.score.call_match import match_call
+from kimi_student.tools.registry import args_valid, get_tool
+
+Item = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def items() -> list[Item]:
+    return generate(400, 3)[1]
+
+
+def _widened(call: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every call the gold call's `accept` admits besides itself: each alternative and each omission."""
+    out = []
+    for key, rule in call.get("accept", {}).items():
+        out += [{**call["arguments"], key: v} for v in rule.get("any_of", [])[1:]]
+        if rule.get("may_omit"):
+            out.append({k: v for k, v in call["arguments"].items() if k != key})
+    return out
+
+
+def test_alternatives_are_schema_valid_and_match_the_gold_call(items: list[Item]) -> None:
+    widened = 0
+    for it in items:
+        for call in it["metadata"]["call_sequence"]:
+            assert accept_problem(call) is None, (it["id"], call)
+            for args in _widened(call):
+                assert args_valid(call["name"], args), (it["id"], args)
+                assert match_call(call, {"name": call["name"], "arguments": args}) is None, (it["id"], args)
+                # Without `accept`, the same call is refused: the rule is what widens the gold.
+                strict = {"name": call["name"], "arguments": call["arguments"]}
+                assert match_call(strict, {"name": call["name"], "arguments": args}) is not None
+                widened += 1
+    assert widened > 100
+
+
+def test_alternatives_appear_where_the_item_allows_them(items: list[Item]) -> None:
+    seen: set[tuple[str, str, str]] = set()
+    for it in items:
+        m = it["metadata"]
+        calls = m["call_sequence"]
+        kind = (m["adversarial"] or {}).get("kind")
+        for i, call in enumerate(calls):
+            accept = call.get("accept", {})
+            required = get_tool(call["name"]).parameters["required"]
+            assert not set(accept) & set(required)
+            if m["expected_behaviour"] == "retry" and i == 0:
+                assert not accept, "the deliberate failure of a retry item is exact"
+            if kind == "malformed_json" and i == len(calls) - 1:
+                assert not accept, "the request spells these arguments out"
+            if kind == "range_violation":
+                assert m["adversarial"]["field"] not in accept, "the request asks for this one"
+            if call["name"] == "file.write" and "existing" in call["arguments"]["path"]:
+                assert "mode" not in accept, "only overwrite replaces an existing file"
+            seen |= {(call["name"], k, r) for k, rules in accept.items() for r in rules}
+    for want in [
+        ("web.search", "top_k", "may_omit"),
+        ("repo.search", "paths", "may_omit"),
+        ("file.write", "mode", "any_of"),
+        ("web.crawl", "include", "any_of"),
+        ("math.eval", "precision", "may_omit"),
+    ]:
+        assert want in seen, want
+
+
+def test_an_argument_at_its_default_or_asked_for_gets_no_rule() -> None:
+    ok = {"ok": True}
+    assert accept_rules("web.search", {"query": "q", "top_k": 5, "lang": "en"}, ok) == {}
+    assert accept_rules("web.search", {"query": "q", "top_k": 7}, ok) == {"top_k": {"may_omit": True}}
+    assert accept_rules("web.search", {"query": "q", "top_k": 7}, ok, asked={"top_k"}) == {}
+
+
+CALL = {"name": "web.search", "arguments": {"query": "q", "top_k": 7, "lang": "de"}}
+BAD_ACCEPT = [
+    ({}, "non-empty"),
+    ([], "non-empty"),
+    ({"filters": {"may_omit": True}}, "does not set"),
+    ({"top_k": {"may_omit": True, "why": 1}}, "only"),
+    ({"top_k": {"may_omit": False}}, "may_omit must be true"),
+    ({"query": {"may_omit": True}}, "does not require"),
+    ({"top_k": {"any_of": [8, 7]}}, "starts with the gold value"),
+    ({"top_k": {"any_of": 7}}, "starts with the gold value"),
+    ({"top_k": {"any_of": [7, 50]}}, "JSON Schema"),
+    ({"lang": {"any_of": ["de", "german"]}}, "JSON Schema"),
+]
+
+
+@pytest.mark.parametrize("accept, why", BAD_ACCEPT)
+def test_verify_refuses_an_unsound_accept(accept: Any, why: str) -> None:
+    problem = accept_problem({**CALL, "accept": accept})
+    assert problem and why in problem
+    assert accept_problem({**CALL, "accept": {"top_k": {"any_of": [7, 8], "may_omit": True}}}) is None
