@@ -34,6 +34,16 @@ PROMISES: dict[str, list[str]] = {
         "tests/unit/eval/score/test_call_sequence.py::test_call_sequence_of_a_multi_call_item",
         IE + "test_eval.py::test_control_item_with_a_tool_call_is_a_hard_fail",
     ],
+    "gamed-answers-fail": [
+        "tests/unit/eval/score/test_gamed_answers.py::test_gamed_answer_fails_the_run",
+        "tests/unit/eval/score/test_gamed_answers.py::test_gold_answers_pass_every_gate",
+        "tests/unit/eval/score/test_scoring_table.py::test_item_precision_recall_f1",
+    ],
+    "call-matching-rules": [
+        "tests/unit/eval/score/test_call_match.py::test_match_call_rule",
+        "tests/unit/eval/score/test_call_match.py::test_match_calls_of_an_item",
+        "tests/unit/eval/score/test_call_match.py::test_underscore_spelling_only_where_it_names_one_tool",
+    ],
     "bad-input-one-line": [
         "tests/integration/test_bad_input.py::test_bad_dataset_line",
         "tests/integration/test_bad_input.py::test_bad_predictions_file",
