@@ -285,3 +285,60 @@ def test_every_shipped_config_is_a_valid_train_config(config: str, sizes: tuple[
         assert c.max_steps > 0 and c.seq_curriculum[-1].until_step is None
     toy = TrainConfig.from_spec(load_spec(config_path("toy_e2e.yaml"), "toy"))
     assert (toy.precision, toy.pack_truncate, toy.loss.ce_ground_truth) == ("no", False, 1.0)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "final" / "model.safetensors"))
+
+
+def _mean_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return float(sum((a[k] - b[k]).abs().sum() for k in a) / sum(a[k].numel() for k in a))
+
+
+def test_gradient_accumulation_is_one_step_over_the_bigger_batch(
+    dataset: dict[str, Path], tmp_path: Path
+) -> None:
+    """batch 1 x accumulate 2 takes one AdamW step on the same two rows as batch 2: the same weights (to
+    float noise); two steps of batch 1 move them about a step further."""
+    one = {"max_steps": 1, "warmup_steps": 0, "checkpoint_every": 0, "seq_curriculum": [{"seq_len": 96}]}
+    runs = {
+        "batch2": {"batch_size": 2, "grad_accum": 1},
+        "accum2": {"batch_size": 1, "grad_accum": 2},
+    }
+    w = {}
+    for name, over in runs.items():
+        T.train(
+            load_spec(_config(tmp_path, **one, **over), "toy"), tmp_path / name, data=str(dataset["final"])
+        )
+        w[name] = _weights(tmp_path / name)
+    spec = load_spec(_config(tmp_path, **{**one, "max_steps": 2, "min_lr_ratio": 1.0}, batch_size=1), "toy")
+    T.train(spec, tmp_path / "two_steps", data=str(dataset["final"]))
+    w["two_steps"] = _weights(tmp_path / "two_steps")
+    same, further = _mean_abs_diff(w["batch2"], w["accum2"]), _mean_abs_diff(w["batch2"], w["two_steps"])
+    assert same < further / 50, (same, further)
+    assert [h["step"] for h in _log(tmp_path / "accum2")] == [1]
+
+
+def test_each_step_follows_the_schedule_and_the_curriculum(dataset: dict[str, Path], tmp_path: Path) -> None:
+    spec = load_spec(_config(tmp_path, max_steps=7, checkpoint_every=0), "toy")
+    T.train(spec, tmp_path / "run", data=str(dataset["final"]))
+    config = TrainConfig.from_spec(spec)
+    log = _log(tmp_path / "run")
+    assert [h["lr"] for h in log] == [config.lr_at(s) for s in range(7)]
+    assert [h["seq_len"] for h in log] == [96] * 4 + [160] * 3
+    per_step = [b["tokens"] - a["tokens"] for a, b in zip([{"tokens": 0}, *log], log)]
+    assert all(2 * 96 * 0.9 <= t <= 2 * 96 for t in per_step[:4])  # packed rows, nearly full
+    assert all(2 * 96 < t <= 2 * 160 for t in per_step[4:])
+
+
+def test_the_progress_bar_shows_steps_loss_and_speed(
+    dataset: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    spec = load_spec(_config(tmp_path, max_steps=3, checkpoint_every=0), "toy")
+    T.train(spec, tmp_path / "run", data=str(dataset["final"]), progress=True)
+    err = capfd.readouterr().err
+    assert "train worker" in err and "3/3" in err and "loss=" in err and "tok_s=" in err
+    T.train(spec, tmp_path / "quiet", data=str(dataset["final"]), progress=False)
+    assert "train worker" not in capfd.readouterr().err
