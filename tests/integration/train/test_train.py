@@ -115,7 +115,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
 
     monkeypatch.setattr(T, "compute_loss", faulty)
     spec = load_spec(_config(tmp_path, checkpoint_every=2), "toy")
-    with pytest.raises(T.TrainingError, match=r"loss is nan at step 4.*step-000004"):
+    with pytest.raises(T.TrainingError, match=r"loss is nan at step 5 .*step-000004"):
         T.train(spec, tmp_path / "run", data=str(dataset["final"]), precision="no")
     latest = checkpoint.RunPaths(tmp_path / "run").latest()
     assert latest is not None and latest.name == "step-000004"
@@ -131,7 +131,7 @@ def test_an_inf_loss_exits_3_through_the_cli(dataset: dict[str, Path], tmp_path:
     )
     assert r.returncode == 3, r.stderr
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
-    assert "loss is inf at step 0" in line and "none (no checkpoint was written yet)" in line
+    assert "loss is inf at step 1 " in line and "none (no checkpoint was written yet)" in line
     assert not (tmp_path / "run" / "final").exists() and not list(
         (tmp_path / "run").glob("checkpoints/step-*")
     )
