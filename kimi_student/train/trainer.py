@@ -348,8 +348,8 @@ def _micro_step(s: Session, batch: dict[str, Any], step: int) -> tuple[torch.Ten
     loss, parts = compute_loss(logits.float(), batch, s.config.loss, teacher_logits)
     if not torch.isfinite(loss):
         raise TrainingError(
-            f"loss is {float(loss.detach())} at step {step + 1} (as train_log.jsonl counts); stopped. The last good checkpoint is "
-            f"{s.paths.latest() or 'none (no checkpoint was written yet)'}"
+            f"loss is {float(loss.detach())} at step {step + 1} (as train_log.jsonl counts); stopped. "
+            f"The last good checkpoint is {s.paths.latest() or 'none (no checkpoint was written yet)'}"
         )
     s.accelerator.backward(loss / s.config.grad_accum)
     if s.accelerator.sync_gradients and s.config.grad_clip:
