@@ -109,18 +109,36 @@ def train_cmd(
         str, typer.Option(help="auto (bf16 only where the hardware has it), bf16, fp16, no.")
     ] = "auto",
     limit: Annotated[int | None, typer.Option(min=1, help="Use only the first N examples.")] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Discard an unfinished run's checkpoints and log in --out and start over "
+            "(a finished run, with final/, is refused).",
+        ),
+    ] = False,
 ) -> None:
     """Train a student with the config's losses; resumes from the run folder's latest checkpoint.
 
     The final checkpoint (out/final) is an HF Llama folder that AutoModelForCausalLM loads.
     A non-finite loss stops the run with exit code 3 and keeps the last good checkpoint.
+    A checkpoint that does not match its sealed manifest, or a run folder with a log but nothing to
+    resume from, is refused with exit code 2 (--fresh starts over).
     """
     from kimi_student.models.student import load_spec
-    from kimi_student.train.trainer import TrainingError, train
+    from kimi_student.train.checkpoint import RunPaths, discard
+    from kimi_student.train.config import TrainConfig
+    from kimi_student.train.trainer import PRECISIONS, TrainingError, train
 
     if data is None and kd is None:
         fail("train needs --data and/or --kd")
+    if precision not in PRECISIONS:
+        fail(f"--precision: unknown {precision!r} (known: {', '.join(PRECISIONS)})")
     spec = load_spec(config, size)
+    if fresh:
+        TrainConfig.from_spec(spec, max_steps=max_steps)  # a bad config is refused before anything goes
+        for gone in discard(RunPaths(out)):
+            typer.echo(f"--fresh: discarded {gone}", err=True)
     try:
         res = train(
             spec,

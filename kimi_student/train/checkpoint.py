@@ -1,15 +1,21 @@
 """A training run's folder and its checkpoints: save, verify and resume.
 
-A checkpoint is an HF model folder plus the training state (optimizer, data-stream position, loss log,
-torch RNG) and a sha256 manifest, published by renaming a temp folder so a reader never sees half of one.
-Resuming from it reproduces the uninterrupted run exactly; a checkpoint that differs from its manifest
-is refused (ManifestError, exit code 2).
+A checkpoint is an HF model folder (safetensors weights) plus the training state (train.state:
+safetensors + JSON, never a pickle) and a sealed manifest (train.checkpoint_manifest), published by
+renaming a temp folder so a reader never sees half of one. Resuming from it reproduces the uninterrupted
+run exactly.
+
+Everything in a run folder is untrusted input: `checkpoints/LATEST` must name a `step-NNNNNN` folder inside
+`checkpoints/`, the checkpoint must match its sealed manifest, and a folder that holds a log but nothing to
+resume from is refused instead of silently restarted (which would truncate the log). Each refusal is one
+ManifestError line (exit code 2); `--fresh` (`discard`) starts an unfinished run over.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +23,16 @@ from typing import Any
 
 import torch
 
+from kimi_student.errors import InputError
 from kimi_student.jsonl import atomic_writer
-from kimi_student.manifest import verify_digests, write_digests
+from kimi_student.manifest import ManifestError, write_digests
 from kimi_student.models.student import save_checkpoint
+from kimi_student.train import checkpoint_manifest
+from kimi_student.train.checkpoint_manifest import FRESH
 from kimi_student.train.examples import ExampleStream
+from kimi_student.train.state import TrainState, read_state, write_state
+
+_STEP = re.compile(r"step-\d{6}")
 
 
 @dataclass
@@ -42,22 +54,29 @@ class RunPaths:
         return self.root / "final"
 
     def latest(self) -> Path | None:
+        """The checkpoint folder LATEST names; None without a LATEST. A LATEST that is not a plain file
+        naming an existing `step-NNNNNN` folder inside checkpoints/ (no `..`, no absolute path, no
+        symlink) is a ManifestError."""
         marker = self.checkpoints / "LATEST"
-        if not marker.is_file():
+        if not marker.exists() and not marker.is_symlink():
             return None
-        p = self.checkpoints / marker.read_text().strip()
-        return p if (p / "state.pt").is_file() else None
-
-
-@dataclass
-class Resumed:
-    """What a checkpoint restores besides the model: the step to go on from and the training state."""
-
-    step: int
-    optimizer: dict[str, Any]
-    stream: dict[str, int]
-    history: list[dict[str, Any]]
-    torch_rng: torch.Tensor
+        if marker.is_symlink() or not marker.is_file():
+            raise ManifestError(marker, "not a regular file")
+        with open(marker, "rb") as fh:
+            raw = fh.read(64)
+        name = raw.decode("utf-8", "replace").strip()
+        if not _STEP.fullmatch(name):
+            raise ManifestError(
+                marker, f"names {name[:40]!r}, not a checkpoint folder step-NNNNNN inside {self.checkpoints}"
+            )
+        folder = self.checkpoints / name
+        if folder.is_symlink():
+            raise ManifestError(marker, f"names {name}, which is a symlink")
+        if not folder.is_dir():
+            raise ManifestError(marker, f"names {name}, which does not exist; {FRESH}")
+        if not folder.resolve().is_relative_to(self.root.resolve()):
+            raise ManifestError(marker, f"names {name}, which resolves outside the run folder {self.root}")
+        return folder
 
 
 def save(
@@ -68,23 +87,19 @@ def save(
     stream: ExampleStream,
     history: list[dict[str, Any]],
     tokenizer_folder: Path,
+    config_sha256: str,
     keep: int = 2,
 ) -> Path:
     """A checkpoint of the (unwrapped) model and the training state; only the newest `keep` stay."""
     name = f"step-{step:06d}"
     dest = paths.checkpoints / name
+    for stale in paths.checkpoints.glob(".step-*.tmp"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = paths.checkpoints / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     save_checkpoint(model, tokenizer_folder, tmp / "model")
-    state = {
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "stream": stream.state(),
-        "history": history,
-        "torch_rng": torch.get_rng_state(),
-    }
-    torch.save(state, tmp / "state.pt")
-    write_digests(tmp)
+    state = TrainState(step, optimizer.state_dict(), stream.state(), history, torch.get_rng_state())
+    write_state(tmp, state)
+    checkpoint_manifest.write(tmp, step, config_sha256)
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     with atomic_writer(paths.checkpoints / "LATEST") as fh:
@@ -101,21 +116,62 @@ def save_final(paths: RunPaths, model: Any, tokenizer_folder: Path) -> Path:
     return final
 
 
-def verify(folder: Path) -> None:
-    """Every file of the checkpoint still has the sha256 its manifest recorded."""
-    verify_digests(folder, "checkpoint")
+def verify(folder: Path, config_sha256: str | None = None) -> int:
+    """The checkpoint's step, once every file matches its sealed manifest (and, given, the config)."""
+    return checkpoint_manifest.verify(folder, config_sha256)
 
 
-def load(folder: Path) -> tuple[Any, Resumed]:
-    """The checkpoint's model (fp32) and training state, once its files match the manifest."""
+def resume_point(paths: RunPaths) -> Path | None:
+    """The checkpoint to resume from (`load` verifies it), or None for a new run. A folder with a log or
+    checkpoints but no LATEST is refused: restarting would truncate its log."""
+    latest = paths.latest()
+    if latest is not None:
+        return latest
+    leftovers = paths.checkpoints.is_dir() and any(paths.checkpoints.iterdir())
+    if paths.final.exists():
+        raise ManifestError(
+            paths.final,
+            "the run is finished and has no checkpoint to resume from: choose another --out to train again",
+        )
+    if paths.log.exists() or paths.log.is_symlink() or leftovers:
+        raise ManifestError(
+            paths.log if paths.log.exists() else paths.checkpoints,
+            f"an unfinished run without a checkpoint to resume from ({paths.checkpoints / 'LATEST'} is "
+            f"missing); {FRESH}",
+        )
+    return None
+
+
+def discard(paths: RunPaths) -> list[Path]:
+    """`--fresh`: what an unfinished run left (checkpoints/, the log) is removed and returned; a finished
+    run (final/) is refused, never discarded."""
+    if paths.final.exists() or paths.final.is_symlink():
+        raise InputError(paths.final, None, "--fresh", "the run is finished; choose another --out")
+    gone = []
+    if paths.checkpoints.is_symlink() or paths.checkpoints.is_file():
+        paths.checkpoints.unlink()
+        gone.append(paths.checkpoints)
+    elif paths.checkpoints.is_dir():
+        shutil.rmtree(paths.checkpoints)
+        gone.append(paths.checkpoints)
+    if paths.log.exists() or paths.log.is_symlink():
+        paths.log.unlink()
+        gone.append(paths.log)
+    return gone
+
+
+def load(folder: Path, config_sha256: str | None = None) -> tuple[Any, TrainState]:
+    """The checkpoint's model (fp32, from safetensors only) and training state, once verified."""
     from transformers import AutoModelForCausalLM
 
-    verify(folder)
-    state = torch.load(folder / "state.pt", weights_only=False)
-    model = AutoModelForCausalLM.from_pretrained(str(folder / "model"), dtype=torch.float32)
-    return model, Resumed(
-        state["step"], state["optimizer"], state["stream"], state["history"], state["torch_rng"]
+    step = verify(folder, config_sha256)
+    state = read_state(folder)
+    if state.step != step:
+        raise ManifestError(folder / "state.json", f"step {state.step}, but the checkpoint is step {step}")
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder / "model"), dtype=torch.float32, use_safetensors=True
     )
+    return model, state
 
 
 def restart_log(paths: RunPaths, history: list[dict[str, Any]]) -> None:

@@ -10,11 +10,12 @@ misspelt key would otherwise be ignored and the run would silently use the defau
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from kimi_student.errors import InputError
+from kimi_student.fingerprint import sha256_json
 from kimi_student.models.student import StudentSpec
 
 PROCESS_KINDS = ("tool_name", "json_args", "integration")  # the spans train.examples.process_spans finds
@@ -86,6 +87,15 @@ class TrainConfig:
         weights = raw.get("process_weights") or {}
         _check_keys(None, weights, "train.process_weights", spec.source, PROCESS_KINDS)
         return cls(**raw)
+
+    def resume_sha256(self, spec: StudentSpec) -> str:
+        """What a checkpoint is sealed to: the student (architecture, init, tokenizer) and every setting
+        but `max_steps` (a run may be extended) and `precision` (not read by the trainer). Resuming under
+        another config is refused rather than silently mixing two recipes."""
+        train = {k: v for k, v in asdict(self).items() if k not in ("max_steps", "precision")}
+        return sha256_json(
+            {"arch": spec.arch, "init": spec.init, "tokenizer": spec.tokenizer, "train": train}
+        )
 
     def seq_len_at(self, step: int) -> int:
         for stage in self.seq_curriculum:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from kimi_student.backends.hf import load_causal_lm, resolve_teacher_folder
-from kimi_student.errors import KimiStudentError
+from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.models.student import StudentSpec, build_student, resolve_tokenizer_folder
 from kimi_student.train import checkpoint
 from kimi_student.train import losses as L
@@ -36,8 +36,14 @@ class TrainingError(KimiStudentError):
     """The run itself failed (a non-finite loss): exit code 3."""
 
 
+PRECISIONS = ("auto", "bf16", "fp16", "no")
+
+
 def pick_precision(requested: str = "auto") -> str:
-    """bf16 autocast only where the CPU/GPU really has bf16 (on AVX2-only CPUs it is ~12x slower)."""
+    """bf16 autocast only where the CPU/GPU really has bf16 (on AVX2-only CPUs it is ~12x slower). An
+    unknown name is refused: it would otherwise train in fp32 without a word."""
+    if requested not in PRECISIONS:
+        raise InputError(None, None, "precision", f"unknown {requested!r} (known: {', '.join(PRECISIONS)})")
     if requested != "auto":
         return requested
     if torch.cuda.is_available():
@@ -163,6 +169,7 @@ class Session:
             self.stream,
             self.history,
             self.tokenizer_folder,
+            self.config.resume_sha256(self.spec),
             self.config.keep_checkpoints,
         )
 
@@ -234,6 +241,7 @@ def _setup(
     from transformers import AutoTokenizer
 
     precision = pick_precision(requested_precision)
+    latest = checkpoint.resume_point(paths)  # before anything is written
     accelerator = Accelerator(
         mixed_precision=precision if precision in ("bf16", "fp16") else "no",
         gradient_accumulation_steps=config.grad_accum,
@@ -243,13 +251,12 @@ def _setup(
     tokenizer_folder = _tokenizer_folder(spec)
     builder = ExampleBuilder(AutoTokenizer.from_pretrained(str(tokenizer_folder)), config.process_weights)
     examples = load_examples(builder, data, kd, limit, system=config.system_prompt)
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    latest = paths.latest()
     resumed = None
     if latest is None:
         model = build_student(spec, seed=config.seed)
     else:
-        model, resumed = checkpoint.load(latest)
+        model, resumed = checkpoint.load(latest, config.resume_sha256(spec))
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
     teacher_model = _load_teacher(teacher, model.config.vocab_size) if teacher else None
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)

@@ -12,7 +12,18 @@ PKG = Path(__file__).resolve().parents[2] / "kimi_student"
 
 # The ground floor: modules of the package root that everything may use (and `kimi_student` itself).
 CORE = frozenset(
-    {"", "errors", "fingerprint", "jsonl", "numbers", "privacy", "tokenizer", "manifest", "resources"}
+    {
+        "",
+        "errors",
+        "fingerprint",
+        "integrity",
+        "jsonl",
+        "numbers",
+        "privacy",
+        "tokenizer",
+        "manifest",
+        "resources",
+    }
 )
 # Bottom to top: the rooms (subpackages, and "core") of each layer.
 LAYERS: tuple[frozenset[str], ...] = tuple(
