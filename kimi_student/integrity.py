@@ -70,6 +70,8 @@ def _key(create: bool) -> bytes | None:
         return _read_key_file(path)
     except FileNotFoundError:
         return _create_key_file(path) if create else None
+    except OSError as e:  # a symlink (not followed), a folder, no permission
+        raise IntegrityError(f"{path}: cannot read the run key ({e.strerror})") from None
 
 
 def _parse(text: str, where: object) -> bytes:
