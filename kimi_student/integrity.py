@@ -42,6 +42,12 @@ def key_path() -> Path:
     return root / "kimi-student" / "run.key"
 
 
+def ensure_key() -> None:
+    """The key is usable now (the key file made if missing): a long run that will seal fails at its start,
+    not at its first checkpoint."""
+    _key(create=True)
+
+
 def seal(identity: str, payload: bytes) -> str:
     """The hex HMAC-SHA256 of `payload` as `identity`; creates the key file on first use."""
     return _mac(_key(create=True), identity, payload)

@@ -5,8 +5,8 @@ under `accelerate launch` on many GPUs and nodes.
 from, the optional in-process teacher, AdamW), loop, save. Per step: pick the sequence length from the
 curriculum, pack a batch, run the student (and the teacher, if any), combine the configured losses,
 accumulate, clip, step AdamW and the cosine schedule. Checkpoints (train.checkpoint) carry the model,
-optimizer, data-stream state and loss log with a sha256 manifest; resuming from one reproduces the
-uninterrupted loss curve exactly.
+optimizer, data-stream state and loss log (safetensors + JSON, no pickle) with a sealed manifest; resuming
+from one reproduces the uninterrupted loss curve exactly, and a run folder that does not check is refused.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import torch
 
 from kimi_student.backends.hf import load_causal_lm, resolve_teacher_folder
 from kimi_student.errors import InputError, KimiStudentError
+from kimi_student.integrity import ensure_key
 from kimi_student.models.student import StudentSpec, build_student, resolve_tokenizer_folder
 from kimi_student.train import checkpoint
 from kimi_student.train import losses as L
@@ -242,6 +243,8 @@ def _setup(
 
     precision = pick_precision(requested_precision)
     latest = checkpoint.resume_point(paths)  # before anything is written
+    if config.checkpoint_every and config.checkpoint_every < config.max_steps:
+        ensure_key()  # checkpoints will be sealed
     accelerator = Accelerator(
         mixed_precision=precision if precision in ("bf16", "fp16") else "no",
         gradient_accumulation_steps=config.grad_accum,

@@ -310,11 +310,14 @@ def test_gradient_accumulation_is_one_step_over_the_bigger_batch(
     w = {}
     for name, over in runs.items():
         T.train(
-            load_spec(_config(tmp_path, **one, **over), "toy"), tmp_path / name, data=str(dataset["final"])
+            load_spec(_config(tmp_path, **one, **over), "toy"),
+            tmp_path / name,
+            data=str(dataset["final"]),
+            precision="no",
         )
         w[name] = _weights(tmp_path / name)
     spec = load_spec(_config(tmp_path, **{**one, "max_steps": 2, "min_lr_ratio": 1.0}, batch_size=1), "toy")
-    T.train(spec, tmp_path / "two_steps", data=str(dataset["final"]))
+    T.train(spec, tmp_path / "two_steps", data=str(dataset["final"]), precision="no")
     w["two_steps"] = _weights(tmp_path / "two_steps")
     same, further = _mean_abs_diff(w["batch2"], w["accum2"]), _mean_abs_diff(w["batch2"], w["two_steps"])
     assert same < further / 50, (same, further)
@@ -323,7 +326,7 @@ def test_gradient_accumulation_is_one_step_over_the_bigger_batch(
 
 def test_each_step_follows_the_schedule_and_the_curriculum(dataset: dict[str, Path], tmp_path: Path) -> None:
     spec = load_spec(_config(tmp_path, max_steps=7, checkpoint_every=0), "toy")
-    T.train(spec, tmp_path / "run", data=str(dataset["final"]))
+    T.train(spec, tmp_path / "run", data=str(dataset["final"]), precision="no")
     config = TrainConfig.from_spec(spec)
     log = _log(tmp_path / "run")
     assert [h["lr"] for h in log] == [config.lr_at(s) for s in range(7)]
@@ -337,8 +340,8 @@ def test_the_progress_bar_shows_steps_loss_and_speed(
     dataset: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     spec = load_spec(_config(tmp_path, max_steps=3, checkpoint_every=0), "toy")
-    T.train(spec, tmp_path / "run", data=str(dataset["final"]), progress=True)
+    T.train(spec, tmp_path / "run", data=str(dataset["final"]), progress=True, precision="no")
     err = capfd.readouterr().err
     assert "train worker" in err and "3/3" in err and "loss=" in err and "tok_s=" in err
-    T.train(spec, tmp_path / "quiet", data=str(dataset["final"]), progress=False)
+    T.train(spec, tmp_path / "quiet", data=str(dataset["final"]), progress=False, precision="no")
     assert "train worker" not in capfd.readouterr().err

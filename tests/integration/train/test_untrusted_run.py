@@ -42,7 +42,7 @@ def base(dataset: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     """An unfinished run: 4 of 6 steps logged, the checkpoint at step 3 named by LATEST, no final/."""
     tmp = tmp_path_factory.mktemp("untrusted")
     cfg = _config(tmp, max_steps=6, checkpoint_every=3)
-    T.train(load_spec(cfg, "toy"), tmp / "run", data=str(dataset["final"]), stop_after=4)
+    T.train(load_spec(cfg, "toy"), tmp / "run", data=str(dataset["final"]), stop_after=4, precision="no")
     assert (tmp / "run" / "checkpoints" / "LATEST").read_text() == STEP
     assert not (tmp / "run" / "final").exists()
     return {"cfg": cfg, "run": tmp / "run", "data": dataset["final"]}
