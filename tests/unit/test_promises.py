@@ -44,6 +44,12 @@ PROMISES: dict[str, list[str]] = {
         "tests/unit/eval/score/test_call_match.py::test_match_calls_of_an_item",
         "tests/unit/eval/score/test_call_match.py::test_underscore_spelling_only_where_it_names_one_tool",
     ],
+    "checkpoints-untrusted": [
+        IT + "test_untrusted_run.py::test_a_tampered_run_folder_exits_2_with_one_line_and_changes_nothing",
+        IT + "test_untrusted_run.py::test_a_checkpoint_sealed_with_another_key_is_refused",
+        IT + "test_untrusted_run.py::test_a_checkpoint_of_another_config_is_refused",
+        "tests/unit/train/test_state.py::test_a_pickle_in_place_of_the_state_is_refused_and_never_run",
+    ],
     "trainer-schedule": [
         "tests/unit/train/test_schedule.py::test_lr_at",
         "tests/unit/train/test_schedule.py::test_seq_len_at",
