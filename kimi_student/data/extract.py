@@ -53,17 +53,28 @@ def extract_items(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dic
 
 
 def _extract(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str, Any]]:
+    fields = _fields_by_text(list(dict.fromkeys(it["teacher_text"] for it in items)), tok)
+    taken: set[str] = set()
     out = []
-    known: dict[str, dict[str, Any]] = {}
-    for lo in range(0, len(items), BATCH):
-        chunk = items[lo : lo + BATCH]
-        for it, offs in zip(chunk, tok.offsets_batch([it["teacher_text"] for it in chunk])):
-            text = it["teacher_text"]
-            fields = known.get(text)
-            if fields is None:
-                fields = known[text] = _span_fields(text, offs)
-            meta = dict(it["metadata"])
-            for k, v in fields.items():  # each item its own lists
-                meta[k] = [list(x) for x in v] if isinstance(v, list) else v
-            out.append({**it, "metadata": meta})
+    for it in items:
+        text, meta = it["teacher_text"], dict(it["metadata"])
+        if text in taken:  # each item its own lists: the first takes them, a repeat gets copies
+            meta.update(
+                (k, [list(x) for x in v] if isinstance(v, list) else v) for k, v in fields[text].items()
+            )
+        else:
+            taken.add(text)
+            meta.update(fields[text])
+        out.append({**it, "metadata": meta})
+    return out
+
+
+def _fields_by_text(texts: list[str], tok: TokenizerHandle) -> dict[str, dict[str, Any]]:
+    """The span fields of each distinct text, encoded BATCH at a time (the next batches while this
+    one is worked out)."""
+    batches = [texts[lo : lo + BATCH] for lo in range(0, len(texts), BATCH)]
+    out: dict[str, dict[str, Any]] = {}
+    for batch, offsets in zip(batches, tok.offsets_ahead(batches)):
+        for text, offs in zip(batch, offsets):
+            out[text] = _span_fields(text, offs)
     return out
