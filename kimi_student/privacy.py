@@ -132,11 +132,15 @@ def urls(text: str) -> list[str]:
 
 
 def privacy_violations(prompt: str, texts: list[str]) -> list[str]:
-    """Why `texts` (output and tool arguments) leak: PII the prompt did not contain, or a URL off the allowlist."""
-    allowed = pii_values(prompt)
+    """Why `texts` (output and tool arguments) leak: PII the prompt did not contain, or a URL off the allowlist.
+    The prompt (often the longest text) is scanned only once a text holds PII to hold it against."""
+    allowed: set[tuple[str, str]] | None = None
     out: list[str] = []
     for t in texts:
-        for kind, val in sorted(pii_values(t) - allowed):
-            out.append(f"{kind} not in prompt: {val}")
+        found = pii_values(t)
+        if found:
+            if allowed is None:
+                allowed = pii_values(prompt)
+            out.extend(f"{kind} not in prompt: {val}" for kind, val in sorted(found - allowed))
         out.extend(f"url not allowlisted: {u}" for u in urls(t) if not url_allowed(u))
     return out

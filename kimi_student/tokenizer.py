@@ -88,9 +88,19 @@ class TokenizerHandle:
         this one (see `encoded_ahead`)."""
         return encoded_ahead(self.offsets_batch, batches)
 
-    def ids_ahead(self, batches: Iterable[list[str]]) -> Iterator[list[list[int]]]:
-        """`ids_batch` of each batch in turn, the next batches encoded while the caller works on this one."""
-        return encoded_ahead(self.ids_batch, batches)
+    def ids_each(self, texts: list[str], batch: int = 512) -> Iterator[list[int]]:
+        """The token ids of each text in turn (no special tokens). Each distinct text is encoded once, the
+        same list for each of its repeats (do not change it), `batch` texts at a time, the next batches
+        while the caller works on this one (see `encoded_ahead`)."""
+        uniq = list(dict.fromkeys(texts))
+        batches = [uniq[lo : lo + batch] for lo in range(0, len(uniq), batch)]
+        encoded = zip(batches, encoded_ahead(self.ids_batch, batches))
+        ids_of: dict[str, list[int]] = {}
+        for text in texts:
+            while text not in ids_of:  # texts come in the order their batches were made
+                done, ids = next(encoded)
+                ids_of.update(zip(done, ids))
+            yield ids_of[text]
 
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False)
