@@ -40,12 +40,15 @@ def normalize_text(text: str) -> str:
     return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), built once
+
+
 def format_call(name: str, arguments: dict[str, Any]) -> str:
-    return CALL_OPEN + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False) + CALL_CLOSE
+    return CALL_OPEN + _ENCODER.encode({"name": name, "arguments": arguments}) + CALL_CLOSE
 
 
 def format_response(result: dict[str, Any]) -> str:
-    return RESP_OPEN + json.dumps(result, ensure_ascii=False) + RESP_CLOSE
+    return RESP_OPEN + _ENCODER.encode(result) + RESP_CLOSE
 
 
 @dataclass
