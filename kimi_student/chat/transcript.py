@@ -203,8 +203,20 @@ def char_to_byte_offsets(text: str) -> list[int]:
     return out
 
 
-def to_byte_spans(text: str, spans: list[tuple[int, int]]) -> list[list[int]]:
+def byte_offsets(text: str, positions: list[int]) -> dict[int, int]:
+    """UTF-8 byte offset of each character position (a lone surrogate counts 3 bytes, as in
+    `char_to_byte_offsets`), encoding only the text between the positions asked for."""
     if text.isascii():
-        return [[s, e] for s, e in spans]
-    table = char_to_byte_offsets(text)
+        return {p: p for p in positions}
+    out: dict[int, int] = {}
+    at = n = 0
+    for p in sorted(set(positions)):
+        n += len(text[at:p].encode("utf-8", "surrogatepass"))
+        at = p
+        out[p] = n
+    return out
+
+
+def to_byte_spans(text: str, spans: list[tuple[int, int]]) -> list[list[int]]:
+    table = byte_offsets(text, [p for span in spans for p in span])
     return [[table[s], table[e]] for s, e in spans]

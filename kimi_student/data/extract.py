@@ -5,25 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kimi_student.chat.transcript import parse_transcript
+from kimi_student.chat.transcript import byte_offsets, parse_transcript
 from kimi_student.jsonl import gc_paused
 from kimi_student.tokenizer import TokenizerHandle, token_range
 
 BATCH = 512
-
-
-def byte_offsets(text: str, positions: list[int]) -> dict[int, int]:
-    """UTF-8 byte offset of each character position (a lone surrogate counts 3 bytes, as in
-    `char_to_byte_offsets`), encoding only the text between the positions asked for."""
-    if text.isascii():
-        return {p: p for p in positions}
-    out: dict[int, int] = {}
-    at = n = 0
-    for p in sorted(set(positions)):
-        n += len(text[at:p].encode("utf-8", "surrogatepass"))
-        at = p
-        out[p] = n
-    return out
 
 
 def _spans(
