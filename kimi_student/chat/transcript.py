@@ -170,7 +170,7 @@ def _top_level(body: str) -> dict[str, tuple[int, int]]:
 def integration_spans(text: str, start: int = 0, cap: int = SPAN_CAP) -> list[tuple[int, int]]:
     """Sentences beginning with `Integration:` after `start`; each ends at a newline or the next one."""
     spans: list[tuple[int, int]] = []
-    starts = [m.start() for m in _SPAN_START.finditer(text, start)]
+    starts = _span_starts(text, start)
     for i, s in enumerate(starts[:cap]):
         stop = text.find("\n", s)
         stop = len(text) if stop < 0 else stop
@@ -183,11 +183,38 @@ def integration_spans(text: str, start: int = 0, cap: int = SPAN_CAP) -> list[tu
     return spans
 
 
+def _span_starts(text: str, start: int) -> list[int]:
+    """Where `_SPAN_START` matches from `start` on: each `Integration:` at the very beginning, after a
+    newline or after a sentence end and a space. Found with str.find; the pattern, led by lookbehinds,
+    was tried at every character."""
+    out = []
+    at = text.find(INTEGRATION, start)
+    while at >= 0:
+        if at == 0 or text[at - 1] == "\n" or (at >= 2 and text[at - 1] == " " and text[at - 2] in ".!?"):
+            out.append(at)
+        at = text.find(INTEGRATION, at + 1)
+    return out
+
+
+def _last_block_end(text: str) -> int:
+    """Where the last match of `_CALL` or `_RESP` ends (0 if none): a block runs from its opening tag to
+    the first closing tag after it or to the end of the text. Found with str.find; the patterns' lazy
+    `.*?` tried the closing tag at every character."""
+    last = 0
+    for open_, close in ((CALL_OPEN, CALL_CLOSE), (RESP_OPEN, RESP_CLOSE)):
+        at = text.find(open_)
+        while at >= 0:
+            stop = text.find(close, at + len(open_))
+            end = len(text) if stop < 0 else stop + len(close)
+            last = max(last, end)
+            at = text.find(open_, end)
+    return last
+
+
 def parse_transcript(text: str) -> Transcript:
     calls = [_parse_call(m) for m in _CALL.finditer(text)]
     # The final answer starts after the last tool call or tool response.
-    ends = [m.end() for rx in (_RESP, _CALL) for m in rx.finditer(text)]
-    answer_start = max(ends, default=0)
+    answer_start = _last_block_end(text)
     return Transcript(text, calls, answer_start, integration_spans(text, answer_start))
 
 

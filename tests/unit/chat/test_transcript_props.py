@@ -7,6 +7,7 @@ import json
 import pytest
 from hypothesis import strategies as st
 
+from kimi_student.chat import transcript
 from kimi_student.chat.transcript import CALL_CLOSE, CALL_OPEN, parse_transcript
 from tests.props import tiers
 
@@ -100,3 +101,21 @@ def test_a_name_inside_the_arguments_is_not_the_tool_name() -> None:
     (c,) = parse_transcript(text).calls
     assert text[c.name_span[0] : c.name_span[1]] == "read_file"
     assert json.loads(text[c.args_span[0] : c.args_span[1]]) == {"name": "foo", "arguments": 1}
+
+
+def check_find_scans_match_the_patterns(text: str, start: int) -> None:
+    """The str.find scans find what the block and span-start patterns find (they replaced them for speed)."""
+    start = min(start, len(text))
+    ends = [m.end() for rx in (transcript._RESP, transcript._CALL) for m in rx.finditer(text)]
+    assert transcript._last_block_end(text) == max(ends, default=0)
+    assert transcript._span_starts(text, start) == [
+        m.start() for m in transcript._SPAN_START.finditer(text, start)
+    ]
+
+
+span_pieces = st.sampled_from(["Integration:", "Integration", ". ", "! ", "? ", ".", " ", "\n", "x"])
+test_find_scans_match_the_patterns, test_find_scans_match_the_patterns_many = tiers(
+    check_find_scans_match_the_patterns,
+    text=st.one_of(any_text, st.lists(st.one_of(pieces, span_pieces, any_text), max_size=12).map("".join)),
+    start=st.integers(0, 320),
+)
