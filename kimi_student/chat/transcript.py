@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +21,7 @@ RESP_OPEN, RESP_CLOSE = "<tool_response>", "</tool_response>"
 INTEGRATION = "Integration:"
 SPAN_CAP = 3
 
-_CALL = re.compile(re.escape(CALL_OPEN) + r"(.*?)(?:" + re.escape(CALL_CLOSE) + r"|\Z)", re.S)
 _RESP = re.compile(re.escape(RESP_OPEN) + r"(.*?)(?:" + re.escape(RESP_CLOSE) + r"|\Z)", re.S)
-_SPAN_START = re.compile(r"(?:^|(?<=\n)|(?<=[.!?] ))" + re.escape(INTEGRATION))
 _WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 
 
@@ -79,8 +77,13 @@ class Transcript:
         is the harness's only where it follows that call with nothing but whitespace between and its JSON
         equals that result (key order aside); any other block the model wrote itself, and it stays.
         Without, every block goes (gold text, whose responses the generator wrote)."""
-        if replies is None:
-            return _RESP.sub("", self.text)
+        if replies is None:  # _RESP.sub("", text)
+            kept, pos = [], 0
+            for start, end, _ in _blocks(self.text, RESP_OPEN, RESP_CLOSE):
+                kept.append(self.text[pos:start])
+                pos = end
+            kept.append(self.text[pos:])
+            return "".join(kept)
         pieces, pos = [], 0
         for call, reply in zip(self.calls, replies):
             if reply is None:
@@ -100,11 +103,10 @@ def _json_equals(text: str, value: Any) -> bool:
         return False
 
 
-def _parse_call(m: re.Match[str]) -> ParsedCall:
-    body_start = m.start(1)
-    body = m.group(1)
-    closed = m.group(0).endswith(CALL_CLOSE)
-    call = ParsedCall(m.start(), m.end(), None, None, None, None, None)
+def _parse_call(text: str, start: int, end: int, closed: bool) -> ParsedCall:
+    body_start = start + len(CALL_OPEN)
+    body = text[body_start : end - len(CALL_CLOSE) if closed else end]
+    call = ParsedCall(start, end, None, None, None, None, None)
     if not closed:
         call.error = "unterminated <tool_call>"
     try:
@@ -184,9 +186,9 @@ def integration_spans(text: str, start: int = 0, cap: int = SPAN_CAP) -> list[tu
 
 
 def _span_starts(text: str, start: int) -> list[int]:
-    """Where `_SPAN_START` matches from `start` on: each `Integration:` at the very beginning, after a
-    newline or after a sentence end and a space. Found with str.find; the pattern, led by lookbehinds,
-    was tried at every character."""
+    """Each `Integration:` from `start` on at the very beginning, after a newline or after a sentence end
+    and a space: what `(?:^|(?<=\n)|(?<=[.!?] ))Integration:` finds, found with str.find (the pattern,
+    led by lookbehinds, was tried at every character)."""
     out = []
     at = text.find(INTEGRATION, start)
     while at >= 0:
@@ -196,25 +198,23 @@ def _span_starts(text: str, start: int) -> list[int]:
     return out
 
 
-def _last_block_end(text: str) -> int:
-    """Where the last match of `_CALL` or `_RESP` ends (0 if none): a block runs from its opening tag to
-    the first closing tag after it or to the end of the text. Found with str.find; the patterns' lazy
-    `.*?` tried the closing tag at every character."""
-    last = 0
-    for open_, close in ((CALL_OPEN, CALL_CLOSE), (RESP_OPEN, RESP_CLOSE)):
-        at = text.find(open_)
-        while at >= 0:
-            stop = text.find(close, at + len(open_))
-            end = len(text) if stop < 0 else stop + len(close)
-            last = max(last, end)
-            at = text.find(open_, end)
-    return last
+def _blocks(text: str, open_: str, close: str) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, closed) of each block as `_RESP` (or the same pattern for calls) matches it: from an
+    opening tag to the first closing tag after it, or to the end of the text where none follows (closed
+    False). Found with str.find; the pattern's lazy `.*?` tried the closing tag at every character."""
+    at = text.find(open_)
+    while at >= 0:
+        stop = text.find(close, at + len(open_))
+        end = len(text) if stop < 0 else stop + len(close)
+        yield at, end, stop >= 0
+        at = text.find(open_, end)
 
 
 def parse_transcript(text: str) -> Transcript:
-    calls = [_parse_call(m) for m in _CALL.finditer(text)]
+    calls = [_parse_call(text, *block) for block in _blocks(text, CALL_OPEN, CALL_CLOSE)]
     # The final answer starts after the last tool call or tool response.
-    answer_start = _last_block_end(text)
+    resp_ends = [end for _, end, _ in _blocks(text, RESP_OPEN, RESP_CLOSE)]
+    answer_start = max([c.end for c in calls] + resp_ends, default=0)
     return Transcript(text, calls, answer_start, integration_spans(text, answer_start))
 
 
