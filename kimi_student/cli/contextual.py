@@ -47,23 +47,24 @@ def contextual_extract(
 ) -> None:
     """Add UTF-8 byte offsets and token spans of tool names, JSON arguments and integration spans."""
     import os.path
+    from itertools import chain
 
     from kimi_student.data.dataset import read_dataset
-    from kimi_student.data.extract import extract_items
+    from kimi_student.data.extract import extracted
     from kimi_student.jsonl import whole_process_data, write_jsonl
     from kimi_student.tokenizer import load_tokenizer
 
     with whole_process_data():
         header, items = read_dataset(inp)
         tok = load_tokenizer(tokenizer)
-        rows = extract_items(items, tok)
         header = {**header, "tokenizer": tokenizer, "tokenizer_fingerprint": tok.fingerprint}
         if header.get("fixtures_dir"):  # keep pointing at the same fixture folder from the new location
             header["fixtures_dir"] = os.path.relpath(
                 (inp.parent / header["fixtures_dir"]).resolve(), out.parent.resolve()
             )
-        write_jsonl(out, [header, *rows])
-    typer.echo(f"extracted spans for {len(rows)} items with {tokenizer} ({tok.fingerprint[:12]}) -> {out}")
+        # Each row is written as it is worked out, while the tokenizer encodes the next batches.
+        write_jsonl(out, chain([header], extracted(items, tok)))
+    typer.echo(f"extracted spans for {len(items)} items with {tokenizer} ({tok.fingerprint[:12]}) -> {out}")
 
 
 @app.command("verify")

@@ -3,6 +3,7 @@ integration spans, for the tokenizer the student will train with."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from kimi_student.chat.transcript import byte_offsets, parse_transcript
@@ -32,18 +33,25 @@ def _span_fields(text: str, offs: list[tuple[int, int]]) -> dict[str, Any]:
 
 
 def extract_items(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str, Any]]:
-    """Items with span fields added (byte offsets into teacher_text, token [start, end) ranges).
-    The fields are a function of teacher_text alone: a text that repeats is worked out once."""
+    """Items with span fields added (byte offsets into teacher_text, token [start, end) ranges)."""
     with gc_paused():
-        return _extract(items, tok)
+        return list(extracted(items, tok))
 
 
-def _extract(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str, Any]]:
-    fields = _fields_by_text(list(dict.fromkeys(it["teacher_text"] for it in items)), tok)
+def extracted(items: list[dict[str, Any]], tok: TokenizerHandle) -> Iterator[dict[str, Any]]:
+    """Each item with its span fields added, in order, as soon as its text's batch is worked out: a
+    caller that writes them as they come writes while the next batches are encoded. The fields are a
+    function of teacher_text alone: each distinct text is encoded and worked out once, BATCH at a time."""
+    texts = list(dict.fromkeys(it["teacher_text"] for it in items))
+    batches = [texts[lo : lo + BATCH] for lo in range(0, len(texts), BATCH)]
+    encoded = zip(batches, tok.offsets_ahead(batches))
+    fields: dict[str, dict[str, Any]] = {}
     taken: set[str] = set()
-    out = []
     for it in items:
         text, meta = it["teacher_text"], dict(it["metadata"])
+        while text not in fields:  # texts come in the order their batches were made
+            batch, offsets = next(encoded)
+            fields.update((t, _span_fields(t, o)) for t, o in zip(batch, offsets))
         if text in taken:  # each item its own lists: the first takes them, a repeat gets copies
             meta.update(
                 (k, [list(x) for x in v] if isinstance(v, list) else v) for k, v in fields[text].items()
@@ -51,16 +59,4 @@ def _extract(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str
         else:
             taken.add(text)
             meta.update(fields[text])
-        out.append({**it, "metadata": meta})
-    return out
-
-
-def _fields_by_text(texts: list[str], tok: TokenizerHandle) -> dict[str, dict[str, Any]]:
-    """The span fields of each distinct text, encoded BATCH at a time (the next batches while this
-    one is worked out)."""
-    batches = [texts[lo : lo + BATCH] for lo in range(0, len(texts), BATCH)]
-    out: dict[str, dict[str, Any]] = {}
-    for batch, offsets in zip(batches, tok.offsets_ahead(batches)):
-        for text, offs in zip(batch, offsets):
-            out[text] = _span_fields(text, offs)
-    return out
+        yield {**it, "metadata": meta}
