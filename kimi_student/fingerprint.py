@@ -14,10 +14,13 @@ from typing import Any
 
 from kimi_student import __version__
 
+# What json.dumps(obj, sort_keys=True, ...) builds on every call, built once (it keeps no state per call).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
 
 def canonical_json(obj: Any) -> str:
     """One spelling per value: sorted keys, no spaces, UTF-8 kept as is."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(obj)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import os
@@ -55,7 +56,35 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if was:
+            _settle()
             gc.enable()
+
+
+def _settle() -> None:
+    """Move every tracked object into the oldest generation, as if it had survived collections already.
+    The objects a paused block made all sit in the youngest one, so the first collection after it would
+    walk every one of them (a fifth of a second at 10k items) only to promote them; a full collection
+    still frees any of them that turn into garbage. Skipped where a caller has frozen objects of its own
+    (unfreeze would thaw those too)."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
+
+
+@contextmanager
+def whole_process_data() -> Iterator[None]:
+    """For a command that reads or builds a whole dataset and then exits: no collection in the block,
+    and at interpreter exit what is still alive is frozen, so the final collection does not walk the
+    millions of objects the dataset left (nothing here makes cycles worth collecting at exit)."""
+    global _EXIT_FREEZE
+    if not _EXIT_FREEZE:
+        _EXIT_FREEZE = True
+        atexit.register(gc.freeze)
+    with gc_paused():
+        yield
+
+
+_EXIT_FREEZE = False
 
 
 def dumps_line(obj: Any) -> str:

@@ -11,7 +11,9 @@ import json
 import os
 import re
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import chain
@@ -81,8 +83,46 @@ class TokenizerHandle:
         encs = self.tok.encode_batch_fast(uniq, add_special_tokens=False)
         return _spread(texts, uniq, [e.ids for e in encs])
 
+    def offsets_ahead(self, batches: Iterable[list[str]]) -> Iterator[list[list[tuple[int, int]]]]:
+        """`offsets_batch` of each batch in turn, the next batches encoded while the caller works on
+        this one (see `encoded_ahead`)."""
+        return encoded_ahead(self.offsets_batch, batches)
+
+    def ids_each(self, texts: list[str], batch: int = 512) -> Iterator[list[int]]:
+        """The token ids of each text in turn (no special tokens). Each distinct text is encoded once, the
+        same list for each of its repeats (do not change it), `batch` texts at a time, the next batches
+        while the caller works on this one (see `encoded_ahead`)."""
+        uniq = list(dict.fromkeys(texts))
+        batches = [uniq[lo : lo + batch] for lo in range(0, len(uniq), batch)]
+        encoded = zip(batches, encoded_ahead(self.ids_batch, batches))
+        ids_of: dict[str, list[int]] = {}
+        for text in texts:
+            while text not in ids_of:  # texts come in the order their batches were made
+                done, ids = next(encoded)
+                ids_of.update(zip(done, ids))
+            yield ids_of[text]
+
     def decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=False)
+
+
+_AHEAD = 2  # batches encoded ahead of the one the caller holds
+
+
+def encoded_ahead(
+    encode: Callable[[list[str]], list[Any]], batches: Iterable[list[str]]
+) -> Iterator[list[Any]]:
+    """encode(batch) for each batch, in order, computed on one worker thread up to _AHEAD batches ahead.
+    `tokenizers` releases the GIL while it encodes, so the next batches' encoding runs beside the
+    caller's Python work on this one where a core is free; the results are the same either way."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode-ahead") as pool:
+        pending: deque[Future[list[Any]]] = deque()
+        for batch in batches:
+            pending.append(pool.submit(encode, batch))
+            if len(pending) > _AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _spread(texts: list[str], uniq: list[str], values: list[Any]) -> list[Any]:

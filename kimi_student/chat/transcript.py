@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,9 +21,7 @@ RESP_OPEN, RESP_CLOSE = "<tool_response>", "</tool_response>"
 INTEGRATION = "Integration:"
 SPAN_CAP = 3
 
-_CALL = re.compile(re.escape(CALL_OPEN) + r"(.*?)(?:" + re.escape(CALL_CLOSE) + r"|\Z)", re.S)
 _RESP = re.compile(re.escape(RESP_OPEN) + r"(.*?)(?:" + re.escape(RESP_CLOSE) + r"|\Z)", re.S)
-_SPAN_START = re.compile(r"(?:^|(?<=\n)|(?<=[.!?] ))" + re.escape(INTEGRATION))
 _WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 
 
@@ -40,12 +38,15 @@ def normalize_text(text: str) -> str:
     return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), built once
+
+
 def format_call(name: str, arguments: dict[str, Any]) -> str:
-    return CALL_OPEN + json.dumps({"name": name, "arguments": arguments}, ensure_ascii=False) + CALL_CLOSE
+    return CALL_OPEN + _ENCODER.encode({"name": name, "arguments": arguments}) + CALL_CLOSE
 
 
 def format_response(result: dict[str, Any]) -> str:
-    return RESP_OPEN + json.dumps(result, ensure_ascii=False) + RESP_CLOSE
+    return RESP_OPEN + _ENCODER.encode(result) + RESP_CLOSE
 
 
 @dataclass
@@ -78,11 +79,11 @@ class Transcript:
         equals that result (key order aside); any other block the model wrote itself, and it stays.
         Without, every block goes (gold text, whose responses the generator wrote)."""
         text = self._model_text(replies)
-        return text if calls else _CALL.sub("", text)
+        return text if calls else _without_blocks(text, CALL_OPEN, CALL_CLOSE)
 
     def _model_text(self, replies: Sequence[dict[str, Any] | None] | None) -> str:
         if replies is None:
-            return _RESP.sub("", self.text)
+            return _without_blocks(self.text, RESP_OPEN, RESP_CLOSE)
         pieces, pos = [], 0
         for call, reply in zip(self.calls, replies):
             if reply is None:
@@ -102,11 +103,10 @@ def _json_equals(text: str, value: Any) -> bool:
         return False
 
 
-def _parse_call(m: re.Match[str]) -> ParsedCall:
-    body_start = m.start(1)
-    body = m.group(1)
-    closed = m.group(0).endswith(CALL_CLOSE)
-    call = ParsedCall(m.start(), m.end(), None, None, None, None, None)
+def _parse_call(text: str, start: int, end: int, closed: bool) -> ParsedCall:
+    body_start = start + len(CALL_OPEN)
+    body = text[body_start : end - len(CALL_CLOSE) if closed else end]
+    call = ParsedCall(start, end, None, None, None, None, None)
     if not closed:
         call.error = "unterminated <tool_call>"
     try:
@@ -173,7 +173,7 @@ def integration_spans(text: str, start: int = 0, cap: int | None = SPAN_CAP) -> 
     """Sentences beginning with `Integration:` after `start`, the first `cap` of them (all with None);
     each ends at a newline or the next one."""
     spans: list[tuple[int, int]] = []
-    starts = [m.start() for m in _SPAN_START.finditer(text, start)]
+    starts = _span_starts(text, start)
     for i, s in enumerate(starts[:cap]):
         stop = text.find("\n", s)
         stop = len(text) if stop < 0 else stop
@@ -186,11 +186,46 @@ def integration_spans(text: str, start: int = 0, cap: int | None = SPAN_CAP) -> 
     return spans
 
 
+def _span_starts(text: str, start: int) -> list[int]:
+    """Each `Integration:` from `start` on at the very beginning, after a newline or after a sentence end
+    and a space: what `(?:^|(?<=\n)|(?<=[.!?] ))Integration:` finds, found with str.find (the pattern,
+    led by lookbehinds, was tried at every character)."""
+    out = []
+    at = text.find(INTEGRATION, start)
+    while at >= 0:
+        if at == 0 or text[at - 1] == "\n" or (at >= 2 and text[at - 1] == " " and text[at - 2] in ".!?"):
+            out.append(at)
+        at = text.find(INTEGRATION, at + 1)
+    return out
+
+
+def _blocks(text: str, open_: str, close: str) -> Iterator[tuple[int, int, bool]]:
+    """(start, end, closed) of each block as `_RESP` (or the same pattern for calls) matches it: from an
+    opening tag to the first closing tag after it, or to the end of the text where none follows (closed
+    False). Found with str.find; the pattern's lazy `.*?` tried the closing tag at every character."""
+    at = text.find(open_)
+    while at >= 0:
+        stop = text.find(close, at + len(open_))
+        end = len(text) if stop < 0 else stop + len(close)
+        yield at, end, stop >= 0
+        at = text.find(open_, end)
+
+
+def _without_blocks(text: str, open_: str, close: str) -> str:
+    """`text` without its blocks (`_blocks`) of that tag."""
+    kept, pos = [], 0
+    for start, end, _ in _blocks(text, open_, close):
+        kept.append(text[pos:start])
+        pos = end
+    kept.append(text[pos:])
+    return "".join(kept)
+
+
 def parse_transcript(text: str) -> Transcript:
-    calls = [_parse_call(m) for m in _CALL.finditer(text)]
+    calls = [_parse_call(text, *block) for block in _blocks(text, CALL_OPEN, CALL_CLOSE)]
     # The final answer starts after the last tool call or tool response.
-    ends = [m.end() for rx in (_RESP, _CALL) for m in rx.finditer(text)]
-    answer_start = max(ends, default=0)
+    resp_ends = [end for _, end, _ in _blocks(text, RESP_OPEN, RESP_CLOSE)]
+    answer_start = max([c.end for c in calls] + resp_ends, default=0)
     return Transcript(text, calls, answer_start, integration_spans(text, answer_start))
 
 
@@ -206,8 +241,20 @@ def char_to_byte_offsets(text: str) -> list[int]:
     return out
 
 
-def to_byte_spans(text: str, spans: list[tuple[int, int]]) -> list[list[int]]:
+def byte_offsets(text: str, positions: list[int]) -> dict[int, int]:
+    """UTF-8 byte offset of each character position (a lone surrogate counts 3 bytes, as in
+    `char_to_byte_offsets`), encoding only the text between the positions asked for."""
     if text.isascii():
-        return [[s, e] for s, e in spans]
-    table = char_to_byte_offsets(text)
+        return {p: p for p in positions}
+    out: dict[int, int] = {}
+    at = n = 0
+    for p in sorted(set(positions)):
+        n += len(text[at:p].encode("utf-8", "surrogatepass"))
+        at = p
+        out[p] = n
+    return out
+
+
+def to_byte_spans(text: str, spans: list[tuple[int, int]]) -> list[list[int]]:
+    table = byte_offsets(text, [p for span in spans for p in span])
     return [[table[s], table[e]] for s, e in spans]

@@ -24,9 +24,11 @@ def contextual_gen(
     Fixtures go to <out>.fixtures/ beside the dataset; the header points at them.
     """
     from kimi_student.data.contextual import generate, write_dataset
+    from kimi_student.jsonl import whole_process_data
 
-    header, items, fixtures = generate(n, seed)
-    fx_dir = write_dataset(out, header, items, fixtures)
+    with whole_process_data():
+        header, items, fixtures = generate(n, seed)
+        fx_dir = write_dataset(out, header, items, fixtures)
     typer.echo(f"wrote {len(items)} items to {out} and {len(fixtures)} fixtures to {fx_dir}/")
 
 
@@ -45,22 +47,24 @@ def contextual_extract(
 ) -> None:
     """Add UTF-8 byte offsets and token spans of tool names, JSON arguments and integration spans."""
     import os.path
+    from itertools import chain
 
     from kimi_student.data.dataset import read_dataset
-    from kimi_student.data.extract import extract_items
-    from kimi_student.jsonl import write_jsonl
+    from kimi_student.data.extract import extracted
+    from kimi_student.jsonl import whole_process_data, write_jsonl
     from kimi_student.tokenizer import load_tokenizer
 
-    header, items = read_dataset(inp)
-    tok = load_tokenizer(tokenizer)
-    rows = extract_items(items, tok)
-    header = {**header, "tokenizer": tokenizer, "tokenizer_fingerprint": tok.fingerprint}
-    if header.get("fixtures_dir"):  # keep pointing at the same fixture folder from the new location
-        header["fixtures_dir"] = os.path.relpath(
-            (inp.parent / header["fixtures_dir"]).resolve(), out.parent.resolve()
-        )
-    write_jsonl(out, [header, *rows])
-    typer.echo(f"extracted spans for {len(rows)} items with {tokenizer} ({tok.fingerprint[:12]}) -> {out}")
+    with whole_process_data():
+        header, items = read_dataset(inp)
+        tok = load_tokenizer(tokenizer)
+        header = {**header, "tokenizer": tokenizer, "tokenizer_fingerprint": tok.fingerprint}
+        if header.get("fixtures_dir"):  # keep pointing at the same fixture folder from the new location
+            header["fixtures_dir"] = os.path.relpath(
+                (inp.parent / header["fixtures_dir"]).resolve(), out.parent.resolve()
+            )
+        # Each row is written as it is worked out, while the tokenizer encodes the next batches.
+        write_jsonl(out, chain([header], extracted(items, tok)))
+    typer.echo(f"extracted spans for {len(items)} items with {tokenizer} ({tok.fingerprint[:12]}) -> {out}")
 
 
 @app.command("verify")
@@ -80,15 +84,16 @@ def contextual_verify(
     """
     from kimi_student.data.dataset import dataset_fixture_dirs, read_dataset
     from kimi_student.data.verify import verify
-    from kimi_student.jsonl import write_json
+    from kimi_student.jsonl import whole_process_data, write_json
     from kimi_student.tokenizer import load_tokenizer
     from kimi_student.tools.broker import ToolBroker
 
-    header, items = read_dataset(inp)
-    spec = tokenizer or header.get("tokenizer")
-    tok = load_tokenizer(spec) if spec else None
-    rep = verify(header, items, ToolBroker.from_folders(dataset_fixture_dirs(inp, header)), tok)
-    write_json(report, rep)
+    with whole_process_data():
+        header, items = read_dataset(inp)
+        spec = tokenizer or header.get("tokenizer")
+        tok = load_tokenizer(spec) if spec else None
+        rep = verify(header, items, ToolBroker.from_folders(dataset_fixture_dirs(inp, header)), tok)
+        write_json(report, rep)
     cov = rep["coverage"]
     for k in ("scenario", "complexity", "structure", "locale", "expected_behaviour", "adversarial"):
         typer.echo(f"{k:<19} " + "  ".join(f"{a}={b}" for a, b in cov[k].items()))

@@ -26,11 +26,10 @@ from kimi_student.chat.transcript import (
 )
 from kimi_student.data import world
 from kimi_student.data.accept import gold_call_sequence
-from kimi_student.data.world import rng_for, simulate, title_case
+from kimi_student.data.world import rng_for, title_case
 from kimi_student.fingerprint import canonical_json
 from kimi_student.jsonl import gc_paused
 from kimi_student.numbers import LOCALES, format_number
-from kimi_student.tools.normalize import normalize_arguments
 from kimi_student.tools.registry import tool_registry_sha256
 
 DATASET_VERSION = "contextual-1"
@@ -89,9 +88,8 @@ class Builder:
         self.draft = Draft("")
 
     def call(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
-        norm = normalize_arguments(name, args)
-        self.draft.keys.append(canonical_json(norm))  # fixture_key(name, args), normalised once
-        result = simulate(name, norm)
+        key, result = world.run_call(name, args)
+        self.draft.keys.append(key)  # fixture_key(name, args)
         self.draft.calls.append((name, args, result))
         return result
 
@@ -536,7 +534,8 @@ def generate(n: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]], d
     """(header, items, fixtures) for `n` items. Fixtures are keyed by (tool, normalised-args key)."""
     kinds, strata_iter = _kind_schedule(seed), _stratum_schedule(seed)
     items, fixtures = [], {}
-    with gc_paused():  # every item stays alive: no collection would find anything
+    # Every item stays alive: no collection would find anything. Repeated calls are run once.
+    with gc_paused(), world.calls_remembered():
         for i in range(n):
             kind = next(kinds)
             if kind in ("no_tool", "decline", "negative_control", "range_violation"):

@@ -46,32 +46,44 @@ def _need(obj: dict[str, Any], key: str, typ: Any, where: str, path: Path, line:
 
 
 def validate_item(item: dict[str, Any], path: Path, line: int) -> None:
+    """Raise InputError naming the first field that is missing or of the wrong type. Each check first
+    asks whether the value's type is exactly the one wanted (what JSON gives), and only otherwise goes
+    the long way (`_need`), which accepts a subclass or says what is wrong: reading 10k items spent
+    two fifths of its time here."""
     for key, typ in _ITEM_FIELDS:
-        _need(item, key, typ, "", path, line)
+        if type(item.get(key)) is not typ:
+            _need(item, key, typ, "", path, line)
     meta = item["metadata"]
     for key, typ in _META_FIELDS:
-        _need(meta, key, typ, "metadata.", path, line)
+        if type(meta.get(key)) is not typ:
+            _need(meta, key, typ, "metadata.", path, line)
     if meta["expected_behaviour"] not in BEHAVIOURS:
         raise InputError(path, line, "metadata.expected_behaviour", f"must be one of {', '.join(BEHAVIOURS)}")
     tools = registry()
     for field, payload in (("call_sequence", "arguments"), ("tool_results", "result")):
         for i, entry in enumerate(meta[field]):
-            where = f"metadata.{field}[{i}]."
-            if not isinstance(entry, dict):
-                raise InputError(path, line, where[:-1], "expected object")
-            name = _need(entry, "name", str, where, path, line)
-            if name not in tools:
-                raise InputError(path, line, where + "name", f"unknown tool {name!r}")
-            _need(entry, payload, dict, where, path, line)
+            if type(entry) is dict and type(name := entry.get("name")) is str and name in tools:
+                if type(entry.get(payload)) is dict:
+                    continue
+            _check_entry(entry, payload, tools, f"metadata.{field}[{i}].", path, line)
     if len(meta["tool_results"]) != len(meta["call_sequence"]):
         raise InputError(
             path, line, "metadata.tool_results", "must have one result per call in call_sequence"
         )
     for i, span in enumerate(meta["integration_spans_bytes"]):
-        if not (isinstance(span, list) and len(span) == 2 and all(type(x) is int for x in span)):
+        if not (isinstance(span, list) and len(span) == 2 and type(span[0]) is int and type(span[1]) is int):
             raise InputError(
                 path, line, f"metadata.integration_spans_bytes[{i}]", "expected [start, end] integers"
             )
+
+
+def _check_entry(entry: Any, payload: str, tools: dict[str, Any], where: str, path: Path, line: int) -> None:
+    if not isinstance(entry, dict):
+        raise InputError(path, line, where[:-1], "expected object")
+    name = _need(entry, "name", str, where, path, line)
+    if name not in tools:
+        raise InputError(path, line, where + "name", f"unknown tool {name!r}")
+    _need(entry, payload, dict, where, path, line)
 
 
 def read_dataset(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -3,27 +3,14 @@ integration spans, for the tokenizer the student will train with."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from kimi_student.chat.transcript import parse_transcript
+from kimi_student.chat.transcript import byte_offsets, parse_transcript
 from kimi_student.jsonl import gc_paused
 from kimi_student.tokenizer import TokenizerHandle, token_range
 
 BATCH = 512
-
-
-def byte_offsets(text: str, positions: list[int]) -> dict[int, int]:
-    """UTF-8 byte offset of each character position (a lone surrogate counts 3 bytes, as in
-    `char_to_byte_offsets`), encoding only the text between the positions asked for."""
-    if text.isascii():
-        return {p: p for p in positions}
-    out: dict[int, int] = {}
-    at = n = 0
-    for p in sorted(set(positions)):
-        n += len(text[at:p].encode("utf-8", "surrogatepass"))
-        at = p
-        out[p] = n
-    return out
 
 
 def _spans(
@@ -46,24 +33,30 @@ def _span_fields(text: str, offs: list[tuple[int, int]]) -> dict[str, Any]:
 
 
 def extract_items(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str, Any]]:
-    """Items with span fields added (byte offsets into teacher_text, token [start, end) ranges).
-    The fields are a function of teacher_text alone: a text that repeats is worked out once."""
+    """Items with span fields added (byte offsets into teacher_text, token [start, end) ranges)."""
     with gc_paused():
-        return _extract(items, tok)
+        return list(extracted(items, tok))
 
 
-def _extract(items: list[dict[str, Any]], tok: TokenizerHandle) -> list[dict[str, Any]]:
-    out = []
-    known: dict[str, dict[str, Any]] = {}
-    for lo in range(0, len(items), BATCH):
-        chunk = items[lo : lo + BATCH]
-        for it, offs in zip(chunk, tok.offsets_batch([it["teacher_text"] for it in chunk])):
-            text = it["teacher_text"]
-            fields = known.get(text)
-            if fields is None:
-                fields = known[text] = _span_fields(text, offs)
-            meta = dict(it["metadata"])
-            for k, v in fields.items():  # each item its own lists
-                meta[k] = [list(x) for x in v] if isinstance(v, list) else v
-            out.append({**it, "metadata": meta})
-    return out
+def extracted(items: list[dict[str, Any]], tok: TokenizerHandle) -> Iterator[dict[str, Any]]:
+    """Each item with its span fields added, in order, as soon as its text's batch is worked out: a
+    caller that writes them as they come writes while the next batches are encoded. The fields are a
+    function of teacher_text alone: each distinct text is encoded and worked out once, BATCH at a time."""
+    texts = list(dict.fromkeys(it["teacher_text"] for it in items))
+    batches = [texts[lo : lo + BATCH] for lo in range(0, len(texts), BATCH)]
+    encoded = zip(batches, tok.offsets_ahead(batches))
+    fields: dict[str, dict[str, Any]] = {}
+    taken: set[str] = set()
+    for it in items:
+        text, meta = it["teacher_text"], dict(it["metadata"])
+        while text not in fields:  # texts come in the order their batches were made
+            batch, offsets = next(encoded)
+            fields.update((t, _span_fields(t, o)) for t, o in zip(batch, offsets))
+        if text in taken:  # each item its own lists: the first takes them, a repeat gets copies
+            meta.update(
+                (k, [list(x) for x in v] if isinstance(v, list) else v) for k, v in fields[text].items()
+            )
+        else:
+            taken.add(text)
+            meta.update(fields[text])
+        yield {**it, "metadata": meta}

@@ -20,7 +20,6 @@ from kimi_student.tools.broker import BrokerReply, ToolBroker
 from kimi_student.tools.registry import args_valid, tool_registry_sha256
 
 CAWS_RE = re.compile(r"^CAWS/1 level=[1-3] role=\w+ task=\w+\n")
-BATCH = 512
 
 
 @dataclass
@@ -151,19 +150,17 @@ def verify(
         problems["header_tokenizer"] += 1
         examples["header_tokenizer"] = "dataset was extracted with a different tokenizer"
     seen = _Seen()
+    # Only an item with integration spans and their token spans has tokens to check.
+    need = [
+        tok is not None
+        and bool(it["metadata"]["integration_spans_bytes"])
+        and bool(it["metadata"].get("integration_spans_tokens"))
+        for it in items
+    ]
     with gc_paused():
-        for lo in range(0, len(items), BATCH):
-            chunk = items[lo : lo + BATCH]
-            # Only an item with integration spans and their token spans has tokens to check.
-            need = [
-                tok is not None
-                and bool(it["metadata"]["integration_spans_bytes"])
-                and bool(it["metadata"].get("integration_spans_tokens"))
-                for it in chunk
-            ]
-            ids = iter(tok.ids_batch([it["teacher_text"] for it, n in zip(chunk, need) if n]) if tok else [])
-            for it, n in zip(chunk, need):
-                _check_item(it, broker, next(ids) if n else None, tok, problems, examples, seen)
+        ids = tok.ids_each([it["teacher_text"] for it, n in zip(items, need) if n]) if tok else iter(())
+        for it, n in zip(items, need):
+            _check_item(it, broker, next(ids) if n else None, tok, problems, examples, seen)
     return {
         "items": len(items),
         "ok": not problems,

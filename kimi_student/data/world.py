@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from kimi_student.fingerprint import canonical_json
 from kimi_student.tools.live import file_window, math_eval
+from kimi_student.tools.normalize import normalize_arguments
 
 SUBJECTS = (
     "json schema validation",
@@ -113,19 +117,39 @@ _LONG_FILLER = (
 def service_log(r: random.Random, needle: str) -> str:
     """A long service log (60 to 120 lines) with `needle` in one line: the long-context items' context.
 
-    Draws `a + r._randbelow(b - a + 1)` and `seq[r._randbelow(len(seq))]`: what `r.randint(a, b)` and
-    `r.choice(seq)` compute, without their argument checks (the same numbers, a third of the time)."""
+    Draws what `r.randint(a, b)` and `r.choice(seq)` compute (`a + r._randbelow(b - a + 1)`,
+    `seq[r._randbelow(len(seq))]`); each line's six draws have fixed ranges, so `_line_draws` does
+    `_randbelow`'s rejection sampling itself: the same numbers, without a call per draw."""
     below = r._randbelow
     lines = []
     n = 60 + below(61)
     at = below(n)
+    draws = _line_draws(r) if type(r)._randbelow is random.Random._randbelow_with_getrandbits else None
     for i in range(n):
-        t = f"2026-11-{1 + below(28):02d}T{below(24):02d}:{below(60):02d}:00Z"
-        line = _LONG_FILLER[below(3)]
-        lines.append(line.format(t=t, w=1 + below(16), l=1 + below(999)))
+        day, hour, minute, kind, w, num = next(draws) if draws else (below(m) for m, _ in _LINE_RANGES)
+        t = f"2026-11-{1 + day:02d}T{hour:02d}:{minute:02d}:00Z"
+        lines.append(_LONG_FILLER[kind].format(t=t, w=1 + w, l=1 + num))
         if i == at:
             lines.append(f"{t} NOTE on-call says: {needle}")
     return "\n".join(lines)
+
+
+# A log line's draws: day, hour, minute, filler, worker, number; each (n, n.bit_length()).
+_LINE_RANGES = tuple((m, m.bit_length()) for m in (28, 24, 60, len(_LONG_FILLER), 16, 999))
+
+
+def _line_draws(r: random.Random) -> Iterator[list[int]]:
+    """Each line's draws, as `r._randbelow(n)` makes them (random.Random's `_randbelow_with_getrandbits`:
+    k = n.bit_length() random bits, drawn again until below n)."""
+    bits = r.getrandbits
+    while True:
+        out = []
+        for m, k in _LINE_RANGES:
+            x = bits(k)
+            while x >= m:
+                x = bits(k)
+            out.append(x)
+        yield out
 
 
 def _web_search(a: dict[str, Any]) -> dict[str, Any]:
@@ -237,3 +261,39 @@ SIMULATORS = {
 
 def simulate(name: str, normalized_args: dict[str, Any]) -> dict[str, Any]:
     return SIMULATORS[name](normalized_args)
+
+
+_memo: dict[tuple[str, str], tuple[str, dict[str, Any]]] | None = None
+
+
+@contextmanager
+def calls_remembered() -> Iterator[None]:
+    """Inside the block `run_call` answers a call it has run before (same tool, same canonical arguments)
+    from memory: half the calls of a 10k dataset repeat an earlier one. Such calls share one result
+    object: read it, do not change it."""
+    global _memo
+    outer, _memo = _memo, {}
+    try:
+        yield
+    finally:
+        _memo = outer
+
+
+def run_call(name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(fixture key, result) of a call: the canonical JSON of its normalised arguments (`fixture_key`,
+    normalised once) and what the world answers to them."""
+    if _memo is None:
+        return _run_call(name, args)
+    try:
+        seen = (name, canonical_json(args))
+    except (TypeError, ValueError):  # no canonical form (NaN, a set): the normaliser says what is wrong
+        return _run_call(name, args)
+    known = _memo.get(seen)
+    if known is None:
+        known = _memo[seen] = _run_call(name, args)
+    return known
+
+
+def _run_call(name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    norm = normalize_arguments(name, args)
+    return canonical_json(norm), simulate(name, norm)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from kimi_student.fingerprint import sha256_json
+
+if TYPE_CHECKING:
+    import jsonschema
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,10 @@ def tool_registry_sha256() -> str:
 
 @cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
+    """Built once per tool. jsonschema is imported here, not with the module: `contextual gen` and
+    `extract` never validate, and the import is a tenth of their start-up."""
+    import jsonschema
+
     schema = registry()[name].parameters
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)

@@ -116,3 +116,58 @@ def test_scan_time_grows_linearly(unit: str) -> None:
 
     small, big = best(unit * (10_000 // len(unit))), best(unit * (40_000 // len(unit)))
     assert big < 8 * small + 0.02, (unit, small, big)
+
+
+def ref_pii_values(text: str) -> set[tuple[str, str]]:
+    """_pii_values with every scan run on every text (no counting of digits, dashes or cues first)."""
+    found = {("email", m.group(0).casefold()) for m in privacy.EMAIL.finditer(text)}
+    found |= {("phone", privacy._NON_DIGIT.sub("", m.group(0))) for m in privacy.PHONE.finditer(text)}
+    for m in privacy.CARD.finditer(text):
+        digits = privacy._NON_DIGIT.sub("", m.group(0))
+        if 13 <= len(digits) <= 19 and privacy.luhn_ok(digits):
+            found.add(("card", digits))
+    found |= {("uuid", m.group(0).lower()) for m in privacy.UUID.finditer(text)}
+    return found | {("secret", m.group(0)) for m in privacy.SECRET.finditer(text)}
+
+
+def check_scans_skipped_find_nothing(text: str) -> None:
+    assert privacy._pii_values(text) == ref_pii_values(text)
+
+
+pii_ish = st.text(st.sampled_from("0123456789٣-- +().@abcdefAF\nxsk_token=key"), max_size=80)
+test_scans_skipped_find_nothing, test_scans_skipped_find_nothing_many = tiers(
+    check_scans_skipped_find_nothing,
+    text=st.one_of(
+        any_text,
+        pii_ish,
+        st.lists(
+            st.sampled_from(
+                [
+                    "4111 1111 1111 1111",
+                    "+1 415 555 0100",
+                    "123e4567-e89b-12d3-a456-426614174000",
+                    "(415) 555-0100",
+                    "a@b.co",
+                    "-",
+                    "7",
+                ]
+            ),
+            max_size=6,
+        ).map(" ".join),
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "card 4111 1111 1111 1111.",
+        "call +1 415 555 0100 or (415) 555-0100 or 415-555-0100",
+        "id 123e4567-e89b-12d3-a456-426614174000",
+        "٣٣٣-٣٣٣-٣٣٣٣",  # non-ASCII digits: \d matches them, the ASCII count would not
+        "+1 2 34 56",
+    ],
+)
+def test_scans_skipped_find_nothing_at_the_edges(text: str) -> None:
+    assert ref_pii_values(text), "each case holds a value to find"
+    check_scans_skipped_find_nothing(text)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import strategies as st
 
-from kimi_student.chat.transcript import CALL_CLOSE, CALL_OPEN, parse_transcript
+from kimi_student.chat import transcript
+from kimi_student.chat.transcript import CALL_CLOSE, CALL_OPEN, RESP_CLOSE, RESP_OPEN, parse_transcript
 from tests.props import tiers
 
 json_values = st.recursive(
@@ -100,3 +102,31 @@ def test_a_name_inside_the_arguments_is_not_the_tool_name() -> None:
     (c,) = parse_transcript(text).calls
     assert text[c.name_span[0] : c.name_span[1]] == "read_file"
     assert json.loads(text[c.args_span[0] : c.args_span[1]]) == {"name": "foo", "arguments": 1}
+
+
+# The patterns the str.find scans replaced (the module keeps _RESP, which model_text still matches with).
+CALL_BLOCK = re.compile(re.escape(CALL_OPEN) + r"(.*?)(?:" + re.escape(CALL_CLOSE) + r"|\Z)", re.S)
+SPAN_START = re.compile(r"(?:^|(?<=\n)|(?<=[.!?] ))" + re.escape("Integration:"))
+
+
+def check_find_scans_match_the_patterns(text: str, start: int) -> None:
+    """The str.find scans find what the block and span-start patterns find (they replaced them for speed)."""
+    start = min(start, len(text))
+    for rx, tags in (
+        (CALL_BLOCK, (CALL_OPEN, CALL_CLOSE)),
+        (transcript._RESP, (RESP_OPEN, RESP_CLOSE)),
+    ):
+        found = [(m.start(), m.end(), m.group(0).endswith(tags[1])) for m in rx.finditer(text)]
+        assert list(transcript._blocks(text, *tags)) == found
+    ends = [m.end() for rx in (transcript._RESP, CALL_BLOCK) for m in rx.finditer(text)]
+    assert parse_transcript(text).answer_start == max(ends, default=0)
+    assert transcript.Transcript(text, [], 0, []).model_text() == transcript._RESP.sub("", text)
+    assert transcript._span_starts(text, start) == [m.start() for m in SPAN_START.finditer(text, start)]
+
+
+span_pieces = st.sampled_from(["Integration:", "Integration", ". ", "! ", "? ", ".", " ", "\n", "x"])
+test_find_scans_match_the_patterns, test_find_scans_match_the_patterns_many = tiers(
+    check_find_scans_match_the_patterns,
+    text=st.one_of(any_text, st.lists(st.one_of(pieces, span_pieces, any_text), max_size=12).map("".join)),
+    start=st.integers(0, 320),
+)
