@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from hypothesis import assume
 from hypothesis import strategies as st
 
 from kimi_student.chat import transcript
@@ -66,7 +67,11 @@ def check_spans_are_the_calls_own(
         if name_first
         else {**extra, "arguments": args, "name": name}
     )
-    text = "Sure.\n" + CALL_OPEN + json.dumps(obj, indent=indent, ensure_ascii=False) + CALL_CLOSE + "\nDone."
+    body = json.dumps(obj, indent=indent, ensure_ascii=False)
+    # A block ends at its first closing tag: the protocol has no escape for one inside a JSON string (a
+    # model that writes it there ends its call there, as Hermes parsers read it), so such bodies are no case.
+    assume(CALL_CLOSE not in body)
+    text = "Sure.\n" + CALL_OPEN + body + CALL_CLOSE + "\nDone."
     (c,) = parse_transcript(text).calls
     assert c.error is None and c.name == name and c.arguments == args
     assert json.loads('"' + text[c.name_span[0] : c.name_span[1]] + '"') == name
