@@ -15,11 +15,12 @@ that opens an error-recovery item.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import itertools
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from kimi_student.data.world import simulate
-from kimi_student.tools.normalize import normalize_arguments
+from kimi_student.tools.normalize import fixture_key, normalize_arguments
 from kimi_student.tools.registry import args_valid, get_tool
 
 Call = tuple[str, dict[str, Any], dict[str, Any]]  # (tool, arguments, result)
@@ -30,6 +31,7 @@ ALTERNATIVES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("web.crawl", "include"): (["text"], ["text", "links"]),
 }
 _MISSING = object()
+MAX_ACCEPTED = 64  # argument sets one gold call may admit (each widened argument multiplies them)
 
 
 def _works_alike(name: str, args: dict[str, Any], result: dict[str, Any]) -> bool:
@@ -106,3 +108,44 @@ def accept_problem(call: dict[str, Any]) -> str | None:
         if not all(args_valid(call["name"], {**args, key: a}) for a in alts):
             return f"accept.{key}: an alternative fails the tool's JSON Schema"
     return None
+
+
+def accepted_arguments(call: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every argument set a gold call's `accept` admits besides its own arguments: each widened argument
+    takes each of its `any_of` values, or is left out where it `may_omit`, in every combination (at most
+    MAX_ACCEPTED in all, the gold's own included)."""
+    args, accept = call["arguments"], call.get("accept") or {}
+    keys = list(accept)
+    choices = [
+        [*accept[k].get("any_of", [args[k]]), *([_MISSING] if accept[k].get("may_omit") else [])]
+        for k in keys
+    ]
+    for combo in itertools.islice(itertools.product(*choices), MAX_ACCEPTED):
+        alt = {k: v for k, v in args.items() if k not in keys}
+        alt.update({k: v for k, v in zip(keys, combo) if v is not _MISSING})
+        if alt != args:
+            yield alt
+
+
+def accepted_fixtures(items: list[dict[str, Any]], fixtures: dict[tuple[str, str], dict]) -> None:
+    """Add to `fixtures` the replay of every call an item's `accept` admits: the gold call's own result
+    (the call works alike, so the tool loop answers it alike and the item's tool results still hold).
+
+    Where an admitted call is one the fixtures already answer otherwise (another item's gold call, or an
+    earlier item's alternative, with other results), the rules that admit it are taken out of that
+    item's `accept`: a call the scorer accepts must find the item's own result."""
+    for item in items:
+        meta = item["metadata"]
+        for call, done in zip(meta["call_sequence"], meta["tool_results"]):
+            result, name = done["result"], call["name"]
+            while call.get("accept"):
+                keyed = [(a, (name, fixture_key(name, a))) for a in accepted_arguments(call)]
+                clash = next((a for a, k in keyed if fixtures.get(k, result) != result), None)
+                if clash is None:
+                    for _, k in keyed:
+                        fixtures[k] = result
+                    break
+                for k in [k for k in call["accept"] if clash.get(k, _MISSING) != call["arguments"][k]]:
+                    del call["accept"][k]
+            if "accept" in call and not call["accept"]:
+                del call["accept"]

@@ -25,7 +25,7 @@ from kimi_student.chat.transcript import (
     to_byte_spans,
 )
 from kimi_student.data import world
-from kimi_student.data.accept import gold_call_sequence
+from kimi_student.data.accept import accepted_fixtures, gold_call_sequence
 from kimi_student.data.world import rng_for, title_case
 from kimi_student.fingerprint import canonical_json
 from kimi_student.jsonl import gc_paused
@@ -547,6 +547,7 @@ def generate(n: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]], d
             for (name, _, result), key in zip(draft.calls, draft.keys):
                 fixtures[(name, key)] = result
             items.append(item)
+        accepted_fixtures(items, fixtures)
     header = {
         "__header__": True,
         "dataset_version": DATASET_VERSION,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kimi_student.chat.transcript import Transcript, parse_transcript
-from kimi_student.data.accept import accept_problem
+from kimi_student.data.accept import accept_problem, accepted_arguments
 from kimi_student.data.contextual import COMPLEXITIES, SCENARIOS, STRUCTURES
 from kimi_student.data.extract import byte_offsets
 from kimi_student.fingerprint import canonical_json
@@ -75,6 +75,10 @@ def _check_item(
             bad("fixture_missing", f"{gold['name']} {reply.key}")
         elif reply.result != res["result"]:
             bad("fixture_mismatch", f"{gold['name']} {reply.key}")
+        elif not why and any(
+            broker.lookup(gold["name"], a).result != reply.result for a in accepted_arguments(gold)
+        ):
+            bad("accept_fixture", f"{gold['name']}: a call its accept admits does not replay its result")
     table = byte_offsets(text, [p for span in t.spans for p in span])
     raw = text.encode("utf-8")
     if [[table[s], table[e]] for s, e in t.spans] != meta["integration_spans_bytes"]:

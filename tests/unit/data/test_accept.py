@@ -102,3 +102,47 @@ def test_verify_refuses_an_unsound_accept(accept: Any, why: str) -> None:
     problem = accept_problem({**CALL, "accept": accept})
     assert problem and why in problem
     assert accept_problem({**CALL, "accept": {"top_k": {"any_of": [7, 8], "may_omit": True}}}) is None
+
+
+def test_every_admitted_call_replays_the_gold_result() -> None:
+    """A call the scorer accepts finds the item's own result in the fixtures (every combination)."""
+    from kimi_student.data.accept import accepted_arguments
+    from kimi_student.tools.broker import ToolBroker
+
+    _, items, fixtures = generate(400, 3)
+    broker = ToolBroker(fixtures)
+    admitted = 0
+    for it in items:
+        meta = it["metadata"]
+        for call, done in zip(meta["call_sequence"], meta["tool_results"]):
+            for args in accepted_arguments(call):
+                admitted += 1
+                reply = broker.lookup(call["name"], args)
+                assert reply.hit and reply.result == done["result"], (it["id"], args)
+    assert admitted > 100
+
+
+def test_an_alternative_another_call_answers_otherwise_is_not_admitted() -> None:
+    from kimi_student.data.accept import accepted_arguments, accepted_fixtures
+    from kimi_student.tools.normalize import fixture_key
+
+    call = {
+        "name": "web.search",
+        "arguments": {"query": "alpha", "top_k": 7},
+        "accept": {"top_k": {"may_omit": True}},
+    }
+    item = {
+        "metadata": {
+            "call_sequence": [call],
+            "tool_results": [{"name": "web.search", "result": {"ok": True, "n": 7}}],
+        }
+    }
+    other = ("web.search", fixture_key("web.search", {"query": "alpha"}))
+    fixtures = {other: {"ok": True, "n": 5}}  # another item's gold call: the search without top_k
+    accepted_fixtures([item], fixtures)
+    assert "accept" not in call and list(accepted_arguments(call)) == []
+    assert fixtures == {other: {"ok": True, "n": 5}}
+    call["accept"] = {"top_k": {"may_omit": True}}
+    fresh: dict = {}
+    accepted_fixtures([item], fresh)
+    assert call["accept"] == {"top_k": {"may_omit": True}} and fresh == {other: {"ok": True, "n": 7}}
