@@ -268,6 +268,7 @@ def _assemble(
     killed while assembling (`.<out>.shards.*`) is removed first; this run's own on any failure."""
     shard_dir = out.parent / (out.name + ".logprobs")
     prefix = f".{out.name}.shards."
+    out.parent.mkdir(parents=True, exist_ok=True)  # not made yet when no answer was cached
     for stale in out.parent.glob(prefix + "*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
