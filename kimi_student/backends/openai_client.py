@@ -15,8 +15,9 @@ caller keeps of an answer whose server ignored `max_tokens` (the caller records 
 Greedy requests (temperature 0) also send GREEDY_SAMPLING: the penalties some servers apply by default
 (llama.cpp's `repeat_penalty` 1.1) set to neutral, so that greedy is greedy there too. top_k, top_p and
 min_p are not sent: they never drop the most likely token, so they cannot change a greedy answer, and
-llama.cpp computes its top logprobs after them. Servers ignore the fields they do not know; one that
-refuses them (HTTP 400 naming the field) needs `greedy_sampling=False`.
+llama.cpp computes its top logprobs after them. Most servers ignore fields they do not know; one that
+refuses them with HTTP 400 or 422 naming the field (`transformers serve`: "Unexpected fields in the
+request") is asked again at once without them, and the client sends them no more.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ class ChatClient:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(timeout_s))
         self.stats = {"requests": 0, "retries": 0}
-        self.greedy_sampling = True  # dropped for good after a 400 that names one of its fields
+        self.greedy_sampling = True  # dropped for good after a 400/422 that names one of its fields
         self._rng = random.Random(0)  # seeded: the same run waits the same
 
     async def _post(self, body: dict[str, Any]) -> tuple[httpx.Response, bytes]:
@@ -228,9 +229,10 @@ class ChatClient:
     def _sendable(self, body: dict[str, Any]) -> dict[str, Any]:
         return body if self.greedy_sampling else {k: v for k, v in body.items() if k not in GREEDY_SAMPLING}
 
-    def _refuses_extras(self, status: int, content: bytes, body: dict[str, Any]) -> bool:
-        """A 400 naming a GREEDY_SAMPLING field that was sent: the server takes no extras."""
-        if status != 400 or not self.greedy_sampling or not GREEDY_SAMPLING.keys() & body.keys():
+    def _refuses_extras(self, status: int, content: bytes, sent: dict[str, Any]) -> bool:
+        """A 400 or 422 naming a GREEDY_SAMPLING field that was sent: the server takes no extras (also
+        true for a request that was in flight when another one found out)."""
+        if status not in (400, 422) or not GREEDY_SAMPLING.keys() & sent.keys():
             return False
         said = content[:4096].decode("utf-8", "replace")
         if any(k in said for k in GREEDY_SAMPLING):
@@ -248,11 +250,12 @@ class ChatClient:
             wait = None
             try:
                 self.stats["requests"] += 1
-                r, content = await self._post(self._sendable(body))
+                sent = self._sendable(body)
+                r, content = await self._post(sent)
                 if r.status_code in RETRY_STATUS:
                     last, transient = error_snippet(r.status_code, content), True
                     wait = retry_after_seconds(r.headers.get("retry-after"))
-                elif self._refuses_extras(r.status_code, content, body):
+                elif self._refuses_extras(r.status_code, content, sent):
                     continue  # asked again at once without them; not a retry
                 elif r.status_code >= 400:
                     raise ChatRequestError(error_snippet(r.status_code, content))
