@@ -17,16 +17,8 @@ import math
 from typing import Any
 from urllib.parse import urlsplit
 
-from kimi_student.backends.openai_client import (
-    ChatClient,
-    ChatRequestError,
-    RetryableResponse,
-    capped_text,
-    chat_body,
-    finish_reason,
-    first_choice,
-    malformed,
-)
+from kimi_student.backends import openai_client as oc
+from kimi_student.backends.openai_client import malformed
 from kimi_student.teachers.base import TeacherError, TeacherReply, TeacherRequest
 from kimi_student.teachers.token_map import TokenMap
 
@@ -63,7 +55,7 @@ class HTTPTeacher:
         top_k: int = 20,
         vocab: dict[str, int] | None = None,
     ):
-        self.client = ChatClient(base_url, max_retries, timeout_s, backoff_s, max_backoff_s, api_key_env)
+        self.client = oc.ChatClient(base_url, max_retries, timeout_s, backoff_s, max_backoff_s, api_key_env)
         self.url = self.client.url
         self.model = model or "default"
         self.id = f"http:{urlsplit(self.client.public_url).netloc}/{self.model}"  # no userinfo
@@ -75,7 +67,7 @@ class HTTPTeacher:
 
     def body(self, request: TeacherRequest) -> dict[str, Any]:
         d = request.decoding
-        return chat_body(
+        return oc.chat_body(
             self.model,
             list(request.messages),
             d.max_new_tokens,
@@ -86,16 +78,16 @@ class HTTPTeacher:
         )
 
     def parse(self, data: Any, request: TeacherRequest) -> TeacherReply:
-        ch, msg = first_choice(data)
+        ch, msg = oc.first_choice(data)
         text = msg.get("content")
         if text is None:
-            raise RetryableResponse("choice without message content")
+            raise oc.RetryableResponse("choice without message content")
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise malformed("content is not valid Unicode (a lone surrogate)") from None
-        text, cut = capped_text(text, request.decoding.max_new_tokens)
-        reason = "length" if cut else finish_reason(ch)
+        text, cut = oc.capped_text(text, request.decoding.max_new_tokens)
+        reason = "length" if cut else oc.finish_reason(ch)
         reply = TeacherReply(text=text, finish_reason=reason, usage=_usage(data))
         logprobs = ch.get("logprobs") or {}
         content = (logprobs.get("content") if isinstance(logprobs, dict) else None) or []
@@ -124,7 +116,7 @@ class HTTPTeacher:
     async def complete(self, request: TeacherRequest) -> TeacherReply:
         try:
             return await self.client.complete(self.body(request), lambda data: self.parse(data, request))
-        except ChatRequestError as e:
+        except oc.ChatRequestError as e:
             raise TeacherError(str(e)) from None
 
     async def aclose(self) -> None:
