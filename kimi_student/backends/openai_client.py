@@ -1,9 +1,23 @@
 """One client for any OpenAI-compatible /v1/chat/completions endpoint (Kimi API, vLLM, SGLang,
-`transformers serve`), shared by the HTTP teacher and the openai_http eval runner.
+llama.cpp's server, `transformers serve`), shared by the HTTP teacher and the openai_http eval runner.
 
-Retries 429, 5xx, timeouts, transport errors, truncated bodies and answers without a usable choice
-(`RetryableResponse`) with exponential backoff and full jitter, honouring Retry-After. The API key comes
-from the environment and never appears in logs, errors or a dataset header.
+Retries 429, 5xx, timeouts, transport errors, truncated or undecodable bodies and answers without a
+usable choice or with a malformed one (`RetryableResponse`) with exponential backoff and full jitter,
+honouring Retry-After; a request that still fails raises ChatRequestError with the last reason (the
+server's own message kept, redacted). The API key comes from the environment; everything a server says
+passes through `redact.redact` before anyone can write it, so neither the key nor a URL password reaches
+a log, an error, a result or a dataset.
+
+Caps: at most MAX_RESPONSE_BYTES (8 MiB) of a body are read (a larger one is an error, not retried), a
+whole request (connect to last byte) takes at most `timeout_s`, and `max_text_chars` bounds the text a
+caller keeps of an answer whose server ignored `max_tokens` (the caller records `length`).
+
+Greedy requests (temperature 0) also send GREEDY_SAMPLING: the penalties some servers apply by default
+(llama.cpp's `repeat_penalty` 1.1) set to neutral, so that greedy is greedy there too. top_k, top_p and
+min_p are not sent: they never drop the most likely token, so they cannot change a greedy answer, and
+llama.cpp computes its top logprobs after them. Most servers ignore fields they do not know; one that
+refuses them with HTTP 400 or 422 naming the field (`transformers serve`: "Unexpected fields in the
+request") is asked again at once without them, and the client sends them no more.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,21 +36,32 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from kimi_student.backends.redact import KEY_ENVS, public_url, redact, remember
 from kimi_student.errors import KimiStudentError
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-KEY_ENVS = ("KIMI_STUDENT_API_KEY", "KIMI_API_KEY", "MOONSHOT_API_KEY", "OPENAI_API_KEY")
 MAX_RETRY_AFTER_S = 300.0  # a server asking for longer is waited on this long, then asked again
+MAX_RESPONSE_BYTES = 8 << 20  # a body is read up to here; a larger one is an error
+MAX_CHARS_PER_TOKEN = 64  # text beyond max_tokens * this came from a server that ignored max_tokens
+ERROR_BODY_CHARS = 200  # of a server's error message kept in the reason
+GREEDY_SAMPLING = {"repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
 
 T = TypeVar("T")
 
 
 class RetryableResponse(Exception):
-    """A 200 answer with nothing to use in it (no choices, no content): retried like a 5xx."""
+    """A 200 answer with nothing to use in it (no choices, no content) or a malformed one: retried like
+    a 5xx."""
 
 
 class ChatRequestError(Exception):
-    """A request that failed for good: a client error (4xx but the retried ones), or every retry spent."""
+    """A request that failed for good: a client error (4xx but the retried ones), a body over the cap, or
+    every retry spent. `transient`: the last try failed on the way (no answer, a timeout or a retried
+    status), so asking again later may well succeed."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def endpoint(base: str) -> str:
@@ -44,7 +70,7 @@ def endpoint(base: str) -> str:
     try:
         u = urlsplit(base.rstrip("/"))
     except ValueError as e:
-        raise KimiStudentError(f"not an endpoint URL: {base!r} ({e})") from None
+        raise KimiStudentError(f"not an endpoint URL: {redact(base)!r} ({e})") from None
     path = u.path
     if not path.endswith("/chat/completions"):
         path = (path if path.endswith("/v1") else path + "/v1") + "/chat/completions"
@@ -81,7 +107,8 @@ def chat_body(
     top_p: float = 1.0,
     top_logprobs: int | None = None,
 ) -> dict[str, Any]:
-    """A request body; `top_p` goes only with sampling, logprobs only when a count is given."""
+    """A request body; `top_p` goes only with sampling, GREEDY_SAMPLING only without, logprobs only when
+    a count is given."""
     body: dict[str, Any] = {
         "model": model,
         "messages": messages,
@@ -91,22 +118,71 @@ def chat_body(
     }
     if temperature > 0:
         body["top_p"] = top_p
+    else:
+        body.update(GREEDY_SAMPLING)
     if top_logprobs is not None:
         body["logprobs"] = True
         body["top_logprobs"] = top_logprobs
     return body
 
 
+def malformed(why: str) -> RetryableResponse:
+    return RetryableResponse(f"malformed response: {why}")
+
+
 def first_choice(data: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(choice, message) of a response body; an empty one is retried like a 5xx."""
+    """(choice, message) of a response body; an empty or malformed one is retried like a 5xx."""
     choices = data.get("choices") if isinstance(data, dict) else None
     if not choices:
         raise RetryableResponse("empty choices")
-    return choices[0], choices[0].get("message") or {}
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise malformed("choices is not a list of objects")
+    msg = choices[0].get("message") or {}
+    if not isinstance(msg, dict):
+        raise malformed("message is not an object")
+    content = msg.get("content")
+    if content is not None and not isinstance(content, str):
+        raise malformed(f"message content is a {type(content).__name__}, not a string")
+    return choices[0], msg
+
+
+def finish_reason(choice: dict[str, Any]) -> str | None:
+    reason = choice.get("finish_reason")
+    return reason if isinstance(reason, str) else None
+
+
+def capped_text(text: str, max_tokens: int) -> tuple[str, bool]:
+    """(text, cut): at most what `max_tokens` tokens can hold; longer text came from a server that
+    ignored max_tokens, and is cut (the caller records finish `length`)."""
+    limit = max_tokens * MAX_CHARS_PER_TOKEN
+    return (text[:limit], True) if len(text) > limit else (text, False)
+
+
+def _redacted(obj: Any) -> Any:
+    """A parsed body with every string passed through `redact` (keys echoed in an answer stay out)."""
+    if isinstance(obj, str):
+        return redact(obj)
+    if isinstance(obj, list):
+        return [_redacted(x) for x in obj]
+    if isinstance(obj, dict):
+        return {redact(k): _redacted(v) for k, v in obj.items()}
+    return obj
+
+
+def error_snippet(status: int, content: bytes) -> str:
+    """`HTTP <status>: <the start of the server's message>`, one line, redacted."""
+    text = content[: ERROR_BODY_CHARS * 4].decode("utf-8", "replace")
+    text = re.sub(r"\s+", " ", redact(text)).strip()[:ERROR_BODY_CHARS]
+    return f"HTTP {status}: {text}" if text else f"HTTP {status}"
+
+
+class _Oversize(Exception):
+    pass
 
 
 class ChatClient:
-    """POSTs bodies to one endpoint, retrying until `parse` accepts an answer or the retries run out."""
+    """POSTs bodies to one endpoint, retrying until `parse` accepts an answer or the retries run out.
+    An `api_key_env` that is not set is refused (a run would otherwise go without its key)."""
 
     def __init__(
         self,
@@ -116,45 +192,106 @@ class ChatClient:
         backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
         api_key_env: str | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ):
         self.url = endpoint(base_url)
+        self.public_url = public_url(self.url)  # remembers a URL password, for redact
         self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
+        self.timeout_s, self.max_response_bytes = timeout_s, max_response_bytes
+        if api_key_env:
+            remember(env=api_key_env)
         key = api_key(api_key_env)
+        if api_key_env and key is None:
+            raise KimiStudentError(f"--api-key-env {api_key_env}: that environment variable is not set")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self.http = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(timeout_s))
         self.stats = {"requests": 0, "retries": 0}
+        self.greedy_sampling = True  # dropped for good after a 400/422 that names one of its fields
         self._rng = random.Random(0)  # seeded: the same run waits the same
 
+    async def _post(self, body: dict[str, Any]) -> tuple[httpx.Response, bytes]:
+        """The response and its body, read up to the cap, the whole within `timeout_s`."""
+
+        async def read() -> tuple[httpx.Response, bytes]:
+            async with self.http.stream("POST", self.url, json=body) as r:
+                buf = bytearray()
+                async for chunk in r.aiter_bytes():
+                    buf += chunk
+                    if len(buf) > self.max_response_bytes:
+                        raise _Oversize
+                return r, bytes(buf)
+
+        try:
+            return await asyncio.wait_for(read(), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise httpx.ReadTimeout("request took longer than timeout_s") from None
+
+    def _sendable(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body if self.greedy_sampling else {k: v for k, v in body.items() if k not in GREEDY_SAMPLING}
+
+    def _refuses_extras(self, status: int, content: bytes, sent: dict[str, Any]) -> bool:
+        """A 400 or 422 naming a GREEDY_SAMPLING field that was sent: the server takes no extras (also
+        true for a request that was in flight when another one found out)."""
+        if status not in (400, 422) or not GREEDY_SAMPLING.keys() & sent.keys():
+            return False
+        said = content[:4096].decode("utf-8", "replace")
+        if any(k in said for k in GREEDY_SAMPLING):
+            self.greedy_sampling = False
+            return True
+        return False
+
     async def complete(self, body: dict[str, Any], parse: Callable[[Any], T]) -> T:
-        """`parse(response JSON)`; it raises RetryableResponse for an answer worth asking again."""
-        last = "no attempt"
-        for attempt in range(self.max_retries + 1):
+        """`parse(response JSON, redacted)`; it raises RetryableResponse for an answer worth asking again
+        (any TypeError, ValueError, KeyError or AttributeError of `parse` on a server's data counts as a
+        malformed answer too)."""
+        last, transient = "no attempt", False
+        attempt = 0
+        while True:
             wait = None
             try:
                 self.stats["requests"] += 1
-                r = await self.http.post(self.url, json=body)
+                sent = self._sendable(body)
+                r, content = await self._post(sent)
                 if r.status_code in RETRY_STATUS:
-                    last = f"HTTP {r.status_code}"
+                    last, transient = error_snippet(r.status_code, content), True
                     wait = retry_after_seconds(r.headers.get("retry-after"))
+                elif self._refuses_extras(r.status_code, content, sent):
+                    continue  # asked again at once without them; not a retry
                 elif r.status_code >= 400:
-                    raise ChatRequestError(f"HTTP {r.status_code}: {r.text[:200]}")
+                    raise ChatRequestError(error_snippet(r.status_code, content))
                 else:
-                    try:
-                        return parse(json.loads(r.content))
-                    except json.JSONDecodeError:
-                        last = "truncated or invalid JSON body"
+                    return self._parsed(content, parse)
             except RetryableResponse as e:
-                last = str(e)
+                last, transient = str(e), False
+            except _Oversize:
+                raise ChatRequestError(
+                    f"response body over {self.max_response_bytes} bytes (did the server ignore "
+                    "max_tokens?): not read further"
+                ) from None
             except httpx.TimeoutException:
-                last = "timeout"
+                last, transient = "timeout", True
             except httpx.TransportError as e:
-                last = f"transport error: {type(e).__name__}"
+                last, transient = f"transport error: {type(e).__name__}", True
             if attempt == self.max_retries:
                 break
             self.stats["retries"] += 1
             backoff = min(self.max_backoff_s, self.backoff_s * 2**attempt) * self._rng.random()
             await asyncio.sleep(min(wait, MAX_RETRY_AFTER_S) if wait is not None else backoff)
-        raise ChatRequestError(f"gave up after {self.max_retries + 1} attempts: {last}")
+            attempt += 1
+        raise ChatRequestError(f"gave up after {self.max_retries + 1} attempts: {last}", transient)
+
+    @staticmethod
+    def _parsed(content: bytes, parse: Callable[[Any], T]) -> T:
+        try:
+            data = _redacted(json.loads(content))
+        except RecursionError:
+            raise malformed("nested too deep") from None
+        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+            raise RetryableResponse("truncated or invalid JSON body") from None
+        try:
+            return parse(data)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+            raise malformed(f"{type(e).__name__}: {redact(str(e))[:200]}") from None
 
     async def aclose(self) -> None:
         await self.http.aclose()

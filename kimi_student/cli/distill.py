@@ -19,7 +19,8 @@ def kd_mix(
         str,
         typer.Option(
             help="smollm2 (embedded, default), hf:<folder|file.gguf>, or "
-            "http(s)://host[/v1] (OpenAI-compatible)."
+            "http(s)://host or http(s)://host/v1 (OpenAI-compatible; a user:password in the URL "
+            "is sent, never written)."
         ),
     ] = "smollm2",
     prompts: Annotated[
@@ -43,7 +44,7 @@ def kd_mix(
         typer.Option(
             help="Env var holding the API key (default: "
             "KIMI_STUDENT_API_KEY, KIMI_API_KEY, MOONSHOT_API_KEY, "
-            "OPENAI_API_KEY)."
+            "OPENAI_API_KEY); one that is not set is refused."
         ),
     ] = None,
     system: Annotated[bool, typer.Option(help="Prepend the tool-use system prompt to plain prompts.")] = True,
@@ -75,7 +76,9 @@ def kd_mix(
     header = build_kd_mix(t, reqs, out, prompt_set_sha256(reqs), progress=show_progress())
     bpt = header["logprob_bytes_per_token"]
     typer.echo(
-        f"{header['ok']}/{header['records']} answered ({header['from_cache']} from cache), "
+        f"{header['ok']}/{header['records']} answered ({header['from_cache']} from cache"
+        + (f", {header['repeated']} repeated prompts asked once" if header["repeated"] else "")
+        + "), "
         f"{header['failed']} failed, {header['logprob_tokens']} logprob tokens"
         + (f" at {bpt:.0f} bytes/token" if bpt else "")
         + f" -> {out}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from kimi_student.backends.redact import redact
 from kimi_student.chat.prompt import system_prompt
 from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_json
@@ -64,6 +66,19 @@ def with_decoding(requests: list[TeacherRequest], decoding: Decoding) -> list[Te
     return [TeacherRequest(r.id, r.messages, decoding) for r in requests]
 
 
+def usable(hit: Any) -> bool:
+    """A cached answer that assembles: string text, and logprob rows of one width, one per token id."""
+    if not isinstance(hit, dict) or not isinstance(hit.get("text"), str):
+        return False
+    ids, lps, toks = hit.get("topk_ids") or [], hit.get("topk_logprobs") or [], hit.get("token_ids") or []
+    if not (isinstance(ids, list) and isinstance(lps, list) and isinstance(toks, list)):
+        return False
+    if len(ids) != len(lps) or (toks and len(toks) != len(ids)):
+        return False
+    widths = {len(r) for r in ids if isinstance(r, list)} | {len(r) for r in lps if isinstance(r, list)}
+    return not ids or (len(widths) == 1 and all(isinstance(r, list) for r in (*ids, *lps)))
+
+
 @dataclass
 class Cache:
     folder: Path
@@ -76,9 +91,10 @@ class Cache:
         if not p.is_file():
             return None
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
+            hit = json.loads(p.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):  # cannot happen with atomic writes; be safe
             return None
+        return hit if usable(hit) else None  # an answer an older version kept wrongly is asked again
 
     def put(self, key: str, reply: TeacherReply) -> None:
         p = self.path(key)
@@ -126,11 +142,13 @@ def build_kd_mix(
 
     out = Path(out)
     cache = Cache(out.parent / (out.name + ".cache"))
-    todo, cached = [], 0
+    todo, cached, repeated = [], 0, 0
     seen_keys: set[str] = set()
     for r in requests:
         k = r.key(teacher.id)
-        if cache.get(k) is not None or k in seen_keys:
+        if k in seen_keys:
+            repeated += 1  # asked once, for its first occurrence
+        elif cache.get(k) is not None:
             cached += 1
         else:
             todo.append(r)
@@ -144,7 +162,8 @@ def build_kd_mix(
 
     failures = asyncio.run(_run(teacher, todo, cache, done)) if todo else {}
     bar.close()
-    return _assemble(teacher, requests, cache, failures, out, prompt_set_sha256, cached, shard_tokens)
+    header = _assemble(teacher, requests, cache, failures, out, prompt_set_sha256, shard_tokens)
+    return {**header, "from_cache": cached, "repeated": repeated}  # run statistics: not in the file
 
 
 class _Shards:
@@ -193,7 +212,7 @@ def _record(req: TeacherRequest, key: str, hit: dict[str, Any] | None, error: st
     """One output row: the cached answer (its logprobs go to the shards), or the failure and its reason."""
     rec: dict[str, Any] = {"id": req.id, "request_sha256": key, "messages": list(req.messages)}
     if hit is None:
-        return {**rec, "status": "failed", "error": error}
+        return {**rec, "status": "failed", "error": redact(error)}
     rec.update(status="ok", text=hit["text"], finish_reason=hit.get("finish_reason"), usage=hit.get("usage"))
     if hit.get("topk_logprobs"):
         rec["logprobs"] = shards.add(hit)
@@ -243,25 +262,33 @@ def _assemble(
     failures: dict[str, str],
     out: Path,
     prompt_set_sha256: str,
-    cached: int,
     shard_tokens: int,
 ) -> dict[str, Any]:
-    """The output JSONL and its shards from the cache, in prompt order."""
+    """The output JSONL and its shards from the cache, in prompt order. The scratch folder of a run
+    killed while assembling (`.<out>.shards.*`) is removed first; this run's own on any failure."""
     shard_dir = out.parent / (out.name + ".logprobs")
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".shards.", dir=out.parent))
-    shards = _Shards(tmp_dir, shard_dir.name, shard_tokens)
-    rows = []
-    for r in requests:
-        key = r.key(teacher.id)
-        rows.append(_record(r, key, cache.get(key), failures.get(key, "not answered"), shards))
-    shards.flush()
-    header = _header(teacher, requests, prompt_set_sha256, rows, shards)
-    _publish_shards(tmp_dir, shard_dir, shards.tokens > 0)
-    with atomic_writer(out) as fh:
+    prefix = f".{out.name}.shards."
+    out.parent.mkdir(parents=True, exist_ok=True)  # not made yet when no answer was cached
+    for stale in out.parent.glob(prefix + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
+    try:
+        shards = _Shards(tmp_dir, shard_dir.name, shard_tokens)
+        rows = []
+        for r in requests:
+            key = r.key(teacher.id)
+            rows.append(_record(r, key, cache.get(key), failures.get(key, "not answered"), shards))
+        shards.flush()
+        header = _header(teacher, requests, prompt_set_sha256, rows, shards)
+        _publish_shards(tmp_dir, shard_dir, shards.tokens > 0)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    with atomic_writer(out) as fh:  # reruns are byte-identical: run statistics stay out of the file
         fh.write(dumps_line(header))
         for row in rows:
             fh.write(dumps_line(row))
-    return {**header, "from_cache": cached}  # run statistics stay out of the file: reruns are byte-identical
+    return header
 
 
 def prompt_set_sha256(requests: list[TeacherRequest]) -> str:

@@ -58,16 +58,16 @@ def run_eval(
     with locked_parts(folder, fresh):
         with kept_if_resumable(folder):
             parts = read_parts(folder, key, wanted)
-            if parts.rows and log:
-                log(f"resuming: {len(parts.rows)} of {len(positions)} items already scored in {folder}")
+            if parts.settled and log:
+                log(f"resuming: {len(parts.settled)} of {len(positions)} items already scored in {folder}")
             ids, dirs = frozenset(it["id"] for it in items), tuple(str(d) for d in fixture_dirs)
             setup = RunSetup(runner, inputs.dataset_sha256, ids, tok_spec, dirs, key, parts.facts)
             jobs = part_jobs(
-                setup, worker_shares(items, hashes, positions, shard, workers, parts.rows), folder
+                setup, worker_shares(items, hashes, positions, shard, workers, parts.settled), folder
             )
             if jobs:
                 with tqdm(
-                    total=len(positions), initial=len(parts.rows), disable=not progress, desc="eval"
+                    total=len(positions), initial=len(parts.settled), disable=not progress, desc="eval"
                 ) as bar:
                     run_jobs(jobs, bar.update)
                 parts = read_parts(folder, key, wanted)

@@ -22,6 +22,7 @@ from typing import Any
 
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.eval.identity import RunnerFacts
+from kimi_student.eval.runners.base import transient
 from kimi_student.jsonl import dumps_line
 
 LOCK_WAIT_S = 10.0
@@ -41,7 +42,13 @@ class Parts:
     """What the part files of a run hold so far."""
 
     facts: RunnerFacts | None  # the runner's (all parts agree)
-    rows: dict[str, dict[str, Any]]  # id -> result row (the first, should an id be found twice)
+    rows: dict[str, dict[str, Any]]  # id -> result row (the first, should an id be found twice, unless
+    # it failed only because the model could not be reached and a later one did not)
+
+    @property
+    def settled(self) -> dict[str, dict[str, Any]]:
+        """The rows a resume keeps: not those of items whose model could not be reached (asked again)."""
+        return {k: row for k, row in self.rows.items() if not transient(row)}
 
 
 def _read_part(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -84,7 +91,8 @@ def read_parts(folder: Path, key: dict[str, Any], wanted: set[str]) -> Parts:
                 raise InputError(
                     path, None, "id", f"{row.get('id')!r} is not an item of this run: rerun with --fresh"
                 )
-            rows.setdefault(row["id"], row)
+            if row["id"] not in rows or (transient(rows[row["id"]]) and not transient(row)):
+                rows[row["id"]] = row
     return Parts(facts, rows)
 
 

@@ -9,6 +9,15 @@ from typing import Any, Protocol
 
 from kimi_student.eval.runners.options import RunnerOptions
 
+# The start of an item's error when its model could not be reached (no server, timeouts, retried
+# statuses until the retries ran out): a resume asks such an item again instead of keeping the error.
+TRANSIENT = "transient, asked again on resume: "
+
+
+def transient(row: dict[str, Any]) -> bool:
+    """A result row whose error is TRANSIENT."""
+    return isinstance(row.get("error"), str) and row["error"].startswith(TRANSIENT)
+
 
 @dataclass
 class ItemOutput:

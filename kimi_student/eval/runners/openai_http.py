@@ -4,10 +4,15 @@ Requests, retries (429, 5xx, timeouts, truncated bodies; Retry-After honoured) a
 backends.openai_client's, as for the HTTP teacher. Two tool protocols:
 - `text` (default): tool calls are the `<tool_call>` text the model writes (the request asks the server to
   stop at `</tool_call>`); tool responses go back as `tool` messages holding `<tool_response>` text.
-- `tools`: the registry is sent as `tools=`; the server's structured `tool_calls` are written into the
-  transcript as `<tool_call>` text, and results go back as `tool` messages with their `tool_call_id`.
+- `tools`: the registry is sent as `tools=` with `tool_choice: "auto"` (llama.cpp's server ignores
+  `tools=` without it); the server's structured `tool_calls` are written into the transcript as
+  `<tool_call>` text, and results go back as `tool` messages with their `tool_call_id` (the assistant
+  turn that made the call has content `""`, not null: llama.cpp refuses null with a 500).
   OpenAI function names allow no dots, so `web.search` travels as `web__search`.
-A request that still fails after its retries makes the item an error (counted, never scored as a pass).
+A request that still fails after its retries makes the item an error (counted, never scored as a pass);
+when it failed on the way (no server, timeouts, retried statuses) the error starts with TRANSIENT and a
+resume asks that item again. A malformed answer (content not a string, tool calls not objects) is retried
+like a 5xx; text longer than max_new_tokens can hold is cut and the turn ends with `length`.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ from kimi_student.backends.openai_client import (
     ChatClient,
     ChatRequestError,
     RetryableResponse,
+    capped_text,
     chat_body,
+    finish_reason,
     first_choice,
+    malformed,
 )
 from kimi_student.chat.transcript import (
     CALL_CLOSE,
@@ -34,6 +42,7 @@ from kimi_student.chat.transcript import (
     parse_transcript,
 )
 from kimi_student.errors import KimiStudentError
+from kimi_student.eval.runners.base import TRANSIENT
 from kimi_student.eval.runners.tool_loop import Generation, Messages
 from kimi_student.fingerprint import model_folder_sha256, sha256_json
 from kimi_student.tools.registry import registry_json
@@ -81,7 +90,7 @@ def to_tools_messages(conversation: Messages) -> Messages:
                 out.append(
                     {
                         "role": "assistant",
-                        "content": prefix or None,
+                        "content": prefix,  # "" rather than null: llama.cpp refuses null
                         "tool_calls": [{"id": pending, "type": "function", "function": fn}],
                     }
                 )
@@ -97,24 +106,35 @@ def to_tools_messages(conversation: Messages) -> Messages:
     return out
 
 
-def reply_text(data: Any, names: dict[str, str]) -> tuple[str, str | None]:
+def _tool_call(call: Any, names: dict[str, str]) -> str:
+    """One structured tool call as `<tool_call>` text."""
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name", ""), str):
+        raise malformed("a tool call is not an object with a function name")
+    args = fn.get("arguments")
+    try:
+        args = json.loads(args) if isinstance(args, str) else args
+    except (json.JSONDecodeError, RecursionError):
+        pass  # kept as the string the model wrote; scoring counts it as invalid arguments
+    name = names.get(fn.get("name", ""), fn.get("name", ""))
+    return format_call(name, args)
+
+
+def reply_text(data: Any, names: dict[str, str], max_tokens: int) -> tuple[str, str | None]:
     """(text, finish_reason) of a response: its content, plus its first structured tool call written as
-    `<tool_call>` text (`names` maps API function names back to tool names)."""
+    `<tool_call>` text (`names` maps API function names back to tool names). Text beyond what
+    `max_tokens` can hold is cut, with finish `length`."""
     ch, msg = first_choice(data)
     text = msg.get("content") or ""
     calls = msg.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise malformed("tool_calls is not a list")
     if msg.get("content") is None and not calls:
         raise RetryableResponse("choice without message content")
     for c in calls[:1]:  # one call per turn, as in the text protocol
-        fn = c.get("function") or {}
-        args = fn.get("arguments")
-        try:
-            args = json.loads(args) if isinstance(args, str) else args
-        except json.JSONDecodeError:
-            pass  # kept as the string the model wrote; scoring counts it as invalid arguments
-        name = names.get(fn.get("name", ""), fn.get("name", ""))
-        text = (text + "\n" if text.strip() else "") + format_call(name, args)
-    return text, ch.get("finish_reason")
+        text = (text + "\n" if text.strip() else "") + _tool_call(c, names)
+    text, cut = capped_text(text, max_tokens)
+    return text, "length" if cut else finish_reason(ch)
 
 
 class OpenAIGenerator:
@@ -140,7 +160,7 @@ class OpenAIGenerator:
         self.fingerprint = (
             model_folder_sha256(model)
             if Path(model).is_dir()
-            else sha256_json({"endpoint": self.client.url, "model": model})
+            else sha256_json({"endpoint": self.client.public_url, "model": model})
         )
 
     def body(self, conv: Messages) -> dict[str, Any]:
@@ -149,6 +169,7 @@ class OpenAIGenerator:
         body = chat_body(self.model, msgs, self.max_new_tokens, temperature=0.0, seed=0)
         if self.protocol == "tools":
             body["tools"] = openai_tools()
+            body["tool_choice"] = "auto"
         else:
             body["stop"] = [CALL_CLOSE]
         return body
@@ -157,10 +178,10 @@ class OpenAIGenerator:
         async with sem:
             try:
                 text, reason = await self.client.complete(
-                    self.body(conv), lambda d: reply_text(d, self.names)
+                    self.body(conv), lambda d: reply_text(d, self.names, self.max_new_tokens)
                 )
             except ChatRequestError as e:
-                return Generation("", "error", error=str(e))
+                return Generation("", "error", error=(TRANSIENT if e.transient else "") + str(e))
         finish = {"stop": "stop", "tool_calls": "stop", "length": "length"}.get(reason or "", "stop")
         if self.protocol == "text" and finish == "stop" and text.rfind(CALL_OPEN) > text.rfind(CALL_CLOSE):
             text += CALL_CLOSE  # the server dropped the stop string (OpenAI semantics)

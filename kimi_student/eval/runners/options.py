@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from kimi_student.backends.redact import public_url
 from kimi_student.errors import KimiStudentError
 
 
@@ -60,4 +61,8 @@ class RunnerOptions:
         return cls(**{k: v for k, v in options.items() if v is not None})
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The options as written in a part file's resume key: a URL without its user:password."""
+        d = asdict(self)
+        if d["url"]:
+            d["url"] = public_url(d["url"])
+        return d

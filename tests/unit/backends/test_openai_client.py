@@ -15,6 +15,7 @@ import pytest
 
 from kimi_student.backends import openai_client as oc
 from kimi_student.backends.openai_client import (
+    GREEDY_SAMPLING,
     KEY_ENVS,
     RETRY_STATUS,
     ChatClient,
@@ -73,9 +74,11 @@ def test_api_key_from_the_named_env_or_the_first_set(monkeypatch: pytest.MonkeyP
 def test_chat_body_adds_top_p_and_logprobs_only_when_they_apply() -> None:
     msgs = [{"role": "user", "content": "q"}]
     greedy = chat_body("m", msgs, 16, 0.0, 0)
-    assert list(greedy) == ["model", "messages", "max_tokens", "temperature", "seed"]
+    assert list(greedy) == ["model", "messages", "max_tokens", "temperature", "seed", *GREEDY_SAMPLING]
+    assert greedy["repeat_penalty"] == 1.0  # llama.cpp's default 1.1 would make greedy not greedy
     sampled = chat_body("m", msgs, 16, 0.7, 3, top_p=0.9, top_logprobs=5)
     assert sampled["top_p"] == 0.9 and sampled["logprobs"] is True and sampled["top_logprobs"] == 5
+    assert not GREEDY_SAMPLING.keys() & sampled.keys()
 
 
 def test_first_choice_of_an_empty_answer_is_retryable() -> None:
@@ -179,14 +182,16 @@ def test_a_client_error_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_it_gives_up_after_its_retries_with_the_last_reason(monkeypatch: pytest.MonkeyPatch) -> None:
     out, seen, _ = run([status(503)] * 10, monkeypatch, max_retries=2)
-    assert isinstance(out, ChatRequestError) and str(out) == "gave up after 3 attempts: HTTP 503"
-    assert len(seen) == 3
+    # the server's own message is kept (a retried 500 used to lose it), and the failure is transient
+    assert isinstance(out, ChatRequestError) and str(out) == "gave up after 3 attempts: HTTP 503: boom"
+    assert len(seen) == 3 and out.transient
 
     def no_content(d: Any) -> str:
         raise RetryableResponse("choice without message content")
 
     out, seen, _ = run([], monkeypatch, parse=no_content, max_retries=1)
     assert str(out) == "gave up after 2 attempts: choice without message content" and len(seen) == 2
+    assert not out.transient  # the server answered: a resume keeps this error
 
 
 def test_the_api_key_goes_in_the_header_and_nowhere_else(monkeypatch: pytest.MonkeyPatch) -> None:
