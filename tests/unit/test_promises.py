@@ -131,6 +131,7 @@ PROMISES: dict[str, list[str]] = {
         IE
         + "test_http_resume.py::test_a_killed_model_runner_resumes_each_item_once_and_never_writes_the_key",
         "tests/unit/backends/test_openai_client.py::test_the_api_key_goes_in_the_header_and_nowhere_else",
+        ID + "test_http_secrets.py::test_no_file_of_an_http_run_holds_the_key_or_the_url_password",
     ],
     "losses": [
         "tests/unit/train/test_losses.py::test_kl_terms_are_scaled_by_t_squared",
