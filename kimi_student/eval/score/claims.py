@@ -119,38 +119,102 @@ def _sentence_initial(text: str, s: int) -> bool:
 class Sources:
     """What may support a claim: the texts and numbers of some JSON values (tool results, a prompt), and
     of `keyed` ones with their object keys too (call arguments: a claim may name an argument), indexed once
-    per item. A result's keys support nothing: a key is the tool's format, not something it said."""
+    per item. A result's keys support nothing: a key is the tool's format, not something it said.
 
-    def __init__(self, values: Iterable[Any], keyed: Iterable[Any] = ()):
+    Built lazily, for speed: the JSON numbers at once; the texts' normalised form and URLs on the first
+    claim that needs them; the numbers written inside the texts (the costly part) only for a number claim
+    that neither a JSON number nor a literal occurrence supports. `extended` adds sources to these and
+    reuses what was computed for them."""
+
+    def __init__(self, values: Iterable[Any], keyed: Iterable[Any] = (), base: Sources | None = None):
         texts: list[str] = []
         numbers: list[float] = []
         for v in values:
             _collect(v, texts, numbers, keys=False)
         for v in keyed:
             _collect(v, texts, numbers, keys=True)
-        for t in texts:
-            numbers.extend(x for n in find_numbers(t) for x in n.values)
-        self.numbers = sorted(set(numbers))
-        self.hay = "\n".join(normalize_query(t) for t in texts)
-        self.hay_ascii = self.hay.isascii()
-        self.urls = {_url_form(m.group(0)) for t in texts for m in URL.finditer(t)}
+        self._base = base
+        self._texts = texts if base is None else [*base._texts, *texts]
+        self._own_texts = texts
+        self._collected = numbers if base is None else [*base._collected, *numbers]
+        self._values = sorted(set(self._collected))
+        # A NaN (JSON allows it) makes the sorted order depend on the list: then all numbers go in one list,
+        # in the order they always did, and are searched as one.
+        self._nan = any(x != x for x in self._collected)
+        self._written: list[float] | None = None
+        self._hay: tuple[str, bool] | None = None
+        self._urls: set[str] | None = None
+
+    def extended(self, values: Iterable[Any], keyed: Iterable[Any] = ()) -> Sources:
+        """These sources and more: the same as Sources(these values and `values`, these keyed and `keyed`)."""
+        return Sources(values, keyed, base=self)
+
+    def _haystack(self) -> tuple[str, bool]:
+        """The texts' normalize_query forms, one a line, in order; and whether that is ASCII."""
+        if self._hay is None:
+            own = "\n".join(normalize_query(t) for t in self._own_texts)
+            base = self._base
+            if base is not None and base._texts:
+                own = base._haystack()[0] + "\n" + own if self._own_texts else base._haystack()[0]
+            self._hay = own, own.isascii()
+        return self._hay
+
+    @property
+    def hay(self) -> str:
+        return self._haystack()[0]
+
+    @property
+    def urls(self) -> set[str]:
+        if self._urls is None:
+            own = {_url_form(m.group(0)) for t in self._own_texts for m in URL.finditer(t)}
+            self._urls = own if self._base is None else self._base.urls | own
+        return self._urls
+
+    def _written_numbers(self) -> list[float]:
+        """Every reading of the numbers written in the texts, sorted (with a NaN: all numbers, as one list)."""
+        if self._written is None:
+            if self._nan:
+                written = [x for t in self._texts for n in find_numbers(t) for x in n.values]
+                self._written = sorted(set(self._collected + written))
+            else:
+                own = {x for t in self._own_texts for n in find_numbers(t) for x in n.values}
+                if self._base is not None:
+                    own.update(self._base._written_numbers())
+                self._written = sorted(own)
+        return self._written
 
     def has_number(self, x: float) -> bool:
-        tol = abs(x) * 1e-6 + 1e-9
-        i = bisect_left(self.numbers, x - tol)
-        return i < len(self.numbers) and self.numbers[i] <= x + tol
+        return not self._nan and _near(self._values, x) or _near(self._written_numbers(), x)
+
+    def occurs(self, text: str) -> bool:
+        """Whether `text` (a normalize_query form) occurs in the texts at word edges."""
+        return occurs(text, *self._haystack())
 
     def supports(self, c: Claim) -> bool:
         if c.kind in ("number", "version") and c.numbers:
-            # Every part of a blank-grouped run ("in 2024 123 items") or the whole, or the literal digits.
+            # Every part of a blank-grouped run ("in 2024 123 items") or the whole, or the literal digits;
+            # the cheap tests first (a JSON number, the literal), the numbers inside the texts last.
             whole, *parts = c.numbers
-            if any(map(self.has_number, whole)) or parts and all(any(map(self.has_number, p)) for p in parts):
+            if not self._nan and any(_near(self._values, x) for x in whole):
                 return True
-            return occurs(normalize_query(c.text), self.hay, self.hay_ascii)
+            if self.occurs(normalize_query(c.text)):
+                return True
+            return (
+                any(map(self.has_number, whole))
+                or bool(parts)
+                and all(any(map(self.has_number, p)) for p in parts)
+            )
         if c.kind == "url":
             u = _url_form(c.text)
             return u in self.urls or any(s.startswith(u + "/") for s in self.urls)
-        return occurs(normalize_query(c.text), self.hay, self.hay_ascii)
+        return self.occurs(normalize_query(c.text))
+
+
+def _near(numbers: list[float], x: float) -> bool:
+    """Whether sorted `numbers` hold one within a relative 1e-6 (absolute 1e-9) of `x`."""
+    tol = abs(x) * 1e-6 + 1e-9
+    i = bisect_left(numbers, x - tol)
+    return i < len(numbers) and numbers[i] <= x + tol
 
 
 def _collect(v: Any, texts: list[str], numbers: list[float], keys: bool) -> None:
