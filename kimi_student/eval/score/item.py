@@ -129,7 +129,9 @@ def score_item(
     broker: ToolBroker,
     error: str | None = None,
 ) -> ItemScore:
-    """Score one transcript against its gold item. `tokenized` is the output's (ids, char offsets).
+    """Score one transcript against its gold item. `tokenized` is the output's (ids, char offsets): of
+    all its tokens, or of every token from a point at or before its first integration span (as
+    tokens.encode_answers gives them: offsets in the whole text).
 
     Any text the model wrote gives a score: an output with lone surrogates is scored with U+FFFD in their
     place, and a fault of the scorer itself on some output gives an error row (privacy not shown ok),
