@@ -16,9 +16,11 @@ edges. Pure functions: no files, no clocks.
 from __future__ import annotations
 
 import re
+import unicodedata
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from kimi_student.eval.score.grounding import occurs
@@ -49,6 +51,8 @@ _SENTENCE_END = frozenset(".!?:;\n")
 _LIST_MARK = re.compile(r"[ \t]*(?:[.)])[ \t]")  # "1. " or "2) " after a number at a line's start
 _QUOTES = ("q1", "q2", "q3", "q4")
 _ORDINAL = re.compile(r"\d+(?:st|nd|rd|th)")
+_PATH_SEP = re.compile(r"[./]")
+_BLANKS = re.compile(r"\s+")  # as normalize_query collapses them
 
 
 @dataclass(frozen=True)
@@ -79,16 +83,14 @@ def find_claims(text: str, offset: int = 0) -> list[Claim]:
         elif kind == "number":
             if _list_marker(text, s, e):
                 continue
-            readings = tuple(n.values for n in find_numbers(raw))
-            out.append(Claim(kind, raw, s + offset, e + offset, readings))
+            out.append(Claim(kind, raw, s + offset, e + offset, _number_readings(raw)))
             continue
-        elif kind == "version":  # `2.098.190` is also a number as de-DE groups it, `4.9.12` is not
-            whole = [n.values for n in find_numbers(raw) if n.start == 0 and n.end == len(raw)]
-            out.append(Claim(kind, raw, s + offset, e + offset, tuple(whole[:1])))
+        elif kind == "version":
+            out.append(Claim(kind, raw, s + offset, e + offset, _version_readings(raw)))
             continue
         elif kind == "path" and not _is_name(raw):
             continue
-        elif kind == "word" and (raw == "I" or _sentence_initial(text, s)) or _ORDINAL.fullmatch(raw):
+        elif kind == "word" and (raw == "I" or _sentence_initial(text, s)) or _ordinal(raw):
             continue
         if kind in ("path", "ident", "word"):
             kind = "name"
@@ -97,9 +99,28 @@ def find_claims(text: str, offset: int = 0) -> list[Claim]:
     return out
 
 
+@lru_cache(maxsize=16384)
+def _number_readings(raw: str) -> tuple[frozenset[float], ...]:
+    """A number claim's readings (Claim.numbers): a pure function of its text, and the same numbers come
+    back again and again."""
+    return tuple(n.values for n in find_numbers(raw))
+
+
+@lru_cache(maxsize=16384)
+def _version_readings(raw: str) -> tuple[frozenset[float], ...]:
+    """`2.098.190` is also a number as de-DE groups it, `4.9.12` is not."""
+    whole = [n.values for n in find_numbers(raw) if n.start == 0 and n.end == len(raw)]
+    return tuple(whole[:1])
+
+
+def _ordinal(raw: str) -> bool:
+    # An ordinal starts with a decimal digit (`\d`, what str.isdecimal says): the regex only for those.
+    return raw[:1].isdecimal() and _ORDINAL.fullmatch(raw) is not None
+
+
 def _is_name(raw: str) -> bool:
     """A path or dotted name, not an abbreviation (`e.g`) nor a run of hyphenated words without a letter."""
-    parts = re.split(r"[./]", raw)
+    parts = _PATH_SEP.split(raw)
     return any(c.isalpha() or c == "_" for c in raw) and ("/" in raw or any(len(p) > 1 for p in parts[1:]))
 
 
@@ -152,7 +173,7 @@ class Sources:
     def _haystack(self) -> tuple[str, bool]:
         """The texts' normalize_query forms, one a line, in order; and whether that is ASCII."""
         if self._hay is None:
-            own = "\n".join(normalize_query(t) for t in self._own_texts)
+            own = _normalized_lines(self._own_texts)
             base = self._base
             if base is not None and base._texts:
                 own = base._haystack()[0] + "\n" + own if self._own_texts else base._haystack()[0]
@@ -208,6 +229,18 @@ class Sources:
             u = _url_form(c.text)
             return u in self.urls or any(s.startswith(u + "/") for s in self.urls)
         return self.occurs(normalize_query(c.text))
+
+
+def _normalized_lines(texts: list[str]) -> str:
+    """ "\\n".join(normalize_query(t) for t in texts), normalised in one pass: the texts joined by NUL
+    (where none holds one), a character that no NFC composition or reordering crosses, that case-folds
+    to itself and is no blank, so each text normalises as alone but for the blanks next to a NUL,
+    collapsed to one space there and then taken away as strip() takes them from each text."""
+    joined = "\0".join(texts)
+    if joined.count("\0") != max(0, len(texts) - 1):
+        return "\n".join(normalize_query(t) for t in texts)
+    folded = _BLANKS.sub(" ", unicodedata.normalize("NFC", joined).casefold())
+    return folded.replace(" \0", "\0").replace("\0 ", "\0").strip(" ").replace("\0", "\n")
 
 
 def _near(numbers: list[float], x: float) -> bool:
