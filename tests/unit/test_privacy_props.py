@@ -116,3 +116,51 @@ def test_scan_time_grows_linearly(unit: str) -> None:
 
     small, big = best(unit * (10_000 // len(unit))), best(unit * (40_000 // len(unit)))
     assert big < 8 * small + 0.02, (unit, small, big)
+
+
+def ref_pii_values(text: str) -> set[tuple[str, str]]:
+    """_pii_values without its shortcuts (every scan runs): the reference they must not change."""
+    found = {("email", m.group(0).casefold()) for m in privacy.EMAIL.finditer(text)}
+    found |= {("phone", privacy._NON_DIGIT.sub("", m.group(0))) for m in privacy.PHONE.finditer(text)}
+    for m in privacy.CARD.finditer(text):
+        digits = privacy._NON_DIGIT.sub("", m.group(0))
+        if 13 <= len(digits) <= 19 and privacy.luhn_ok(digits):
+            found.add(("card", digits))
+    found |= {("uuid", m.group(0).lower()) for m in privacy.UUID.finditer(text)}
+    return found | {("secret", m.group(0)) for m in privacy.SECRET.finditer(text)}
+
+
+pii_ish = st.lists(
+    st.sampled_from(
+        [
+            *(
+                "4111 1111 1111 1111",
+                "4111-1111-1111-1111",
+                "411111111111111",
+                "5555555555554444",
+                "1234 5678",
+            ),
+            *("+1 415 555 0100", "(415) 555-0100", "415-555-0100", "0", "7", " ", "-", ".", ",", "\n", "１"),
+            *(
+                "ghp_" + "a" * 36,
+                "gho_x",
+                "sk-" + "A" * 24,
+                "AKIA" + "B" * 16,
+                "xoxb-1234567890",
+                "AIza" + "c" * 35,
+            ),
+            *("api_key: 0123456789abcdef0123", "API-KEY=", "Token = abcdefabcdefabcdef12", "password", "gh"),
+            *("123e4567-e89b-12d3-a456-426614174000", "a@b.co", "K", "ß", "api", "key"),
+        ]
+    ),
+    max_size=10,
+).map("".join)
+
+
+def check_pii_values_as_the_plain_scan(text: str) -> None:
+    assert privacy._pii_values(text) == ref_pii_values(text)
+
+
+test_pii_values_as_the_plain_scan, test_pii_values_as_the_plain_scan_many = tiers(
+    check_pii_values_as_the_plain_scan, text=pii_ish | any_text
+)

@@ -170,6 +170,12 @@ class Sources:
         """These sources and more: the same as Sources(these values and `values`, these keyed and `keyed`)."""
         return Sources(values, keyed, base=self)
 
+    @property
+    def has_nan(self) -> bool:
+        """Whether a JSON number is NaN: then numbers are searched in one list, whose sorted order the NaN
+        disturbs, and more sources may support less."""
+        return self._nan
+
     def _haystack(self) -> tuple[str, bool]:
         """The texts' normalize_query forms, one a line, in order; and whether that is ASCII."""
         if self._hay is None:

@@ -285,17 +285,13 @@ def _all_sources(item: dict[str, Any], results: Sources | None = None) -> Source
 def _made_up(item: dict[str, Any], claims: list[Claim], results: Sources) -> list[str]:
     """The claims that nothing in `_all_sources(item)` supports. The tool results' Sources are asked
     first: all sources hold their texts (first, so their joined text starts with theirs), numbers and URLs,
-    so whatever they support all sources support, and those are built only for a claim they do not."""
-    everything: Sources | None = None
-    out = []
-    for c in claims:
-        if results.supports(c):
-            continue
-        if everything is None:
-            everything = _all_sources(item, results)
-        if not everything.supports(c):
-            out.append(c.text)
-    return out
+    so whatever they support all sources support, and the texts added are read only for a claim they do
+    not. Not with a NaN among the numbers: then the order of all the numbers decides (Sources.has_nan)."""
+    everything = _all_sources(item, results)
+    results_first = not everything.has_nan
+    return [
+        c.text for c in claims if not (results_first and results.supports(c)) and not everything.supports(c)
+    ]
 
 
 def _score_calls(
