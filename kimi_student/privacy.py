@@ -86,17 +86,19 @@ def pii_values(text: str) -> set[tuple[str, str]]:
 
 def _pii_values(text: str) -> set[tuple[str, str]]:
     """Each scan runs only where its pattern can match: an address has an `@`, a phone number and a card
-    number a digit, a UUID a `-`; a secret in ASCII text one of _SECRET_CUES."""
+    number a digit, a phone number also a `+`, a `(` or two `-`, a card number 13 digits in a run, a UUID
+    four `-`; a secret in ASCII text one of _SECRET_CUES."""
     found: set[tuple[str, str]] = set()
     if "@" in text:
         found |= {("email", m.group(0).casefold()) for m in _emails(text)}
     if _DIGIT.search(text) is not None:
-        found |= {("phone", _NON_DIGIT.sub("", m.group(0))) for m in PHONE.finditer(text)}
+        if "+" in text or "(" in text or text.count("-") >= 2:
+            found |= {("phone", _NON_DIGIT.sub("", m.group(0))) for m in PHONE.finditer(text)}
         for m in CARD.finditer(text) if _CARD_CUE.search(text) else ():
             digits = _NON_DIGIT.sub("", m.group(0))
             if 13 <= len(digits) <= 19 and luhn_ok(digits):
                 found.add(("card", digits))
-    if "-" in text:
+    if text.count("-") >= 4:
         found |= {("uuid", m.group(0).lower()) for m in UUID.finditer(text)}
     low = text.lower() if text.isascii() else None
     if low is None or any(c in low for c in _SECRET_CUES):
