@@ -36,12 +36,10 @@ _HOST = re.compile(r"[a-z0-9.-]+")
 _INVISIBLE = re.compile(r"[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 _NON_DIGIT = re.compile(r"\D")  # compiled here, not looked up in `re`'s cache (the scorer floods it)
 _DIGIT = re.compile(r"\d")
-# In an ASCII text SECRET can match only where one of these occurs in its lower-cased form (each
-# alternative starts with one: `gh[pousr]_` gives five, `api[_-]?key` three).
-_SECRET_CUES = (
-    *("sk-", "akia", "xox", "aiza", "secret", "token", "password"),
-    *("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "apikey", "api_key", "api-key"),
-)
+# Where SECRET can match in an ASCII text: its case-sensitive alternatives each start with one of these
+# (`gh[pousr]_` gives five), and its case-insensitive one needs a `:` or `=` after one of _SECRET_WORDS.
+_SECRET_STARTS = ("sk-", "AKIA", "xox", "AIza", "ghp_", "gho_", "ghu_", "ghs_", "ghr_")
+_SECRET_WORDS = ("api", "secret", "token", "password")
 # CARD matches only where this does (its first 13 digits); this one scans fast, from digit to digit.
 _CARD_CUE = re.compile(r"\d(?:[ -]?\d){12}")
 
@@ -87,7 +85,7 @@ def pii_values(text: str) -> set[tuple[str, str]]:
 def _pii_values(text: str) -> set[tuple[str, str]]:
     """Each scan runs only where its pattern can match: an address has an `@`, a phone number and a card
     number a digit, a phone number also a `+`, a `(` or two `-`, a card number 13 digits in a run, a UUID
-    four `-`; a secret in ASCII text one of _SECRET_CUES."""
+    four `-`; a secret in ASCII text its cues (_may_hold_secret)."""
     found: set[tuple[str, str]] = set()
     if "@" in text:
         found |= {("email", m.group(0).casefold()) for m in _emails(text)}
@@ -100,10 +98,20 @@ def _pii_values(text: str) -> set[tuple[str, str]]:
                 found.add(("card", digits))
     if text.count("-") >= 4:
         found |= {("uuid", m.group(0).lower()) for m in UUID.finditer(text)}
-    low = text.lower() if text.isascii() else None
-    if low is None or any(c in low for c in _SECRET_CUES):
+    if _may_hold_secret(text):
         found |= {("secret", m.group(0)) for m in SECRET.finditer(text)}
     return found
+
+
+def _may_hold_secret(text: str) -> bool:
+    """False only where SECRET cannot match: an ASCII text without its cues (case-insensitive matching
+    of ASCII letters matches ASCII letters only; other texts are always scanned)."""
+    if not text.isascii() or any(c in text for c in _SECRET_STARTS):
+        return True
+    if ":" not in text and "=" not in text:
+        return False
+    low = text.lower()
+    return any(w in low for w in _SECRET_WORDS)
 
 
 @lru_cache(maxsize=1)
