@@ -24,7 +24,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from kimi_student.chat.transcript import integration_spans
+from kimi_student.chat.transcript import INTEGRATION
 from kimi_student.tokenizer import TokenizerHandle
 
 Encoded = tuple[list[int], list[tuple[int, int]]]
@@ -36,12 +36,12 @@ _FRESH = "eval.score.tokens.fresh_at_line_starts"  # TokenizerHandle._cache key
 
 def answer_cut(text: str) -> int:
     """Where to start tokenizing `text`: the last start of a line (after a newline, at a printable
-    ASCII character other than a space) at or before the first `Integration:` a span may begin with,
-    len(text) where there is none (no token is needed), 0 where no line start fits (the whole text)."""
-    first = integration_spans(text, 0, cap=1)  # at or before the first span after the answer's start
-    if not first:
+    ASCII character other than a space) at or before the first `Integration:` (every integration span
+    begins with one), len(text) where there is none (no token is needed), 0 where no line start fits
+    (the whole text)."""
+    pos = text.find(INTEGRATION)
+    if pos < 0:
         return len(text)
-    pos = first[0][0]
     while True:
         nl = text.rfind("\n", 0, pos)
         if nl < 0:
