@@ -40,7 +40,7 @@ help:
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
 	@echo "make bench           speed of gen/verify/scoring at 10k items"
 	@echo "make bench-data      gen/extract/verify at 10k against a base commit (BASE=65fa8e7), byte-identical"
-	@echo "make bench-score     scoring loop items/s + verification_only eval time against BASE_SCORE=2ff5711"
+	@echo "make bench-score     scoring loop items/s + verification_only eval time vs BASE_SCORE=2ff5711 (timed), BYTES_SCORE=874cf81 (bytes)"
 	@echo "make bench-eval      eval items/s with 1 vs 2 worker processes, 10k verification_only time"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
 
@@ -183,11 +183,12 @@ bench: install
 
 BASE ?= 65fa8e7
 BASE_SCORE ?= 2ff5711
+BYTES_SCORE ?= 874cf81
 bench-data: install
 	$(VENV)/bin/python bench/data_speed.py --base $(BASE)
 
 bench-score: install
-	$(VENV)/bin/python bench/score_speed.py --base $(BASE_SCORE)
+	$(VENV)/bin/python bench/score_speed.py --base $(BASE_SCORE) --bytes-base $(BYTES_SCORE)
 
 bench-eval: install
 	$(VENV)/bin/python bench/eval_scale.py

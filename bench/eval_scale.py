@@ -1,5 +1,6 @@
 """Evaluation at scale, through the real CLI: items/s of `eval --workers 1` against `--workers 2` on the
-same 10k items, measured in one run, and the time of a 10k `verification_only` eval (target <= 60 s).
+same 10k items, measured in one run (target: 2 workers >= 1.8x one), and the time of a 10k
+`verification_only` eval with the same workers (target <= 5 s on 2 cores, issue 11 section 5).
 
 The predictions runner scores a file holding each item's gold teacher text (written here), so the work
 is the scorer's and the numbers say how well it splits across processes. Each figure is the whole
@@ -85,7 +86,7 @@ def main() -> None:
         t1 = timed(preds, 1, "w1")
         tn = timed(preds, a.workers, f"w{a.workers}")
         par_after = cpu_parallelism(a.workers)
-        t_ver = timed(["--runner", "verification_only"], 1, "ver")
+        t_ver = timed(["--runner", "verification_only"], a.workers, "ver")
         same = {
             f: (d / "w1" / f).read_bytes() == (d / f"w{a.workers}" / f).read_bytes()
             for f in ("r.jsonl", "r.json")
@@ -95,16 +96,17 @@ def main() -> None:
     print(f"eval predictions --workers 1         {t1:7.2f} s  {a.n / t1:7.0f} items/s")
     print(f"eval predictions --workers {a.workers:<2}        {tn:7.2f} s  {a.n / tn:7.0f} items/s")
     print(
-        f"speed-up with {a.workers} workers: {t1 / tn:.2f}x  (CPU parallelism available, {a.workers} processes "
+        f"speed-up with {a.workers} workers: {t1 / tn:.2f}x (target >= 1.8x)  (CPU parallelism available, {a.workers} processes "
         f"of a pure-Python loop: {par_before:.2f}x before, {par_after:.2f}x after)"
     )
     print(
         f"byte-identical: results {same['r.jsonl']}, report {same['r.json']}"
         + ("" if same["r.json"] else " (code_version is in the report: was a commit made during the bench?)")
     )
-    ok = "OK" if t_ver <= 60 else "MISSED"
+    ok = "OK" if t_ver <= 5 else "MISSED"
     print(
-        f"eval verification_only --workers 1  {t_ver:7.2f} s  {a.n / t_ver:7.0f} items/s  target <= 60 s: {ok}"
+        f"eval verification_only --workers {a.workers:<2} {t_ver:7.2f} s  {a.n / t_ver:7.0f} items/s  "
+        f"target <= 5 s: {ok}"
     )
 
 

@@ -1,16 +1,20 @@
-"""Speed of the scorer against a base commit, measured in one run on one machine: in-process items/s of the
+"""Speed of the scorer against base commits, measured in one run on one machine: in-process items/s of the
 scoring loop, and the wall time of `eval --runner verification_only` through the real CLI.
 
-N gold items are generated and extracted once (this tree's CLI). The base commit's package is unpacked
+N gold items are generated and extracted once (this tree's CLI). Each base commit's package is unpacked
 into a temp folder (`git archive BASE kimi_student`) and each tree is imported in its own subprocess
-(PYTHONPATH switched, run from a neutral folder), interleaved: each repeat runs base then new or new then
-base, alternately; the figure is the median of the repeats. The loop is what eval/workers.py does per
-chunk: the runner's outputs, `encode_offsets` of all of them (tokenization is timed), `result_row` (so
-`score_item` with the real tokenizer and ToolBroker) and `dumps_line` of each row; it runs once per
-process, cold, as an eval does. Every repeat checks that both trees wrote the same result bytes (the
-eval's results JSONL, and the loop's rows) and the same report but for code_version.
+(PYTHONPATH switched, run from a neutral folder), interleaved: each repeat runs the trees in a rotated
+order; the figure is the median of the repeats. The loop is what eval/workers.py does per chunk: the
+runner's outputs, tokenization of all of them (timed: `encode_answers` where the tree has it, else
+`encode_offsets`), `result_row` (so `score_item` with the real tokenizer and ToolBroker) and `dumps_line`
+of each row; it runs once per process, cold, as an eval does.
 
-    .venv/bin/python bench/score_speed.py [--n 2000] [--repeats 3] [--base 2ff5711]
+Two bases: `--bytes-base` (874cf81 by default, the last change of the scoring definitions), whose result
+bytes every repeat requires equal to this tree's (the eval's results JSONL, the loop's rows, the report
+but for code_version); and `--base` (2ff5711 by default), only timed where it is older than a change of
+the definitions: its bytes are compared and said to differ on purpose, with `--why`.
+
+    .venv/bin/python bench/score_speed.py [--n 2000] [--repeats 3] [--base 2ff5711] [--bytes-base 874cf81]
 """
 
 from __future__ import annotations
@@ -45,9 +49,13 @@ items = list(items)
 broker = ToolBroker.from_folders(dataset_fixture_dirs(ds, header))
 tok = load_tokenizer(sys.argv[2])
 runner = VerificationOnly("bench")
+try:  # the tree's workers tokenize the answers only
+    from kimi_student.eval.score.tokens import encode_answers
+except ImportError:
+    encode_answers = type(tok).encode_offsets
 t = time.perf_counter()
 outs = list(runner.outputs(items))
-encs = tok.encode_offsets([scrub_surrogates(o.text)[0] for o in outs])
+encs = encode_answers(tok, [scrub_surrogates(o.text)[0] for o in outs])
 rows = "".join(dumps_line(result_row(*a, tok, broker)) for a in zip(items, outs, encs))
 dt = time.perf_counter() - t
 print(len(items) / dt, hashlib.sha256(rows.encode()).hexdigest())
@@ -92,30 +100,48 @@ def eval_time(
     return wall, (cwd / "r.jsonl").read_bytes(), report
 
 
-def main() -> None:
+WHY = "the scoring definitions changed at 874cf81 (issue 11 section 1: claims-based integration metric)"
+
+
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--base", default="2ff5711", help="commit to compare against")
+    ap.add_argument("--base", default="2ff5711", help="commit to time against (bytes may differ: --why)")
+    ap.add_argument("--bytes-base", default="874cf81", help="commit whose result bytes must be the same")
+    ap.add_argument("--why", default=WHY, help="why --base's bytes differ, where it is not --bytes-base")
     ap.add_argument("--tokenizer", default="smollm2")
     ap.add_argument("--workers", type=int, default=1, help="--workers of the eval runs")
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def _dataset(d: Path, n: int, seed: int, tokenizer: str) -> Path:
+    data = d / "data"
+    data.mkdir()
+    cli = ("-m", "kimi_student", "contextual")
+    _py(ROOT, data, *cli, "gen", "--n", str(n), "--seed", str(seed), "--out", "c.jsonl")
+    _py(ROOT, data, *cli, "extract", "--in", "c.jsonl", "--out", "f.jsonl", "--tokenizer", tokenizer)
+    return data / "f.jsonl"
+
+
+def main() -> None:
+    a = _args()
     print(machine_line(""))
+    names = ["base", "bytes", "new"] if a.base != a.bytes_base else ["bytes", "new"]
+    speed: dict[str, list[float]] = {t: [] for t in names}
+    wall: dict[str, list[float]] = {t: [] for t in names}
+    base_same: list[bool] = []
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        base = base_tree(a.base, d)
-        trees = {"base": base, "new": ROOT}
-        data = d / "data"
-        data.mkdir()
-        cli = ("-m", "kimi_student", "contextual")
-        _py(ROOT, data, *cli, "gen", "--n", str(a.n), "--seed", str(a.seed), "--out", "c.jsonl")
-        _py(ROOT, data, *cli, "extract", "--in", "c.jsonl", "--out", "f.jsonl", "--tokenizer", a.tokenizer)
-        dataset = data / "f.jsonl"
-        speed: dict[str, list[float]] = {t: [] for t in trees}
-        wall: dict[str, list[float]] = {t: [] for t in trees}
+        trees = {"new": ROOT}
+        for name, commit in (("bytes", a.bytes_base), ("base", a.base)):
+            if name in names:
+                (d / f"t-{name}").mkdir()
+                trees[name] = base_tree(commit, d / f"t-{name}")
+        dataset = _dataset(d, a.n, a.seed, a.tokenizer)
         for rep in range(a.repeats):
-            order = ("base", "new") if rep % 2 == 0 else ("new", "base")
+            order = names[rep % len(names) :] + names[: rep % len(names)]
             seen: dict[str, tuple[str, bytes, dict]] = {}
             for name in order:
                 work = d / f"{rep}-{name}"
@@ -125,20 +151,48 @@ def main() -> None:
                 speed[name].append(ips)
                 wall[name].append(w)
                 seen[name] = (rows, results, report)
-            same = [seen["base"][i] == seen["new"][i] for i in range(3)]
+            same = [seen["bytes"][i] == seen["new"][i] for i in range(3)]
             if not all(same):
-                sys.exit(f"repeat {rep}: base and new differ (loop rows, results, report): {same}")
+                sys.exit(f"repeat {rep}: {a.bytes_base} and new differ (loop rows, results, report): {same}")
+            if "base" in seen:
+                base_same.append(all(seen["base"][i] == seen["new"][i] for i in range(3)))
+    _print(a, names, speed, wall, base_same)
+
+
+def _print(
+    a: argparse.Namespace,
+    names: list[str],
+    speed: dict[str, list[float]],
+    wall: dict[str, list[float]],
+    base_same: list[bool],
+) -> None:
+    label = {"base": a.base, "bytes": a.bytes_base, "new": "new"}
     print(
-        f"items: {a.n}  seed: {a.seed}  base: {a.base}  repeats: {a.repeats} (interleaved, median)  "
-        "loop rows, results JSONL, report (less code_version): byte-identical"
+        f"items: {a.n}  seed: {a.seed}  repeats: {a.repeats} (interleaved, median)  "
+        f"loop rows, results JSONL, report (less code_version): byte-identical to {a.bytes_base}"
     )
-    print(f"{'measure':<36} {'base':>9} {'new':>9} {'ratio':>7}")
-    bs, ns = statistics.median(speed["base"]), statistics.median(speed["new"])
-    print(f"{'scoring loop, items/s (in-process)':<36} {bs:9.0f} {ns:9.0f} {ns / bs:6.2f}x")
-    bw, nw = statistics.median(wall["base"]), statistics.median(wall["new"])
-    label = f"eval verification_only -w{a.workers}, s"
-    print(f"{label:<36} {bw:9.2f} {nw:9.2f} {bw / nw:6.2f}x")
-    print(f"{'  of which items/s':<36} {a.n / bw:9.0f} {a.n / nw:9.0f}")
+    if base_same:
+        state = "identical" if all(base_same) else "different, on purpose"
+        print(f"bytes of {a.base}: {state} ({a.why}): timed only")
+    print(
+        f"{'measure':<36}"
+        + "".join(f" {label[n]:>9}" for n in names)
+        + "".join(f" {'vs ' + label[n]:>11}" for n in names if n != "new")
+    )
+    ips = {n: statistics.median(speed[n]) for n in names}
+    print(
+        f"{'scoring loop, items/s (in-process)':<36}"
+        + "".join(f" {ips[n]:9.0f}" for n in names)
+        + "".join(f" {ips['new'] / ips[n]:10.2f}x" for n in names if n != "new")
+    )
+    w = {n: statistics.median(wall[n]) for n in names}
+    head = f"eval verification_only -w{a.workers}, s"
+    print(
+        f"{head:<36}"
+        + "".join(f" {w[n]:9.2f}" for n in names)
+        + "".join(f" {w[n] / w['new']:10.2f}x" for n in names if n != "new")
+    )
+    print(f"{'  of which items/s':<36}" + "".join(f" {a.n / w[n]:9.0f}" for n in names))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from kimi_student.eval.resume import next_attempt, part_header
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.registry import make_runner
 from kimi_student.eval.score.item import score_item, scrub_surrogates
+from kimi_student.eval.score.tokens import encode_answers
 from kimi_student.jsonl import dumps_line
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.tools.broker import ToolBroker
@@ -104,7 +105,7 @@ def score_part(job: PartJob, progress: Callable[[int], None]) -> None:
             for lo in range(0, len(job.items), runner.chunk):
                 chunk = job.items[lo : lo + runner.chunk]
                 outs = [next(outputs) for _ in chunk]
-                encs = tok.encode_offsets([scrub_surrogates(o.text)[0] for o in outs])
+                encs = encode_answers(tok, [scrub_surrogates(o.text)[0] for o in outs])
                 fh.write("".join(dumps_line(result_row(*a, tok, broker)) for a in zip(chunk, outs, encs)))
                 fh.flush()
                 progress(len(chunk))

@@ -163,6 +163,43 @@ def _ascii_search(text: str, hay: str) -> bool:
     return False
 
 
+_ASCII_BLANKS = frozenset(" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f")  # what `\s` matches among ASCII characters
+
+
+def _ascii_finditer(text: str, lowered: str) -> Iterator[tuple[int, int]]:
+    r"""The (start, end) of each match of `_string_pattern(text)` in an ASCII text that `lowered`
+    lower-cases, without compiling the pattern (one compile per value costs more than the scoring of an
+    item), for an ASCII `text` of words joined by single spaces. In ASCII, `\w` is a letter, a digit or
+    `_`, a letter matches its two cases only, and each `\s+` takes a whole run of blanks: the word after
+    it cannot start with a blank, so giving one back never helps. A match starts where the first word
+    occurs; the search goes on after a match, or one past an occurrence that is none."""
+    first, *rest = text.lower().split(" ")
+    edged = text[:1].isalnum() or text[-1:].isalnum()
+    n = len(lowered)
+    i = lowered.find(first)
+    while i >= 0:
+        end = _words_end(lowered, i + len(first), rest)
+        if end >= 0 and not (
+            edged and (i > 0 and _is_word(lowered[i - 1]) or end < n and _is_word(lowered[end]))
+        ):
+            yield i, end
+            i = lowered.find(first, max(end, i + 1))
+        else:
+            i = lowered.find(first, i + 1)
+
+
+def _words_end(lowered: str, pos: int, words: list[str]) -> int:
+    """Where `words` end, each after a run of blanks, from `pos` on in `lowered`; -1 where they do not."""
+    for word in words:
+        j = pos
+        while j < len(lowered) and lowered[j] in _ASCII_BLANKS:
+            j += 1
+        if j == pos or not lowered.startswith(word, j):
+            return -1
+        pos = j + len(word)
+    return pos
+
+
 def occurs(needle: str, hay: str, hay_ascii: bool) -> bool:
     """Whether `needle` occurs in `hay` at word edges, both normalize_query forms (`hay_ascii`:
     `hay.isascii()`, known to the caller that keeps `hay`)."""
@@ -228,6 +265,10 @@ class Span:
                     yield self.start + s, self.start + e
             return
         if not _may_match(v.text, self._text_lower):
+            return
+        if self._text_lower is not None and v.text.isascii() and v.text.split() == v.text.split(" "):
+            for s, e in _ascii_finditer(v.text, self._text_lower):
+                yield self.start + s, self.start + e
             return
         for m in _string_pattern(v.text).finditer(self.text):
             yield self.start + m.start(), self.start + m.end()

@@ -17,7 +17,7 @@ from kimi_student.chat.transcript import (
     parse_transcript,
 )
 from kimi_student.eval.score.call_match import match_calls
-from kimi_student.eval.score.claims import Sources, find_claims
+from kimi_student.eval.score.claims import Claim, Sources, find_claims
 from kimi_student.eval.score.grounding import Span, Value, evidence_values, result_values
 from kimi_student.eval.score.tool_span import SpanCounts, call_pairs, pair_counts
 from kimi_student.fingerprint import canonical_json
@@ -60,12 +60,17 @@ def gold_evidence(
     return [v for v in values if any(s.lax_contains(v, url_by_host=False) for s in spans)]
 
 
-def gold_claims(item: dict[str, Any], spans: list[Span] | None = None) -> Sources:
+def gold_claims(
+    item: dict[str, Any], spans: list[Span] | None = None, claims: list[list[Claim]] | None = None
+) -> Sources:
     """The claims of the item's own gold integration spans: what a claim of a span must also be to count
-    strictly (a value the gold answer needs, not one it left out)."""
-    if spans is None:
-        spans = [Span(t) for t in parse_transcript(item["teacher_text"]).span_texts()]
-    return Sources([c.text for sp in spans for c in find_claims(sp.text)])
+    strictly (a value the gold answer needs, not one it left out). `claims`: find_claims of each of
+    those spans, where the caller has them (only their texts matter, not where they are)."""
+    if claims is None:
+        if spans is None:
+            spans = [Span(t) for t in parse_transcript(item["teacher_text"]).span_texts()]
+        claims = [find_claims(sp.text) for sp in spans]
+    return Sources([c.text for found in claims for c in found])
 
 
 @dataclass
@@ -124,7 +129,9 @@ def score_item(
     broker: ToolBroker,
     error: str | None = None,
 ) -> ItemScore:
-    """Score one transcript against its gold item. `tokenized` is the output's (ids, char offsets).
+    """Score one transcript against its gold item. `tokenized` is the output's (ids, char offsets): of
+    all its tokens, or of every token from a point at or before its first integration span (as
+    tokens.encode_answers gives them: offsets in the whole text).
 
     Any text the model wrote gives a score: an output with lone surrogates is scored with U+FFFD in their
     place, and a fault of the scorer itself on some output gives an error row (privacy not shown ok),
@@ -206,13 +213,18 @@ def _score_item(
     replies, arg_texts = _score_calls(sc, t, gold_calls, broker)
 
     bounds = _Bounds(output, tokenized[1])
-    stated = gold_claims(item, gold_spans) if sc.eligible else None
-    _score_spans(sc, spans, meta["tool_results"], gold_values, stated, tokenized, tokenizer, bounds)
+    claims = [find_claims(sp.text, sp.start) for sp in spans]
+    stated = None
+    if sc.eligible:
+        stated = gold_claims(item, gold_spans, claims[:SPAN_CAP] if gold_spans is not None else None)
+    supported = Sources(r["result"] for r in meta["tool_results"])
+    _score_spans(
+        sc, spans, claims, supported, meta["tool_results"], gold_values, stated, tokenized, tokenizer, bounds
+    )
 
     prose = t.model_text(replies, calls=False)
     if not control:  # a control item answers from what it knows: control_integration judges it
-        sources = _all_sources(item)
-        made_up = [c.text for c in find_claims(prose) if not sources.supports(c)]
+        made_up = _made_up(item, find_claims(prose), supported)
         sc.hallucinations, sc.unsupported_claims = len(made_up), made_up[:UNSUPPORTED_SHOWN]
     sc.control_violation = control and (bool(t.calls) or bool(spans))
     sc.privacy_violations = privacy_violations(item["prompt"], [t.model_text(replies), *arg_texts])
@@ -223,6 +235,8 @@ def _score_item(
 def _score_spans(
     sc: ItemScore,
     spans: list[Span],
+    span_claims: list[list[Claim]],
+    supported: Sources,
     results: list[dict[str, Any]],
     gold_values: list[Value],
     stated: Sources | None,
@@ -231,14 +245,13 @@ def _score_spans(
     bounds: _Bounds,
 ) -> None:
     """Integration spans into `sc`: claims and their grounding (precision), gold evidence found (recall),
-    token alignment. `stated`: the gold answer's claims (None where the item is not eligible)."""
+    token alignment. `span_claims`: find_claims of each span; `supported`: the Sources of `results`;
+    `stated`: the gold answer's claims (None where the item is not eligible)."""
     ids, offsets = tokenized
-    supported = Sources(r["result"] for r in results)
     lax_vals = result_values(results)
     capped = spans[:SPAN_CAP]
     sc.spans, sc.span_cap_exceeded = len(spans), len(spans) > SPAN_CAP
-    for i, sp in enumerate(spans):
-        claims = find_claims(sp.text, sp.start)
+    for i, (sp, claims) in enumerate(zip(spans, span_claims)):
         sc.claims += max(1, len(claims))
         if i >= SPAN_CAP:  # a span past the cap is a violation: its claims count, ungrounded
             continue
@@ -258,14 +271,27 @@ def _score_spans(
     sc.found_strict = sum(any(sp.strict_contains(v, bounds) for sp in capped) for v in gold_values)
 
 
-def _all_sources(item: dict[str, Any]) -> Sources:
+def _all_sources(item: dict[str, Any], results: Sources | None = None) -> Sources:
     """What an answer may say: the tool results, the user's request, the gold calls' arguments (with
-    their names) and the registry's tool names."""
+    their names) and the registry's tool names. `results`: the Sources of the tool results, if built."""
     meta = item["metadata"]
-    return Sources(
-        [*(r["result"] for r in meta["tool_results"]), item["prompt"], sorted(registry())],
-        keyed=[c["arguments"] for c in meta["call_sequence"]],
+    if results is None:
+        results = Sources(r["result"] for r in meta["tool_results"])
+    return results.extended(
+        [item["prompt"], sorted(registry())], keyed=[c["arguments"] for c in meta["call_sequence"]]
     )
+
+
+def _made_up(item: dict[str, Any], claims: list[Claim], results: Sources) -> list[str]:
+    """The claims that nothing in `_all_sources(item)` supports. The tool results' Sources are asked
+    first: all sources hold their texts (first, so their joined text starts with theirs), numbers and URLs,
+    so whatever they support all sources support, and the texts added are read only for a claim they do
+    not. Not with a NaN among the numbers: then the order of all the numbers decides (Sources.has_nan)."""
+    everything = _all_sources(item, results)
+    results_first = not everything.has_nan
+    return [
+        c.text for c in claims if not (results_first and results.supports(c)) and not everything.supports(c)
+    ]
 
 
 def _score_calls(

@@ -81,7 +81,7 @@ def call_pairs(call: dict[str, Any] | None) -> Counter[Pair]:
     args = call.get("arguments")
     if isinstance(args, dict):
         for key, value, sub in leaves(args, "", schema):
-            is_path = _INDEX.sub("[]", key) in path_fields  # `paths[0]` is the registry's `paths[]`
+            is_path = (_INDEX.sub("[]", key) if "[" in key else key) in path_fields  # `paths[0]`: `paths[]`
             pairs[(key, _norm_value(value, sub, is_path))] += 1
     elif args is not None:  # arguments that are not an object: one pair that matches nothing expected
         pairs[("<arguments>", repr(args))] += 1

@@ -62,7 +62,61 @@ test_value_from_the_text, test_value_from_the_text_many = tiers(
     b=st.integers(0, 60),
     upper=st.booleans(),
 )
-test_pii_shortcuts, test_pii_shortcuts_many = tiers(check_pii_shortcuts, text=st.text(pii_chars, max_size=80))
+# Whole PII-looking pieces (cards with separators, each secret's cue) glued together.
+pii_pieces = st.lists(
+    st.sampled_from(
+        [
+            *(
+                "4111 1111 1111 1111",
+                "4111-1111-1111-1111",
+                "411111111111111",
+                "5555555555554444",
+                "1234 5678",
+            ),
+            *(
+                "+1 415 555 0100",
+                "(415) 555-0100",
+                "415-555-0100",
+                "0",
+                "7",
+                " ",
+                "-",
+                ".",
+                ",",
+                "\n",
+                "\uff11",
+            ),
+            *(
+                "ghp_" + "a" * 36,
+                "gho_x",
+                "sk-" + "A" * 24,
+                "AKIA" + "B" * 16,
+                "xoxb-1234567890",
+                "AIza" + "c" * 35,
+            ),
+            *("api_key: 0123456789abcdef0123", "API-KEY=", "Token = abcdefabcdefabcdef12", "password", "gh"),
+            *("123e4567-e89b-12d3-a456-426614174000", "a@b.co", "K", "\u00df", "api", "key"),
+        ]
+    ),
+    max_size=10,
+).map("".join)
+test_pii_shortcuts, test_pii_shortcuts_many = tiers(
+    check_pii_shortcuts, text=st.text(pii_chars, max_size=80) | pii_pieces
+)
+# Every ASCII blank `\s` matches (\x1c to \x1f too), for the ASCII strict matching without a regex.
+ascii_chars = st.sampled_from("abkKsS_.-1 \t\n\r\x0b\x0c\x1c\x1f")
+test_ascii_value_shortcut, test_ascii_value_shortcut_many = tiers(
+    check_value_shortcut,
+    text=st.text(ascii_chars, max_size=60),
+    value=st.text(ascii_chars, min_size=1, max_size=12),
+)
+test_ascii_value_from_the_text, test_ascii_value_from_the_text_many = tiers(
+    check_value_from_the_text,
+    text=st.text(ascii_chars, max_size=60),
+    a=st.integers(0, 60),
+    b=st.integers(0, 60),
+    upper=st.booleans(),
+)
 
 
 def test_pii_shortcuts_table() -> None:
