@@ -145,6 +145,14 @@ def temp_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
+def temp_dir_beside(dest: Path) -> Path:
+    """A new empty temp folder beside `dest` (made after removing the ones killed writers left)."""
+    clear_stale_temps(dest)
+    tmp = temp_path(dest)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

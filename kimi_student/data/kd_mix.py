@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from kimi_student.chat.prompt import system_prompt
 from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_json
 from kimi_student.jsonl import atomic_writer, dumps_line, read_jsonl
+from kimi_student.outputs import temp_dir_beside
 from kimi_student.teachers.base import Decoding, Teacher, TeacherError, TeacherReply, TeacherRequest
 
 KD_VERSION = "kd-1"
@@ -248,7 +248,7 @@ def _assemble(
 ) -> dict[str, Any]:
     """The output JSONL and its shards from the cache, in prompt order."""
     shard_dir = out.parent / (out.name + ".logprobs")
-    tmp_dir = Path(tempfile.mkdtemp(prefix=".shards.", dir=out.parent))
+    tmp_dir = temp_dir_beside(shard_dir)
     shards = _Shards(tmp_dir, shard_dir.name, shard_tokens)
     rows = []
     for r in requests:
