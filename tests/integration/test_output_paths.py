@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import KS, ROOT, kill_when, ks, read_rows, write_rows
+from tests.support import KS, ROOT, kill_when, ks, read_rows, temp_litter, write_rows
 
 
 def _refused(*args: str | Path) -> str:
@@ -199,10 +199,6 @@ def _pair_is_whole(ds: Path) -> bytes:
     return ds.read_bytes()
 
 
-def _litter(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".tmp", ".old")))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
 def test_a_killed_gen_leaves_the_old_pair_or_the_new_one(seed: int, tmp_path: Path) -> None:
@@ -225,4 +221,4 @@ def test_a_killed_gen_leaves_the_old_pair_or_the_new_one(seed: int, tmp_path: Pa
     r = ks(*args)
     assert r.returncode == 0, r.stderr
     assert _pair_is_whole(run / "c.jsonl") == new
-    assert _litter(run) == [] and _litter(run / "c.jsonl.fixtures") == []
+    assert temp_litter(run) == []

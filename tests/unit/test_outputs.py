@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_dir
 from kimi_student.jsonl import write_json
 from kimi_student.outputs import check_outputs, clear_stale_temps, temp_path
+from tests.support import dead_pid
 
 
 def _write(out: Path, seed: int) -> None:
@@ -79,16 +78,15 @@ def test_a_kill_at_every_rename_or_removal_leaves_the_old_pair_or_the_new_one(tm
 
 def test_stale_temps_of_dead_writers_go_and_live_ones_stay(tmp_path: Path) -> None:
     dest = tmp_path / "r.jsonl"
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    child.wait()  # a pid that is no process now
-    dead = dest.with_name(f".r.jsonl.{child.pid}.abcd1234.tmp")
+    pid = dead_pid()
+    dead = dest.with_name(f".r.jsonl.{pid}.abcd1234.tmp")
     mine, parents = temp_path(dest), dest.with_name(f".r.jsonl.{os.getppid()}.00ff00ff.tmp")
     legacy_old, legacy_new = tmp_path / ".r.jsonl.ab_cd12z.tmp", tmp_path / ".r.jsonl.zz99zz99.tmp"
     other = tmp_path / ".other.jsonl.1.abcd.tmp"
     for p in (dead, mine, parents, legacy_old, legacy_new, other):
         p.write_text("x")
     os.utime(legacy_old, (time.time() - 7200, time.time() - 7200))
-    (tmp_path / f".r.jsonl.{child.pid}.00000000.tmp").mkdir()  # a dead writer's temp folder
+    (tmp_path / f".r.jsonl.{pid}.00000000.tmp").mkdir()  # a dead writer's temp folder
     clear_stale_temps(dest)
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted(p.name for p in (mine, parents, legacy_new, other))
