@@ -90,10 +90,10 @@ def dumps_line(obj: Any) -> str:
 
 @contextmanager
 def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temp file beside `path`; rename over it only if the block finishes. A symlink is
-    written through (its target is replaced); a device, FIFO, socket or folder is refused, never
-    replaced. Temps of `path` left by killed writers are removed first (see `outputs`)."""
-    dest = Path(os.path.realpath(path))
+    """Write to a temp file beside `path`; rename over it only if the block finishes. A device, FIFO,
+    socket or folder there is refused, never replaced (a symlink is replaced, not followed: see
+    `outputs.refuse_special`). Temps of `path` left by killed writers are removed first."""
+    dest = Path(path)
     refuse_special(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     clear_stale_temps(dest)

@@ -197,8 +197,11 @@ def _remove(p: Path) -> None:
 
 
 def refuse_special(dest: Path) -> None:
-    """A destination that exists must be a regular file: a device or FIFO is never replaced."""
-    kind = _kind(dest)
+    """A destination that exists must be a regular file or a symlink: a device, FIFO, socket or folder is
+    never replaced. A symlink is replaced itself, never written through, so a link planted in a folder
+    that is written to (a run folder is untrusted input) cannot aim a write at another file; the CLI's
+    `check_outputs` refuses a link to anything but a regular file before the work."""
+    kind = None if os.path.islink(dest) else _kind(dest)
     if kind not in (None, "file"):
         raise InputError(dest, None, None, f"is a {kind}, not a file: refusing to replace it")
 
@@ -235,7 +238,7 @@ def pair_writer(
     in, new file in, old folder removed. A kill at any point leaves the old pair or the new pair once
     `settle_pair` ran (here, at the start of the next write; a reader looks at the aside folder itself,
     see `aside_path`), and a staging folder that `clear_stale_temps` removes."""
-    file, folder = _resolved(file), _resolved(folder)
+    file, folder = Path(file), Path(folder)
     refuse_special(file)
     folder.parent.mkdir(parents=True, exist_ok=True)
     settle_pair(file, folder, belongs)

@@ -3,8 +3,10 @@ of dead writers cleared while a live writer's are kept."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 
@@ -102,3 +104,16 @@ def test_check_outputs_refuses_a_socket_and_names_the_flag(tmp_path: Path) -> No
             check_outputs({}, {"--report": sock})
     check_outputs({"--in": tmp_path / "absent"}, {"--out": tmp_path / "new" / "deeper" / "r.jsonl"})
     assert not (tmp_path / "new").exists()  # checking makes nothing
+
+
+def test_the_writer_never_replaces_a_fifo_and_replaces_a_symlink_not_its_target(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="is a FIFO"):
+        write_json(fifo, {})
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and sorted(os.listdir(tmp_path)) == ["fifo"]
+    target, link = tmp_path / "target.json", tmp_path / "link.json"
+    target.write_text("keep")
+    link.symlink_to(target)
+    write_json(link, {"a": 1})  # a link planted in a run folder cannot aim the write elsewhere
+    assert target.read_text() == "keep" and not link.is_symlink() and json.loads(link.read_text()) == {"a": 1}
