@@ -6,7 +6,6 @@ import atexit
 import gc
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,9 +13,7 @@ from typing import IO, Any
 
 from kimi_student.errors import InputError
 from kimi_student.fingerprint import canonical_json
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from kimi_student.outputs import clear_stale_temps, refuse_special, temp_path
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -93,14 +90,18 @@ def dumps_line(obj: Any) -> str:
 
 @contextmanager
 def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temp file beside `path`; rename over it only if the block finishes."""
+    """Write to a temp file beside `path`; rename over it only if the block finishes. A device, FIFO,
+    socket or folder there is refused, never replaced (a symlink is replaced, not followed: see
+    `outputs.refuse_special`). Temps of `path` left by killed writers are removed first."""
     dest = Path(path)
+    refuse_special(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    clear_stale_temps(dest)
+    tmp = temp_path(dest)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the usual mode, less the umask
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; give it the usual mode
         os.replace(tmp, dest)
     except BaseException:
         try:

@@ -83,3 +83,20 @@ def kill_when(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+
+def temp_litter(root: Path) -> list[str]:
+    """Temp files and folders under `root` that a finished run should not leave: `*.tmp` (atomic writes,
+    staging folders, checkpoints in the making) and `.*.old` (a dataset's fixtures set aside)."""
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.name.endswith(".tmp") or p.name.endswith(".old")
+    )
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped): what a killed writer's pid looks like."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid

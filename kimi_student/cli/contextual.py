@@ -25,7 +25,9 @@ def contextual_gen(
     """
     from kimi_student.data.contextual import generate, write_dataset
     from kimi_student.jsonl import whole_process_data
+    from kimi_student.outputs import check_outputs
 
+    check_outputs({}, {"--out": out}, siblings={"--out": (".fixtures",)})
     with whole_process_data():
         header, items, fixtures = generate(n, seed)
         fx_dir = write_dataset(out, header, items, fixtures)
@@ -52,8 +54,10 @@ def contextual_extract(
     from kimi_student.data.dataset import read_dataset
     from kimi_student.data.extract import extracted
     from kimi_student.jsonl import whole_process_data, write_jsonl
+    from kimi_student.outputs import check_outputs
     from kimi_student.tokenizer import load_tokenizer
 
+    check_outputs({"--in": inp, "--tokenizer": tokenizer}, {"--out": out})
     with whole_process_data():
         header, items = read_dataset(inp)
         tok = load_tokenizer(tokenizer)
@@ -85,9 +89,11 @@ def contextual_verify(
     from kimi_student.data.dataset import dataset_fixture_dirs, read_dataset
     from kimi_student.data.verify import verify
     from kimi_student.jsonl import whole_process_data, write_json
+    from kimi_student.outputs import check_outputs
     from kimi_student.tokenizer import load_tokenizer
     from kimi_student.tools.broker import ToolBroker
 
+    check_outputs({"--in": inp, "--tokenizer": tokenizer}, {"--report": report})
     with whole_process_data():
         header, items = read_dataset(inp)
         spec = tokenizer or header.get("tokenizer")

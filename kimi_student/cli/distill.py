@@ -55,9 +55,11 @@ def kd_mix(
     asks only what is missing. Failed requests are recorded with their reason. Exit 1 if any failed.
     """
     from kimi_student.data.kd_mix import build_kd_mix, load_prompts, prompt_set_sha256, with_decoding
+    from kimi_student.outputs import check_outputs
     from kimi_student.teachers import make_teacher
     from kimi_student.teachers.base import Decoding
 
+    check_outputs({"--prompts": prompts}, {"--out": out}, siblings={"--out": (".logprobs", ".cache")})
     reqs = load_prompts(prompts, system=system)[:limit]
     reqs = with_decoding(reqs, Decoding(max_new_tokens, temperature, top_p, top_logprobs, seed))
     opts: dict[str, Any] = {"top_k": top_logprobs or 20}
@@ -129,12 +131,16 @@ def train_cmd(
     resume from, is refused with exit code 2 (--fresh starts over).
     """
     from kimi_student.models.student import load_spec
+    from kimi_student.outputs import check_outputs
     from kimi_student.train.checkpoint import RunPaths, discard
     from kimi_student.train.config import TrainConfig
     from kimi_student.train.trainer import PRECISIONS, TrainingError, train
 
     if data is None and kd is None:
         fail("train needs --data and/or --kd")
+    check_outputs(
+        {"--config": config, "--data": data, "--kd": kd, "--teacher": teacher}, {}, folders={"--out": out}
+    )
     if precision not in PRECISIONS:
         fail(f"--precision: unknown {precision!r} (known: {', '.join(PRECISIONS)})")
     spec = load_spec(config, size)

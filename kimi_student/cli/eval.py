@@ -168,6 +168,13 @@ def eval_run(
     from kimi_student.eval.report import EvalPaths
     from kimi_student.eval.runners.base import RunnerSpec
     from kimi_student.eval.shards import parse_shard
+    from kimi_student.outputs import check_outputs
+
+    check_outputs(
+        {"--in": inp, "--predictions": predictions, "--gates": gates, "--tokenizer": tokenizer},
+        {"--out": out, "--report": report},
+        siblings={"--out": (".parts",)},
+    )
 
     shard_ = parse_shard(shard) if shard is not None else None
     rep = run_eval(
@@ -229,7 +236,9 @@ def eval_merge(
     """
     from kimi_student.eval.report import EvalPaths
     from kimi_student.eval.shards import merge_shards
+    from kimi_student.outputs import check_outputs
 
+    check_outputs({"a shard": shards, "--gates": gates}, {"--out": out, "--report": report})
     _print_eval(merge_shards(shards, EvalPaths(out, report), gates), report, out)
 
 
@@ -252,8 +261,10 @@ def eval_smoke(
     on 127.0.0.1) on the same held-out items; exit 1 when two runners' F1 differ by more than the tolerance.
     """
     from kimi_student.eval.runners.model import MODEL_RUNNERS
+    from kimi_student.outputs import check_outputs
     from kimi_student.recipes.runner_smoke import run_smoke, smoke_lines
 
+    check_outputs({"--toy": toy}, {}, folders={"--out": out})
     names = tuple(r.strip() for r in runners.split(",") if r.strip())
     unknown = [r for r in names if r not in MODEL_RUNNERS]
     if unknown or not names:

@@ -33,10 +33,12 @@ ExportContext = Annotated[
 ]
 
 
-def _export_args(model: Path, shapes: str, layout: str) -> list[int]:
+def _export_args(model: Path, shapes: str, layout: str, out: Path) -> list[int]:
     from kimi_student.export.torch_export import parse_shapes
     from kimi_student.models.ane import LAYOUTS
+    from kimi_student.outputs import check_outputs
 
+    check_outputs({"--model": model}, {}, folders={"--out": out})
     if layout not in LAYOUTS:
         fail(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     if not (model / "config.json").is_file():
@@ -58,7 +60,7 @@ def export_pytorch_cmd(
     """torch.export ExportedPrograms (after run_decompositions({})), one per shape plus the KV-cache decoder."""
     from kimi_student.export.torch_export import export_pytorch
 
-    man = export_pytorch(model, out, _export_args(model, shapes, layout), layout, context)
+    man = export_pytorch(model, out, _export_args(model, shapes, layout, out), layout, context)
     for e in man["programs"]:
         typer.echo(
             f"{e['file']:<16} {e['size_bytes'] / 1e6:8.2f} MB  {e['export_seconds']:6.2f} s  {e['sha256'][:12]}"
@@ -84,7 +86,9 @@ def export_coreml_cmd(
     """Core ML ML programs: FP16 compute, INT8 weights, one package per shape, and the stateful decoder."""
     from kimi_student.export.coreml import export_coreml
 
-    man = export_coreml(model, out, _export_args(model, shapes, layout), quantize, layout, context, decode)
+    man = export_coreml(
+        model, out, _export_args(model, shapes, layout, out), quantize, layout, context, decode
+    )
     for e in man["packages"]:
         ops = sum(v for k, v in e["op_histogram"].items() if k != "const")
         typer.echo(
@@ -109,7 +113,7 @@ def export_onnx_cmd(
     """ONNX for debugging, each file checked against PyTorch with onnxruntime (max abs diff printed)."""
     from kimi_student.export.onnx_export import export_onnx
 
-    man = export_onnx(model, out, _export_args(model, shapes, layout), layout)
+    man = export_onnx(model, out, _export_args(model, shapes, layout, out), layout)
     for e in man["files"]:
         typer.echo(
             f"{e['file']:<14} {e['size_bytes'] / 1e6:8.2f} MB  onnxruntime parity max|diff| "
@@ -159,7 +163,9 @@ def export_parity_cmd(
     from kimi_student.data.kd_mix import load_prompts
     from kimi_student.export.parity import check_parity
     from kimi_student.jsonl import write_json
+    from kimi_student.outputs import check_outputs
 
+    check_outputs({"--package": package, "--model": model, "--prompts": prompts}, {"--report": report})
     if not (model / "tokenizer.json").is_file():
         fail(f"{model}: no tokenizer.json (a checkpoint folder as `train` writes it)")
     if not package.is_dir():

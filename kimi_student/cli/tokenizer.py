@@ -25,8 +25,10 @@ def tokenizer_train(
 ) -> None:
     """Train a small byte-level BPE tokenizer on a dataset (deterministic)."""
     from kimi_student.data.dataset import read_dataset
+    from kimi_student.outputs import check_outputs
     from kimi_student.tokenizer import train_bpe
 
+    check_outputs({"--in": inp}, {"--out": out})
     _, items = read_dataset(inp)
     tok = train_bpe((t for it in items for t in (it["prompt"], it["teacher_text"])), out, vocab_size)
     typer.echo(f"trained BPE ({tok.tok.get_vocab_size()} tokens, {tok.fingerprint[:12]}) -> {out}")

@@ -57,8 +57,10 @@ def tools_record(
 ) -> None:
     """Build fixtures by running the live tools (math.eval, read_file, file.write, repo.search) in a sandbox."""
     from kimi_student.jsonl import read_jsonl
+    from kimi_student.outputs import check_outputs
     from kimi_student.tools.broker import record
 
+    check_outputs({"--calls": calls, "--sandbox": sandbox}, {}, folders={"--out": out})
     counts = record((row for _, row in read_jsonl(calls)), sandbox, out)
     for name, n in sorted(counts.items()):
         typer.echo(f"{name}: {n} fixtures -> {out / (name + '.jsonl')}")

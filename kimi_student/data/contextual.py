@@ -581,16 +581,17 @@ __all__ = ["generate", "fixture_rows", "strata", "caws_header", "canonical_json"
 def write_dataset(
     out: Path, header: dict[str, Any], items: list[dict[str, Any]], fixtures: dict[tuple[str, str], dict]
 ) -> Path:
-    """The dataset JSONL and its fixtures in `<out>.fixtures/` (stale fixture files removed); the header
-    points at the folder and holds its digest. Returns the folder."""
+    """The dataset JSONL and its fixtures in `<out>.fixtures/`, replacing any old pair together or not
+    at all (`outputs.pair_writer`); the header points at the folder and holds its digest. Returns it."""
+    from kimi_student.data.dataset import fixtures_belong
     from kimi_student.fingerprint import sha256_dir
     from kimi_student.jsonl import write_jsonl
+    from kimi_student.outputs import pair_writer
 
     fx_dir = out.parent / (out.name + ".fixtures")
-    for stale in fx_dir.glob("*.jsonl") if fx_dir.is_dir() else []:
-        stale.unlink()
-    for name, rows in fixture_rows(fixtures).items():
-        write_jsonl(fx_dir / f"{name}.jsonl", rows)
-    header = {**header, "fixtures_dir": fx_dir.name, "fixtures_sha256": sha256_dir(fx_dir, "*.jsonl")}
-    write_jsonl(out, [header, *items])
+    with pair_writer(out, fx_dir, fixtures_belong) as (new_out, new_fx):
+        for name, rows in fixture_rows(fixtures).items():
+            write_jsonl(new_fx / f"{name}.jsonl", rows)
+        header = {**header, "fixtures_dir": fx_dir.name, "fixtures_sha256": sha256_dir(new_fx, "*.jsonl")}
+        write_jsonl(new_out, [header, *items])
     return fx_dir

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from kimi_student.errors import InputError
+from kimi_student.fingerprint import sha256_dir
 from kimi_student.jsonl import gc_paused, read_jsonl
+from kimi_student.outputs import aside_path
 from kimi_student.tools.broker import DEFAULT_FIXTURES
 from kimi_student.tools.registry import registry
 
@@ -113,9 +116,27 @@ def _read_dataset(p: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 
 def dataset_fixture_dirs(dataset: Path, header: dict[str, Any]) -> list[Path]:
-    """The fixtures written with the dataset (if any), then the project's base fixtures."""
+    """The fixtures written with the dataset (if any), then the project's base fixtures. While `contextual
+    gen` swaps a dataset and its fixtures (or after a kill in the middle), the old folder is set aside:
+    the dataset on disk may still be the old one, and then that folder is its fixtures."""
     dirs = []
     if header.get("fixtures_dir"):
-        dirs.append((dataset.parent / header["fixtures_dir"]).resolve())
+        folder = (dataset.parent / header["fixtures_dir"]).resolve()
+        aside = aside_path(folder)
+        dirs.append(aside if aside.is_dir() and _digest_is(header, aside) else folder)
     dirs.append(DEFAULT_FIXTURES)
     return dirs
+
+
+def _digest_is(header: dict[str, Any], folder: Path) -> bool:
+    return header.get("fixtures_sha256") == sha256_dir(folder, "*.jsonl")
+
+
+def fixtures_belong(dataset: Path, folder: Path) -> bool:
+    """Whether `folder` holds the fixtures of the dataset at `dataset` (its header's fixtures_sha256)."""
+    try:
+        with open(dataset, "rb") as fh:
+            header = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict) and _digest_is(header, folder)

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from kimi_student.chat.prompt import system_prompt
 from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_json
 from kimi_student.jsonl import atomic_writer, dumps_line, read_jsonl
+from kimi_student.outputs import temp_dir_beside
 from kimi_student.teachers.base import Decoding, Teacher, TeacherError, TeacherReply, TeacherRequest
 
 KD_VERSION = "kd-1"
@@ -264,14 +264,11 @@ def _assemble(
     prompt_set_sha256: str,
     shard_tokens: int,
 ) -> dict[str, Any]:
-    """The output JSONL and its shards from the cache, in prompt order. The scratch folder of a run
-    killed while assembling (`.<out>.shards.*`) is removed first; this run's own on any failure."""
+    """The output JSONL and its shards from the cache, in prompt order. Scratch folders of runs killed
+    while assembling are removed first (outputs.temp_dir_beside); this run's own on any failure."""
     shard_dir = out.parent / (out.name + ".logprobs")
-    prefix = f".{out.name}.shards."
     out.parent.mkdir(parents=True, exist_ok=True)  # not made yet when no answer was cached
-    for stale in out.parent.glob(prefix + "*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
+    tmp_dir = temp_dir_beside(shard_dir)  # removes the scratch folders of killed runs first
     try:
         shards = _Shards(tmp_dir, shard_dir.name, shard_tokens)
         rows = []

@@ -165,17 +165,17 @@ def save_checkpoint(model: Any, tokenizer_folder: str | Path, out: str | Path) -
     """config.json + model.safetensors + tokenizer files, written to a temp folder then renamed."""
     import os
     import shutil
-    import tempfile
 
     from transformers import AutoTokenizer
 
+    from kimi_student.outputs import temp_dir_beside
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)  # a killed save's temp folder goes here too
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         AutoTokenizer.from_pretrained(str(tokenizer_folder)).save_pretrained(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be shared
+        os.chmod(tmp, 0o755)  # a checkpoint is meant to be shared, whatever the umask
         for f in tmp.iterdir():
             os.chmod(f, 0o644)
         if out.exists():

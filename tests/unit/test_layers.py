@@ -23,6 +23,7 @@ CORE = frozenset(
         "tokenizer",
         "manifest",
         "resources",
+        "outputs",
     }
 )
 # Bottom to top: the rooms (subpackages, and "core") of each layer.

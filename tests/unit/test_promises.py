@@ -20,6 +20,8 @@ IE, IX, IT, ID, IR = (
     "tests/integration/recipes/",
 )
 
+OP = "tests/integration/test_output_paths.py::"
+
 # promise ID (as in the README list) -> node ids of the tests that prove it
 PROMISES: dict[str, list[str]] = {
     "eval-exit-codes": [
@@ -183,6 +185,22 @@ PROMISES: dict[str, list[str]] = {
     ],
     "heldout-never-in-training": [IR + "test_toy_e2e.py::test_heldout_calls_never_occur_in_training"],
     "layers": ["tests/unit/test_layers.py::test_every_import_goes_down_or_stays_in_its_package"],
+    "outputs-checked-first": [
+        OP + "test_an_output_that_is_an_input_is_refused_and_the_input_kept",
+        OP + "test_a_fifo_is_refused_as_any_output",
+        OP + "test_a_character_device_is_never_replaced",
+        OP + "test_an_existing_folder_as_out_is_refused",
+        OP + "test_an_unwritable_output_folder_fails_before_scoring",
+        "tests/unit/test_outputs.py::test_the_writer_never_replaces_a_fifo_and_replaces_a_symlink_not_its_target",
+    ],
+    "dataset-pair-whole": [
+        OP + "test_a_killed_gen_leaves_the_old_pair_or_the_new_one",
+        "tests/unit/test_outputs.py::test_a_kill_at_every_rename_or_removal_leaves_the_old_pair_or_the_new_one",
+        "tests/unit/test_outputs.py::test_stale_temps_of_dead_writers_go_and_live_ones_stay",
+        ID + "test_kd_mix.py::test_kill_and_resume_loses_and_duplicates_nothing",
+        IE + "test_eval_scale.py::test_sigkill_then_the_same_command_scores_every_item_once",
+        IT + "test_train.py::test_kill_and_resume_reproduces_the_uninterrupted_loss_curve",
+    ],
 }
 
 # promise ID -> why no test proves it yet (each is a README promise still to be closed)

@@ -23,7 +23,7 @@ from kimi_student.eval.score.item import ItemScore, score_item, summarize
 from kimi_student.jsonl import dumps_line
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.tools.broker import ToolBroker
-from tests.support import KS, ROOT, kill_when, ks, read_rows, write_rows
+from tests.support import KS, ROOT, dead_pid, kill_when, ks, read_rows, temp_litter, write_rows
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1790000000"}
 
@@ -237,6 +237,7 @@ def test_sigkill_then_the_same_command_scores_every_item_once(
         r.stderr
     )
     assert _part_rows(parts) == done
+    (run / f".r.jsonl.{dead_pid()}.0badf00d.tmp").write_text("half")  # a kill while the results were written
 
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **EPOCH})
     assert r.returncode == 0, r.stderr
@@ -244,7 +245,7 @@ def test_sigkill_then_the_same_command_scores_every_item_once(
     rows = read_rows(run / "r.jsonl")
     assert [x["id"] for x in rows] == [x["id"] for x in read_rows(big)[1:]]  # each item once, in order
     _same_files(run, tmp_path / "ref")
-    assert not parts.exists()
+    assert not parts.exists() and temp_litter(run) == []
 
 
 def _crash_after(monkeypatch: pytest.MonkeyPatch, n: int) -> None:

@@ -18,7 +18,7 @@ from kimi_student.resources import config_path
 from kimi_student.train import checkpoint
 from kimi_student.train import trainer as T
 from kimi_student.train.config import CurriculumStage, LossWeights, TrainConfig
-from tests.support import kill_when, ks
+from tests.support import kill_when, ks, temp_litter
 
 pytestmark = [pytest.mark.slow]
 
@@ -100,6 +100,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_loss_curve(
     assert [h["loss"] for h in a] == [h["loss"] for h in b]  # exactly, not approximately
     sa = (tmp_path / "a" / "final" / "model.safetensors").read_bytes()
     assert sa == (run / "final" / "model.safetensors").read_bytes()
+    assert temp_litter(run) == []
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(

@@ -75,14 +75,16 @@ def test_a_cached_answer_that_would_not_assemble_is_asked_again(stored: dict, tm
 
 
 def test_scratch_shards_of_a_killed_assembly_are_removed(tmp_path: Path) -> None:
-    out = tmp_path / "kd.jsonl"
+    from tests.support import dead_pid
+
+    out, pid = tmp_path / "kd.jsonl", dead_pid()
     for n in range(3):
-        (tmp_path / f".kd.jsonl.shards.left{n}").mkdir()
-    (tmp_path / ".other.jsonl.shards.x").mkdir()  # another output's: not ours to remove
+        (tmp_path / f".kd.jsonl.logprobs.{pid}.{n:04x}.tmp").mkdir()  # killed assemblies' scratch folders
+    (tmp_path / f".other.jsonl.logprobs.{pid}.0.tmp").mkdir()  # another output's: not ours to remove
     rs = reqs("a", "b")
     build_kd_mix(Scripted(), rs, out, prompt_set_sha256(rs))
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
-    assert left == [".other.jsonl.shards.x"]
+    assert left == [f".other.jsonl.logprobs.{pid}.0.tmp"]
     assert (tmp_path / "kd.jsonl.logprobs" / "shard-00000.npz").is_file()
 
 

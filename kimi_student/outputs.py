@@ -1,0 +1,262 @@
+"""Where a command may write, checked before it does any work, and how files and folders are replaced.
+
+Every command that writes calls `check_outputs` first: an output that is one of the inputs (or another
+output) would silently replace it; a folder, device, FIFO or socket must never be replaced by a regular
+file; an output folder that cannot be made or written would otherwise be found only after the work.
+
+Temp files and folders are named `.<name>.<pid>.<hex>.tmp` beside their destination. A later write of the
+same destination removes the ones whose process is gone (`clear_stale_temps`): a kill leaves no lasting
+litter, and a writer still running (same pid namespace) keeps its temp. Writers on another host sharing
+the folder are not told apart by pid; the project does not support that.
+
+`pair_writer` replaces a file and its sibling folder (a dataset and its fixtures) together or not at all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from kimi_student.errors import InputError
+
+PathLike = str | Path
+Inputs = Mapping[str, PathLike | Iterable[PathLike] | None]
+LEGACY_TEMP_AGE_S = 3600  # a pre-pid temp (`.<name>.XXXXXXXX.tmp`) this old belongs to no live writer
+
+
+def _resolved(p: PathLike) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(str(p))))
+
+
+def _identity(p: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(p)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _kind(p: Path) -> str | None:
+    """What is at `p` (symlinks followed): None when nothing, else 'file', 'folder' or the special kind."""
+    try:
+        mode = os.stat(p).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # nothing there (a folder on the way that is a file: found by _check_writable)
+    except OSError as e:
+        return f"path that cannot be examined ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return "FIFO" if stat.S_ISFIFO(mode) else "socket" if stat.S_ISSOCK(mode) else "device"
+
+
+def _input_paths(inputs: Inputs) -> Iterator[tuple[str, Path]]:
+    for flag, value in inputs.items():
+        if value is None:
+            continue
+        for p in [value] if isinstance(value, str | Path) else value:
+            if os.path.lexists(p):
+                yield flag, Path(p)
+
+
+def _same(a: Path, b: Path) -> bool:
+    if _resolved(a) == _resolved(b):
+        return True
+    ia = _identity(a)
+    return ia is not None and ia == _identity(b)  # a hard link, or a path through a bind mount
+
+
+def check_outputs(
+    inputs: Inputs,
+    outputs: Mapping[str, PathLike | None],
+    *,
+    folders: Mapping[str, PathLike | None] | None = None,
+    siblings: Mapping[str, tuple[str, ...]] | None = None,
+) -> None:
+    """Refuse, with one InputError naming both flags, before any work: an output (file in `outputs`,
+    folder in `folders`, keyed by CLI flag) that is an input or another output; a file output that is a
+    folder, device, FIFO or socket (symlinks followed), or whose sibling folder (`siblings`: flag ->
+    suffix, e.g. '.fixtures') is not a folder; a folder output that is not a folder; an output whose
+    folder cannot be made or written. An input that does not exist is skipped: nothing of it can be lost."""
+    files = {f: Path(p) for f, p in outputs.items() if p is not None}
+    dirs = {f: Path(p) for f, p in (folders or {}).items() if p is not None}
+    ins = list(_input_paths(inputs))
+    outs = list(files.items()) + list(dirs.items())
+    for k, (flag, out) in enumerate(outs):
+        for in_flag, inp in ins:
+            if _same(out, inp):
+                raise InputError(
+                    out, None, flag, f"is the same file as {in_flag}: refusing to overwrite an input"
+                )
+        for other_flag, other in outs[:k]:
+            if _same(out, other):
+                raise InputError(
+                    out, None, flag, f"is the same file as {other_flag}: two outputs cannot share it"
+                )
+    for flag, out in files.items():
+        _check_kind(flag, out, "file")
+        for suffix in (siblings or {}).get(flag, ()):
+            _check_kind(flag, out.with_name(out.name + suffix), "folder")
+        _check_writable(flag, _resolved(out).parent)
+    for flag, out in dirs.items():
+        _check_kind(flag, out, "folder")
+        _check_writable(flag, _resolved(out))
+
+
+def _check_kind(flag: str, path: Path, want: str) -> None:
+    kind = _kind(path)
+    if kind is not None and kind != want:
+        why = f"is a {kind}, not a {want}" if kind in ("file", "folder") else f"is a {kind}"
+        raise InputError(path, None, flag, f"{why}: refusing to write there")
+
+
+def _check_writable(flag: str, folder: Path) -> None:
+    """The nearest folder that exists on the way to `folder` takes a new file (probed by making one: as
+    root, permission bits say nothing, but an immutable or read-only-mounted folder still refuses)."""
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise InputError(folder, None, flag, f"cannot make this folder: {probe} is not a folder")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".ks-probe.", suffix=".tmp", dir=probe)
+    except OSError as e:
+        raise InputError(probe, None, flag, f"folder is not writable ({e.strerror})") from None
+    os.close(fd)
+    os.unlink(name)
+
+
+# ---- temp files beside their destination ---------------------------------------------------------------
+
+
+def temp_path(dest: Path) -> Path:
+    """A fresh temp name beside `dest` that `clear_stale_temps(dest)` recognises."""
+    return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def temp_dir_beside(dest: Path) -> Path:
+    """A new empty temp folder beside `dest` (made after removing the ones killed writers left)."""
+    clear_stale_temps(dest)
+    tmp = temp_path(dest)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def clear_stale_temps(dest: Path) -> None:
+    """Remove the temp files and folders of `dest` left by writers that are gone: those whose pid is no
+    live process, and pre-pid (mkstemp) ones over an hour old."""
+    ours = re.compile(rf"\.{re.escape(dest.name)}\.(\d+)\.[0-9a-f]+\.tmp")
+    legacy = re.compile(rf"\.{re.escape(dest.name)}\.[a-z0-9_]{{8}}\.tmp")
+    try:
+        names = os.listdir(dest.parent)
+    except OSError:
+        return
+    for name in names:
+        m = ours.fullmatch(name)
+        if m and _alive(int(m.group(1))):
+            continue
+        p = dest.parent / name
+        if not m:
+            if not legacy.fullmatch(name):
+                continue
+            with suppress(OSError):
+                if time.time() - os.lstat(p).st_mtime < LEGACY_TEMP_AGE_S:
+                    continue
+        _remove(p)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with suppress(FileNotFoundError):
+            p.unlink()
+
+
+def refuse_special(dest: Path) -> None:
+    """A destination that exists must be a regular file or a symlink: a device, FIFO, socket or folder is
+    never replaced. A symlink is replaced itself, never written through, so a link planted in a folder
+    that is written to (a run folder is untrusted input) cannot aim a write at another file; the CLI's
+    `check_outputs` refuses a link to anything but a regular file before the work."""
+    kind = None if os.path.islink(dest) else _kind(dest)
+    if kind not in (None, "file"):
+        raise InputError(dest, None, None, f"is a {kind}, not a file: refusing to replace it")
+
+
+# ---- a file and its sibling folder, replaced together ---------------------------------------------------
+
+
+def aside_path(folder: Path) -> Path:
+    """Where `pair_writer` keeps the old folder while it swaps in the new one (a reader who finds it there
+    takes whichever of the two folders the file on disk belongs to)."""
+    return folder.with_name(f".{folder.name}.old")
+
+
+def settle_pair(file: Path, folder: Path, belongs: Callable[[Path, Path], bool]) -> None:
+    """Finish or undo a swap that a kill interrupted: the old folder set aside goes back when the file
+    is still the old one (`belongs(file, aside)`), and is removed otherwise."""
+    aside = aside_path(folder)
+    if not os.path.lexists(aside):
+        return
+    if file.is_file() and belongs(file, aside):
+        if os.path.lexists(folder):
+            _remove(folder)
+        os.rename(aside, folder)
+    else:
+        _remove(aside)
+
+
+@contextmanager
+def pair_writer(
+    file: PathLike, folder: PathLike, belongs: Callable[[Path, Path], bool]
+) -> Iterator[tuple[Path, Path]]:
+    """Yield (new file, new folder) paths, both inside one staging folder beside `folder`, to write the
+    new pair into; if the block finishes they replace `file` and `folder`: old folder aside, new folder
+    in, new file in, old folder removed. A kill at any point leaves the old pair or the new pair once
+    `settle_pair` ran (here, at the start of the next write; a reader looks at the aside folder itself,
+    see `aside_path`), and a staging folder that `clear_stale_temps` removes."""
+    file, folder = Path(file), Path(folder)
+    refuse_special(file)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    settle_pair(file, folder, belongs)
+    clear_stale_temps(file)
+    clear_stale_temps(folder)
+    stage = temp_path(folder)
+    new_file, new_folder = stage / file.name, stage / folder.name
+    new_folder.mkdir(parents=True)
+    try:
+        yield new_file, new_folder
+        aside = aside_path(folder)
+        if os.path.lexists(folder):
+            os.rename(folder, aside)
+        os.rename(new_folder, folder)
+        os.replace(new_file, file)
+        _remove(aside)
+    except BaseException:
+        settle_pair(file, folder, belongs)
+        raise
+    finally:
+        _remove(stage)
