@@ -5,6 +5,7 @@ one run must agree on and the resume key of its part files all derive from these
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from kimi_student.chat.prompt import prompt_wrapper_sha256
 from kimi_student.errors import InputError
 from kimi_student.eval.report import REPORT_VERSION, created_at
 from kimi_student.eval.runners.base import Runner, RunnerSpec
-from kimi_student.fingerprint import code_version, sha256_file
+from kimi_student.fingerprint import code_version, sha256_file, sha256_json
 from kimi_student.tokenizer import TokenizerHandle
 from kimi_student.tools.broker import fixtures_sha256
 from kimi_student.tools.registry import tool_registry_sha256
@@ -148,6 +149,16 @@ class RunIdentity:
             header["items_total"],
             header["report_version"],
         )
+
+    def row_identity(self, position: int) -> str:
+        """What a results row of this run at this dataset position is sealed as (eval/rows.py): a row
+        moved to another run or position no longer checks. Not the shard: a shard's rows are the merged
+        run's, byte for byte."""
+        return f"kimi-student eval row {self._digest} {position}"
+
+    @cached_property
+    def _digest(self) -> str:
+        return sha256_json(self._flat())
 
     def differences(self, other: RunIdentity) -> list[str]:
         """The fields on which two runs differ, dataset first."""
