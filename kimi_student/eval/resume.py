@@ -72,7 +72,9 @@ def _read_part(path: Path) -> tuple[dict[str, Any] | None, list[tuple[int, dict[
             why = "nested too deep" if isinstance(e, RecursionError) else str(e)[:200]
             raise InputError(path, lineno, None, f"damaged part file ({why}): {_REDO}") from None
         if not isinstance(obj, dict):
-            raise InputError(path, lineno, None, f"damaged part file (a JSON {type(obj).__name__}): {_REDO}")
+            what = "not a part file header" if lineno == 1 else "damaged part file: not a row"
+            field = "__part__" if lineno == 1 else "id"
+            raise InputError(path, lineno, field, f"{what} (a JSON {type(obj).__name__}): {_REDO}")
         objs.append((lineno, obj))
     if not objs:
         return None, []

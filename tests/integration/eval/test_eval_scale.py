@@ -17,8 +17,8 @@ from kimi_student.eval import workers as eval_workers
 from kimi_student.eval.gates import DEFAULT_GATES, evaluate_gates, load_gates
 from kimi_student.eval.harness import run_eval
 from kimi_student.eval.report import EvalPaths
-from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.rows import sealed_header
+from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.gold import BATCH
 from kimi_student.eval.score.item import ItemScore, score_item, summarize
 from kimi_student.jsonl import dumps_line
