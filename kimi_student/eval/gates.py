@@ -40,7 +40,8 @@ def load_gates(path: str | Path = DEFAULT_GATES) -> dict[str, dict[str, Any]]:
         return InputError(p, _line(node, keys), ".".join(map(str, keys)), message)
 
     if not isinstance(cfg, dict):
-        raise bad(("gates",), f"a gate config is a mapping with `gates:`, not {type(cfg).__name__}")
+        what = "an empty file" if cfg is None else f"a {type(cfg).__name__}"
+        raise bad(("gates",), f"a gate config is a mapping with `gates:`, not {what}")
     for key in cfg:
         if key != "gates":
             raise bad((key,), "unknown key (a gate config holds `gates:` only)")
