@@ -15,7 +15,7 @@ from kimi_student.eval.gates import DEFAULT_GATES, load_gates
 from kimi_student.eval.identity import RunIdentity, RunInputs
 from kimi_student.eval.report import EvalPaths, fingerprint_problems, write_run
 from kimi_student.eval.resume import kept_if_resumable, locked_parts, parts_dir, read_parts
-from kimi_student.eval.rows import key_id, sealed
+from kimi_student.eval.rows import RowSeal, key_id
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.shards import item_hash, shard_positions, worker_shares, write_shard
 from kimi_student.eval.workers import RunSetup, part_jobs, run_jobs
@@ -79,7 +79,8 @@ def run_eval(
                 "same command to score them"
             )
         identity = RunIdentity(parts.facts, inputs, len(items))
-        rows = [sealed(parts.rows[items[k]["id"]], identity.row_identity(k)) for k in positions]
+        rowseal = RowSeal(identity.row_identity())
+        rows = [rowseal.sealed(parts.rows[items[k]["id"]], k) for k in positions]
         problems = fingerprint_problems(identity.header(), dheader)
         if shard is None:
             report = write_run(identity.header(), rows, problems, gates_cfg, out)

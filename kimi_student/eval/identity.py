@@ -5,7 +5,6 @@ one run must agree on and the resume key of its part files all derive from these
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -150,15 +149,11 @@ class RunIdentity:
             header["report_version"],
         )
 
-    def row_identity(self, position: int) -> str:
-        """What a results row of this run at this dataset position is sealed as (eval/rows.py): a row
-        moved to another run or position no longer checks. Not the shard: a shard's rows are the merged
-        run's, byte for byte."""
-        return f"kimi-student eval row {self._digest} {position}"
-
-    @cached_property
-    def _digest(self) -> str:
-        return sha256_json(self._flat())
+    def row_identity(self) -> str:
+        """What the results rows of this run are sealed as (eval/rows.py), each at its dataset position: a
+        row moved to another run or position no longer checks. Not the shard: a shard's rows are the
+        merged run's, byte for byte."""
+        return f"kimi-student eval row {sha256_json(self._flat())}"
 
     def differences(self, other: RunIdentity) -> list[str]:
         """The fields on which two runs differ, dataset first."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.eval.identity import RunnerFacts
-from kimi_student.eval.rows import check_header, check_row, sealed, sealed_header
+from kimi_student.eval.rows import RowSeal, check_header, sealed_header
 from kimi_student.fingerprint import sha256_json
 from kimi_student.jsonl import dumps_line
 
@@ -49,8 +49,8 @@ def _row_identity(key: dict[str, Any], facts: RunnerFacts) -> str:
 
 def part_line(key: dict[str, Any], facts: RunnerFacts) -> Callable[[dict[str, Any]], str]:
     """The line of a scored row in a part file of this run and model (sealed)."""
-    identity = _row_identity(key, facts)
-    return lambda row: dumps_line(sealed(row, identity))
+    rowseal = RowSeal(_row_identity(key, facts))
+    return lambda row: dumps_line(rowseal.sealed(row))
 
 
 @dataclass
@@ -103,11 +103,11 @@ def read_parts(folder: Path, key: dict[str, Any], wanted: set[str]) -> Parts:
         if facts is not None and head_facts != facts:
             raise KimiStudentError(f"{path}: made with another model than the other parts: {_REDO}")
         facts = head_facts
-        identity = _row_identity(key, facts)
+        rowseal = RowSeal(_row_identity(key, facts))
         for line, row in part_rows:
             if not isinstance(row.get("id"), str) or row["id"] not in wanted:
                 raise InputError(path, line, "id", f"{row.get('id')!r} is not an item of this run: {_REDO}")
-            check_row(path, line, row, identity, _REDO)
+            rowseal.check(path, line, row, None, _REDO)
             rows.setdefault(row["id"], row)
     return Parts(facts, rows)
 

@@ -14,7 +14,7 @@ from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.eval.gates import DEFAULT_GATES, load_gates
 from kimi_student.eval.identity import RunIdentity
 from kimi_student.eval.report import EvalPaths, build_report, results_path, write_run
-from kimi_student.eval.rows import check_header, check_row, check_shape, key_id, sealed_header
+from kimi_student.eval.rows import RowSeal, check_header, check_shape, key_id, sealed_header
 from kimi_student.jsonl import read_jsonl, write_json, write_jsonl
 
 
@@ -179,9 +179,10 @@ def merge_shards(
     identity = _check_same_run(shards)
     placed: dict[int, dict[str, Any]] = {}
     where: dict[str, Path] = {}
+    rowseal = RowSeal(identity.row_identity())
     for path, h, rows in shards:
         for pos, (line, row) in zip(h["positions"], rows):
-            check_row(path, line, row, identity.row_identity(pos), _REDO)
+            rowseal.check(path, line, row, pos, _REDO)
             if row["id"] in where or pos in placed:
                 raise InputError(
                     path, line, "id", f"item {row['id']!r} is also in {where.get(row['id'], path)}"

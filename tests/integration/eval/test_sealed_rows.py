@@ -15,7 +15,7 @@ from kimi_student.eval import workers as eval_workers
 from kimi_student.eval.harness import run_eval
 from kimi_student.eval.identity import RunIdentity
 from kimi_student.eval.report import EvalPaths
-from kimi_student.eval.rows import sealed, sealed_header
+from kimi_student.eval.rows import RowSeal, sealed_header
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.gold import BATCH
 from kimi_student.integrity import ENV
@@ -107,10 +107,11 @@ def test_rows_sealed_with_another_key_are_refused(
     header, *rows = read_rows(s1)
     monkeypatch.setenv(ENV, KEY_B)  # the forger's key, in this process only
     identity = RunIdentity.from_shard_header(header, s1)  # public: anyone can compute what a row is
+    rowseal = RowSeal(identity.row_identity())
     forged = []
     for pos, r in zip(header["positions"], rows):
         _perfect(r)
-        forged.append(sealed(r, identity.row_identity(pos)))
+        forged.append(rowseal.sealed(r, pos))
     own_header = write_rows(tmp_path / "own.jsonl", [sealed_header(header, "shard"), *forged])
     monkeypatch.delenv(ENV)
     _refused(
