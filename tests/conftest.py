@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,23 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from kimi_student.integrity import ENV  # noqa: E402
 from tests.support import TOY_FAST, ks  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_run_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test seals (eval rows, checkpoints) with a run key of its session's own, in a temp config
+    folder, never the developer's ~/.config/kimi-student/run.key; subprocesses inherit it."""
+    saved = {k: os.environ.get(k) for k in (ENV, "XDG_CONFIG_HOME")}
+    os.environ.pop(ENV, None)
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg"))
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def shared_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], dict]) -> dict:

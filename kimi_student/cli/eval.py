@@ -229,7 +229,8 @@ def eval_merge(
     """Join shard results into one run's results and report (byte-identical to the unsharded run with
     the same --out/--report) and apply the gates.
 
-    Every shard must be there exactly once, from the same dataset, runner, model and fingerprints.
+    Every shard must be there exactly once, from the same dataset, runner, model and fingerprints, each
+    row sealed with this run key: shards from several machines need the same KIMI_STUDENT_RUN_KEY on each.
     Exit 0: all gates pass; 1: a gate failed or was inconclusive; 2: bad input.
 
     Example: kimi-student eval merge r0.jsonl r1.jsonl r2.jsonl r3.jsonl --out r.jsonl --report r.json

@@ -3,28 +3,90 @@
 from __future__ import annotations
 
 import operator
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from kimi_student.errors import InputError
+from kimi_student.eval.score.item import gate_counts
 from kimi_student.resources import config_path
 
 DEFAULT_GATES = config_path("gates.yaml")
 _OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, ">": operator.gt, "<": operator.lt}
+# The metrics a gate can rest on: those gate_counts knows how many items each rests on.
+GATEABLE = tuple(gate_counts(defaultdict(int)))
+_CHOICES = {"op": tuple(_OPS), "on_miss": ("fail", "warn"), "severity": ("normal", "hard")}
+_NUMBERS = ("threshold", "warn_below")
+_GATE_KEYS = (*_CHOICES, *_NUMBERS, "min_items")
 
 
 def load_gates(path: str | Path = DEFAULT_GATES) -> dict[str, dict[str, Any]]:
+    """The gates of a config, every key and value checked: a fault is one line naming the file, its line
+    and the field (exit 2), before a run writes anything."""
     p = Path(path)
     try:
-        gates = yaml.safe_load(p.read_text(encoding="utf-8"))["gates"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError) as e:
-        raise InputError(p, None, "gates", f"cannot read gate config: {e}") from None
+        text = p.read_text(encoding="utf-8")
+        node, cfg = yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else None
+        raise InputError(p, line, "gates", f"not valid YAML: {e.problem or e.context}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        why = e.strerror if isinstance(e, OSError) else str(e).splitlines()[0]
+        raise InputError(p, None, "gates", f"cannot read gate config: {why}") from None
+
+    def bad(keys: tuple[Any, ...], message: str) -> InputError:
+        return InputError(p, _line(node, keys), ".".join(map(str, keys)), message)
+
+    if not isinstance(cfg, dict):
+        what = "an empty file" if cfg is None else f"a {type(cfg).__name__}"
+        raise bad(("gates",), f"a gate config is a mapping with `gates:`, not {what}")
+    for key in cfg:
+        if key != "gates":
+            raise bad((key,), "unknown key (a gate config holds `gates:` only)")
+    gates = cfg.get("gates")
+    if not isinstance(gates, dict) or not gates:
+        raise bad(("gates",), "needs at least one gate (name: {op, threshold})")
     for name, g in gates.items():
-        if g.get("op") not in _OPS or not isinstance(g.get("threshold"), (int, float)):
-            raise InputError(p, None, f"gates.{name}", "needs op (>=, <=, ==, >, <) and a numeric threshold")
+        problem = _gate_problem(name, g)
+        if problem is not None:
+            raise bad(("gates", name, *problem[0]), problem[1])
     return gates
+
+
+def _gate_problem(name: Any, g: Any) -> tuple[tuple[str, ...], str] | None:
+    """(the key under the gate, what is wrong) for a gate that cannot be applied, else None."""
+    if name not in GATEABLE:
+        return (), f"no summary metric of that name (gateable: {', '.join(GATEABLE)})"
+    if not isinstance(g, dict):
+        return (), "a gate is a mapping (op, threshold, ...)"
+    for key, value in g.items():
+        if key not in _GATE_KEYS:
+            return (key,), f"unknown key (known: {', '.join(_GATE_KEYS)})"
+        if key in _CHOICES and value not in _CHOICES[key]:
+            return (key,), f"{value!r:.40} is not one of {', '.join(_CHOICES[key])}"
+        if key in _NUMBERS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return (key,), f"{value!r:.40} is not a number"
+        if key == "min_items" and (type(value) is not int or value < 0):
+            return (key,), f"{value!r:.40} is not a whole number of items"
+    for key in ("op", "threshold"):
+        if key not in g:
+            return (key,), "missing (a gate needs op and threshold)"
+    return None
+
+
+def _line(node: yaml.Node | None, keys: tuple[Any, ...]) -> int | None:
+    """The line of the deepest of `keys` found in the YAML document `node` (1-based)."""
+    line = None
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        found = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+        if found is None:
+            break
+        line, node = found[0].start_mark.line + 1, found[1]
+    return line if line is not None else (node.start_mark.line + 1 if node is not None else None)
 
 
 def evaluate_gate(value: float | None, count: int, cfg: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from kimi_student.eval.gates import DEFAULT_GATES, load_gates
 from kimi_student.eval.identity import RunIdentity, RunInputs
 from kimi_student.eval.report import EvalPaths, fingerprint_problems, write_run
 from kimi_student.eval.resume import kept_if_resumable, locked_parts, parts_dir, read_parts
+from kimi_student.eval.rows import RowSeal, key_id
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.shards import item_hash, shard_positions, worker_shares, write_shard
 from kimi_student.eval.workers import RunSetup, part_jobs, run_jobs
@@ -48,6 +49,7 @@ def run_eval(
         raise KimiStudentError("--workers must be at least 1")
     dheader, items = read_dataset(dataset)
     gates_cfg = load_gates(gates)
+    key_id()  # rows are sealed with the run key: a bad one stops the run here, before anything is written
     tok_spec = tokenizer or dheader.get("tokenizer") or "smollm2"
     fixture_dirs = [Path(f) for f in fixtures] if fixtures else dataset_fixture_dirs(dataset, dheader)
     inputs = RunInputs.of(dataset, dheader, load_tokenizer(tok_spec), fixture_dirs)
@@ -77,7 +79,8 @@ def run_eval(
                 "same command to score them"
             )
         identity = RunIdentity(parts.facts, inputs, len(items))
-        rows = [parts.rows[items[k]["id"]] for k in positions]
+        rowseal = RowSeal(identity.row_identity())
+        rows = [rowseal.sealed(parts.rows[items[k]["id"]], k) for k in positions]
         problems = fingerprint_problems(identity.header(), dheader)
         if shard is None:
             report = write_run(identity.header(), rows, problems, gates_cfg, out)

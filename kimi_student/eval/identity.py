@@ -12,7 +12,7 @@ from kimi_student.chat.prompt import prompt_wrapper_sha256
 from kimi_student.errors import InputError
 from kimi_student.eval.report import REPORT_VERSION, created_at
 from kimi_student.eval.runners.base import Runner, RunnerSpec
-from kimi_student.fingerprint import code_version, sha256_file
+from kimi_student.fingerprint import code_version, sha256_file, sha256_json
 from kimi_student.tokenizer import TokenizerHandle
 from kimi_student.tools.broker import fixtures_sha256
 from kimi_student.tools.registry import tool_registry_sha256
@@ -148,6 +148,12 @@ class RunIdentity:
             header["items_total"],
             header["report_version"],
         )
+
+    def row_identity(self) -> str:
+        """What the results rows of this run are sealed as (eval/rows.py), each at its dataset position: a
+        row moved to another run or position no longer checks. Not the shard: a shard's rows are the
+        merged run's, byte for byte."""
+        return f"kimi-student eval row {sha256_json(self._flat())}"
 
     def differences(self, other: RunIdentity) -> list[str]:
         """The fields on which two runs differ, dataset first."""

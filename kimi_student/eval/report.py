@@ -78,7 +78,7 @@ def build_report(
         "header": header,
         "summary": summary,
         "gates": gates,
-        "passed": run_passed(gates),
+        "passed": run_passed(gates) and not summary["error_items"],  # errors never pass, whatever the gates
         "results_path": results,
     }
 

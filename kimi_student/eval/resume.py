@@ -2,9 +2,10 @@
 crashed run resumes where it stopped.
 
 A part file is JSONL under `<out>.parts/`: line 1 `{"__part__": true, "identity": <resume key>, "worker":
-w, <runner facts>}`, then one result row per item. The resume key is everything a row depends on
-(`RunInputs.resume_key`); a restart with another key is refused. A last line without its newline (the
-writer was killed mid-write) is dropped.
+w, <runner facts>, "sealed_by": .., "seal": ..}`, then one result row per item, each sealed as a part row of
+that resume key and model (eval/rows.py): a row edited, forged or carried over from another run or key is
+refused, never used. The resume key is everything a row depends on (`RunInputs.resume_key`); a restart
+with another key is refused. A last line without its newline (the writer was killed mid-write) is dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ from typing import Any
 
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.eval.identity import RunnerFacts
+from kimi_student.eval.rows import RowSeal, check_header, sealed_header
 from kimi_student.eval.runners.base import transient
+from kimi_student.fingerprint import sha256_json
 from kimi_student.jsonl import dumps_line
 
 LOCK_WAIT_S = 10.0
@@ -32,9 +35,23 @@ def parts_dir(results: Path) -> Path:
     return results.with_name(results.name + ".parts")
 
 
+_REDO = "rerun with --fresh"
+
+
 def part_header(key: dict[str, Any], worker: int, facts: RunnerFacts) -> str:
-    """The first line of a part file."""
-    return dumps_line({"__part__": True, "identity": key, "worker": worker, **facts.to_json()})
+    """The first line of a part file (sealed)."""
+    header = {"__part__": True, "identity": key, "worker": worker, **facts.to_json()}
+    return dumps_line(sealed_header(header, "part"))
+
+
+def _row_identity(key: dict[str, Any], facts: RunnerFacts) -> str:
+    return f"kimi-student eval part row {sha256_json({'key': key, **facts.to_json()})}"
+
+
+def part_line(key: dict[str, Any], facts: RunnerFacts) -> Callable[[dict[str, Any]], str]:
+    """The line of a scored row in a part file of this run and model (sealed)."""
+    rowseal = RowSeal(_row_identity(key, facts))
+    return lambda row: dumps_line(rowseal.sealed(row))
 
 
 @dataclass
@@ -51,29 +68,38 @@ class Parts:
         return {k: row for k, row in self.rows.items() if not transient(row)}
 
 
-def _read_part(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def _read_part(path: Path) -> tuple[dict[str, Any] | None, list[tuple[int, dict[str, Any]]]]:
+    """The header and the (line number, row) of a part file, each line a JSON object."""
     lines = path.read_bytes().split(b"\n")[:-1]  # the last piece is b"" or a line cut short by a kill
     objs = []
     for lineno, raw in enumerate(lines, start=1):
         try:
-            objs.append(json.loads(raw))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InputError(path, lineno, None, f"damaged part file ({e}): rerun with --fresh") from None
+            obj = json.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            why = "nested too deep" if isinstance(e, RecursionError) else str(e)[:200]
+            raise InputError(path, lineno, None, f"damaged part file ({why}): {_REDO}") from None
+        if not isinstance(obj, dict):
+            what = "not a part file header" if lineno == 1 else "damaged part file: not a row"
+            field = "__part__" if lineno == 1 else "id"
+            raise InputError(path, lineno, field, f"{what} (a JSON {type(obj).__name__}): {_REDO}")
+        objs.append((lineno, obj))
     if not objs:
         return None, []
-    if not objs[0].get("__part__"):
-        raise InputError(path, 1, "__part__", "not a part file: rerun with --fresh")
-    return objs[0], objs[1:]
+    if objs[0][1].get("__part__") is not True:
+        raise InputError(path, 1, "__part__", f"not a part file: {_REDO}")
+    return objs[0][1], objs[1:]
 
 
 def read_parts(folder: Path, key: dict[str, Any], wanted: set[str]) -> Parts:
-    """Rows scored so far by earlier or current workers. Refuses parts of another run (other resume key)."""
+    """Rows scored so far by earlier or current workers, each seal checked. Refuses parts of another run
+    (other resume key), of another model, of another run key, and any row that does not match its seal."""
     facts: RunnerFacts | None = None
     rows: dict[str, dict[str, Any]] = {}
     for path in sorted(folder.glob("*.jsonl")):
         header, part_rows = _read_part(path)
         if header is None:
             continue  # killed before its header was complete
+        check_header(path, header, "part", _REDO)  # from here on, the header is as this user's run wrote it
         if header["identity"] != key:
             diff = sorted(k for k in key if header["identity"].get(k) != key[k])
             raise KimiStudentError(
@@ -82,15 +108,13 @@ def read_parts(folder: Path, key: dict[str, Any], wanted: set[str]) -> Parts:
             )
         head_facts = RunnerFacts.from_json(header)
         if facts is not None and head_facts != facts:
-            raise KimiStudentError(
-                f"{path}: made with another model than the other parts: rerun with --fresh"
-            )
+            raise KimiStudentError(f"{path}: made with another model than the other parts: {_REDO}")
         facts = head_facts
-        for row in part_rows:
-            if row.get("id") not in wanted:
-                raise InputError(
-                    path, None, "id", f"{row.get('id')!r} is not an item of this run: rerun with --fresh"
-                )
+        rowseal = RowSeal(_row_identity(key, facts))
+        for line, row in part_rows:
+            if not isinstance(row.get("id"), str) or row["id"] not in wanted:
+                raise InputError(path, line, "id", f"{row.get('id')!r} is not an item of this run: {_REDO}")
+            rowseal.check(path, line, row, None, _REDO)
             if row["id"] not in rows or (transient(rows[row["id"]]) and not transient(row)):
                 rows[row["id"]] = row
     return Parts(facts, rows)

@@ -19,12 +19,11 @@ from typing import Any
 
 from kimi_student.errors import KimiStudentError
 from kimi_student.eval.identity import RunnerFacts
-from kimi_student.eval.resume import next_attempt, part_header
+from kimi_student.eval.resume import next_attempt, part_header, part_line
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.registry import make_runner
 from kimi_student.eval.score.item import score_item, scrub_surrogates
 from kimi_student.eval.score.tokens import encode_answers
-from kimi_student.jsonl import dumps_line
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.tools.broker import ToolBroker
 
@@ -100,13 +99,14 @@ def score_part(job: PartJob, progress: Callable[[int], None]) -> None:
         tok = load_tokenizer(s.tokenizer)
         with open(job.part, "x", encoding="utf-8") as fh:
             fh.write(part_header(s.key, job.worker, facts))
+            line = part_line(s.key, facts)
             fh.flush()
             outputs = runner.outputs(job.items)
             for lo in range(0, len(job.items), runner.chunk):
                 chunk = job.items[lo : lo + runner.chunk]
                 outs = [next(outputs) for _ in chunk]
                 encs = encode_answers(tok, [scrub_surrogates(o.text)[0] for o in outs])
-                fh.write("".join(dumps_line(result_row(*a, tok, broker)) for a in zip(chunk, outs, encs)))
+                fh.write("".join(line(result_row(*a, tok, broker)) for a in zip(chunk, outs, encs)))
                 fh.flush()
                 progress(len(chunk))
                 if job.parent_pid is not None and os.getppid() != job.parent_pid:

@@ -63,6 +63,9 @@ PROMISES: dict[str, list[str]] = {
         "tests/integration/test_bad_input.py::test_bad_dataset_line",
         "tests/integration/test_bad_input.py::test_bad_predictions_file",
         "tests/integration/test_bad_input.py::test_missing_input_file_is_a_clear_error",
+        IE + "test_sealed_rows.py::test_malformed_shards_name_file_line_and_field",
+        IE + "test_gates_cli.py::test_a_bad_gate_config_stops_eval_and_merge_before_any_output",
+        "tests/unit/eval/test_gates_config.py::test_a_bad_gate_config_is_one_line_naming_file_line_and_field",
     ],
     "reports-byte-identical": [
         IE + "test_eval_scale.py::test_two_workers_write_the_bytes_of_one",
@@ -72,6 +75,7 @@ PROMISES: dict[str, list[str]] = {
         IE + "test_eval_scale.py::test_errored_items_make_passing_gates_inconclusive",
         IE + "test_eval_scale.py::test_errors_never_turn_a_failed_gate_into_anything_else",
         IE + "test_runners.py::test_unreachable_endpoint_makes_errors_and_no_gate_passes",
+        "tests/unit/eval/test_gates_config.py::test_errors_never_pass_a_run_even_without_a_gate_for_them",
     ],
     "fingerprints": [
         IE + "test_eval.py::test_verification_only_scores_gold_at_one_and_sets_every_fingerprint",
@@ -86,6 +90,13 @@ PROMISES: dict[str, list[str]] = {
     "merge-refusals": [
         IE + "test_eval_scale.py::test_merge_refuses_an_incomplete_or_mixed_set",
         IE + "test_eval_scale.py::test_merge_refuses_a_repeated_or_missing_item_and_another_model",
+    ],
+    "rows-sealed": [
+        IE + "test_sealed_rows.py::test_forged_counts_and_a_forged_header_are_refused",
+        IE + "test_sealed_rows.py::test_rows_sealed_with_another_key_are_refused",
+        IE + "test_sealed_rows.py::test_rows_moved_to_another_position_or_run_are_refused",
+        IE + "test_sealed_rows.py::test_shards_of_one_key_merge_to_the_plain_run_and_another_key_is_named",
+        IE + "test_sealed_rows.py::test_forged_or_foreign_part_rows_are_refused_on_resume",
     ],
     "resume-exactly-once": [
         IE + "test_eval_scale.py::test_sigkill_then_the_same_command_scores_every_item_once",

@@ -17,6 +17,7 @@ from kimi_student.eval import workers as eval_workers
 from kimi_student.eval.gates import DEFAULT_GATES, evaluate_gates, load_gates
 from kimi_student.eval.harness import run_eval
 from kimi_student.eval.report import EvalPaths
+from kimi_student.eval.rows import sealed_header
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.gold import BATCH
 from kimi_student.eval.score.item import ItemScore, score_item, summarize
@@ -139,15 +140,17 @@ def test_merge_refuses_an_incomplete_or_mixed_set(
         assert not (tmp_path / "m.jsonl").exists() and not (tmp_path / "m.json").exists()
 
 
-def _edited_shard(src: Path, dst: Path, edit: Any) -> Path:
-    """A copy of a shard's results with `edit(header, rows)` applied."""
+def _edited_shard(src: Path, dst: Path, edit: Any, reseal: bool = False) -> Path:
+    """A copy of a shard's results with `edit(header, rows)` applied; `reseal`: its header sealed again
+    with the run key, as only the key's holder could (the checks behind the seal must hold too)."""
     header, *rows = read_rows(src)
     edit(header, rows)
-    return write_rows(dst, [header, *rows])
+    return write_rows(dst, [sealed_header(header, "shard") if reseal else header, *rows])
 
 
 def test_merge_refuses_a_repeated_or_missing_item_and_another_model(shards: Path, tmp_path: Path) -> None:
-    """README: merge refuses shards of another model or fingerprint, and a missing or repeated item."""
+    """README: merge refuses shards of another model or fingerprint, and a missing or repeated item: an
+    edited header does not match its seal, and one sealed again with the key is still refused."""
     s0, s1 = shards / "s0.jsonl", shards / "s1.jsonl"
     first0 = read_rows(s0)[1]
 
@@ -174,11 +177,15 @@ def test_merge_refuses_a_repeated_or_missing_item_and_another_model(shards: Path
         (field("fingerprint_problems", ["x"]), f"fingerprint_problems: differs from {s0}'s"),
     ]
     for i, (edit, expected) in enumerate(cases):
-        bad = _edited_shard(s1, tmp_path / f"bad{i}.jsonl", edit)
-        r = ks("eval", "merge", s0, bad, "--out", tmp_path / "m.jsonl", "--report", tmp_path / "m.json")
-        assert r.returncode == 2, r.stdout
-        assert expected in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
-        assert not (tmp_path / "m.jsonl").exists() and not (tmp_path / "m.json").exists()
+        for reseal in (False, True):
+            bad = _edited_shard(s1, tmp_path / f"bad{i}.jsonl", edit, reseal)
+            r = ks("eval", "merge", s0, bad, "--out", tmp_path / "m.jsonl", "--report", tmp_path / "m.json")
+            assert r.returncode == 2, r.stdout
+            if not reseal:
+                expected_ = f"{bad}:1: seal: the header does not match its seal (edited or forged)"
+            assert (expected if reseal else expected_) in r.stderr, r.stderr
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+            assert not (tmp_path / "m.jsonl").exists() and not (tmp_path / "m.json").exists()
 
 
 # ---- resume -------------------------------------------------------------------------------------------------
