@@ -59,6 +59,6 @@ def tools_record(
     from kimi_student.jsonl import read_jsonl
     from kimi_student.tools.broker import record
 
-    counts = record((row for _, row in read_jsonl(calls)), sandbox, out)
+    counts = record(read_jsonl(calls), sandbox, out, source=calls)
     for name, n in sorted(counts.items()):
         typer.echo(f"{name}: {n} fixtures -> {out / (name + '.jsonl')}")
