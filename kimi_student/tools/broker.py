@@ -56,7 +56,12 @@ class BrokerStats:
 
 
 def fixture_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.jsonl"))
+    """The fixture files of a folder, by name; a `*.jsonl` that is not a file (a folder) is bad input."""
+    files = sorted(folder.glob("*.jsonl"))
+    for f in files:
+        if not f.is_file():
+            raise InputError(f, None, None, "a fixture file must be a file, not a folder")
+    return files
 
 
 def load_fixtures(folders: Iterable[str | Path]) -> dict[tuple[str, str], dict[str, Any]]:
