@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kimi_student.cli.common import fail, fmt, guarded, show_progress
+from kimi_student.cli.common import cpu_cores, fail, fmt, guarded, show_progress
 from kimi_student.eval.gates import DEFAULT_GATES
 from kimi_student.eval.runners.options import RunnerOptions
 
@@ -164,6 +164,8 @@ def eval_run(
         return
     if runner is None or inp is None:
         fail("eval needs --runner and --in (see `kimi-student eval --help`)")
+    if workers > (cores := cpu_cores()):  # more processes than cores only thrash (64 on 2 cores: 30x slower)
+        fail(f"--workers {workers}: this machine has {cores} CPU cores; use at most {cores}")
     from kimi_student.eval.harness import run_eval
     from kimi_student.eval.report import EvalPaths
     from kimi_student.eval.runners.base import RunnerSpec
