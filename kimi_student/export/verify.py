@@ -60,3 +60,27 @@ def verify_export(out: str | Path) -> dict[str, Any]:
         for entry in entries:
             _check_file(out / entry["file"], entry["sha256"])
     return manifest
+
+
+def verify_packages(packages: list[Path]) -> None:
+    """What `export verify` checks, for the packages an eval runs: each against its entry in the manifest
+    beside it, so a package whose files changed is refused before it runs (it used to run, with only a
+    changed model fingerprint to tell). Packages with no manifest beside them have nothing to check."""
+    from kimi_student.export.coreml import verify_package
+
+    for folder in dict.fromkeys(p.parent for p in packages):
+        path = folder / MANIFEST
+        if not path.exists():
+            continue
+        manifest = read_manifest(path)
+        if manifest.get("format") != "coreml-mlprogram":
+            raise CorruptArtifactError(
+                path, f"not a Core ML export manifest (format {manifest.get('format')!r})"
+            )
+        entries = {e["name"]: e for e in manifest_entries(manifest, path)}
+        for p in packages:
+            if p.parent != folder:
+                continue
+            if p.name not in entries:
+                raise CorruptArtifactError(p, f"not listed in {path}")
+            verify_package(p, entries[p.name])
