@@ -6,6 +6,8 @@ import atexit
 import gc
 import json
 import os
+import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,16 +32,69 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text)
+                obj = _DECODER.decode(text)
             except json.JSONDecodeError as e:
                 why = "truncated JSON" if not text.endswith("\n") else "malformed JSON"
                 raise InputError(p, lineno, None, f"{why}: {e.msg} at column {e.colno}") from None
-            except (ValueError, RecursionError) as e:  # an integer over 4300 digits, nesting too deep
-                why = "nested too deep" if isinstance(e, RecursionError) else str(e)[:200]
-                raise InputError(p, lineno, None, f"malformed JSON: {why}") from None
+            except (ValueError, RecursionError) as e:  # NaN, an integer over 4300 digits, nesting too deep
+                raise InputError(p, lineno, None, f"malformed JSON: {_why(e)}") from None
             if not isinstance(obj, dict):
                 raise InputError(p, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
+            if _SURROGATE_ESCAPE.search(text):
+                _refuse_lone_surrogates(obj, p, lineno)
             yield lineno, obj
+
+
+class _NonFinite(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NonFinite(f"{name} is not a JSON number")
+
+
+# NaN and Infinity are not JSON: json.loads takes them, and every writer (allow_nan=False) then fails.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+# Only an escape can put a surrogate in a decoded string (raw UTF-8 cannot encode one): a line without
+# one needs no walk.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _why(e: ValueError | RecursionError) -> str:
+    if isinstance(e, RecursionError):
+        return "nested too deep"
+    if isinstance(e, _NonFinite):
+        return str(e)
+    if "integer string conversion" in str(e):
+        return f"an integer of more than {sys.get_int_max_str_digits()} digits"
+    return str(e)[:200]
+
+
+def _refuse_lone_surrogates(obj: dict[str, Any], p: Path, lineno: int) -> None:
+    try:
+        where = lone_surrogate_at(obj)
+    except RecursionError:
+        raise InputError(p, lineno, None, "malformed JSON: nested too deep") from None
+    if where is not None:
+        raise InputError(p, lineno, where, "a lone surrogate escape (\\ud800-\\udfff) is not text")
+
+
+def lone_surrogate_at(obj: Any, where: str = "") -> str | None:
+    """The dotted field of the first string (a key or a value) holding a lone surrogate, or None. Such a
+    string cannot be written as UTF-8, tokenized or hashed: every later stage would crash on it."""
+    if isinstance(obj, str):
+        return (where or "-") if _LONE_SURROGATE.search(obj) else None
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            sub = f"{where}.{k}" if where else str(k)
+            if _LONE_SURROGATE.search(k) or (sub := lone_surrogate_at(v, sub)) is not None:
+                return sub
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            if (sub := lone_surrogate_at(v, f"{where}[{i}]")) is not None:
+                return sub
+    return None
 
 
 @contextmanager

@@ -39,11 +39,14 @@ def write_manifest(path: str | Path, manifest: dict[str, Any]) -> None:
 def read_manifest(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ManifestError(path, "manifest not found") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise ManifestError(path, f"unreadable manifest: {e}") from None
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, bad UTF-8, a huge integer
+        raise ManifestError(path, f"unreadable manifest: {e}"[:300]) from None
+    if not isinstance(manifest, dict):
+        raise ManifestError(path, f"expected a JSON object, got {type(manifest).__name__}")
+    return manifest
 
 
 def file_digests(folder: Path) -> dict[str, str]:

@@ -19,6 +19,13 @@ def fmt(v: float | None) -> str:
     return "—" if v is None else f"{v:.4f}"
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (a container's or taskset's share, not the host's count)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def show_progress() -> bool:
     return sys.stderr.isatty()
 

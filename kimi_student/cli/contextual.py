@@ -12,11 +12,16 @@ from kimi_student.cli.common import guarded
 app = typer.Typer(help="The contextual tool-use dataset: gen -> extract -> verify.", no_args_is_help=True)
 
 
+MAX_ITEMS = 10_000_000  # a dataset is built in memory: 10M items is already tens of GB
+
+
 @app.command("gen")
 @guarded
 def contextual_gen(
     out: Annotated[Path, typer.Option(help="Dataset JSONL to write.")] = Path("data/contextual.jsonl"),
-    n: Annotated[int, typer.Option(min=1, help="Number of items.")] = 200,
+    n: Annotated[
+        int, typer.Option(min=1, max=MAX_ITEMS, help=f"Number of items (at most {MAX_ITEMS:,}).")
+    ] = 200,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives a byte-identical dataset.")] = 0,
 ) -> None:
     """Generate a stratified contextual dataset and the fixtures of every call it makes.

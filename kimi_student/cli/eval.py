@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kimi_student.cli.common import fail, fmt, guarded, show_progress
+from kimi_student.cli.common import cpu_cores, fail, fmt, guarded, show_progress
 from kimi_student.eval.gates import DEFAULT_GATES
 from kimi_student.eval.runners.options import RunnerOptions
 
@@ -164,6 +164,8 @@ def eval_run(
         return
     if runner is None or inp is None:
         fail("eval needs --runner and --in (see `kimi-student eval --help`)")
+    if workers > (cores := cpu_cores()):  # more processes than cores only thrash (64 on 2 cores: 30x slower)
+        fail(f"--workers {workers}: this machine has {cores} CPU cores; use at most {cores}")
     from kimi_student.eval.harness import run_eval
     from kimi_student.eval.report import EvalPaths
     from kimi_student.eval.runners.base import RunnerSpec
@@ -287,10 +289,33 @@ def fixture_stats(
     from kimi_student.errors import InputError
 
     try:
-        s = json.loads(report.read_text(encoding="utf-8"))["summary"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise InputError(report, None, "summary", f"not a readable report ({e})") from None
-    rate = s["fixture_hit_rate"]
-    typer.echo(f"fixture_hit_rate {fmt(rate)}  calls {s['tool_calls']}  misses {s['fixture_miss_count']}")
-    for m in s["fixture_misses"][:top]:
+        doc = json.loads(report.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise InputError(report, None, "summary", f"not a readable report ({e})"[:300]) from None
+    rate, calls, n_miss, misses = _fixture_summary(doc, report)
+    typer.echo(f"fixture_hit_rate {fmt(rate)}  calls {calls}  misses {n_miss}")
+    for m in misses[:top]:
         typer.echo(f"  miss x{m['count']}  {m['tool']}  {m['key']}")
+
+
+def _fixture_summary(doc: Any, report: Path) -> tuple[float | None, int, int, list[dict[str, Any]]]:
+    """(hit rate, tool calls, miss count, misses) of a report, each checked: a report with a key missing
+    or mistyped is one line naming the field, not a traceback."""
+    from kimi_student.errors import InputError
+
+    s = doc.get("summary") if isinstance(doc, dict) else None
+    if not isinstance(s, dict):
+        raise InputError(report, None, "summary", "missing or not an object: not an eval report")
+    rate = s.get("fixture_hit_rate")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float))):
+        raise InputError(report, None, "summary.fixture_hit_rate", "expected a number or null")
+    for key in ("tool_calls", "fixture_miss_count"):
+        if type(s.get(key)) is not int:
+            raise InputError(report, None, f"summary.{key}", "missing or not an integer")
+    misses = s.get("fixture_misses")
+    if not isinstance(misses, list):
+        raise InputError(report, None, "summary.fixture_misses", "missing or not a list")
+    for i, m in enumerate(misses):
+        if not (isinstance(m, dict) and all(k in m for k in ("count", "tool", "key"))):
+            raise InputError(report, None, f"summary.fixture_misses[{i}]", "expected {count, tool, key}")
+    return rate, s["tool_calls"], s["fixture_miss_count"], misses

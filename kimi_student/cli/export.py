@@ -33,8 +33,9 @@ ExportContext = Annotated[
 ]
 
 
-def _export_args(model: Path, shapes: str, layout: str, out: Path) -> list[int]:
-    from kimi_student.export.torch_export import parse_shapes
+def _export_args(model: Path, shapes: str, layout: str, out: Path, context: int | None = None) -> list[int]:
+    """The parsed shapes, checked against the checkpoint (and the output folder) before any work."""
+    from kimi_student.export.torch_export import check_lengths, parse_shapes
     from kimi_student.models.ane import LAYOUTS
     from kimi_student.outputs import check_outputs
 
@@ -43,7 +44,9 @@ def _export_args(model: Path, shapes: str, layout: str, out: Path) -> list[int]:
         fail(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}")
     if not (model / "config.json").is_file():
         fail(f"{model}: not a checkpoint folder (no config.json); train one with `make worker`")
-    return parse_shapes(shapes)
+    lengths = parse_shapes(shapes)
+    check_lengths(model, lengths, context)
+    return lengths
 
 
 @app.command("pytorch")
@@ -60,7 +63,7 @@ def export_pytorch_cmd(
     """torch.export ExportedPrograms (after run_decompositions({})), one per shape plus the KV-cache decoder."""
     from kimi_student.export.torch_export import export_pytorch
 
-    man = export_pytorch(model, out, _export_args(model, shapes, layout, out), layout, context)
+    man = export_pytorch(model, out, _export_args(model, shapes, layout, out, context), layout, context)
     for e in man["programs"]:
         typer.echo(
             f"{e['file']:<16} {e['size_bytes'] / 1e6:8.2f} MB  {e['export_seconds']:6.2f} s  {e['sha256'][:12]}"
@@ -87,7 +90,7 @@ def export_coreml_cmd(
     from kimi_student.export.coreml import export_coreml
 
     man = export_coreml(
-        model, out, _export_args(model, shapes, layout, out), quantize, layout, context, decode
+        model, out, _export_args(model, shapes, layout, out, context), quantize, layout, context, decode
     )
     for e in man["packages"]:
         ops = sum(v for k, v in e["op_histogram"].items() if k != "const")

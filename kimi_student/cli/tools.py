@@ -61,6 +61,6 @@ def tools_record(
     from kimi_student.tools.broker import record
 
     check_outputs({"--calls": calls, "--sandbox": sandbox}, {}, folders={"--out": out})
-    counts = record((row for _, row in read_jsonl(calls)), sandbox, out)
+    counts = record(read_jsonl(calls), sandbox, out, source=calls)
     for name, n in sorted(counts.items()):
         typer.echo(f"{name}: {n} fixtures -> {out / (name + '.jsonl')}")

@@ -73,11 +73,30 @@ def validate_item(item: dict[str, Any], path: Path, line: int) -> None:
         raise InputError(
             path, line, "metadata.tool_results", "must have one result per call in call_sequence"
         )
-    for i, span in enumerate(meta["integration_spans_bytes"]):
-        if not (isinstance(span, list) and len(span) == 2 and type(span[0]) is int and type(span[1]) is int):
-            raise InputError(
-                path, line, f"metadata.integration_spans_bytes[{i}]", "expected [start, end] integers"
-            )
+    _check_spans(meta["integration_spans_bytes"], "metadata.integration_spans_bytes", path, line)
+    if (tok_spans := meta.get("integration_spans_tokens")) is not None:  # written by extract
+        if type(tok_spans) is not list:
+            _need(meta, "integration_spans_tokens", list, "metadata.", path, line)
+        _check_spans(tok_spans, "metadata.integration_spans_tokens", path, line)
+    if (adv := meta.get("adversarial")) is not None and not (
+        type(adv) is dict and type(adv.get("kind", "")) is str
+    ):
+        _check_adversarial(adv, path, line)
+
+
+def _check_spans(spans: list[Any], where: str, path: Path, line: int) -> None:
+    for i, span in enumerate(spans):
+        if not (type(span) is list and len(span) == 2 and type(span[0]) is int and type(span[1]) is int):
+            raise InputError(path, line, f"{where}[{i}]", "expected [start, end] integers")
+
+
+def _check_adversarial(adv: Any, path: Path, line: int) -> None:
+    """The slow path: say what is wrong with `metadata.adversarial` (null, or an object with a string `kind`)."""
+    if not isinstance(adv, dict):
+        raise InputError(
+            path, line, "metadata.adversarial", f"expected object or null, got {type(adv).__name__}"
+        )
+    _need(adv, "kind", str, "metadata.adversarial.", path, line)
 
 
 def _check_entry(entry: Any, payload: str, tools: dict[str, Any], where: str, path: Path, line: int) -> None:

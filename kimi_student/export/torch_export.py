@@ -21,7 +21,9 @@ from torch.export import ExportedProgram
 from kimi_student.export.errors import CorruptArtifactError, ExportError
 from kimi_student.fingerprint import sha256_file, weights_sha256
 from kimi_student.manifest import MANIFEST, read_manifest, write_manifest
-from kimi_student.models.ane import AneLlama, AneLlamaDecoder, Layout, load_ane_llama
+from kimi_student.models.ane import AneLlama, AneLlamaDecoder, Layout, LlamaArch, load_ane_llama, read_config
+
+MAX_SHAPES = 16  # enumerated lengths of one export: each is a program of its own
 
 
 def parse_shapes(text: str) -> list[int]:
@@ -34,21 +36,29 @@ def parse_shapes(text: str) -> list[int]:
         ) from None
     if not shapes or shapes[0] < 1:
         raise ExportError(f"--shapes {text!r}: expected positive sequence lengths")
+    if len(shapes) > MAX_SHAPES:
+        raise ExportError(f"--shapes: {len(shapes)} lengths, at most {MAX_SHAPES} (one program each)")
     return shapes
+
+
+def check_lengths(folder: str | Path, shapes: list[int], context: int | None = None) -> None:
+    """Every shape (and the decode context) within the checkpoint's max_position_embeddings, read from its
+    config.json alone: the RoPE tables and masks are sized by the largest, so `--shapes 100000000` used to
+    exhaust memory before this was checked."""
+    limit = LlamaArch.from_hf(read_config(folder), Path(folder) / "config.json").max_position_embeddings
+    largest = max([*shapes, context or 0])
+    if largest > limit:
+        raise ExportError(
+            f"shape {largest} exceeds the checkpoint's max_position_embeddings {limit} ({folder})"
+        )
 
 
 def load_for_export(
     folder: str | Path, shapes: list[int], layout: Layout = "bsc", context: int | None = None
 ) -> AneLlama:
     """The ANE model with tables sized for the largest shape or decode context, in fp32 eval mode."""
-    largest = max([*shapes, context or 0])
-    model = load_ane_llama(folder, max_seq=largest, layout=layout)
-    limit = model.arch.max_position_embeddings
-    if largest > limit:
-        raise ExportError(
-            f"shape {largest} exceeds the checkpoint's max_position_embeddings {limit} ({folder})"
-        )
-    return model
+    check_lengths(folder, shapes, context)
+    return load_ane_llama(folder, max_seq=max([*shapes, context or 0]), layout=layout)
 
 
 @contextlib.contextmanager

@@ -244,6 +244,8 @@ def load_config(path: Path) -> dict[str, Any]:
         cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
         raise InputError(path, None, None, f"cannot read config: {e}") from None
+    if not isinstance(cfg, dict):
+        raise InputError(path, None, None, f"expected a mapping of sections, got {type(cfg).__name__}")
     for key in ("data", "decode", "gates", "sizes"):
         if not isinstance(cfg.get(key), dict):
             raise InputError(path, None, key, "missing section")

@@ -22,7 +22,7 @@ from kimi_student.jsonl import read_jsonl, write_jsonl
 from kimi_student.resources import package_path
 from kimi_student.tools.live import LIVE
 from kimi_student.tools.normalize import fixture_key
-from kimi_student.tools.registry import UnknownToolError, get_tool, registry
+from kimi_student.tools.registry import UnknownToolError, registry, schema_problem
 
 DEFAULT_FIXTURES = package_path("tools", "fixtures")  # the base set, recorded by `tools record`
 
@@ -56,7 +56,12 @@ class BrokerStats:
 
 
 def fixture_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.jsonl"))
+    """The fixture files of a folder, by name; a `*.jsonl` that is not a file (a folder) is bad input."""
+    files = sorted(folder.glob("*.jsonl"))
+    for f in files:
+        if not f.is_file():
+            raise InputError(f, None, None, "a fixture file must be a file, not a folder")
+    return files
 
 
 def load_fixtures(folders: Iterable[str | Path]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -138,9 +143,16 @@ class ToolBroker:
         return reply
 
 
-def record(calls: Iterable[dict[str, Any]], sandbox: str | Path, out_dir: str | Path) -> dict[str, int]:
+def record(
+    calls: Iterable[tuple[int, dict[str, Any]]],
+    sandbox: str | Path,
+    out_dir: str | Path,
+    source: str | Path | None = None,
+) -> dict[str, int]:
     """Run live tools on a scratch copy of `sandbox` and write one fixture file per tool.
 
+    `calls` are (line, call) pairs of the calls file `source`, which bad input names. Every call is checked
+    against its tool's schema and run before anything is written, so a refused call leaves no output.
     The sandbox itself is never modified (file.write lands in the copy). Replay-only tools are refused.
     """
     sandbox = Path(sandbox)
@@ -150,20 +162,35 @@ def record(calls: Iterable[dict[str, Any]], sandbox: str | Path, out_dir: str | 
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / "sandbox"
         shutil.copytree(sandbox, scratch, symlinks=True)
-        for i, call in enumerate(calls, start=1):
-            name = call.get("name")
-            if name not in registry():
-                raise InputError(None, i, "name", f"unknown tool {name!r}")
-            if name not in LIVE:
-                raise InputError(None, i, "name", f"{name} is replay-only: write its fixtures by hand")
-            try:
-                key = fixture_key(name, call.get("arguments"))
-                result = LIVE[name](json.loads(key), scratch)
-            except ArgumentError as e:
-                raise InputError(None, i, f"arguments.{e.field}", str(e)) from None
+        for line, call in calls:
+            name, key, result = _record_one(call, scratch, source, line)
             per_tool.setdefault(name, {})[key] = Fixture(name, key, result)
     out = Path(out_dir)
     for name, fixtures in per_tool.items():
-        get_tool(name)
         write_jsonl(out / f"{name}.jsonl", (f.to_json() for _, f in sorted(fixtures.items())))
     return {name: len(f) for name, f in per_tool.items()}
+
+
+def _record_one(
+    call: dict[str, Any], scratch: Path, source: str | Path | None, line: int
+) -> tuple[str, str, dict[str, Any]]:
+    """(tool, key, result) of one live call; InputError for a call that must not run."""
+    name = call.get("name")
+    if name not in registry():
+        raise InputError(source, line, "name", f"unknown tool {name!r}")
+    if name not in LIVE:
+        raise InputError(source, line, "name", f"{name} is replay-only: write its fixtures by hand")
+    try:
+        key = fixture_key(name, call.get("arguments"))
+        args = json.loads(key)
+        problem = schema_problem(name, args)
+        if problem:
+            raise InputError(source, line, f"arguments.{problem[0]}", problem[1])
+        result = LIVE[name](args, scratch)
+    except ArgumentError as e:
+        raise InputError(source, line, f"arguments.{e.field}", str(e)) from None
+    try:
+        canonical_json(result)
+    except (TypeError, ValueError) as e:  # a live tool's result must be a fixture: finite JSON numbers
+        result = {"ok": False, "error": f"the result is not JSON: {e}"[:200]}
+    return name, key, result

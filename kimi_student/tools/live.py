@@ -43,6 +43,16 @@ _MAX_EXPONENT = 1000
 _MAX_INT_BITS = 4096  # an integer result past this is refused (a chain of powers would exhaust memory)
 
 
+def _int_bits(op: ast.operator, left: int, right: int) -> int:
+    """An upper bound on the bits of `left op right`, known before computing it: a power or a product
+    of big integers is what would exhaust time and memory."""
+    if isinstance(op, ast.Pow):
+        return left.bit_length() * right
+    if isinstance(op, ast.Mult):
+        return left.bit_length() + right.bit_length()
+    return 0  # + - / // % give at most one bit more than their operands, which are checked already
+
+
 def safe_eval(expression: str) -> int | float:
     """Arithmetic only: numbers, + - * / // % **, parentheses, a few math functions. No names, no attributes.
 
@@ -60,12 +70,11 @@ def safe_eval(expression: str) -> int | float:
             if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
                 raise ArgumentError("expression", "exponent too large")
             if (
-                isinstance(node.op, ast.Pow)
-                and isinstance(left, int)
+                isinstance(left, int)
                 and isinstance(right, int)
-                and left.bit_length() * right > _MAX_INT_BITS
+                and _int_bits(node.op, left, right) > _MAX_INT_BITS
             ):
-                raise ArgumentError("expression", "number too large")
+                raise ArgumentError("expression", "number too large")  # refused before it is computed
             return checked(_BIN[type(node.op)](left, right))
         if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
             return checked(_UNARY[type(node.op)](ev(node.operand)))
@@ -77,7 +86,10 @@ def safe_eval(expression: str) -> int | float:
             and node.func.id in _FUNCS
             and not node.keywords
         ):
-            return checked(_FUNCS[node.func.id](*(ev(a) for a in node.args)))
+            args = [ev(a) for a in node.args]
+            if node.func.id == "round" and len(args) == 2 and abs(args[1]) > _MAX_EXPONENT:
+                raise ArgumentError("expression", "round: ndigits too large")  # round(1, -10**9) never ends
+            return checked(_FUNCS[node.func.id](*args))
         raise ArgumentError("expression", f"unsupported syntax: {type(node).__name__}")
 
     def checked(value: Any) -> int | float:
@@ -125,11 +137,37 @@ def _inside(sandbox: Path, rel: str) -> Path:
     return target
 
 
+def _fs_error(e: OSError | ValueError, path: str) -> dict[str, Any]:
+    """A file-system fault as the tool's error result (the model sees it; nothing raises)."""
+    if isinstance(e, IsADirectoryError):
+        why = "the path is a folder"
+    elif isinstance(e, NotADirectoryError):
+        why = "a parent of the path is a file"
+    elif isinstance(e, OSError):
+        why = e.strerror or type(e).__name__  # ENAMETOOLONG: "File name too long"
+    else:
+        why = f"invalid path: {e}"  # an embedded NUL
+    return {"ok": False, "error": why, "path": path}
+
+
 def read_file(args: dict[str, Any], sandbox: Path) -> dict[str, Any]:
-    target = _inside(sandbox, args["path"])
-    if not target.is_file():
-        return {"ok": False, "error": "file not found", "path": args["path"]}
-    return file_window(args, target.read_text(encoding=args.get("encoding", "utf-8")).splitlines())
+    encoding = args.get("encoding", "utf-8")
+    try:
+        target = _inside(sandbox, args["path"])
+        if target.is_dir():
+            raise IsADirectoryError(args["path"])
+        if not target.is_file():
+            return {"ok": False, "error": "file not found", "path": args["path"]}
+        text = target.read_text(encoding=encoding)
+    except ArgumentError:
+        raise  # outside the sandbox: refused as bad input, never answered
+    except UnicodeDecodeError as e:
+        return {"ok": False, "error": f"not {encoding} text (byte {e.start})", "path": args["path"]}
+    except LookupError:
+        return {"ok": False, "error": f"unknown encoding {encoding!r}", "path": args["path"]}
+    except (OSError, ValueError) as e:
+        return _fs_error(e, args["path"])
+    return file_window(args, text.splitlines())
 
 
 def file_window(args: dict[str, Any], lines: list[str]) -> dict[str, Any]:
@@ -146,19 +184,28 @@ def file_window(args: dict[str, Any], lines: list[str]) -> dict[str, Any]:
 
 
 def file_write(args: dict[str, Any], sandbox: Path) -> dict[str, Any]:
-    target = _inside(sandbox, args["path"])
     mode = args.get("mode", "create")
-    if mode == "create" and target.exists():
-        return {"ok": False, "error": "file exists", "path": args["path"]}
+    if mode not in ("create", "overwrite", "append"):
+        return {"ok": False, "error": f"unknown mode {mode!r}", "path": args["path"]}
     opts = args.get("options", {})
-    if not target.parent.exists():
-        if not opts.get("make_dirs", True):
-            return {"ok": False, "error": "directory missing", "path": args["path"]}
-        target.parent.mkdir(parents=True)
     data = args["content"].replace("\n", "\r\n") if opts.get("newline") == "crlf" else args["content"]
-    raw = data.encode("utf-8")
-    with open(target, "ab" if mode == "append" else "wb") as fh:
-        fh.write(raw)
+    try:
+        raw = data.encode("utf-8")
+        target = _inside(sandbox, args["path"])
+        if mode == "create" and target.exists():
+            return {"ok": False, "error": "file exists", "path": args["path"]}
+        if not target.parent.exists():
+            if not opts.get("make_dirs", True):
+                return {"ok": False, "error": "directory missing", "path": args["path"]}
+            target.parent.mkdir(parents=True)
+        with open(target, "ab" if mode == "append" else "wb") as fh:
+            fh.write(raw)
+    except ArgumentError:
+        raise  # outside the sandbox: refused as bad input, never answered
+    except UnicodeEncodeError:
+        return {"ok": False, "error": "content is not valid Unicode (a lone surrogate)", "path": args["path"]}
+    except (OSError, ValueError) as e:
+        return _fs_error(e, args["path"])
     return {"ok": True, "path": args["path"], "bytes_written": len(raw)}
 
 

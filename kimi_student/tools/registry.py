@@ -233,3 +233,15 @@ def args_valid(name: str | None, arguments: Any) -> bool:
     if name not in registry() or not isinstance(arguments, dict):
         return False
     return _validator(name).is_valid(arguments)
+
+
+def schema_problem(name: str, arguments: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, message) for the first way `arguments` break the tool's JSON Schema, or None. `tools record`
+    asks this before any live call: a bound or an enum the live tool would not check itself (`start_line: 0`
+    read the last line, `mode: "truncate"` overwrote a file)."""
+    import jsonschema
+
+    err = jsonschema.exceptions.best_match(_validator(name).iter_errors(arguments))
+    if err is None:
+        return None
+    return ".".join(map(str, err.absolute_path)) or "arguments", err.message[:200]

@@ -63,9 +63,11 @@ class CoreMLGenerator:
         from kimi_student.export.greedy import NgramDrafter
         from kimi_student.export.mil import MilProgram
         from kimi_student.export.parity import package_seq_len
+        from kimi_student.export.verify import verify_packages
 
         model = Path(model)
         pkgs = find_packages(model)
+        verify_packages(pkgs)  # as `export verify`: a package that differs from its manifest never runs
         if tokenizer is None:
             tokenizer = manifest_checkpoint(pkgs[0].parent / MANIFEST)
         self.chat = ChatTokenizer(tokenizer)

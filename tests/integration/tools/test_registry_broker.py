@@ -126,11 +126,14 @@ def test_record_runs_in_a_copy_of_the_sandbox_and_refuses_escapes(tmp_path: Path
     (sandbox / "link.txt").symlink_to(tmp_path / "secret.txt")
     out = tmp_path / "fx"
     counts = record(
-        [
-            {"name": "read_file", "arguments": {"path": "./src//a.py"}},
-            {"name": "file.write", "arguments": {"path": "new/b.txt", "content": "hé\n"}},
-            {"name": "repo.search", "arguments": {"pattern": "limit"}},
-        ],
+        enumerate(
+            [
+                {"name": "read_file", "arguments": {"path": "./src//a.py"}},
+                {"name": "file.write", "arguments": {"path": "new/b.txt", "content": "hé\n"}},
+                {"name": "repo.search", "arguments": {"pattern": "limit"}},
+            ],
+            1,
+        ),
         sandbox,
         out,
     )
@@ -143,10 +146,12 @@ def test_record_runs_in_a_copy_of_the_sandbox_and_refuses_escapes(tmp_path: Path
     assert fw["result"]["bytes_written"] == 4
     for bad in ("../secret.txt", "/etc/passwd", "link.txt"):
         with pytest.raises(InputError, match="arguments.path"):
-            record([{"name": "read_file", "arguments": {"path": bad}}], sandbox, tmp_path / "fx2")
+            record([(1, {"name": "read_file", "arguments": {"path": bad}})], sandbox, tmp_path / "fx2")
     with pytest.raises(InputError, match="replay-only"):
         record(
-            [{"name": "code.execute", "arguments": {"language": "python", "code": "print(1)"}}], sandbox, out
+            [(1, {"name": "code.execute", "arguments": {"language": "python", "code": "print(1)"}})],
+            sandbox,
+            out,
         )
 
 

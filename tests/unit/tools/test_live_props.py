@@ -28,7 +28,7 @@ def check_safe_eval(expression: str) -> None:
     except (ArgumentError, ZeroDivisionError):
         pass
     else:
-        assert type(value) in (int, float) and math.isfinite(value)
+        assert type(value) is int or (type(value) is float and math.isfinite(value))  # an int may pass 1e308
         assert not isinstance(value, int) or value.bit_length() <= 4096
     assert time.perf_counter() - t < 5
     assert isinstance(math_eval({"expression": expression}, None), dict)  # type: ignore[arg-type]
