@@ -29,6 +29,31 @@ def ks(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Compl
     )
 
 
+def ks_here(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real `kimi-student` CLI run in this process (Typer's CliRunner): the same parsing, checks,
+    one-line errors and exit codes as `ks`, without starting Python and torch again (seconds a call). For
+    the many refusals that end before any work; `ks` stays for what needs a process of its own (kills,
+    workers, servers) and for one case of each kind of refusal, as the process boundary's proof. An
+    exception the CLI did not turn into an exit code is raised here (a traceback is a failure)."""
+    from typer.testing import CliRunner
+
+    from kimi_student.cli import app
+
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        r = CliRunner().invoke(app, [str(a) for a in args], prog_name="kimi-student")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
+
+
 def read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 

@@ -20,7 +20,7 @@ from kimi_student.manifest import file_digests
 from kimi_student.models.student import load_spec
 from kimi_student.train import trainer as T
 from tests.integration.train.test_train import _config, _log
-from tests.support import ks
+from tests.support import ks, ks_here
 
 pytestmark = [pytest.mark.slow]
 
@@ -220,7 +220,9 @@ def test_a_tampered_run_folder_exits_2_with_one_line_and_changes_nothing(
     outside.mkdir()
     tamper(run, outside, marker)
     log, before, before_outside = (run / "train_log.jsonl").read_bytes(), _snapshot(run), _snapshot(outside)
-    r = ks("train", "--config", base["cfg"], "--data", base["data"], "--out", run, "--precision", "no")
+    # In this process (each case refuses before any work); the first case also as its own process.
+    cli = ks if case == next(iter(CASES)) else ks_here
+    r = cli("train", "--config", base["cfg"], "--data", base["data"], "--out", run, "--precision", "no")
     assert r.returncode == 2, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith("error: ") and f"{run / where}: " in line and what in line, line
@@ -234,7 +236,7 @@ def test_a_checkpoint_sealed_with_another_key_is_refused(base: dict[str, Path], 
     shutil.copytree(base["run"], run)
     log, before = (run / "train_log.jsonl").read_bytes(), _snapshot(run)
     args = ("train", "--config", base["cfg"], "--data", base["data"], "--out", run, "--precision", "no")
-    r = ks(*args, env={"KIMI_STUDENT_RUN_KEY": "ab" * 32})
+    r = ks_here(*args, env={"KIMI_STUDENT_RUN_KEY": "ab" * 32})
     assert r.returncode == 2
     (line,) = r.stderr.strip().splitlines()
     assert line.startswith(f"error: {run / CK / 'manifest.json'}: seal does not match")
@@ -249,7 +251,7 @@ def test_a_checkpoint_of_another_config_is_refused(base: dict[str, Path], tmp_pa
     shutil.copytree(base["run"], run)
     log = (run / "train_log.jsonl").read_bytes()
     other = _config(tmp_path, max_steps=6, checkpoint_every=3, lr=1e-3)
-    r = ks("train", "--config", other, "--data", base["data"], "--out", run, "--precision", "no")
+    r = ks_here("train", "--config", other, "--data", base["data"], "--out", run, "--precision", "no")
     assert r.returncode == 2
     (line,) = r.stderr.strip().splitlines()
     assert "written by a run with another training config" in line and "--fresh" in line
@@ -277,7 +279,7 @@ def test_fresh_discards_an_unfinished_run_and_refuses_a_finished_one(
 
 def test_an_unknown_precision_is_refused(base: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "run"
-    r = ks("train", "--config", base["cfg"], "--data", base["data"], "--out", run, "--precision", "fp64")
+    r = ks_here("train", "--config", base["cfg"], "--data", base["data"], "--out", run, "--precision", "fp64")
     assert r.returncode == 2
     (line,) = r.stderr.strip().splitlines()
     assert line == "error: --precision: unknown 'fp64' (known: auto, bf16, fp16, no)"
