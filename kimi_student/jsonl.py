@@ -18,8 +18,12 @@ from kimi_student.fingerprint import canonical_json
 from kimi_student.outputs import clear_stale_temps, refuse_special, temp_path
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object). Blank lines are skipped; every other fault raises InputError."""
+def read_jsonl(path: str | Path, model_text: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object). Blank lines are skipped; every other fault raises InputError.
+
+    `model_text`: top-level fields that hold what a model wrote (a predictions file's `output`). A lone
+    surrogate there is the model's, and the scorer gives it a row (scrubbed, marked as an error); anywhere
+    else it is refused."""
     p = Path(path)
     if not p.is_file():
         raise InputError(p, None, None, "file not found")
@@ -41,7 +45,7 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(obj, dict):
                 raise InputError(p, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
             if _SURROGATE_ESCAPE.search(text):
-                _refuse_lone_surrogates(obj, p, lineno)
+                _refuse_lone_surrogates({k: v for k, v in obj.items() if k not in model_text}, p, lineno)
             yield lineno, obj
 
 

@@ -47,7 +47,7 @@ class Predictions:
     def __init__(self, path: str | Path):
         p = Path(path)
         self.outputs_by_id: dict[str, str] = {}
-        for line, row in read_jsonl(p):
+        for line, row in read_jsonl(p, model_text=("output",)):
             for fld in ("id", "output"):
                 if fld not in row:
                     raise InputError(p, line, fld, "missing field")
