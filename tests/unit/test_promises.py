@@ -163,7 +163,9 @@ PROMISES: dict[str, list[str]] = {
     "train-unknown-key-exit-2": [
         IT + "test_train.py::test_a_misspelt_config_key_is_refused_naming_file_key_and_known_keys"
     ],
-    "checkpoint-manifest": [IT + "test_train.py::test_a_tampered_checkpoint_is_refused"],
+    "checkpoint-manifest": [
+        IT + "test_untrusted_run.py::test_a_tampered_run_folder_exits_2_with_one_line_and_changes_nothing"
+    ],
     "ane-matches-hf": [
         IX + "test_export.py::test_logits_match_hf",
         IX + "test_export.py::test_decoder_greedy_equals_full_sequence",

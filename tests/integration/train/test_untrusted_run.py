@@ -108,6 +108,13 @@ Tamper = Callable[[Path, Path, Path], None]  # (run, a folder outside it, the ma
 CK = f"checkpoints/{STEP}"
 CASES: dict[str, tuple[Tamper, str, str]] = {
     # name: (tamper, the file the error names, what it says)
+    "a file edited, its digest kept": (
+        lambda r, o, m: (r / CK / "model" / "config.json").write_text(
+            (r / CK / "model" / "config.json").read_text().replace('"hidden_size": 64', '"hidden_size":  64')
+        ),
+        CK,
+        "model/config.json does not match its sha256",
+    ),
     "manifest {}": (
         lambda r, o, m: (r / CK / "manifest.json").write_text("{}"),
         f"{CK}/manifest.json",
