@@ -210,7 +210,7 @@ def _pair_is_whole(ds: Path) -> bytes:
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(3))
 def test_a_killed_gen_leaves_the_old_pair_or_the_new_one(seed: int, tmp_path: Path) -> None:
-    n = 6000
+    n = 4000
     ref, run = tmp_path / "ref", tmp_path / "run"
     for folder, s in ((ref, 2), (run, 1)):
         t0 = time.monotonic()

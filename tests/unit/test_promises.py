@@ -56,8 +56,7 @@ PROMISES: dict[str, list[str]] = {
         "tests/unit/train/test_schedule.py::test_lr_at",
         "tests/unit/train/test_schedule.py::test_seq_len_at",
         IT + "test_train.py::test_gradient_accumulation_is_one_step_over_the_bigger_batch",
-        IT + "test_train.py::test_each_step_follows_the_schedule_and_the_curriculum",
-        IT + "test_train.py::test_the_progress_bar_shows_steps_loss_and_speed",
+        IT + "test_train.py::test_each_step_follows_the_schedule_and_the_curriculum_under_a_progress_bar",
     ],
     "bad-input-one-line": [
         "tests/integration/test_bad_input.py::test_bad_dataset_line",

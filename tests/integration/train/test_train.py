@@ -305,9 +305,13 @@ def test_gradient_accumulation_is_one_step_over_the_bigger_batch(
     assert [h["step"] for h in _log(tmp_path / "accum2")] == [1]
 
 
-def test_each_step_follows_the_schedule_and_the_curriculum(dataset: dict[str, Path], tmp_path: Path) -> None:
+def test_each_step_follows_the_schedule_and_the_curriculum_under_a_progress_bar(
+    dataset: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     spec = load_spec(_config(tmp_path, max_steps=7, checkpoint_every=0), "toy")
-    T.train(spec, tmp_path / "run", data=str(dataset["final"]), precision="no")
+    T.train(spec, tmp_path / "run", data=str(dataset["final"]), precision="no", progress=True)
+    err = capfd.readouterr().err
+    assert "train worker" in err and "7/7" in err and "loss=" in err and "tok_s=" in err
     config = TrainConfig.from_spec(spec)
     log = _log(tmp_path / "run")
     assert [h["lr"] for h in log] == [config.lr_at(s) for s in range(7)]
@@ -315,14 +319,6 @@ def test_each_step_follows_the_schedule_and_the_curriculum(dataset: dict[str, Pa
     per_step = [b["tokens"] - a["tokens"] for a, b in zip([{"tokens": 0}, *log], log)]
     assert all(2 * 96 * 0.9 <= t <= 2 * 96 for t in per_step[:4])  # packed rows, nearly full
     assert all(2 * 96 < t <= 2 * 160 for t in per_step[4:])
-
-
-def test_the_progress_bar_shows_steps_loss_and_speed(
-    dataset: dict[str, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
-    spec = load_spec(_config(tmp_path, max_steps=3, checkpoint_every=0), "toy")
-    T.train(spec, tmp_path / "run", data=str(dataset["final"]), progress=True, precision="no")
-    err = capfd.readouterr().err
-    assert "train worker" in err and "3/3" in err and "loss=" in err and "tok_s=" in err
-    T.train(spec, tmp_path / "quiet", data=str(dataset["final"]), progress=False, precision="no")
+    quiet = load_spec(_config(tmp_path, max_steps=1, checkpoint_every=0), "toy")
+    T.train(quiet, tmp_path / "quiet", data=str(dataset["final"]), precision="no", progress=False)
     assert "train worker" not in capfd.readouterr().err
