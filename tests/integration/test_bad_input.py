@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ks, read_rows
+from tests.support import ks, ks_here, read_rows
 
 
 def _mutate(rows: list[dict], fn) -> bytes:  # noqa: ANN001
@@ -73,7 +73,7 @@ def test_bad_dataset_line(case: str, stage: str, dataset: dict[str, Path], tmp_p
         "extract": ("contextual", "extract", "--in", bad, "--out", out),
         "verify": ("contextual", "verify", "--in", bad, "--report", rep),
     }[stage]
-    r = ks(*args)
+    r = ks_here(*args)  # the real CLI in this process: every case refuses before any work
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -98,7 +98,7 @@ def test_bad_predictions_file(
     pred = tmp_path / "pred.jsonl"
     pred.write_bytes(content)
     out, rep = tmp_path / "o.jsonl", tmp_path / "r.json"
-    r = ks(
+    r = ks_here(
         "eval",
         "--runner",
         "predictions",

@@ -1,5 +1,6 @@
 """More bad input (review reliability.md D13): each gives one line naming file, line and field where there is
-one, exit code 2, and no output, never a traceback."""
+one, exit code 2, and no output, never a traceback. The real CLI runs in this process (`ks_here`: every case
+refuses before any work), one case as its own process."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ks, read_rows
+from tests.support import ks, ks_here, read_rows
 
 DEEP = '{"id": "x", "a": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
 BIG_INT = '{"id": "x", "a": ' + "9" * 5000 + "}\n"
@@ -81,7 +82,7 @@ def test_bad_dataset_item(case: str, stage: str, dataset: dict[str, Path], tmp_p
         "extract": ("contextual", "extract", "--in", bad, "--out", out),
         "verify": ("contextual", "verify", "--in", bad, "--report", rep),
     }[stage]
-    r = ks(*args)
+    r = ks_here(*args)
     _one_line_error(r, str(bad), expected)
     assert not out.exists() and not rep.exists()
 
@@ -106,7 +107,7 @@ def test_deep_json_and_huge_integers_in_any_jsonl(
         "prompts": ("kd-mix", "--prompts", bad, "--out", out, "--teacher", "http://127.0.0.1:9/v1"),
         "fixtures": (*ev, "--fixtures", tmp_path / "fx"),
     }[kind]
-    _one_line_error(ks(*args), f"{bad}:1: -: malformed JSON: {expected}")
+    _one_line_error(ks_here(*args), f"{bad}:1: -: malformed JSON: {expected}")
     assert not out.exists() and not rep.exists()
 
 
@@ -125,7 +126,7 @@ def test_bad_kd_mix_prompts(row: str, expected: str, tmp_path: Path) -> None:
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(row + "\n", encoding="utf-8")
     out = tmp_path / "kd" / "kd.jsonl"
-    r = ks("kd-mix", "--prompts", prompts, "--out", out, "--teacher", "http://127.0.0.1:9/v1")
+    r = ks_here("kd-mix", "--prompts", prompts, "--out", out, "--teacher", "http://127.0.0.1:9/v1")
     _one_line_error(r, f"{prompts}{expected}")
     assert not out.parent.exists()
 
@@ -134,7 +135,7 @@ def test_fixture_file_that_is_a_folder(dataset: dict[str, Path], tmp_path: Path)
     (tmp_path / "fx" / "math.eval.jsonl").mkdir(parents=True)
     out, rep = tmp_path / "out.jsonl", tmp_path / "rep.json"
     ev = ("eval", "--runner", "verification_only", "--in", dataset["final"], "--out", out, "--report", rep)
-    r = ks(*ev, "--fixtures", tmp_path / "fx")
+    r = ks_here(*ev, "--fixtures", tmp_path / "fx")
     _one_line_error(r, f"{tmp_path / 'fx' / 'math.eval.jsonl'}: -: a fixture file must be a file")
     assert not out.exists() and not rep.exists()
 
@@ -142,7 +143,7 @@ def test_fixture_file_that_is_a_folder(dataset: dict[str, Path], tmp_path: Path)
 def test_toy_config_that_is_a_list(tmp_path: Path) -> None:
     cfg = tmp_path / "toy.yaml"
     cfg.write_text("- data\n- gates\n", encoding="utf-8")
-    r = ks("toy-e2e", "--config", cfg, "--out", tmp_path / "run")
+    r = ks("toy-e2e", "--config", cfg, "--out", tmp_path / "run")  # one case as its own process
     _one_line_error(r, f"{cfg}: -: expected a mapping of sections, got list")
     assert not (tmp_path / "run").exists()
 
@@ -161,7 +162,7 @@ def test_toy_config_that_is_a_list(tmp_path: Path) -> None:
 )
 def test_export_verify_malformed_manifest(manifest: object, expected: str, tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    _one_line_error(ks("export", "verify", tmp_path), f"{tmp_path / 'manifest.json'}: {expected}")
+    _one_line_error(ks_here("export", "verify", tmp_path), f"{tmp_path / 'manifest.json'}: {expected}")
 
 
 @pytest.mark.parametrize(
@@ -180,4 +181,4 @@ def test_export_verify_malformed_manifest(manifest: object, expected: str, tmp_p
 def test_fixture_stats_on_a_malformed_report(report: object, field: str, tmp_path: Path) -> None:
     path = tmp_path / "rep.json"
     path.write_text(json.dumps(report), encoding="utf-8")
-    _one_line_error(ks("eval", "fixture-stats", "--report", path), f"{path}: {field}: ")
+    _one_line_error(ks_here("eval", "fixture-stats", "--report", path), f"{path}: {field}: ")

@@ -10,16 +10,17 @@ import pytest
 
 from kimi_student.export.errors import CorruptArtifactError
 from kimi_student.export.verify import verify_packages
-from tests.support import ks
+from tests.support import ks_here
 
 pytestmark = [pytest.mark.slow]  # one Core ML conversion (~6 s)
 
 
 @pytest.fixture(scope="module")
 def package_folder(tmp_path_factory: pytest.TempPathFactory, toy_checkpoint: Path) -> Path:
+    from kimi_student.export.coreml import export_coreml
+
     out = tmp_path_factory.mktemp("coreml") / "artifacts"
-    r = ks("export", "coreml", "--model", toy_checkpoint, "--out", out, "--shapes", "64", "--no-decode")
-    assert r.returncode == 0, r.stderr
+    export_coreml(toy_checkpoint, out, [64], True, "bsc", None, False)  # what `export coreml` writes
     return out
 
 
@@ -36,10 +37,10 @@ def test_eval_refuses_a_package_that_differs_from_its_manifest(
     with pytest.raises(CorruptArtifactError):
         verify_packages(sorted(bad.glob("seq*.mlpackage")))
     out, rep = tmp_path / "run" / "o.jsonl", tmp_path / "run" / "r.json"
-    r = ks("eval", "--runner", "coreml", "--model", bad, "--in", dataset["final"], "--out", out, "--report", rep,
+    r = ks_here("eval", "--runner", "coreml", "--model", bad, "--in", dataset["final"], "--out", out, "--report", rep,
            "--max-new-tokens", "4", "--max-turns", "1")  # fmt: skip
     assert r.returncode == 2, r.stdout + r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(weight) in lines[0] and "differs from the manifest" in lines[0], r.stderr
     assert not out.exists() and not rep.exists()
-    assert ks("export", "verify", bad).returncode == 2  # the same check
+    assert ks_here("export", "verify", bad).returncode == 2  # the same check
