@@ -19,8 +19,7 @@ import itertools
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from kimi_student.data.world import simulate
-from kimi_student.tools.normalize import fixture_key, normalize_arguments
+from kimi_student.data.world import run_call
 from kimi_student.tools.registry import args_valid, get_tool
 
 Call = tuple[str, dict[str, Any], dict[str, Any]]  # (tool, arguments, result)
@@ -35,7 +34,8 @@ MAX_ACCEPTED = 64  # argument sets one gold call may admit (each widened argumen
 
 
 def _works_alike(name: str, args: dict[str, Any], result: dict[str, Any]) -> bool:
-    return simulate(name, normalize_arguments(name, args)).get("ok") == result.get("ok")
+    # run_call: inside generate() a call the world has answered before is not simulated again
+    return run_call(name, args)[1].get("ok") == result.get("ok")
 
 
 def accept_rules(
@@ -139,7 +139,7 @@ def accepted_fixtures(items: list[dict[str, Any]], fixtures: dict[tuple[str, str
         for call, done in zip(meta["call_sequence"], meta["tool_results"]):
             result, name = done["result"], call["name"]
             while call.get("accept"):
-                keyed = [(a, (name, fixture_key(name, a))) for a in accepted_arguments(call)]
+                keyed = [(a, (name, run_call(name, a)[0])) for a in accepted_arguments(call)]
                 clash = next((a for a, k in keyed if fixtures.get(k, result) != result), None)
                 if clash is None:
                     for _, k in keyed:
