@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KS = [sys.executable, "-m", "kimi_student"]
@@ -125,3 +126,18 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+def crash_scoring_after(monkeypatch: Any, n: int) -> None:
+    """Make the eval workers' scorer raise after `n` items: a runner that dies mid-run (in-process)."""
+    from kimi_student.eval import workers as eval_workers
+
+    real, seen = eval_workers.score_item, [0]
+
+    def flaky(*a: Any, **kw: Any) -> Any:
+        seen[0] += 1
+        if seen[0] > n:
+            raise RuntimeError("runner crashed")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(eval_workers, "score_item", flaky)

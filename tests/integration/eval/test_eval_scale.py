@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from kimi_student.errors import KimiStudentError
-from kimi_student.eval import workers as eval_workers
 from kimi_student.eval.gates import DEFAULT_GATES, evaluate_gates, load_gates
 from kimi_student.eval.harness import run_eval
 from kimi_student.eval.report import EvalPaths
@@ -24,7 +23,17 @@ from kimi_student.eval.score.item import ItemScore, score_item, summarize
 from kimi_student.jsonl import dumps_line
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.tools.broker import ToolBroker
-from tests.support import KS, ROOT, dead_pid, kill_when, ks, read_rows, temp_litter, write_rows
+from tests.support import (
+    KS,
+    ROOT,
+    crash_scoring_after,
+    dead_pid,
+    kill_when,
+    ks,
+    read_rows,
+    temp_litter,
+    write_rows,
+)
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1790000000"}
 
@@ -255,18 +264,6 @@ def test_sigkill_then_the_same_command_scores_every_item_once(
     assert not parts.exists() and temp_litter(run) == []
 
 
-def _crash_after(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    real, seen = eval_workers.score_item, [0]
-
-    def flaky(*a, **kw):  # noqa: ANN002, ANN003, ANN202
-        seen[0] += 1
-        if seen[0] > n:
-            raise RuntimeError("runner crashed")
-        return real(*a, **kw)
-
-    monkeypatch.setattr(eval_workers, "score_item", flaky)
-
-
 def _verify(ds: Path, out: Path, rep: Path, **kw: Any) -> dict[str, Any]:
     return run_eval(ds, RunnerSpec("verification_only"), EvalPaths(out, rep), **kw)
 
@@ -279,7 +276,7 @@ def test_crash_resume_truncated_line_and_fresh(
     _verify(ds, tmp_path / "ref" / "r.jsonl", tmp_path / "ref" / "r.json")
     parts = tmp_path / "r.jsonl.parts"
 
-    _crash_after(monkeypatch, 150)
+    crash_scoring_after(monkeypatch, 150)
     with pytest.raises(RuntimeError, match="runner crashed"):
         _verify(ds, out, rep)
     assert _part_rows(parts) == 2 * BATCH and not out.exists()  # two whole batches were flushed
@@ -296,7 +293,7 @@ def test_crash_resume_truncated_line_and_fresh(
     _same_files(tmp_path, tmp_path / "ref")
     assert not parts.exists()
 
-    _crash_after(monkeypatch, 100)
+    crash_scoring_after(monkeypatch, 100)
     with pytest.raises(RuntimeError):
         _verify(ds, out, rep)
     monkeypatch.undo()

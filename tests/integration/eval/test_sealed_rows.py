@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from kimi_student.eval import workers as eval_workers
 from kimi_student.eval.harness import run_eval
 from kimi_student.eval.identity import RunIdentity
 from kimi_student.eval.report import EvalPaths
@@ -19,7 +18,7 @@ from kimi_student.eval.rows import RowSeal, sealed_header
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.gold import BATCH
 from kimi_student.integrity import ENV
-from tests.support import ks, read_rows, write_rows
+from tests.support import crash_scoring_after, ks, read_rows, write_rows
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1790000000"}
 KEY_A = {ENV: "a1" * 32}  # "another machine": shards sealed with a key of their own
@@ -232,22 +231,10 @@ def test_malformed_shards_name_file_line_and_field(
 # ---- parts (resume) ----------------------------------------------------------------------------------------
 
 
-def _crash_after(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
-    real, seen = eval_workers.score_item, [0]
-
-    def flaky(*a, **kw):  # noqa: ANN002, ANN003, ANN202
-        seen[0] += 1
-        if seen[0] > n:
-            raise RuntimeError("runner crashed")
-        return real(*a, **kw)
-
-    monkeypatch.setattr(eval_workers, "score_item", flaky)
-
-
 def _killed_run(ds: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A run stopped after two batches: its part file (2 * BATCH rows)."""
     with monkeypatch.context() as m:
-        _crash_after(m, 150)
+        crash_scoring_after(m, 150)
         with pytest.raises(RuntimeError):
             run_eval(
                 ds,
