@@ -85,7 +85,9 @@ def loop_speed(tree: Path, cwd: Path, dataset: Path, tokenizer: str) -> tuple[fl
 def eval_time(
     tree: Path, cwd: Path, dataset: Path, tokenizer: str, workers: int
 ) -> tuple[float, bytes, dict]:
-    """(wall s, results bytes, report without code_version) of `eval --runner verification_only`."""
+    """(wall s, results without their seals, report without code_version) of `eval --runner
+    verification_only`. Rows carry a seal since eval sealed its files (issue 12): a keyed digest of the
+    row, not a score, so the rows are compared without it."""
     for f in ("r.jsonl", "r.json"):
         (cwd / f).unlink(missing_ok=True)
     wall, _ = _py(
@@ -97,7 +99,11 @@ def eval_time(
     report = json.loads((cwd / "r.json").read_text())
     for part in (report, report.get("header", {})):
         part.pop("code_version", None)
-    return wall, (cwd / "r.jsonl").read_bytes(), report
+    rows = [json.loads(x) for x in (cwd / "r.jsonl").read_text(encoding="utf-8").splitlines()]
+    unsealed = "".join(
+        json.dumps({k: v for k, v in r.items() if k != "seal"}, sort_keys=True) + "\n" for r in rows
+    )
+    return wall, unsealed.encode(), report
 
 
 WHY = "the scoring definitions changed at 874cf81 (issue 11 section 1: claims-based integration metric)"
