@@ -77,7 +77,7 @@ def test_kill_and_resume_loses_and_duplicates_nothing(prompts: Path, tmp_path: P
         "--out",
         str(out),
         "--max-new-tokens",
-        "12",
+        "6",
         "--top-logprobs",
         "4",
         "--no-system",
