@@ -91,6 +91,22 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, s
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
 
 
+def serve_json(answer: Callable[[dict, Any], tuple[int, bytes]]) -> tuple[ThreadingHTTPServer, str]:
+    """A fake JSON API on 127.0.0.1 (`serve`): each POST's JSON body and headers go to `answer`, whose
+    (status, JSON bytes) is the reply."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            status, data = answer(body, self.headers)
+            send_json(self, data, status)
+
+    return serve(Handler)
+
+
 def kill_when(
     args: list[str | Path], ready: Callable[[], bool], env: dict[str, str] | None = None, timeout: float = 300
 ) -> None:

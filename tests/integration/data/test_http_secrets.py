@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 
 from kimi_student.backends.openai_client import KEY_ENVS
 from kimi_student.data.kd_mix import read_logprobs
-from tests.support import files_holding, ks, read_rows, send_json, serve, write_rows
+from tests.support import files_holding, ks, read_rows, serve_json, write_rows
 
 pytestmark = [pytest.mark.slow]
 
@@ -50,19 +49,12 @@ class Server:
 
     def __init__(self, answer: Any) -> None:
         self.bodies: list[dict[str, Any]] = []
-        outer = self
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a: object) -> None:
-                pass
+        def reply(body: dict[str, Any], headers: Any) -> tuple[int, bytes]:
+            self.bodies.append(body)
+            return answer(body, headers.get("Authorization") or "")
 
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                outer.bodies.append(body)
-                status, data = answer(body, self.headers.get("Authorization") or "")
-                send_json(self, data, status)
-
-        self.httpd, root = serve(H)
+        self.httpd, root = serve_json(reply)
         self.url = root.replace("http://", f"http://apiuser:{PASSWORD}@") + "/v1"
 
     def close(self) -> None:

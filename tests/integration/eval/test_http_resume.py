@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kimi_student.backends.openai_client import KEY_ENVS
-from tests.support import files_holding, kill_when, ks, read_rows, send_json, serve, write_rows
+from tests.support import files_holding, kill_when, ks, read_rows, serve_json, write_rows
 
 pytestmark = [pytest.mark.slow]
 
@@ -27,22 +27,15 @@ class SlowServer:
 
     def __init__(self, delay: float) -> None:
         self.delay, self.auth, self.users = delay, [], []
-        outer = self
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a: object) -> None:
-                pass
+        def reply(body: dict, headers: Any) -> tuple[int, bytes]:
+            self.auth.append(headers.get("Authorization"))
+            self.users.append(body["messages"][-1]["content"])
+            time.sleep(self.delay)
+            msg = {"role": "assistant", "content": "Integration: nothing was found."}
+            return 200, json.dumps({"choices": [{"message": msg, "finish_reason": "stop"}]}).encode()
 
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                outer.auth.append(self.headers.get("Authorization"))
-                outer.users.append(body["messages"][-1]["content"])
-                time.sleep(outer.delay)
-                msg = {"role": "assistant", "content": "Integration: nothing was found."}
-                data = json.dumps({"choices": [{"message": msg, "finish_reason": "stop"}]}).encode()
-                send_json(self, data)
-
-        self.httpd, root = serve(H)
+        self.httpd, root = serve_json(reply)
         self.url = f"{root}/v1"
 
     def close(self) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from http.server import BaseHTTPRequestHandler
 from itertools import combinations
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from kimi_student.eval.runners.openai_http import api_name, to_tools_messages
 from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.eval.runners.tool_loop import Generation, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
-from tests.support import ks, read_rows, send_json, serve, write_rows
+from tests.support import ks, read_rows, serve_json, write_rows
 
 PARITY_ITEMS = 30
 
@@ -242,30 +241,23 @@ class ToolsServer:
 
     def __init__(self) -> None:
         self.bodies: list[dict] = []
-        outer = self
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a: object) -> None:
-                pass
+        def reply(body: dict, headers: object) -> tuple[int, bytes]:
+            self.bodies.append(body)
+            if body["messages"][-1]["role"] == "tool":
+                msg = {"role": "assistant", "content": "Integration: found it."}
+                finish = "stop"
+            else:
+                fn = {"name": "web__search", "arguments": json.dumps({"query": "bloom filters"})}
+                msg = {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [{"id": "c1", "type": "function", "function": fn}],
+                }
+                finish = "tool_calls"
+            return 200, json.dumps({"choices": [{"message": msg, "finish_reason": finish}]}).encode()
 
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                outer.bodies.append(body)
-                if body["messages"][-1]["role"] == "tool":
-                    msg = {"role": "assistant", "content": "Integration: found it."}
-                    finish = "stop"
-                else:
-                    fn = {"name": "web__search", "arguments": json.dumps({"query": "bloom filters"})}
-                    msg = {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [{"id": "c1", "type": "function", "function": fn}],
-                    }
-                    finish = "tool_calls"
-                data = json.dumps({"choices": [{"message": msg, "finish_reason": finish}]}).encode()
-                send_json(self, data)
-
-        self.httpd, root = serve(H)
+        self.httpd, root = serve_json(reply)
         self.url = f"{root}/v1"
 
 
