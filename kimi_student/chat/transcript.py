@@ -70,18 +70,14 @@ class Transcript:
     def span_texts(self) -> list[str]:
         return [self.text[s:e] for s, e in self.spans]
 
-    def model_text(self, replies: Sequence[dict[str, Any] | None] | None = None, calls: bool = True) -> str:
-        """What the model wrote: the transcript without the harness's tool responses (and, without
-        `calls`, without its tool-call blocks: the prose it wrote).
+    def model_text(self, replies: Sequence[dict[str, Any] | None] | None = None) -> str:
+        """What the model wrote: the transcript without the harness's tool responses (`without_calls` of
+        it: the prose it wrote).
 
         With `replies` (for each call, the result the harness answers it with, or None), a response block
         is the harness's only where it follows that call with nothing but whitespace between and its JSON
         equals that result (key order aside); any other block the model wrote itself, and it stays.
         Without, every block goes (gold text, whose responses the generator wrote)."""
-        text = self._model_text(replies)
-        return text if calls else _without_blocks(text, CALL_OPEN, CALL_CLOSE)
-
-    def _model_text(self, replies: Sequence[dict[str, Any] | None] | None) -> str:
         if replies is None:
             return _without_blocks(self.text, RESP_OPEN, RESP_CLOSE)
         pieces, pos = [], 0
@@ -209,6 +205,11 @@ def _blocks(text: str, open_: str, close: str) -> Iterator[tuple[int, int, bool]
         end = len(text) if stop < 0 else stop + len(close)
         yield at, end, stop >= 0
         at = text.find(open_, end)
+
+
+def without_calls(text: str) -> str:
+    """`text` without its tool-call blocks."""
+    return _without_blocks(text, CALL_OPEN, CALL_CLOSE)
 
 
 def _without_blocks(text: str, open_: str, close: str) -> str:

@@ -15,6 +15,7 @@ from kimi_student.chat.transcript import (
     integration_spans,
     normalize_text,
     parse_transcript,
+    without_calls,
 )
 from kimi_student.eval.score.call_match import match_calls
 from kimi_student.eval.score.claims import Claim, Sources, find_claims
@@ -82,7 +83,7 @@ class ItemScore:
     span_cap_exceeded: bool = False
     claims: int = 0  # claims in the spans (a span that claims nothing counts as one claim, never grounded)
     claims_lax: int = 0  # of them, supported by the tool results
-    claims_strict: int = 0  # of them, inside a token-aligned occurrence of a value the gold answer states
+    claims_strict: int = 0  # of them, token-aligned and claimed by the item's gold answer too
     gold_evidence: int = 0
     found_lax: int = 0
     found_strict: int = 0
@@ -222,12 +223,13 @@ def _score_item(
         sc, spans, claims, supported, meta["tool_results"], gold_values, stated, tokenized, tokenizer, bounds
     )
 
-    prose = t.model_text(replies, calls=False)
+    said = t.model_text(replies)
+    prose = without_calls(said)
     if not control:  # a control item answers from what it knows: control_integration judges it
         made_up = _made_up(item, find_claims(prose), supported)
         sc.hallucinations, sc.unsupported_claims = len(made_up), made_up[:UNSUPPORTED_SHOWN]
     sc.control_violation = control and (bool(t.calls) or bool(spans))
-    sc.privacy_violations = privacy_violations(item["prompt"], [t.model_text(replies), *arg_texts])
+    sc.privacy_violations = privacy_violations(item["prompt"], [said, *arg_texts])
     sc.privacy_ok = not sc.privacy_violations
     return sc
 
