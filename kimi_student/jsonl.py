@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from kimi_student.errors import InputError
 from kimi_student.fingerprint import canonical_json
-from kimi_student.outputs import clear_stale_temps, refuse_special, temp_path
+from kimi_student.outputs import clear_stale_temps, refuse_special, room_for, temp_path
 
 
 def read_jsonl(path: str | Path, model_text: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -151,7 +151,8 @@ def dumps_line(obj: Any) -> str:
 def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Write to a temp file beside `path`; rename over it only if the block finishes. A device, FIFO,
     socket or folder there is refused, never replaced (a symlink is replaced, not followed: see
-    `outputs.refuse_special`). Temps of `path` left by killed writers are removed first."""
+    `outputs.refuse_special`). Temps of `path` left by killed writers are removed first; a write that runs
+    out of room is `outputs.NoRoomError` naming `path`, with the temp removed."""
     dest = Path(path)
     refuse_special(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -159,7 +160,7 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     tmp = temp_path(dest)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the usual mode, less the umask
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
+        with room_for(dest), os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:
             yield fh
         os.replace(tmp, dest)
     except BaseException:

@@ -10,10 +10,14 @@ litter, and a writer still running (same pid namespace) keeps its temp. Writers 
 the folder are not told apart by pid; the project does not support that.
 
 `pair_writer` replaces a file and its sibling folder (a dataset and its fixtures) together or not at all.
+
+A write that runs out of room (disk full, past the file-size limit, over quota) is `NoRoomError`, one line
+naming the destination (`room_for`), never a traceback; the writers remove their temps on the way out.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import secrets
@@ -25,11 +29,35 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from kimi_student.errors import InputError
+from kimi_student.errors import InputError, KimiStudentError
 
 PathLike = str | Path
 Inputs = Mapping[str, PathLike | Iterable[PathLike] | None]
 LEGACY_TEMP_AGE_S = 3600  # a pre-pid temp (`.<name>.XXXXXXXX.tmp`) this old belongs to no live writer
+NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+
+
+class NoRoomError(KimiStudentError):
+    """A write to `path` ran out of room: the CLI says so in one line (exit 2)."""
+
+    def __init__(self, path: PathLike, why: str):
+        self.path, self.why = Path(path), why
+        super().__init__(f"{path}: cannot write it: {why} (disk full or past the file-size limit)")
+
+
+@contextmanager
+def room_for(path: PathLike) -> Iterator[None]:
+    """An OSError of `NO_ROOM` inside the block becomes `NoRoomError` naming `path` (a failed write of
+    an open file names no file of its own); so does a NoRoomError of a file written inside the block (a
+    staging folder's), since `path` is what the user asked for."""
+    try:
+        yield
+    except NoRoomError as e:
+        raise NoRoomError(path, e.why) from None
+    except OSError as e:
+        if e.errno not in NO_ROOM:
+            raise
+        raise NoRoomError(path, e.strerror or errno.errorcode.get(e.errno or 0, "no room")) from None
 
 
 def _resolved(p: PathLike) -> Path:
@@ -246,9 +274,10 @@ def pair_writer(
     clear_stale_temps(folder)
     stage = temp_path(folder)
     new_file, new_folder = stage / file.name, stage / folder.name
-    new_folder.mkdir(parents=True)
     try:
-        yield new_file, new_folder
+        with room_for(file):
+            new_folder.mkdir(parents=True)
+            yield new_file, new_folder
         aside = aside_path(folder)
         if os.path.lexists(folder):
             os.rename(folder, aside)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -27,6 +28,26 @@ def ks(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Compl
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         timeout=600,
+    )
+
+
+def ks_limited(
+    max_bytes: int, *args: str | Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`ks` under a file-size limit (RLIMIT_FSIZE; Python ignores SIGXFSZ): a write past `max_bytes` fails
+    with EFBIG, as one on a full disk fails with ENOSPC."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return subprocess.run(
+        [*KS, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+        preexec_fn=limit,  # noqa: PLW1509 - only setrlimit, before exec
     )
 
 

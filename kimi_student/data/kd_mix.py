@@ -3,7 +3,8 @@
 Every answer is cached under `<out>.cache/` by the sha256 of its canonical request, written atomically,
 so a rerun asks the teacher nothing it already answered, and a run killed at any point (SIGKILL
 included) resumes without losing or repeating a record: the output JSONL and the logprob shards are
-assembled from the cache, in prompt order, and renamed into place at the end.
+assembled from the cache, in prompt order, and replaced together at the end (the header's
+`logprobs_sha256` is the shards' digest, so a reader knows which folder is the file's).
 
 Logprob shards: `<out>.logprobs/shard-NNNNN.npz` with `token_ids` int32 (T,), `topk_ids` int32 (T, K)
 and `topk_logprobs` float16 (T, K); a record points at its rows by (shard, offset, length).
@@ -14,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +28,9 @@ import numpy as np
 from kimi_student.backends.redact import redact
 from kimi_student.chat.prompt import system_prompt
 from kimi_student.errors import InputError
-from kimi_student.fingerprint import sha256_json
-from kimi_student.jsonl import atomic_writer, dumps_line, read_jsonl
-from kimi_student.outputs import temp_dir_beside
+from kimi_student.fingerprint import sha256_dir, sha256_json
+from kimi_student.jsonl import atomic_writer, read_jsonl, write_jsonl
+from kimi_student.outputs import aside_path, pair_writer
 from kimi_student.teachers.base import Decoding, Teacher, TeacherError, TeacherReply, TeacherRequest
 
 KD_VERSION = "kd-1"
@@ -225,6 +228,7 @@ def _header(
     prompt_set_sha256: str,
     rows: list[dict],
     shards: _Shards,
+    logprobs_sha256: str,
 ) -> dict[str, Any]:
     n_failed = sum(row["status"] == "failed" for row in rows)
     return {
@@ -239,20 +243,32 @@ def _header(
         "logprob_tokens": shards.tokens,
         "logprob_k": shards.k,
         "logprob_bytes_per_token": shards.bytes / shards.tokens if shards.tokens else None,
+        "logprobs_sha256": logprobs_sha256,
     }
 
 
-def _publish_shards(tmp_dir: Path, shard_dir: Path, any_tokens: bool) -> None:
-    """Shards are rebuilt from the cache every run: the new set replaces the old one whole."""
-    if shard_dir.exists():
-        for f in shard_dir.glob("*.npz"):
-            f.unlink()
-        shard_dir.rmdir()
-    if any_tokens:
-        os.chmod(tmp_dir, 0o755)
-        os.replace(tmp_dir, shard_dir)
-    else:
-        os.rmdir(tmp_dir)
+def logprobs_folder(out: Path) -> Path:
+    return out.parent / (out.name + ".logprobs")
+
+
+def logprobs_belong(out: Path, folder: Path) -> bool:
+    """Whether `folder` holds the shards of the KD file at `out` (its header's logprobs_sha256)."""
+    try:
+        _, header = next(read_jsonl(out))
+    except (InputError, OSError, StopIteration):
+        return False
+    return header.get("logprobs_sha256") == sha256_dir(folder, "*.npz")
+
+
+def clear_legacy_scratch(out: Path) -> None:
+    """Remove the scratch folders that versions before the pair writer left when killed while assembling
+    (`.shards.XXXXXXXX`, later `.<out>.shards.XXXXXXXX`; review D17): this version never makes them, so no
+    run of it is writing there. Only folders holding nothing but shard files are taken."""
+    legacy = re.compile(rf"\.(?:{re.escape(out.name)}\.)?shards\.[a-z0-9_]{{8}}")
+    for p in out.parent.iterdir():
+        if legacy.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+            if all(f.is_file() and re.fullmatch(r"shard-\d{5}\.npz", f.name) for f in p.iterdir()):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def _assemble(
@@ -264,27 +280,25 @@ def _assemble(
     prompt_set_sha256: str,
     shard_tokens: int,
 ) -> dict[str, Any]:
-    """The output JSONL and its shards from the cache, in prompt order. Scratch folders of runs killed
-    while assembling are removed first (outputs.temp_dir_beside); this run's own on any failure."""
-    shard_dir = out.parent / (out.name + ".logprobs")
+    """The output JSONL and its shards from the cache, in prompt order, replaced together or not at all
+    (`outputs.pair_writer`: a kill between the two renames leaves the old pair or the new one; the
+    header holds the shards' digest, which tells them apart). Scratch folders of killed runs go first."""
+    shard_dir = logprobs_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # not made yet when no answer was cached
-    tmp_dir = temp_dir_beside(shard_dir)  # removes the scratch folders of killed runs first
-    try:
-        shards = _Shards(tmp_dir, shard_dir.name, shard_tokens)
+    clear_legacy_scratch(out)
+    with pair_writer(out, shard_dir, logprobs_belong) as (new_out, new_dir):
+        shards = _Shards(new_dir, shard_dir.name, shard_tokens)
         rows = []
         for r in requests:
             key = r.key(teacher.id)
             rows.append(_record(r, key, cache.get(key), failures.get(key, "not answered"), shards))
         shards.flush()
-        header = _header(teacher, requests, prompt_set_sha256, rows, shards)
-        _publish_shards(tmp_dir, shard_dir, shards.tokens > 0)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    with atomic_writer(out) as fh:  # reruns are byte-identical: run statistics stay out of the file
-        fh.write(dumps_line(header))
-        for row in rows:
-            fh.write(dumps_line(row))
+        header = _header(teacher, requests, prompt_set_sha256, rows, shards, sha256_dir(new_dir, "*.npz"))
+        os.chmod(new_dir, 0o755)
+        write_jsonl(new_out, [header, *rows])  # reruns are byte-identical: run statistics stay out
+    if not shards.tokens:
+        with suppress(OSError):
+            shard_dir.rmdir()  # no logprobs asked for: no folder
     return header
 
 
@@ -294,7 +308,11 @@ def prompt_set_sha256(requests: list[TeacherRequest]) -> str:
 
 def read_logprobs(kd_path: str | Path, record: dict[str, Any]) -> dict[str, np.ndarray]:
     """The (token_ids, topk_ids, topk_logprobs) rows of one record."""
-    lp = record["logprobs"]
-    with np.load(Path(kd_path).parent / lp["shard"]) as z:
+    lp, kd_path = record["logprobs"], Path(kd_path)
+    shard = kd_path.parent / lp["shard"]
+    aside = aside_path(shard.parent)
+    if aside.is_dir() and logprobs_belong(kd_path, aside):  # a swap was cut short: see pair_writer
+        shard = aside / shard.name
+    with np.load(shard) as z:
         s, n = lp["offset"], lp["length"]
         return {k: z[k][s : s + n] for k in ("token_ids", "topk_ids", "topk_logprobs")}

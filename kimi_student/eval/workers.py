@@ -24,6 +24,7 @@ from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.registry import make_runner
 from kimi_student.eval.score.item import score_item, scrub_surrogates
 from kimi_student.eval.score.tokens import encode_answers
+from kimi_student.outputs import room_for
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.tools.broker import ToolBroker
 
@@ -97,7 +98,7 @@ def score_part(job: PartJob, progress: Callable[[int], None]) -> None:
                 f"({', '.join(facts.differences(s.expect))} differ): rerun with --fresh to discard it"
             )
         tok = load_tokenizer(s.tokenizer)
-        with open(job.part, "x", encoding="utf-8") as fh:
+        with room_for(job.part), open(job.part, "x", encoding="utf-8") as fh:
             fh.write(part_header(s.key, job.worker, facts))
             line = part_line(s.key, facts)
             fh.flush()

@@ -5,14 +5,17 @@ a run killed while assembling is removed, and every command's --help renders (Ri
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
-from kimi_student.data.kd_mix import Cache, build_kd_mix, prompt_set_sha256, usable
+from kimi_student.data.kd_mix import Cache, build_kd_mix, prompt_set_sha256, read_logprobs, usable
 from kimi_student.teachers.base import Decoding, TeacherReply, TeacherRequest
+from tests.support import temp_litter
 
 
 class Scripted:
@@ -104,3 +107,98 @@ def test_every_help_renders() -> None:
     for path in every:
         r = runner.invoke(app, [*path, "--help"])
         assert r.exit_code == 0, (path, r.output, r.exception)
+
+
+# ---- the KD file and its logprob shards, replaced together -----------------------------------------------
+
+
+class ByPrompt(Scripted):
+    """Logprob rows that depend on the prompt: a record read through another run's shards shows."""
+
+    async def complete(self, request: TeacherRequest) -> TeacherReply:
+        n = 10 + sum(str(request.messages[-1]["content"]).encode()) % 1000
+        return TeacherReply("ok", "stop", [n, n], [[n, 1], [n, 2]], [[-0.1, -2.0], [-0.2, -3.0]], 1.0)
+
+
+def _kd(out: Path, *prompts: str) -> None:
+    rs = reqs(*prompts)
+    build_kd_mix(ByPrompt(), rs, out, prompt_set_sha256(rs))
+
+
+def _whole(out: Path) -> bytes:
+    """The KD file after checking each record's logprob rows, read as a reader finds them, are its own."""
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    for rec in rows[1:]:
+        n = 10 + sum(rec["messages"][-1]["content"].encode()) % 1000
+        assert read_logprobs(out, rec)["topk_ids"][:, 0].tolist() == [n, n], rec["id"]
+    return out.read_bytes()
+
+
+def _killed_at(step: int, run: Callable[[], None]) -> bool:
+    """`run()` in a child process that dies (os._exit, as under SIGKILL: no cleanup) at its `step`-th
+    rename or removal; True when it got that far."""
+    pid = os.fork()
+    if pid == 0:  # the child
+        calls = [0]
+
+        def dying(real):  # noqa: ANN001, ANN202
+            def f(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+                calls[0] += 1
+                if calls[0] == step:
+                    os._exit(9)
+                return real(*a, **kw)
+
+            return f
+
+        os.rename, os.replace = dying(os.rename), dying(os.replace)
+        os.unlink, os.rmdir = dying(os.unlink), dying(os.rmdir)
+        run()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 9
+
+
+def test_a_kill_at_every_rename_or_removal_leaves_the_old_pair_or_the_new_one(tmp_path: Path) -> None:
+    """The KD file and `.logprobs` were two renames: a kill between them paired a file with another run's
+    shards (records pointing at the wrong rows, silently)."""
+    old_prompts, new_prompts = ("a", "b"), ("b", "c", "a")  # record p0 points at other rows in each
+    ref = tmp_path / "ref" / "kd.jsonl"
+    _kd(ref, *new_prompts)
+    new, seen, step = ref.read_bytes(), set(), 1
+    while True:
+        out = tmp_path / f"s{step}" / "kd.jsonl"
+        _kd(out, *old_prompts)
+        old = out.read_bytes()
+        if not _killed_at(step, lambda: _kd(out, *new_prompts)):  # noqa: B023 - called at once
+            assert _whole(out) == new  # ran to the end: every moment was tried
+            break
+        assert _whole(out) in (old, new)
+        seen.add(out.read_bytes() == new)
+        _kd(out, *new_prompts)  # the next run settles what the kill left, and leaves nothing behind
+        assert _whole(out) == new
+        assert sorted(p.name for p in out.parent.iterdir()) == [
+            "kd.jsonl",
+            "kd.jsonl.cache",
+            "kd.jsonl.logprobs",
+        ]
+        assert temp_litter(out.parent) == []
+        step += 1
+    assert seen == {False, True} and step > 4  # killed both before and after the KD file went in
+
+
+def test_scratch_folders_of_older_versions_go_on_the_next_run(tmp_path: Path) -> None:
+    """Before this version, a kill while assembling left `.shards.XXXXXXXX` (then `.kd.jsonl.shards.X…`)
+    beside the output, which no later run removed (review D17: six or more accumulated)."""
+    out = tmp_path / "kd.jsonl"
+    for name in (".shards.ab_cd12z", ".shards.00000000", ".kd.jsonl.shards.k3j4h5g6"):
+        (tmp_path / name).mkdir()
+    (tmp_path / ".shards.ab_cd12z" / "shard-00000.npz").write_bytes(b"half")
+    keep = tmp_path / ".shards.mine1234"  # not a scratch folder: holds something else
+    keep.mkdir()
+    (keep / "notes.txt").write_text("x")
+    (tmp_path / ".other.jsonl.shards.k3j4h5g6").mkdir()  # another output's
+    _kd(out, "a", "b")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [
+        ".other.jsonl.shards.k3j4h5g6",
+        ".shards.mine1234",
+    ]
