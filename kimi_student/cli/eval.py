@@ -85,7 +85,8 @@ Workers = Annotated[
         min=1,
         help="Worker processes, each with its own runner (items split by sha256(id)). "
         "The results and report are byte-identical for any number (hf_local: batches are formed per "
-        "worker, so a near-tie under other padding could differ).",
+        "worker, so a near-tie under other padding could differ). At most the CPU cores, or 2 on a "
+        "one-core machine (two processes time-share a core at little cost; many thrash).",
         rich_help_panel="Scale and resume",
     ),
 ]
@@ -164,8 +165,11 @@ def eval_run(
         return
     if runner is None or inp is None:
         fail("eval needs --runner and --in (see `kimi-student eval --help`)")
-    if workers > (cores := cpu_cores()):  # more processes than cores only thrash (64 on 2 cores: 30x slower)
-        fail(f"--workers {workers}: this machine has {cores} CPU cores; use at most {cores}")
+    if workers > (cap := max(cores := cpu_cores(), 2)):  # 64 workers on 2 cores ran 30x slower than 1
+        fail(
+            f"--workers {workers}: this machine has {cores} CPU cores; use at most {cap} (workers beyond "
+            "the cores only slow the run down)"
+        )
     from kimi_student.eval.harness import run_eval
     from kimi_student.eval.report import EvalPaths
     from kimi_student.eval.runners.base import RunnerSpec
