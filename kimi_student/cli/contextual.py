@@ -19,9 +19,7 @@ MAX_ITEMS = 10_000_000  # a dataset is built in memory: 10M items is already ten
 @guarded
 def contextual_gen(
     out: Annotated[Path, typer.Option(help="Dataset JSONL to write.")] = Path("data/contextual.jsonl"),
-    n: Annotated[
-        int, typer.Option(min=1, help=f"Number of items (at most {MAX_ITEMS:,}).")
-    ] = 200,
+    n: Annotated[int, typer.Option(min=1, help=f"Number of items (at most {MAX_ITEMS:,}).")] = 200,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives a byte-identical dataset.")] = 0,
 ) -> None:
     """Generate a stratified contextual dataset and the fixtures of every call it makes.
