@@ -57,7 +57,7 @@ install: $(VENV)/.installed
 # worker, so module fixtures are built once). test-fast: the unit tier, in-process, < 60 s.
 PYTEST := $(VENV)/bin/python -m pytest -q
 test: install
-	PROPERTY_EXAMPLES=150 $(PYTEST) -n 2 --dist loadfile
+	PROPERTY_EXAMPLES=150 KILL_SEEDS=1 $(PYTEST) -n 2 --dist loadfile
 
 test-fast: install
 	$(PYTEST) tests/unit -m "not slow"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import resource
 import signal
 import subprocess
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 KS = [sys.executable, "-m", "kimi_student"]
@@ -129,10 +132,15 @@ def serve_json(answer: Callable[[dict, Any], tuple[int, bytes]]) -> tuple[Thread
 
 
 def kill_when(
-    args: list[str | Path], ready: Callable[[], bool], env: dict[str, str] | None = None, timeout: float = 300
-) -> None:
-    """Run the real CLI with `args` and SIGKILL it as soon as `ready()` holds (or at `timeout`); the run must
-    still have been going when it was killed, or the test would prove nothing about resuming."""
+    args: list[str | Path],
+    ready: Callable[[], bool],
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    may_finish: bool = False,
+) -> bool:
+    """Run the real CLI with `args` and SIGKILL it as soon as `ready()` holds (or at `timeout`). Unless
+    `may_finish`, the run must still have been going when it was killed, or the test would prove nothing
+    about resuming. Returns whether it was killed."""
     proc = subprocess.Popen(
         [*KS, *map(str, args)],
         cwd=ROOT,
@@ -145,7 +153,24 @@ def kill_when(
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert may_finish or proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    return proc.returncode == -signal.SIGKILL
+
+
+def kill_seeds() -> list[Any]:
+    """Seeds of the random-moment kill tests: seed 0 in every run, the others (up to KILL_SEEDS, 4 unless
+    set; `make test` sets 1 to keep inside its budget) marked slow, for `make test-slow`."""
+    n = int(os.environ.get("KILL_SEEDS", "4"))
+    return [0, *(pytest.param(s, marks=pytest.mark.slow) for s in range(1, n))]
+
+
+def kill_at_random(args: list[str | Path], seed: int, took: float, env: dict[str, str] | None = None) -> bool:
+    """Run the real CLI and SIGKILL it at a moment drawn from `seed`, between start-up and just past the
+    end of an uninterrupted run (which took `took` seconds): loading, working, writing or renaming. False
+    when it finished first."""
+    delay = random.Random(seed).uniform(0.1, 1.05) * took
+    start = time.monotonic()
+    return kill_when(args, lambda: time.monotonic() - start >= delay, env, timeout=took * 3, may_finish=True)
 
 
 def temp_litter(root: Path) -> list[str]:

@@ -1,6 +1,6 @@
-"""Students and the trainer, for real on the toy size: loss goes down, checkpoints load in HF,
-kill-and-resume reproduces the uninterrupted loss curve, a NaN stops the run and keeps the last good
-checkpoint."""
+"""Students and the trainer, for real on the toy size: loss goes down, checkpoints load in HF, a NaN stops
+the run and keeps the last good checkpoint. Kill-and-resume (the uninterrupted loss curve, exactly) is
+tests/integration/test_kill_anywhere.py's, at random moments."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from kimi_student.resources import config_path
 from kimi_student.train import checkpoint
 from kimi_student.train import trainer as T
 from kimi_student.train.config import CurriculumStage, LossWeights, TrainConfig
-from tests.support import kill_when, ks, temp_litter
+from tests.support import ks
 
 pytestmark = [pytest.mark.slow]
 
@@ -79,28 +79,6 @@ def test_toy_training_lowers_the_loss_and_the_checkpoint_loads_in_hf(
     manifest = json.loads((final / "manifest.json").read_text())
     assert set(manifest) >= {"config.json", "model.safetensors", "tokenizer.json"}
     assert len(list((tmp_path / "run" / "checkpoints").glob("step-*"))) == 2  # the newest two are kept
-
-
-def test_kill_and_resume_reproduces_the_uninterrupted_loss_curve(
-    dataset: dict[str, Path], tmp_path: Path
-) -> None:
-    cfg = _config(tmp_path, max_steps=8)
-    args = ["train", "--config", str(cfg), "--data", str(dataset["final"]), "--precision", "no"]
-    r = ks(*args, "--out", tmp_path / "a")
-    assert r.returncode == 0, r.stderr
-    run = tmp_path / "b"
-    kill_when(
-        [*args, "--out", run], lambda: (run / "checkpoints" / "LATEST").is_file() and len(_log(run)) >= 4
-    )
-    assert not (run / "final").exists()
-    r = ks(*args, "--out", run)
-    assert r.returncode == 0, r.stderr
-    a, b = _log(tmp_path / "a"), _log(run)
-    assert [h["step"] for h in b] == list(range(1, 9))
-    assert [h["loss"] for h in a] == [h["loss"] for h in b]  # exactly, not approximately
-    sa = (tmp_path / "a" / "final" / "model.safetensors").read_bytes()
-    assert sa == (run / "final" / "model.safetensors").read_bytes()
-    assert temp_litter(run) == []
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
