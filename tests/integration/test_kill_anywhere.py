@@ -66,7 +66,7 @@ def _digit(messages: list[dict[str, Any]]) -> str:
 
 
 def _teacher(body: dict, headers: Any) -> tuple[int, bytes]:
-    time.sleep(0.03)  # a teacher takes a while: the run spends time asking, where a kill may land
+    time.sleep(0.08)  # a teacher takes a while: the run spends time asking, where a kill may land
     d = _digit(body["messages"])
     top = [{"token": d, "logprob": -0.1}, {"token": "hello", "logprob": -2.5}]
     lp = {"content": [{"token": d, "logprob": -0.1, "top_logprobs": top}]}

@@ -21,6 +21,8 @@ IE, IX, IT, ID, IR = (
 )
 
 OP = "tests/integration/test_output_paths.py::"
+KA = "tests/integration/test_kill_anywhere.py::"
+NR = "tests/integration/test_no_room.py::"
 
 # promise ID (as in the README list) -> node ids of the tests that prove it
 PROMISES: dict[str, list[str]] = {
@@ -151,9 +153,7 @@ PROMISES: dict[str, list[str]] = {
         "tests/unit/train/test_losses.py::test_tail_bucket_holds_the_missing_mass",
         "tests/unit/train/test_losses.py::test_process_weights_land_on_the_span_not_the_sequence_start",
     ],
-    "train-exact-resume": [
-        IT + "test_train.py::test_kill_and_resume_reproduces_the_uninterrupted_loss_curve"
-    ],
+    "train-exact-resume": [KA + "test_train_killed_anywhere"],
     "train-nan-inf-exit-3": [
         IT + "test_train.py::test_an_inf_loss_exits_3_through_the_cli",
         IT + "test_train.py::test_a_nan_loss_exits_3_through_the_cli_and_keeps_a_checkpoint",
@@ -211,7 +211,19 @@ PROMISES: dict[str, list[str]] = {
         "tests/unit/test_outputs.py::test_stale_temps_of_dead_writers_go_and_live_ones_stay",
         ID + "test_kd_mix.py::test_kill_and_resume_loses_and_duplicates_nothing",
         IE + "test_eval_scale.py::test_sigkill_then_the_same_command_scores_every_item_once",
-        IT + "test_train.py::test_kill_and_resume_reproduces_the_uninterrupted_loss_curve",
+        "tests/unit/data/test_kd_mix_faults.py::test_a_kill_at_every_rename_or_removal_leaves_the_old_pair_or_the_new_one",
+        "tests/unit/data/test_kd_mix_faults.py::test_scratch_folders_of_older_versions_go_on_the_next_run",
+    ],
+    "killed-anywhere": [
+        OP + "test_a_killed_gen_leaves_the_old_pair_or_the_new_one",
+        KA + "test_eval_killed_anywhere",
+        KA + "test_kd_mix_killed_anywhere",
+        KA + "test_train_killed_anywhere",
+    ],
+    "out-of-room-one-line": [
+        NR + "test_gen_out_of_room_keeps_the_old_dataset_and_its_fixtures",
+        NR + "test_eval_out_of_room_keeps_the_old_results",
+        NR + "test_kd_mix_out_of_room_keeps_the_old_pair",
     ],
 }
 
