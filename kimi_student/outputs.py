@@ -35,6 +35,7 @@ PathLike = str | Path
 Inputs = Mapping[str, PathLike | Iterable[PathLike] | None]
 LEGACY_TEMP_AGE_S = 3600  # a pre-pid temp (`.<name>.XXXXXXXX.tmp`) this old belongs to no live writer
 NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 class NoRoomError(KimiStudentError):
@@ -46,18 +47,25 @@ class NoRoomError(KimiStudentError):
 
 
 @contextmanager
-def room_for(path: PathLike) -> Iterator[None]:
+def room_for(path: PathLike, staged: bool = False) -> Iterator[None]:
     """An OSError of `NO_ROOM` inside the block becomes `NoRoomError` naming `path` (a failed write of
-    an open file names no file of its own); so does a NoRoomError of a file written inside the block (a
-    staging folder's), since `path` is what the user asked for."""
+    an open file names no file of its own). With `staged`, so does a NoRoomError of a file written inside
+    the block: a staging folder's file, when `path` is what the user asked for."""
     try:
         yield
     except NoRoomError as e:
+        if not staged:
+            raise
         raise NoRoomError(path, e.why) from None
     except OSError as e:
         if e.errno not in NO_ROOM:
             raise
-        raise NoRoomError(path, e.strerror or errno.errorcode.get(e.errno or 0, "no room")) from None
+        raise NoRoomError(path, e.strerror or os.strerror(e.errno or 0)) from None
+    except Exception as e:  # a Rust writer's (safetensors): "I/O error: File too large (os error 27)"
+        m = _RUST_OS_ERROR.search(str(e))
+        if not m or int(m.group(1)) not in NO_ROOM:
+            raise
+        raise NoRoomError(path, os.strerror(int(m.group(1)))) from None
 
 
 def _resolved(p: PathLike) -> Path:
@@ -275,7 +283,7 @@ def pair_writer(
     stage = temp_path(folder)
     new_file, new_folder = stage / file.name, stage / folder.name
     try:
-        with room_for(file):
+        with room_for(file, staged=True):
             new_folder.mkdir(parents=True)
             yield new_file, new_folder
         aside = aside_path(folder)

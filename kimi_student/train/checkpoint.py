@@ -27,6 +27,7 @@ from kimi_student.errors import InputError
 from kimi_student.jsonl import atomic_writer
 from kimi_student.manifest import ManifestError, write_digests
 from kimi_student.models.student import save_checkpoint
+from kimi_student.outputs import room_for
 from kimi_student.train import checkpoint_manifest
 from kimi_student.train.checkpoint_manifest import FRESH
 from kimi_student.train.examples import ExampleStream
@@ -96,10 +97,15 @@ def save(
     for stale in paths.checkpoints.glob(".step-*.tmp"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     tmp = paths.checkpoints / f".{name}.tmp"
-    save_checkpoint(model, tokenizer_folder, tmp / "model")
-    state = TrainState(step, optimizer.state_dict(), stream.state(), history, torch.get_rng_state())
-    write_state(tmp, state)
-    checkpoint_manifest.write(tmp, step, config_sha256)
+    try:
+        with room_for(dest):
+            save_checkpoint(model, tokenizer_folder, tmp / "model")
+            state = TrainState(step, optimizer.state_dict(), stream.state(), history, torch.get_rng_state())
+            write_state(tmp, state)
+            checkpoint_manifest.write(tmp, step, config_sha256)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
     with atomic_writer(paths.checkpoints / "LATEST") as fh:
@@ -111,8 +117,9 @@ def save(
 
 def save_final(paths: RunPaths, model: Any, tokenizer_folder: Path) -> Path:
     """The run's result, final/: an HF folder that AutoModelForCausalLM loads, with its manifest."""
-    final = save_checkpoint(model, tokenizer_folder, paths.final)
-    write_digests(final)
+    with room_for(paths.final):
+        final = save_checkpoint(model, tokenizer_folder, paths.final)
+        write_digests(final)
     return final
 
 

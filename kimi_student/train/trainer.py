@@ -26,6 +26,7 @@ from kimi_student.backends.hf import load_causal_lm, resolve_teacher_folder
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.integrity import ensure_key
 from kimi_student.models.student import StudentSpec, build_student, resolve_tokenizer_folder
+from kimi_student.outputs import room_for
 from kimi_student.train import checkpoint
 from kimi_student.train import losses as L
 from kimi_student.train.checkpoint import RunPaths
@@ -318,8 +319,9 @@ def _loop(s: Session, end: int, progress: bool) -> tuple[int, float]:
                 "elapsed_s": round(time.perf_counter() - t0, 4),
             }
             s.history.append(record)
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+            with room_for(s.paths.log):
+                log.write(json.dumps(record) + "\n")
+                log.flush()
             tps = tokens_seen / max(1e-9, time.perf_counter() - t0)
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:.0f}")
             bar.update(1)

@@ -5,6 +5,7 @@ folder without its dataset). The limit is RLIMIT_FSIZE in the child (EFBIG), the
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,10 @@ from tests.support import ks, ks_limited, serve_json, temp_litter
 EPOCH = {"SOURCE_DATE_EPOCH": "1790000000"}  # the report's date: reruns compare byte for byte
 
 
-def _one_line_no_room(r: Any, path: Path) -> None:
+def _one_line_no_room(r: Any, path: Path, last: bool = False) -> None:
+    """The run's stderr is that one line (with `last`: ends with it, after transformers' save bar)."""
     assert r.returncode == 2, (r.returncode, r.stderr)
-    assert r.stderr.strip() == (
+    assert (r.stderr.strip().splitlines()[-1] if last else r.stderr.strip()) == (
         f"error: {path}: cannot write it: File too large (disk full or past the file-size limit)"
     ), r.stderr
 
@@ -90,3 +92,26 @@ def test_kd_mix_out_of_room_keeps_the_old_pair(tmp_path: Path) -> None:
         assert r.returncode == 0 and "40 from cache" in r.stdout, r.stdout + r.stderr
     finally:
         srv.shutdown()
+
+
+def test_train_out_of_room_leaves_no_half_final_folder(tmp_path: Path) -> None:
+    """In process (a training run's start-up costs seconds): the soft file-size limit of this process is
+    lowered around the final save alone. safetensors says EFBIG in a message, not an OSError."""
+    from kimi_student.backends.embedded import smollm2_folder
+    from kimi_student.models.student import build_student, load_spec
+    from kimi_student.outputs import NoRoomError
+    from kimi_student.train.checkpoint import RunPaths, save_final
+
+    model, paths = build_student(load_spec("worker", "toy"), seed=0), RunPaths(tmp_path / "run")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))  # the toy's weights are 12 MB
+    try:
+        with pytest.raises(NoRoomError) as e:
+            save_final(paths, model, smollm2_folder())
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert (
+        str(e.value)
+        == f"{paths.final}: cannot write it: File too large (disk full or past the file-size limit)"
+    )
+    assert not paths.final.exists() and temp_litter(tmp_path) == []
