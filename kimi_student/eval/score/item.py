@@ -20,12 +20,13 @@ from kimi_student.chat.transcript import (
 from kimi_student.eval.score.call_match import match_calls
 from kimi_student.eval.score.claims import Claim, Sources, find_claims
 from kimi_student.eval.score.grounding import Span, Value, evidence_values, result_values
+from kimi_student.eval.score.schema_valid import schema_valid
 from kimi_student.eval.score.tool_span import SpanCounts, call_pairs, pair_counts
 from kimi_student.fingerprint import canonical_json
 from kimi_student.privacy import privacy_violations
 from kimi_student.tokenizer import TokenizerHandle, boundaries, token_range
 from kimi_student.tools.broker import ToolBroker
-from kimi_student.tools.registry import args_valid, registry
+from kimi_student.tools.registry import registry
 
 CONTROL_BEHAVIOURS = ("no_tool", "decline")
 UNSUPPORTED_SHOWN = 10  # unsupported claims kept per row: enough to see what was made up
@@ -250,7 +251,7 @@ def _score_spans(
     token alignment. `span_claims`: find_claims of each span; `supported`: the Sources of `results`;
     `stated`: the gold answer's claims (None where the item is not eligible)."""
     ids, offsets = tokenized
-    lax_vals = result_values(results)
+    lax_vals: list[Value] | None = None
     capped = spans[:SPAN_CAP]
     sc.spans, sc.span_cap_exceeded = len(spans), len(spans) > SPAN_CAP
     for i, (sp, claims) in enumerate(zip(spans, span_claims)):
@@ -264,6 +265,8 @@ def _score_spans(
                 c.start in bounds and c.end in bounds and stated.supports(c) for c in grounded
             )
         else:  # plain words only: one claim, grounded by a result value the span contains
+            if lax_vals is None:
+                lax_vals = result_values(results)
             sc.claims_lax += any(sp.lax_contains(v) for v in lax_vals)
             sc.claims_strict += any(sp.strict_contains(v, bounds) for v in gold_values)
         first, last = token_range(offsets, sp.start, sp.start + len(sp.text))
@@ -312,7 +315,7 @@ def _score_calls(
             rec["error"] = c.error
             replies.append({"ok": False, "error": "malformed_call", "message": c.error})
         else:
-            rec["valid"] = c.error is None and args_valid(c.name, c.arguments)
+            rec["valid"] = c.error is None and schema_valid(c.name, c.arguments)
             reply = broker.call(c.name or "", c.arguments)
             rec.update(hit=reply.hit, key=reply.key)
             arg_texts.append(canonical_json(c.arguments))
