@@ -148,8 +148,10 @@ class Sources:
     def __init__(self, values: Iterable[Any], keyed: Iterable[Any] = (), base: Sources | None = None):
         texts: list[str] = []
         numbers: list[float] = []
+        # Whether `values` hold an integer too large for a float (written out among the texts instead).
+        self.huge_int = False
         for v in values:
-            _collect(v, texts, numbers, keys=False)
+            self.huge_int |= _collect(v, texts, numbers, keys=False)
         for v in keyed:
             _collect(v, texts, numbers, keys=True)
         self._base = base
@@ -254,8 +256,10 @@ def _near(numbers: list[float], x: float) -> bool:
     return i < len(numbers) and numbers[i] <= x + tol
 
 
-def _collect(v: Any, texts: list[str], numbers: list[float], keys: bool) -> None:
-    """Every string (and, with `keys`, every object key) and number of a JSON value."""
+def _collect(v: Any, texts: list[str], numbers: list[float], keys: bool) -> bool:
+    """Every string (and, with `keys`, every object key) and number of a JSON value; whether one of its
+    integers was too large for a float."""
+    huge = False
     stack = [v]
     while stack:
         x = stack.pop()
@@ -268,12 +272,14 @@ def _collect(v: Any, texts: list[str], numbers: list[float], keys: bool) -> None
                 numbers.append(float(x))
             except OverflowError:  # an integer too large for a float is written out instead
                 texts.append(str(x))
+                huge = True
         elif isinstance(x, dict):
             if keys:
                 texts.extend(str(k) for k in x)
             stack.extend(x.values())
         elif isinstance(x, list):
             stack.extend(x)
+    return huge
 
 
 def _url_form(url: str) -> str:

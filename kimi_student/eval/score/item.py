@@ -251,7 +251,9 @@ def _score_spans(
     token alignment. `span_claims`: find_claims of each span; `supported`: the Sources of `results`;
     `stated`: the gold answer's claims (None where the item is not eligible)."""
     ids, offsets = tokenized
-    lax_vals: list[Value] | None = None
+    # The result values are needed only for a span without claims; where the results hold an integer too
+    # large for a float they are made at once, for the OverflowError (an error row) they always gave.
+    lax_vals = result_values(results) if supported.huge_int else None
     capped = spans[:SPAN_CAP]
     sc.spans, sc.span_cap_exceeded = len(spans), len(spans) > SPAN_CAP
     for i, (sp, claims) in enumerate(zip(spans, span_claims)):
