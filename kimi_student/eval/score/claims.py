@@ -28,24 +28,27 @@ from kimi_student.privacy import URL
 from kimi_student.tools.normalize import normalize_query
 
 QUOTE_MAX = 400  # a longer "quote" is not one quotation, and bounds the scan of an unclosed quote mark
-_CLAIM = re.compile(
-    "|".join(
-        (
-            rf"(?P<url>{URL.pattern})",
-            r"(?P<email>(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)",
-            rf'"(?P<q1>[^"\n]{{1,{QUOTE_MAX}}})"',
-            rf"\u201c(?P<q2>[^\u201d\n]{{1,{QUOTE_MAX}}})\u201d",
-            rf"\u00ab\s?(?P<q3>[^\u00bb\n]{{1,{QUOTE_MAX}}}?)\s?\u00bb",
-            rf"\u201e(?P<q4>[^\u201c\u201d\n]{{1,{QUOTE_MAX}}})[\u201c\u201d]",
-            r"(?P<date>(?<![\w.-])\d{4}-\d{2}-\d{2}(?![\w-]))",
-            r"(?P<version>(?<![\w.])v?\d+(?:\.\d+){2,}(?![\w]|\.\d))",
-            rf"(?P<number>{NUMBER_RE.pattern})",
-            r"(?P<path>(?<![\w./-])[\w-]+(?:[./][\w-]+)+)",
-            r"(?P<ident>\b(?:\w+_\w+|[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{5,}\d*|\w*(?:\d[A-Za-z]|[A-Za-z]\d)\w*)\b)",
-            r"(?P<word>\b[A-Z][a-z]+\b)",
-        )
-    )
+_ALTERNATIVES = (
+    rf"(?P<url>{URL.pattern})",
+    r"(?P<email>(?<![\w.%+-])[\w.%+-]++@[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)+)",
+    rf'"(?P<q1>[^"\n]{{1,{QUOTE_MAX}}})"',
+    rf"\u201c(?P<q2>[^\u201d\n]{{1,{QUOTE_MAX}}})\u201d",
+    rf"\u00ab\s?(?P<q3>[^\u00bb\n]{{1,{QUOTE_MAX}}}?)\s?\u00bb",
+    rf"\u201e(?P<q4>[^\u201c\u201d\n]{{1,{QUOTE_MAX}}})[\u201c\u201d]",
+    r"(?P<date>(?<![\w.-])\d{4}-\d{2}-\d{2}(?![\w-]))",
+    r"(?P<version>(?<![\w.])v?\d+(?:\.\d+){2,}(?![\w]|\.\d))",
+    rf"(?P<number>{NUMBER_RE.pattern})",
+    r"(?P<path>(?<![\w./-])[\w-]++(?:[./][\w-]++)+)",
+    r"(?P<ident>\b(?=\w*?[_A-Z\d])(?:\w+_\w+|[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{5,}\d*|\w*(?:\d[A-Za-z]|[A-Za-z]\d)\w*)\b)",
+    r"(?P<word>\b[A-Z][a-z]+\b)",
 )
+# Where a claim can start, tried before the alternatives (most positions fail it at once): a URL's `h`, a
+# quote mark, or, after no word character (every other alternative looks behind for one, or a `\b`), a
+# character one of them can start with. Possessive runs where giving back a character can never help
+# (the next token is a character outside the run), and a name (`ident`) only in a word holding one of
+# the characters each of its forms needs: the same matches as without them (test_claims.py), in half
+# the time.
+_CLAIM = re.compile(r"(?=[hH\"\u201c\u00ab\u201e]|(?<!\w)[\w.%+\-\u2212])(?:" + "|".join(_ALTERNATIVES) + ")")
 _SENTENCE_END = frozenset(".!?:;\n")
 _LIST_MARK = re.compile(r"[ \t]*(?:[.)])[ \t]")  # "1. " or "2) " after a number at a line's start
 _QUOTES = ("q1", "q2", "q3", "q4")
@@ -224,7 +227,7 @@ class Sources:
             whole, *parts = c.numbers
             if not self._nan and any(_near(self._values, x) for x in whole):
                 return True
-            if self.occurs(normalize_query(c.text)):
+            if self.occurs(_claim_form(c.text)):
                 return True
             return (
                 any(map(self.has_number, whole))
@@ -234,7 +237,7 @@ class Sources:
         if c.kind == "url":
             u = _url_form(c.text)
             return u in self.urls or any(s.startswith(u + "/") for s in self.urls)
-        return self.occurs(normalize_query(c.text))
+        return self.occurs(_claim_form(c.text))
 
 
 def _normalized_lines(texts: list[str]) -> str:
@@ -280,6 +283,13 @@ def _collect(v: Any, texts: list[str], numbers: list[float], keys: bool) -> bool
         elif isinstance(x, list):
             stack.extend(x)
     return huge
+
+
+@lru_cache(maxsize=16384)
+def _claim_form(text: str) -> str:
+    """normalize_query of a claim's text, remembered: each claim of the answer is asked of two Sources
+    (the results, then all sources), and the claims of its spans are found again in its prose."""
+    return normalize_query(text)
 
 
 def _url_form(url: str) -> str:

@@ -24,7 +24,7 @@ from kimi_student.eval.score.schema_valid import schema_valid
 from kimi_student.eval.score.tool_span import SpanCounts, call_pairs, pair_counts
 from kimi_student.fingerprint import canonical_json
 from kimi_student.privacy import privacy_violations
-from kimi_student.tokenizer import TokenizerHandle, boundaries, token_range
+from kimi_student.tokenizer import TokenizerHandle, at_boundary, boundaries, token_range
 from kimi_student.tools.broker import ToolBroker
 from kimi_student.tools.registry import registry
 
@@ -185,7 +185,7 @@ class _Bounds:
             return False
         lo = bisect_left(self.offsets, pos, key=_END)  # the first token ending at or after pos
         hi = bisect_right(self.offsets, pos, key=_START)  # past the last token starting at or before pos
-        return pos in boundaries(self.text, self.offsets[lo:hi])
+        return at_boundary(self.text, self.offsets[lo:hi], pos)
 
 
 def _score_item(
