@@ -227,7 +227,7 @@ class Sources:
             whole, *parts = c.numbers
             if not self._nan and any(_near(self._values, x) for x in whole):
                 return True
-            if self.occurs(_claim_form(c.text)):
+            if self.occurs(normalize_query(c.text)):
                 return True
             return (
                 any(map(self.has_number, whole))
@@ -237,7 +237,7 @@ class Sources:
         if c.kind == "url":
             u = _url_form(c.text)
             return u in self.urls or any(s.startswith(u + "/") for s in self.urls)
-        return self.occurs(_claim_form(c.text))
+        return self.occurs(normalize_query(c.text))
 
 
 def _normalized_lines(texts: list[str]) -> str:
@@ -283,13 +283,6 @@ def _collect(v: Any, texts: list[str], numbers: list[float], keys: bool) -> bool
         elif isinstance(x, list):
             stack.extend(x)
     return huge
-
-
-@lru_cache(maxsize=16384)
-def _claim_form(text: str) -> str:
-    """normalize_query of a claim's text, remembered: each claim of the answer is asked of two Sources
-    (the results, then all sources), and the claims of its spans are found again in its prose."""
-    return normalize_query(text)
 
 
 def _url_form(url: str) -> str:

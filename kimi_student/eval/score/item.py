@@ -327,13 +327,19 @@ def _score_calls(
     named = [{"name": c.name, "arguments": c.arguments} for c in t.calls if c.name]
     m = match_calls(gold_calls, named)
     sc.calls_matched, sc.calls_emitted, sc.call_errors = m.matched, m.emitted, dict(sorted(m.errors.items()))
-    pairs = pair_counts(
-        sum((call_pairs(g) for g in gold_calls), Counter()), sum((call_pairs(c) for c in named), Counter())
-    )
+    pairs = pair_counts(_all_pairs(gold_calls), _all_pairs(named))
     sc.call_pairs_tp, sc.call_pairs_fp, sc.call_pairs_fn = pairs.tp, pairs.fp, pairs.fn
     if len(gold_calls) >= 2:
         sc.call_sequence_ok = [c.name for c in t.calls] == [g["name"] for g in gold_calls]
     return replies, arg_texts
+
+
+def _all_pairs(calls: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    """The tool-span pairs of all `calls`, one bag (counted in place, not a new Counter per call)."""
+    bag: Counter[tuple[str, str]] = Counter()
+    for c in calls:
+        bag.update(call_pairs(c))
+    return bag
 
 
 def _rate(num: int, den: int) -> float | None:
