@@ -145,6 +145,7 @@ def _dataset(d: Path, n: int, seed: int, tokenizer: str) -> Path:
 
 def main() -> None:
     a = _args()
+    os.environ.update(ONE_CORE)  # this process's line says so, and every process it starts inherits it
     print(machine_line(""))
     names = ["base", "bytes", "new"] if a.base != a.bytes_base else ["bytes", "new"]
     speed: dict[str, list[float]] = {t: [] for t in names}
