@@ -7,7 +7,10 @@ into a temp folder (`git archive BASE kimi_student`) and each tree is imported i
 order; the figure is the median of the repeats. The loop is what eval/workers.py does per chunk: the
 runner's outputs, tokenization of all of them (timed: `encode_answers` where the tree has it, else
 `encode_offsets`), `result_row` (so `score_item` with the real tokenizer and ToolBroker) and `dumps_line`
-of each row; it runs once per process, cold, as an eval does.
+of each row; it runs once per process, cold, as an eval does. Per core: every subprocess runs with RAYON_NUM_THREADS=1
+and TOKENIZERS_PARALLELISM=false (the tokenizers' Rust thread pool would otherwise encode a batch on the
+other cores too), and the loop's figure is given twice: items per wall-clock second, and items per second
+of the process's own CPU time (time.process_time, the steadier one where other work shares the cores).
 
 Two bases: `--bytes-base` (874cf81 by default, the last change of the scoring definitions), whose result
 bytes every repeat requires equal to this tree's (the eval's results JSONL, the loop's rows, the report
@@ -53,17 +56,26 @@ try:  # the tree's workers tokenize the answers only
     from kimi_student.eval.score.tokens import encode_answers
 except ImportError:
     encode_answers = type(tok).encode_offsets
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 outs = list(runner.outputs(items))
 encs = encode_answers(tok, [scrub_surrogates(o.text)[0] for o in outs])
 rows = "".join(dumps_line(result_row(*a, tok, broker)) for a in zip(items, outs, encs))
-dt = time.perf_counter() - t
-print(len(items) / dt, hashlib.sha256(rows.encode()).hexdigest())
+dt, dcpu = time.perf_counter() - t, time.process_time() - cpu
+print(len(items) / dt, len(items) / dcpu, hashlib.sha256(rows.encode()).hexdigest())
 """
 
 
+ONE_CORE = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}  # the tokenizers' pool on one core
+
+
 def _env(tree: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "SOURCE_DATE_EPOCH": "1767225600"}
+    return {
+        **os.environ,
+        **ONE_CORE,
+        "PYTHONPATH": str(tree),
+        "HF_HUB_OFFLINE": "1",
+        "SOURCE_DATE_EPOCH": "1767225600",
+    }
 
 
 def _py(tree: Path, cwd: Path, *args: str) -> tuple[float, str]:
@@ -76,10 +88,10 @@ def _py(tree: Path, cwd: Path, *args: str) -> tuple[float, str]:
     return wall, r.stdout
 
 
-def loop_speed(tree: Path, cwd: Path, dataset: Path, tokenizer: str) -> tuple[float, str]:
-    """(items/s, sha256 of the rows) of the in-process scoring loop in `tree`."""
+def loop_speed(tree: Path, cwd: Path, dataset: Path, tokenizer: str) -> tuple[float, float, str]:
+    """(items per wall s, items per CPU s, sha256 of the rows) of the in-process scoring loop in `tree`."""
     out = _py(tree, cwd, "-c", LOOP, str(dataset), tokenizer)[1].split()
-    return float(out[0]), out[1]
+    return float(out[0]), float(out[1]), out[2]
 
 
 def eval_time(
@@ -133,9 +145,11 @@ def _dataset(d: Path, n: int, seed: int, tokenizer: str) -> Path:
 
 def main() -> None:
     a = _args()
+    os.environ.update(ONE_CORE)  # this process's line says so, and every process it starts inherits it
     print(machine_line(""))
     names = ["base", "bytes", "new"] if a.base != a.bytes_base else ["bytes", "new"]
     speed: dict[str, list[float]] = {t: [] for t in names}
+    cpu: dict[str, list[float]] = {t: [] for t in names}
     wall: dict[str, list[float]] = {t: [] for t in names}
     base_same: list[bool] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,9 +166,10 @@ def main() -> None:
             for name in order:
                 work = d / f"{rep}-{name}"
                 work.mkdir()
-                ips, rows = loop_speed(trees[name], work, dataset, a.tokenizer)
+                ips, cps, rows = loop_speed(trees[name], work, dataset, a.tokenizer)
                 w, results, report = eval_time(trees[name], work, dataset, a.tokenizer, a.workers)
                 speed[name].append(ips)
+                cpu[name].append(cps)
                 wall[name].append(w)
                 seen[name] = (rows, results, report)
             same = [seen["bytes"][i] == seen["new"][i] for i in range(3)]
@@ -162,13 +177,13 @@ def main() -> None:
                 sys.exit(f"repeat {rep}: {a.bytes_base} and new differ (loop rows, results, report): {same}")
             if "base" in seen:
                 base_same.append(all(seen["base"][i] == seen["new"][i] for i in range(3)))
-    _print(a, names, speed, wall, base_same)
+    _print(a, names, {"wall": speed, "cpu": cpu}, wall, base_same)
 
 
 def _print(
     a: argparse.Namespace,
     names: list[str],
-    speed: dict[str, list[float]],
+    speed: dict[str, dict[str, list[float]]],
     wall: dict[str, list[float]],
     base_same: list[bool],
 ) -> None:
@@ -177,6 +192,7 @@ def _print(
         f"items: {a.n}  seed: {a.seed}  repeats: {a.repeats} (interleaved, median)  "
         f"loop rows, results JSONL, report (less code_version): byte-identical to {a.bytes_base}"
     )
+    print("per core: " + " ".join(f"{k}={v}" for k, v in ONE_CORE.items()) + " in every timed process")
     if base_same:
         state = "identical" if all(base_same) else "different, on purpose"
         print(f"bytes of {a.base}: {state} ({a.why}): timed only")
@@ -185,12 +201,13 @@ def _print(
         + "".join(f" {label[n]:>9}" for n in names)
         + "".join(f" {'vs ' + label[n]:>11}" for n in names if n != "new")
     )
-    ips = {n: statistics.median(speed[n]) for n in names}
-    print(
-        f"{'scoring loop, items/s (in-process)':<36}"
-        + "".join(f" {ips[n]:9.0f}" for n in names)
-        + "".join(f" {ips['new'] / ips[n]:10.2f}x" for n in names if n != "new")
-    )
+    for clock, head in (("wall", "items/s (in-process)"), ("cpu", "items/CPU-s (in-process)")):
+        ips = {n: statistics.median(speed[clock][n]) for n in names}
+        print(
+            f"{'scoring loop, ' + head:<36}"
+            + "".join(f" {ips[n]:9.0f}" for n in names)
+            + "".join(f" {ips['new'] / ips[n]:10.2f}x" for n in names if n != "new")
+        )
     w = {n: statistics.median(wall[n]) for n in names}
     head = f"eval verification_only -w{a.workers}, s"
     print(

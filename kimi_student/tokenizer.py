@@ -239,6 +239,26 @@ def token_range(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[i
     return first, max(first, last)
 
 
+def at_boundary(text: str, offsets: list[tuple[int, int]], pos: int) -> bool:
+    """`pos in boundaries(text, offsets)`, without building the set: for the few tokens that can hold
+    `pos` (a match's start or end is asked of the one or two tokens around it)."""
+    for s, e in offsets:
+        if pos == s or pos == e:
+            return True
+        if not s < pos < e:
+            continue
+        piece = text[s:e]
+        if piece.isalnum():
+            continue
+        if _ALNUM.search(piece) is None:
+            return True
+        if piece[0].isspace() and pos == s + len(piece) - len(piece.lstrip()):
+            return True
+        if piece[-1].isspace() and pos == e - len(piece) + len(piece.rstrip()):
+            return True
+    return False
+
+
 def boundaries(text: str, offsets: list[tuple[int, int]]) -> set[int]:
     """Character positions a match may start or end at without splitting a word piece: token edges,
     past a token's leading or trailing blanks (byte-level BPE glues the space to the word), and any

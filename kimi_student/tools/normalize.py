@@ -15,6 +15,7 @@ import math
 import posixpath
 import re
 import unicodedata
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,7 +31,18 @@ _NUM_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 def normalize_query(text: str) -> str:
     """NFC, case-fold, collapse whitespace. The one text rule: query fields of fixture keys, and the
     scorer's comparison of text (grounding values and spans, call arguments, tool-span pairs), so a value
-    that finds its fixture also matches in scoring."""
+    that finds its fixture also matches in scoring. A short text is remembered: the scorer normalises each
+    argument of a call four times (fixture key, call match, tool-span pairs, gold and emitted)."""
+    if type(text) is str and len(text) <= _REMEMBERED:
+        return _normalized(text)
+    return _WS.sub(" ", unicodedata.normalize("NFC", text).casefold()).strip()
+
+
+_REMEMBERED = 256  # longer texts (a file's content) are rarely asked twice and would fill the cache
+
+
+@lru_cache(maxsize=16384)
+def _normalized(text: str) -> str:
     return _WS.sub(" ", unicodedata.normalize("NFC", text).casefold()).strip()
 
 

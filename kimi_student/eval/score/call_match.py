@@ -90,10 +90,10 @@ def _aliases(names: frozenset[str]) -> dict[str, str]:
 def canonical_name(name: str, names: Collection[str] | None = None) -> str:
     """The registered tool `name` denotes (itself, or the one tool its `_` spelling folds to), else
     `name` as written. `names`: the registered names (the registry's by default)."""
-    known = frozenset(registry() if names is None else names)
-    if name in known:
+    known = registry() if names is None else names
+    if name in known:  # the common case, without building the frozenset _aliases is keyed by
         return name
-    return _aliases(known).get(name.replace(".", "_"), name)
+    return _aliases(frozenset(known)).get(name.replace(".", "_"), name)
 
 
 def same_name(a: Any, b: Any, names: Collection[str] | None = None) -> bool:

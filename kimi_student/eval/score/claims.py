@@ -19,9 +19,8 @@ import re
 import unicodedata
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from kimi_student.eval.score.grounding import occurs
 from kimi_student.numbers import NUMBER_RE, find_numbers
@@ -29,24 +28,27 @@ from kimi_student.privacy import URL
 from kimi_student.tools.normalize import normalize_query
 
 QUOTE_MAX = 400  # a longer "quote" is not one quotation, and bounds the scan of an unclosed quote mark
-_CLAIM = re.compile(
-    "|".join(
-        (
-            rf"(?P<url>{URL.pattern})",
-            r"(?P<email>(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)",
-            rf'"(?P<q1>[^"\n]{{1,{QUOTE_MAX}}})"',
-            rf"\u201c(?P<q2>[^\u201d\n]{{1,{QUOTE_MAX}}})\u201d",
-            rf"\u00ab\s?(?P<q3>[^\u00bb\n]{{1,{QUOTE_MAX}}}?)\s?\u00bb",
-            rf"\u201e(?P<q4>[^\u201c\u201d\n]{{1,{QUOTE_MAX}}})[\u201c\u201d]",
-            r"(?P<date>(?<![\w.-])\d{4}-\d{2}-\d{2}(?![\w-]))",
-            r"(?P<version>(?<![\w.])v?\d+(?:\.\d+){2,}(?![\w]|\.\d))",
-            rf"(?P<number>{NUMBER_RE.pattern})",
-            r"(?P<path>(?<![\w./-])[\w-]+(?:[./][\w-]+)+)",
-            r"(?P<ident>\b(?:\w+_\w+|[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{5,}\d*|\w*(?:\d[A-Za-z]|[A-Za-z]\d)\w*)\b)",
-            r"(?P<word>\b[A-Z][a-z]+\b)",
-        )
-    )
+_ALTERNATIVES = (
+    rf"(?P<url>{URL.pattern})",
+    r"(?P<email>(?<![\w.%+-])[\w.%+-]++@[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)+)",
+    rf'"(?P<q1>[^"\n]{{1,{QUOTE_MAX}}})"',
+    rf"\u201c(?P<q2>[^\u201d\n]{{1,{QUOTE_MAX}}})\u201d",
+    rf"\u00ab\s?(?P<q3>[^\u00bb\n]{{1,{QUOTE_MAX}}}?)\s?\u00bb",
+    rf"\u201e(?P<q4>[^\u201c\u201d\n]{{1,{QUOTE_MAX}}})[\u201c\u201d]",
+    r"(?P<date>(?<![\w.-])\d{4}-\d{2}-\d{2}(?![\w-]))",
+    r"(?P<version>(?<![\w.])v?\d+(?:\.\d+){2,}(?![\w]|\.\d))",
+    rf"(?P<number>{NUMBER_RE.pattern})",
+    r"(?P<path>(?<![\w./-])[\w-]++(?:[./][\w-]++)+)",
+    r"(?P<ident>\b(?=\w*?[_A-Z\d])(?:\w+_\w+|[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{5,}\d*|\w*(?:\d[A-Za-z]|[A-Za-z]\d)\w*)\b)",
+    r"(?P<word>\b[A-Z][a-z]+\b)",
 )
+# Where a claim can start, tried before the alternatives (most positions fail it at once): a URL's `h`, a
+# quote mark, or, after no word character (every other alternative looks behind for one, or a `\b`), a
+# character one of them can start with. Possessive runs where giving back a character can never help
+# (the next token is a character outside the run), and a name (`ident`) only in a word holding one of
+# the characters each of its forms needs: the same matches as without them (test_claims.py), in half
+# the time.
+_CLAIM = re.compile(r"(?=[hH\"\u201c\u00ab\u201e]|(?<!\w)[\w.%+\-\u2212])(?:" + "|".join(_ALTERNATIVES) + ")")
 _SENTENCE_END = frozenset(".!?:;\n")
 _LIST_MARK = re.compile(r"[ \t]*(?:[.)])[ \t]")  # "1. " or "2) " after a number at a line's start
 _QUOTES = ("q1", "q2", "q3", "q4")
@@ -55,8 +57,7 @@ _PATH_SEP = re.compile(r"[./]")
 _BLANKS = re.compile(r"\s+")  # as normalize_query collapses them
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):  # a named tuple: built for every match, and a tuple is built in C
     kind: str  # url | email | quote | date | version | number | name
     text: str  # as written (a quote without its quote marks)
     start: int  # character range of `text` in the scanned text (plus the caller's offset)
@@ -150,8 +151,10 @@ class Sources:
     def __init__(self, values: Iterable[Any], keyed: Iterable[Any] = (), base: Sources | None = None):
         texts: list[str] = []
         numbers: list[float] = []
+        # Whether `values` hold an integer too large for a float (written out among the texts instead).
+        self.huge_int = False
         for v in values:
-            _collect(v, texts, numbers, keys=False)
+            self.huge_int |= _collect(v, texts, numbers, keys=False)
         for v in keyed:
             _collect(v, texts, numbers, keys=True)
         self._base = base
@@ -256,8 +259,10 @@ def _near(numbers: list[float], x: float) -> bool:
     return i < len(numbers) and numbers[i] <= x + tol
 
 
-def _collect(v: Any, texts: list[str], numbers: list[float], keys: bool) -> None:
-    """Every string (and, with `keys`, every object key) and number of a JSON value."""
+def _collect(v: Any, texts: list[str], numbers: list[float], keys: bool) -> bool:
+    """Every string (and, with `keys`, every object key) and number of a JSON value; whether one of its
+    integers was too large for a float."""
+    huge = False
     stack = [v]
     while stack:
         x = stack.pop()
@@ -270,12 +275,14 @@ def _collect(v: Any, texts: list[str], numbers: list[float], keys: bool) -> None
                 numbers.append(float(x))
             except OverflowError:  # an integer too large for a float is written out instead
                 texts.append(str(x))
+                huge = True
         elif isinstance(x, dict):
             if keys:
                 texts.extend(str(k) for k in x)
             stack.extend(x.values())
         elif isinstance(x, list):
             stack.extend(x)
+    return huge
 
 
 def _url_form(url: str) -> str:

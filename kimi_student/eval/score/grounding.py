@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from kimi_student.numbers import as_number, find_numbers, numbers_equal
@@ -22,9 +21,9 @@ from kimi_student.tools.registry import registry
 STATUS_KEYS = frozenset({"ok", "error", "status"})
 
 
-@dataclass(frozen=True)
-class Value:
-    """One candidate piece of evidence: a number or a non-empty string."""
+class Value(NamedTuple):
+    """One candidate piece of evidence: a number or a non-empty string. A named tuple, not a dataclass:
+    values are hashed as cache keys many times per item, and a tuple hashes in C."""
 
     text: str  # normalised string form (the identity used for recall)
     number: float | None = None

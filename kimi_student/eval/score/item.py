@@ -20,12 +20,13 @@ from kimi_student.chat.transcript import (
 from kimi_student.eval.score.call_match import match_calls
 from kimi_student.eval.score.claims import Claim, Sources, find_claims
 from kimi_student.eval.score.grounding import Span, Value, evidence_values, result_values
+from kimi_student.eval.score.schema_valid import schema_valid
 from kimi_student.eval.score.tool_span import SpanCounts, call_pairs, pair_counts
 from kimi_student.fingerprint import canonical_json
 from kimi_student.privacy import privacy_violations
-from kimi_student.tokenizer import TokenizerHandle, boundaries, token_range
+from kimi_student.tokenizer import TokenizerHandle, at_boundary, boundaries, token_range
 from kimi_student.tools.broker import ToolBroker
-from kimi_student.tools.registry import args_valid, registry
+from kimi_student.tools.registry import registry
 
 CONTROL_BEHAVIOURS = ("no_tool", "decline")
 UNSUPPORTED_SHOWN = 10  # unsupported claims kept per row: enough to see what was made up
@@ -184,7 +185,7 @@ class _Bounds:
             return False
         lo = bisect_left(self.offsets, pos, key=_END)  # the first token ending at or after pos
         hi = bisect_right(self.offsets, pos, key=_START)  # past the last token starting at or before pos
-        return pos in boundaries(self.text, self.offsets[lo:hi])
+        return at_boundary(self.text, self.offsets[lo:hi], pos)
 
 
 def _score_item(
@@ -250,7 +251,9 @@ def _score_spans(
     token alignment. `span_claims`: find_claims of each span; `supported`: the Sources of `results`;
     `stated`: the gold answer's claims (None where the item is not eligible)."""
     ids, offsets = tokenized
-    lax_vals = result_values(results)
+    # The result values are needed only for a span without claims; where the results hold an integer too
+    # large for a float they are made at once, for the OverflowError (an error row) they always gave.
+    lax_vals = result_values(results) if supported.huge_int else None
     capped = spans[:SPAN_CAP]
     sc.spans, sc.span_cap_exceeded = len(spans), len(spans) > SPAN_CAP
     for i, (sp, claims) in enumerate(zip(spans, span_claims)):
@@ -264,6 +267,8 @@ def _score_spans(
                 c.start in bounds and c.end in bounds and stated.supports(c) for c in grounded
             )
         else:  # plain words only: one claim, grounded by a result value the span contains
+            if lax_vals is None:
+                lax_vals = result_values(results)
             sc.claims_lax += any(sp.lax_contains(v) for v in lax_vals)
             sc.claims_strict += any(sp.strict_contains(v, bounds) for v in gold_values)
         first, last = token_range(offsets, sp.start, sp.start + len(sp.text))
@@ -312,7 +317,7 @@ def _score_calls(
             rec["error"] = c.error
             replies.append({"ok": False, "error": "malformed_call", "message": c.error})
         else:
-            rec["valid"] = c.error is None and args_valid(c.name, c.arguments)
+            rec["valid"] = c.error is None and schema_valid(c.name, c.arguments)
             reply = broker.call(c.name or "", c.arguments)
             rec.update(hit=reply.hit, key=reply.key)
             arg_texts.append(canonical_json(c.arguments))
@@ -322,13 +327,19 @@ def _score_calls(
     named = [{"name": c.name, "arguments": c.arguments} for c in t.calls if c.name]
     m = match_calls(gold_calls, named)
     sc.calls_matched, sc.calls_emitted, sc.call_errors = m.matched, m.emitted, dict(sorted(m.errors.items()))
-    pairs = pair_counts(
-        sum((call_pairs(g) for g in gold_calls), Counter()), sum((call_pairs(c) for c in named), Counter())
-    )
+    pairs = pair_counts(_all_pairs(gold_calls), _all_pairs(named))
     sc.call_pairs_tp, sc.call_pairs_fp, sc.call_pairs_fn = pairs.tp, pairs.fp, pairs.fn
     if len(gold_calls) >= 2:
         sc.call_sequence_ok = [c.name for c in t.calls] == [g["name"] for g in gold_calls]
     return replies, arg_texts
+
+
+def _all_pairs(calls: list[dict[str, Any]]) -> Counter[tuple[str, str]]:
+    """The tool-span pairs of all `calls`, one bag (counted in place, not a new Counter per call)."""
+    bag: Counter[tuple[str, str]] = Counter()
+    for c in calls:
+        bag.update(call_pairs(c))
+    return bag
 
 
 def _rate(num: int, den: int) -> float | None:

@@ -6,15 +6,24 @@ gives claims in bounded time and never an exception.
 
 from __future__ import annotations
 
+import re
 import time
 from bisect import bisect_left
 
 import pytest
 from hypothesis import strategies as st
 
-from kimi_student.eval.score.claims import Sources, _collect, _normalized_lines, _url_form, find_claims
+from kimi_student.eval.score.claims import (
+    _CLAIM,
+    QUOTE_MAX,
+    Sources,
+    _collect,
+    _normalized_lines,
+    _url_form,
+    find_claims,
+)
 from kimi_student.eval.score.grounding import occurs
-from kimi_student.numbers import find_numbers
+from kimi_student.numbers import NUMBER_RE, find_numbers
 from kimi_student.privacy import URL
 from kimi_student.tools.normalize import normalize_query
 from tests.props import tiers
@@ -130,6 +139,47 @@ def check_any_text(text: str) -> None:
 
 
 test_any_text_gives_claims_inside_it, test_any_text_many = tiers(check_any_text, text=st.text(max_size=400))
+
+# The claim pattern as it was written before its start guard and possessive runs (issue 11, section 5):
+# the one in claims.py must find the same matches, alternative by alternative.
+PLAIN_CLAIM = re.compile(
+    "|".join(
+        (
+            rf"(?P<url>{URL.pattern})",
+            r"(?P<email>(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)",
+            rf'"(?P<q1>[^"\n]{{1,{QUOTE_MAX}}})"',
+            rf"\u201c(?P<q2>[^\u201d\n]{{1,{QUOTE_MAX}}})\u201d",
+            rf"\u00ab\s?(?P<q3>[^\u00bb\n]{{1,{QUOTE_MAX}}}?)\s?\u00bb",
+            rf"\u201e(?P<q4>[^\u201c\u201d\n]{{1,{QUOTE_MAX}}})[\u201c\u201d]",
+            r"(?P<date>(?<![\w.-])\d{4}-\d{2}-\d{2}(?![\w-]))",
+            r"(?P<version>(?<![\w.])v?\d+(?:\.\d+){2,}(?![\w]|\.\d))",
+            rf"(?P<number>{NUMBER_RE.pattern})",
+            r"(?P<path>(?<![\w./-])[\w-]+(?:[./][\w-]+)+)",
+            r"(?P<ident>\b(?:\w+_\w+|[A-Za-z]*[a-z][A-Z]\w*|[A-Z]{5,}\d*|\w*(?:\d[A-Za-z]|[A-Za-z]\d)\w*)\b)",
+            r"(?P<word>\b[A-Z][a-z]+\b)",
+        )
+    )
+)
+# Letters of both cases, digits (an Arabic-Indic one too), every character a claim starts or ends with,
+# the characters case-insensitive matching folds (long s, Kelvin sign), blanks.
+claim_chars = st.sampled_from(
+    "aZbQvxAEKé_9\u0663 .,:;-/@%+'\"\u201c\u201d\u00ab\u00bb\u201e\u2212\u017f\u212a\n\t"
+)
+claim_texts = st.lists(
+    st.sampled_from(["http", "HTTPS", "://", "v1", "2026-01-02", "1.2.3"]) | claim_chars
+).map("".join)
+
+
+def check_same_matches_as_plain_pattern(text: str) -> None:
+    def found(p: re.Pattern[str]) -> list[tuple[tuple[int, int], str | None, dict[str, str | None]]]:
+        return [(m.span(), m.lastgroup, m.groupdict()) for m in p.finditer(text)]
+
+    assert found(_CLAIM) == found(PLAIN_CLAIM)
+
+
+test_same_matches_as_plain_pattern, test_same_matches_many = tiers(
+    check_same_matches_as_plain_pattern, text=claim_texts | st.text(max_size=80)
+)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from kimi_student import privacy
 from kimi_student.eval.score.grounding import Span, Value, _string_pattern
 from kimi_student.privacy import _pii_values
+from kimi_student.tokenizer import at_boundary, boundaries
 from kimi_student.tools.normalize import normalize_query
 from tests.props import tiers
 
@@ -158,3 +159,20 @@ def test_bounds_answer_as_boundaries_does():
         assert {p for p in range(-2, len(text) + 4) if p in lazy} == {
             p for p in whole if -2 <= p < len(text) + 4
         }
+
+
+@st.composite
+def tokenized(draw: st.DrawFn) -> tuple[str, list[tuple[int, int]], int]:
+    """A text, token offsets over it (any: overlapping, empty, reversed, past its end) and a position."""
+    text = draw(texts)
+    bound = st.integers(0, len(text) + 2)
+    offsets = draw(st.lists(st.tuples(bound, bound), max_size=6))
+    return text, offsets, draw(st.integers(-1, len(text) + 3))
+
+
+def check_at_boundary(case: tuple[str, list[tuple[int, int]], int]) -> None:
+    text, offsets, pos = case
+    assert at_boundary(text, offsets, pos) == (pos in boundaries(text, offsets))
+
+
+test_at_boundary_is_membership, test_at_boundary_many = tiers(check_at_boundary, case=tokenized())
