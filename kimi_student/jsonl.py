@@ -8,7 +8,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -172,15 +172,21 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
 
 def write_jsonl(path: str | Path, rows: Any, chunk: int = 1024) -> None:
     """One canonical JSON object a line; lines go to the file `chunk` at a time, joined."""
-    with gc_paused(), atomic_writer(path) as fh:
-        lines: list[str] = []
-        for row in rows:
-            lines.append(canonical_json(row))
-            if len(lines) == chunk:
-                fh.write("\n".join(lines) + "\n")
-                lines.clear()
-        if lines:
-            fh.write("\n".join(lines) + "\n")
+    with gc_paused():
+        write_lines(path, map(canonical_json, rows), chunk)
+
+
+def write_lines(path: str | Path, lines: Iterable[str], chunk: int = 1024) -> None:
+    """Lines already spelt (no newline in them), each ended by one, written `chunk` at a time."""
+    with atomic_writer(path) as fh:
+        batch: list[str] = []
+        for line in lines:
+            batch.append(line)
+            if len(batch) == chunk:
+                fh.write("\n".join(batch) + "\n")
+                batch.clear()
+        if batch:
+            fh.write("\n".join(batch) + "\n")
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -84,13 +84,29 @@ class RowSeal:
     def __init__(self, identity: str):
         self._key = bytes.fromhex(seal(identity, b"kimi-student eval rows"))
 
-    def _mac(self, row: dict[str, Any], place: int | None) -> str:
-        message = f"{'' if place is None else place}\n".encode() + _payload(row)
+    def _mac(self, row: dict[str, Any], place: int | None, payload: bytes | None = None) -> str:
+        message = f"{'' if place is None else place}\n".encode() + (
+            _payload(row) if payload is None else payload
+        )
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def sealed(self, row: dict[str, Any], place: int | None = None) -> dict[str, Any]:
         """`row` with its seal at `place` (a dataset position; None: the row's id places it)."""
         return {**{k: v for k, v in row.items() if k != SEAL}, SEAL: self._mac(row, place)}
+
+    def lines(self, row: dict[str, Any], other: RowSeal, place: int) -> tuple[str, str]:
+        """The lines of `row` sealed by this sealer (no place: a part row) and by `other` at `place` (the
+        results row), as `canonical_json(sealed(...))` spells each: one canonical JSON of the row and one
+        of the sealed row make both, as the two lines differ only in the seal's 64 hex digits (a row
+        cannot hold its own seal elsewhere: that would be a preimage of HMAC-SHA256)."""
+        payload = _payload(row)
+        mine, theirs = self._mac(row, None, payload), other._mac(row, place, payload)
+        line = canonical_json({**{k: v for k, v in row.items() if k != SEAL}, SEAL: mine})
+        member = f'"{SEAL}":"{mine}"'
+        if line.count(mine) != 1:  # never, but the results row must be exact whatever the row holds
+            return line, canonical_json(other.sealed(row, place))
+        at = line.index(member) + len(member) - 1 - len(mine)
+        return line, line[:at] + theirs + line[at + len(mine) :]
 
     def check(self, path: Path, line: int, row: dict[str, Any], place: int | None, redo: str) -> None:
         """Refuse a row that is not this sealer's at `place` (exit 2, one line)."""
