@@ -60,7 +60,9 @@ def run_eval(
     stages.lap("read dataset")
     tok_spec = tokenizer or dheader.get("tokenizer") or "smollm2"
     fixture_dirs = [Path(f) for f in fixtures] if fixtures else dataset_fixture_dirs(dataset, dheader)
-    inputs = RunInputs.of(dataset, dheader, load_tokenizer(tok_spec), fixture_dirs)
+    tok = load_tokenizer(tok_spec)
+    stages.lap("load tokenizer")
+    inputs = RunInputs.of(dataset, dheader, tok, fixture_dirs)
     hashes = [item_hash(it["id"]) for it in items]
     positions = shard_positions(hashes, shard)
     wanted, key = {items[k]["id"] for k in positions}, inputs.resume_key(runner, shard)

@@ -231,7 +231,7 @@ def run_jobs(jobs: list[PartJob], scored: Scored, stages: Stages | None = None) 
     method = "here" if len(jobs) == 1 else start_method()
     tools = ScoringTools.load(jobs[0].setup) if method in ("here", "fork") else None
     if stages is not None:
-        stages.lap("load tokenizer and fixtures")
+        stages.lap("load fixtures")
     if method == "here":
         jobs[0].tools = tools
         score_part(jobs[0], scored.take)
@@ -258,7 +258,8 @@ def run_jobs(jobs: list[PartJob], scored: Scored, stages: Stages | None = None) 
 
     try:
         gc.freeze()  # a forked worker's collections then skip the heap it shares with this process
-        sys.stdout.flush(), sys.stderr.flush()  # else a forked worker writes what is buffered again
+        sys.stdout.flush()  # else a forked worker writes what is buffered again
+        sys.stderr.flush()
         try:
             for job in jobs:
                 job.started = time.time()
