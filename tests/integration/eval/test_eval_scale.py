@@ -360,7 +360,7 @@ def test_errors_never_turn_a_failed_gate_into_anything_else() -> None:
     )
 
 
-def test_bad_predictions_are_reported_from_a_spawned_worker(dataset: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_predictions_are_reported_from_a_worker_process(dataset: dict[str, Path], tmp_path: Path) -> None:
     pred = write_rows(tmp_path / "p.jsonl", [{"id": "no-such-item", "output": "hi"}])
     r = _eval(dataset["final"], tmp_path, "--runner", "predictions", "--predictions", pred, "--workers", "2")
     assert r.returncode == 2, r.stderr
