@@ -74,7 +74,7 @@ class PartJob:
     setup: RunSetup
     tools: ScoringTools | None = None  # loaded by the parent (in-process or forked), else by the worker
     parent_pid: int | None = None  # set for worker processes: they stop when the parent is gone
-    threads: int | None = None  # spawned workers: CPU threads each (torch, BLAS, tokenizers) unless set
+    threads: int | None = None  # worker processes: CPU threads each (torch, BLAS, tokenizers) unless set
     started: float | None = None  # time.time() when the parent started the worker
 
 
