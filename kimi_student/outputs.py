@@ -9,7 +9,8 @@ same destination removes the ones whose process is gone (`clear_stale_temps`): a
 litter, and a writer still running (same pid namespace) keeps its temp. Writers on another host sharing
 the folder are not told apart by pid; the project does not support that.
 
-`pair_writer` replaces a file and its sibling folder (a dataset and its fixtures) together or not at all.
+`pair_writer` replaces two outputs together or not at all: a dataset and its fixtures folder, eval's report
+and results.
 
 A write that runs out of room (disk full, past the file-size limit, over quota) is `NoRoomError`, one line
 naming the destination (`room_for`), never a traceback; the writers remove their temps on the way out.
@@ -242,58 +243,91 @@ def refuse_special(dest: Path) -> None:
         raise InputError(dest, None, None, f"is a {kind}, not a file: refusing to replace it")
 
 
-# ---- a file and its sibling folder, replaced together ---------------------------------------------------
+# ---- two outputs replaced together ----------------------------------------------------------------------
 
 
-def aside_path(folder: Path) -> Path:
-    """Where `pair_writer` keeps the old folder while it swaps in the new one (a reader who finds it there
-    takes whichever of the two folders the file on disk belongs to)."""
-    return folder.with_name(f".{folder.name}.old")
+def aside_path(other: Path) -> Path:
+    """Where `pair_writer` keeps the old second member while it swaps in the new one (a reader who finds
+    it there takes whichever of the two the first member on disk belongs to)."""
+    return other.with_name(f".{other.name}.old")
 
 
-def settle_pair(file: Path, folder: Path, belongs: Callable[[Path, Path], bool]) -> None:
-    """Finish or undo a swap that a kill interrupted: the old folder set aside goes back when the file
-    is still the old one (`belongs(file, aside)`), and is removed otherwise."""
-    aside = aside_path(folder)
+def _staged(file: Path) -> bool:
+    """Whether a writer that is gone left a new `file` in its staging folder (`temp_path` of it, holding
+    the new file under its own name): it was killed before that file went in."""
+    ours = re.compile(rf"\.{re.escape(file.name)}\.(\d+)\.[0-9a-f]+\.tmp")
+    try:
+        names = os.listdir(file.parent)
+    except OSError:
+        return False
+    return any(
+        (m := ours.fullmatch(n)) is not None
+        and not _alive(int(m.group(1)))
+        and os.path.lexists(file.parent / n / file.name)
+        for n in names
+    )
+
+
+def settle_pair(file: Path, other: Path, belongs: Callable[[Path, Path], bool] | None = None) -> None:
+    """Finish or undo a swap that a kill interrupted: the old second member set aside goes back when
+    `file` is still the old one, and is removed otherwise. Whether it is the old one: `belongs(file,
+    aside)` (the file names what it goes with), or, without `belongs`, whether the killed writer's new
+    `file` is still staged beside it (it goes in last: while it is staged, the swap had not happened)."""
+    aside = aside_path(other)
     if not os.path.lexists(aside):
         return
-    if file.is_file() and belongs(file, aside):
-        if os.path.lexists(folder):
-            _remove(folder)
-        os.rename(aside, folder)
+    old = _staged(file) if belongs is None else file.is_file() and belongs(file, aside)
+    if old:
+        if os.path.lexists(other):
+            _remove(other)
+        os.rename(aside, other)
     else:
         _remove(aside)
 
 
 @contextmanager
 def pair_writer(
-    file: PathLike, folder: PathLike, belongs: Callable[[Path, Path], bool]
+    file: PathLike,
+    other: PathLike,
+    belongs: Callable[[Path, Path], bool] | None = None,
+    *,
+    other_is_folder: bool = True,
 ) -> Iterator[tuple[Path, Path]]:
-    """Yield (new file, new folder) paths, both inside one staging folder beside `folder`, to write the
-    new pair into; if the block finishes they replace `file` and `folder`: old folder aside, new folder
-    in, new file in, old folder removed. A kill at any point leaves the old pair or the new pair once
-    `settle_pair` ran (here, at the start of the next write; a reader looks at the aside folder itself,
-    see `aside_path`), and a staging folder that `clear_stale_temps` removes."""
-    file, folder = Path(file), Path(folder)
+    """Yield (new file, new other) paths, each in a staging folder beside its destination, to write the
+    new pair into (`other` a folder made empty, or a file to create); if the block finishes they replace
+    `file` and `other`: old other aside, new other in, new file in (the moment the new pair is in), old
+    other removed. A kill at any point leaves the old pair or the new pair once `settle_pair` ran (here,
+    at the start of the next write; a reader looks at the aside itself, see `aside_path`), and staging
+    folders that `clear_stale_temps` removes. A dataset and its fixtures folder; eval's report and
+    results (two folders, even two file systems: each member is renamed within its own folder)."""
+    file, other = Path(file), Path(other)
     refuse_special(file)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    settle_pair(file, folder, belongs)
-    clear_stale_temps(file)
-    clear_stale_temps(folder)
-    stage = temp_path(folder)
-    new_file, new_folder = stage / file.name, stage / folder.name
+    if not other_is_folder:
+        refuse_special(other)
+    for dest in (file, other):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    settle_pair(file, other, belongs)  # before the stages go: they tell what a killed writer had done
+    stages = (temp_dir_beside(file), temp_dir_beside(other))
+    new_file, new_other = stages[0] / file.name, stages[1] / other.name
+    if other_is_folder:
+        new_other.mkdir()
+    aside = aside_path(other)
     try:
         with room_for(file, staged=True):
-            new_folder.mkdir(parents=True)
-            yield new_file, new_folder
-        aside = aside_path(folder)
-        if os.path.lexists(folder):
-            os.rename(folder, aside)
-        os.rename(new_folder, folder)
+            yield new_file, new_other
+        if os.path.lexists(other):
+            os.rename(other, aside)
+        os.rename(new_other, other)
         os.replace(new_file, file)
         _remove(aside)
     except BaseException:
-        settle_pair(file, folder, belongs)
+        if os.path.lexists(aside):  # killed mid-swap in this process: undo it, or finish it
+            if os.path.lexists(new_file):
+                _remove(other)
+                os.rename(aside, other)
+            else:
+                _remove(aside)
         raise
     finally:
-        _remove(stage)
+        for stage in stages:
+            _remove(stage)

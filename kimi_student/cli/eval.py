@@ -174,6 +174,7 @@ def eval_run(
     from kimi_student.eval.report import EvalPaths
     from kimi_student.eval.runners.base import RunnerSpec
     from kimi_student.eval.shards import parse_shard
+    from kimi_student.jsonl import freeze_at_exit
     from kimi_student.outputs import check_outputs
 
     check_outputs(
@@ -183,6 +184,7 @@ def eval_run(
     )
 
     shard_ = parse_shard(shard) if shard is not None else None
+    freeze_at_exit()  # the command ends with the dataset and every row still alive
     rep = run_eval(
         inp,
         RunnerSpec(runner, predictions, _options_from(ctx.params)),

@@ -1,9 +1,10 @@
 """The report of a run: its header's fingerprints checked, its summary, its gates, and where it and the
-results are written (each file atomically)."""
+results are written (the two replaced together)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 
 from kimi_student.eval.gates import evaluate_gate, evaluate_gates, run_passed
 from kimi_student.eval.score.item import ItemScore, gate_counts, summarize
-from kimi_student.jsonl import write_json, write_jsonl
+from kimi_student.jsonl import write_json, write_lines
+from kimi_student.outputs import pair_writer
 
 REPORT_VERSION = "1"
 # The header fields that must be known for a run to pass, in the order their problems are listed.
@@ -86,12 +88,22 @@ def build_report(
 def write_run(
     header: dict[str, Any],
     rows: list[dict[str, Any]],
+    lines: list[str],
     problems: list[str],
     gates_cfg: dict[str, dict[str, Any]],
     out: EvalPaths,
 ) -> dict[str, Any]:
-    """Write a whole run's results and gated report (a plain run's, or the merge of its shards)."""
+    """Write a whole run's results (`lines`: each row's canonical JSON) and gated report (a plain run's,
+    or the merge of its shards)."""
     report = build_report(header, rows, problems, gates_cfg, results_path(out))
-    write_jsonl(out.results, rows)
-    write_json(out.report, report)
+    write_pair(out, lines, report)
     return report
+
+
+def write_pair(out: EvalPaths, lines: Iterable[str], report: dict[str, Any]) -> None:
+    """The results (a line each) and the report, replaced together or not at all (`pair_writer`, the
+    report last): a kill never leaves new results beside an old report, or the reverse, once the next
+    write (of the same pair) has settled what it left."""
+    with pair_writer(out.report, out.results, other_is_folder=False) as (new_report, new_results):
+        write_lines(new_results, lines)
+        write_json(new_report, report)

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ from kimi_student.eval.identity import RunnerFacts
 from kimi_student.eval.rows import RowSeal, check_header, sealed_header
 from kimi_student.eval.runners.base import transient
 from kimi_student.fingerprint import sha256_json
-from kimi_student.jsonl import dumps_line
+from kimi_student.jsonl import dumps_line, gc_paused
 
 LOCK_WAIT_S = 10.0
 
@@ -48,10 +48,9 @@ def _row_identity(key: dict[str, Any], facts: RunnerFacts) -> str:
     return f"kimi-student eval part row {sha256_json({'key': key, **facts.to_json()})}"
 
 
-def part_line(key: dict[str, Any], facts: RunnerFacts) -> Callable[[dict[str, Any]], str]:
-    """The line of a scored row in a part file of this run and model (sealed)."""
-    rowseal = RowSeal(_row_identity(key, facts))
-    return lambda row: dumps_line(rowseal.sealed(row))
+def part_row_seal(key: dict[str, Any], facts: RunnerFacts) -> RowSeal:
+    """What seals the rows of a part file of this run and model."""
+    return RowSeal(_row_identity(key, facts))
 
 
 @dataclass
@@ -91,8 +90,13 @@ def _read_part(path: Path) -> tuple[dict[str, Any] | None, list[tuple[int, dict[
 
 
 def read_parts(folder: Path, key: dict[str, Any], wanted: set[str]) -> Parts:
-    """Rows scored so far by earlier or current workers, each seal checked. Refuses parts of another run
-    (other resume key), of another model, of another run key, and any row that does not match its seal."""
+    """Rows scored so far by earlier workers, each seal checked. Refuses parts of another run (other
+    resume key), of another model, of another run key, and any row that does not match its seal."""
+    with gc_paused():  # every row stays alive: collections would only walk them again and again
+        return _read_parts(folder, key, wanted)
+
+
+def _read_parts(folder: Path, key: dict[str, Any], wanted: set[str]) -> Parts:
     facts: RunnerFacts | None = None
     rows: dict[str, dict[str, Any]] = {}
     for path in sorted(folder.glob("*.jsonl")):

@@ -47,6 +47,17 @@ def _payload(obj: dict[str, Any]) -> bytes:
     return canonical_json({k: v for k, v in obj.items() if k != SEAL}).encode("utf-8")
 
 
+def _members(obj: dict[str, Any]) -> str:
+    """The canonical JSON of an object's members, without its braces."""
+    return canonical_json(obj)[1:-1]
+
+
+def _object(*members: str) -> str:
+    """An object of members spelt by `_members`, in the order given (empty ones skipped): the canonical
+    JSON of the whole when they are in key order, as canonical_json joins them the same way."""
+    return "{" + ",".join(m for m in members if m) + "}"
+
+
 def _sealed(obj: dict[str, Any], identity: str) -> dict[str, Any]:
     """`obj` with its seal as `identity` (any seal it had replaced)."""
     return {**{k: v for k, v in obj.items() if k != SEAL}, SEAL: seal(identity, _payload(obj))}
@@ -84,13 +95,28 @@ class RowSeal:
     def __init__(self, identity: str):
         self._key = bytes.fromhex(seal(identity, b"kimi-student eval rows"))
 
-    def _mac(self, row: dict[str, Any], place: int | None) -> str:
-        message = f"{'' if place is None else place}\n".encode() + _payload(row)
+    def _mac(self, row: dict[str, Any], place: int | None, payload: bytes | None = None) -> str:
+        message = f"{'' if place is None else place}\n".encode() + (
+            _payload(row) if payload is None else payload
+        )
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     def sealed(self, row: dict[str, Any], place: int | None = None) -> dict[str, Any]:
         """`row` with its seal at `place` (a dataset position; None: the row's id places it)."""
         return {**{k: v for k, v in row.items() if k != SEAL}, SEAL: self._mac(row, place)}
+
+    def lines(self, row: dict[str, Any], other: RowSeal, place: int) -> tuple[str, str]:
+        """The lines of `row` sealed by this sealer (no place: a part row) and by `other` at `place` (the
+        results row), each as `canonical_json(sealed(...))` spells it, from one canonical JSON of the row:
+        its members before and after where the seal goes (keys in order) are spelt once, and the
+        payload and both lines are joined from them."""
+        head, tail = (
+            _members({k: v for k, v in row.items() if k < SEAL}),
+            _members({k: v for k, v in row.items() if k > SEAL}),
+        )
+        payload = _object(head, tail).encode("utf-8")
+        mine, theirs = self._mac(row, None, payload), other._mac(row, place, payload)
+        return _object(head, f'"{SEAL}":"{mine}"', tail), _object(head, f'"{SEAL}":"{theirs}"', tail)
 
     def check(self, path: Path, line: int, row: dict[str, Any], place: int | None, redo: str) -> None:
         """Refuse a row that is not this sealer's at `place` (exit 2, one line)."""

@@ -13,9 +13,10 @@ from typing import Any
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.eval.gates import DEFAULT_GATES, load_gates
 from kimi_student.eval.identity import RunIdentity
-from kimi_student.eval.report import EvalPaths, build_report, results_path, write_run
+from kimi_student.eval.report import EvalPaths, build_report, results_path, write_pair, write_run
 from kimi_student.eval.rows import RowSeal, check_header, check_shape, key_id, sealed_header
-from kimi_student.jsonl import read_jsonl, write_json, write_jsonl
+from kimi_student.fingerprint import canonical_json
+from kimi_student.jsonl import read_jsonl
 
 
 def item_hash(item_id: str) -> int:
@@ -55,12 +56,12 @@ def worker_shares(
     shard: tuple[int, int] | None,
     workers: int,
     done: Container[str],
-) -> list[list[dict[str, Any]]]:
-    """The items at `positions` not `done` yet, dealt to `workers` by sha256(id)."""
-    shares: list[list[dict[str, Any]]] = [[] for _ in range(workers)]
+) -> list[list[int]]:
+    """The `positions` whose items are not `done` yet, dealt to `workers` by sha256(id)."""
+    shares: list[list[int]] = [[] for _ in range(workers)]
     for k in positions:
         if items[k]["id"] not in done:
-            shares[worker_of(hashes[k], shard[1] if shard else 1, workers)].append(items[k])
+            shares[worker_of(hashes[k], shard[1] if shard else 1, workers)].append(k)
     return shares
 
 
@@ -69,16 +70,16 @@ def write_shard(
     shard: tuple[int, int],
     positions: list[int],
     rows: list[dict[str, Any]],
+    lines: list[str],
     problems: list[str],
     out: EvalPaths,
 ) -> dict[str, Any]:
-    """Write a shard's results (after its sealed header line) and its report, without gates."""
+    """Write a shard's results (`lines`, after its sealed header line) and its report, without gates."""
     header = {**identity.header(), "shard": list(shard)}
     report = build_report(header, rows, problems, None, results_path(out))
     report["partial"] = f"shard {shard[0]}/{shard[1]}: gates are applied to the merged run"
     first = sealed_header(identity.shard_header(shard, positions, problems), "shard")
-    write_jsonl(out.results, [first, *rows])
-    write_json(out.report, report)
+    write_pair(out, [canonical_json(first), *lines], report)
     return report
 
 
@@ -193,4 +194,5 @@ def merge_shards(
             f"eval merge: the shards hold {len(placed)} of the dataset's {identity.items_total} items"
         )
     rows = [placed[k] for k in range(identity.items_total)]
-    return write_run(identity.header(), rows, shards[0][1]["fingerprint_problems"], gates_cfg, out)
+    lines = [canonical_json(r) for r in rows]
+    return write_run(identity.header(), rows, lines, shards[0][1]["fingerprint_problems"], gates_cfg, out)

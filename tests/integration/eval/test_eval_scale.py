@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from kimi_student.errors import KimiStudentError
+from kimi_student.eval import workers as eval_workers
 from kimi_student.eval.gates import DEFAULT_GATES, evaluate_gates, load_gates
 from kimi_student.eval.harness import run_eval
 from kimi_student.eval.report import EvalPaths
@@ -102,6 +103,19 @@ def test_two_workers_write_the_bytes_of_one(
     assert s["error_items"] > 0 and s["fixture_miss_count"] > 0
     assert any(m["tool"] == "<unparsed>" for m in s["fixture_misses"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.jsonl"]  # parts folder removed
+
+
+def test_spawned_workers_write_the_bytes_of_one(
+    dataset: dict[str, Path], preds: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI forks its workers on Linux (the test above); spawned ones, what macOS and a command that has
+    loaded torch get, load their own tokenizer and fixtures and write the same bytes."""
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH["SOURCE_DATE_EPOCH"])
+    monkeypatch.setattr(eval_workers, "start_method", lambda: "spawn")
+    spec = RunnerSpec("predictions", str(preds))
+    rep = run_eval(dataset["final"], spec, EvalPaths(tmp_path / "r.jsonl", tmp_path / "r.json"), workers=2)
+    assert rep["summary"]["items"] == len(read_rows(dataset["final"])) - 1
+    _same_files(tmp_path, reference)
 
 
 @pytest.fixture(scope="module")
@@ -346,7 +360,7 @@ def test_errors_never_turn_a_failed_gate_into_anything_else() -> None:
     )
 
 
-def test_bad_predictions_are_reported_from_a_spawned_worker(dataset: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_predictions_are_reported_from_a_worker_process(dataset: dict[str, Path], tmp_path: Path) -> None:
     pred = write_rows(tmp_path / "p.jsonl", [{"id": "no-such-item", "output": "hi"}])
     r = _eval(dataset["final"], tmp_path, "--runner", "predictions", "--predictions", pred, "--workers", "2")
     assert r.returncode == 2, r.stderr

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from kimi_student.eval.identity import RunnerFacts
-from kimi_student.eval.resume import part_header, part_line, read_parts
+from kimi_student.eval.resume import part_header, part_row_seal, read_parts
 from kimi_student.eval.runners.base import TRANSIENT, transient
 from kimi_student.eval.runners.options import RunnerOptions
+from kimi_student.jsonl import dumps_line
 
 FACTS = RunnerFacts("openai_http", "f" * 64, "w" * 64, {"max_new_tokens": 8})
 KEY = {"runner": "openai_http"}
@@ -17,8 +18,8 @@ DOWN = {"id": "b", "error": TRANSIENT + "gave up after 5 attempts: transport err
 
 def write_part(folder: Path, name: str, rows: list[dict]) -> None:
     folder.mkdir(exist_ok=True)
-    line = part_line(KEY, FACTS)  # sealed, as the workers write them
-    (folder / name).write_text(part_header(KEY, 0, FACTS) + "".join(line(r) for r in rows))
+    seal = part_row_seal(KEY, FACTS)  # sealed, as the workers write them
+    (folder / name).write_text(part_header(KEY, 0, FACTS) + "".join(dumps_line(seal.sealed(r)) for r in rows))
 
 
 def test_rows_of_an_unreachable_server_are_asked_again_and_replaced(tmp_path: Path) -> None:
