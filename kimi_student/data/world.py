@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kimi_student.fingerprint import canonical_json
 from kimi_student.tools.live import file_window, math_eval
 from kimi_student.tools.normalize import normalize_arguments
+
+T = TypeVar("T")
 
 SUBJECTS = (
     "json schema validation",
@@ -263,20 +265,32 @@ def simulate(name: str, normalized_args: dict[str, Any]) -> dict[str, Any]:
     return SIMULATORS[name](normalized_args)
 
 
-_memo: dict[tuple[str, str], tuple[str, dict[str, Any]]] | None = None
+_memo: dict[tuple[Any, ...], Any] | None = None
+_UNSEEN = object()
 
 
 @contextmanager
 def calls_remembered() -> Iterator[None]:
     """Inside the block `run_call` answers a call it has run before (same tool, same canonical arguments)
-    from memory: half the calls of a 10k dataset repeat an earlier one. Such calls share one result
-    object: read it, do not change it."""
+    from memory: half the calls of a 10k dataset repeat an earlier one; `remembered` does the same for
+    other pure functions of a call. Such calls share one result object: read it, do not change it."""
     global _memo
     outer, _memo = _memo, {}
     try:
         yield
     finally:
         _memo = outer
+
+
+def remembered(key: tuple[Any, ...], make: Callable[[], T]) -> T:
+    """`make()`; inside `calls_remembered`, what it gave for the same `key` before (a key that starts with
+    something other than a tool name: run_call's keys are (tool, canonical arguments))."""
+    if _memo is None:
+        return make()
+    known = _memo.get(key, _UNSEEN)
+    if known is _UNSEEN:
+        known = _memo[key] = make()
+    return known
 
 
 def run_call(name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
