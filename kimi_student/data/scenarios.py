@@ -51,9 +51,9 @@ class Builder:
 def _arithmetic(b: Builder, complexity: str) -> None:
     r = b.r
     # The price and the subtotal are the split's values (the subtotal is stated, and totalled again).
-    price, qty = world.draw(r, lambda r: (round(r.uniform(100, 9999), 2), r.randint(2, 40)))
-    while world.value_split(round(price * qty, 2)) != world.current_split():
-        price, qty = world.draw(r, lambda r: (round(r.uniform(100, 9999), 2), r.randint(2, 40)))
+    price, qty = world.draw(
+        r, lambda r: (round(r.uniform(100, 9999), 2), r.randint(2, 40)), lambda pq: round(pq[0] * pq[1], 2)
+    )
     rate = r.choice((5, 7, 12.5, 19, 20))
     expr = f"{price} * {qty}"
     args: dict[str, Any] = {"expression": expr}
@@ -152,9 +152,7 @@ def _page_reading(b: Builder, complexity: str, max_pages: int | None = None) -> 
 def _code_run(b: Builder, complexity: str) -> None:
     r = b.r
     what, fn, src = r.choice(world.PROGRAMS)
-    n = world.draw(r, lambda r: r.randint(12, 5000))  # n and what the program prints: the split's
-    while world.value_split(fn(n)) != world.current_split():
-        n = world.draw(r, lambda r: r.randint(12, 5000))
+    n = world.draw(r, lambda r: r.randint(12, 5000), fn)  # n and what the program prints: the split's
     args: dict[str, Any] = {"language": "python", "code": src.format(n=n)}
     if b.s("numeric_ranges", "optional_keys"):
         args["timeout_s"] = r.choice((2, 5, 10.5))

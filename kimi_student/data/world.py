@@ -128,11 +128,14 @@ def split_world(split: str) -> Iterator[None]:
         _split = outer
 
 
-def draw(r: random.Random, make: Callable[[random.Random], T]) -> T:
-    """`make(r)` again until its value's text belongs to the current split (value_split)."""
+def draw(
+    r: random.Random, make: Callable[[random.Random], T], derived: Callable[[T], Any] | None = None
+) -> T:
+    """`make(r)` again until its value's text belongs to the current split (value_split), and so does
+    `derived(value)` where given (what a drawn input makes: a program's output, a subtotal)."""
     for _ in range(10_000):
         v = make(r)
-        if value_split(v) == _split:
+        if value_split(v) == _split and (derived is None or value_split(derived(v)) == _split):
             return v
     raise RuntimeError("no value of this split in the range drawn from")
 
