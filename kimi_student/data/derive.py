@@ -65,7 +65,19 @@ class _Known:
             return self.low.find(v, 0, self.end) >= 0
         return v in self.text[: self.end].lower()
 
+    def has_written(self, number: str) -> bool:
+        """`number` as written, not inside a longer run of digits: most numbers of a call are copied."""
+        for text, end in ((self.request, len(self.request)), (self.text, self.end)):
+            at = text.find(number, 0, end)
+            while at >= 0:
+                after = at + len(number)
+                if not (at and text[at - 1].isdigit()) and not (after < len(text) and text[after].isdigit()):
+                    return True
+                at = text.find(number, at + 1, end)
+        return False
+
     def has_number(self, x: float) -> bool:
+        """`x` is a reading of a number written in the known text (find_numbers, read once per call)."""
         if self._numbers is None:
             texts = (self.request, self.text[: self.end])
             self._numbers = [v for t in texts for w in find_numbers(t) for v in w.values]
@@ -80,7 +92,7 @@ def _derivable(name: str, path: str, value: Any, known: _Known) -> bool:
         if known.has_text(value):
             return True
         return (name, path) in COMPOSED and _numbers_derivable(value, known)
-    return known.has_number(float(value))
+    return known.has_written(str(value)) or known.has_number(float(value))
 
 
 def _numbers_derivable(value: str, known: _Known) -> bool:
@@ -90,8 +102,10 @@ def _numbers_derivable(value: str, known: _Known) -> bool:
     for w in find_numbers(value):
         if w.start < covered:
             continue
-        if not any(
-            known.has_number(v) or any(numbers_equal(v, c) for c in WORDING_CONSTANTS) for v in w.values
+        if not (
+            any(numbers_equal(v, c) for v in w.values for c in WORDING_CONSTANTS)
+            or known.has_written(value[w.start : w.end])
+            or any(known.has_number(v) for v in w.values)
         ):
             return False
         covered = w.end
