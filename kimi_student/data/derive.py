@@ -19,6 +19,7 @@ Exceptions, named here and nowhere else:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 
 from kimi_student.chat.transcript import parse_transcript
@@ -40,6 +41,7 @@ def _leaves(value: Any, path: str) -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
+@lru_cache(maxsize=1024)  # the registry's schemas do not change: read them, never change them
 def _schema_at(name: str, path: str) -> dict[str, Any]:
     schema: dict[str, Any] = get_tool(name).parameters
     for part in path.split("."):
@@ -53,17 +55,16 @@ class _Known:
 
     def __init__(self, request: str, teacher_text: str):
         self.request, self.text = request.lower(), teacher_text
-        low = teacher_text.lower()
-        self.low = low if len(low) == len(teacher_text) else None  # lower() kept every offset
-        self.end, self._numbers = 0, None
+        self.end, self._read, self._numbers = 0, -1, []
+        self._low, self._low_end = "", 0
 
     def has_text(self, value: str) -> bool:
         v = value.lower()
         if v in self.request:
             return True
-        if self.low is not None:
-            return self.low.find(v, 0, self.end) >= 0
-        return v in self.text[: self.end].lower()
+        if self._low_end != self.end:  # the text before the call, lowered when first asked
+            self._low, self._low_end = self.text[: self.end].lower(), self.end
+        return v in self._low
 
     def has_written(self, number: str) -> bool:
         """`number` as written, not inside a longer run of digits: most numbers of a call are copied."""
@@ -77,14 +78,18 @@ class _Known:
         return False
 
     def has_number(self, x: float) -> bool:
-        """`x` is a reading of a number written in the known text (find_numbers, read once per call)."""
-        if self._numbers is None:
-            texts = (self.request, self.text[: self.end])
-            self._numbers = [v for t in texts for w in find_numbers(t) for v in w.values]
-        return any(numbers_equal(x, y) for y in self._numbers)
+        """`x` is a reading of a number written in the known text (find_numbers, each part read once: the
+        request, then the text between call starts, where no number is cut)."""
+        if self._read < 0:
+            self._numbers += [v for w in find_numbers(self.request) for v in w.values]
+            self._read = 0
+        if self._read < self.end:
+            self._numbers += [v for w in find_numbers(self.text[self._read : self.end]) for v in w.values]
+            self._read = self.end
+        return x in self._numbers or any(numbers_equal(x, y) for y in self._numbers)
 
     def upto(self, end: int) -> None:
-        self.end, self._numbers = end, None
+        self.end = end
 
 
 def _derivable(name: str, path: str, value: Any, known: _Known) -> bool:
