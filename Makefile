@@ -39,7 +39,7 @@ help:
 	@echo "                     Core ML packages (FP16, INT8 weights, stateful decoder) -> coreml/artifacts/worker"
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
 	@echo "make bench           speed of gen/verify/scoring at 10k items"
-	@echo "make bench-data      gen/extract/verify at 10k against a base commit (BASE=65fa8e7), byte-identical"
+	@echo "make bench-data      gen/extract/verify at 10k against a base commit (BASE=65fa8e7), bytes as BYTES_DATA=7d20972"
 	@echo "make bench-score     scoring loop items/s + verification_only eval time vs BASE_SCORE=2ff5711 (timed), BYTES_SCORE=874cf81 (bytes)"
 	@echo "make bench-eval      eval items/s with 1 vs 2 worker processes, 10k verification_only time"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
@@ -182,10 +182,11 @@ bench: install
 	$(VENV)/bin/python bench/contextual_scale.py
 
 BASE ?= 65fa8e7
+BYTES_DATA ?= 7d20972
 BASE_SCORE ?= 2ff5711
 BYTES_SCORE ?= 874cf81
 bench-data: install
-	$(VENV)/bin/python bench/data_speed.py --base $(BASE)
+	$(VENV)/bin/python bench/data_speed.py --base $(BASE) --bytes-base $(BYTES_DATA)
 
 bench-score: install
 	$(VENV)/bin/python bench/score_speed.py --base $(BASE_SCORE) --bytes-base $(BYTES_SCORE)

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kimi_student.fingerprint import json_encoder
+
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"
 RESP_OPEN, RESP_CLOSE = "<tool_response>", "</tool_response>"
 INTEGRATION = "Integration:"
@@ -38,15 +40,15 @@ def normalize_text(text: str) -> str:
     return unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), built once
+_ENCODER = json_encoder(ensure_ascii=False)  # json.dumps(..., ensure_ascii=False), set up once
 
 
 def format_call(name: str, arguments: dict[str, Any]) -> str:
-    return CALL_OPEN + _ENCODER.encode({"name": name, "arguments": arguments}) + CALL_CLOSE
+    return CALL_OPEN + _ENCODER({"name": name, "arguments": arguments}) + CALL_CLOSE
 
 
 def format_response(result: dict[str, Any]) -> str:
-    return RESP_OPEN + _ENCODER.encode(result) + RESP_CLOSE
+    return RESP_OPEN + _ENCODER(result) + RESP_CLOSE
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,11 @@ import typer
 from kimi_student.cli.common import fail, guarded
 
 app = typer.Typer(help="The contextual tool-use dataset: gen -> extract -> verify.", no_args_is_help=True)
+
+
+class Split(str, Enum):
+    train = "train"
+    heldout = "heldout"
 
 
 MAX_ITEMS = 10_000_000  # a dataset is built in memory: 10M items is already tens of GB
@@ -21,10 +27,15 @@ def contextual_gen(
     out: Annotated[Path, typer.Option(help="Dataset JSONL to write.")] = Path("data/contextual.jsonl"),
     n: Annotated[int, typer.Option(min=1, help=f"Number of items (at most {MAX_ITEMS:,}).")] = 200,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives a byte-identical dataset.")] = 0,
+    split: Annotated[
+        Split,
+        typer.Option(help="train, or heldout: values (names, paths, numbers, ...) no training set holds."),
+    ] = Split.train,
 ) -> None:
     """Generate a stratified contextual dataset and the fixtures of every call it makes.
 
-    Fixtures go to <out>.fixtures/ beside the dataset; the header points at them.
+    Fixtures go to <out>.fixtures/ beside the dataset; the header points at them. A heldout set draws only
+    values a train set never draws (DESIGN.md "Held-out split"); check it with verify --disjoint-from.
     """
     from kimi_student.data.contextual import generate, write_dataset
     from kimi_student.jsonl import whole_process_data
@@ -34,7 +45,7 @@ def contextual_gen(
         fail(f"--n {n}: at most {MAX_ITEMS:,} items (a dataset is built in memory)")
     check_outputs({}, {"--out": out}, siblings={"--out": (".fixtures",)})
     with whole_process_data():
-        header, items, fixtures = generate(n, seed)
+        header, items, fixtures = generate(n, seed, split.value)
         fx_dir = write_dataset(out, header, items, fixtures)
     typer.echo(f"wrote {len(items)} items to {out} and {len(fixtures)} fixtures to {fx_dir}/")
 
@@ -86,8 +97,15 @@ def contextual_verify(
         "eval/reports/contextual_verify.json"
     ),
     tokenizer: Annotated[str | None, typer.Option(help="Defaults to the dataset's own tokenizer.")] = None,
+    disjoint_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="A training set: fail if any value of a --in item's calls or results occurs in it."
+        ),
+    ] = None,
 ) -> None:
-    """Check calls (JSON, schema, fixtures), spans (bounds, bytes, tokens), CAWS header, privacy; print coverage.
+    """Check calls (JSON, schema, fixtures, derivable), spans (bounds, bytes, tokens), CAWS header, privacy;
+    print coverage. With --disjoint-from TRAIN, check --in as a held-out set: none of its values in TRAIN.
 
     Exit 0 when every check holds, 1 when a check failed, 2 on bad input.
     """
@@ -98,12 +116,16 @@ def contextual_verify(
     from kimi_student.tokenizer import load_tokenizer
     from kimi_student.tools.broker import ToolBroker
 
-    check_outputs({"--in": inp, "--tokenizer": tokenizer}, {"--report": report})
+    check_outputs(
+        {"--in": inp, "--tokenizer": tokenizer, "--disjoint-from": disjoint_from}, {"--report": report}
+    )
     with whole_process_data():
         header, items = read_dataset(inp)
+        train = read_dataset(disjoint_from)[1] if disjoint_from else None
         spec = tokenizer or header.get("tokenizer")
         tok = load_tokenizer(spec) if spec else None
-        rep = verify(header, items, ToolBroker.from_folders(dataset_fixture_dirs(inp, header)), tok)
+        broker = ToolBroker.from_folders(dataset_fixture_dirs(inp, header))
+        rep = verify(header, items, broker, tok, train)
         write_json(report, rep)
     cov = rep["coverage"]
     for k in ("scenario", "complexity", "structure", "locale", "expected_behaviour", "adversarial"):
@@ -116,4 +138,6 @@ def contextual_verify(
         return
     for k, v in rep["problems"].items():
         typer.echo(f"verify: {k}: {v} (e.g. {rep['examples'][k]})", err=True)
+    for leak in rep.get("heldout_leaks", [])[:5]:
+        typer.echo(f"verify: held-out value in {disjoint_from}: {leak}", err=True)
     raise typer.Exit(1)

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from kimi_student.cli.common import cpu_cores, fail, fmt, guarded, show_progress
-from kimi_student.eval.gates import DEFAULT_GATES
 from kimi_student.eval.runners.options import RunnerOptions
+from kimi_student.resources import config_path
 
 app = typer.Typer(
     help="Run a dataset through a runner, score the transcripts, apply the CAWS gates and write a "
@@ -110,7 +110,7 @@ Fresh = Annotated[
 RESULTS, REPORT, GATES = (
     Path("eval/results/latest.jsonl"),
     Path("eval/reports/latest.json"),
-    DEFAULT_GATES,
+    config_path("gates.yaml"),  # eval.gates.DEFAULT_GATES, without importing the scorer at start-up
 )
 
 

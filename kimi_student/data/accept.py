@@ -19,7 +19,8 @@ import itertools
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from kimi_student.data.world import run_call
+from kimi_student.data.world import remembered, run_call
+from kimi_student.fingerprint import canonical_json
 from kimi_student.tools.registry import args_valid, get_tool
 
 Call = tuple[str, dict[str, Any], dict[str, Any]]  # (tool, arguments, result)
@@ -66,6 +67,14 @@ def accept_rules(
     return rules
 
 
+def _remembered_rules(name: str, args: dict[str, Any], result: dict[str, Any], asked: set[str]) -> dict:
+    """accept_rules, worked out once per distinct call inside `generate` (half the calls of a 10k dataset
+    repeat one), a fresh copy each time: accepted_fixtures trims one item's rules."""
+    key = ("accept", name, canonical_json(args), *sorted(asked))
+    rules = remembered(key, lambda: accept_rules(name, args, result, asked))
+    return {k: dict(v) for k, v in rules.items()}
+
+
 def gold_call_sequence(calls: list[Call], retry: bool, adversarial: dict[str, Any] | None) -> list[dict]:
     """An item's `call_sequence`: each call's name and arguments, and its `accept` where the item allows
     other calls (module docstring)."""
@@ -75,7 +84,7 @@ def gold_call_sequence(calls: list[Call], retry: bool, adversarial: dict[str, An
     for i, (name, args, result) in enumerate(calls):
         call: dict[str, Any] = {"name": name, "arguments": args}
         strict = (retry and i == 0) or (kind == "malformed_json" and i == len(calls) - 1)
-        rules = {} if strict else accept_rules(name, args, result, asked)
+        rules = {} if strict else _remembered_rules(name, args, result, asked)
         if rules:
             call["accept"] = rules
         out.append(call)

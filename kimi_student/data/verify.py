@@ -10,6 +10,8 @@ from typing import Any
 from kimi_student.chat.transcript import Transcript, parse_transcript
 from kimi_student.data.accept import accept_problem, accepted_arguments
 from kimi_student.data.contextual import COMPLEXITIES, SCENARIOS, STRUCTURES
+from kimi_student.data.derive import underivable_argument
+from kimi_student.data.disjoint import TrainingMemory, leaks
 from kimi_student.data.extract import byte_offsets
 from kimi_student.fingerprint import canonical_json
 from kimi_student.jsonl import gc_paused
@@ -98,6 +100,9 @@ def _check_item(
                 span_text = raw[bs:be].decode("utf-8", "replace")
                 if not (0 <= ts < te <= len(ids)) or tok.decode(ids[ts:te]).strip() != span_text.strip():
                     bad("token_align", f"tokens [{ts}, {te}) do not decode to {span_text[:40]!r}")
+    underivable = underivable_argument(item, [c.start for c in t.calls])
+    if underivable:
+        bad("call_underivable", f"{underivable} follows from neither the request nor an earlier response")
     control = meta["expected_behaviour"] in ("no_tool", "decline")
     if control and (t.calls or t.spans):
         bad("control", "a control item calls a tool or integrates")
@@ -141,12 +146,33 @@ def coverage(items: list[dict[str, Any]]) -> dict[str, Any]:
     return by
 
 
+def _heldout_problems(
+    items: list[dict[str, Any]], train: list[dict[str, Any]], problems: Counter[str], examples: dict[str, str]
+) -> list[str]:
+    """Held-out leaks into `train` (data/disjoint.py): each offending value, and shared item ids."""
+    found = leaks(items, TrainingMemory(train))
+    if found:
+        problems["heldout_leak"] += len(found)
+        examples["heldout_leak"] = found[0] + " occurs in the training set"
+    shared = sorted({it["id"] for it in items} & {it["id"] for it in train})
+    if shared:
+        problems["heldout_id"] += len(shared)
+        examples["heldout_id"] = f"{shared[0]}: a training item has the same id"
+    return found
+
+
 def verify(
-    header: dict[str, Any], items: list[dict[str, Any]], broker: ToolBroker, tok: TokenizerHandle | None
+    header: dict[str, Any],
+    items: list[dict[str, Any]],
+    broker: ToolBroker,
+    tok: TokenizerHandle | None,
+    train: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A verify report: problem counts with one example each, and the coverage table."""
+    """A verify report: problem counts with one example each, and the coverage table; with `train`, the
+    held-out check of `items` against it too (its first offending values under `heldout_leaks`)."""
     problems: Counter[str] = Counter()
     examples: dict[str, str] = {}
+    found = _heldout_problems(items, train, problems, examples) if train is not None else None
     if header.get("tool_registry_sha256") != tool_registry_sha256():
         problems["header_registry"] += 1
         examples["header_registry"] = "dataset was made with a different tool registry"
@@ -171,6 +197,7 @@ def verify(
         "problems": dict(sorted(problems.items())),
         "examples": dict(sorted(examples.items())),
         "coverage": coverage(items),
+        **({} if found is None else {"heldout_leaks": found[:20]}),
         "tool_registry_sha256": tool_registry_sha256(),
         "tokenizer_fingerprint": tok.fingerprint if tok else None,
     }

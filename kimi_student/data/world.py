@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kimi_student.fingerprint import canonical_json
 from kimi_student.tools.live import file_window, math_eval
 from kimi_student.tools.normalize import normalize_arguments
+
+T = TypeVar("T")
 
 SUBJECTS = (
     "json schema validation",
@@ -78,6 +81,65 @@ SETTINGS = (
 )
 
 
+EMAILS = ("ana.silva@example.com", "team-ops@example.org", "raj.patel@example.com")
+
+# ---- the train / held-out split (DESIGN.md "Held-out split") -----------------------------------------
+SPLITS = ("train", "heldout")
+HELDOUT_SHARE = 3  # one value in three of each pool, and of every open-ended value, is held out
+_split = "train"
+
+
+def _rank(value: Any) -> bytes:
+    return hashlib.sha256(f"split\x1f{value}".encode()).digest()
+
+
+def value_split(value: Any) -> str:
+    """The split an open-ended value (a drawn number, a version, a date) belongs to, by its text's hash."""
+    return "heldout" if _rank(value)[0] % HELDOUT_SHARE == 0 else "train"
+
+
+@cache
+def _part(values: tuple[str, ...], split: str) -> tuple[str, ...]:
+    ranked = sorted(values, key=_rank)
+    held = set(ranked[: max(1, len(values) // HELDOUT_SHARE)])
+    return tuple(v for v in values if (v in held) == (split == "heldout"))
+
+
+def pool(values: tuple[str, ...]) -> tuple[str, ...]:
+    """The part of a value pool the current split draws from: the len // HELDOUT_SHARE values (at least
+    one) of lowest hash are held out, the rest are training values, in the pool's order."""
+    return _part(values, _split)
+
+
+def current_split() -> str:
+    return _split
+
+
+@contextmanager
+def split_world(split: str) -> Iterator[None]:
+    """Inside the block every pool and every drawn value is the `split` part's: the world of that split."""
+    global _split
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}")
+    outer, _split = _split, split
+    try:
+        yield
+    finally:
+        _split = outer
+
+
+def draw(
+    r: random.Random, make: Callable[[random.Random], T], derived: Callable[[T], Any] | None = None
+) -> T:
+    """`make(r)` again until its value's text belongs to the current split (value_split), and so does
+    `derived(value)` where given (what a drawn input makes: a program's output, a subtotal)."""
+    for _ in range(10_000):
+        v = make(r)
+        if value_split(v) == _split and (derived is None or value_split(derived(v)) == _split):
+            return v
+    raise RuntimeError("no value of this split in the range drawn from")
+
+
 def rng_for(*parts: Any) -> random.Random:
     h = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return random.Random(int.from_bytes(h[:8], "big"))
@@ -93,18 +155,18 @@ def slug(s: str) -> str:
 
 def world_file(path: str) -> list[str] | None:
     """Lines of a file in the simulated repo, or None if it does not exist."""
-    lines = _world_file(path)
+    lines = _world_file(path, _split)
     return None if lines is None else list(lines)
 
 
 @lru_cache(maxsize=4096)  # a pure function of the path, asked for again by every repo.search
-def _world_file(path: str) -> tuple[str, ...] | None:
+def _world_file(path: str, split: str) -> tuple[str, ...] | None:
     p = Path(path)
-    if p.name not in FILES or str(p.parent) not in DIRS:
+    if p.name not in _part(FILES, split) or str(p.parent) not in _part(DIRS, split):
         return None
     r = rng_for("file", path)
-    keys = r.sample(SETTINGS, 4)
-    return tuple(f"{k} = {r.randint(2, 900)}" for k in keys)
+    keys = r.sample(_part(SETTINGS, split), 3)
+    return tuple(f"{k} = {draw(r, lambda r: r.randint(2, 900))}" for k in keys)
 
 
 _LONG_FILLER = (
@@ -161,7 +223,7 @@ def _web_search(a: dict[str, Any]) -> dict[str, Any]:
     n = min(a.get("top_k", 5), 3)
     results = []
     for i in range(n):
-        host = site or r.choice(HOSTS)
+        host = site or r.choice(pool(HOSTS))
         words = q.split()
         title = f"{title_case(' '.join(words[:4]))}: {r.choice(('A Practical Guide', 'Notes', 'Deep Dive', 'FAQ', 'Cookbook'))}"
         if i:
@@ -174,14 +236,15 @@ def _web_search(a: dict[str, Any]) -> dict[str, Any]:
 
 def _web_crawl(a: dict[str, Any]) -> dict[str, Any]:
     url = a["url"]
-    if url.rstrip("/").endswith("/missing"):
-        return {"ok": False, "error": "HTTP 404", "url": url}
+    if url.rstrip("/").endswith("/missing"):  # a moved page: the site says where it went
+        moved = url.rstrip("/").removesuffix("/missing")
+        return {"ok": False, "error": "HTTP 404", "url": url, "hint": f"moved to {moved}"}
     r = rng_for("crawl", url)
     topic = url.split("/")[3].replace("-", " ") if url.count("/") > 2 else "home"
     title = f"{title_case(topic)} | {r.choice(('Docs', 'Wiki', 'Handbook'))}"
     facts = [
-        f"The recommended limit is {r.randint(2, 64)} per worker",
-        f"Version {r.randint(1, 9)}.{r.randint(0, 20)} changed the default behaviour",
+        f"The recommended limit is {draw(r, lambda r: r.randint(2, 64))} per worker",
+        f"Version {draw(r, lambda r: f'{r.randint(1, 9)}.{r.randint(0, 20)}')} changed the default behaviour",
     ]
     out: dict[str, Any] = {"ok": True, "url": url, "title": title, "text": "\n".join(facts)}
     if "links" in a.get("include", []):
@@ -189,27 +252,41 @@ def _web_crawl(a: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The programs the sandbox knows: (what a request asks, what it prints for n, its source).
+PROGRAMS: tuple[tuple[str, Callable[[int], str], str], ...] = (
+    ("the sum of 1 to {n}", lambda n: str(n * (n + 1) // 2), "print(sum(range(1, {n} + 1)))"),
+    ("{n} squared", lambda n: str(n * n), "print({n} ** 2)"),
+    ("the number of bits in {n}", lambda n: str(n.bit_length()), "print(({n}).bit_length())"),
+    ("{n} in hexadecimal", lambda n: hex(n), "print(hex({n}))"),
+)
+_PROGRAM_RES = tuple(
+    (re.compile(re.escape(src).replace(re.escape("{n}"), r"(\d+)")), fn) for _, fn, src in PROGRAMS
+)
+
+
 def _code_execute(a: dict[str, Any]) -> dict[str, Any]:
-    code = a["code"]
-    if "SyntaxError" in code or code.rstrip().endswith(":"):
+    code = a["code"].strip()
+    if "SyntaxError" in code or code.endswith(":"):
         return {"ok": False, "exit_code": 1, "stdout": "", "stderr": "SyntaxError: invalid syntax"}
-    # The programs the generator writes print one line that the generator itself knows (stored in a comment).
-    marker = "# expect: "
-    line = next((ln for ln in code.splitlines() if ln.startswith(marker)), None)
-    stdout = line[len(marker) :] if line else ""
-    return {"ok": True, "exit_code": 0, "stdout": stdout, "stderr": ""}
+    # A program of PROGRAMS prints what it computes; any other prints nothing.
+    out = next((fn(int(m[1])) for pat, fn in _PROGRAM_RES if (m := pat.fullmatch(code))), "")
+    return {"ok": True, "exit_code": 0, "stdout": out, "stderr": ""}
 
 
 def _read_file(a: dict[str, Any]) -> dict[str, Any]:
     lines = world_file(a["path"])
     if lines is None:
-        return {"ok": False, "error": "file not found", "path": a["path"]}
+        out = {"ok": False, "error": "file not found", "path": a["path"]}
+        renamed = a["path"].replace("_old.", ".", 1)  # an old name: the repo says what it is called now
+        if renamed != a["path"] and world_file(renamed) is not None:
+            out["hint"] = f"renamed to {renamed}"
+        return out
     return file_window(a, lines)
 
 
 def _file_write(a: dict[str, Any]) -> dict[str, Any]:
     if a.get("mode", "create") == "create" and Path(a["path"]).name.startswith("existing"):
-        return {"ok": False, "error": "file exists", "path": a["path"]}
+        return {"ok": False, "error": "file exists (mode overwrite replaces it)", "path": a["path"]}
     data = a["content"]
     if a.get("options", {}).get("newline") == "crlf":
         data = data.replace("\n", "\r\n")
@@ -220,11 +297,11 @@ def _repo_search(a: dict[str, Any]) -> dict[str, Any]:
     pat = a["pattern"].upper()
     paths = a.get("paths") or []
     matches = []
-    for d in DIRS:
+    for d in pool(DIRS):
         if paths and not any(d.startswith(p.rstrip("/*")) or p in ("*", "**") for p in paths):
             continue
-        for f in FILES:
-            for n, line in enumerate(_world_file(f"{d}/{f}") or (), start=1):
+        for f in pool(FILES):
+            for n, line in enumerate(_world_file(f"{d}/{f}", _split) or (), start=1):
                 if line.startswith(pat + " "):
                     matches.append({"path": f"{d}/{f}", "line": n, "text": line})
     return {"ok": True, "total": len(matches), "matches": matches[: a.get("max_results", 20)]}
@@ -235,14 +312,14 @@ def _http_get(a: dict[str, Any]) -> dict[str, Any]:
     if a.get("timeout_s", 10) < 2:
         return {"ok": False, "error": "timeout", "status_code": None}
     name = url.rstrip("/").rsplit("/", 1)[-1]
-    if name not in PACKAGES:
+    if name not in pool(PACKAGES):
         return {"ok": True, "status_code": 404, "body": {"error": "not found"}}
     r = rng_for("pkg", name)
     body = {
         "name": name,
-        "version": f"{r.randint(0, 9)}.{r.randint(0, 30)}.{r.randint(0, 20)}",
-        "released": f"2026-{r.randint(1, 10):02d}-{r.randint(1, 28):02d}",
-        "weekly_downloads": r.randint(1200, 9_800_000),
+        "version": draw(r, lambda r: f"{r.randint(0, 9)}.{r.randint(0, 30)}.{r.randint(0, 20)}"),
+        "released": draw(r, lambda r: f"2026-{r.randint(1, 10):02d}-{r.randint(1, 28):02d}"),
+        "weekly_downloads": draw(r, lambda r: r.randint(1200, 9_800_000)),
     }
     return {"ok": True, "status_code": 200, "body": body}
 
@@ -263,20 +340,32 @@ def simulate(name: str, normalized_args: dict[str, Any]) -> dict[str, Any]:
     return SIMULATORS[name](normalized_args)
 
 
-_memo: dict[tuple[str, str], tuple[str, dict[str, Any]]] | None = None
+_memo: dict[tuple[Any, ...], Any] | None = None
+_UNSEEN = object()
 
 
 @contextmanager
 def calls_remembered() -> Iterator[None]:
     """Inside the block `run_call` answers a call it has run before (same tool, same canonical arguments)
-    from memory: half the calls of a 10k dataset repeat an earlier one. Such calls share one result
-    object: read it, do not change it."""
+    from memory: half the calls of a 10k dataset repeat an earlier one; `remembered` does the same for
+    other pure functions of a call. Such calls share one result object: read it, do not change it."""
     global _memo
     outer, _memo = _memo, {}
     try:
         yield
     finally:
         _memo = outer
+
+
+def remembered(key: tuple[Any, ...], make: Callable[[], T]) -> T:
+    """`make()`; inside `calls_remembered`, what it gave for the same `key` before (a key that starts with
+    something other than a tool name: run_call's keys are (tool, canonical arguments))."""
+    if _memo is None:
+        return make()
+    known = _memo.get(key, _UNSEEN)
+    if known is _UNSEEN:
+        known = _memo[key] = make()
+    return known
 
 
 def run_call(name: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -103,7 +103,7 @@ def test_no_file_of_an_http_run_holds_the_key_or_the_url_password(
 ) -> None:
     srv = Server(echo)
     try:
-        ev = _eval(dataset, tmp_path, srv.url, 8)
+        ev = _eval(dataset, tmp_path, srv.url, 12)  # the first 12 items: both answers of `echo` occur
         kd = _kd(prompts, tmp_path, srv.url)
     finally:
         srv.close()
@@ -183,7 +183,7 @@ def test_eval_against_a_server_that_ignores_max_tokens_ends_quickly(dataset: dic
     srv = Server(answer)
     t0 = time.monotonic()
     try:
-        r = _eval(dataset, tmp_path, srv.url, 6, "--max-new-tokens", "32")
+        r = _eval(dataset, tmp_path, srv.url, 12, "--max-new-tokens", "32")  # both replies occur
     finally:
         srv.close()
     assert r.returncode == 1 and time.monotonic() - t0 < 90, r.stderr

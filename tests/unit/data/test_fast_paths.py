@@ -39,7 +39,7 @@ def test_service_log_draws_the_numbers_randint_and_choice_draw():
 
 
 def test_world_file_is_remembered_but_never_shared():
-    path = f"{world.DIRS[0]}/{world.FILES[0]}"
+    path = f"{world.pool(world.DIRS)[0]}/{world.pool(world.FILES)[0]}"  # a file of the training world
     first = world.world_file(path)
     assert first is not None and world.world_file(path) == first
     first.append("changed by a caller")

@@ -161,6 +161,30 @@ def privacy(items, header, fixtures):
     it["teacher_text"] += "\nWrite to leak@example.com"  # after the last span: no offset moves
 
 
+def call_underivable(items, header, fixtures):
+    # the request no longer names the file the gold call reads
+    it = _first(items, lambda x: [c["name"] for c in _calls(x)][:1] == ["read_file"])
+    it["prompt"] = it["prompt"].replace(_calls(it)[0]["arguments"]["path"], "the config file")
+
+
+def _train_item(id_: str, query: str | None = None) -> Item:
+    calls = [{"name": "web.search", "arguments": {"query": query}}] if query else []
+    results = [{"name": "web.search", "result": {"ok": True}}] if query else []
+    meta = {"call_sequence": calls, "tool_results": results}
+    return {"id": id_, "prompt": "", "teacher_text": "", "metadata": meta}
+
+
+def heldout_leak(items, header, fixtures):
+    # a training set that holds one value a call of these items uses (checked as a held-out set)
+    it = _first(items, lambda x: [c["name"] for c in _calls(x)][:1] == ["read_file"])
+    return [_train_item("train-1", _calls(it)[0]["arguments"]["path"])]
+
+
+def heldout_id(items, header, fixtures):
+    # a training set with an item of the same id (and no value in common)
+    return [_train_item(items[0]["id"])]
+
+
 def header_registry(items, header, fixtures):
     header["tool_registry_sha256"] = "0" * 64
 
@@ -192,6 +216,9 @@ CASES: dict[str, tuple[Callable, dict[str, int]]] = {
         (control, {}),
         (no_integration, {}),
         (privacy, {}),
+        (call_underivable, {}),
+        (heldout_leak, {}),
+        (heldout_id, {}),
         (header_registry, {}),
         (header_tokenizer, {}),
     ]
@@ -202,14 +229,16 @@ def test_the_clean_dataset_has_no_problem(clean, tok) -> None:
     header, items, fixtures = clean
     rep = verify(header, items, ToolBroker(fixtures), tok)
     assert rep["ok"] and rep["problems"] == {}
+    rep = verify(header, items, ToolBroker(fixtures), tok, train=[])  # checked as a held-out set
+    assert rep["ok"] and rep["heldout_leaks"] == []
 
 
 @pytest.mark.parametrize("kind", list(CASES))
 def test_each_problem_kind_from_a_crafted_dataset(clean, tok, kind: str) -> None:
     header, items, fixtures = copy.deepcopy(clean)
     breaks, extra = CASES[kind]
-    breaks(items, header, fixtures)
-    rep = verify(header, items, ToolBroker(fixtures), None if kind in NO_TOKENS else tok)
+    train = breaks(items, header, fixtures)  # a training set, for the held-out checks
+    rep = verify(header, items, ToolBroker(fixtures), None if kind in NO_TOKENS else tok, train)
     assert not rep["ok"]
     assert rep["problems"] == {kind: 1, **extra}, rep["examples"]
     assert kind in rep["examples"]

@@ -1,0 +1,42 @@
+"""Derivable gold calls (DESIGN.md "Derivable gold calls"): every argument of every gold call follows from
+the request and the responses before it, in every scenario, complexity and adversarial kind of both splits."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from kimi_student.data.contextual import generate
+from kimi_student.data.derive import underivable_argument
+
+
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_every_gold_call_of_a_dataset_is_derivable(split: str) -> None:
+    _, items, _ = generate(500, 11, split)
+    kinds: Counter[tuple[str, str]] = Counter()
+    for it in items:
+        m = it["metadata"]
+        assert underivable_argument(it) is None, (it["id"], it["prompt"][-300:])
+        kinds[(m["scenario"], m["complexity"])] += bool(m["call_sequence"])
+    assert len(kinds) >= 24  # every scenario x complexity with calls was checked
+
+
+def test_an_error_recovery_item_names_its_first_call_and_its_error_names_the_second() -> None:
+    _, items, _ = generate(400, 2)
+    it = next(
+        x
+        for x in items
+        if x["metadata"]["scenario"] == "file_ops" and x["metadata"]["expected_behaviour"] == "retry"
+    )
+    first, second = (c["arguments"]["path"] for c in it["metadata"]["call_sequence"])
+    assert first in it["prompt"] and second not in it["prompt"].replace(first, "")
+    assert it["metadata"]["tool_results"][0]["result"]["hint"] == f"renamed to {second}"
+
+
+def test_a_value_neither_asked_nor_returned_is_named() -> None:
+    _, items, _ = generate(60, 7)
+    it = next(x for x in items if [c["name"] for c in x["metadata"]["call_sequence"]][:1] == ["read_file"])
+    path = it["metadata"]["call_sequence"][0]["arguments"]["path"]
+    it["prompt"] = it["prompt"].replace(path, "the config file")
+    assert underivable_argument(it) == f"call 1 read_file.path={path!r}"
