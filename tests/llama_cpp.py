@@ -40,7 +40,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def llama_server(api_key: str | None = None, n_ctx: int = 4096) -> Iterator[str]:
+def llama_server(
+    api_key: str | None = None, n_ctx: int = 4096, chat_format: str | None = None, logprobs: bool = True
+) -> Iterator[str]:
     """`python -m llama_cpp.server` on 127.0.0.1 serving the embedded SmolLM2; yields its …/v1 URL. With
     `api_key` it refuses requests that do not carry that key. Its default threads (half the cores) are
     kept: with 2 generation threads on a busy 2-core machine it made 1-3 tokens/s, with 1 about 45."""
@@ -53,6 +55,10 @@ def llama_server(api_key: str | None = None, n_ctx: int = 4096) -> Iterator[str]
     ]  # fmt: skip
     if api_key:
         cmd += ["--api_key", api_key]
+    if chat_format:
+        cmd += ["--chat_format", chat_format]
+    if not logprobs:  # logits of every prompt position are costly, and only logprobs need them
+        cmd += ["--logits_all", "false"]
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
