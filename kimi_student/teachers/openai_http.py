@@ -6,6 +6,9 @@ reply's text and top-k logprobs.
 Logprobs are stored as local token ids (teachers.token_map: decoded text or bytes -> the vocabulary's
 byte-level form), K per position, K the count asked for: a server that gives fewer (llama.cpp merges
 top entries whose token text is the same) is padded with id -1 at PAD_LOGPROB, one that gives more is cut.
+An entry whose token is not found is stored like a pad, its logprob dropped, so that its mass stays in
+the tail bucket of the sparse KD loss: llama.cpp writes a token that holds part of a UTF-8 character as
+"" (its bytes dropped), and its real logprob beside id -1 went to token 0 in training.
 A reply that is not what the OpenAI schema says (content not a string, logprobs entries not objects or
 not numbers, text that is not valid Unicode) is retried, then recorded as a failure: never stored as an
 answer.
@@ -108,6 +111,7 @@ class HTTPTeacher:
                 raise malformed(f"logprobs.content[{n}].top_logprobs is not a list")
             lps = [_logprob(t, f"logprobs.content[{n}].top_logprobs entry") for t in tops[:k]]
             ids = [self.tokens.id(t) for t in tops[:k]]
+            lps = [lp if i >= 0 else PAD_LOGPROB for i, lp in zip(ids, lps, strict=True)]  # mass -> tail
             reply.token_ids.append(self.tokens.id(pos))
             reply.topk_ids.append(ids + [-1] * (k - len(ids)))
             reply.topk_logprobs.append(lps + [PAD_LOGPROB] * (k - len(lps)))

@@ -3,8 +3,8 @@ fake servers on 127.0.0.1:
 
 - a server that echoes the API key (and the URL's password) in 401 and 200 bodies: no file under the
   run's output folder holds either, for `eval --runner openai_http` and for `kd-mix`;
-- replies in the shapes llama.cpp's server gives (recorded-style, replayed: top_logprobs lists of unequal
-  length, tokens as decoded text with their bytes): kd-mix stores them as padded, byte-level ids;
+- a reply recorded from llama.cpp's server (tests/data/llama_cpp/, replayed: a top_logprobs list shorter
+  than asked, tokens as decoded text, "" entries): kd-mix stores them as padded, byte-level ids;
 - malformed 200 bodies and oversize replies: failures with a reason, never `status: ok`, never a stall.
 """
 
@@ -123,30 +123,32 @@ def test_no_file_of_an_http_run_holds_the_key_or_the_url_password(
 
 
 def test_kd_mix_stores_llama_cpp_logprobs_as_padded_byte_level_ids(prompts: Path, tmp_path: Path) -> None:
+    """llama.cpp's recorded reply (tests/data/llama_cpp/kd_logprobs.json) replayed for every prompt: tokens
+    as decoded text, a top list shorter than asked, "" entries. kd-mix exits 0 (it crashed on the unequal
+    lists) and stores every named token as its byte-level id, a pad (-1, PAD_LOGPROB) for the rest."""
+    from kimi_student.teachers.openai_http import PAD_LOGPROB
     from kimi_student.tokenizer import load_tokenizer
+    from tests.llama_cpp import recorded
 
-    def answer(body: dict[str, Any], auth: str) -> tuple[int, bytes]:
-        logprobs = llama_cpp_logprobs([" the", " colour", " is", " red", "."])
-        msg = {"role": "assistant", "content": " the colour is red."}
-        return 200, json.dumps(
-            {"choices": [{"message": msg, "finish_reason": "stop", "logprobs": logprobs}]}
-        ).encode()
-
-    srv = Server(answer)
+    rec = recorded("kd_logprobs")
+    k, content = rec["request"]["top_logprobs"], rec["response"]["choices"][0]["logprobs"]["content"]
+    srv = Server(lambda body, auth: (200, json.dumps(rec["response"]).encode()))
     try:
-        r = _kd(prompts, tmp_path, srv.url, "--limit", "2")
+        r = _kd(prompts, tmp_path, srv.url, "--limit", "2", "--top-logprobs", str(k))
     finally:
         srv.close()
     assert r.returncode == 0, r.stdout + r.stderr
     assert srv.bodies[0]["repeat_penalty"] == 1.0 and srv.bodies[0]["temperature"] == 0.0
     vocab = load_tokenizer("smollm2").tok.get_vocab()
-    rec = read_rows(tmp_path / "kd" / "kd.jsonl")[1]
-    lp = read_logprobs(tmp_path / "kd" / "kd.jsonl", rec)
-    assert lp["topk_ids"].shape == (5, 3)
-    assert lp["token_ids"].tolist() == [vocab[t] for t in ("Ġthe", "Ġcolour", "Ġis", "Ġred", ".")]
-    assert lp["topk_ids"][2].tolist() == [vocab["Ġis"], vocab["Ġa"], vocab["Ċ"]]
-    assert lp["topk_ids"][0].tolist() == [vocab["Ġthe"], -1, -1]  # a short list, padded
-    assert np.all(lp["topk_logprobs"][0, 1:] <= -29)
+    out = read_rows(tmp_path / "kd" / "kd.jsonl")[1]
+    lp = read_logprobs(tmp_path / "kd" / "kd.jsonl", out)
+    assert lp["topk_ids"].shape == (len(content), k)
+    assert vocab["ĠFrench"] in lp["token_ids"].tolist()
+    given = [[t["token"] for t in pos["top_logprobs"]] for pos in content]
+    assert [[int(i) < 0 for i in row] for row in lp["topk_ids"]] == [
+        [t == "" for t in g] + [True] * (k - len(g)) for g in given
+    ]
+    assert np.all(lp["topk_logprobs"][lp["topk_ids"] < 0] <= PAD_LOGPROB)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from kimi_student.teachers.base import Decoding, TeacherRequest
 from kimi_student.teachers.openai_http import PAD_LOGPROB, HTTPTeacher
 from kimi_student.teachers.token_map import byte_level
 from kimi_student.tokenizer import load_tokenizer
+from tests.llama_cpp import recorded
 from tests.unit.backends.test_openai_client import OK, run
 
 KEY = "sk-echoed-secret-9f8e7d6c"
@@ -171,22 +172,61 @@ def test_a_server_refusing_the_greedy_extras_is_asked_again_without_them() -> No
     assert not GREEDY_SAMPLING.keys() & (seen[1].keys() | seen[2].keys())
 
 
-def test_the_teacher_pads_unequal_top_logprobs_and_maps_decoded_text_to_byte_level_ids() -> None:
-    """llama.cpp's server: top lists of different lengths (it merges equal token strings), tokens as
-    decoded text (" the"), sometimes with their `bytes`; the vocabulary stores "Ġthe"."""
+def _parse_recorded(name: str) -> tuple[dict[str, Any], list[dict[str, Any]], Any]:
+    """A reply recorded from llama.cpp's server (tests/data/llama_cpp/), parsed by the HTTP teacher as it
+    was asked for: (recorded exchange, the server's logprobs.content, the TeacherReply)."""
+    rec = recorded(name)
+    asked = rec["request"]
+    reply = teacher().parse(rec["response"], request(asked["top_logprobs"], asked["max_tokens"]))
+    return rec, rec["response"]["choices"][0]["logprobs"]["content"][: asked["max_tokens"]], reply
+
+
+def test_the_teacher_maps_llama_cpp_s_recorded_logprobs_to_padded_byte_level_ids() -> None:
+    """llama.cpp's server, recorded: tokens as decoded text (" French") with `bytes` null, a top list
+    shorter than asked (it merges entries whose text is the same) and "" entries (a token holding part of a
+    UTF-8 character: its bytes are dropped). Every named token maps to its byte-level id ("ĠFrench"); a
+    short list is padded to K and "" is stored like a pad (id -1, PAD_LOGPROB: its mass stays in the tail);
+    greedy with repeat_penalty 1, the chosen token is the server's top-1."""
+    rec, content, reply = _parse_recorded("kd_logprobs")
+    k, vocab = rec["request"]["top_logprobs"], load_tokenizer("smollm2").tok.get_vocab()
+    given = [[t["token"] for t in pos["top_logprobs"]] for pos in content]
+    assert min(map(len, given)) < k and any("" in g for g in given)  # the shapes this test is about
+    assert all(pos["bytes"] is None for pos in content) and " French" in [pos["token"] for pos in content]
+    assert vocab["ĠFrench"] in reply.token_ids
+    for g, ids, lps in zip(given, reply.topk_ids, reply.topk_logprobs, strict=True):
+        assert len(ids) == len(lps) == k
+        assert [i < 0 for i in ids] == [t == "" for t in g] + [True] * (k - len(g))
+        assert all(lp == PAD_LOGPROB for i, lp in zip(ids, lps, strict=True) if i < 0)
+    assert reply.token_ids == [ids[0] for ids in reply.topk_ids]
+    assert load_tokenizer("smollm2").tok.decode(reply.token_ids) == reply.text
+
+
+def test_a_llama_cpp_answer_of_partial_utf8_tokens_keeps_no_chosen_id() -> None:
+    """Recorded: an answer in Japanese, each character two tokens that llama.cpp writes as "" each. No
+    chosen id can be named (-1), so training keeps the text and drops these logprobs."""
+    _, content, reply = _parse_recorded("kd_partial_utf8")
+    assert reply.text and all(pos["token"] == "" for pos in content)
+    assert reply.token_ids == [-1] * len(content)
+    assert all(
+        lp == PAD_LOGPROB
+        for ids, lps in zip(reply.topk_ids, reply.topk_logprobs)
+        for i, lp in zip(ids, lps)
+        if i < 0
+    )
+
+
+def test_the_teacher_reads_token_bytes_and_vocabulary_strings() -> None:
+    """Other servers: a token's `bytes` list (OpenAI), or the vocabulary's own string ("Ġhi")."""
     vocab = load_tokenizer("smollm2").tok.get_vocab()
     content = [
-        lp(" the", -0.1, top_logprobs=[lp(" the", -0.1), lp(" a", -2.0), lp("\n", -3.0)]),
         lp(" é", -0.2, bytes=[32, 195, 169], top_logprobs=[lp(" é", -0.2)]),
         lp("hello", -0.3, top_logprobs=[lp("hello", -0.3), lp("Ġhi", -1.0), lp("zzqx-not-a-token", -4.0)]),
     ]
-    reply = teacher().parse(choice({"content": "the é hello"}, logprobs={"content": content}), request(top=3))
-    assert reply.token_ids == [vocab["Ġthe"], vocab[byte_level(" é".encode())], vocab["hello"]]
-    assert reply.topk_ids[0] == [vocab["Ġthe"], vocab["Ġa"], vocab["Ċ"]]
-    assert reply.topk_ids[1] == [vocab[byte_level(" é".encode())], -1, -1]  # padded to K
-    assert reply.topk_logprobs[1] == [-0.2, PAD_LOGPROB, PAD_LOGPROB]
-    assert reply.topk_ids[2] == [vocab["hello"], vocab["Ġhi"], -1]  # vocabulary strings also found
-    assert {len(r) for r in reply.topk_ids} == {len(r) for r in reply.topk_logprobs} == {3}
+    reply = teacher().parse(choice({"content": " é hello"}, logprobs={"content": content}), request(top=3))
+    assert reply.token_ids == [vocab[byte_level(" é".encode())], vocab["hello"]]
+    assert reply.topk_ids[0] == [vocab[byte_level(" é".encode())], -1, -1]  # padded to K
+    assert reply.topk_ids[1] == [vocab["hello"], vocab["Ġhi"], -1]  # an unknown token: a pad
+    assert reply.topk_logprobs[1] == [-0.3, -1.0, PAD_LOGPROB]
 
 
 def test_the_teacher_id_holds_no_url_password() -> None:
@@ -195,24 +235,33 @@ def test_the_teacher_id_holds_no_url_password() -> None:
 
 
 def test_tools_protocol_sends_tool_choice_and_empty_content_with_tool_calls() -> None:
-    """llama.cpp ignores `tools=` without `tool_choice`, and answers 500 to an assistant turn whose
-    content is null."""
+    """Recorded from llama.cpp's server: the turn after a tool call, as the eval runner builds it (the
+    assistant turn with content ""), answered 200; the same turn with content null answered 500. The
+    runner still builds exactly the accepted messages, with `tool_choice` (without it llama.cpp's
+    function-calling chat format ignores `tools=`) and the greedy sampling fields."""
+    from tests.llama_cpp_record import TOOL_CONVERSATION
+
+    accepted, refused = recorded("tools_second_turn"), recorded("tools_null_content")
+    assert (accepted["status"], refused["status"]) == (200, 500)
+    assert refused["request"]["messages"][1]["content"] is None
     gen = OpenAIGenerator("http://h/v1", "m", protocol="tools")
     try:
-        conv = [
-            {"role": "user", "content": "q"},
-            {
-                "role": "assistant",
-                "content": '<tool_call>{"name": "web.search", "arguments": {}}</tool_call>',
-            },
-            {"role": "tool", "content": '<tool_response>{"ok": true}</tool_response>'},
-        ]
-        b = gen.body(conv)
-        assert b["tool_choice"] == "auto" and b["tools"]
-        assert b["messages"][1]["content"] == "" and b["messages"][1]["tool_calls"]
-        assert b["repeat_penalty"] == 1.0
+        b = gen.body(TOOL_CONVERSATION)
     finally:
         gen.close()
+    assert b["messages"] == accepted["request"]["messages"] and b["messages"][1]["content"] == ""
+    assert b["tool_choice"] == "auto" and b["tools"] == accepted["request"]["tools"]
+    assert b["repeat_penalty"] == 1.0
+
+
+def test_a_retried_500_keeps_llama_cpp_s_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp's recorded 500 (it refused content null): after the retries the error still says why."""
+    refused = recorded("tools_null_content")
+    reply = lambda r: httpx.Response(500, json=refused["response"])  # noqa: E731
+    out, seen, _ = run([reply] * 3, monkeypatch, max_retries=2)
+    assert isinstance(out, ChatRequestError) and len(seen) == 3 and out.transient
+    assert str(out).startswith("gave up after 3 attempts: HTTP 500: ")
+    assert "7 validation errors" in str(out)  # the start of the server's own words (200 characters)
 
 
 def test_an_unreachable_server_makes_a_transient_error() -> None:
