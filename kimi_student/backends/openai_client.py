@@ -43,7 +43,7 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER_S = 300.0  # a server asking for longer is waited on this long, then asked again
 MAX_RESPONSE_BYTES = 8 << 20  # a body is read up to here; a larger one is an error
 MAX_CHARS_PER_TOKEN = 64  # text beyond max_tokens * this came from a server that ignored max_tokens
-ERROR_BODY_CHARS = 200  # of a server's error message kept in the reason
+ERROR_BODY_CHARS = 1000  # of a server's error message kept in the reason (validation errors run long)
 GREEDY_SAMPLING = {"repeat_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0}
 
 T = TypeVar("T")
@@ -170,10 +170,26 @@ def _redacted(obj: Any) -> Any:
 
 
 def error_snippet(status: int, content: bytes) -> str:
-    """`HTTP <status>: <the start of the server's message>`, one line, redacted."""
+    """`HTTP <status>: <the start of the server's message>`, one line, redacted: the `error.message` (or
+    `detail`) of a JSON body where it has one, else the body's text."""
     text = content[: ERROR_BODY_CHARS * 4].decode("utf-8", "replace")
+    text = _json_message(content) or text
     text = re.sub(r"\s+", " ", redact(text)).strip()[:ERROR_BODY_CHARS]
     return f"HTTP {status}: {text}" if text else f"HTTP {status}"
+
+
+def _json_message(content: bytes) -> str | None:
+    if len(content) > 1 << 16 or not content.lstrip().startswith(b"{"):
+        return None
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return None
+    err = body.get("error")
+    said = (
+        err.get("message") if isinstance(err, dict) else err if isinstance(err, str) else body.get("detail")
+    )
+    return said[: ERROR_BODY_CHARS * 4] if isinstance(said, str) and said.strip() else None
 
 
 class _Oversize(Exception):

@@ -261,7 +261,9 @@ def test_a_retried_500_keeps_llama_cpp_s_message(monkeypatch: pytest.MonkeyPatch
     out, seen, _ = run([reply] * 3, monkeypatch, max_retries=2)
     assert isinstance(out, ChatRequestError) and len(seen) == 3 and out.transient
     assert str(out).startswith("gave up after 3 attempts: HTTP 500: ")
-    assert "7 validation errors" in str(out)  # the start of the server's own words (200 characters)
+    assert "7 validation errors" in str(out)  # the server's own words, from error.message
+    assert "'msg': 'Input should be a valid string'" in str(out)  # the useful part, past 200 characters
+    assert '{"error"' not in str(out) and "\n" not in str(out)  # the message, not the JSON, one line
 
 
 def test_an_unreachable_server_makes_a_transient_error() -> None:
