@@ -79,9 +79,7 @@ def test_single_call_item_weights_the_call_and_answer_only(builder: ExampleBuild
 def test_multi_call_item_leaves_every_tool_response_unweighted(builder: ExampleBuilder) -> None:
     ex = build(builder, f"{CALL1}\n{RESP1}\n{CALL2}\n{RESP2}\n{ANSWER}")
     got = by_weight(builder, ex)
-    assert got[0.0] == (
-        f"user: find it\nassistant: \ntool: {RESP1}\nassistant: \ntool: {RESP2}\nassistant: "
-    )
+    assert got[0.0] == (f"user: find it\nassistant: \ntool: {RESP1}\nassistant: \ntool: {RESP2}\nassistant: ")
     assert got[2.0] == "web.searchweb.crawl"
     assert got[3.0] == '{"query": "bloom filter"}{"url": "https://x.org/b"}'
     assert got[4.0] == 'Integration: The top result is "Bloom".'
