@@ -158,3 +158,8 @@ def test_training_sequence_is_the_tool_loops_sequence(world: dict[str, Any], bui
         # the whole conversation the loop ended with, plus the end token, is the training sequence
         assert seq == builder.prompt_ids(m + o.turns)[: len(seq) - 1] + [builder.eos]
         assert len(seq) - 1 == len(gen.prompts[k][-1]) + len(target)
+
+
+def test_the_worker_bpe_splits_digits(builder: ExampleBuilder) -> None:
+    """`split_digits`: a number is its digits, so one a tool returned is copied digit by digit."""
+    assert builder.tok.tokenize("58869.72") == ["5", "8", "8", "6", "9", ".", "7", "2"]
