@@ -18,6 +18,7 @@ from typing import Any
 from kimi_student.chat.prompt import item_messages
 from kimi_student.data.contextual import generate, write_dataset
 from kimi_student.data.extract import extracted
+from kimi_student.errors import InputError
 from kimi_student.eval.harness import run_eval
 from kimi_student.eval.report import EvalPaths
 from kimi_student.eval.runners.base import RunnerSpec
@@ -32,6 +33,21 @@ from kimi_student.train.examples import conversation_turns
 
 CONFIG = config_path("worker_e2e.yaml")
 EXTRACT_TOKENIZER = "smollm2"  # the eval dataset's span tokenizer, as `make contextual-extract` uses
+INT_KEYS = {
+    "data": ("train_items", "heldout_items", "heldout_seed_offset", "bpe_vocab"),
+    "decode": ("max_turns", "max_new_tokens", "batch_size"),
+}
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The config, each integer it needs checked before any work (exit 2 naming the key)."""
+    cfg = load_config(path, ("data", "decode", "sizes", "train"))
+    for section, keys in INT_KEYS.items():
+        for k in keys:
+            v = cfg[section].get(k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if k == "heldout_seed_offset" else 1):
+                raise InputError(path, None, f"{section}.{k}", f"must be a positive integer, got {v!r}")
+    return cfg
 
 
 def conversation_text(item: dict[str, Any]) -> str:
@@ -108,7 +124,7 @@ def run_worker_e2e(
     """Run the whole pipeline into `out` and return the report (also written to out/report.json); the
     eval's own report and per-item results are out/eval_report.json and out/eval_results.jsonl."""
     run, config = ToyRun.at(out), Path(config)
-    cfg = load_config(config, ("data", "decode", "sizes", "train"))
+    cfg = read_config(config)
     d, steps = cfg["data"], {}
     t_all = time.perf_counter()
     with timed(steps, "dataset"):
