@@ -16,13 +16,14 @@ RESULTS ?= eval/results
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train clean \
-	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi demo-eval \
+	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke llama-server llama-serve test-llama llama-record
 
 help:
 	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
 	@echo "make toy-e2e         dataset -> tiny student -> ExportedProgram -> Core ML T128 -> MIL executor -> gates"
 	@echo "make toy-e2e-multi   the same with T64/T128/T256 as separate packages (at least one must run end to end)"
+	@echo "make worker-e2e      dataset -> Worker student on the gold conversations -> eval --runner hf_local -> all gates"
 	@echo "make demo-eval       generate -> extract -> verify -> verification-only eval, print the gate table"
 	@echo "make test            run the test suite (creates .venv on first use); test-fast: the unit tier"
 	@echo "make contextual-pipeline N=1000 SEED=0   dataset generate -> extract -> verify"
@@ -175,6 +176,11 @@ toy-e2e: install
 
 toy-e2e-multi: install
 	$(KS) toy-e2e --out $(TOY_OUT)-multi --shapes 64,128,256 --seed $(SEED) --report $(REPORTS)/toy_e2e_multi.json
+
+WORKER_OUT ?= runs/worker-e2e
+
+worker-e2e: install
+	$(KS) worker-e2e --out $(WORKER_OUT) --seed $(SEED)
 
 kd-mix: install
 	test -f $(DATA)/contextual.jsonl || $(KS) contextual gen --n $(N) --seed $(SEED) --out $(DATA)/contextual.jsonl

@@ -162,18 +162,25 @@ def _fingerprint(raw: str) -> str:
 
 
 def train_bpe(
-    texts: Iterable[str], out: str | Path, vocab_size: int = 2048, space_after: bool = False
+    texts: Iterable[str],
+    out: str | Path,
+    vocab_size: int = 2048,
+    space_after: bool = False,
+    split_digits: bool = False,
 ) -> TokenizerHandle:
     """A small byte-level BPE, deterministic for the same texts (tokenizers trains single-threaded here).
 
     Byte-level BPE glues a space to the word after it (` json`), so the first word of a JSON string
     (`"json`) is another token than the same word in prose. With `space_after` a piece is a word (or a
     run of punctuation) plus the one space after it (`json `, `schema `, `validation`): every word of a
-    value but its last is then the same token in a request and in the call that copies it."""
+    value but its last is then the same token in a request and in the call that copies it.
+    `split_digits` (with `space_after`): every digit is a piece of its own, so a number a tool returned
+    is copied digit by digit instead of needing a token for each number."""
     os.environ.setdefault("RAYON_NUM_THREADS", "1")
     tok = Tokenizer(models.BPE())
     if space_after:
-        pieces = Regex(r"\p{L}+ ?|\p{N}+ ?|[^\s\p{L}\p{N}]+ ?|\s+")
+        number = r"\p{N}" if split_digits else r"\p{N}+ ?"
+        pieces = Regex(r"\p{L}+ ?|" + number + r"|[^\s\p{L}\p{N}]+ ?|\s+")
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             [
                 pre_tokenizers.Split(pieces, behavior="isolated"),

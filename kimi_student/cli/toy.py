@@ -1,4 +1,4 @@
-"""The toy end-to-end recipe: `kimi-student toy-e2e`."""
+"""The end-to-end recipes: `kimi-student toy-e2e` and `kimi-student worker-e2e`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Annotated
 
 import typer
 
-from kimi_student.cli.common import guarded
+from kimi_student.cli.common import guarded, show_progress
 from kimi_student.resources import config_path
 
 TOY_CONFIG = config_path("toy_e2e.yaml")  # recipes.toy_e2e.CONFIG, without importing the recipe
+WORKER_CONFIG = config_path("worker_e2e.yaml")  # recipes.worker_e2e.CONFIG
 app = typer.Typer()  # its commands sit at the top level: `kimi-student toy-e2e`
 
 
@@ -51,5 +52,40 @@ def toy_e2e_cmd(
     for line in summary_lines(rep):
         typer.echo(line)
     typer.echo(f"{'PASS' if rep['passed'] else 'FAIL'}  report -> {report or out / 'report.json'}")
+    typer.echo(gate_table(rep["gates"]))
+    raise typer.Exit(0 if rep["passed"] else 1)
+
+
+@app.command("worker-e2e")
+@guarded
+def worker_e2e_cmd(
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Run folder: data/, tokenizer/, run/, eval_results.jsonl, eval_report.json, report.json."
+        ),
+    ] = Path("runs/worker-e2e"),
+    seed: Annotated[
+        int, typer.Option(help="Training data and training seed (held out: + the config's offset).")
+    ] = 0,
+    config: Annotated[
+        Path, typer.Option(help="Worker pipeline config.", show_default="packaged configs/worker_e2e.yaml")
+    ] = WORKER_CONFIG,
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps (config).")] = None,
+) -> None:
+    """Worker end-to-end: contextual dataset -> small student trained on the gold conversations (loss on
+    the assistant turns) -> `eval --runner hf_local` through the tool loop on held-out items -> every gate
+    of configs/gates.yaml.
+
+    Exit 0 when every gate passes, 1 when a gate fails, 2 on bad input.
+    """
+    from kimi_student.eval.gates import gate_table
+    from kimi_student.outputs import check_outputs
+    from kimi_student.recipes.worker_e2e import run_worker_e2e
+
+    check_outputs({"--config": config}, {}, folders={"--out": out})
+    rep = run_worker_e2e(out, seed, config, steps, progress=show_progress(), log=typer.echo)
+    typer.echo("steps: " + "  ".join(f"{k} {v:.1f}s" for k, v in rep["steps_seconds"].items()))
+    typer.echo(f"{'PASS' if rep['passed'] else 'FAIL'}  report -> {out / 'report.json'}")
     typer.echo(gate_table(rep["gates"]))
     raise typer.Exit(0 if rep["passed"] else 1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,19 +56,25 @@ DIAGNOSTICS = {
 # ---- tokenizer and student -----------------------------------------------------------------------------
 
 
-def build_tokenizer(items: list[ToyItem], run: ToyRun, vocab_size: int) -> str:
-    """BPE on the training requests and calls, saved as an HF tokenizer folder; returns its fingerprint."""
-    # the texts as the student sees them (chat template included); space_after: a word of the request
-    # and the same word inside the JSON arguments are the same token, so the student can copy it
-    texts = (f"user: {t.request}\nassistant: {t.response}" for t in items)
-    tok = train_bpe(texts, run.bpe, vocab_size, space_after=True)
+def fit_tokenizer(texts: Iterable[str], run: ToyRun, vocab_size: int, split_digits: bool = False) -> str:
+    """BPE on `texts` (as the student sees them, chat template included), saved as an HF tokenizer folder
+    with the chat template; returns its fingerprint. `space_after`: a word of the request and the same
+    word inside the JSON arguments are the same token, so the student can copy it."""
+    tok = train_bpe(texts, run.bpe, vocab_size, space_after=True, split_digits=split_digits)
     save_hf_tokenizer(run.bpe, run.tokenizer, CHAT_TEMPLATE)
     return tok.fingerprint
 
 
-def train_student(config: Path, run: ToyRun, max_steps: int | None) -> dict[str, Any]:
-    """The regular trainer on the toy spec, its vocabulary sized to the trained tokenizer."""
-    spec = load_spec(config, "toy")
+def build_tokenizer(items: list[ToyItem], run: ToyRun, vocab_size: int) -> str:
+    """The toy's BPE, on the training requests and calls."""
+    return fit_tokenizer((f"user: {t.request}\nassistant: {t.response}" for t in items), run, vocab_size)
+
+
+def train_student(
+    config: Path, run: ToyRun, max_steps: int | None, size: str = "toy", progress: bool = False
+) -> dict[str, Any]:
+    """The regular trainer on the config's `size` spec, its vocabulary sized to the trained tokenizer."""
+    spec = load_spec(config, size)
     spec.tokenizer = str(run.tokenizer)
     spec.arch["vocab_size"] = len(AutoTokenizer.from_pretrained(str(run.tokenizer)))
     shutil.rmtree(run.run, ignore_errors=True)  # a fresh run: the trainer would otherwise resume
@@ -78,6 +84,7 @@ def train_student(config: Path, run: ToyRun, max_steps: int | None) -> dict[str,
         data=str(run.train_jsonl),
         max_steps=max_steps,
         precision=spec.train.get("precision", "no"),
+        progress=progress,
     )
     h = res["history"]
     return {
@@ -231,7 +238,7 @@ def run_shape(package: Path, items: list[ToyItem], dec: ToyDecoding, out: Path) 
 
 
 @contextmanager
-def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
+def timed(steps: dict[str, float], name: str) -> Iterator[None]:
     t0 = time.perf_counter()
     try:
         yield
@@ -239,14 +246,16 @@ def _timed(steps: dict[str, float], name: str) -> Iterator[None]:
         steps[name] = round(time.perf_counter() - t0, 3)
 
 
-def load_config(path: Path) -> dict[str, Any]:
+def load_config(
+    path: Path, sections: tuple[str, ...] = ("data", "decode", "gates", "sizes")
+) -> dict[str, Any]:
     try:
         cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
         raise InputError(path, None, None, f"cannot read config: {e}") from None
     if not isinstance(cfg, dict):
         raise InputError(path, None, None, f"expected a mapping of sections, got {type(cfg).__name__}")
-    for key in ("data", "decode", "gates", "sizes"):
+    for key in sections:
         if not isinstance(cfg.get(key), dict):
             raise InputError(path, None, key, "missing section")
     return cfg
@@ -258,9 +267,9 @@ def shape_stage(
     """Export and run one shape; any failure is recorded in its diagnostics, never raised."""
     diag: dict[str, Any] = {"seq_len": s, "compiled": False, "ran": False, "end_to_end": False, "error": None}
     try:
-        with _timed(steps, f"export_T{s}"):
+        with timed(steps, f"export_T{s}"):
             diag.update(export_shape(dec.checkpoint, run.coreml(s), s))
-        with _timed(steps, f"run_T{s}"):
+        with timed(steps, f"run_T{s}"):
             diag.update(run_shape(Path(diag["package"]), items, dec, run.predictions(s)))
     except KimiStudentError as e:  # unsupported op, corrupt package, executor failure: this shape only
         diag["error"] = f"{type(e).__name__}: {e}"
@@ -336,15 +345,15 @@ def run_toy_e2e(
     steps: dict[str, float] = {}
     t_all = time.perf_counter()
     n = n_items or int(cfg["data"]["items"])
-    with _timed(steps, "dataset"):
+    with timed(steps, "dataset"):
         data = prepare_data(run, cfg, n, seed, config)
     log(
         f"dataset: {n} items -> {len(data.train)} train (+{len(data.copies)} copy-augmented), "
         f"{len(data.heldout)} held-out toy items ({steps['dataset']:.1f} s)"
     )
-    with _timed(steps, "tokenizer"):
+    with timed(steps, "tokenizer"):
         tok_fp = build_tokenizer(data.train, run, int(cfg["data"]["bpe_vocab"]))
-    with _timed(steps, "train"), torch_threads(cfg.get("threads", 1)):
+    with timed(steps, "train"), torch_threads(cfg.get("threads", 1)):
         tr = train_student(config, run, max_steps)
     log(
         f"train: {tr['params'] / 1e6:.2f}M params, {tr['steps']} steps, loss {tr['loss_first']:.3f} -> "

@@ -1,11 +1,18 @@
-"""Training examples: prompt + response token ids, loss masks, process-step weights and (when the KD
+"""Training examples: a conversation's token ids, loss masks, process-step weights and (when the KD
 mix has them) the teacher's top-k logprobs at the response positions.
 
 Two sources, joined by item id when both are given:
 - a contextual dataset: the response is the gold `teacher_text` (ground truth, loss `ce_ground_truth`);
 - a KD mix: the response is the teacher's text (loss `ce_teacher`), with sparse logprobs if stored.
-Process weights come from the response's own transcript: tool names, JSON arguments and integration
-spans, mapped to token positions through the tokenizer's offsets.
+
+A response is a conversation, split as the tool loop (eval/runners/tool_loop.py) exchanges it: an
+assistant turn runs up to and with a `</tool_call>` that a `<tool_response>` follows; that block is a
+`tool` message; the rest is the final assistant turn. The sequence is built the way the loop feeds the
+model: before each assistant turn, the chat template's prompt ids of the conversation so far (exactly
+`chat_prompt_ids`, what every local runner decodes from), then the turn's own ids; the last turn ends
+with the end-of-sequence token the loop stops on (a call turn stops on its `</tool_call>`). Loss falls on
+the assistant turns only (prompt, template text and tool responses weigh 0), with the process weights on
+their tool names, JSON arguments and integration spans.
 """
 
 from __future__ import annotations
@@ -16,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from kimi_student.chat.prompt import system_prompt
+from kimi_student.chat.prompt import item_messages
 from kimi_student.chat.template import chat_prompt_ids
-from kimi_student.chat.transcript import parse_transcript
+from kimi_student.chat.transcript import RESP_CLOSE, RESP_OPEN, parse_transcript
 from kimi_student.data.kd_mix import read_logprobs
-from kimi_student.errors import InputError
+from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.jsonl import read_jsonl
 from kimi_student.tokenizer import token_range
 from kimi_student.train.losses import process_weights
@@ -31,8 +38,8 @@ class Example:
     id: str
     source: str  # "gold" | "teacher"
     input_ids: np.ndarray  # (L,) int64: prompt + response
-    response_start: int  # first response token
-    weights: np.ndarray  # (L,) float32: 0 on the prompt, process weights on the response
+    response_start: int  # first token of the first assistant turn
+    weights: np.ndarray  # (L,) float32: process weights on assistant turns, 0 elsewhere
     topk_ids: np.ndarray | None = None  # (L, K) int32, rows of response positions filled, else -1
     topk_logprobs: np.ndarray | None = None  # (L, K) float32
     logprob_temperature: float = 1.0
@@ -46,6 +53,29 @@ def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[l
         "json_args": [list(token_range(offsets, *c.args_span)) for c in t.calls if c.args_span],
         "integration": [list(token_range(offsets, s, e)) for s, e in t.spans],
     }
+
+
+def conversation_turns(text: str) -> list[dict[str, str]]:
+    """The messages the tool loop adds for a transcript: assistant turns and tool responses.
+
+    The loop joins its turns with one newline, so a call followed by a newline and a `<tool_response>`
+    block ends an assistant turn and that block is the tool's message. A call with no response after it (a toy
+    transcript, or text after the call) does not end the turn. The last message is always the assistant's
+    final turn (empty when the transcript ends with a tool response)."""
+    turns: list[dict[str, str]] = []
+    pos = 0
+    for call in parse_transcript(text).calls:
+        if not text.startswith("\n" + RESP_OPEN, call.end):
+            continue
+        close = text.find(RESP_CLOSE, call.end)
+        if close < 0:
+            break
+        end = close + len(RESP_CLOSE)
+        turns.append({"role": "assistant", "content": text[pos : call.end]})
+        turns.append({"role": "tool", "content": text[call.end + 1 : end]})
+        pos = end + 1 if text.startswith("\n", end) else end
+    turns.append({"role": "assistant", "content": text[pos:]})
+    return turns
 
 
 class ExampleBuilder:
@@ -67,14 +97,48 @@ class ExampleBuilder:
         response: str,
         response_ids: list[int] | None = None,
     ) -> Example:
+        """`response_ids`: the teacher's own tokens (KD with logprobs), kept as one assistant turn so the
+        logprob rows stay aligned; otherwise the response is split into the loop's conversation."""
+        if response_ids is None:
+            return self.conversation(id_, source, messages, conversation_turns(response))
         p_ids = self.prompt_ids(messages)
-        enc = self.tok(response, add_special_tokens=False, return_offsets_mapping=True)
-        r_ids = response_ids if response_ids is not None else list(enc["input_ids"])
-        spans = process_spans(response, enc["offset_mapping"]) if response_ids is None else {}
-        ids = np.asarray(p_ids + r_ids + [self.eos], dtype=np.int64)
-        w = process_weights(len(ids), spans, self.process_weights, offset=len(p_ids)).numpy()
+        ids = np.asarray(p_ids + list(response_ids) + [self.eos], dtype=np.int64)
+        w = process_weights(len(ids), {}, self.process_weights).numpy()
         w[: len(p_ids)] = 0.0  # no loss on the prompt
         return Example(id_, source, ids, len(p_ids), w.astype(np.float32))
+
+    def conversation(
+        self, id_: str, source: str, messages: list[dict[str, str]], turns: list[dict[str, str]]
+    ) -> Example:
+        """The token sequence the tool loop shows the model, with loss on the assistant turns only."""
+        conv = list(messages)
+        ids: list[int] = []
+        spans: dict[str, list[list[int]]] = {}
+        segments: list[list[int]] = []  # [start, end) of each assistant turn's tokens
+        for m in turns:
+            if m["role"] == "assistant":
+                prompt = self.prompt_ids(conv)
+                if prompt[: len(ids)] != ids:
+                    raise KimiStudentError(
+                        f"item {id_}: the chat template re-tokenises an earlier turn differently once "
+                        "the conversation goes on, so training cannot match the tool loop's sequence"
+                    )
+                ids = prompt
+                enc = self.tok(m["content"], add_special_tokens=False, return_offsets_mapping=True)
+                start = len(ids)
+                for kind, ranges in process_spans(m["content"], enc["offset_mapping"]).items():
+                    spans.setdefault(kind, []).extend([start + a, start + b] for a, b in ranges)
+                ids.extend(enc["input_ids"])
+                segments.append([start, len(ids)])
+            conv.append(m)
+        ids.append(self.eos)  # the final turn ends with the token the loop stops on
+        segments[-1][1] = len(ids)
+        w = process_weights(len(ids), spans, self.process_weights).numpy()
+        on_turn = np.zeros(len(ids), dtype=bool)
+        for a, b in segments:
+            on_turn[a:b] = True
+        w[~on_turn] = 0.0  # prompt, template text and tool responses are context, not targets
+        return Example(id_, source, np.asarray(ids, dtype=np.int64), segments[0][0], w.astype(np.float32))
 
 
 def load_examples(
@@ -84,9 +148,10 @@ def load_examples(
     limit: int | None = None,
     system: bool = True,
 ) -> list[Example]:
-    """`system`: put the tool-use system prompt (1.3k tokens) before gold prompts; toy runs leave it out."""
+    """Gold prompts go through the eval's prompt wrapper: `system` (the tool list, 1.3k tokens, then the
+    full prompt) or, without it, `request` (the request alone; toy and worker-e2e runs)."""
     examples: list[Example] = []
-    sys_msg = [{"role": "system", "content": system_prompt()}] if system else []
+    wrapper = "system" if system else "request"
     if data:
         for line, row in read_jsonl(data):
             if row.get("__header__"):
@@ -95,7 +160,7 @@ def load_examples(
                 raise InputError(
                     data, line, "teacher_text", "a contextual item needs prompt and teacher_text"
                 )
-            msgs = [*sys_msg, {"role": "user", "content": row["prompt"]}]
+            msgs = item_messages(row, wrapper)
             examples.append(builder.build(row["id"], "gold", msgs, row["teacher_text"]))
     if kd:
         kd = Path(kd)

@@ -1,0 +1,34 @@
+"""`kimi-student worker-e2e` refuses a config it cannot run before any work: one line naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kimi_student.errors import InputError
+from kimi_student.recipes.worker_e2e import CONFIG, read_config
+
+
+def test_the_packaged_config_reads() -> None:
+    cfg = read_config(CONFIG)
+    assert cfg["data"]["heldout_items"] >= 300 and cfg["train"]["system_prompt"] is False
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("data", "bpe_vocab", None),
+        ("data", "train_items", 0),
+        ("decode", "max_turns", "4"),
+        ("decode", "batch_size", True),
+    ],
+)
+def test_a_bad_integer_is_refused_naming_it(tmp_path: Path, section: str, key: str, value: object) -> None:
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg[section][key] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match=rf"{section}\.{key}: must be a positive integer"):
+        read_config(path)
