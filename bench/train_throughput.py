@@ -52,7 +52,7 @@ def sampled(cmd: list[str]) -> tuple[str, int]:
         err.seek(0)
         text = out.read()
         if p.returncode != 0:
-            sys.exit(f"{cmd[3:5]} failed:\n{text}\n{err.read()}")
+            sys.exit(f"{' '.join(cmd[1:5])} failed:\n{text}\n{err.read()}")
     return text.strip().splitlines()[-1], most
 
 
