@@ -228,7 +228,7 @@ bench-distill: install
 
 bench-train: install
 	$(VENV)/bin/pip install -q -e '.[bench]'
-	$(VENV)/bin/python bench/train_throughput.py
+	$(VENV)/bin/python bench/train_throughput.py $(BENCH_TRAIN_ARGS)  # e.g. BENCH_TRAIN_ARGS="--load 0,1 --steps 12"
 
 clean:
 	rm -rf $(DATA) $(REPORTS) $(RESULTS)

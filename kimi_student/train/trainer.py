@@ -32,6 +32,7 @@ from kimi_student.train import losses as L
 from kimi_student.train.checkpoint import RunPaths
 from kimi_student.train.config import LossWeights, TrainConfig
 from kimi_student.train.examples import Example, ExampleBuilder, ExampleStream, load_examples, pack
+from kimi_student.train.threads import apply_thread_policy
 
 
 class TrainingError(KimiStudentError):
@@ -193,8 +194,11 @@ def train(
     progress: bool = False,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume) a student. `stop_after` ends the run early at that step (used to test resume)."""
+    """Train (or resume) a student. `stop_after` ends the run early at that step (used to test resume).
+    Torch threads follow train.threads' policy: the caller's or OMP_NUM_THREADS' count, never more than
+    the cores this process may use."""
     config = TrainConfig.from_spec(spec, max_steps=max_steps)
+    threads = apply_thread_policy()
     session = _setup(spec, config, RunPaths(Path(out)), data, kd, teacher, limit, precision)
     end = min(config.max_steps, stop_after) if stop_after else config.max_steps
     tokens_seen, elapsed = _loop(session, end, progress)
@@ -203,6 +207,7 @@ def train(
         "history": session.history,
         "tokens_per_s": tokens_seen / elapsed if elapsed else None,
         "precision": session.precision,
+        "threads": threads["threads"],
         "final": None,
     }
     if end == config.max_steps:

@@ -18,6 +18,7 @@ from kimi_student.resources import config_path
 from kimi_student.train import checkpoint
 from kimi_student.train import trainer as T
 from kimi_student.train.config import CurriculumStage, LossWeights, TrainConfig
+from kimi_student.train.threads import available_cores
 from tests.support import ks
 
 pytestmark = [pytest.mark.slow]
@@ -188,6 +189,7 @@ def test_sparse_kd_from_a_kd_mix(toy_checkpoint: Path, tmp_path: Path) -> None:
     h = res["history"]
     assert all("kl_forward" in x and x["kl_forward"] > 0 and "ce_teacher" in x for x in h)
     assert "ce_ground_truth" not in h[0]  # no gold data: that term does not apply
+    assert res["threads"] == torch.get_num_threads() <= available_cores()  # train.threads' policy applied
 
 
 def test_precision_is_chosen_from_the_hardware() -> None:
