@@ -18,7 +18,7 @@ from typing import Any
 
 from kimi_student.errors import ArgumentError, InputError
 from kimi_student.fingerprint import canonical_json, sha256_file_sequence
-from kimi_student.jsonl import read_jsonl, write_jsonl
+from kimi_student.jsonl import gc_paused, read_jsonl, write_jsonl
 from kimi_student.resources import package_path
 from kimi_student.tools.live import LIVE
 from kimi_student.tools.normalize import fixture_key
@@ -68,9 +68,10 @@ def load_fixtures(folders: Iterable[str | Path]) -> dict[tuple[str, str], dict[s
     """Index fixtures by (tool, normalised key). An earlier folder wins over a later one (a dataset's own
     fixtures over the project's base set); two results for one key within a folder are an error."""
     merged: dict[tuple[str, str], dict[str, Any]] = {}
-    for folder in folders:
-        for k, v in _load_folder(Path(folder)).items():
-            merged.setdefault(k, v)
+    with gc_paused():  # tens of thousands of objects that all stay alive: nothing to collect
+        for folder in folders:
+            for k, v in _load_folder(Path(folder)).items():
+                merged.setdefault(k, v)
     return merged
 
 
