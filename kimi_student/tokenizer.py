@@ -25,16 +25,10 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kimi_student.errors import KimiStudentError
-from kimi_student.fingerprint import sha256_bytes, sha256_file, sha256_json
-from kimi_student.integrity import ENV as RUN_KEY_ENV
-from kimi_student.integrity import IntegrityError, check_seal, key_path, seal
+from kimi_student.fingerprint import cache_dir, memo_read, memo_write, sha256_bytes, sha256_file, sha256_json
 from kimi_student.jsonl import atomic_writer
 
 SMOLLM2 = "smollm2"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("KIMI_STUDENT_CACHE", Path.home() / ".cache" / "kimi-student"))
 
 
 def smollm2_gguf() -> Path:
@@ -202,29 +196,18 @@ _MEMO_MIN_CHARS = 1 << 20  # a smaller tokenizer.json is fingerprinted in millis
 def _fingerprint(raw: str) -> str:
     """sha256 of the tokenizer.json's canonical JSON. Reports certify it, so a memo of it (SmolLM2's: a
     tenth of a second to work out) is keyed by the sha256 of the exact text and sealed with the user's
-    run key (kimi_student.integrity): a stale memo names other bytes, and one a user or another
+    run key (`fingerprint.memo_read`): a stale memo names other bytes, and one a user or another
     machine wrote does not check; either way it is computed again."""
     if len(raw) < _MEMO_MIN_CHARS:
         return sha256_json(json.loads(raw))
     text_sha = sha256_bytes(raw.encode("utf-8"))
-    identity, memo = f"kimi-student tokenizer fingerprint {text_sha}", _fingerprint_memo(text_sha)
-    try:
-        got = json.loads(memo.read_text(encoding="utf-8"))
-        if check_seal(identity, got["fingerprint"].encode(), got["seal"]):
-            return str(got["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, IntegrityError):
-        pass
-    fp = sha256_json(json.loads(raw))
-    if os.environ.get(RUN_KEY_ENV) or key_path().is_file():  # never makes a key just for this
-        try:
-            _write_memo(memo, {"fingerprint": fp, "seal": seal(identity, fp.encode())})
-        except IntegrityError:
-            pass
+    identity = f"kimi-student tokenizer fingerprint {text_sha}"
+    memo = cache_dir() / "tokenizers" / f"fingerprint-{text_sha[:32]}.json"
+    fp = memo_read(memo, identity)
+    if fp is None:
+        fp = sha256_json(json.loads(raw))
+        memo_write(memo, identity, fp)
     return fp
-
-
-def _fingerprint_memo(text_sha: str) -> Path:
-    return cache_dir() / "tokenizers" / f"fingerprint-{text_sha[:32]}.json"
 
 
 def train_bpe(

@@ -12,7 +12,7 @@ import pytest
 
 from kimi_student import tokenizer as tk
 from kimi_student.fingerprint import sha256_file, sha256_json
-from kimi_student.integrity import ENV
+from kimi_student.integrity import ENV, seal
 
 RAW = json.dumps({"model": {"vocab": {"b": 1, "a": 0}}, "version": "1.0"}, indent=1)
 
@@ -21,7 +21,7 @@ RAW = json.dumps({"model": {"vocab": {"b": 1, "a": 0}}, "version": "1.0"}, inden
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KIMI_STUDENT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(tk, "_MEMO_MIN_CHARS", 0)  # memoise even this small text
-    tk.seal("make the key", b"")  # eval always has a key by now
+    seal("make the key", b"")  # eval always has a key by now
     return tmp_path / "cache" / "tokenizers"
 
 
@@ -32,10 +32,10 @@ def test_fingerprint_memo_is_used_and_a_tampered_one_is_not(
     assert tk._fingerprint(RAW) == true
     (memo,) = cache.glob("fingerprint-*.json")
     sealed = json.loads(memo.read_text())
-    assert sealed["fingerprint"] == true
+    assert sealed["value"] == true
     monkeypatch.setattr(tk, "sha256_json", lambda obj: "recomputed")  # what a memo hit never calls
     assert tk._fingerprint(RAW) == true
-    memo.write_text(json.dumps({**sealed, "fingerprint": "0" * 64}))  # edited, seal kept
+    memo.write_text(json.dumps({**sealed, "value": "0" * 64}))  # edited, seal kept
     assert tk._fingerprint(RAW) == "recomputed"
     monkeypatch.setenv(ENV, "ab" * 16)  # a memo sealed under another key (another user or machine)
     memo.write_text(json.dumps(sealed))
