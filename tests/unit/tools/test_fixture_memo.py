@@ -21,6 +21,7 @@ KEY = fixture_key("math.eval", {"expression": "1+1"})
 @pytest.fixture
 def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("KIMI_STUDENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(broker, "_MEMO_MIN_BYTES", 0)  # memoise even these small files
     seal("make the key", b"")  # eval always has a key by now
     write_jsonl(
         tmp_path / "fx" / "math.eval.jsonl", [{"name": "math.eval", "key": KEY, "result": {"value": 2}}]
