@@ -18,7 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from kimi_student import fingerprint
+from kimi_student import fingerprint, jsonl
 from kimi_student.errors import ArgumentError, InputError
 from kimi_student.fingerprint import (
     cache_dir,
@@ -158,9 +158,10 @@ def _put(table: dict[tuple[str, str], Any], k: tuple[str, str], result: Any, pat
 @cache
 def _rules_sha256() -> str:
     """The code a fixture key's normal form and its checks depend on (this module, the normalisation, the
-    registry's schemas, canonical JSON): a memo of a file checked under other code does not apply."""
+    registry's schemas, canonical JSON, what JSONL reading refuses): a memo of a file checked under other
+    code does not apply."""
     return sha256_files(
-        Path(str(m.__file__)) for m in (sys.modules[__name__], normalize, tool_registry, fingerprint)
+        Path(str(m.__file__)) for m in (sys.modules[__name__], normalize, tool_registry, fingerprint, jsonl)
     )
 
 
