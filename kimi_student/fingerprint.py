@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Callable, Iterable
 from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii  # type: ignore[attr-defined]
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from kimi_student import __version__
+from kimi_student.integrity import ENV as RUN_KEY_ENV
+from kimi_student.integrity import IntegrityError, check_seal, key_path, seal
 
 
 def json_encoder(**options: Any) -> Callable[[Any], str]:
@@ -81,6 +84,42 @@ def sha256_file_sequence(paths: Iterable[Path], root: Path | None = None) -> str
 def sha256_dir(folder: str | Path, pattern: str = "*") -> str:
     root = Path(folder)
     return sha256_files((p for p in root.rglob(pattern) if p.is_file()), root)
+
+
+# ---- sealed memos: work done once per content, never trusted from another key -----------------------------
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KIMI_STUDENT_CACHE", Path.home() / ".cache" / "kimi-student"))
+
+
+def memo_read(path: Path, identity: str) -> str | None:
+    """The value of a memo written by `memo_write` for `identity`, or None: missing, unreadable, edited,
+    or sealed under another run key (another user or machine) are all the same to the caller, who works
+    the value out again. `identity` must name the exact bytes the value was worked out from."""
+    try:
+        got = json.loads(path.read_text(encoding="utf-8"))
+        value = got["value"]
+        if isinstance(value, str) and check_seal(identity, value.encode("utf-8"), got["seal"]):
+            return value
+    except (OSError, ValueError, KeyError, TypeError, IntegrityError):
+        pass
+    return None
+
+
+def memo_write(path: Path, identity: str, value: str) -> None:
+    """Keep `value` for `identity`, sealed with the run key; only where a key is already set (a memo never
+    makes one) and the folder can be written (a memo is an optimisation: without it a run goes on)."""
+    if not (os.environ.get(RUN_KEY_ENV) or key_path().is_file()):
+        return
+    try:
+        text = json.dumps({"value": value, "seal": seal(identity, value.encode("utf-8"))})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except (OSError, IntegrityError):
+        pass
 
 
 # ---- model identity: which bytes name a model, chosen here for every caller ----------------------------

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import re
+import time
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -24,14 +25,10 @@ from typing import Any
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from kimi_student.errors import KimiStudentError
-from kimi_student.fingerprint import sha256_file, sha256_json
+from kimi_student.fingerprint import cache_dir, memo_read, memo_write, sha256_bytes, sha256_file, sha256_json
 from kimi_student.jsonl import atomic_writer
 
 SMOLLM2 = "smollm2"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("KIMI_STUDENT_CACHE", Path.home() / ".cache" / "kimi-student"))
 
 
 def smollm2_gguf() -> Path:
@@ -46,7 +43,7 @@ def smollm2_gguf() -> Path:
 
 def _smollm2_json() -> Path:
     gguf = smollm2_gguf()
-    cached = cache_dir() / "tokenizers" / f"smollm2-{sha256_file(gguf)[:16]}.json"
+    cached = cache_dir() / "tokenizers" / f"smollm2-{_file_digest(gguf)[:16]}.json"
     if not cached.is_file():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoTokenizer  # slow import: only on a cold cache
@@ -55,6 +52,44 @@ def _smollm2_json() -> Path:
         with atomic_writer(cached) as fh:
             fh.write(hf.backend_tokenizer.to_str())
     return cached
+
+
+SETTLED_NS = 2_000_000_000  # a file last changed this long ago is memoised (see `_file_digest`)
+
+
+def _stat_key(path: Path) -> list[Any]:
+    """What changes whenever a file's bytes do: any write moves its ctime, which no user can set back."""
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a large file that names a cache entry (the GGUF: 98 MB, a tenth of a second to hash on
+    every load), kept beside the cache while the file's stat is unchanged. Only a file that had not
+    changed for SETTLED_NS before it was read is memoised: file times move in clock ticks of a few
+    milliseconds, so a write in the same tick as the last one could leave its stat as it was. The digest
+    only picks which cached tokenizer.json is read; a report certifies that file's own fingerprint."""
+    memo = cache_dir() / "tokenizers" / f"digest-{sha256_bytes(str(path.resolve()).encode())[:16]}.json"
+    now, key = time.time_ns(), _stat_key(path)
+    try:
+        got = json.loads(memo.read_text(encoding="utf-8"))
+        if got["stat"] == key and isinstance(got["sha256"], str):
+            return got["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = sha256_file(path)
+    if key[3] < now - SETTLED_NS and _stat_key(path) == key:  # settled, and unchanged while read
+        _write_memo(memo, {"stat": key, "sha256": digest})
+    return digest
+
+
+def _write_memo(path: Path, obj: dict[str, Any]) -> None:
+    """A memo is an optimisation: where the cache cannot be written, the run goes on without it."""
+    try:
+        with atomic_writer(path) as fh:
+            fh.write(json.dumps(obj))
+    except OSError:
+        pass
 
 
 @dataclass
@@ -155,10 +190,24 @@ def load_tokenizer(spec: str) -> TokenizerHandle:
     return TokenizerHandle(spec, tok, raw)
 
 
+_MEMO_MIN_CHARS = 1 << 20  # a smaller tokenizer.json is fingerprinted in milliseconds: no memo
+
+
 def _fingerprint(raw: str) -> str:
-    """sha256 of the tokenizer.json's canonical JSON, computed from the file every time: reports certify
-    it, so it is never read back from a cache a user or a stale run could have written."""
-    return sha256_json(json.loads(raw))
+    """sha256 of the tokenizer.json's canonical JSON. Reports certify it, so a memo of it (SmolLM2's: a
+    tenth of a second to work out) is keyed by the sha256 of the exact text and sealed with the user's
+    run key (`fingerprint.memo_read`): a stale memo names other bytes, and one a user or another
+    machine wrote does not check; either way it is computed again."""
+    if len(raw) < _MEMO_MIN_CHARS:
+        return sha256_json(json.loads(raw))
+    text_sha = sha256_bytes(raw.encode("utf-8"))
+    identity = f"kimi-student tokenizer fingerprint {text_sha}"
+    memo = cache_dir() / "tokenizers" / f"fingerprint-{text_sha[:32]}.json"
+    fp = memo_read(memo, identity)
+    if fp is None:
+        fp = sha256_json(json.loads(raw))
+        memo_write(memo, identity, fp)
+    return fp
 
 
 def train_bpe(

@@ -54,19 +54,20 @@ def run_eval(
     if workers < 1:
         raise KimiStudentError("--workers must be at least 1")
     stages = timing.Stages("main")
-    dheader, items = read_dataset(dataset)
-    gates_cfg = load_gates(gates)
-    key_id()  # rows are sealed with the run key: a bad one stops the run here, before anything is written
-    stages.lap("read dataset")
-    tok_spec = tokenizer or dheader.get("tokenizer") or "smollm2"
-    fixture_dirs = [Path(f) for f in fixtures] if fixtures else dataset_fixture_dirs(dataset, dheader)
-    tok = load_tokenizer(tok_spec)
-    stages.lap("load tokenizer")
-    inputs = RunInputs.of(dataset, dheader, tok, fixture_dirs)
-    hashes = [item_hash(it["id"]) for it in items]
-    positions = shard_positions(hashes, shard)
-    wanted, key = {items[k]["id"] for k in positions}, inputs.resume_key(runner, shard)
-    stages.lap("fingerprints")
+    with gc_paused():  # all of it stays alive: a collection would walk the dataset for nothing
+        dheader, items = read_dataset(dataset)
+        gates_cfg = load_gates(gates)
+        key_id()  # rows are sealed with the run key: a bad one stops the run here, before anything is written
+        stages.lap("read dataset")
+        tok_spec = tokenizer or dheader.get("tokenizer") or "smollm2"
+        fixture_dirs = [Path(f) for f in fixtures] if fixtures else dataset_fixture_dirs(dataset, dheader)
+        tok = load_tokenizer(tok_spec)
+        stages.lap("load tokenizer")
+        inputs = RunInputs.of(dataset, dheader, tok, fixture_dirs)
+        hashes = [item_hash(it["id"]) for it in items]
+        positions = shard_positions(hashes, shard)
+        wanted, key = {items[k]["id"] for k in positions}, inputs.resume_key(runner, shard)
+        stages.lap("fingerprints")
     folder = parts_dir(out.results)
     with locked_parts(folder, fresh):
         with kept_if_resumable(folder):

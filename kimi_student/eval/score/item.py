@@ -6,7 +6,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from operator import itemgetter, le
+from operator import attrgetter, itemgetter, le
 from typing import Any
 
 from kimi_student.chat.transcript import (
@@ -120,7 +120,10 @@ class ItemScore:
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> ItemScore:
         """Rebuild a score from a results row (extra keys such as `output` and `f1_lax` are ignored)."""
-        return cls(**{f.name: row[f.name] for f in fields(cls)})
+        return cls(*_SCORE_FIELDS(row))
+
+
+_SCORE_FIELDS = itemgetter(*(f.name for f in fields(ItemScore)))  # in the order __init__ takes them
 
 
 def score_item(
@@ -364,7 +367,7 @@ def summarize(scores: list[ItemScore]) -> dict[str, Any]:
     multi = [s for s in scores if s.call_sequence_ok is not None]
     checked = [s for s in scores if not s.control]
     tot = {
-        k: sum(getattr(s, k) for s in el)
+        k: sum(map(attrgetter(k), el))
         for k in (
             "spans",
             "claims",
@@ -376,9 +379,13 @@ def summarize(scores: list[ItemScore]) -> dict[str, Any]:
         )
     }
     f1 = ItemScore.f1
-    pairs = SpanCounts(*(sum(getattr(s, f"call_pairs_{k}") for s in scores) for k in ("tp", "fp", "fn")))
-    macro = [s.to_json() for s in el]
+    pairs = SpanCounts(*(sum(map(attrgetter(f"call_pairs_{k}"), scores)) for k in ("tp", "fp", "fn")))
+    macro_lax = [f1(s.claims_lax, s.claims, s.found_lax, s.gold_evidence) for s in el]  # as to_json's
+    macro_strict = [f1(s.claims_strict, s.claims, s.found_strict, s.gold_evidence) for s in el]
     misses = fixture_misses(calls)
+    errors: Counter[str] = Counter()
+    for s in scores:
+        errors.update(s.call_errors)
     return {
         "items": len(scores),
         "eligible_items": len(el),
@@ -400,8 +407,8 @@ def summarize(scores: list[ItemScore]) -> dict[str, Any]:
         )
         if el
         else None,
-        "integration_f1_lax_macro": sum(m["f1_lax"] for m in macro) / len(macro) if macro else None,
-        "integration_f1_strict_macro": sum(m["f1_strict"] for m in macro) / len(macro) if macro else None,
+        "integration_f1_lax_macro": sum(macro_lax) / len(el) if el else None,
+        "integration_f1_strict_macro": sum(macro_strict) / len(el) if el else None,
         "hallucination_rate": _rate(sum(s.hallucinations > 0 for s in checked), len(checked)),
         "hallucinated_claims": sum(s.hallucinations for s in scores),
         "span_cap_violations": sum(s.span_cap_exceeded for s in scores),
@@ -416,7 +423,7 @@ def summarize(scores: list[ItemScore]) -> dict[str, Any]:
         "call_accuracy": _rate(
             sum(s.calls_matched for s in scores), sum(max(s.calls_expected, s.calls_emitted) for s in scores)
         ),
-        "call_error_types": dict(sorted(sum((Counter(s.call_errors) for s in scores), Counter()).items())),
+        "call_error_types": {k: n for k, n in sorted(errors.items()) if n > 0},  # as Counter sums keep them
         "tool_call_f1": pairs.f1,
         "token_align_ok_rate": _rate(
             sum(s.spans_token_aligned for s in scores), sum(min(s.spans, SPAN_CAP) for s in scores)
