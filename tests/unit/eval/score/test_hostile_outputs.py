@@ -240,11 +240,13 @@ ADVERSARIAL = {
 
 
 def _best_time(fn, reps: int = 3) -> float:  # noqa: ANN001
+    """The least CPU time of `reps` runs: CPU, not wall, so that other work on the machine (the suite
+    runs two workers on two cores) does not stretch it; a quadratic scan still shows."""
     best = float("inf")
     for _ in range(reps):
-        t = time.perf_counter()
+        t = time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.process_time() - t)
     return best
 
 
@@ -266,5 +268,5 @@ def test_a_100kb_adversarial_output_scores_in_well_under_a_second(name: str, cor
     items, broker = corpus
     unit = ADVERSARIAL[name]
     text = unit * (100_000 // len(unit))
-    t = _best_time(lambda: score(_crawl_item(items), text, tok, broker), reps=1)
+    t = _best_time(lambda: score(_crawl_item(items), text, tok, broker), reps=2)
     assert t < 2.0, (name, t)
