@@ -47,15 +47,22 @@ def word_kind(word: str) -> str:
     return "upper" if word.isupper() else "lower" if word.islower() else "other"
 
 
-def word_re(words: Iterable[str], numbers: bool = False) -> re.Pattern[str]:
-    """Whole words only, longest first: `config` in a path, not inside `configure`. With `numbers`, also
-    `742` alone, not inside `4.742` or `1,742` (a number's locale spelling is one of the words then)."""
-    alts = "|".join(map(re.escape, sorted(words, key=len, reverse=True)))
-    if not numbers:
-        return re.compile(r"(?<![A-Za-z0-9])(?:" + alts + r")(?![A-Za-z0-9])")
-    return re.compile(
-        r"(?<![0-9A-Za-z])(?<![0-9][.,\u202f])(?:" + alts + r")(?![0-9A-Za-z])(?![.,\u202f][0-9])"
-    )
+def word_re(words: Iterable[str], numbers: Iterable[str] = ()) -> re.Pattern[str]:
+    """Whole words only, longest first: `config` in a path, not inside `configure`. `numbers` (digits,
+    or a locale's spelling of them) also stand alone: `742`, not inside `4.742` or `1,742`."""
+
+    def alts(values: Iterable[str]) -> str:
+        return "|".join(map(re.escape, sorted(values, key=len, reverse=True)))
+
+    words, numbers = list(words), list(numbers)
+    parts = [r"(?<![A-Za-z0-9])(?:" + alts(words) + r")(?![A-Za-z0-9])"] if words else []
+    if numbers:
+        parts.append(
+            r"(?<![0-9A-Za-z])(?<![0-9][.,\u202f])(?:"
+            + alts(numbers)
+            + r")(?![0-9A-Za-z])(?![.,\u202f][0-9])"
+        )
+    return re.compile("|".join(parts))
 
 
 def _request(item: dict[str, Any]) -> str:
@@ -136,10 +143,27 @@ class ValuePool:
         return rng.choice(options) if options else None
 
 
+def _key_words(item: dict[str, Any]) -> set[str]:
+    """Words of the JSON keys of the item's calls and results, and JSON's literals: the protocol, never
+    swapped (`false` is also a word of a subject, "bloom filter false positives")."""
+    meta, found = item["metadata"], {"true", "false", "null"}
+    todo: list[Any] = [c["arguments"] for c in meta["call_sequence"]] + [
+        r["result"] for r in meta["tool_results"]
+    ]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, dict):
+            found.update(w for k in v for w in WORD.findall(k))
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+    return found
+
+
 def swap_table(item: dict[str, Any], rng: random.Random, pool: ValuePool) -> dict[str, str]:
     """old value -> fresh training value, for the item's request words (with their title-case and
     upper-case forms, as tool results write them) and result numbers (with the locale's spelling)."""
-    words = sorted(request_words(item) - pool.structure)
+    words = sorted(request_words(item) - pool.structure - _key_words(item))
     numbers = sorted(result_numbers(item))
     taken = set(words) | set(numbers)
     table: dict[str, str] = {}
@@ -170,7 +194,7 @@ def augmented_conversation(
     table = swap_table(item, rng, pool)
     if not table:
         return None
-    rx = word_re(table, numbers=True)
+    rx = word_re([k for k in table if not k[:1].isdigit()], [k for k in table if k[:1].isdigit()])
 
     def sub(text: str) -> str:
         return rx.sub(lambda m: table[m.group(0)], text)

@@ -47,8 +47,10 @@ def read_config(path: Path) -> dict[str, Any]:
     for section, keys in INT_KEYS.items():
         for k in keys:
             v = cfg[section].get(k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if k == "copy_augment" else 1):
-                raise InputError(path, None, f"{section}.{k}", f"must be a positive integer, got {v!r}")
+            least = 0 if k == "copy_augment" else 1
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                what = "a non-negative" if least == 0 else "a positive"
+                raise InputError(path, None, f"{section}.{k}", f"must be {what} integer, got {v!r}")
     return cfg
 
 
