@@ -24,6 +24,7 @@ from kimi_student.numbers import format_number
 WORD = re.compile(r"[A-Za-z0-9]+")
 # A number of 3+ digits standing alone: not part of a word, a decimal, a version, a date or a time.
 _NUMBER = re.compile(r"(?<![0-9A-Za-z])(?<![0-9][.,:-])[0-9]{3,}(?![0-9A-Za-z])(?![.,:-][0-9])")
+_HOST_OR_EMAIL = re.compile(r"://[^/\s\"]+|[\w.+-]+@[\w.-]+")
 # Their tool results are computed from the request (a subtotal, a program's output): numbers stay.
 COMPUTED = ("arithmetic", "code_run")
 # A word in more than this share of the training items' request words is the task's wording, not a value.
@@ -144,9 +145,13 @@ class ValuePool:
 
 
 def _key_words(item: dict[str, Any]) -> set[str]:
-    """Words of the JSON keys of the item's calls and results, and JSON's literals: the protocol, never
-    swapped (`false` is also a word of a subject, "bloom filter false positives")."""
-    meta, found = item["metadata"], {"true", "false", "null"}
+    """Words never swapped: JSON keys of the item's calls and results and JSON's literals (the protocol;
+    `false` is also a word of a subject, "bloom filter false positives"), and the words of URL hosts and
+    e-mail addresses anywhere in the item (the privacy gate allows only the hosts and addresses the world
+    has: a copy with an invented host taught the student to invent hosts)."""
+    meta = item["metadata"]
+    text = item["prompt"] + "\n" + item["teacher_text"]
+    found = {"true", "false", "null"} | {w for m in _HOST_OR_EMAIL.findall(text) for w in WORD.findall(m)}
     todo: list[Any] = [c["arguments"] for c in meta["call_sequence"]] + [
         r["result"] for r in meta["tool_results"]
     ]

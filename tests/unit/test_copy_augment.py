@@ -68,6 +68,8 @@ def test_a_copy_swaps_each_value_in_every_place_and_still_parses(train: list[dic
                 if _count(old, text) and old not in new:  # the old value is gone, the new one in its place
                     assert _count(old, after[place]) == 0, (item["id"], old, place)
                     assert _count(new, after[place]) >= _count(old, text), (item["id"], old, new, place)
+        hosts = re.compile(r"://[^/\s\"]+|[\w.+-]+@[\w.-]+")  # URL hosts and e-mails stay as they were
+        assert set(hosts.findall(copy["teacher_text"])) == set(hosts.findall(item["teacher_text"]))
         t = parse_transcript(copy["teacher_text"])
         assert [c.error for c in t.calls] == [None] * len(t.calls)  # every call valid JSON
         gold = copy["metadata"]["call_sequence"]
