@@ -66,7 +66,7 @@ def worker_e2e_cmd(
         ),
     ] = Path("runs/worker-e2e"),
     seed: Annotated[
-        int, typer.Option(help="Training data and training seed (held out: + the config's offset).")
+        int, typer.Option(help="Training data, held-out (split heldout, same seed) and training seed.")
     ] = 0,
     config: Annotated[
         Path, typer.Option(help="Worker pipeline config.", show_default="packaged configs/worker_e2e.yaml")

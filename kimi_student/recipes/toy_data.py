@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,13 @@ from kimi_student.chat.prompt import item_messages
 from kimi_student.chat.transcript import format_call
 from kimi_student.data.contextual import generate
 from kimi_student.errors import InputError
-from kimi_student.eval.score.tool_span import leaves
 from kimi_student.jsonl import write_jsonl
+from kimi_student.recipes.copy_augment import WORD, map_leaves, string_leaves, word_kind, word_re
 from kimi_student.recipes.toy_run import ToyRun
 from kimi_student.resources import shown_path
 from kimi_student.tools.normalize import fixture_key
 
 SCENARIOS = ("web_research", "page_reading", "file_ops", "repo_nav", "api_lookup")
-_WORD = re.compile(r"[A-Za-z0-9]+")
 
 
 @dataclass(frozen=True)
@@ -75,32 +73,14 @@ def build_data(n_items: int, seed: int, heldout_percent: int) -> tuple[list[ToyI
     return train, held
 
 
-def _string_leaves(value: Any) -> Iterator[str]:
-    return (v for _, v, _ in leaves(value) if isinstance(v, str))
-
-
-def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, dict):
-        return {k: _map_strings(v, fn) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_map_strings(v, fn) for v in value]
-    return value
-
-
 def word_pool(items: list[ToyItem]) -> dict[str, list[str]]:
     """The words of the training calls' string arguments, by shape (lower case, upper case, other)."""
     pool: dict[str, set[str]] = {}
     for t in items:
-        for v in _string_leaves(t.call["arguments"]):
-            for w in _WORD.findall(v):
-                pool.setdefault(_word_kind(w), set()).add(w)
+        for v in string_leaves(t.call["arguments"]):
+            for w in WORD.findall(v):
+                pool.setdefault(word_kind(w), set()).add(w)
     return {k: sorted(v) for k, v in sorted(pool.items())}
-
-
-def _word_kind(word: str) -> str:
-    return "upper" if word.isupper() else "lower" if word.islower() else "other"
 
 
 def copy_augmented(
@@ -113,25 +93,24 @@ def copy_augmented(
     None when no argument word occurs in the request (e.g. an ambiguous, lower-cased request)."""
     words = {
         w
-        for v in _string_leaves(t.call["arguments"])
-        for w in _WORD.findall(v)
-        if _word_re([w]).search(t.request) and f"{w}://" not in v  # a URL keeps its scheme
+        for v in string_leaves(t.call["arguments"])
+        for w in WORD.findall(v)
+        if word_re([w]).search(t.request) and f"{w}://" not in v  # a URL keeps its scheme
     }
     if not words:
         return None
-    mapping = {w: rng.choice(pool.get(_word_kind(w)) or [w]) for w in sorted(words)}
-    rx = _word_re(sorted(words, key=len, reverse=True))
+    mapping = {w: rng.choice(pool.get(word_kind(w)) or [w]) for w in sorted(words)}
+    rx = word_re(sorted(words, key=len, reverse=True))
 
     def sub(text: str) -> str:
         return rx.sub(lambda m: mapping[m.group(0)], text)
 
-    call = {"name": t.call["name"], "arguments": _map_strings(t.call["arguments"], sub)}
+    call = {"name": t.call["name"], "arguments": map_leaves(t.call["arguments"], _on_strings(sub))}
     return ToyItem(f"{t.id}~copy", t.scenario, sub(t.request), call) if keep(call) else None
 
 
-def _word_re(words: list[str]) -> re.Pattern[str]:
-    """Whole words only: `config` in a path, not inside `configure`."""
-    return re.compile(r"(?<![A-Za-z0-9])(?:" + "|".join(map(re.escape, words)) + r")(?![A-Za-z0-9])")
+def _on_strings(fn: Callable[[str], str]) -> Callable[[Any], Any]:
+    return lambda v: fn(v) if isinstance(v, str) else v
 
 
 def write_split(path: Path, items: list[ToyItem], header: dict[str, Any]) -> Path:

@@ -4,8 +4,9 @@ through the real tool loop and ToolBroker on held-out items -> the CAWS gates of
 
 It reuses the toy recipe's parts: the run folder layout (`ToyRun`), the BPE trained on the training split
 (here on whole conversations, digits split so numbers are copied digit by digit) and the student trainer.
-The held-out items come from another generator seed; how many of their gold calls and answers also
-occur in training is measured and reported (the generator's value pools are finite).
+The held-out items are `contextual gen --split heldout` (values no training item holds); the recipe checks
+it as `contextual verify --disjoint-from` does, against the training items and their copy-augmented versions
+(recipes/copy_augment.py), and stops with exit 2 before training on any leak.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from typing import Any
 
 from kimi_student.chat.prompt import item_messages
 from kimi_student.data.contextual import generate, write_dataset
+from kimi_student.data.disjoint import TrainingMemory, leaks, value_atoms
 from kimi_student.data.extract import extracted
 from kimi_student.errors import InputError
 from kimi_student.eval.harness import run_eval
 from kimi_student.eval.report import EvalPaths
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.options import RunnerOptions
-from kimi_student.fingerprint import canonical_json
 from kimi_student.jsonl import write_json, write_jsonl
+from kimi_student.recipes.copy_augment import augmented_set
 from kimi_student.recipes.toy_e2e import fit_tokenizer, load_config, timed, torch_threads, train_student
 from kimi_student.recipes.toy_run import ToyRun
 from kimi_student.resources import config_path, shown_path
@@ -34,7 +36,7 @@ from kimi_student.train.examples import conversation_turns
 CONFIG = config_path("worker_e2e.yaml")
 EXTRACT_TOKENIZER = "smollm2"  # the eval dataset's span tokenizer, as `make contextual-extract` uses
 INT_KEYS = {
-    "data": ("train_items", "heldout_items", "heldout_seed_offset", "bpe_vocab"),
+    "data": ("train_items", "heldout_items", "copy_augment", "bpe_vocab"),
     "decode": ("max_turns", "max_new_tokens", "batch_size"),
 }
 
@@ -45,8 +47,10 @@ def read_config(path: Path) -> dict[str, Any]:
     for section, keys in INT_KEYS.items():
         for k in keys:
             v = cfg[section].get(k)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if k == "heldout_seed_offset" else 1):
-                raise InputError(path, None, f"{section}.{k}", f"must be a positive integer, got {v!r}")
+            least = 0 if k == "copy_augment" else 1
+            if not isinstance(v, int) or isinstance(v, bool) or v < least:
+                what = "a non-negative" if least == 0 else "a positive"
+                raise InputError(path, None, f"{section}.{k}", f"must be {what} integer, got {v!r}")
     return cfg
 
 
@@ -56,30 +60,24 @@ def conversation_text(item: dict[str, Any]) -> str:
     return "".join(f"{m['role']}: {m['content']}\n" for m in msgs)
 
 
-def _calls_key(item: dict[str, Any]) -> str:
-    return canonical_json(item["metadata"]["call_sequence"])
+def disjointness(held: list[dict[str, Any]], train: list[dict[str, Any]], config: Path) -> dict[str, Any]:
+    """The held-out check (data/disjoint.py) of `held` against everything trained on; a leak is bad input
+    (exit 2), found before any training."""
+    found = leaks(held, TrainingMemory(train))
+    atoms = {a for it in held for a, _ in value_atoms(it)}
+    if found:
+        raise InputError(config, None, "data", f"held-out value in the training set: {found[0]}")
+    return {"pass": True, "atoms_checked": len(atoms), "leaks": 0}
 
 
-def overlap(train: list[dict[str, Any]], held: list[dict[str, Any]]) -> dict[str, Any]:
-    """How much of the held-out split training already holds: items whose whole gold call sequence, or
-    whose whole gold transcript, occurs in training (calls: items with at least one call)."""
-    calls = {_calls_key(it) for it in train if it["metadata"]["call_sequence"]}
-    texts = {it["teacher_text"] for it in train}
-    with_calls = [it for it in held if it["metadata"]["call_sequence"]]
-    return {
-        "heldout_items_with_calls": len(with_calls),
-        "heldout_call_sequence_in_train": sum(_calls_key(it) in calls for it in with_calls),
-        "heldout_transcript_in_train": sum(it["teacher_text"] in texts for it in held),
-    }
-
-
-def prepare_data(run: ToyRun, d: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Training dataset (seed) and held-out dataset (seed + heldout_seed_offset), the latter extracted for
-    the eval; both with their fixtures beside them."""
-    hseed = seed + int(d["heldout_seed_offset"])
+def prepare_data(run: ToyRun, d: dict[str, Any], seed: int, config: Path) -> dict[str, Any]:
+    """Training items (split train) with `copy_augment` swapped copies of each, and held-out items (split
+    heldout, same seed), the latter extracted for the eval; both with their fixtures beside them."""
     header, train, fx = generate(int(d["train_items"]), seed)
-    write_dataset(run.train_jsonl, header, train, fx)
-    hheader, held, hfx = generate(int(d["heldout_items"]), hseed)
+    copies, _ = augmented_set(train, int(d.get("copy_augment", 0)), seed)
+    hheader, held, hfx = generate(int(d["heldout_items"]), seed, "heldout")
+    check = disjointness(held, train + copies, config)
+    write_dataset(run.train_jsonl, {**header, "copy_augmented": len(copies)}, train + copies, fx)
     raw = run.heldout_jsonl.with_name("heldout_gen.jsonl")
     fx_dir = write_dataset(raw, hheader, held, hfx)
     tok = load_tokenizer(EXTRACT_TOKENIZER)
@@ -90,7 +88,7 @@ def prepare_data(run: ToyRun, d: dict[str, Any], seed: int) -> dict[str, Any]:
         "tokenizer_fingerprint": tok.fingerprint,
     }
     write_jsonl(run.heldout_jsonl, [hheader, *extracted(held, tok)])
-    return {"train": train, "heldout": held, "heldout_seed": hseed}
+    return {"train": train, "copies": copies, "heldout": held, "disjoint": check}
 
 
 def eval_options(checkpoint: str, e: dict[str, Any]) -> RunnerOptions:
@@ -128,9 +126,11 @@ def run_worker_e2e(
     d, steps = cfg["data"], {}
     t_all = time.perf_counter()
     with timed(steps, "dataset"):
-        data = prepare_data(run, d, seed)
-    ov = overlap(data["train"], data["heldout"])
-    log(f"dataset: {len(data['train'])} train, {len(data['heldout'])} held-out items; overlap {ov}")
+        data = prepare_data(run, d, seed, config)
+    log(
+        f"dataset: {len(data['train'])} train (+{len(data['copies'])} copy-augmented), "
+        f"{len(data['heldout'])} held-out items; disjoint {data['disjoint']}"
+    )
     with timed(steps, "tokenizer"):
         texts = (conversation_text(it) for it in data["train"])
         tok_fp = fit_tokenizer(texts, run, int(d["bpe_vocab"]), split_digits=bool(d.get("split_digits")))
@@ -153,9 +153,10 @@ def run_worker_e2e(
         "steps_seconds": steps,
         "data": {
             "train_items": len(data["train"]),
+            "train_copy_augmented": len(data["copies"]),
             "heldout_items": len(data["heldout"]),
-            "heldout_seed": data["heldout_seed"],
-            **ov,
+            "heldout_split": "heldout",
+            "disjoint": data["disjoint"],
         },
         "train": tr,
         "eval_command": eval_command(run, opts),

@@ -23,6 +23,7 @@ def test_the_packaged_config_reads() -> None:
         ("data", "train_items", 0),
         ("decode", "max_turns", "4"),
         ("decode", "batch_size", True),
+        ("data", "copy_augment", -1),
     ],
 )
 def test_a_bad_integer_is_refused_naming_it(tmp_path: Path, section: str, key: str, value: object) -> None:
@@ -30,5 +31,5 @@ def test_a_bad_integer_is_refused_naming_it(tmp_path: Path, section: str, key: s
     cfg[section][key] = value
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(InputError, match=rf"{section}\.{key}: must be a positive integer"):
+    with pytest.raises(InputError, match=rf"{section}\.{key}: must be a (positive|non-negative) integer"):
         read_config(path)

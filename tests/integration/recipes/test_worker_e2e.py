@@ -18,6 +18,10 @@ from tests.support import ks, read_rows
 pytestmark = [pytest.mark.slow]
 
 
+def read_ids(path: Path) -> list[str]:
+    return [json.loads(line)["id"] for line in path.read_text().splitlines()[1:]]
+
+
 def tiny_config(folder: Path) -> Path:
     cfg = yaml.safe_load(CONFIG.read_text())
     cfg["data"].update(train_items=300, heldout_items=24, bpe_vocab=512)
@@ -39,6 +43,13 @@ def test_worker_e2e_computes_every_gate_on_the_students_output(tmp_path: Path) -
     assert evr["header"]["runner"] == "hf_local" and rep["gates"] == evr["gates"]
     assert set(load_gates(DEFAULT_GATES)) <= set(rep["gates"])  # every configured gate, computed
     assert rep["train"]["steps"] == 12 and rep["data"]["heldout_items"] == 24
+    # held-out items are the generator's heldout split, checked disjoint from training and its copies
+    assert rep["data"]["heldout_split"] == "heldout"
+    assert rep["data"]["disjoint"]["pass"] and rep["data"]["disjoint"]["leaks"] == 0
+    assert rep["data"]["disjoint"]["atoms_checked"] > 50
+    assert 0 < rep["data"]["train_copy_augmented"] <= 300
+    assert len(read_ids(out / "data" / "train.jsonl")) == 300 + rep["data"]["train_copy_augmented"]
+    assert all(i.startswith("ctx-heldout-") for i in read_ids(out / "data" / "heldout.jsonl"))
     assert (r.returncode == 0) == rep["passed"]
     rows = read_rows(out / "eval_results.jsonl")
     assert len(rows) == 24
