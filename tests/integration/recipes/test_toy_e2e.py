@@ -16,6 +16,7 @@ import torch
 from kimi_student.eval.score.tool_span import SpanCounts, call_pairs, micro, score_call
 from kimi_student.recipes import toy_data
 from kimi_student.recipes import toy_e2e as e2e
+from kimi_student.recipes.copy_augment import string_leaves
 from kimi_student.recipes.toy_run import ToyRun
 from tests.support import read_rows
 
@@ -210,7 +211,7 @@ def test_toy_items_state_their_arguments_and_the_split_is_by_call() -> None:
     assert {t.scenario for t in train + held} == set(toy_data.SCENARIOS)
     for t in train + held:
         assert "CAWS" not in t.request and "\n" not in t.request
-        for v in toy_data._string_leaves(t.call["arguments"]):
+        for v in string_leaves(t.call["arguments"]):
             last = v.rstrip("/").rsplit("/", 1)[-1]  # api URLs state the package only
             assert last.casefold() in t.request.casefold()
     keys = {json.dumps(t.call, sort_keys=True) for t in train}
