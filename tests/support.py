@@ -203,3 +203,27 @@ def crash_scoring_after(monkeypatch: Any, n: int) -> None:
         return real(*a, **kw)
 
     monkeypatch.setattr(eval_workers, "score_item", flaky)
+
+
+def killed_at_rename(step: int, run: Callable[[], None]) -> bool:
+    """`run()` in a child process that dies (os._exit, as under SIGKILL: no cleanup) at its `step`-th
+    rename or removal; True when it got that far."""
+    pid = os.fork()
+    if pid == 0:  # the child
+        calls = [0]
+
+        def dying(real):  # noqa: ANN001, ANN202
+            def f(*a, **kw):  # noqa: ANN002, ANN003, ANN202
+                calls[0] += 1
+                if calls[0] == step:
+                    os._exit(9)
+                return real(*a, **kw)
+
+            return f
+
+        os.rename, os.replace = dying(os.rename), dying(os.replace)
+        os.unlink, os.rmdir = dying(os.unlink), dying(os.rmdir)
+        run()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 9

@@ -18,36 +18,12 @@ from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_dir
 from kimi_student.jsonl import write_json
 from kimi_student.outputs import check_outputs, clear_stale_temps, temp_path
-from tests.support import dead_pid
+from tests.support import dead_pid, killed_at_rename
 
 
 def _write(out: Path, seed: int) -> None:
     header, items, fixtures = generate(40, seed)
     write_dataset(out, header, items, fixtures)
-
-
-def _killed_at(step: int, out: Path) -> bool:
-    """Regenerate `out` (seed 2) in a child process that dies (os._exit, as under SIGKILL: no cleanup)
-    at its `step`-th rename or removal; True when it got that far."""
-    pid = os.fork()
-    if pid == 0:  # the child
-        calls = [0]
-
-        def dying(real):  # noqa: ANN001, ANN202
-            def f(*a, **kw):  # noqa: ANN002, ANN003, ANN202
-                calls[0] += 1
-                if calls[0] == step:
-                    os._exit(9)
-                return real(*a, **kw)
-
-            return f
-
-        os.rename, os.replace = dying(os.rename), dying(os.replace)
-        os.unlink, os.rmdir = dying(os.unlink), dying(os.rmdir)
-        _write(out, 2)
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 9
 
 
 def _consistent(out: Path) -> bytes:
@@ -67,7 +43,7 @@ def test_a_kill_at_every_rename_or_removal_leaves_the_old_pair_or_the_new_one(tm
         out = tmp_path / f"s{step}" / "c.jsonl"
         _write(out, 1)
         old = out.read_bytes()
-        if not _killed_at(step, out):
+        if not killed_at_rename(step, lambda: _write(out, 2)):  # noqa: B023 - called at once
             assert out.read_bytes() == new  # ran to the end: every moment was tried
             break
         seen.add(_consistent(out) == new)

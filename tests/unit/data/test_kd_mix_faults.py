@@ -5,8 +5,6 @@ a run killed while assembling is removed, and every command's --help renders (Ri
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from typer.testing import CliRunner
 
 from kimi_student.data.kd_mix import Cache, build_kd_mix, prompt_set_sha256, read_logprobs, usable
 from kimi_student.teachers.base import Decoding, TeacherReply, TeacherRequest
-from tests.support import temp_litter
+from tests.support import killed_at_rename, temp_litter
 
 
 class Scripted:
@@ -134,30 +132,6 @@ def _whole(out: Path) -> bytes:
     return out.read_bytes()
 
 
-def _killed_at(step: int, run: Callable[[], None]) -> bool:
-    """`run()` in a child process that dies (os._exit, as under SIGKILL: no cleanup) at its `step`-th
-    rename or removal; True when it got that far."""
-    pid = os.fork()
-    if pid == 0:  # the child
-        calls = [0]
-
-        def dying(real):  # noqa: ANN001, ANN202
-            def f(*a, **kw):  # noqa: ANN002, ANN003, ANN202
-                calls[0] += 1
-                if calls[0] == step:
-                    os._exit(9)
-                return real(*a, **kw)
-
-            return f
-
-        os.rename, os.replace = dying(os.rename), dying(os.replace)
-        os.unlink, os.rmdir = dying(os.unlink), dying(os.rmdir)
-        run()
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 9
-
-
 def test_a_kill_at_every_rename_or_removal_leaves_the_old_pair_or_the_new_one(tmp_path: Path) -> None:
     """The KD file and `.logprobs` were two renames: a kill between them paired a file with another run's
     shards (records pointing at the wrong rows, silently)."""
@@ -169,7 +143,7 @@ def test_a_kill_at_every_rename_or_removal_leaves_the_old_pair_or_the_new_one(tm
         out = tmp_path / f"s{step}" / "kd.jsonl"
         _kd(out, *old_prompts)
         old = out.read_bytes()
-        if not _killed_at(step, lambda: _kd(out, *new_prompts)):  # noqa: B023 - called at once
+        if not killed_at_rename(step, lambda: _kd(out, *new_prompts)):  # noqa: B023 - called at once
             assert _whole(out) == new  # ran to the end: every moment was tried
             break
         assert _whole(out) in (old, new)

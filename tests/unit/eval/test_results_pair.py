@@ -4,12 +4,11 @@ rename or removal leaves the old pair or the new one once the next write has set
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from kimi_student.eval.report import EvalPaths, write_pair
 from kimi_student.outputs import settle_pair
-from tests.support import temp_litter
+from tests.support import killed_at_rename, temp_litter
 
 
 def _pair(n: int) -> tuple[list[str], dict[str, int]]:
@@ -19,30 +18,6 @@ def _pair(n: int) -> tuple[list[str], dict[str, int]]:
 
 def _read(out: EvalPaths) -> tuple[bytes, bytes]:
     return out.results.read_bytes(), out.report.read_bytes()
-
-
-def _killed_at(step: int, out: EvalPaths, n: int) -> bool:
-    """Write pair `n` in a child process that dies (os._exit, as under SIGKILL: no cleanup) at its
-    `step`-th rename or removal; True when it got that far."""
-    pid = os.fork()
-    if pid == 0:  # the child
-        calls = [0]
-
-        def dying(real):  # noqa: ANN001, ANN202
-            def f(*a, **kw):  # noqa: ANN002, ANN003, ANN202
-                calls[0] += 1
-                if calls[0] == step:
-                    os._exit(9)
-                return real(*a, **kw)
-
-            return f
-
-        os.rename, os.replace = dying(os.rename), dying(os.replace)
-        os.unlink, os.rmdir = dying(os.unlink), dying(os.rmdir)
-        write_pair(out, *_pair(n))
-        os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 9
 
 
 def _written(tmp: Path, n: int) -> tuple[bytes, bytes]:
@@ -61,7 +36,7 @@ def test_a_kill_at_any_step_leaves_the_old_results_and_report_or_the_new_ones(tm
             tmp_path / f"s{step}" / "results" / "r.jsonl", tmp_path / f"s{step}" / "reports" / "r.json"
         )
         write_pair(out, *_pair(1))
-        if not _killed_at(step, out, 2):
+        if not killed_at_rename(step, lambda: write_pair(out, *_pair(2))):  # noqa: B023 - called at once
             assert _read(out) == new  # ran to the end: every moment was tried
             break
         settle_pair(out.report, out.results)  # what the next write does first
