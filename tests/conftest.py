@@ -62,6 +62,15 @@ def toy_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 @pytest.fixture(scope="session")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 30-item generated dataset (seed 3) with its fixtures, for tests of what commands write."""
+    d = tmp_path_factory.mktemp("small")
+    r = ks("contextual", "gen", "--n", 30, "--seed", 3, "--out", d / "c.jsonl")
+    assert r.returncode == 0, r.stderr
+    return d / "c.jsonl"
+
+
+@pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 240-item dataset, generated and extracted with the embedded SmolLM2 tokenizer."""
     d = tmp_path_factory.mktemp("ctx")

@@ -22,8 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 KS = [sys.executable, "-m", "kimi_student"]
 
 
-def ks(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real `kimi-student` CLI in a subprocess."""
+def ks(
+    *args: str | Path, env: dict[str, str] | None = None, preexec_fn: Callable[[], None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `kimi-student` CLI in a subprocess (`preexec_fn` runs in the child before exec)."""
     return subprocess.run(
         [*KS, *map(str, args)],
         capture_output=True,
@@ -31,6 +33,7 @@ def ks(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Compl
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         timeout=600,
+        preexec_fn=preexec_fn,  # noqa: PLW1509 - callers only set resource limits
     )
 
 
@@ -43,15 +46,7 @@ def ks_limited(
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
 
-    return subprocess.run(
-        [*KS, *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        timeout=600,
-        preexec_fn=limit,  # noqa: PLW1509 - only setrlimit, before exec
-    )
+    return ks(*args, env=env, preexec_fn=limit)
 
 
 def ks_here(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -28,14 +28,6 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("small")
-    r = ks("contextual", "gen", "--n", 30, "--seed", 3, "--out", d / "c.jsonl")
-    assert r.returncode == 0, r.stderr
-    return d / "c.jsonl"
-
-
 def test_gen_out_of_room_keeps_the_old_dataset_and_its_fixtures(tmp_path: Path) -> None:
     out = tmp_path / "c.jsonl"
     assert ks("contextual", "gen", "--n", 30, "--seed", 1, "--out", out).returncode == 0

@@ -40,14 +40,6 @@ def _refused(*args: str | Path, here: bool = False) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("small")
-    r = ks("contextual", "gen", "--n", 30, "--seed", 3, "--out", d / "c.jsonl")
-    assert r.returncode == 0, r.stderr
-    return d / "c.jsonl"
-
-
 def _copy(src: Path, dst: Path) -> Path:
     rows = read_rows(src)
     rows[0]["fixtures_dir"] = str((src.parent / rows[0]["fixtures_dir"]).resolve())
