@@ -20,10 +20,10 @@ def fmt(v: float | None) -> str:
 
 
 def cpu_cores() -> int:
-    """The CPU cores this process may run on (a container's or taskset's share, not the host's count)."""
-    import os
+    """The CPU cores this process may run on (a taskset's share, not the host's count)."""
+    from kimi_student.train.threads import affinity_cores
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return affinity_cores()
 
 
 def show_progress() -> bool:

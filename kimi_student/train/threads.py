@@ -39,9 +39,14 @@ def cgroup_cpu_limit(v2: Path = CGROUP_V2, v1: tuple[Path, Path] = CGROUP_V1) ->
     return max(1, math.ceil(q / p)) if q > 0 and p > 0 else None
 
 
+def affinity_cores() -> int:
+    """The CPUs this process may run on by its affinity mask (a taskset's share, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def available_cores() -> int:
     """The CPUs this process may run on: its affinity mask, limited by a cgroup quota."""
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    affinity = affinity_cores()
     limit = cgroup_cpu_limit()
     return max(1, min(affinity, limit) if limit else affinity)
 
