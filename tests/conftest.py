@@ -2,7 +2,7 @@
 
 `make test` runs on two xdist workers with `--dist loadfile`: a module's tests share one worker, so its
 module fixtures (conversions, checkpoints, servers) are built once; the toy run, needed by two modules, is
-built once per session through a lock (`shared_once`)."""
+built once per session through a lock (`shared_once`). The heaviest files are collected first (`HEAVY_FIRST`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,36 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from kimi_student.integrity import ENV  # noqa: E402
-from tests.support import TOY_FAST, ks  # noqa: E402
+from tests.support import ROOT, TOY_FAST, ks  # noqa: E402
+
+# The files that take longest under `make test`, heaviest first (worker-seconds on two cores). xdist hands
+# out whole files (`--dist loadfile`) in collection order when `--no-loadscope-reorder` is given (make test
+# gives it; its default order, most tests first, left these few-test files for the end, one worker running
+# them alone while the other had finished): longest first keeps both workers busy to the end. The runner
+# tests come first because they build the shared toy run (`toy_run`) that the toy e2e tests read later.
+HEAVY_FIRST = (
+    "tests/integration/eval/test_runners.py",
+    "tests/integration/export/test_export.py",
+    "tests/integration/data/test_kd_mix.py",
+    "tests/integration/train/test_train.py",
+    "tests/integration/test_kill_anywhere.py",
+    "tests/integration/train/test_untrusted_run.py",
+    "tests/integration/eval/test_eval_scale.py",
+    "tests/integration/recipes/test_toy_e2e.py",
+    "tests/unit/backends/test_hf.py",
+    "tests/integration/export/mil/test_decoders.py",
+    "tests/integration/eval/test_sealed_rows.py",
+    "tests/integration/export/mil/test_compressed_weights.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Collect the `HEAVY_FIRST` files first, in that order; the rest keep their order."""
+    missing = [f for f in HEAVY_FIRST if not (ROOT / f).is_file()]
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py: HEAVY_FIRST names missing files: {missing}")
+    rank = {f: i for i, f in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -76,24 +76,26 @@ def test_kill_and_resume_loses_and_duplicates_nothing(prompts: Path, tmp_path: P
         str(prompts),
         "--out",
         str(out),
+        "--limit",
+        "6",
         "--max-new-tokens",
         "6",
         "--top-logprobs",
         "4",
         "--no-system",
     ]
-    kill_when(cmd[len(KS) :], lambda: len(list(cache.glob("*/*.json"))) >= 3)
+    kill_when(cmd[len(KS) :], lambda: len(list(cache.glob("*/*.json"))) >= 2)
     answered = len(list(cache.glob("*/*.json")))
-    assert 3 <= answered < 12 and not out.exists()
+    assert 2 <= answered < 6 and not out.exists()
     # What a kill while the shards were assembled leaves (a window too short to hit by timing).
     (tmp_path / f".kd.jsonl.logprobs.{dead_pid()}.0badf00d.tmp").mkdir()
     r = ks(*cmd[len(KS) :])
     assert r.returncode == 0, r.stderr
     rows = read_rows(out)
     ids = [x["id"] for x in rows[1:]]
-    assert ids == [f"p{i}" for i in range(12)]  # every record, once, in prompt order
-    assert f"({answered} from cache)" in r.stdout and rows[0]["ok"] == 12
-    assert len(list(cache.glob("*/*.json"))) == 12
+    assert ids == [f"p{i}" for i in range(6)]  # every record, once, in prompt order
+    assert f"({answered} from cache)" in r.stdout and rows[0]["ok"] == 6
+    assert len(list(cache.glob("*/*.json"))) == 6
     assert temp_litter(tmp_path) == []
 
 

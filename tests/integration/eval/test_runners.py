@@ -26,7 +26,7 @@ from kimi_student.eval.runners.tool_loop import Generation, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
 from tests.support import ks, read_rows, serve_json, write_rows
 
-PARITY_ITEMS = 30
+PARITY_ITEMS = 12  # held-out items per runner: the MIL executor takes ~1 s an item on a busy core
 
 
 @pytest.fixture(scope="session")  # session: under xdist a module fixture is rebuilt when modules interleave
@@ -99,7 +99,7 @@ def test_smoke_fails_when_runners_disagree(smoke: dict, tmp_path: Path) -> None:
         "--out",
         tmp_path,
         "--limit",
-        3,
+        2,
         "--runners",
         "hf_local,coreml",
         "--tolerance",

@@ -19,7 +19,7 @@ from kimi_student.train import checkpoint
 from kimi_student.train import trainer as T
 from kimi_student.train.config import CurriculumStage, LossWeights, TrainConfig
 from kimi_student.train.threads import available_cores
-from tests.support import ks
+from tests.support import ks, ks_here
 
 pytestmark = [pytest.mark.slow]
 
@@ -106,7 +106,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
 def test_an_inf_loss_exits_3_through_the_cli(dataset: dict[str, Path], tmp_path: Path) -> None:
     """README: a NaN/inf loss stops with exit 3. A loss weight past fp32's range makes the first loss inf."""
     cfg = _config(tmp_path, warmup_steps=0, checkpoint_every=1, max_steps=4, loss={"ce_ground_truth": 1e39})
-    r = ks(
+    r = ks_here(  # in this process; `exploded` below is exit 3 across the process boundary
         "train", "--config", cfg, "--data", dataset["final"], "--out", tmp_path / "run", "--precision", "no"
     )
     assert r.returncode == 3, r.stderr

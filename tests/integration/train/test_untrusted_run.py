@@ -277,7 +277,7 @@ def test_fresh_discards_an_unfinished_run_and_refuses_a_finished_one(
     assert f"--fresh: discarded {run / 'train_log.jsonl'}" in r.stderr
     assert [h["step"] for h in _log(run)] == list(range(1, 7)) and (run / "final").is_dir()
     before = _snapshot(run)
-    r = ks(*args, "--fresh")
+    r = ks_here(*args, "--fresh")
     assert r.returncode == 2
     (line,) = r.stderr.strip().splitlines()
     assert line == f"error: {run / 'final'}: --fresh: the run is finished; choose another --out"
