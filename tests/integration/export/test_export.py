@@ -161,7 +161,7 @@ def test_pytorch_export_cli_and_reload(tmp_path: Path, toy_checkpoint: Path) -> 
         fh.write(bytes([b[0] ^ 0xFF]))
     with pytest.raises(CorruptArtifactError, match=r"seq64\.pt2: sha256"):
         load_program(out / "seq64.pt2")
-    r = ks("export", "verify", out)
+    r = ks_here("export", "verify", out)  # test_coreml_corrupt_package_names_the_file's runs in a process
     assert r.returncode == 2 and "seq64.pt2: sha256" in r.stderr
 
 

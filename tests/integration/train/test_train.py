@@ -67,7 +67,7 @@ def test_toy_training_lowers_the_loss_and_the_checkpoint_loads_in_hf(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg = _config(tmp_path, max_steps=20, lr=5e-3)
-    r = ks(
+    r = ks_here(  # the CLI in this process; test_kill_anywhere and test_untrusted_run train in a process of its own
         "train", "--config", cfg, "--data", dataset["final"], "--out", tmp_path / "run", "--precision", "no"
     )
     assert r.returncode == 0, r.stderr
@@ -169,7 +169,7 @@ def test_sparse_kd_from_a_kd_mix(toy_checkpoint: Path, tmp_path: Path) -> None:
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"Say {i}."}) + "\n" for i in range(6)))
     kd = tmp_path / "kd.jsonl"
-    r = ks(
+    r = ks_here(
         "kd-mix",
         "--teacher",
         f"hf:{toy_checkpoint}",
