@@ -16,6 +16,10 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one OpenMP thread each (and in every CLI subprocess, which inherits it).
+    # Two threads a worker wait at every op's barrier for a core the other worker holds (train/threads.py).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from kimi_student.integrity import ENV  # noqa: E402
 from tests.support import ROOT, TOY_FAST, ks  # noqa: E402
