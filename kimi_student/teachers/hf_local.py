@@ -81,7 +81,9 @@ class HFTeacher:
     def score(self, requests: list[TeacherRequest]) -> list[TeacherReply]:
         """Each request's forced sequence through one forward (right-padded, masked). At a kept position
         j the row is the top-k of log_softmax(logits[j - 1]): the teacher's distribution for token j given
-        all before it, from raw logits (temperature 1). Only the rows asked for leave the LM head."""
+        all before it, from raw logits (temperature 1). Only the kept rows go through the LM head (the
+        decoder's last hidden states, then the output embedding and any final soft-capping, as the
+        model's own forward does): a padded batch's whole (B, L, V) logits would dwarf the model."""
         import torch
 
         forced = [r.forced for r in requests if r.forced is not None]
@@ -92,27 +94,31 @@ class HFTeacher:
             ids[i, : len(f.token_ids)] = torch.tensor(f.token_ids)
             mask[i, : len(f.token_ids)] = 1
         positions = [f.positions() for f in forced]
-        keep = sorted({j - 1 for p in positions for j in p})
-        row = {j: n for n, j in enumerate(keep)}
+        row = torch.tensor([b for b, p in enumerate(positions) for _ in p])
+        before = torch.tensor([j - 1 for p in positions for j in p])  # the logit before j predicts token j
         bf16 = forced[0].precision == "bf16"
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits = self.model(
-                input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=torch.tensor(keep)
-            ).logits
-        replies = []
-        for b, (req, f, p) in enumerate(zip(requests, forced, positions, strict=True)):
-            lp = torch.log_softmax(logits[b, [row[j - 1] for j in p]].float(), dim=-1)
-            top = lp.topk(min(req.decoding.top_logprobs or self.top_k, lp.shape[-1]), dim=-1)
+            hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False)[0]
+            logits = self.model.get_output_embeddings()(hidden[row, before]).float()
+            cap = getattr(self.model.config, "final_logit_softcapping", None)
+            if cap:
+                logits = torch.tanh(logits / cap) * cap
+            k = min(requests[0].decoding.top_logprobs or self.top_k, logits.shape[-1])
+            top = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)
+        replies, start = [], 0
+        for f, p in zip(forced, positions, strict=True):
+            end = start + len(p)
             replies.append(
                 TeacherReply(
                     text=f.text,
                     token_ids=[f.token_ids[j] for j in p],
-                    topk_ids=top.indices.tolist(),
-                    topk_logprobs=top.values.tolist(),
+                    topk_ids=top.indices[start:end].tolist(),
+                    topk_logprobs=top.values[start:end].tolist(),
                     logprob_temperature=1.0,
                     usage={"tokens": len(f.token_ids), "scored_tokens": len(p)},
                 )
             )
+            start = end
         return replies
 
     async def complete(self, request: TeacherRequest) -> TeacherReply:
