@@ -55,7 +55,9 @@ def kd_mix(
             help="Score, don't generate: each contextual item's gold teacher_text, as the exact "
             "multi-turn tool-loop sequence the student trains on (teacher's tokenizer), goes through "
             "one teacher forward; the top-k logprobs (temperature 1) are kept at the assistant-turn "
-            "positions only. Needs smollm2 or hf: (the student must share its tokenizer).",
+            "positions only. Needs smollm2 or hf: (the student must share its tokenizer). Train with "
+            "`train --kd OUT` (not --data too: the gold text would count twice). The generation options "
+            "(--max-new-tokens, --temperature, --top-p, --seed, --system) do not apply; see --wrapper.",
         ),
     ] = False,
     wrapper: Annotated[
