@@ -30,7 +30,7 @@ def scoring_precision(requested: str = "auto") -> str:
 
 class HFTeacher:
     concurrency = 1  # one generate at a time: torch already uses every core
-    batch_size = 4  # sequences per scoring forward (padded to the longest)
+    batch_size = 8  # sequences per scoring forward (padded to the longest; 8 beat 4 by 1.3-1.5x here)
 
     def __init__(self, uri: str, top_k: int = 20):
         source = hf_source(uri)

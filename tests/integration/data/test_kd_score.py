@@ -188,7 +188,7 @@ def test_a_run_that_dies_after_one_batch_resumes_without_loss_or_repeat(
         _score(toy_checkpoint, small, out)
     monkeypatch.setattr(HFTeacher, "score", real)
     cached = len(list(tmp_path.glob("kd.jsonl.cache/*/*.json")))
-    assert cached == 4  # the first batch, cached as it came
+    assert cached == HFTeacher.batch_size  # the first batch, cached as it came
     _resumed_equals_uninterrupted(out, cached, scored, toy_checkpoint, small)
 
 
@@ -198,5 +198,5 @@ def test_a_killed_scoring_run_resumes_without_loss_or_repeat(
 ) -> None:
     out, cache = tmp_path / "kd.jsonl", tmp_path / "kd.jsonl.cache"
     args = ["kd-mix", "--teacher", f"hf:{toy_checkpoint}", "--prompts", small, "--out", out, *SCORE]
-    kill_when(args, lambda: len(list(cache.glob("*/*.json"))) >= 4)  # one batch of 4 done, 25 to go
+    kill_when(args, lambda: len(list(cache.glob("*/*.json"))) >= 4)  # a batch done, more to go
     _resumed_equals_uninterrupted(out, len(list(cache.glob("*/*.json"))), scored, toy_checkpoint, small)
