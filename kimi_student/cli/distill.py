@@ -48,9 +48,34 @@ def kd_mix(
         ),
     ] = None,
     system: Annotated[bool, typer.Option(help="Prepend the tool-use system prompt to plain prompts.")] = True,
+    score_gold: Annotated[
+        bool,
+        typer.Option(
+            "--score-gold",
+            help="Score, don't generate: each contextual item's gold teacher_text, as the exact "
+            "multi-turn tool-loop sequence the student trains on (teacher's tokenizer), goes through "
+            "one teacher forward; the top-k logprobs (temperature 1) are kept at the assistant-turn "
+            "positions only. Needs smollm2 or hf: (the student must share its tokenizer). Train with "
+            "`train --kd OUT` (not --data too: the gold text would count twice). The generation options "
+            "(--max-new-tokens, --temperature, --top-p, --seed, --system) do not apply; see --wrapper.",
+        ),
+    ] = False,
+    wrapper: Annotated[
+        str | None,
+        typer.Option(
+            help="--score-gold: the prompt wrapper, as the trainer uses it: request (default; train "
+            "config system_prompt: false) or system (system_prompt: true)."
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(help="--score-gold: auto (default: bf16 where the CPU has it, else fp32), bf16, no."),
+    ] = None,
 ) -> None:
     """Build the KD dataset: ask the teacher every prompt, keep its text and top-k logprobs.
 
+    With --score-gold, the teacher scores the gold conversations instead (teacher forcing), for
+    distilling multi-turn tool loops: records say "kind": "teacher_forced".
     Answers are cached by request sha256 beside the output: rerunning (also after a crash or kill)
     asks only what is missing. Failed requests are recorded with their reason. Exit 1 if any failed.
     """
@@ -60,6 +85,10 @@ def kd_mix(
     from kimi_student.teachers.base import Decoding
 
     check_outputs({"--prompts": prompts}, {"--out": out}, siblings={"--out": (".logprobs", ".cache")})
+    if score_gold:
+        _score_gold(teacher, prompts, out, limit, top_logprobs, wrapper or "request", precision or "auto")
+    if wrapper is not None or precision is not None:
+        fail("--wrapper and --precision apply to --score-gold only")
     reqs = load_prompts(prompts, system=system)[:limit]
     reqs = with_decoding(reqs, Decoding(max_new_tokens, temperature, top_p, top_logprobs, seed))
     opts: dict[str, Any] = {"top_k": top_logprobs or 20}
@@ -75,10 +104,50 @@ def kd_mix(
             vocab=load_tokenizer("smollm2").tok.get_vocab(),
         )
     t = make_teacher(teacher, **opts)
-    header = build_kd_mix(t, reqs, out, prompt_set_sha256(reqs), progress=show_progress())
+    _summary(build_kd_mix(t, reqs, out, prompt_set_sha256(reqs), progress=show_progress()), out, "answered")
+
+
+def _score_gold(
+    teacher: str, prompts: Path, out: Path, limit: int | None, top_k: int, wrapper: str, precision: str
+) -> None:
+    """`kd-mix --score-gold`: refusals first, then the sequences (teacher's tokenizer), then the model."""
+    import time
+
+    from kimi_student.backends.hf import hf_source, load_hf_tokenizer
+    from kimi_student.chat.prompt import WRAPPERS
+    from kimi_student.data.kd_mix import build_kd_mix, prompt_set_sha256
+    from kimi_student.teachers import make_teacher
+    from kimi_student.teachers.hf_local import SCORING_PRECISIONS, scoring_precision
+    from kimi_student.train.teacher_forced import forced_requests
+
+    if not (teacher == "smollm2" or teacher.startswith("hf:")):
+        fail("--score-gold needs an in-process teacher (smollm2 or hf:<folder|file.gguf>)")
+    if not top_k:
+        fail("--score-gold keeps top-k logprobs: --top-logprobs must be at least 1")
+    if wrapper not in WRAPPERS:
+        fail(f"--wrapper: unknown {wrapper!r} (known: {', '.join(WRAPPERS)})")
+    if precision not in SCORING_PRECISIONS:
+        fail(f"--precision: unknown {precision!r} (known: {', '.join(SCORING_PRECISIONS)})")
+    precision = scoring_precision(precision)
+    reqs = forced_requests(prompts, load_hf_tokenizer(hf_source(teacher)), wrapper, top_k, precision, limit)
+    name = "fp32" if precision == "no" else precision
+    typer.echo(f"scoring {len(reqs)} gold conversations ({wrapper} wrapper) in {name}", err=True)
+    t = make_teacher(teacher, top_k=top_k)
+    t0 = time.perf_counter()
+    header = build_kd_mix(t, reqs, out, prompt_set_sha256(reqs), show_progress())
+    took = time.perf_counter() - t0
+    if not header["from_cache"]:
+        tokens = sum(len(r.forced.token_ids) for r in reqs if r.forced)
+        typer.echo(
+            f"{tokens} sequence tokens in {took:.1f} s: {tokens / took:.0f} tokens/s ({name})", err=True
+        )
+    _summary(header, out, "scored")
+
+
+def _summary(header: dict[str, Any], out: Path, verb: str) -> None:
     bpt = header["logprob_bytes_per_token"]
     typer.echo(
-        f"{header['ok']}/{header['records']} answered ({header['from_cache']} from cache"
+        f"{header['ok']}/{header['records']} {verb} ({header['from_cache']} from cache"
         + (f", {header['repeated']} repeated prompts asked once" if header["repeated"] else "")
         + "), "
         f"{header['failed']} failed, {header['logprob_tokens']} logprob tokens"

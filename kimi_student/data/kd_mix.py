@@ -8,6 +8,11 @@ assembled from the cache, in prompt order, and replaced together at the end (the
 
 Logprob shards: `<out>.logprobs/shard-NNNNN.npz` with `token_ids` int32 (T,), `topk_ids` int32 (T, K)
 and `topk_logprobs` float16 (T, K); a record points at its rows by (shard, offset, length).
+
+Teacher-forced requests (`TeacherRequest.forced`: `kd-mix --score-gold`) are scored, not answered: the
+teacher reads the whole sequence the student trains on in one forward, batched, and its rows are the
+assistant-turn positions only; the record says `"kind": "teacher_forced"` and gives those spans
+(`segments`), the prompt wrapper and the tokenizer's sha256. Cache, resume and assembly are the same.
 """
 
 from __future__ import annotations
@@ -27,11 +32,18 @@ import numpy as np
 
 from kimi_student.backends.redact import redact
 from kimi_student.chat.prompt import system_prompt
-from kimi_student.errors import InputError
+from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.fingerprint import sha256_dir, sha256_json
 from kimi_student.jsonl import atomic_writer, read_jsonl, write_jsonl
 from kimi_student.outputs import aside_path, pair_writer
-from kimi_student.teachers.base import Decoding, Teacher, TeacherError, TeacherReply, TeacherRequest
+from kimi_student.teachers.base import (
+    Decoding,
+    ScoringTeacher,
+    Teacher,
+    TeacherError,
+    TeacherReply,
+    TeacherRequest,
+)
 
 KD_VERSION = "kd-1"
 SHARD_TOKENS = 1 << 20
@@ -132,6 +144,32 @@ async def _run(
     return failures
 
 
+async def _score(
+    teacher: Teacher, requests: list[TeacherRequest], cache: Cache, on_done: Callable[[bool], None]
+) -> dict[str, str]:
+    """Score every teacher-forced request not yet cached, `batch_size` sequences per forward, shortest
+    first (little padding). Each answer is cached as soon as its batch is done: a kill loses one batch."""
+    if not callable(getattr(teacher, "score", None)):
+        raise KimiStudentError(f"teacher {teacher.id} cannot score given sequences (use an hf: teacher)")
+    scorer: ScoringTeacher = teacher  # type: ignore[assignment]
+    order = sorted(requests, key=lambda r: len(r.forced.token_ids) if r.forced else 0)
+    failures: dict[str, str] = {}
+    for i in range(0, len(order), max(1, scorer.batch_size)):
+        batch = order[i : i + max(1, scorer.batch_size)]
+        try:
+            replies = await asyncio.to_thread(scorer.score, batch)
+        except TeacherError as e:
+            for req in batch:
+                failures[req.key(teacher.id)] = str(e)
+                on_done(False)
+            continue
+        for req, reply in zip(batch, replies, strict=True):
+            cache.put(req.key(teacher.id), reply)
+            on_done(True)
+    await teacher.aclose()
+    return failures
+
+
 def build_kd_mix(
     teacher: Teacher,
     requests: list[TeacherRequest],
@@ -163,7 +201,10 @@ def build_kd_mix(
         counts["ok" if ok else "failed"] += 1
         bar.update(1)
 
-    failures = asyncio.run(_run(teacher, todo, cache, done)) if todo else {}
+    scored = bool(requests) and requests[0].forced is not None
+    if any((r.forced is not None) != scored for r in requests):
+        raise KimiStudentError("a KD mix is all generated or all teacher-forced, not both")
+    failures = asyncio.run((_score if scored else _run)(teacher, todo, cache, done)) if todo else {}
     bar.close()
     header = _assemble(teacher, requests, cache, failures, out, prompt_set_sha256, shard_tokens)
     return {**header, "from_cache": cached, "repeated": repeated}  # run statistics: not in the file
@@ -219,6 +260,15 @@ def _record(req: TeacherRequest, key: str, hit: dict[str, Any] | None, error: st
     rec.update(status="ok", text=hit["text"], finish_reason=hit.get("finish_reason"), usage=hit.get("usage"))
     if hit.get("topk_logprobs"):
         rec["logprobs"] = shards.add(hit)
+    if req.forced is not None:  # what the trainer needs to put the rows back where they were scored
+        f = req.forced
+        rec.update(
+            kind="teacher_forced",
+            segments=[list(s) for s in f.segments],
+            wrapper=f.wrapper,
+            tokenizer_sha256=f.tokenizer_sha256,
+            precision=f.precision,
+        )
     return rec
 
 
@@ -231,6 +281,8 @@ def _header(
     logprobs_sha256: str,
 ) -> dict[str, Any]:
     n_failed = sum(row["status"] == "failed" for row in rows)
+    forced = requests[0].forced if requests else None
+    kind = {"kind": "teacher_forced", "wrapper": forced.wrapper} if forced else {}
     return {
         "__header__": True,
         "kd_version": KD_VERSION,
@@ -244,6 +296,7 @@ def _header(
         "logprob_k": shards.k,
         "logprob_bytes_per_token": shards.bytes / shards.tokens if shards.tokens else None,
         "logprobs_sha256": logprobs_sha256,
+        **kind,
     }
 
 
@@ -303,7 +356,7 @@ def _assemble(
 
 
 def prompt_set_sha256(requests: list[TeacherRequest]) -> str:
-    return sha256_json([[r.id, list(r.messages)] for r in requests])
+    return sha256_json([[r.id, list(r.messages), *([r.forced.text] if r.forced else [])] for r in requests])
 
 
 def read_logprobs(kd_path: str | Path, record: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -21,16 +21,42 @@ class Decoding:
 
 
 @dataclass(frozen=True)
+class ForcedSequence:
+    """A conversation to score, not to answer (teacher forcing): the exact token ids the student trains
+    on (its prompt, assistant turns and tool responses), and the [start, end) spans of the assistant turns,
+    the only positions whose top-k log-probs are kept. `text` is the gold transcript the ids come from."""
+
+    text: str
+    token_ids: tuple[int, ...]
+    segments: tuple[tuple[int, int], ...]
+    wrapper: str  # the prompt wrapper of the messages (chat.prompt): the trainer checks it is its own
+    tokenizer_sha256: str  # the tokenizer that made the ids: the student's must be the same one
+    precision: str = "no"  # the teacher's forward: "no" (fp32) or "bf16" autocast
+
+    def positions(self) -> list[int]:
+        return [j for a, b in self.segments for j in range(a, b)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.__dict__,
+            "token_ids": list(self.token_ids),
+            "segments": [list(s) for s in self.segments],
+        }
+
+
+@dataclass(frozen=True)
 class TeacherRequest:
     id: str
     messages: tuple[dict[str, str], ...]
     decoding: Decoding
+    forced: ForcedSequence | None = None  # set: score this sequence (Teacher.score), do not generate
 
     def key(self, teacher_id: str) -> str:
         """sha256 of the canonical request: the cache key (the item id is not part of it)."""
-        return sha256_json(
-            {"teacher": teacher_id, "messages": list(self.messages), "decoding": self.decoding.to_json()}
-        )
+        req = {"teacher": teacher_id, "messages": list(self.messages), "decoding": self.decoding.to_json()}
+        if self.forced is not None:  # a generation request's key is what it always was
+            req["teacher_forced"] = self.forced.to_json()
+        return sha256_json(req)
 
 
 @dataclass
@@ -55,3 +81,11 @@ class Teacher(Protocol):
     async def complete(self, request: TeacherRequest) -> TeacherReply: ...
 
     async def aclose(self) -> None: ...
+
+
+class ScoringTeacher(Teacher, Protocol):
+    """A teacher that also scores given sequences (in process: one forward over a padded batch)."""
+
+    batch_size: int
+
+    def score(self, requests: list[TeacherRequest]) -> list[TeacherReply]: ...

@@ -4,6 +4,11 @@ mix has them) the teacher's top-k logprobs at the response positions.
 Two sources, joined by item id when both are given:
 - a contextual dataset: the response is the gold `teacher_text` (ground truth, loss `ce_ground_truth`);
 - a KD mix: the response is the teacher's text (loss `ce_teacher`), with sparse logprobs if stored.
+  A teacher-forced record (`kd-mix --score-gold`) holds the gold text itself, scored by the teacher: it
+  is built as the same conversation, its top-k rows go back to the assistant-turn positions they were
+  scored at, and its source is `teacher`, so `ce_teacher` is the cross-entropy on the gold text and
+  `kl_forward` pulls towards the teacher's distribution there. Give those items through `--kd` only:
+  through `--data` as well, their gold text would count twice.
 
 A response is a conversation, split as the tool loop (eval/runners/tool_loop.py) exchanges it: an
 assistant turn runs up to and with a `</tool_call>` that a `<tool_response>` follows; that block is a
@@ -17,7 +22,8 @@ their tool names, JSON arguments and integration spans.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,7 @@ from kimi_student.chat.template import chat_prompt_ids
 from kimi_student.chat.transcript import RESP_CLOSE, RESP_OPEN, parse_transcript
 from kimi_student.data.kd_mix import read_logprobs
 from kimi_student.errors import InputError, KimiStudentError
+from kimi_student.fingerprint import sha256_json
 from kimi_student.jsonl import read_jsonl
 from kimi_student.tokenizer import token_range
 from kimi_student.train.losses import process_weights
@@ -43,6 +50,16 @@ class Example:
     topk_ids: np.ndarray | None = None  # (L, K) int32, rows of response positions filled, else -1
     topk_logprobs: np.ndarray | None = None  # (L, K) float32
     logprob_temperature: float = 1.0
+    segments: list[list[int]] = field(default_factory=list)  # [start, end) of each assistant turn
+
+    def place_logprobs(self, lp: dict[str, np.ndarray], rows: slice | np.ndarray, temperature: float) -> None:
+        """The KD mix's top-k rows at `rows` of the sequence; every other row is empty (id -1)."""
+        k = lp["topk_ids"].shape[1]
+        self.topk_ids = np.full((len(self.input_ids), k), -1, dtype=np.int32)
+        self.topk_logprobs = np.zeros((len(self.input_ids), k), dtype=np.float32)
+        self.topk_ids[rows] = lp["topk_ids"]
+        self.topk_logprobs[rows] = lp["topk_logprobs"].astype(np.float32)
+        self.logprob_temperature = temperature
 
 
 def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[list[int]]]:
@@ -85,6 +102,14 @@ class ExampleBuilder:
         self.tok = tokenizer
         self.process_weights = process_weights  # span kind -> loss weight of its tokens
         self.eos = tokenizer.eos_token_id
+
+    @cached_property
+    def tokenizer_sha256(self) -> str:
+        """What decides the ids of a conversation: the vocabulary, the chat template and the end token.
+        Logit KD needs the teacher's and the student's to be the same."""
+        return sha256_json(
+            {"vocab": self.tok.get_vocab(), "chat_template": self.tok.chat_template, "eos": self.eos}
+        )
 
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         return chat_prompt_ids(self.tok, messages)
@@ -138,7 +163,46 @@ class ExampleBuilder:
         for a, b in segments:
             on_turn[a:b] = True
         w[~on_turn] = 0.0  # prompt, template text and tool responses are context, not targets
-        return Example(id_, source, np.asarray(ids, dtype=np.int64), segments[0][0], w.astype(np.float32))
+        return Example(
+            id_,
+            source,
+            np.asarray(ids, dtype=np.int64),
+            segments[0][0],
+            w.astype(np.float32),
+            segments=segments,
+        )
+
+
+def teacher_forced_example(
+    builder: ExampleBuilder, kd: Path, line: int, row: dict[str, Any], wrapper: str
+) -> Example:
+    """A `kd-mix --score-gold` record as the conversation the student trains on, each stored top-k row at
+    the position it was scored at (logprobs at position j describe token j: the trainer shifts). Scored
+    with another tokenizer or prompt wrapper, or a sequence that came out otherwise: refused."""
+    rid = row.get("id")
+    if row.get("tokenizer_sha256") != builder.tokenizer_sha256:
+        raise InputError(
+            kd, line, "tokenizer_sha256", f"record {rid}: scored with another tokenizer than the student's"
+        )
+    if row.get("wrapper") != wrapper:
+        raise InputError(
+            kd,
+            line,
+            "wrapper",
+            f"record {rid}: scored with the {row.get('wrapper')!r} prompt wrapper, the train config's "
+            f"system_prompt gives {wrapper!r} (kd-mix --wrapper)",
+        )
+    if not isinstance(row.get("logprobs"), dict):
+        raise InputError(kd, line, "logprobs", f"record {rid}: a teacher-forced record needs its logprobs")
+    ex = builder.conversation(row["id"], "teacher", row["messages"], conversation_turns(row["text"]))
+    lp = read_logprobs(kd, row)
+    at = np.concatenate([np.arange(a, b) for a, b in ex.segments])
+    if ex.segments != row.get("segments") or not np.array_equal(ex.input_ids[at], lp["token_ids"]):
+        raise InputError(
+            kd, line, "segments", f"record {rid}: the student's sequence is not the one the teacher scored"
+        )
+    ex.place_logprobs(lp, at, float(row["logprobs"].get("temperature") or 1.0))
+    return ex
 
 
 def load_examples(
@@ -169,6 +233,9 @@ def load_examples(
                 continue
             if not isinstance(row.get("text"), str) or not isinstance(row.get("messages"), list):
                 raise InputError(kd, line, "text", "a KD record needs text and messages")
+            if row.get("kind") == "teacher_forced":
+                examples.append(teacher_forced_example(builder, kd, line, row, wrapper))
+                continue
             lp = read_logprobs(kd, row) if row.get("logprobs") else None
             use_ids = lp is not None and bool(np.all(lp["token_ids"] >= 0))
             ex = builder.build(
@@ -179,15 +246,11 @@ def load_examples(
                 lp["token_ids"].tolist() if use_ids else None,
             )
             if use_ids and lp is not None:
-                k = lp["topk_ids"].shape[1]
-                ex.topk_ids = np.full((len(ex.input_ids), k), -1, dtype=np.int32)
-                ex.topk_logprobs = np.zeros((len(ex.input_ids), k), dtype=np.float32)
                 # Logprobs at response position j describe token j: they are the target distribution of
                 # the logit one position earlier, which the trainer handles with the usual shift.
                 s = ex.response_start
-                ex.topk_ids[s : s + len(lp["topk_ids"])] = lp["topk_ids"]
-                ex.topk_logprobs[s : s + len(lp["topk_ids"])] = lp["topk_logprobs"].astype(np.float32)
-                ex.logprob_temperature = float(row["logprobs"].get("temperature") or 1.0)
+                rows = slice(s, s + len(lp["topk_ids"]))
+                ex.place_logprobs(lp, rows, float(row["logprobs"].get("temperature") or 1.0))
             examples.append(ex)
     if limit:
         examples = examples[:limit]
