@@ -4,7 +4,7 @@
 Prompts come from a held-out `contextual gen` set: each item's request alone (turn 1) and, where its gold
 transcript starts with a call, the request + that call + the tool's response (turn 2), as the tool loop
 feeds them (prompt wrapper `request`). The model is the embedded SmolLM2-135M (`--layers K` keeps its first
-K layers: the Worker student's sizes). Each path decodes every prompt in batches of `--batch-size`, sorted by
+K layers: the Worker student's sizes; `--model DIR` a trained student, whose rows stop). Each path decodes every prompt in batches of `--batch-size`, sorted by
 length as hf_local does; the rounds alternate the paths and the best round of each is kept (the machine may
 be shared). fp32 outputs of the new path must equal the baseline's token for token (exit 1 otherwise).
 
@@ -104,11 +104,11 @@ def batched(decode: Decode, prompts: list[list[int]], size: int) -> tuple[list[l
     return out, time.perf_counter() - t
 
 
-def load(dtype: str, layers: int | None, max_new: int) -> Any:
+def load(model: str | None, dtype: str, layers: int | None, max_new: int) -> Any:
     from kimi_student.backends.embedded import smollm2_folder
     from kimi_student.eval.runners.hf_local import HFGenerator
 
-    gen = HFGenerator(smollm2_folder(), max_new, dtype=dtype)
+    gen = HFGenerator(model or smollm2_folder(), max_new, dtype=dtype)
     if (
         layers is not None
     ):  # the first K layers: a Worker-sized student (layer_subset keeps a spread; speed is alike)
@@ -121,6 +121,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=16, help="held-out items (about 1.5 prompts each)")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--model", default=None, help="a trained student's HF folder (its rows stop) instead of SmolLM2"
+    )
     ap.add_argument("--layers", type=int, default=None, help="keep the first K of SmolLM2's 30 layers")
     ap.add_argument("--max-new", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -132,12 +135,12 @@ def main() -> int:
     from kimi_student.eval.runners.greedy_hf import greedy_decode
 
     convs = tool_loop_prompts(a.n, a.seed)
-    fp32 = load("fp32", a.layers, a.max_new)
+    fp32 = load(a.model, "fp32", a.layers, a.max_new)
     prompts = [fp32.chat.prompt_ids(c) for c in convs]
     lens = sorted(map(len, prompts))
     print(machine_line(f"torch threads: {torch.get_num_threads()}  "))
     print(
-        f"model: smollm2 layers {len(fp32.model.model.layers)}  prompts {len(prompts)} "
+        f"model: {a.model or 'smollm2'} layers {len(fp32.model.model.layers)}  prompts {len(prompts)} "
         f"(tokens {lens[0]}-{lens[-1]}, median {lens[len(lens) // 2]})  max_new {a.max_new}  "
         f"batch {a.batch_size}  bf16 native: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}"
     )
@@ -149,7 +152,7 @@ def main() -> int:
         "baseline fp32 (generate)": lambda ps: baseline_decode(fp32, ps, a.max_new),
         "new fp32": new_path(fp32),
     }
-    bf16 = load("bf16", a.layers, a.max_new)
+    bf16 = load(a.model, "bf16", a.layers, a.max_new)
     paths["new bf16"] = new_path(bf16)
     best: dict[str, float] = {}
     outs: dict[str, list[list[int]]] = {}
@@ -159,13 +162,16 @@ def main() -> int:
             outs[name], s = batched(decode, prompts, a.batch_size)
             best[name] = min(best.get(name, s), s)
     tokens = sum(map(len, outs["new fp32"]))
+    stopped = sum(len(r) < a.max_new for r in outs["new fp32"])
     base = best["baseline fp32 (generate)"]
     for name, s in best.items():
         n = sum(map(len, outs[name]))
         print(f"{name:26s} {s:7.2f} s  {n / s:7.1f} tokens/s  x{base / s:.2f} vs baseline")
     same = sum(x == y for x, y in zip(outs["new fp32"], outs["baseline fp32 (generate)"], strict=True))
     agree = sum(x == y for x, y in zip(outs["new bf16"], outs["new fp32"], strict=True))
-    print(f"fp32 new == baseline: {same}/{len(prompts)} prompts ({tokens} tokens)")
+    print(
+        f"fp32 new == baseline: {same}/{len(prompts)} prompts ({tokens} tokens, {stopped} rows stopped early)"
+    )
     print(f"bf16 == fp32 (information, not required): {agree}/{len(prompts)} prompts")
     return 0 if same == len(prompts) else 1
 
