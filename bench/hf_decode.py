@@ -157,10 +157,11 @@ def main() -> int:
     best: dict[str, float] = {}
     outs: dict[str, list[list[int]]] = {}
     batched(paths["new fp32"], prompts[:2], 2)  # warm-up: first-call allocations
-    for _ in range(a.rounds):
+    for round_ in range(a.rounds):
         for name, decode in paths.items():
             outs[name], s = batched(decode, prompts, a.batch_size)
             best[name] = min(best.get(name, s), s)
+            print(f"  round {round_ + 1}: {name} {s:.2f} s  load {os.getloadavg()[0]:.2f}", flush=True)
     tokens = sum(map(len, outs["new fp32"]))
     stopped = sum(len(r) < a.max_new for r in outs["new fp32"])
     base = best["baseline fp32 (generate)"]
