@@ -4,6 +4,7 @@ several tokens as StopStringCriteria; and the runner's --dtype, resolved and in 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,16 @@ REQUESTS = (
     "Hello there",
     "Compute 2+2 and say the answer in words",
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: this model's tiny products cost less than the threads' barriers, which on cores
+    shared with other work made each decoding step ~100x slower (4 s instead of 0.04 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
