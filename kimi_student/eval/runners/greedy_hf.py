@@ -73,6 +73,7 @@ def greedy_decode(
     out: list[list[int]] = [[] for _ in prompts]
     live = list(range(len(prompts)))  # the prompts whose rows are in the batch, in row order
     step_ids = ids
+    last_only = {"logits_to_keep": 1} if model._supports_logits_to_keep() else {}  # as generate
     for _ in range(max_new):
         logits = model(
             input_ids=step_ids,
@@ -80,7 +81,7 @@ def greedy_decode(
             position_ids=positions,
             cache=cache,
             use_cache=True,
-            logits_to_keep=1,
+            **last_only,
         ).logits
         nxt = logits[:, -1, :].argmax(-1)
         for i, t in zip(live, nxt.tolist(), strict=True):
