@@ -49,6 +49,7 @@ MaxTurns = Annotated[int, _runner_option("max_turns")]
 MaxNewTokens = Annotated[int, _runner_option("max_new_tokens")]
 PromptWrapper = Annotated[str, _runner_option("prompt_wrapper")]
 BatchSize = Annotated[int, _runner_option("batch_size")]
+Dtype = Annotated[str, _runner_option("dtype")]
 ToolProtocol = Annotated[str, _runner_option("tool_protocol")]
 Concurrency = Annotated[int, _runner_option("concurrency")]
 Timeout = Annotated[float, _runner_option("timeout_s")]
@@ -132,6 +133,7 @@ def eval_run(
     max_new_tokens: MaxNewTokens = _OPTIONS.max_new_tokens,
     prompt_wrapper: PromptWrapper = _OPTIONS.prompt_wrapper,
     batch_size: BatchSize = _OPTIONS.batch_size,
+    dtype: Dtype = _OPTIONS.dtype,
     tool_protocol: ToolProtocol = _OPTIONS.tool_protocol,
     concurrency: Concurrency = _OPTIONS.concurrency,
     timeout: Timeout = _OPTIONS.timeout_s,

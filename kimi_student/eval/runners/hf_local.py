@@ -1,4 +1,5 @@
-"""hf_local: a transformers checkpoint folder, in process, batched greedy decoding (left padding)."""
+"""hf_local: a transformers checkpoint folder, in process, batched greedy decoding (left padding) in the
+dtype the runner option asks for (greedy_hf.py decodes)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Any
 from kimi_student.backends.hf import load_causal_lm
 from kimi_student.chat.template import ChatTokenizer
 from kimi_student.chat.transcript import CALL_CLOSE
-from kimi_student.errors import InputError
+from kimi_student.errors import InputError, KimiStudentError
+from kimi_student.eval.runners.greedy_hf import StopRule, greedy_decode
 from kimi_student.eval.runners.tool_loop import Generation, Messages
 from kimi_student.fingerprint import model_folder_sha256
 
@@ -25,13 +27,37 @@ def length_batches(lengths: list[int], size: int, slack: float = 1.25) -> list[l
     return batches
 
 
+DTYPES = ("auto", "fp32", "bf16")
+
+
+def resolve_dtype(dtype: str) -> str:
+    """fp32 or bf16: `auto` is bf16 where the CPU runs bf16 matrix products natively (oneDNN says so:
+    AVX512-BF16 or AMX), else fp32 (emulated bf16 is slower than fp32)."""
+    if dtype not in DTYPES:
+        raise KimiStudentError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+
+
 class HFGenerator:
-    def __init__(self, model: str | Path, max_new_tokens: int = 256, batch_size: int = 8):
+    def __init__(
+        self, model: str | Path, max_new_tokens: int = 256, batch_size: int = 8, dtype: str = "fp32"
+    ):
+        self.dtype = resolve_dtype(dtype)  # a bad name fails before the model loads
         folder = Path(model)
         if not (folder / "config.json").is_file():
             raise InputError(folder, None, "model", "not an HF checkpoint folder (no config.json)")
         self.chat = ChatTokenizer(folder)
         self.model: Any = load_causal_lm(folder).eval()
+        if self.dtype == "bf16":
+            import torch
+
+            self.model = self.model.to(torch.bfloat16)
+        text = None if self.chat.close_id is not None else CALL_CLOSE  # a one-token close is a stop id
+        self.stop = StopRule(self.chat.stop_ids, text, self.chat.tok)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.fingerprint = model_folder_sha256(folder)
@@ -52,29 +78,9 @@ class HFGenerator:
         return [g for g in out if g is not None]
 
     def _batch(self, prompts: list[list[int]]) -> list[Generation]:
-        import torch
-        from transformers import GenerationConfig
-
-        width = max(map(len, prompts))
-        max_new = min(self.max_new_tokens, self.context - width)
-        ids = torch.full((len(prompts), width), self.chat.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for r, p in enumerate(prompts):  # left padding: every row's next token is at the same column
-            ids[r, width - len(p) :] = torch.tensor(p)
-            mask[r, width - len(p) :] = 1
-        cfg = GenerationConfig(
-            do_sample=False,
-            max_new_tokens=max_new,
-            eos_token_id=self.chat.stop_ids,
-            pad_token_id=self.chat.pad_id,
-            stop_strings=None if self.chat.close_id is not None else [CALL_CLOSE],
-        )
-        with torch.no_grad():
-            seq = self.model.generate(
-                input_ids=ids, attention_mask=mask, generation_config=cfg, tokenizer=self.chat.tok
-            )
+        max_new = min(self.max_new_tokens, self.context - max(map(len, prompts)))
         gens = []
-        for row in seq[:, width:].tolist():
+        for row in greedy_decode(self.model, prompts, self.chat.pad_id, self.stop, max_new):
             text, finish = self.chat.turn(row, hit_limit=max_new == self.max_new_tokens)
             gens.append(Generation(text, finish))
         return gens

@@ -35,6 +35,13 @@ class RunnerOptions:
         "(as the toy student is trained).",
     )
     batch_size: int = _option(8, "hf_local: sequences decoded together.", min=1)
+    dtype: str = _option(
+        "fp32",
+        "hf_local: weights and activations in fp32, bf16, or auto (bf16 where the CPU runs it natively: "
+        "AVX512-BF16 or AMX; else fp32). fp32 by default: the same command gives the same transcripts on "
+        "any CPU. bf16 decodes about 2x faster where native, with greedy outputs that may differ from fp32. "
+        "The report header's decoding says the dtype that ran.",
+    )
     tool_protocol: str = _option(
         "text", "openai_http: text (<tool_call> text) or tools (tools= and structured tool_calls)."
     )
