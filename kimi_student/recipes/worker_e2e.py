@@ -1,49 +1,63 @@
-"""The Worker end-to-end recipe (`kimi-student worker-e2e`): contextual dataset -> small student trained on
-the gold conversations (loss on assistant turns only, train/examples.py) -> `eval --runner hf_local`
-through the real tool loop and ToolBroker on held-out items -> the CAWS gates of configs/gates.yaml.
+"""The Worker end-to-end recipe (`kimi-student worker-e2e`): contextual dataset -> teacher -> kd-mix ->
+student -> `eval --runner hf_local` through the real tool loop and ToolBroker on held-out items -> the CAWS
+gates of configs/gates.yaml.
 
-It reuses the toy recipe's parts: the run folder layout (`ToyRun`), the BPE trained on the training split
-(here on whole conversations, digits split so numbers are copied digit by digit) and the student trainer.
+- teacher: SmolLM2-135M (the embedded model; a pretrained LM copies values it has never seen, which a
+  student trained from scratch on this box did not learn: held-out F1 0.013) fine-tuned on the gold
+  conversations (loss on the assistant turns only, train/examples.py);
+- kd-mix: the teacher scores the gold conversations (`kd-mix --score-gold`, teacher forcing), its top-k
+  log-probs at every assistant position;
+- student: a layer subset of the trained teacher (`sizes.worker.init.teacher: "@teacher"`), distilled on
+  the KD mix (ce_teacher + sparse kl_forward); same tokenizer, so logit KD applies.
+
 The held-out items are `contextual gen --split heldout` (values no training item holds); the recipe checks
-it as `contextual verify --disjoint-from` does, against the training items and their copy-augmented versions
-(recipes/copy_augment.py), and stops with exit 2 before training on any leak.
+it as `contextual verify --disjoint-from` does and stops with exit 2 before training on any leak.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kimi_student.backends.hf import hf_source, load_hf_tokenizer
 from kimi_student.chat.prompt import item_messages
 from kimi_student.data.contextual import generate, write_dataset
 from kimi_student.data.disjoint import TrainingMemory, leaks, value_atoms
 from kimi_student.data.extract import extracted
+from kimi_student.data.kd_mix import build_kd_mix, prompt_set_sha256
 from kimi_student.errors import InputError
 from kimi_student.eval.harness import run_eval
 from kimi_student.eval.report import EvalPaths
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.jsonl import write_json, write_jsonl
+from kimi_student.models.student import load_spec
 from kimi_student.recipes.copy_augment import augmented_set
-from kimi_student.recipes.toy_e2e import fit_tokenizer, load_config, timed, torch_threads, train_student
+from kimi_student.recipes.toy_e2e import load_config, timed, torch_threads
 from kimi_student.recipes.toy_run import ToyRun
 from kimi_student.resources import config_path, shown_path
+from kimi_student.teachers.hf_local import HFTeacher, scoring_precision
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.train.examples import conversation_turns
+from kimi_student.train.teacher_forced import forced_requests
+from kimi_student.train.trainer import train
 
 CONFIG = config_path("worker_e2e.yaml")
 EXTRACT_TOKENIZER = "smollm2"  # the eval dataset's span tokenizer, as `make contextual-extract` uses
+TRAINED_TEACHER = "@teacher"  # `init.teacher` of the student: this run's trained teacher
 INT_KEYS = {
-    "data": ("train_items", "heldout_items", "copy_augment", "bpe_vocab"),
+    "data": ("train_items", "heldout_items", "copy_augment"),
     "decode": ("max_turns", "max_new_tokens", "batch_size"),
+    "kd": ("items", "top_k"),
 }
 
 
 def read_config(path: Path) -> dict[str, Any]:
     """The config, each integer it needs checked before any work (exit 2 naming the key)."""
-    cfg = load_config(path, ("data", "decode", "sizes", "train"))
+    cfg = load_config(path, ("data", "decode", "kd", "sizes", "train"))
     for section, keys in INT_KEYS.items():
         for k in keys:
             v = cfg[section].get(k)
@@ -51,11 +65,14 @@ def read_config(path: Path) -> dict[str, Any]:
             if not isinstance(v, int) or isinstance(v, bool) or v < least:
                 what = "a non-negative" if least == 0 else "a positive"
                 raise InputError(path, None, f"{section}.{k}", f"must be {what} integer, got {v!r}")
+    for size in ("teacher", "worker"):
+        if not isinstance(cfg["sizes"].get(size), dict):
+            raise InputError(path, None, f"sizes.{size}", "missing (the teacher and the student)")
     return cfg
 
 
 def conversation_text(item: dict[str, Any]) -> str:
-    """An item's conversation as the student reads it through the chat template (`role: content` lines)."""
+    """An item's conversation as `role: content` lines (what a tokenizer fitted on conversations reads)."""
     msgs = item_messages(item, "request") + conversation_turns(item["teacher_text"])
     return "".join(f"{m['role']}: {m['content']}\n" for m in msgs)
 
@@ -73,11 +90,11 @@ def disjointness(held: list[dict[str, Any]], train: list[dict[str, Any]], config
 def prepare_data(run: ToyRun, d: dict[str, Any], seed: int, config: Path) -> dict[str, Any]:
     """Training items (split train) with `copy_augment` swapped copies of each, and held-out items (split
     heldout, same seed), the latter extracted for the eval; both with their fixtures beside them."""
-    header, train, fx = generate(int(d["train_items"]), seed)
-    copies, _ = augmented_set(train, int(d.get("copy_augment", 0)), seed)
+    header, train_items, fx = generate(int(d["train_items"]), seed)
+    copies, _ = augmented_set(train_items, int(d.get("copy_augment", 0)), seed)
     hheader, held, hfx = generate(int(d["heldout_items"]), seed, "heldout")
-    check = disjointness(held, train + copies, config)
-    write_dataset(run.train_jsonl, {**header, "copy_augmented": len(copies)}, train + copies, fx)
+    check = disjointness(held, train_items + copies, config)
+    write_dataset(run.train_jsonl, {**header, "copy_augmented": len(copies)}, train_items + copies, fx)
     raw = run.heldout_jsonl.with_name("heldout_gen.jsonl")
     fx_dir = write_dataset(raw, hheader, held, hfx)
     tok = load_tokenizer(EXTRACT_TOKENIZER)
@@ -88,7 +105,66 @@ def prepare_data(run: ToyRun, d: dict[str, Any], seed: int, config: Path) -> dic
         "tokenizer_fingerprint": tok.fingerprint,
     }
     write_jsonl(run.heldout_jsonl, [hheader, *extracted(held, tok)])
-    return {"train": train, "copies": copies, "heldout": held, "disjoint": check}
+    return {"train": train_items, "copies": copies, "heldout": held, "disjoint": check}
+
+
+def train_model(
+    config: Path,
+    size: str,
+    out: Path,
+    *,
+    data: Path | None = None,
+    kd: Path | None = None,
+    teacher: Path | None = None,
+    max_steps: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The regular trainer on one size of the config; a student whose init names `@teacher` starts from
+    this run's trained `teacher`."""
+    spec = load_spec(config, size)
+    if spec.init.get("teacher") == TRAINED_TEACHER:
+        if teacher is None:
+            raise InputError(config, None, f"sizes.{size}.init.teacher", "@teacher needs a trained teacher")
+        spec.init = {**spec.init, "teacher": f"hf:{teacher}"}
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run: the trainer would otherwise resume
+    res = train(
+        spec,
+        out,
+        data=str(data) if data else None,
+        kd=str(kd) if kd else None,
+        max_steps=max_steps,
+        precision=spec.train.get("precision", "auto"),
+        progress=progress,
+    )
+    h = res["history"]
+    return {
+        "checkpoint": res["final"],
+        "params": spec.n_params,
+        "layers": spec.arch["num_hidden_layers"],
+        "init": spec.init,
+        "steps": res["steps"],
+        "loss_first": h[0]["loss"],
+        "loss_last": h[-1]["loss"],
+        "tokens_per_s": res["tokens_per_s"],
+        "precision": res["precision"],
+    }
+
+
+def score_with_teacher(
+    run: ToyRun, teacher: Path, k: dict[str, Any], progress: bool = False
+) -> dict[str, Any]:
+    """`kd-mix --score-gold` of the first `kd.items` training items by the trained teacher."""
+    uri = f"hf:{teacher}"
+    precision = scoring_precision(str(k.get("precision", "auto")))
+    tok = load_hf_tokenizer(hf_source(uri))
+    reqs = forced_requests(run.train_jsonl, tok, "request", int(k["top_k"]), precision, int(k["items"]))
+    head = build_kd_mix(HFTeacher(uri, top_k=int(k["top_k"])), reqs, kd_path(run), prompt_set_sha256(reqs), progress)
+    tokens = sum(len(r.forced.token_ids) for r in reqs if r.forced)
+    return {"records": head["records"], "ok": head["ok"], "sequence_tokens": tokens, "precision": precision}
+
+
+def kd_path(run: ToyRun) -> Path:
+    return run.root / "data" / "kd_scored.jsonl"
 
 
 def eval_options(checkpoint: str, e: dict[str, Any]) -> RunnerOptions:
@@ -120,36 +196,41 @@ def run_worker_e2e(
     log: Callable[[str], None] = lambda _m: None,
 ) -> dict[str, Any]:
     """Run the whole pipeline into `out` and return the report (also written to out/report.json); the
-    eval's own report and per-item results are out/eval_report.json and out/eval_results.jsonl."""
+    eval's own report and per-item results are out/eval_report.json and out/eval_results.jsonl.
+    `max_steps` overrides the student's steps (the teacher keeps its own)."""
     run, config = ToyRun.at(out), Path(config)
     cfg = read_config(config)
-    d, steps = cfg["data"], {}
+    steps: dict[str, float] = {}
     t_all = time.perf_counter()
     with timed(steps, "dataset"):
-        data = prepare_data(run, d, seed, config)
+        data = prepare_data(run, cfg["data"], seed, config)
     log(
         f"dataset: {len(data['train'])} train (+{len(data['copies'])} copy-augmented), "
         f"{len(data['heldout'])} held-out items; disjoint {data['disjoint']}"
     )
-    with timed(steps, "tokenizer"):
-        texts = (conversation_text(it) for it in data["train"])
-        tok_fp = fit_tokenizer(texts, run, int(d["bpe_vocab"]), split_digits=bool(d.get("split_digits")))
-    with timed(steps, "train"), torch_threads(cfg.get("threads", 1)):
-        tr = train_student(config, run, max_steps, size=str(cfg.get("size", "worker")), progress=progress)
-    log(
-        f"train: {tr['params'] / 1e6:.2f}M params, {tr['steps']} steps, loss {tr['loss_first']:.3f} -> "
-        f"{tr['loss_last']:.3f}, {tr['tokens_per_s']:.0f} tokens/s ({steps['train']:.1f} s)"
-    )
-    opts = eval_options(str(tr["checkpoint"]), cfg["decode"])
+    threads = cfg.get("threads")
+    with timed(steps, "teacher"), torch_threads(threads):
+        te = train_model(config, "teacher", run.root / "teacher", data=run.train_jsonl, progress=progress)
+    log(stage_line("teacher", te, steps["teacher"]))
+    with timed(steps, "kd_mix"), torch_threads(threads):
+        kd = score_with_teacher(run, Path(te["checkpoint"]), cfg["kd"], progress)
+    log(f"kd-mix: {kd['ok']}/{kd['records']} conversations scored, {kd['sequence_tokens']} tokens ({steps['kd_mix']:.1f} s)")
+    with timed(steps, "student"), torch_threads(threads):
+        st = train_model(
+            config, "worker", run.run, kd=kd_path(run), teacher=Path(te["checkpoint"]),
+            max_steps=max_steps, progress=progress,
+        )
+    log(stage_line("student", st, steps["student"]))
+    opts = eval_options(str(st["checkpoint"]), cfg["decode"])
     log(f"eval: {eval_command(run, opts)}")
     paths = EvalPaths(run.root / "eval_results.jsonl", run.root / "eval_report.json")
-    with timed(steps, "eval"), torch_threads(cfg.get("threads", 1)):
+    with timed(steps, "eval"), torch_threads(threads):
         rep = run_eval(
             run.heldout_jsonl, RunnerSpec("hf_local", None, opts), paths, fresh=True, progress=progress
         )
     steps["total"] = round(time.perf_counter() - t_all, 3)
     report = {
-        "header": {"config": shown_path(config), "seed": seed, "tokenizer_fingerprint": tok_fp},
+        "header": {"config": shown_path(config), "seed": seed},
         "steps_seconds": steps,
         "data": {
             "train_items": len(data["train"]),
@@ -158,7 +239,9 @@ def run_worker_e2e(
             "heldout_split": "heldout",
             "disjoint": data["disjoint"],
         },
-        "train": tr,
+        "teacher": te,
+        "kd_mix": kd,
+        "train": st,
         "eval_command": eval_command(run, opts),
         "eval_summary": rep["summary"],
         "gates": rep["gates"],
@@ -166,3 +249,11 @@ def run_worker_e2e(
     }
     write_json(run.report, report)
     return report
+
+
+def stage_line(name: str, r: dict[str, Any], seconds: float) -> str:
+    return (
+        f"{name}: {r['params'] / 1e6:.1f}M params, {r['layers']} layers, {r['steps']} steps, loss "
+        f"{r['loss_first']:.3f} -> {r['loss_last']:.3f}, {r['tokens_per_s']:.0f} tokens/s "
+        f"{r['precision']} ({seconds:.1f} s)"
+    )
