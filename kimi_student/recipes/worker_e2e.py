@@ -158,7 +158,9 @@ def score_with_teacher(
     precision = scoring_precision(str(k.get("precision", "auto")))
     tok = load_hf_tokenizer(hf_source(uri))
     reqs = forced_requests(run.train_jsonl, tok, "request", int(k["top_k"]), precision, int(k["items"]))
-    head = build_kd_mix(HFTeacher(uri, top_k=int(k["top_k"])), reqs, kd_path(run), prompt_set_sha256(reqs), progress)
+    head = build_kd_mix(
+        HFTeacher(uri, top_k=int(k["top_k"])), reqs, kd_path(run), prompt_set_sha256(reqs), progress
+    )
     tokens = sum(len(r.forced.token_ids) for r in reqs if r.forced)
     return {"records": head["records"], "ok": head["ok"], "sequence_tokens": tokens, "precision": precision}
 
@@ -214,11 +216,18 @@ def run_worker_e2e(
     log(stage_line("teacher", te, steps["teacher"]))
     with timed(steps, "kd_mix"), torch_threads(threads):
         kd = score_with_teacher(run, Path(te["checkpoint"]), cfg["kd"], progress)
-    log(f"kd-mix: {kd['ok']}/{kd['records']} conversations scored, {kd['sequence_tokens']} tokens ({steps['kd_mix']:.1f} s)")
+    log(
+        f"kd-mix: {kd['ok']}/{kd['records']} conversations scored, {kd['sequence_tokens']} tokens ({steps['kd_mix']:.1f} s)"
+    )
     with timed(steps, "student"), torch_threads(threads):
         st = train_model(
-            config, "worker", run.run, kd=kd_path(run), teacher=Path(te["checkpoint"]),
-            max_steps=max_steps, progress=progress,
+            config,
+            "worker",
+            run.run,
+            kd=kd_path(run),
+            teacher=Path(te["checkpoint"]),
+            max_steps=max_steps,
+            progress=progress,
         )
     log(stage_line("student", st, steps["student"]))
     opts = eval_options(str(st["checkpoint"]), cfg["decode"])

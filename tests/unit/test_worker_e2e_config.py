@@ -19,7 +19,8 @@ def test_the_packaged_config_reads() -> None:
 @pytest.mark.parametrize(
     ("section", "key", "value"),
     [
-        ("data", "bpe_vocab", None),
+        ("kd", "top_k", None),
+        ("kd", "items", 0),
         ("data", "train_items", 0),
         ("decode", "max_turns", "4"),
         ("decode", "batch_size", True),
@@ -33,3 +34,21 @@ def test_a_bad_integer_is_refused_naming_it(tmp_path: Path, section: str, key: s
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(InputError, match=rf"{section}\.{key}: must be a (positive|non-negative) integer"):
         read_config(path)
+
+
+@pytest.mark.parametrize("size", ["teacher", "worker"])
+def test_a_missing_model_is_refused_naming_it(tmp_path: Path, size: str) -> None:
+    cfg = yaml.safe_load(CONFIG.read_text())
+    del cfg["sizes"][size]
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match=rf"sizes\.{size}: missing"):
+        read_config(path)
+
+
+def test_the_student_is_made_of_the_trained_teachers_layers() -> None:
+    cfg = read_config(CONFIG)
+    teacher, worker = cfg["sizes"]["teacher"], cfg["sizes"]["worker"]
+    assert worker["init"]["teacher"] == "@teacher" and teacher["init"]["teacher"] == "smollm2"
+    assert len(worker["init"]["layers"]) == worker["arch"]["num_hidden_layers"]
+    assert max(worker["init"]["layers"]) < teacher["arch"]["num_hidden_layers"]

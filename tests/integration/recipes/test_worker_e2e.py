@@ -1,7 +1,8 @@
-"""`kimi-student worker-e2e` for real at a tiny size (slow tier, ~1-2 min on 2 cores): dataset -> BPE on
-the conversations -> a trained student -> `eval --runner hf_local` through the tool loop -> every CAWS
-gate. The tiny student fails the gates (exit 1); what is checked is that every gate was computed on the
-trained model's own output, and that the eval's report is the same one `kimi-student eval` writes."""
+"""`kimi-student worker-e2e` for real at a tiny size (slow tier, ~1 min on 2 cores): dataset -> a teacher
+trained on the gold conversations -> kd-mix --score-gold -> a student made of the teacher's layers,
+distilled on the KD mix -> `eval --runner hf_local` through the tool loop -> every CAWS gate. The tiny
+models (random init, SmolLM2's tokenizer) fail the gates (exit 1); what is checked is that every stage ran
+on the previous one's output and every gate was computed on the trained student's own output."""
 
 from __future__ import annotations
 
@@ -24,11 +25,17 @@ def read_ids(path: Path) -> list[str]:
 
 def tiny_config(folder: Path) -> Path:
     cfg = yaml.safe_load(CONFIG.read_text())
-    cfg["data"].update(train_items=300, heldout_items=24, bpe_vocab=512)
+    cfg["data"].update(train_items=300, heldout_items=24, copy_augment=1)
+    cfg["kd"].update(items=16, top_k=4)
     cfg["decode"].update(max_turns=2, max_new_tokens=24, batch_size=8)
-    cfg["train"].update(max_steps=12, batch_size=2, warmup_steps=2, seq_curriculum=[{"seq_len": 512}])
-    arch = cfg["sizes"]["worker"]["arch"]
-    arch.update(hidden_size=64, intermediate_size=128, num_hidden_layers=1, max_position_embeddings=512)
+    cfg["train"].update(warmup_steps=2, batch_size=2, seq_curriculum=[{"seq_len": 512}])
+    cfg["arch"].update(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2)
+    cfg["arch"].update(max_position_embeddings=1024)
+    cfg["sizes"]["teacher"].update(arch={"num_hidden_layers": 2}, init={"kind": "random"})
+    cfg["sizes"]["teacher"]["train"]["max_steps"] = 12
+    cfg["sizes"]["worker"]["arch"] = {"num_hidden_layers": 1}
+    cfg["sizes"]["worker"]["init"]["layers"] = [1]
+    cfg["sizes"]["worker"]["train"]["max_steps"] = 12
     path = folder / "worker_tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -42,7 +49,20 @@ def test_worker_e2e_computes_every_gate_on_the_students_output(tmp_path: Path) -
     evr = json.loads((out / "eval_report.json").read_text())
     assert evr["header"]["runner"] == "hf_local" and rep["gates"] == evr["gates"]
     assert set(load_gates(DEFAULT_GATES)) <= set(rep["gates"])  # every configured gate, computed
-    assert rep["train"]["steps"] == 12 and rep["data"]["heldout_items"] == 24
+    assert (
+        rep["teacher"]["steps"] == 12 and rep["train"]["steps"] == 12 and rep["data"]["heldout_items"] == 24
+    )
+    # the student is the teacher's layer 1, distilled on the teacher's scores of 16 training conversations
+    assert rep["train"]["init"] == {
+        "kind": "layer_subset",
+        "teacher": f"hf:{out / 'teacher' / 'final'}",
+        "layers": [1],
+    }
+    assert rep["kd_mix"]["ok"] == rep["kd_mix"]["records"] == 16
+    kd = read_rows(out / "data" / "kd_scored.jsonl")[1:]  # after the header
+    assert len(kd) == 16 and all(r["kind"] == "teacher_forced" for r in kd)
+    log = [json.loads(line) for line in (out / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert all(row["kl_forward"] > 0 and row["ce_teacher"] > 0 for row in log)
     # held-out items are the generator's heldout split, checked disjoint from training and its copies
     assert rep["data"]["heldout_split"] == "heldout"
     assert rep["data"]["disjoint"]["pass"] and rep["data"]["disjoint"]["leaks"] == 0
