@@ -179,6 +179,7 @@ def eval_options(checkpoint: str, e: dict[str, Any]) -> RunnerOptions:
         max_turns=int(e["max_turns"]),
         max_new_tokens=int(e["max_new_tokens"]),
         batch_size=int(e["batch_size"]),
+        dtype=str(e.get("dtype", "fp32")),
     )
 
 
@@ -188,7 +189,7 @@ def eval_command(run: ToyRun, o: RunnerOptions) -> str:
         f"kimi-student eval --runner hf_local --model {o.model} --in {run.heldout_jsonl} "
         f"--out {run.root / 'eval_results.jsonl'} --report {run.root / 'eval_report.json'} "
         f"--prompt-wrapper {o.prompt_wrapper} --max-turns {o.max_turns} "
-        f"--max-new-tokens {o.max_new_tokens} --batch-size {o.batch_size}"
+        f"--max-new-tokens {o.max_new_tokens} --batch-size {o.batch_size} --dtype {o.dtype}"
     )
 
 
