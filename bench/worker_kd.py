@@ -35,7 +35,14 @@ from kimi_student.eval.runners.base import RunnerSpec  # noqa: E402
 from kimi_student.jsonl import read_jsonl, write_jsonl  # noqa: E402
 from kimi_student.recipes.toy_e2e import torch_threads  # noqa: E402
 from kimi_student.recipes.toy_run import ToyRun  # noqa: E402
-from kimi_student.recipes.worker_e2e import eval_options, kd_path, read_config, train_model  # noqa: E402
+from kimi_student.recipes.worker_e2e import (  # noqa: E402
+    CONFIG,
+    eval_options,
+    kd_path,
+    read_config,
+    teacher_checkpoint,
+    train_model,
+)
 
 METRICS = (
     "integration_f1_lax",
@@ -57,11 +64,12 @@ def scored_items(run: ToyRun, out: Path) -> int:
     return len(rows) - 1
 
 
-def heldout_subset(run: ToyRun, n: int | None, out: Path) -> Path:
+def heldout_subset(run: ToyRun, n: int | None) -> Path:
+    """The first `n` held-out items, beside the run's (its header names their fixtures folder there)."""
     if not n:
         return run.heldout_jsonl
-    rows = [row for _, row in read_jsonl(run.heldout_jsonl)]
-    write_jsonl(out, rows[: n + 1])
+    out = run.heldout_jsonl.with_name(f"heldout_first{n}.jsonl")
+    write_jsonl(out, [row for _, row in read_jsonl(run.heldout_jsonl)][: n + 1])
     return out
 
 
@@ -80,20 +88,19 @@ def evaluate(name: str, checkpoint: str, held: Path, cfg: dict[str, Any], folder
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, required=True, help="a finished worker-e2e run folder")
-    ap.add_argument("--config", type=Path, default=None, help="its config (default: the report's)")
+    ap.add_argument("--config", type=Path, default=None, help="its config (default: the packaged one)")
     ap.add_argument("--steps", type=int, default=None, help="student steps (default: the config's)")
     ap.add_argument("--heldout", type=int, default=None, help="the first N held-out items (default: all)")
     a = ap.parse_args()
     run = ToyRun.at(a.run)
-    report = json.loads(run.report.read_text())
-    config = a.config or ROOT / "kimi_student" / report["header"]["config"]
+    config = a.config or CONFIG
     cfg = read_config(config)
-    teacher = Path(report["teacher"]["checkpoint"])
+    teacher = teacher_checkpoint(run)
     folder = a.run / "bench_kd"
     folder.mkdir(exist_ok=True)
     sft_data = folder / "sft_items.jsonl"
     n = scored_items(run, sft_data)
-    held = heldout_subset(run, a.heldout, folder / "heldout.jsonl")
+    held = heldout_subset(run, a.heldout)
     import torch
 
     print(

@@ -172,6 +172,14 @@ def kd_path(run: ToyRun) -> Path:
     return run.root / "data" / "kd_scored.jsonl"
 
 
+def teacher_run(run: ToyRun) -> Path:
+    return run.root / "teacher"
+
+
+def teacher_checkpoint(run: ToyRun) -> Path:
+    return teacher_run(run) / "final"
+
+
 def eval_options(checkpoint: str, e: dict[str, Any]) -> RunnerOptions:
     return RunnerOptions(
         model=checkpoint,
@@ -216,7 +224,7 @@ def run_worker_e2e(
     )
     threads = cfg.get("threads")
     with timed(steps, "teacher"), torch_threads(threads):
-        te = train_model(config, "teacher", run.root / "teacher", data=run.train_jsonl, progress=progress)
+        te = train_model(config, "teacher", teacher_run(run), data=run.train_jsonl, progress=progress)
     log(stage_line("teacher", te, steps["teacher"]))
     with timed(steps, "kd_mix"), torch_threads(threads):
         kd = score_with_teacher(run, Path(te["checkpoint"]), cfg["kd"], progress)
