@@ -401,7 +401,7 @@ def test_runner_options_refuse_an_unknown_key_in_one_line(capsys: pytest.Capture
     assert RunnerOptions.from_dict({"max_turns": None, "model": "m"}) == RunnerOptions(
         model="m"
     )  # None: default
-    known = "model, url, max_turns, max_new_tokens, prompt_wrapper, batch_size, tool_protocol, concurrency, "
+    known = "model, url, max_turns, max_new_tokens, prompt_wrapper, batch_size, dtype, tool_protocol, concurrency, "
     with pytest.raises(KimiStudentError) as e:
         RunnerOptions.from_dict({"model": "m", "max_turn": 2})
     assert (
