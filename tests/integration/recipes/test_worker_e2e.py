@@ -25,7 +25,7 @@ def read_ids(path: Path) -> list[str]:
 
 def tiny_config(folder: Path) -> Path:
     cfg = yaml.safe_load(CONFIG.read_text())
-    cfg["data"].update(train_items=120, heldout_items=12, copy_augment=1)
+    cfg["data"].update(train_items=120, heldout_items=12)
     cfg["kd"].update(items=8, top_k=4)
     cfg["decode"].update(max_turns=2, max_new_tokens=16, batch_size=12)
     cfg["train"].update(warmup_steps=2, batch_size=1, seq_curriculum=[{"seq_len": 256}], precision="no")
@@ -65,8 +65,8 @@ def test_worker_e2e_computes_every_gate_on_the_students_output(tmp_path: Path) -
     assert rep["data"]["heldout_split"] == "heldout"
     assert rep["data"]["disjoint"]["pass"] and rep["data"]["disjoint"]["leaks"] == 0
     assert rep["data"]["disjoint"]["atoms_checked"] > 25
-    assert 0 < rep["data"]["train_copy_augmented"] <= 120
-    assert len(read_ids(out / "data" / "train.jsonl")) == 120 + rep["data"]["train_copy_augmented"]
+    assert rep["data"]["train_copy_augmented"] == 0  # the config: a pretrained teacher copies without copies
+    assert len(read_ids(out / "data" / "train.jsonl")) == 120
     assert all(i.startswith("ctx-heldout-") for i in read_ids(out / "data" / "heldout.jsonl"))
     assert (r.returncode == 0) == rep["passed"]
     rows = read_rows(out / "eval_results.jsonl")
