@@ -30,7 +30,7 @@ from kimi_student.export.coreml import export_coreml
 from kimi_student.export.greedy import DecodeStats, NgramDrafter, package_seq_len, padded_input
 from kimi_student.fingerprint import code_version, sha256_file
 from kimi_student.jsonl import write_json, write_jsonl
-from kimi_student.models.student import load_spec
+from kimi_student.models.student import StudentSpec, load_spec
 from kimi_student.recipes.toy_data import ToyItem, data_summary, prepare_data
 from kimi_student.recipes.toy_run import PRIMARY_SHAPE, ToyRun
 from kimi_student.resources import config_path, shown_path
@@ -77,13 +77,29 @@ def train_student(
     spec = load_spec(config, size)
     spec.tokenizer = str(run.tokenizer)
     spec.arch["vocab_size"] = len(AutoTokenizer.from_pretrained(str(run.tokenizer)))
-    shutil.rmtree(run.run, ignore_errors=True)  # a fresh run: the trainer would otherwise resume
+    return fresh_training(spec, run.run, max_steps, progress, data=run.train_jsonl, precision="no")
+
+
+def fresh_training(
+    spec: StudentSpec,
+    out: Path,
+    max_steps: int | None,
+    progress: bool,
+    *,
+    data: Path | None = None,
+    kd: Path | None = None,
+    precision: str = "no",
+) -> dict[str, Any]:
+    """Train `spec` from scratch into `out` (the trainer would otherwise resume a run it finds there) and
+    summarise the run; `precision` is the default when the config's `train.precision` does not say."""
+    shutil.rmtree(out, ignore_errors=True)
     res = train(
         spec,
-        run.run,
-        data=str(run.train_jsonl),
+        out,
+        data=str(data) if data else None,
+        kd=str(kd) if kd else None,
         max_steps=max_steps,
-        precision=spec.train.get("precision", "no"),
+        precision=spec.train.get("precision", precision),
         progress=progress,
     )
     h = res["history"]

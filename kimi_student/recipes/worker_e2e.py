@@ -16,7 +16,6 @@ it as `contextual verify --disjoint-from` does and stops with exit 2 before trai
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,14 +35,13 @@ from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.jsonl import write_json, write_jsonl
 from kimi_student.models.student import load_spec
 from kimi_student.recipes.copy_augment import augmented_set
-from kimi_student.recipes.toy_e2e import load_config, timed, torch_threads
+from kimi_student.recipes.toy_e2e import fresh_training, load_config, timed, torch_threads
 from kimi_student.recipes.toy_run import ToyRun
 from kimi_student.resources import config_path, shown_path
 from kimi_student.teachers.hf_local import HFTeacher, scoring_precision
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.train.examples import conversation_turns
 from kimi_student.train.teacher_forced import forced_requests
-from kimi_student.train.trainer import train
 
 CONFIG = config_path("worker_e2e.yaml")
 EXTRACT_TOKENIZER = "smollm2"  # the eval dataset's span tokenizer, as `make contextual-extract` uses
@@ -129,27 +127,10 @@ def train_model(
         if teacher is None:
             raise InputError(config, None, f"sizes.{size}.init.teacher", "@teacher needs a trained teacher")
         spec.init = {**spec.init, "teacher": f"hf:{teacher}"}
-    shutil.rmtree(out, ignore_errors=True)  # a fresh run: the trainer would otherwise resume
-    res = train(
-        spec,
-        out,
-        data=str(data) if data else None,
-        kd=str(kd) if kd else None,
-        max_steps=max_steps,
-        precision=spec.train.get("precision", "auto"),
-        progress=progress,
-    )
-    h = res["history"]
     return {
-        "checkpoint": res["final"],
-        "params": spec.n_params,
+        **fresh_training(spec, out, max_steps, progress, data=data, kd=kd, precision="auto"),
         "layers": spec.arch["num_hidden_layers"],
         "init": spec.init,
-        "steps": res["steps"],
-        "loss_first": h[0]["loss"],
-        "loss_last": h[-1]["loss"],
-        "tokens_per_s": res["tokens_per_s"],
-        "precision": res["precision"],
     }
 
 
