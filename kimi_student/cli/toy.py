@@ -30,7 +30,9 @@ def toy_e2e_cmd(
         Path, typer.Option(help="Toy pipeline config.", show_default="packaged configs/toy_e2e.yaml")
     ] = TOY_CONFIG,
     items: Annotated[int | None, typer.Option(min=1, help="Contextual items to generate (config).")] = None,
-    steps: Annotated[int | None, typer.Option(min=1, help="Training steps (config).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Student training steps (config; the teacher keeps its own).")
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="Also copy the report JSON here.")] = None,
 ) -> None:
     """Toy end-to-end: contextual dataset -> tiny student -> ExportedProgram -> Core ML per shape -> numpy
@@ -62,7 +64,7 @@ def worker_e2e_cmd(
     out: Annotated[
         Path,
         typer.Option(
-            help="Run folder: data/, tokenizer/, run/, eval_results.jsonl, eval_report.json, report.json."
+            help="Run folder: data/, teacher/, run/, eval_results.jsonl, eval_report.json, report.json."
         ),
     ] = Path("runs/worker-e2e"),
     seed: Annotated[
@@ -71,11 +73,14 @@ def worker_e2e_cmd(
     config: Annotated[
         Path, typer.Option(help="Worker pipeline config.", show_default="packaged configs/worker_e2e.yaml")
     ] = WORKER_CONFIG,
-    steps: Annotated[int | None, typer.Option(min=1, help="Training steps (config).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Student training steps (config; the teacher keeps its own).")
+    ] = None,
 ) -> None:
-    """Worker end-to-end: contextual dataset -> small student trained on the gold conversations (loss on
-    the assistant turns) -> `eval --runner hf_local` through the tool loop on held-out items -> every gate
-    of configs/gates.yaml.
+    """Worker end-to-end: contextual dataset -> teacher (SmolLM2-135M fine-tuned on the gold conversations,
+    loss on the assistant turns) -> kd-mix --score-gold (the teacher's top-k at every assistant position) ->
+    student (a layer subset of the teacher, distilled) -> `eval --runner hf_local` through the tool loop on
+    held-out items -> every gate of configs/gates.yaml.
 
     Exit 0 when every gate passes, 1 when a gate fails, 2 on bad input.
     """
