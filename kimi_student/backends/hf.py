@@ -89,3 +89,14 @@ def load_hf_tokenizer(source: HFSource) -> Any:
 
     path, kw = source.pretrained_args()
     return AutoTokenizer.from_pretrained(path, **kw)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (oneDNN says so: AVX512-BF16 or AMX). Where it
+    does not (AVX2-only), bf16 is emulated and many times slower than fp32, so `auto` precisions pick fp32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False

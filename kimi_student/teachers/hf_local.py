@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from kimi_student.backends.hf import hf_source, load_causal_lm, load_hf_tokenizer
+from kimi_student.backends.hf import cpu_has_bf16, hf_source, load_causal_lm, load_hf_tokenizer
 from kimi_student.teachers.base import TeacherReply, TeacherRequest
 
 SCORING_PRECISIONS = ("auto", "bf16", "no")
@@ -18,14 +18,9 @@ SCORING_PRECISIONS = ("auto", "bf16", "no")
 def scoring_precision(requested: str = "auto") -> str:
     """The scoring forward's precision: `auto` is bf16 autocast where the CPU has bf16 (AVX512-BF16/AMX;
     elsewhere it is many times slower than fp32), else fp32 ("no")."""
-    import torch
-
     if requested != "auto":
         return requested
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
-    except (AttributeError, RuntimeError):
-        return "no"
+    return "bf16" if cpu_has_bf16() else "no"
 
 
 class HFTeacher:

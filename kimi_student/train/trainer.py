@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kimi_student.backends.hf import load_causal_lm, resolve_teacher_folder
+from kimi_student.backends.hf import cpu_has_bf16, load_causal_lm, resolve_teacher_folder
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.integrity import ensure_key
 from kimi_student.models.student import StudentSpec, build_student, resolve_tokenizer_folder
@@ -51,10 +51,7 @@ def pick_precision(requested: str = "auto") -> str:
         return requested
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    try:
-        return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
-    except (AttributeError, RuntimeError):
-        return "no"
+    return "bf16" if cpu_has_bf16() else "no"
 
 
 def packed_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:

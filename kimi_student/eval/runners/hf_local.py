@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kimi_student.backends.hf import load_causal_lm
+from kimi_student.backends.hf import cpu_has_bf16, load_causal_lm
 from kimi_student.chat.template import ChatTokenizer
 from kimi_student.chat.transcript import CALL_CLOSE
 from kimi_student.errors import InputError, KimiStudentError
@@ -31,15 +31,12 @@ DTYPES = ("auto", "fp32", "bf16")
 
 
 def resolve_dtype(dtype: str) -> str:
-    """fp32 or bf16: `auto` is bf16 where the CPU runs bf16 matrix products natively (oneDNN says so:
-    AVX512-BF16 or AMX), else fp32 (emulated bf16 is slower than fp32)."""
+    """fp32 or bf16: `auto` is bf16 where the CPU runs it natively (`cpu_has_bf16`), else fp32."""
     if dtype not in DTYPES:
         raise KimiStudentError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     if dtype != "auto":
         return dtype
-    import torch
-
-    return "bf16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 class HFGenerator:
