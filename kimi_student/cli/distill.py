@@ -111,14 +111,11 @@ def _score_gold(
     teacher: str, prompts: Path, out: Path, limit: int | None, top_k: int, wrapper: str, precision: str
 ) -> None:
     """`kd-mix --score-gold`: refusals first, then the sequences (teacher's tokenizer), then the model."""
-    import time
+    from functools import partial
 
-    from kimi_student.backends.hf import hf_source, load_hf_tokenizer
     from kimi_student.chat.prompt import WRAPPERS
-    from kimi_student.data.kd_mix import build_kd_mix, prompt_set_sha256
-    from kimi_student.teachers import make_teacher
-    from kimi_student.teachers.hf_local import SCORING_PRECISIONS, scoring_precision
-    from kimi_student.train.teacher_forced import forced_requests
+    from kimi_student.teachers.hf_local import SCORING_PRECISIONS
+    from kimi_student.train.teacher_forced import score_gold
 
     if not (teacher == "smollm2" or teacher.startswith("hf:")):
         fail("--score-gold needs an in-process teacher (smollm2 or hf:<folder|file.gguf>)")
@@ -128,19 +125,22 @@ def _score_gold(
         fail(f"--wrapper: unknown {wrapper!r} (known: {', '.join(WRAPPERS)})")
     if precision not in SCORING_PRECISIONS:
         fail(f"--precision: unknown {precision!r} (known: {', '.join(SCORING_PRECISIONS)})")
-    precision = scoring_precision(precision)
-    reqs = forced_requests(prompts, load_hf_tokenizer(hf_source(teacher)), wrapper, top_k, precision, limit)
-    name = "fp32" if precision == "no" else precision
-    typer.echo(f"scoring {len(reqs)} gold conversations ({wrapper} wrapper) in {name}", err=True)
-    t = make_teacher(teacher, top_k=top_k)
-    t0 = time.perf_counter()
-    header = build_kd_mix(t, reqs, out, prompt_set_sha256(reqs), show_progress())
-    took = time.perf_counter() - t0
+    echo = partial(typer.echo, err=True)
+    header = score_gold(
+        teacher,
+        prompts,
+        out,
+        wrapper=wrapper,
+        top_k=top_k,
+        precision=precision,
+        limit=limit,
+        progress=show_progress(),
+        log=echo,
+    )
     if not header["from_cache"]:
-        tokens = sum(len(r.forced.token_ids) for r in reqs if r.forced)
-        typer.echo(
-            f"{tokens} sequence tokens in {took:.1f} s: {tokens / took:.0f} tokens/s ({name})", err=True
-        )
+        tokens, took = header["sequence_tokens"], header["seconds"]
+        name = "fp32" if header["precision"] == "no" else header["precision"]
+        echo(f"{tokens} sequence tokens in {took:.1f} s: {tokens / took:.0f} tokens/s ({name})")
     _summary(header, out, "scored")
 
 

@@ -21,12 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kimi_student.backends.hf import hf_source, load_hf_tokenizer
 from kimi_student.chat.prompt import item_messages
 from kimi_student.data.contextual import generate, write_dataset
 from kimi_student.data.disjoint import TrainingMemory, leaks, value_atoms
 from kimi_student.data.extract import extracted
-from kimi_student.data.kd_mix import build_kd_mix, prompt_set_sha256
 from kimi_student.errors import InputError
 from kimi_student.eval.harness import run_eval
 from kimi_student.eval.report import EvalPaths
@@ -38,10 +36,9 @@ from kimi_student.recipes.copy_augment import augmented_set
 from kimi_student.recipes.toy_e2e import fresh_training, load_config, timed, torch_threads
 from kimi_student.recipes.toy_run import ToyRun
 from kimi_student.resources import config_path, shown_path
-from kimi_student.teachers.hf_local import HFTeacher, scoring_precision
 from kimi_student.tokenizer import load_tokenizer
 from kimi_student.train.examples import conversation_turns
-from kimi_student.train.teacher_forced import forced_requests
+from kimi_student.train.teacher_forced import score_gold
 
 CONFIG = config_path("worker_e2e.yaml")
 EXTRACT_TOKENIZER = "smollm2"  # the eval dataset's span tokenizer, as `make contextual-extract` uses
@@ -138,15 +135,18 @@ def score_with_teacher(
     run: ToyRun, teacher: Path, k: dict[str, Any], progress: bool = False
 ) -> dict[str, Any]:
     """`kd-mix --score-gold` of the first `kd.items` training items by the trained teacher."""
-    uri = f"hf:{teacher}"
-    precision = scoring_precision(str(k.get("precision", "auto")))
-    tok = load_hf_tokenizer(hf_source(uri))
-    reqs = forced_requests(run.train_jsonl, tok, "request", int(k["top_k"]), precision, int(k["items"]))
-    head = build_kd_mix(
-        HFTeacher(uri, top_k=int(k["top_k"])), reqs, kd_path(run), prompt_set_sha256(reqs), progress
+    head = score_gold(
+        f"hf:{teacher}",
+        run.train_jsonl,
+        kd_path(run),
+        wrapper="request",
+        top_k=int(k["top_k"]),
+        precision=str(k.get("precision", "auto")),
+        limit=int(k["items"]),
+        progress=progress,
     )
-    tokens = sum(len(r.forced.token_ids) for r in reqs if r.forced)
-    return {"records": head["records"], "ok": head["ok"], "sequence_tokens": tokens, "precision": precision}
+    keep = ("records", "ok", "sequence_tokens", "precision")
+    return {key: head[key] for key in keep}
 
 
 def kd_path(run: ToyRun) -> Path:

@@ -10,6 +10,8 @@ of those positions, given the same context, can. The sequence comes from `Exampl
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +61,34 @@ def forced_requests(
         )
         out.append(TeacherRequest(row["id"], tuple(msgs), decoding, forced))
     return out
+
+
+def score_gold(
+    teacher: str,
+    prompts: str | Path,
+    out: str | Path,
+    *,
+    wrapper: str,
+    top_k: int,
+    precision: str,
+    limit: int | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """`kd-mix --score-gold`: the in-process `teacher` scores the gold conversations of `prompts` into the
+    KD mix `out` (cached, resumable). Returns the mix's header with `sequence_tokens` and `seconds` added;
+    `precision` is auto, bf16 or no (resolved here, and said through `log` before the model loads)."""
+    from kimi_student.backends.hf import hf_source, load_hf_tokenizer
+    from kimi_student.data.kd_mix import build_kd_mix, prompt_set_sha256
+    from kimi_student.teachers import make_teacher
+    from kimi_student.teachers.hf_local import scoring_precision
+
+    precision = scoring_precision(precision)
+    reqs = forced_requests(prompts, load_hf_tokenizer(hf_source(teacher)), wrapper, top_k, precision, limit)
+    name = "fp32" if precision == "no" else precision
+    log(f"scoring {len(reqs)} gold conversations ({wrapper} wrapper) in {name}")
+    t = make_teacher(teacher, top_k=top_k)
+    t0 = time.perf_counter()
+    header = build_kd_mix(t, reqs, out, prompt_set_sha256(reqs), progress)
+    tokens = sum(len(r.forced.token_ids) for r in reqs if r.forced)
+    return {**header, "sequence_tokens": tokens, "seconds": time.perf_counter() - t0, "precision": precision}
