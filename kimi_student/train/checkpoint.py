@@ -34,6 +34,7 @@ from kimi_student.train.examples import ExampleStream
 from kimi_student.train.state import TrainState, read_state, write_state
 
 _STEP = re.compile(r"step-\d{6}")
+_HALF_WRITTEN = re.compile(r"\.step-\d{6}\.tmp")  # a checkpoint save cut short by a kill
 
 
 @dataclass
@@ -94,7 +95,7 @@ def save(
     """A checkpoint of the (unwrapped) model and the training state; only the newest `keep` stay."""
     name = f"step-{step:06d}"
     dest = paths.checkpoints / name
-    for stale in paths.checkpoints.glob(".step-*.tmp"):  # left by a killed run
+    for stale in paths.checkpoints.glob(".step-*.tmp"):  # left by a killed run (_HALF_WRITTEN)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = paths.checkpoints / f".{name}.tmp"
     try:
@@ -128,25 +129,49 @@ def verify(folder: Path, config_sha256: str | None = None) -> int:
     return checkpoint_manifest.verify(folder, config_sha256)
 
 
-def resume_point(paths: RunPaths) -> Path | None:
-    """The checkpoint to resume from (`load` verifies it), or None for a new run. A folder with a log or
-    checkpoints but no LATEST is refused: restarting would truncate its log."""
+def resume_point(paths: RunPaths, first_checkpoint: int) -> Path | None:
+    """The checkpoint to resume from (`load` verifies it), or None for a new run. A run killed before its
+    first checkpoint (step `first_checkpoint`) has nothing to resume: its log holds only earlier steps and
+    its checkpoints/ at most a half-written `.step-*.tmp`, so it starts again from step 0, losing nothing.
+    Any other folder with a log or checkpoints but no LATEST is refused: restarting would truncate its log."""
     latest = paths.latest()
     if latest is not None:
         return latest
-    leftovers = paths.checkpoints.is_dir() and any(paths.checkpoints.iterdir())
     if paths.final.exists():
         raise ManifestError(
             paths.final,
             "the run is finished and has no checkpoint to resume from: choose another --out to train again",
         )
-    if paths.log.exists() or paths.log.is_symlink() or leftovers:
+    leftovers = paths.checkpoints.is_symlink() or (
+        paths.checkpoints.is_dir()
+        and any(not _HALF_WRITTEN.fullmatch(p.name) for p in paths.checkpoints.iterdir())
+    )
+    unfinished = paths.log.exists() or paths.log.is_symlink() or leftovers
+    if unfinished and (leftovers or not _before_first_checkpoint(paths.log, first_checkpoint)):
         raise ManifestError(
             paths.log if paths.log.exists() else paths.checkpoints,
             f"an unfinished run without a checkpoint to resume from ({paths.checkpoints / 'LATEST'} is "
             f"missing); {FRESH}",
         )
     return None
+
+
+def _before_first_checkpoint(log: Path, first_checkpoint: int) -> bool:
+    """True when `log` is a plain file of step records, every one before `first_checkpoint` (its last line
+    may be cut short by the kill): the log of a run that never reached a checkpoint."""
+    if log.is_symlink() or not log.is_file():
+        return not log.exists() and not log.is_symlink()
+    lines = log.read_bytes().split(b"\n")
+    for i, line in enumerate(lines):
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            if i == len(lines) - 1:  # the empty tail after the last newline, or a line cut by the kill
+                continue
+            return False
+        if not isinstance(step, int) or step >= first_checkpoint:
+            return False
+    return True
 
 
 def discard(paths: RunPaths) -> list[Path]:

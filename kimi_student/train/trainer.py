@@ -245,8 +245,9 @@ def _setup(
     from transformers import AutoTokenizer
 
     precision = pick_precision(requested_precision)
-    latest = checkpoint.resume_point(paths)  # before anything is written
-    if config.checkpoint_every and config.checkpoint_every < config.max_steps:
+    checkpoints = bool(config.checkpoint_every and config.checkpoint_every < config.max_steps)
+    latest = checkpoint.resume_point(paths, config.checkpoint_every if checkpoints else config.max_steps)
+    if checkpoints:
         ensure_key()  # checkpoints will be sealed
     accelerator = Accelerator(
         mixed_precision=precision if precision in ("bf16", "fp16") else "no",

@@ -284,6 +284,42 @@ def test_fresh_discards_an_unfinished_run_and_refuses_a_finished_one(
     assert _snapshot(run) == before
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_again(base: dict[str, Path], tmp_path: Path) -> None:
+    """Killed at step 2 of 6 (first checkpoint at 3), mid-write of its log and of its first checkpoint: a
+    rerun has nothing to resume, loses nothing by starting from step 0, and ends as an uninterrupted run."""
+    run, ref = tmp_path / "run", tmp_path / "ref"
+    T.train(load_spec(base["cfg"], "toy"), run, data=str(base["data"]), stop_after=2, precision="no")
+    assert [h["step"] for h in _log(run)] == [1, 2] and not (run / "checkpoints" / "LATEST").exists()
+    with open(run / "train_log.jsonl", "a") as fh:
+        fh.write('{"step": 3, "lo')  # the kill cut the third line short
+    (run / "checkpoints" / ".step-000003.tmp" / "model").mkdir(parents=True)
+    args = ("train", "--config", base["cfg"], "--data", base["data"], "--precision", "no", "--out")
+    assert ks_here(*args, run).returncode == 0 and ks_here(*args, ref).returncode == 0
+    assert [h["step"] for h in _log(run)] == list(range(1, 7))
+    assert (run / "final" / "model.safetensors").read_bytes() == (
+        ref / "final" / "model.safetensors"
+    ).read_bytes()
+    assert not list((run / "checkpoints").glob(".step-*"))
+
+
+@pytest.mark.parametrize(
+    "log",
+    ['{"step": 1}\n{"step": 3}\n', '{"step": 1}\nnot json\n{"step": 2}\n', '{"step": "1"}\n'],
+    ids=["a step at the first checkpoint", "a garbled line before the last", "a step not a number"],
+)
+def test_a_log_that_a_run_before_its_first_checkpoint_cannot_have_written_is_refused(
+    base: dict[str, Path], tmp_path: Path, log: str
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "train_log.jsonl").write_text(log)
+    r = ks_here("train", "--config", base["cfg"], "--data", base["data"], "--out", run, "--precision", "no")
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert f"{run / 'train_log.jsonl'}: an unfinished run without a checkpoint to resume from" in line
+    assert (run / "train_log.jsonl").read_text() == log and sorted(os.listdir(run)) == ["train_log.jsonl"]
+
+
 def test_an_unknown_precision_is_refused(base: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "run"
     r = ks_here("train", "--config", base["cfg"], "--data", base["data"], "--out", run, "--precision", "fp64")
