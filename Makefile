@@ -15,7 +15,7 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-hf-decode clean \
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke llama-server llama-serve test-llama llama-record
 
@@ -48,6 +48,7 @@ help:
 	@echo "make bench-score     scoring loop items/s + verification_only eval time vs BASE_SCORE=2ff5711 (timed), BYTES_SCORE=874cf81 (bytes)"
 	@echo "make bench-eval      eval items/s with 1 vs 2 worker processes, 10k verification_only time"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
+	@echo "make bench-train-head a training step with the LM head at the loss positions only vs every position"
 	@echo "make bench-hf-decode hf_local decoding tokens/s (fp32, bf16) vs HF generate, fp32 outputs identical"
 
 $(VENV)/.installed: pyproject.toml
@@ -234,6 +235,9 @@ bench-distill: install
 
 bench-hf-decode: install
 	$(VENV)/bin/python bench/hf_decode.py $(BENCH_HF_ARGS)  # e.g. BENCH_HF_ARGS="--model runs/worker/final --n 24"
+
+bench-train-head: install
+	$(VENV)/bin/python bench/train_head.py $(BENCH_HEAD_ARGS)  # e.g. BENCH_HEAD_ARGS="--layers 12 --seq-len 512"
 
 bench-train: install
 	$(VENV)/bin/pip install -q -e '.[bench]'

@@ -202,6 +202,16 @@ def process_weights(
     return w
 
 
-def shift_for_next_token(logits: Tensor, ids: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Position t's logits predict token t+1: drop the last logit and the first target and weight."""
-    return logits[:, :-1], ids[:, 1:], weights[:, 1:]
+def loss_positions(weights: Tensor) -> Tensor:
+    """(B, L-1) bool: the positions t whose next token t+1 carries a loss (weight > 0). Position t's
+    logits predict token t+1, so a token's weight, source and teacher rows belong to the position before
+    it; padding and prompt tokens (weight 0) need no logits at all."""
+    return weights[:, 1:] > 0
+
+
+def at_loss_positions(batch: dict[str, Tensor], at: Tensor) -> dict[str, Tensor]:
+    """The per-token tensors of `batch` (B, L, …) shifted by one and gathered at `at` -> (1, N, …): each
+    position's target token, its weight and source, the teacher's top-k rows for that token."""
+    keys = ("input_ids", "weights", "source", "topk_ids", "topk_logprobs")
+    out: dict[str, Tensor] = {k: batch[k][:, 1:][at].unsqueeze(0) for k in keys if k in batch}
+    return {**batch, **out}

@@ -54,12 +54,24 @@ def pick_precision(requested: str = "auto") -> str:
     return "bf16" if cpu_has_bf16() else "no"
 
 
-def packed_logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits of packed rows, each example attending only to itself.
+# Architectures whose causal-LM logits are exactly the output embedding of the decoder's last hidden state
+# (no logit scaling or soft-capping between them), so the head can run at the loss positions alone.
+_PLAIN_HEAD = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
-    transformers builds a per-example mask from position ids that restart, but only without a KV cache:
-    with the default `use_cache=True` every example would also attend to the ones before it in its row."""
-    return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+
+def target_logits(model: Any, batch: dict[str, torch.Tensor], at: torch.Tensor) -> torch.Tensor:
+    """Logits (1, N, V) of packed rows at the N positions `at` selects ((B, L-1), L.loss_positions).
+
+    Only these positions carry a loss (the assistant turns), and the head over a 49k vocabulary, with the
+    loss's log-softmax in float32, is a large share of a small model's step when run at every position
+    (bench/train_head.py measures it): it runs at the selected ones. Each packed example attends only to itself: transformers builds a per-example
+    mask from position ids that restart, but only without a KV cache (with the default `use_cache=True`
+    every example would also attend to the ones before it in its row)."""
+    kw = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
+    if model.config.model_type not in _PLAIN_HEAD:
+        return model(**kw).logits[:, :-1][at].unsqueeze(0)
+    hidden = model.get_decoder()(**kw).last_hidden_state
+    return model.get_output_embeddings()(hidden[:, :-1][at]).unsqueeze(0)
 
 
 def _kd_losses(
@@ -73,13 +85,13 @@ def _kd_losses(
     (none when no position of the batch has logprobs)."""
     t = float(weights.temperature)
     if teacher_logits is not None:
-        tl = teacher_logits[:, :-1]
+        tl = teacher_logits
         return {
             "kl_forward": lambda: L.kl_forward(lg, tl, t, w),
             "kl_reverse": lambda: L.kl_reverse(lg, tl, t, w),
             "jsd": lambda: L.jsd(lg, tl, weights.jsd_beta, t, w),
         }
-    ids, lps = batch["topk_ids"][:, 1:], batch["topk_logprobs"][:, 1:]
+    ids, lps = batch["topk_ids"], batch["topk_logprobs"]
     has = ids[..., 0] >= 0
     if not bool(has.any()):
         return {}
@@ -108,8 +120,11 @@ def compute_loss(
     weights: LossWeights,
     teacher_logits: torch.Tensor | None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    lg, tg, w = L.shift_for_next_token(logits, batch["input_ids"], batch["weights"])
-    src = batch["source"][:, 1:]
+    """The weighted loss terms of a micro-batch. `logits` (1, N, V) are the student's at the N loss
+    positions and `batch` holds what belongs to them (L.at_loss_positions); `teacher_logits` the same
+    positions' of an in-process teacher."""
+    lg, tg, w = logits, batch["input_ids"], batch["weights"]
+    src = batch["source"]
     terms: dict[str, torch.Tensor] = {}
     # A CE term counts only where its source has weighted tokens in this batch.
     for name, code in (("ce_teacher", 2), ("ce_ground_truth", 1)):
@@ -355,12 +370,14 @@ def _optimizer_step(s: Session, step: int, seq_len: int) -> tuple[float, dict[st
 def _micro_step(s: Session, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward (student, teacher), loss, backward, clip and step (accelerate skips the step until the
     last micro-batch of the accumulation)."""
-    logits = packed_logits(s.model, batch)
+    at = L.loss_positions(batch["weights"])
+    logits = target_logits(s.model, batch, at)
     teacher_logits = None
     if s.teacher is not None:
         with torch.no_grad():
-            teacher_logits = packed_logits(s.teacher, batch).float()
-    loss, parts = compute_loss(logits.float(), batch, s.config.loss, teacher_logits)
+            teacher_logits = target_logits(s.teacher, batch, at).float()
+    targets = L.at_loss_positions(batch, at)
+    loss, parts = compute_loss(logits.float(), targets, s.config.loss, teacher_logits)
     if not torch.isfinite(loss):
         raise TrainingError(
             f"loss is {float(loss.detach())} at step {step + 1} (as train_log.jsonl counts); stopped. "

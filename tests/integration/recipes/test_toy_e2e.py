@@ -303,7 +303,7 @@ def test_pack_without_truncation_never_cuts_an_example() -> None:
 def test_packed_examples_do_not_attend_to_each_other() -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from kimi_student.train.trainer import packed_logits
+    from kimi_student.train.trainer import target_logits
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
@@ -320,5 +320,9 @@ def test_packed_examples_do_not_attend_to_each_other() -> None:
         "input_ids": torch.cat([a, b], 1),
         "position_ids": torch.cat([torch.arange(9), torch.arange(7)])[None],
     }
-    alone = model(input_ids=b, use_cache=False).logits
-    assert torch.allclose(packed_logits(model, batch)[:, 9:], alone, atol=1e-5)
+    alone = model(input_ids=b, use_cache=False).logits[:, :-1]
+    every = torch.ones(1, 15, dtype=torch.bool)  # each position but the last predicts a next token
+    assert torch.allclose(target_logits(model, batch, every)[:, 9:], alone, atol=1e-5)
+    some = every.clone()
+    some[0, :9] = False  # the head runs at the selected positions only, giving the same logits there
+    assert torch.allclose(target_logits(model, batch, some), alone, atol=1e-5)

@@ -130,14 +130,24 @@ def test_process_weights_land_on_the_span_not_the_sequence_start() -> None:
     assert w[2:4].tolist() == [1.0, 1.0]  # where the original put them
 
 
-def test_next_token_shift_keeps_weights_with_their_targets() -> None:
-    ids = torch.tensor([[10, 11, 12, 13]])
-    w = t([[1.0, 1.0, 5.0, 1.0]])  # token 12 is a process step
-    logits = torch.zeros(1, 4, 20)
-    lg, tg, ww = L.shift_for_next_token(logits, ids, w)
-    assert tg.tolist() == [[11, 12, 13]] and ww.tolist() == [[1.0, 5.0, 1.0]] and lg.shape[1] == 3
-    # The logit at position 1 predicts token 12 and carries its weight.
-    assert ww[0, tg[0].tolist().index(12)].item() == 5.0
+def test_loss_positions_keep_weights_sources_and_teacher_rows_with_their_targets() -> None:
+    ids = torch.tensor([[10, 11, 12, 13], [20, 21, 22, 23]])
+    w = t([[0.0, 1.0, 5.0, 1.0], [0.0, 0.0, 2.0, 0.0]])  # token 12 is a process step; 21, 23 no loss
+    batch = {
+        "input_ids": ids,
+        "weights": w,
+        "source": torch.tensor([[0, 1, 1, 2], [0, 0, 2, 0]]),
+        "topk_ids": ids[..., None] + 100,
+        "position_ids": torch.arange(4).repeat(2, 1),
+    }
+    at = L.loss_positions(w)
+    assert at.tolist() == [[True, True, True], [False, True, False]]
+    got = L.at_loss_positions(batch, at)
+    # Position t predicts token t+1 and carries its weight, source and teacher row.
+    assert got["input_ids"].tolist() == [[11, 12, 13, 22]]
+    assert got["weights"].tolist() == [[1.0, 5.0, 1.0, 2.0]] and got["source"].tolist() == [[1, 1, 2, 2]]
+    assert got["topk_ids"].tolist() == [[[111], [112], [113], [122]]]
+    assert got["position_ids"] is batch["position_ids"]  # the model's inputs stay whole
 
 
 def test_an_unknown_kd_term_is_refused() -> None:
