@@ -112,7 +112,8 @@ def _web_research(b: Builder, complexity: str, negative: bool = False, top_k: in
     top = res["results"][0]
     b.draft.lead = f"I searched for {q}."
     b.draft.integrations.append(f'The top result is "{top["title"]}" at {top["url"]}.')
-    if complexity == "multi_call":
+    if complexity == "multi_call":  # asked for: whether to read the top page must follow from the request
+        b.draft.request += " Then read the top result and tell me what it says."
         page = b.call("web.crawl", {"url": top["url"]})
         b.draft.integrations.append(f"That page states: {page['text'].splitlines()[0]}.")
     elif len(res["results"]) > 1:
@@ -267,7 +268,8 @@ def _repo_nav(b: Builder, complexity: str, negative: bool = False, max_results: 
     m = res["matches"][0]
     b.draft.lead = f"I searched the repository for {key}."
     b.draft.integrations.append(f"{key} is defined in {m['path']} as {m['text']}.")
-    if complexity == "multi_call":
+    if complexity == "multi_call":  # asked for, as the web and API follow-ups are
+        b.draft.request += " Then open that file and tell me what else it sets."
         f = b.call("read_file", {"path": m["path"]})
         other = next(ln for ln in f["content"].splitlines() if not ln.startswith(key))
         b.draft.integrations.append(f"The same file also sets {other}.")
@@ -302,6 +304,7 @@ def _api_lookup(b: Builder, complexity: str, negative: bool = False) -> None:
         f"{body['name']} is at version {body['version']}, released {body['released']}."
     )
     if complexity == "multi_call":
+        b.draft.request += " Also, how many downloads is that a day?"
         per_day = b.call("math.eval", {"expression": f"{body['weekly_downloads']} / 7", "precision": 1})[
             "value"
         ]

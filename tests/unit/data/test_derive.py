@@ -22,6 +22,34 @@ def test_every_gold_call_of_a_dataset_is_derivable(split: str) -> None:
     assert len(kinds) >= 24  # every scenario x complexity with calls was checked
 
 
+# What in a multi-call item's request asks for its follow-up call: the decision to call again must follow
+# from the request as its arguments do (a web search alone and a search then a read once had one wording).
+FOLLOW_UP_CUES = {
+    "arithmetic": "tax?",
+    "web_research": "Then read the top result",
+    "page_reading": "Save a note of it",
+    "code_run": "Save the output",
+    "file_ops": "if doubled",
+    "report_write": "Include the annualised figure",
+    "repo_nav": "Then open that file",
+    "api_lookup": "how many downloads is that a day",
+}
+
+
+def test_a_follow_up_call_is_asked_for_and_a_single_call_item_never_asks() -> None:
+    _, items, _ = generate(400, 3)
+    seen: Counter[tuple[str, str]] = Counter()
+    for it in items:
+        m = it["metadata"]
+        if m["scenario"] not in FOLLOW_UP_CUES or m["complexity"] not in ("single_call", "multi_call"):
+            continue
+        asks = FOLLOW_UP_CUES[m["scenario"]].lower() in it["prompt"].lower()  # ambiguity items lowercase it
+        assert asks == (m["complexity"] == "multi_call"), (it["id"], m["complexity"], it["prompt"][-200:])
+        assert len(m["call_sequence"]) == (2 if asks else 1) or m["negative_control"], it["id"]
+        seen[(m["scenario"], m["complexity"])] += 1
+    assert len(seen) == 2 * len(FOLLOW_UP_CUES)  # every scenario, both ways
+
+
 def test_an_error_recovery_item_names_its_first_call_and_its_error_names_the_second() -> None:
     _, items, _ = generate(400, 2)
     it = next(
