@@ -64,8 +64,9 @@ def _arithmetic(b: Builder, complexity: str) -> None:
     )
     if "precision" in args:
         b.draft.request += " Round to 2 decimals."
-    if complexity == "branching_error_recovery":  # the order sheet's own spelling fails first
-        b.draft.request += f" The order sheet writes it as {price} x {qty}."
+    if complexity == "branching_error_recovery":  # the order sheet's own spelling, asked for, fails first
+        # (asked for: a student that writes `*` at once would otherwise be wrong for knowing better)
+        b.draft.request += f" The order sheet writes it as {price} x {qty}; try it as written first."
         bad = b.call("math.eval", {**args, "expression": f"{price} x {qty}"})
         assert not bad["ok"]
     sub = b.call("math.eval", args)["value"]

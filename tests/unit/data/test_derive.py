@@ -50,6 +50,19 @@ def test_a_follow_up_call_is_asked_for_and_a_single_call_item_never_asks() -> No
     assert len(seen) == 2 * len(FOLLOW_UP_CUES)  # every scenario, both ways
 
 
+def test_the_order_sheets_failing_spelling_is_asked_for() -> None:
+    """An arithmetic recovery item's failing first call is asked for, as the user's own snippet is: a
+    student that writes `*` at once is not wrong for knowing better."""
+    _, items, _ = generate(400, 4)
+    first = {}
+    for it in items:
+        m = it["metadata"]
+        if m["expected_behaviour"] == "retry" and m["scenario"] == "arithmetic":
+            first[it["id"]] = m["call_sequence"][0]["arguments"]["expression"]
+            assert f"writes it as {first[it['id']]}; try it as written first" in it["prompt"], it["id"]
+    assert first
+
+
 def test_an_error_recovery_item_names_its_first_call_and_its_error_names_the_second() -> None:
     _, items, _ = generate(400, 2)
     it = next(
