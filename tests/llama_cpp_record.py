@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from kimi_student.chat.transcript import format_call, format_response
+from kimi_student.chat.transcript import RESP_CLOSE, RESP_OPEN, format_call
 from kimi_student.eval.runners.openai_http import OpenAIGenerator
 from kimi_student.teachers.base import Decoding, TeacherRequest
 from kimi_student.teachers.openai_http import HTTPTeacher
@@ -32,9 +32,9 @@ KD_PROMPTS = {
 TOOL_CONVERSATION = [
     {"role": "user", "content": "Search the web for bloom filters."},
     {"role": "assistant", "content": format_call("web.search", {"query": "bloom filters"})},
-    {
+    {  # the tool turn's text as recorded (before format_response sorted a result's keys): opaque here
         "role": "tool",
-        "content": format_response({"results": [{"title": "Bloom filter", "snippet": "A set."}]}),
+        "content": RESP_OPEN + '{"results": [{"title": "Bloom filter", "snippet": "A set."}]}' + RESP_CLOSE,
     },
 ]
 

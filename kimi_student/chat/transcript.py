@@ -47,8 +47,16 @@ def format_call(name: str, arguments: dict[str, Any]) -> str:
     return CALL_OPEN + _ENCODER({"name": name, "arguments": arguments}) + CALL_CLOSE
 
 
+# Keys sorted: the ToolBroker replays results from fixture files, which hold canonical JSON (sorted keys),
+# so the gold transcripts a student trains on must show tool results in that order too. With the
+# generator's own order in training and sorted keys at eval, a trained teacher copied the field that now
+# came first ("version 2026-07-25", the release date; a page's text as its title).
+_RESPONSE_ENCODER = json_encoder(ensure_ascii=False, sort_keys=True)
+
+
 def format_response(result: dict[str, Any]) -> str:
-    return RESP_OPEN + _ENCODER(result) + RESP_CLOSE
+    """A tool result as the model reads it, the same bytes whoever formats it (generator, tool loop)."""
+    return RESP_OPEN + _RESPONSE_ENCODER(result) + RESP_CLOSE
 
 
 @dataclass
