@@ -24,7 +24,7 @@ from kimi_student.eval.runners.openai_http import api_name, to_tools_messages
 from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.eval.runners.tool_loop import Generation, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
-from tests.support import ks, read_rows, serve_json, write_rows
+from tests.support import ks, ks_here, read_rows, serve_json, write_rows
 
 PARITY_ITEMS = 12  # held-out items per runner: the MIL executor takes ~1 s an item on a busy core
 
@@ -363,7 +363,7 @@ def test_hf_local_batches_prompts_of_similar_length(lengths: list[int], size: in
 def test_model_runner_usage_errors_exit_2_in_one_line(
     dataset: dict, tmp_path: Path, args: tuple, message: str
 ) -> None:
-    r = ks(
+    r = ks_here(  # in this process: test_eval's test_runner_usage_errors_exit_2 is exit 2 across a process
         "eval",
         *args,
         "--in",
