@@ -90,8 +90,9 @@ def test_runner_parity_hf_local_openai_http_coreml(smoke: dict) -> None:
 
 @pytest.mark.slow
 def test_smoke_fails_when_runners_disagree(smoke: dict, tmp_path: Path) -> None:
-    """A tolerance no real pair of runners meets (negative) makes the smoke fail: the check can fail."""
-    r = ks(
+    """A tolerance no real pair of runners meets (negative) makes the smoke fail: the check can fail. In
+    this process (the `smoke` fixture runs it in its own)."""
+    r = ks_here(
         "eval",
         "smoke",
         "--toy",
@@ -107,7 +108,7 @@ def test_smoke_fails_when_runners_disagree(smoke: dict, tmp_path: Path) -> None:
     )
     assert r.returncode == 1, r.stdout + r.stderr
     assert json.loads((tmp_path / "smoke.json").read_text())["passed"] is False
-    r = ks("eval", "smoke", "--toy", tmp_path / "nothing", "--out", tmp_path)
+    r = ks_here("eval", "smoke", "--toy", tmp_path / "nothing", "--out", tmp_path)
     assert r.returncode == 2 and "run `make toy-e2e` first" in r.stderr
 
 
@@ -115,7 +116,7 @@ def test_smoke_fails_when_runners_disagree(smoke: dict, tmp_path: Path) -> None:
 def test_tool_loop_on_the_real_student_stops_at_max_turns_or_an_answer(smoke: dict) -> None:
     d = smoke["dir"]
     out, rep = d / "loop3.jsonl", d / "loop3.json"
-    r = ks(
+    r = ks_here(
         "eval",
         "--runner",
         "hf_local",
