@@ -9,12 +9,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Bytecode caches are written (Python's default, which PYTHONDONTWRITEBYTECODE turns off): without them each
+# of the suite's CLI processes compiled kimi_student again (~0.5 s a process on 2 cores), and on a venv
+# installed with --no-compile (make install) torch and transformers too (seconds a process).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers on two cores: one OpenMP thread each (and in every CLI subprocess, which inherits it).
