@@ -318,9 +318,9 @@ def test_unreachable_endpoint_makes_errors_and_no_gate_passes(dataset: dict, tmp
 def test_hf_local_with_two_workers_writes_the_bytes_of_one(smoke: dict, tmp_path: Path) -> None:
     """Worker processes each load the model; the results and report are those of one process."""
     d, outs = smoke["dir"], {}
-    for w in ("1", "2"):
+    for w in ("1", "2"):  # one process (this one) against a parent and two worker processes
         out, rep = tmp_path / f"w{w}" / "r.jsonl", tmp_path / f"w{w}" / "r.json"
-        r = ks(
+        r = (ks_here if w == "1" else ks)(
             "eval", "--runner", "hf_local", "--model", smoke["toy"] / "run" / "final", "--in", d / "heldout.jsonl",
             "--out", out, "--report", rep, "--prompt-wrapper", "request", "--max-turns", "2", "--workers", w,
             env={"SOURCE_DATE_EPOCH": "1700000000"},
