@@ -66,16 +66,17 @@ install: $(VENV)/.installed
 # worker, so module fixtures are built once; the heaviest modules first, in tests/conftest.py's HEAVY_FIRST
 # order, which --no-loadscope-reorder keeps), one OpenMP thread each (two threads a worker stall at every op's
 # barrier while the other worker holds the second core: kimi_student/train/threads.py).
-# test-fast: the unit tier, in-process, < 60 s.
+# Tests marked `extra` (a costlier second proof of what a cheaper test in make test proves) run only in
+# test-slow, with the `slow` ones. test-fast: the unit tier, in-process, < 60 s.
 PYTEST := $(VENV)/bin/python -m pytest -q
 test: install
-	OMP_NUM_THREADS=1 PROPERTY_EXAMPLES=150 KILL_SEEDS=1 $(PYTEST) -n 2 --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=1 PROPERTY_EXAMPLES=150 KILL_SEEDS=1 $(PYTEST) -m "not extra" -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install
-	$(PYTEST) tests/unit -m "not slow"
+	$(PYTEST) tests/unit -m "not slow and not extra"
 
 test-slow: install
-	OMP_NUM_THREADS=1 $(PYTEST) -m slow -n 2 --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=1 $(PYTEST) -m "slow or extra" -n 2 --dist loadfile --no-loadscope-reorder
 
 # ---- llama.cpp's OpenAI-compatible server: bench/llama_server.sh builds PyPI llama-cpp-python (pinned) from its
 # sdist, CPU only, into .venv-llama (~15 min on 2 cores, once; a rerun is instant). It serves the GGUF that the

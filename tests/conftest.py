@@ -9,12 +9,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Bytecode caches are written (Python's default, which PYTHONDONTWRITEBYTECODE turns off): without them each
+# of the suite's CLI processes compiled kimi_student again (~0.5 s a process on 2 cores), and on a venv
+# installed with --no-compile (make install) torch and transformers too (seconds a process).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Two workers on two cores: one OpenMP thread each (and in every CLI subprocess, which inherits it).
@@ -38,7 +44,6 @@ HEAVY_FIRST = (
     "tests/integration/train/test_untrusted_run.py",
     "tests/integration/eval/test_eval_scale.py",
     "tests/integration/recipes/test_toy_e2e.py",
-    "tests/unit/backends/test_hf.py",
     "tests/integration/export/mil/test_decoders.py",
     "tests/integration/eval/test_sealed_rows.py",
     "tests/integration/export/mil/test_compressed_weights.py",
@@ -105,16 +110,21 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A 240-item dataset, generated and extracted with the embedded SmolLM2 tokenizer."""
-    d = tmp_path_factory.mktemp("ctx")
-    gen, final = d / "c.jsonl", d / "final.jsonl"
-    for args in (
-        ("contextual", "gen", "--n", 240, "--seed", 5, "--out", gen),
-        ("contextual", "extract", "--in", gen, "--out", final, "--tokenizer", "smollm2"),
-    ):
-        r = ks(*args)
-        assert r.returncode == 0, r.stderr
-    return {"dir": d, "gen": gen, "final": final}
+    """A 240-item dataset, generated and extracted with the embedded SmolLM2 tokenizer, once per session
+    (`shared_once`; tests read it, or write beside it under names of their own)."""
+
+    def build(d: Path) -> dict:
+        d.mkdir(parents=True, exist_ok=True)
+        gen, final = d / "c.jsonl", d / "final.jsonl"
+        for args in (
+            ("contextual", "gen", "--n", 240, "--seed", 5, "--out", gen),
+            ("contextual", "extract", "--in", gen, "--out", final, "--tokenizer", "smollm2"),
+        ):
+            r = ks(*args)
+            assert r.returncode == 0, r.stderr
+        return {"dir": str(d), "gen": str(gen), "final": str(final)}
+
+    return {k: Path(v) for k, v in shared_once(tmp_path_factory, "dataset", build).items()}
 
 
 @pytest.fixture(scope="session")

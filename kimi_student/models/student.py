@@ -8,6 +8,7 @@ Initialisation is random (seeded) or a subset of a teacher's layers when it shar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -161,12 +162,26 @@ def resolve_tokenizer_folder(ref: str) -> Path:
     return p
 
 
+@lru_cache(maxsize=4)
+def _loaded_tokenizer(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> Any:
+    """The tokenizer of `folder` as of `stamp` (its files' names, sizes and mtimes): a run saves it with
+    every checkpoint, and parsing SmolLM2's 49k-token tokenizer again each time cost ~0.3 s a save."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _tokenizer_of(folder: str | Path) -> Any:
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file())
+    return _loaded_tokenizer(
+        str(folder), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    )
+
+
 def save_checkpoint(model: Any, tokenizer_folder: str | Path, out: str | Path) -> Path:
     """config.json + model.safetensors + tokenizer files, written to a temp folder then renamed."""
     import os
     import shutil
-
-    from transformers import AutoTokenizer
 
     from kimi_student.outputs import temp_dir_beside
 
@@ -174,7 +189,7 @@ def save_checkpoint(model: Any, tokenizer_folder: str | Path, out: str | Path) -
     tmp = temp_dir_beside(out)  # a killed save's temp folder goes here too
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(str(tokenizer_folder)).save_pretrained(tmp)
+        _tokenizer_of(tokenizer_folder).save_pretrained(tmp)
         os.chmod(tmp, 0o755)  # a checkpoint is meant to be shared, whatever the umask
         for f in tmp.iterdir():
             os.chmod(f, 0o644)

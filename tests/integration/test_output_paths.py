@@ -203,7 +203,7 @@ def test_an_unwritable_output_folder_fails_before_scoring(small: Path, tmp_path:
 def _pair_is_whole(ds: Path) -> bytes:
     """The dataset on disk, after checking that its fixtures are the ones its header names, as a reader
     (verify) finds them."""
-    r = ks("contextual", "verify", "--in", ds, "--report", ds.parent / "verify.json")
+    r = ks_here("contextual", "verify", "--in", ds, "--report", ds.parent / "verify.json")
     assert r.returncode == 0, r.stdout + r.stderr
     return ds.read_bytes()
 

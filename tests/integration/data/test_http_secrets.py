@@ -21,7 +21,7 @@ import pytest
 
 from kimi_student.backends.openai_client import KEY_ENVS
 from kimi_student.data.kd_mix import read_logprobs
-from tests.support import files_holding, ks, read_rows, serve_json, write_rows
+from tests.support import files_holding, ks, ks_here, read_rows, serve_json, write_rows
 
 pytestmark = [pytest.mark.slow]
 
@@ -84,8 +84,10 @@ def _eval(dataset: dict, tmp: Path, url: str, n: int, *extra: str) -> Any:
     )  # fmt: skip
 
 
-def _kd(prompts: Path, tmp: Path, url: str, *extra: str) -> Any:
-    return ks(
+def _kd(prompts: Path, tmp: Path, url: str, *extra: str, cli: Any = ks) -> Any:
+    """`kd-mix` against the test's server; `cli=ks_here` runs it in this process (for the malformed
+    answers: the key test below keeps its own process)."""
+    return cli(
         "kd-mix", "--teacher", url, "--prompts", prompts, "--out", tmp / "kd" / "kd.jsonl",
         "--max-retries", "0", "--timeout", "10", "--top-logprobs", "3", *extra, env=ENV,
     )  # fmt: skip
@@ -134,7 +136,7 @@ def test_kd_mix_stores_llama_cpp_logprobs_as_padded_byte_level_ids(prompts: Path
     k, content = rec["request"]["top_logprobs"], rec["response"]["choices"][0]["logprobs"]["content"]
     srv = Server(lambda body, auth: (200, json.dumps(rec["response"]).encode()))
     try:
-        r = _kd(prompts, tmp_path, srv.url, "--limit", "2", "--top-logprobs", str(k))
+        r = _kd(prompts, tmp_path, srv.url, "--limit", "2", "--top-logprobs", str(k), cli=ks_here)
     finally:
         srv.close()
     assert r.returncode == 0, r.stdout + r.stderr
@@ -164,7 +166,7 @@ def test_kd_mix_records_a_malformed_answer_as_failed(content: Any, prompts: Path
 
     srv = Server(answer)
     try:
-        r = _kd(prompts, tmp_path, srv.url, "--limit", "2", "--max-retries", "1")
+        r = _kd(prompts, tmp_path, srv.url, "--limit", "2", "--max-retries", "1", cli=ks_here)
     finally:
         srv.close()
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr

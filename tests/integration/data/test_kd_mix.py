@@ -100,7 +100,7 @@ def test_kill_and_resume_loses_and_duplicates_nothing(prompts: Path, tmp_path: P
     assert 2 <= answered < 6 and not out.exists()
     # What a kill while the shards were assembled leaves (a window too short to hit by timing).
     (tmp_path / f".kd.jsonl.logprobs.{dead_pid()}.0badf00d.tmp").mkdir()
-    r = ks(*cmd[len(KS) :])
+    r = ks_here(*cmd[len(KS) :])  # the resume in this process: the kill above is the process's part
     assert r.returncode == 0, r.stderr
     rows = read_rows(out)
     ids = [x["id"] for x in rows[1:]]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from kimi_student.backends.openai_client import KEY_ENVS
-from tests.support import files_holding, kill_when, ks, read_rows, serve_json, write_rows
+from tests.support import files_holding, kill_when, ks, ks_here, read_rows, serve_json, write_rows
 
 pytestmark = [pytest.mark.slow]
 
@@ -74,7 +74,7 @@ def test_a_killed_model_runner_resumes_each_item_once_and_never_writes_the_key(
 
 
 def _killed_and_resumed(dataset: dict, tmp_path: Path, srv: SlowServer) -> None:
-    r = ks(*_args(dataset, tmp_path, srv.url, "ref"), env=ENV)
+    r = ks_here(*_args(dataset, tmp_path, srv.url, "ref"), env=ENV)  # in-process; the kills below are not
     assert r.returncode in (0, 1) and (tmp_path / "ref.json").is_file(), r.stderr
     assert len(srv.users) == N_ITEMS
 
@@ -88,7 +88,7 @@ def _killed_and_resumed(dataset: dict, tmp_path: Path, srv: SlowServer) -> None:
 
     # other runner options: refused before any request, the unfinished run kept
     asked = len(srv.users)
-    r = ks(*_args(dataset, tmp_path, srv.url, "run", "--max-turns", "2"), env=ENV)
+    r = ks_here(*_args(dataset, tmp_path, srv.url, "run", "--max-turns", "2"), env=ENV)
     assert r.returncode == 2 and "unfinished run with other inputs (runner_options differ)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and len(srv.users) == asked
     assert {row["id"] for row in _part_rows(parts)} == kept

@@ -24,7 +24,7 @@ from kimi_student.eval.runners.openai_http import api_name, to_tools_messages
 from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.eval.runners.tool_loop import Generation, run_tool_loop
 from kimi_student.tools.broker import ToolBroker
-from tests.support import ks, read_rows, serve_json, write_rows
+from tests.support import ks, ks_here, read_rows, serve_json, write_rows
 
 PARITY_ITEMS = 12  # held-out items per runner: the MIL executor takes ~1 s an item on a busy core
 
@@ -90,8 +90,9 @@ def test_runner_parity_hf_local_openai_http_coreml(smoke: dict) -> None:
 
 @pytest.mark.slow
 def test_smoke_fails_when_runners_disagree(smoke: dict, tmp_path: Path) -> None:
-    """A tolerance no real pair of runners meets (negative) makes the smoke fail: the check can fail."""
-    r = ks(
+    """A tolerance no real pair of runners meets (negative) makes the smoke fail: the check can fail. In
+    this process (the `smoke` fixture runs it in its own)."""
+    r = ks_here(
         "eval",
         "smoke",
         "--toy",
@@ -107,7 +108,7 @@ def test_smoke_fails_when_runners_disagree(smoke: dict, tmp_path: Path) -> None:
     )
     assert r.returncode == 1, r.stdout + r.stderr
     assert json.loads((tmp_path / "smoke.json").read_text())["passed"] is False
-    r = ks("eval", "smoke", "--toy", tmp_path / "nothing", "--out", tmp_path)
+    r = ks_here("eval", "smoke", "--toy", tmp_path / "nothing", "--out", tmp_path)
     assert r.returncode == 2 and "run `make toy-e2e` first" in r.stderr
 
 
@@ -115,7 +116,7 @@ def test_smoke_fails_when_runners_disagree(smoke: dict, tmp_path: Path) -> None:
 def test_tool_loop_on_the_real_student_stops_at_max_turns_or_an_answer(smoke: dict) -> None:
     d = smoke["dir"]
     out, rep = d / "loop3.jsonl", d / "loop3.json"
-    r = ks(
+    r = ks_here(
         "eval",
         "--runner",
         "hf_local",
@@ -317,9 +318,9 @@ def test_unreachable_endpoint_makes_errors_and_no_gate_passes(dataset: dict, tmp
 def test_hf_local_with_two_workers_writes_the_bytes_of_one(smoke: dict, tmp_path: Path) -> None:
     """Worker processes each load the model; the results and report are those of one process."""
     d, outs = smoke["dir"], {}
-    for w in ("1", "2"):
+    for w in ("1", "2"):  # one process (this one) against a parent and two worker processes
         out, rep = tmp_path / f"w{w}" / "r.jsonl", tmp_path / f"w{w}" / "r.json"
-        r = ks(
+        r = (ks_here if w == "1" else ks)(
             "eval", "--runner", "hf_local", "--model", smoke["toy"] / "run" / "final", "--in", d / "heldout.jsonl",
             "--out", out, "--report", rep, "--prompt-wrapper", "request", "--max-turns", "2", "--workers", w,
             env={"SOURCE_DATE_EPOCH": "1700000000"},
@@ -363,7 +364,7 @@ def test_hf_local_batches_prompts_of_similar_length(lengths: list[int], size: in
 def test_model_runner_usage_errors_exit_2_in_one_line(
     dataset: dict, tmp_path: Path, args: tuple, message: str
 ) -> None:
-    r = ks(
+    r = ks_here(  # in this process: test_eval's test_runner_usage_errors_exit_2 is exit 2 across a process
         "eval",
         *args,
         "--in",

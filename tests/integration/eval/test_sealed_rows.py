@@ -18,7 +18,7 @@ from kimi_student.eval.rows import RowSeal, sealed_header
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.gold import BATCH
 from kimi_student.integrity import ENV
-from tests.support import crash_scoring_after, ks, read_rows, write_rows
+from tests.support import crash_scoring_after, ks, ks_here, read_rows, write_rows
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1790000000"}
 KEY_A = {ENV: "a1" * 32}  # "another machine": shards sealed with a key of their own
@@ -31,7 +31,8 @@ def _eval(ds: Path, out: Path, *extra: Any, env: dict[str, str] | None = None) -
 
 
 def _merge(*shards: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return ks("eval", "merge", *shards, "--out", out.with_suffix(".jsonl"), "--report", out.with_suffix(".json"),
+    """`eval merge` in this process (test_eval_scale's merges run in processes of their own)."""
+    return ks_here("eval", "merge", *shards, "--out", out.with_suffix(".jsonl"), "--report", out.with_suffix(".json"),
               env={**EPOCH, **(env or {})})  # fmt: skip
 
 

@@ -141,7 +141,7 @@ def test_pytorch_export_cli_and_reload(tmp_path: Path, toy_checkpoint: Path) -> 
     from kimi_student.export.torch_export import load_program
 
     out = tmp_path / "pt"
-    r = ks("export", "pytorch", "--model", toy_checkpoint, "--out", out, "--shapes", "64")
+    r = ks_here("export", "pytorch", "--model", toy_checkpoint, "--out", out, "--shapes", "64")
     assert r.returncode == 0, r.stderr
     man = json.loads((out / "manifest.json").read_text())
     assert [(p["file"], p["kind"]) for p in man["programs"]] == [
@@ -269,14 +269,16 @@ def test_coreml_fp16_and_ane_layout(tmp_path: Path, toy_checkpoint: Path) -> Non
 PARITY_PROMPTS = ["Search the web for rust async runtimes", "Read the file notes/todo.md", "What is 12 * 7?"]
 
 
-def _parity(tmp_path: Path, package: Path, model: Path, *extra: str, cli=ks) -> tuple[object, dict | None]:
-    """`export parity` on three prompts, through `cli` (`ks_here`: in this process, no second torch start)."""
+def _parity(tmp_path: Path, package: Path, model: Path, *extra: str) -> tuple[object, dict | None]:
+    """`export parity` on three prompts, in this process (`ks_here`: no second torch start). The export CLI
+    runs in a process of its own in `coreml_out` (exit 0) and test_export_rejects_shape_beyond_the_checkpoint
+    (exit 2)."""
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(
         "".join(json.dumps({"id": str(i), "prompt": t}) + "\n" for i, t in enumerate(PARITY_PROMPTS))
     )
     report = tmp_path / "parity.json"
-    r = cli(
+    r = ks_here(
         "export", "parity", "--package", package, "--model", model, "--prompts", prompts,
         "--n", "3", "--tokens", "4", "--report", report, *extra,
     )  # fmt: skip
@@ -307,7 +309,7 @@ def test_export_parity_cli_fails_on_another_checkpoint(coreml_out: Path, tmp_pat
     other = save_checkpoint(
         build_student(load_spec("worker", "toy"), seed=1), smollm2_folder(), tmp_path / "s1"
     )
-    r, rep = _parity(tmp_path, coreml_out / "seq64.mlpackage", other, cli=ks_here)
+    r, rep = _parity(tmp_path, coreml_out / "seq64.mlpackage", other)
     assert r.returncode == 1, r.stderr
     assert rep is not None and rep["top1_agreement"] < 1.0 and rep["max_abs_logit_diff"] > 0.05
 
@@ -324,7 +326,7 @@ def test_export_parity_refuses_a_package_without_matching_weights(
     assert r.returncode == 2 and rep is None
     (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert "seq64.mlpackage: none of the" in line and "--no-dequantized" in line
-    r, _ = _parity(tmp_path, coreml_out / "seq64.mlpackage", untied_checkpoint, cli=ks_here)  # no tokenizer
+    r, _ = _parity(tmp_path, coreml_out / "seq64.mlpackage", untied_checkpoint)  # no tokenizer
     assert r.returncode == 2 and "no tokenizer.json" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -397,7 +399,7 @@ def test_onnx_parity(tmp_path: Path, toy_checkpoint: Path) -> None:
 
     from kimi_student.export.onnx_export import ort_logits
 
-    r = ks(
+    r = ks_here(
         "export", "onnx", "--model", toy_checkpoint, "--out", tmp_path, "--shapes", "64", "--layout", "bc1s"
     )
     assert r.returncode == 0, r.stderr

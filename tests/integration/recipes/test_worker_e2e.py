@@ -1,4 +1,4 @@
-"""`kimi-student worker-e2e` for real at a tiny size (slow tier, ~1 min on 2 cores): dataset -> a teacher
+"""`kimi-student worker-e2e` for real at a tiny size (slow tier, ~15 s on 2 cores): dataset -> a teacher
 trained on the gold conversations -> kd-mix --score-gold -> a student made of the teacher's layers,
 distilled on the KD mix -> `eval --runner hf_local` through the tool loop -> every CAWS gate. The tiny
 models (random init, SmolLM2's tokenizer) fail the gates (exit 1); what is checked is that every stage ran
@@ -14,7 +14,7 @@ import yaml
 
 from kimi_student.eval.gates import DEFAULT_GATES, load_gates
 from kimi_student.recipes.worker_e2e import CONFIG
-from tests.support import ks, read_rows
+from tests.support import ks_here, read_rows
 
 pytestmark = [pytest.mark.slow]
 
@@ -32,10 +32,10 @@ def tiny_config(folder: Path) -> Path:
     cfg["arch"].update(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2)
     cfg["arch"].update(max_position_embeddings=1024)
     cfg["sizes"]["teacher"].update(arch={"num_hidden_layers": 2}, init={"kind": "random"})
-    cfg["sizes"]["teacher"]["train"]["max_steps"] = 6
+    cfg["sizes"]["teacher"]["train"]["max_steps"] = 3  # the wiring, not the learning: a step is ~0.6 s
     cfg["sizes"]["worker"]["arch"] = {"num_hidden_layers": 1}
     cfg["sizes"]["worker"]["init"]["layers"] = [1]
-    cfg["sizes"]["worker"]["train"]["max_steps"] = 6
+    cfg["sizes"]["worker"]["train"]["max_steps"] = 3
     path = folder / "worker_tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -43,13 +43,13 @@ def tiny_config(folder: Path) -> Path:
 
 def test_worker_e2e_computes_every_gate_on_the_students_output(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    r = ks("worker-e2e", "--out", out, "--config", tiny_config(tmp_path), env={"OPENBLAS_NUM_THREADS": "1"})
+    r = ks_here("worker-e2e", "--out", out, "--config", tiny_config(tmp_path))  # the pipeline, in-process
     assert r.returncode in (0, 1), r.stderr[-3000:]
     rep = json.loads((out / "report.json").read_text())
     evr = json.loads((out / "eval_report.json").read_text())
     assert evr["header"]["runner"] == "hf_local" and rep["gates"] == evr["gates"]
     assert set(load_gates(DEFAULT_GATES)) <= set(rep["gates"])  # every configured gate, computed
-    assert rep["teacher"]["steps"] == 6 and rep["train"]["steps"] == 6 and rep["data"]["heldout_items"] == 12
+    assert rep["teacher"]["steps"] == 3 and rep["train"]["steps"] == 3 and rep["data"]["heldout_items"] == 12
     # the student is the teacher's layer 1, distilled on the teacher's scores of 8 training conversations
     assert rep["train"]["init"] == {
         "kind": "layer_subset",

@@ -200,7 +200,7 @@ def test_precision_is_chosen_from_the_hardware() -> None:
 
 def test_a_misspelt_config_key_is_refused_naming_file_key_and_known_keys(tmp_path: Path) -> None:
     cfg = _config(tmp_path, chekpoint_every=5)
-    r = ks("train", "--config", cfg, "--data", tmp_path / "absent.jsonl", "--out", tmp_path / "run")
+    r = ks_here("train", "--config", cfg, "--data", tmp_path / "absent.jsonl", "--out", tmp_path / "run")
     assert r.returncode == 2
     (line,) = r.stderr.strip().splitlines()
     assert f"{cfg}: train.chekpoint_every: unknown key (known: system_prompt, lr," in line

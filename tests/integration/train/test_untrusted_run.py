@@ -272,7 +272,7 @@ def test_fresh_discards_an_unfinished_run_and_refuses_a_finished_one(
     shutil.copytree(base["run"], run)
     shutil.rmtree(run / "checkpoints")  # a log and nothing to resume from: refused without --fresh
     args = ("train", "--config", base["cfg"], "--data", base["data"], "--out", run, "--precision", "no")
-    r = ks(*args, "--fresh")
+    r = ks_here(*args, "--fresh")  # in-process: test_kill_anywhere trains in processes of their own
     assert r.returncode == 0, r.stderr
     assert f"--fresh: discarded {run / 'train_log.jsonl'}" in r.stderr
     assert [h["step"] for h in _log(run)] == list(range(1, 7)) and (run / "final").is_dir()
