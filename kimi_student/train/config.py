@@ -18,7 +18,9 @@ from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_json
 from kimi_student.models.student import StudentSpec
 
-PROCESS_KINDS = ("tool_name", "json_args", "integration")  # the spans train.examples.process_spans finds
+# The spans train.examples weighs: tool names, JSON arguments, integration spans (process_spans) and the
+# first token of each assistant turn, where the model decides to call a tool or answer (turn_start).
+PROCESS_KINDS = ("tool_name", "json_args", "integration", "turn_start")
 
 
 @dataclass(frozen=True)

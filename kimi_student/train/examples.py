@@ -158,6 +158,9 @@ class ExampleBuilder:
             conv.append(m)
         ids.append(self.eos)  # the final turn ends with the token the loop stops on
         segments[-1][1] = len(ids)
+        # Each turn's first token decides between calling a tool and answering: one token a turn that
+        # sets the whole call sequence, outweighed by the many tokens around it unless weighted itself.
+        spans["turn_start"] = [[a, a + 1] for a, b in segments if b > a]
         w = process_weights(len(ids), spans, self.process_weights).numpy()
         on_turn = np.zeros(len(ids), dtype=bool)
         for a, b in segments:

@@ -1,5 +1,6 @@
 """Training examples are conversations: the token sequence the tool loop shows the model, with loss on the
-assistant turns only (process weights on tool names, JSON arguments and integration spans) and the end
+assistant turns only (process weights on tool names, JSON arguments, integration spans and each turn's
+first token) and the end
 token after the last turn. A small BPE (the worker recipe's, ~1 s) is trained once for the module.
 
 Each weight class is checked by decoding its tokens in order: the exact positions, in readable form."""
@@ -87,6 +88,19 @@ def test_multi_call_item_leaves_every_tool_response_unweighted(builder: ExampleB
     close = builder.tok.convert_tokens_to_ids("</tool_call>")
     at = np.flatnonzero(ex.input_ids == close)
     assert len(at) == 2 and (ex.weights[at] == 1.0).all() and (ex.weights[at + 1] == 0.0).all()
+
+
+def test_turn_start_weighs_each_turns_first_token_where_it_calls_or_answers(world: dict[str, Any]) -> None:
+    b = ExampleBuilder(AutoTokenizer.from_pretrained(str(world["tokenizer"])), {**WEIGHTS, "turn_start": 5.0})
+    ex = build(b, f"{CALL1}\n{RESP1}\n{CALL2}\n{RESP2}\n{ANSWER}")
+    starts = [a for a, _ in ex.segments]
+    assert len(starts) == 3 and np.flatnonzero(ex.weights == 5.0).tolist() == starts
+    first = [b.tok.decode([int(ex.input_ids[a])], skip_special_tokens=False) for a in starts]
+    assert first == ["<tool_call>", "<tool_call>", "I "]  # call, call again, answer: the three decisions
+    plain = build(ExampleBuilder(b.tok, WEIGHTS), f"{CALL1}\n{RESP1}\n{CALL2}\n{RESP2}\n{ANSWER}")
+    rest = np.ones(len(ex.weights), dtype=bool)
+    rest[starts] = False
+    assert np.array_equal(ex.weights[rest], plain.weights[rest]) and (plain.weights[starts] == 1.0).all()
 
 
 def test_no_tool_item_is_one_turn_ending_with_eos(builder: ExampleBuilder) -> None:
