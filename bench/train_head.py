@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from contextual_scale import ROOT, machine_line  # noqa: E402
+from contextual_scale import machine_line, run  # noqa: E402
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -43,21 +42,7 @@ def batches(n_items: int, seq_len: int, batch_size: int, count: int) -> list[dic
 
     with tempfile.TemporaryDirectory() as d:
         data = Path(d) / "train.jsonl"
-        cmd = [
-            "contextual",
-            "gen",
-            "--n",
-            str(n_items),
-            "--split",
-            "train",
-            "--seed",
-            "0",
-            "--out",
-            str(data),
-        ]
-        subprocess.run(
-            [sys.executable, "-m", "kimi_student", *cmd], cwd=ROOT, check=True, capture_output=True
-        )
+        run("contextual", "gen", "--n", str(n_items), "--split", "train", "--seed", "0", "--out", str(data))
         tok = AutoTokenizer.from_pretrained(str(resolve_teacher_folder("smollm2")))
         examples = load_examples(ExampleBuilder(tok, {}), data, None, system=False)
     stream = ExampleStream(len(examples), 0)
