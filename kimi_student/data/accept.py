@@ -9,8 +9,10 @@ the simulated tool answers it as it answers the gold call (both succeed, or both
 the retry of a write to an existing file, is never widened to `create`.
 
 Never widened: required arguments, an argument the request asks for (the capped field of a range
-violation), every argument of a call the request spells out (malformed_json) and the deliberate failure
-that opens an error-recovery item.
+violation) and every argument of a call the request spells out (malformed_json). The deliberate failure
+that opens an error-recovery item is widened like any call, so by the same test only where the call still
+fails as the gold fails: its `stdin: ""` may be left out, its 1-second timeout or its `create` on an
+existing file may not (without them the call would succeed).
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def _remembered_rules(name: str, args: dict[str, Any], result: dict[str, Any], a
     return {k: dict(v) for k, v in rules.items()}
 
 
-def gold_call_sequence(calls: list[Call], retry: bool, adversarial: dict[str, Any] | None) -> list[dict]:
+def gold_call_sequence(calls: list[Call], adversarial: dict[str, Any] | None) -> list[dict]:
     """An item's `call_sequence`: each call's name and arguments, and its `accept` where the item allows
     other calls (module docstring)."""
     kind = (adversarial or {}).get("kind")
@@ -83,7 +85,7 @@ def gold_call_sequence(calls: list[Call], retry: bool, adversarial: dict[str, An
     out = []
     for i, (name, args, result) in enumerate(calls):
         call: dict[str, Any] = {"name": name, "arguments": args}
-        strict = (retry and i == 0) or (kind == "malformed_json" and i == len(calls) - 1)
+        strict = kind == "malformed_json" and i == len(calls) - 1
         rules = {} if strict else _remembered_rules(name, args, result, asked)
         if rules:
             call["accept"] = rules

@@ -249,7 +249,7 @@ def _build(
             "structure": shape.structure,
             "expected_behaviour": "retry" if retry else shape.behaviour,
             "locale": locale,
-            "call_sequence": gold_call_sequence(b.draft.calls, retry, shape.adversarial),
+            "call_sequence": gold_call_sequence(b.draft.calls, shape.adversarial),
             "tool_results": [{"name": n, "result": res} for n, _, res in b.draft.calls],
             "integration_spans_bytes": to_byte_spans(teacher_text, spans),
             "negative_control": shape.negative,

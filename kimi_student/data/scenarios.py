@@ -55,24 +55,29 @@ def _arithmetic(b: Builder, complexity: str) -> None:
         r, lambda r: (round(r.uniform(100, 9999), 2), r.randint(2, 40)), lambda pq: round(pq[0] * pq[1], 2)
     )
     rate = r.choice((5, 7, 12.5, 19, 20))
-    expr = f"{price} * {qty}"
+    # The price as the request writes it, without the locale's grouping ("5,066.30" -> 5066.30, never
+    # the float's 5066.3): a call copies the request's digits.
+    expr = f"{price:.2f} * {qty}"
     args: dict[str, Any] = {"expression": expr}
     if b.s("numeric_ranges", "optional_keys"):
         args["precision"] = 2
+    # The total with tax needs cents the calculator's default precision does not round to, so the request
+    # asks for them: a gold precision no request asks for would teach a student to add it everywhere.
+    cents = "" if "precision" in args else ", to the cent"
     b.draft.request = f"An order has {qty} units at {b.num(price, 2)} each. What is the subtotal" + (
-        f", and the total with {b.num(rate)}% tax?" if complexity == "multi_call" else "?"
+        f", and the total with {b.num(rate)}% tax{cents}?" if complexity == "multi_call" else "?"
     )
     if "precision" in args:
         b.draft.request += " Round to 2 decimals."
     if complexity == "branching_error_recovery":  # the order sheet's own spelling, asked for, fails first
         # (asked for: a student that writes `*` at once would otherwise be wrong for knowing better)
-        b.draft.request += f" The order sheet writes it as {price} x {qty}; try it as written first."
-        bad = b.call("math.eval", {**args, "expression": f"{price} x {qty}"})
+        b.draft.request += f" The order sheet writes it as {price:.2f} x {qty}; try it as written first."
+        bad = b.call("math.eval", {**args, "expression": f"{price:.2f} x {qty}"})
         assert not bad["ok"]
     sub = b.call("math.eval", args)["value"]
     b.draft.lead = "I computed it with the calculator."
     b.draft.integrations.append(f"The subtotal is {b.num(sub, 2)}.")
-    if complexity == "multi_call":
+    if complexity == "multi_call":  # the subtotal as the tool's response writes it
         tot = b.call("math.eval", {"expression": f"{sub} * (1 + {rate}/100)", "precision": 2})["value"]
         b.draft.integrations.append(f"With {b.num(rate)}% tax the total is {b.num(tot, 2)}.")
 
@@ -229,7 +234,8 @@ def _report_write(b: Builder, complexity: str, email: str | None = None) -> None
         b.call("file.write", {**args, "mode": "create"})
         args["mode"] = "overwrite"
     if complexity == "multi_call":
-        total = b.call("math.eval", {"expression": f"{amount} * 4", "precision": 2})["value"]
+        # the amount's digits as the request writes them; a quarter's cents times 4 need no rounding
+        total = b.call("math.eval", {"expression": f"{amount:.2f} * 4"})["value"]
         b.draft.request += " Include the annualised figure."
         args["content"] = body + f"Annualised: {b.num(total, 2)}\n"
     w = b.call("file.write", args)
@@ -305,7 +311,7 @@ def _api_lookup(b: Builder, complexity: str, negative: bool = False) -> None:
         f"{body['name']} is at version {body['version']}, released {body['released']}."
     )
     if complexity == "multi_call":
-        b.draft.request += " Also, how many downloads is that a day?"
+        b.draft.request += " Also, how many downloads is that a day, to one decimal?"
         per_day = b.call("math.eval", {"expression": f"{body['weekly_downloads']} / 7", "precision": 1})[
             "value"
         ]

@@ -25,7 +25,7 @@ def test_every_gold_call_of_a_dataset_is_derivable(split: str) -> None:
 # What in a multi-call item's request asks for its follow-up call: the decision to call again must follow
 # from the request as its arguments do (a web search alone and a search then a read once had one wording).
 FOLLOW_UP_CUES = {
-    "arithmetic": "tax?",
+    "arithmetic": "% tax",
     "web_research": "Then read the top result",
     "page_reading": "Save a note of it",
     "code_run": "Save the output",
