@@ -4,6 +4,11 @@ from the context (the request, an earlier tool response). The toy swaps the word
 arguments (recipes/toy_data.py); the Worker swaps whole conversations (`augmented_conversation`): request,
 calls, tool responses and answer. Fresh values come from the training items only, so no held-out value
 is ever drawn (DESIGN.md "Held-out split"); the recipe's disjointness check covers the copies too.
+
+`words="invented"` swaps request words for words no item holds and no value pool of the world has, in
+either split (syllables drawn by the seed): with the training items' own words a model
+still sees the same few setting keys and topics thousands of times, and on held-out items writes the
+one it knows (`PAGE_SIZE` for `TIMEOUT_SECONDS`, `rate-limint` for `rate-limiting`) instead of copying.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 from kimi_student.chat.prompt import item_messages
 from kimi_student.chat.transcript import parse_transcript, to_byte_spans
+from kimi_student.data import world
 from kimi_student.data.disjoint import EXEMPT
 from kimi_student.data.world import value_split
 from kimi_student.eval.score.tool_span import leaves
@@ -113,11 +119,35 @@ def result_numbers(item: dict[str, Any]) -> set[str]:
     return found - set(_NUMBER.findall(_request(item)))
 
 
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "kr", "st", "tr")
+_VOWELS = ("a", "e", "i", "o", "u")
+WORD_SOURCES = ("training", "invented")
+# Every word of the world's value pools, training and held-out parts alike: never an invented word.
+_POOLS = (world.SUBJECTS, world.ASPECTS, world.HOSTS, world.EMPTY_QUERY_WORDS, world.PACKAGES, world.DIRS)
+WORLD_WORDS = frozenset(
+    w.casefold()
+    for values in (*_POOLS, world.FILES, world.SETTINGS, world.EMAILS)
+    for v in values
+    for w in WORD.findall(v)
+)
+
+
+def invented_word(w: str, rng: random.Random) -> str:
+    """A made-up word about as long as `w`, in its case (upper, lower, or capitalised otherwise)."""
+    syllables = max(1, round(len(w) / 2.5) + rng.randint(-1, 1))
+    v = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables))
+    return v.upper() if word_kind(w) == "upper" else v if word_kind(w) == "lower" else v.capitalize()
+
+
 class ValuePool:
     """The training items' swappable values: request words by shape, result numbers by digit count.
-    Words in more than STRUCTURE_SHARE of the items are the task's wording and are never swapped."""
+    Words in more than STRUCTURE_SHARE of the items are the task's wording and are never swapped.
+    `words`: where a fresh word comes from, the training items (`training`) or `invented_word`."""
 
-    def __init__(self, items: list[dict[str, Any]]):
+    def __init__(self, items: list[dict[str, Any]], words_from: str = "training"):
+        if words_from not in WORD_SOURCES:
+            raise ValueError(f"words_from must be one of {WORD_SOURCES}, not {words_from!r}")
+        self.words_from = words_from
         per_item = [request_words(it) for it in items]
         df = Counter(w for ws in per_item for w in ws)
         self.structure = {w for w, n in df.items() if n > STRUCTURE_SHARE * len(items)}
@@ -130,12 +160,19 @@ class ValuePool:
                 if value_split(n) == "train":
                     numbers.setdefault(len(n), set()).add(n)
         self.words = {k: sorted(v) for k, v in sorted(words.items())}
+        self.known = {w.casefold() for w in df}
         self.numbers = {k: sorted(v) for k, v in sorted(numbers.items())}
 
     def values(self) -> set[str]:
         return {v for pool in (*self.words.values(), *self.numbers.values()) for v in pool}
 
     def fresh_word(self, w: str, rng: random.Random, taken: set[str]) -> str | None:
+        if self.words_from == "invented":
+            for _ in range(20):  # a word some item holds, or one of the held-out part, is drawn again
+                v = invented_word(w, rng)
+                if v not in taken and v.casefold() not in self.known | WORLD_WORDS:
+                    return v
+            return None
         options = [v for v in self.words.get(word_kind(w), []) if v not in taken]
         return rng.choice(options) if options else None
 
@@ -236,10 +273,10 @@ def augmented_conversation(
 
 
 def augmented_set(
-    items: list[dict[str, Any]], copies: int, seed: int
+    items: list[dict[str, Any]], copies: int, seed: int, words_from: str = "training"
 ) -> tuple[list[dict[str, Any]], ValuePool]:
     """`copies` augmented versions of each training item that has values to swap, and the pool drawn from."""
-    rng, pool = random.Random(seed), ValuePool(items)
+    rng, pool = random.Random(seed), ValuePool(items, words_from)
     out = [
         c for it in items for k in range(copies) if (c := augmented_conversation(it, rng, pool, f"copy{k}"))
     ]

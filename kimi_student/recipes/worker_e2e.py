@@ -32,7 +32,7 @@ from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.jsonl import write_json, write_jsonl
 from kimi_student.models.student import load_spec
-from kimi_student.recipes.copy_augment import augmented_set
+from kimi_student.recipes.copy_augment import WORD_SOURCES, augmented_set
 from kimi_student.recipes.toy_e2e import fresh_training, load_config, timed, torch_threads
 from kimi_student.recipes.toy_run import ToyRun
 from kimi_student.resources import config_path, shown_path
@@ -60,6 +60,11 @@ def read_config(path: Path) -> dict[str, Any]:
             if not isinstance(v, int) or isinstance(v, bool) or v < least:
                 what = "a non-negative" if least == 0 else "a positive"
                 raise InputError(path, None, f"{section}.{k}", f"must be {what} integer, got {v!r}")
+    if cfg["data"].get("copy_words", "training") not in WORD_SOURCES:
+        got = cfg["data"]["copy_words"]
+        raise InputError(
+            path, None, "data.copy_words", f"must be one of {', '.join(WORD_SOURCES)}, got {got!r}"
+        )
     for size in ("teacher", "worker"):
         if not isinstance(cfg["sizes"].get(size), dict):
             raise InputError(path, None, f"sizes.{size}", "missing (the teacher and the student)")
@@ -86,7 +91,9 @@ def prepare_data(run: ToyRun, d: dict[str, Any], seed: int, config: Path) -> dic
     """Training items (split train) with `copy_augment` swapped copies of each, and held-out items (split
     heldout, same seed), the latter extracted for the eval; both with their fixtures beside them."""
     header, train_items, fx = generate(int(d["train_items"]), seed)
-    copies, _ = augmented_set(train_items, int(d.get("copy_augment", 0)), seed)
+    copies, _ = augmented_set(
+        train_items, int(d.get("copy_augment", 0)), seed, d.get("copy_words", "training")
+    )
     hheader, held, hfx = generate(int(d["heldout_items"]), seed, "heldout")
     check = disjointness(held, train_items + copies, config)
     write_dataset(run.train_jsonl, {**header, "copy_augmented": len(copies)}, train_items + copies, fx)

@@ -14,7 +14,13 @@ from kimi_student.chat.transcript import parse_transcript, to_byte_spans
 from kimi_student.data.contextual import generate
 from kimi_student.data.disjoint import TrainingMemory, leaks, value_atoms
 from kimi_student.errors import InputError
-from kimi_student.recipes.copy_augment import ValuePool, augmented_conversation, augmented_set, swap_table
+from kimi_student.recipes.copy_augment import (
+    WORLD_WORDS,
+    ValuePool,
+    augmented_conversation,
+    augmented_set,
+    swap_table,
+)
 from kimi_student.recipes.worker_e2e import disjointness
 
 
@@ -126,6 +132,40 @@ def test_copies_never_draw_a_held_out_value(train: list[dict], heldout: list[dic
     assert not {n for ns in pool.numbers.values() for n in ns} & {
         a for it in heldout for a, _ in value_atoms(it)
     }
+
+
+def test_invented_words_are_new_training_part_words_swapped_in_every_place(
+    train: list[dict], heldout: list[dict]
+) -> None:
+    copies, pool = augmented_set(train, 1, 3, "invented")
+    again, _ = augmented_set(train, 1, 3, "invented")
+    assert copies == again  # the seed draws them
+    assert len(copies) > len(train) // 2
+    assert leaks(heldout, TrainingMemory(copies)) == []
+    known = {
+        w.casefold()
+        for it in train + heldout
+        for a, _ in value_atoms(it)
+        for w in re.findall(r"[0-9a-z]+", a)
+    }
+    swapped = 0
+    for it in train[:80]:
+        table = swap_table(it, random.Random(7), pool)
+        for old, new in table.items():
+            if old[:1].isdigit():
+                continue
+            swapped += 1
+            assert new.casefold() not in known, (old, new)
+            assert new.casefold() not in WORLD_WORDS  # no pool's value, held-out or training
+            assert (old.isupper(), old.islower()) == (new.isupper(), new.islower()), (old, new)
+        copy = augmented_conversation(it, random.Random(7), pool)
+        if copy is not None:
+            for old, new in table.items():
+                for place, text in _places(it).items():
+                    assert _count(new, _places(copy)[place]) >= _count(old, text) > -1, (place, old, new)
+    assert swapped > 50
+    with pytest.raises(ValueError, match="words_from"):
+        ValuePool(train, "made-up")
 
 
 def test_a_leak_into_training_stops_the_run_before_training(train: list[dict], heldout: list[dict]) -> None:
