@@ -258,8 +258,9 @@ def _repo_nav(b: Builder, complexity: str, negative: bool = False, max_results: 
     scope = f" Search only under {', '.join(args['paths'])}." if "paths" in args else ""
     if "max_results" in args and not max_results:  # a range violation asks for its own number
         scope += f" Show at most {args['max_results']} matches."
-    if b.s("optional_keys"):
+    if b.s("optional_keys"):  # stated: a search the request does not ask to match case matches any case
         args["case_sensitive"] = True
+        scope += " Match case exactly."
     b.draft.request = f"Where is {key} defined in the repository?{scope}"
     if complexity == "branching_error_recovery":  # the user's old name finds nothing; the new one is given
         b.draft.request = (
@@ -293,14 +294,17 @@ def _api_lookup(b: Builder, complexity: str, negative: bool = False) -> None:
         args["params"] = {"fields": "version,released", "cache": False}
         args["headers"] = {"Accept": "application/json"}
         fields = " Ask for the version,released fields as application/json."
-    if b.s("numeric_ranges", "optional_keys"):
+    if b.s("numeric_ranges", "optional_keys"):  # stated, as every optional argument a call sets
         args["timeout_s"] = r.choice((3, 5, 15))
     b.draft.request = (
         f"What is the latest release of the {pkg} package? The registry answers at {url}.{fields}"
     )
-    if complexity == "branching_error_recovery":  # the user's short timeout first, then a longer one
-        b.draft.request += " Try a 1 second timeout first, and a longer one if that times out."
+    then = f"{args['timeout_s']} seconds" if "timeout_s" in args else "the default timeout"
+    if complexity == "branching_error_recovery":  # the user's short timeout first, then the one named
+        b.draft.request += f" Try a 1 second timeout first, and {then} if that times out."
         b.call("http.get", {**args, "timeout_s": 1})
+    elif "timeout_s" in args:
+        b.draft.request += f" Give it {then}."
     res = b.call("http.get", args)
     if res["status_code"] != 200:
         b.draft.lead = f"The registry has no package called {pkg}."

@@ -81,3 +81,28 @@ def test_a_value_neither_asked_nor_returned_is_named() -> None:
     path = it["metadata"]["call_sequence"][0]["arguments"]["path"]
     it["prompt"] = it["prompt"].replace(path, "the config file")
     assert underivable_argument(it) == f"call 1 read_file.path={path!r}"
+
+
+# Optional arguments a generator once set at random without the request saying so (the teacher then wrote a
+# timeout or case_sensitive of its own on held-out items): each is stated now, by these words.
+STATED_OPTIONS = [
+    ("http.get", "timeout_s", lambda v: f"{v} seconds" if v != 1 else "1 second timeout"),
+    ("repo.search", "case_sensitive", lambda v: "Match case exactly" if v else "never set false"),
+]
+
+
+@pytest.mark.parametrize(
+    ("tool", "arg", "cue"), STATED_OPTIONS, ids=[f"{t}.{a}" for t, a, _ in STATED_OPTIONS]
+)
+def test_an_optional_argument_a_gold_call_sets_is_stated_in_the_request(tool: str, arg: str, cue) -> None:
+    _, items, _ = generate(600, 5)
+    seen = 0
+    for it in items:
+        for call in it["metadata"]["call_sequence"]:
+            if call["name"] == tool and arg in call["arguments"]:
+                seen += 1
+                assert cue(call["arguments"][arg]).lower() in it["prompt"].lower(), (
+                    it["id"],
+                    it["prompt"][-200:],
+                )
+    assert seen > 10
