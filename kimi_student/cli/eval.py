@@ -220,6 +220,11 @@ def _print_eval(rep: dict[str, Any], report: Path, out: Path) -> None:
         f"token_align_ok_rate {fmt(s['token_align_ok_rate'])}"
     )
     typer.echo(gate_table(rep["gates"]))
+    if s.get("over_context_items"):
+        typer.echo(
+            f"{s['over_context_items']} items outgrew the model's context: scored as they are (nothing dropped); "
+            "their ids are the report's summary.over_context_ids"
+        )
     for p in s["fingerprint_problems"]:
         typer.echo(f"fingerprint: {p}", err=True)
     typer.echo(f"{'PASS' if rep['passed'] else 'FAIL'}  report -> {report}  results -> {out}")

@@ -127,10 +127,9 @@ class Orphaned(Exception):
 
 def result_row(item: dict[str, Any], out: Any, enc: Any, tok: Any, broker: ToolBroker) -> dict[str, Any]:
     """The scored row; the texts in it are written as UTF-8, so a lone surrogate becomes U+FFFD."""
-    row = {
-        **score_item(item, out.text, enc, tok, broker, out.error).to_json(),
-        "output": scrub_surrogates(out.text)[0],
-    }
+    score = score_item(item, out.text, enc, tok, broker, out.error)
+    score.over_context = out.finish == "context"
+    row = {**score.to_json(), "output": scrub_surrogates(out.text)[0]}
     if out.turns is not None:
         turns = [
             {k: scrub_surrogates(v)[0] if isinstance(v, str) else v for k, v in m.items()} for m in out.turns

@@ -104,6 +104,9 @@ class ItemScore:
     privacy_ok: bool = True
     privacy_violations: list[str] = field(default_factory=list)
     error: str | None = None
+    # The conversation outgrew the model's context (the runner's finish `context`): scored as it is, so
+    # nothing is dropped, and counted apart in the summary so a reader sees why.
+    over_context: bool = False
 
     @staticmethod
     def f1(p_num: int, p_den: int, r_num: int, r_den: int) -> float:
@@ -119,10 +122,14 @@ class ItemScore:
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> ItemScore:
-        """Rebuild a score from a results row (extra keys such as `output` and `f1_lax` are ignored)."""
+        """Rebuild a score from a results row (extra keys such as `output` and `f1_lax` are ignored; a row
+        written before `over_context` existed did not outgrow its context)."""
+        if "over_context" not in row:
+            row = {**row, "over_context": False}
         return cls(*_SCORE_FIELDS(row))
 
 
+OVER_CONTEXT_IDS = 50  # the summary names at most this many of the items that outgrew the context
 _SCORE_FIELDS = itemgetter(*(f.name for f in fields(ItemScore)))  # in the order __init__ takes them
 
 
@@ -392,6 +399,8 @@ def summarize(scores: list[ItemScore]) -> dict[str, Any]:
         "control_items": sum(s.control for s in scores),
         "multi_call_items": len(multi),
         "error_items": sum(s.error is not None for s in scores),
+        "over_context_items": sum(s.over_context for s in scores),
+        "over_context_ids": [s.id for s in scores if s.over_context][:OVER_CONTEXT_IDS],
         "tool_calls": len(calls),
         "integration_spans": sum(s.spans for s in scores),
         "integration_counts": tot,

@@ -152,6 +152,11 @@ def test_tool_loop_on_the_real_student_stops_at_max_turns_or_an_answer(smoke: di
                 else:
                     assert t["content"] == format_response(broker.lookup(call.name, call.arguments).result)
         assert row["output"] == "\n".join(t["content"] for t in turns)
+    # the toy's 256 positions: a conversation that outgrows them is counted apart, never dropped
+    summary = json.loads(rep.read_text())["summary"]
+    over = [row["id"] for row in run["rows"] if row["finish"] == "context"]
+    assert [row["over_context"] for row in run["rows"]] == [row["finish"] == "context" for row in run["rows"]]
+    assert summary["over_context_items"] == len(over) and summary["over_context_ids"] == over
 
 
 # ---- the loop's rules, with scripted model turns -----------------------------------------------------------
