@@ -54,22 +54,18 @@ def batches(n_items: int, seq_len: int, batch_size: int, count: int) -> list[dic
 
 
 def model(layers: int) -> Any:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """SmolLM2-135M's shape (the worker-e2e teacher's arch) with `layers` layers, random weights."""
+    import dataclasses
 
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from kimi_student.models.student import llama_config, load_spec
+
+    spec = load_spec("worker_e2e", "teacher")
+    spec = dataclasses.replace(spec, arch={**spec.arch, "num_hidden_layers": layers})
     torch.manual_seed(0)
-    cfg = LlamaConfig(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=layers,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-        max_position_embeddings=8192,
-        rope_theta=100000.0,
-    )
-    return LlamaForCausalLM(cfg).train()
+    return LlamaForCausalLM(llama_config(spec)).train()
 
 
 def step(m: Any, opt: Any, batch: dict[str, Any], head_everywhere: bool, bf16: bool) -> tuple[float, float]:
@@ -77,14 +73,13 @@ def step(m: Any, opt: Any, batch: dict[str, Any], head_everywhere: bool, bf16: b
     import torch
 
     from kimi_student.train import losses as L
-    from kimi_student.train.trainer import target_logits
+    from kimi_student.train.trainer import packed_inputs, target_logits
 
     t = time.perf_counter()
     at = L.loss_positions(batch["weights"])
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         if head_everywhere:  # the trainer before: logits everywhere, the loss positions picked out
-            kw = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
-            logits = m(**kw).logits.float()[:, :-1][at].unsqueeze(0)
+            logits = m(**packed_inputs(batch)).logits.float()[:, :-1][at].unsqueeze(0)
         else:
             logits = target_logits(m, batch, at).float()
         sel = L.at_loss_positions(batch, at)

@@ -160,7 +160,7 @@ class ValuePool:
                 if value_split(n) == "train":
                     numbers.setdefault(len(n), set()).add(n)
         self.words = {k: sorted(v) for k, v in sorted(words.items())}
-        self.known = {w.casefold() for w in df}
+        self.not_new = {w.casefold() for w in df} | WORLD_WORDS  # what an invented word may not be
         self.numbers = {k: sorted(v) for k, v in sorted(numbers.items())}
 
     def values(self) -> set[str]:
@@ -170,7 +170,7 @@ class ValuePool:
         if self.words_from == "invented":
             for _ in range(20):  # a word some item holds, or one of the held-out part, is drawn again
                 v = invented_word(w, rng)
-                if v not in taken and v.casefold() not in self.known | WORLD_WORDS:
+                if v not in taken and v.casefold() not in self.not_new:
                     return v
             return None
         options = [v for v in self.words.get(word_kind(w), []) if v not in taken]

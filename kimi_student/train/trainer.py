@@ -67,11 +67,15 @@ def target_logits(model: Any, batch: dict[str, torch.Tensor], at: torch.Tensor) 
     faster at 30 layers, 1.11x at 12). Each packed example attends only to itself: transformers builds a
     per-example mask from position ids that restart, but only without a KV cache (with the default
     `use_cache=True` every example would also attend to the ones before it in its row)."""
-    kw = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
     if model.config.model_type not in _PLAIN_HEAD:
-        return model(**kw).logits[:, :-1][at].unsqueeze(0)
-    hidden = model.get_decoder()(**kw).last_hidden_state
+        return model(**packed_inputs(batch)).logits[:, :-1][at].unsqueeze(0)
+    hidden = model.get_decoder()(**packed_inputs(batch)).last_hidden_state
     return model.get_output_embeddings()(hidden[:, :-1][at]).unsqueeze(0)
+
+
+def packed_inputs(batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The model's inputs for packed rows (no KV cache: see target_logits)."""
+    return {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False}
 
 
 def _kd_losses(
