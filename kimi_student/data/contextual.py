@@ -227,11 +227,12 @@ def item_id(split: str, seed: int, index: int) -> str:
 
 
 def _build(
-    index: int, seed: int, kind: str, stratum: tuple[str, str, str, str]
+    index: int, seed: int, kind: str, stratum: tuple[str, str, str, str], salt: tuple[Any, ...] = ()
 ) -> tuple[dict[str, Any], Draft]:
-    """The item, and the draft it was written from (its calls' fixture keys), in the current split."""
+    """The item, and the draft it was written from (its calls' fixture keys), in the current split.
+    A `salt` draws another item of the same kind and stratum (`redrawn`)."""
     locale, split = stratum[3], world.current_split()
-    r = _stream(split, "item", seed, index)
+    r = _stream(split, "item", seed, index, *salt)
     b = Builder(r, locale, stratum[1])
     shape = _shape(kind, stratum, r, b)
     teacher_text, spans = _teacher_text(b.draft)
@@ -264,6 +265,27 @@ def _build(
         },
     }
     return item, b.draft
+
+
+# The kinds a redrawn item keeps: those a scenario builder writes from the item's own stratum.
+_REDRAWN_KINDS = ("normal", "long_context", "malformed_json", "ambiguity")
+
+
+def redrawn(item: dict[str, Any], copy: int) -> dict[str, Any] | None:
+    """Another item of `item`'s split, stratum and kind, drawn from a salted stream (new values, new
+    results), id `ITEM~copyN`; None for the kinds that pick their own stratum (controls, negative
+    controls, range violations). Copy augmentation of the scenarios whose results are computed from the
+    request: their numbers cannot be swapped in the text, the calculator would disagree."""
+    meta = item["metadata"]
+    adversarial = meta.get("adversarial") or {}
+    kind = adversarial.get("kind") or ("long_context" if meta.get("long_context") else "normal")
+    if kind not in _REDRAWN_KINDS or meta.get("negative_control") or meta["scenario"] == "control":
+        return None
+    prov = meta["provenance"]
+    stratum = (meta["scenario"], meta["structure"], meta["complexity"], meta["locale"])
+    with world.split_world(prov["split"]), world.calls_remembered():
+        new, _ = _build(prov["index"], prov["seed"], kind, stratum, salt=("redrawn", copy))
+    return {**new, "id": f"{item['id']}~copy{copy}"}
 
 
 def generate(

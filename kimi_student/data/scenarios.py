@@ -1,7 +1,11 @@
 """The scenario builders of the contextual dataset: each writes an item's request, makes its calls against
 the simulated world (`data/world.py`) and states what it integrated. Every call a builder makes follows
 from the request and the responses before it (DESIGN.md "Derivable gold calls"); every value it draws is
-its split's (`world.pool`, `world.draw`)."""
+its split's (`world.pool`, `world.draw`).
+
+An answer writes a path a tool returned in backticks: the path then follows the same token as in the
+tool's JSON (`"pkg/...`), and a model copies its tokens; after a blank the tokenizer spells the first
+word another way (` pkg`), and a teacher wrote "defined inpkg/storage/..." on a folder it never saw."""
 
 from __future__ import annotations
 
@@ -151,7 +155,7 @@ def _page_reading(b: Builder, complexity: str, max_pages: int | None = None) -> 
         note, path = f"{page['title']}\n{lines[0]}\n", f"notes/{world.slug(topic)}.md"
         b.draft.request += f" Save a note of it to {path}."
         w = b.call("file.write", {"path": path, "content": note, "mode": "overwrite"})
-        b.draft.integrations.append(f"I saved the note to {w['path']} ({b.num(w['bytes_written'])} bytes).")
+        b.draft.integrations.append(f"I saved the note to `{w['path']}` ({b.num(w['bytes_written'])} bytes).")
     else:
         b.draft.integrations.append(f"It also notes: {lines[1]}.")
 
@@ -180,7 +184,7 @@ def _code_run(b: Builder, complexity: str) -> None:
             "file.write",
             {"path": f"out/result-{n}.txt", "content": out["stdout"] + "\n", "mode": "overwrite"},
         )
-        b.draft.integrations.append(f"The output is saved in {w['path']}.")
+        b.draft.integrations.append(f"The output is saved in `{w['path']}`.")
 
 
 def _pick_file(r: random.Random) -> str:
@@ -204,7 +208,7 @@ def _file_ops(b: Builder, complexity: str) -> None:
     res = b.call("read_file", args)
     lines = res["content"].splitlines()
     b.draft.lead = f"I read {path}."
-    b.draft.integrations.append(f"{res['path']} sets {lines[0]}.")
+    b.draft.integrations.append(f"`{res['path']}` sets {lines[0]}.")
     key, _, val = lines[1].partition(" = ")
     if complexity == "multi_call":
         dbl = b.call("math.eval", {"expression": f"{val} * 2"})["value"]
@@ -240,7 +244,7 @@ def _report_write(b: Builder, complexity: str, email: str | None = None) -> None
         args["content"] = body + f"Annualised: {b.num(total, 2)}\n"
     w = b.call("file.write", args)
     b.draft.lead = "The summary is written."
-    b.draft.integrations.append(f"I wrote {b.num(w['bytes_written'])} bytes to {w['path']}.")
+    b.draft.integrations.append(f"I wrote {b.num(w['bytes_written'])} bytes to `{w['path']}`.")
     if complexity == "multi_call":
         b.draft.integrations.append(f"The annualised spend is {b.num(total, 2)}.")
 
@@ -275,7 +279,7 @@ def _repo_nav(b: Builder, complexity: str, negative: bool = False, max_results: 
         res = b.call("repo.search", {"pattern": key})
     m = res["matches"][0]
     b.draft.lead = f"I searched the repository for {key}."
-    b.draft.integrations.append(f"{key} is defined in {m['path']} as {m['text']}.")
+    b.draft.integrations.append(f"{key} is defined in `{m['path']}` as {m['text']}.")
     if complexity == "multi_call":  # asked for, as the web and API follow-ups are
         b.draft.request += " Then open that file and tell me what else it sets."
         f = b.call("read_file", {"path": m["path"]})

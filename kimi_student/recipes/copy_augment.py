@@ -3,7 +3,11 @@ they occur, so that the new combination was never seen and the only way to predi
 from the context (the request, an earlier tool response). The toy swaps the words of its first call's
 arguments (recipes/toy_data.py); the Worker swaps whole conversations (`augmented_conversation`): request,
 calls, tool responses and answer. Fresh values come from the training items only, so no held-out value
-is ever drawn (DESIGN.md "Held-out split"); the recipe's disjointness check covers the copies too.
+is ever drawn (DESIGN.md "Held-out split"); the recipe's disjointness check covers the copies too. The
+scenarios whose results are computed from the request (COMPUTED) are redrawn instead
+(`contextual.redrawn`: same stratum and kind, new operands, the calls run again): a teacher that saw each
+subtotal once restated held-out subtotals in the locale with a digit lost or moved ("23 724,57" for
+237245.17), 8 of its 16 hallucinating items.
 
 `words="invented"` swaps request words for words no item holds and no value pool of the world has, in
 either split (syllables drawn by the seed): with the training items' own words a model
@@ -22,6 +26,7 @@ from typing import Any
 from kimi_student.chat.prompt import item_messages
 from kimi_student.chat.transcript import parse_transcript, to_byte_spans
 from kimi_student.data import world
+from kimi_student.data.contextual import redrawn
 from kimi_student.data.disjoint import EXEMPT
 from kimi_student.data.world import value_split
 from kimi_student.eval.score.tool_span import leaves
@@ -226,13 +231,15 @@ def swap_table(item: dict[str, Any], rng: random.Random, pool: ValuePool) -> dic
 
 
 def augmented_conversation(
-    item: dict[str, Any], rng: random.Random, pool: ValuePool, tag: str = "copy"
+    item: dict[str, Any], rng: random.Random, pool: ValuePool, copy: int = 0
 ) -> dict[str, Any] | None:
     """The item with its values swapped (`swap_table`) in the prompt, the gold calls, the tool results
     and the teacher text alike; None when it has nothing to swap, or when the swap would break a call's
     JSON or lose an integration span."""
     if not item["metadata"]["call_sequence"]:
         return None
+    if item["metadata"]["scenario"] in COMPUTED:  # new operands, results computed again
+        return redrawn(item, copy)
     table = swap_table(item, rng, pool)
     if not table:
         return None
@@ -265,7 +272,7 @@ def augmented_conversation(
     new_meta["integration_spans_bytes"] = to_byte_spans(text, t.spans)
     return {
         **item,
-        "id": f"{item['id']}~{tag}",
+        "id": f"{item['id']}~copy{copy}",
         "prompt": sub(item["prompt"]),
         "teacher_text": text,
         "metadata": new_meta,
@@ -277,7 +284,5 @@ def augmented_set(
 ) -> tuple[list[dict[str, Any]], ValuePool]:
     """`copies` augmented versions of each training item that has values to swap, and the pool drawn from."""
     rng, pool = random.Random(seed), ValuePool(items, words_from)
-    out = [
-        c for it in items for k in range(copies) if (c := augmented_conversation(it, rng, pool, f"copy{k}"))
-    ]
+    out = [c for it in items for k in range(copies) if (c := augmented_conversation(it, rng, pool, k))]
     return out, pool

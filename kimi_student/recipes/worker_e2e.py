@@ -87,6 +87,15 @@ def disjointness(held: list[dict[str, Any]], train: list[dict[str, Any]], config
     return {"pass": True, "atoms_checked": len(atoms), "leaks": 0}
 
 
+def interleaved(items: list[dict[str, Any]], copies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each item followed by its copies (ids `ITEM~copyK`): the first `kd.items` the teacher scores then hold
+    copies as well as originals, in the proportion training has (the trainer draws its own order)."""
+    of: dict[str, list[dict[str, Any]]] = {}
+    for c in copies:
+        of.setdefault(c["id"].split("~", 1)[0], []).append(c)
+    return [row for it in items for row in (it, *of.get(it["id"], []))]
+
+
 def prepare_data(run: ToyRun, d: dict[str, Any], seed: int, config: Path) -> dict[str, Any]:
     """Training items (split train) with `copy_augment` swapped copies of each, and held-out items (split
     heldout, same seed), the latter extracted for the eval; both with their fixtures beside them."""
@@ -96,7 +105,9 @@ def prepare_data(run: ToyRun, d: dict[str, Any], seed: int, config: Path) -> dic
     )
     hheader, held, hfx = generate(int(d["heldout_items"]), seed, "heldout")
     check = disjointness(held, train_items + copies, config)
-    write_dataset(run.train_jsonl, {**header, "copy_augmented": len(copies)}, train_items + copies, fx)
+    write_dataset(
+        run.train_jsonl, {**header, "copy_augmented": len(copies)}, interleaved(train_items, copies), fx
+    )
     raw = run.heldout_jsonl.with_name("heldout_gen.jsonl")
     fx_dir = write_dataset(raw, hheader, held, hfx)
     tok = load_tokenizer(EXTRACT_TOKENIZER)

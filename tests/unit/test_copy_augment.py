@@ -14,7 +14,9 @@ from kimi_student.chat.transcript import parse_transcript, to_byte_spans
 from kimi_student.data.contextual import generate
 from kimi_student.data.disjoint import TrainingMemory, leaks, value_atoms
 from kimi_student.errors import InputError
+from kimi_student.numbers import format_number
 from kimi_student.recipes.copy_augment import (
+    COMPUTED,
     WORLD_WORDS,
     ValuePool,
     augmented_conversation,
@@ -61,12 +63,14 @@ def test_a_copy_swaps_each_value_in_every_place_and_still_parses(train: list[dic
     pool = ValuePool(train)
     swapped = numbers = 0
     for i, item in enumerate(train):
+        if item["metadata"]["scenario"] in COMPUTED:  # redrawn instead (the test below)
+            continue
         table = swap_table(item, random.Random(i), pool)
         copy = augmented_conversation(item, random.Random(i), pool)
         if copy is None:
             continue
         swapped += 1
-        assert copy["id"] == item["id"] + "~copy" and copy["teacher_text"] != item["teacher_text"]
+        assert copy["id"] == item["id"] + "~copy0" and copy["teacher_text"] != item["teacher_text"]
         before, after = _places(item), _places(copy)
         for old, new in table.items():
             numbers += old.isdigit()
@@ -84,8 +88,51 @@ def test_a_copy_swaps_each_value_in_every_place_and_still_parses(train: list[dic
         ]
         assert len(t.spans) == len(parse_transcript(item["teacher_text"]).spans)
         assert copy["metadata"]["integration_spans_bytes"] == to_byte_spans(copy["teacher_text"], t.spans)
-    with_calls = sum(bool(it["metadata"]["call_sequence"]) for it in train)
+    with_calls = sum(
+        bool(it["metadata"]["call_sequence"]) and it["metadata"]["scenario"] not in COMPUTED for it in train
+    )
     assert swapped > with_calls * 0.6 and numbers > 20
+
+
+def test_a_computed_item_is_redrawn_with_new_operands_and_results(train: list[dict]) -> None:
+    """Arithmetic and code_run results are computed from the request: a copy is another item of the same
+    stratum and kind, its calls run again, its answer stating its own results."""
+    pool = ValuePool(train)
+    computed = [
+        it for it in train if it["metadata"]["scenario"] in COMPUTED and it["metadata"]["call_sequence"]
+    ]
+    assert len(computed) > 40
+    labels = (
+        "scenario",
+        "structure",
+        "complexity",
+        "locale",
+        "expected_behaviour",
+        "adversarial",
+        "long_context",
+    )
+    for item in computed:
+        copy = augmented_conversation(item, random.Random(0), pool, 1)
+        if item["metadata"]["adversarial"] and item["metadata"]["adversarial"]["kind"] == "range_violation":
+            assert copy is None
+            continue
+        assert copy is not None and copy == augmented_conversation(item, random.Random(5), pool, 1)
+        assert copy["id"] == item["id"] + "~copy1"
+        assert (
+            copy["prompt"] != item["prompt"]
+            and copy["metadata"]["tool_results"] != item["metadata"]["tool_results"]
+        )
+        assert [copy["metadata"][k] for k in labels] == [item["metadata"][k] for k in labels]
+        t = parse_transcript(copy["teacher_text"])
+        assert [{"name": c.name, "arguments": c.arguments} for c in t.calls] == [
+            {"name": c["name"], "arguments": c["arguments"]} for c in copy["metadata"]["call_sequence"]
+        ] or item["metadata"]["expected_behaviour"] == "retry"
+        assert copy["metadata"]["integration_spans_bytes"] == to_byte_spans(copy["teacher_text"], t.spans)
+        if copy["metadata"]["scenario"] == "arithmetic":  # the answer states the recomputed subtotal
+            meta = copy["metadata"]
+            value = next(r["result"]["value"] for r in meta["tool_results"] if r["result"]["ok"])
+            assert f"The subtotal is {format_number(value, meta['locale'], 2)}." in copy["teacher_text"]
+            assert str(value) not in item["teacher_text"]
 
 
 def test_a_number_is_swapped_in_its_locale_spelling_too() -> None:
@@ -159,7 +206,7 @@ def test_invented_words_are_new_training_part_words_swapped_in_every_place(
             assert new.casefold() not in WORLD_WORDS  # no pool's value, held-out or training
             assert (old.isupper(), old.islower()) == (new.isupper(), new.islower()), (old, new)
         copy = augmented_conversation(it, random.Random(7), pool)
-        if copy is not None:
+        if copy is not None and it["metadata"]["scenario"] not in COMPUTED:
             for old, new in table.items():
                 for place, text in _places(it).items():
                     assert _count(new, _places(copy)[place]) >= _count(old, text) > -1, (place, old, new)

@@ -69,6 +69,9 @@ def test_worker_e2e_computes_every_gate_on_the_students_output(tmp_path: Path) -
     copies = rep["data"]["train_copy_augmented"]
     ids = read_ids(out / "data" / "train.jsonl")
     assert copies > 60 and len(ids) == 120 + copies and sum("~copy0" in i for i in ids) == copies
+    # each copy right after its item, so the 8 items the teacher scored hold copies too
+    assert all(i == f"{prev.split('~')[0]}~copy0" for prev, i in zip(ids, ids[1:]) if "~" in i)
+    assert any("~copy0" in row["id"] for row in kd)
     assert all(i.startswith("ctx-heldout-") for i in read_ids(out / "data" / "heldout.jsonl"))
     assert (r.returncode == 0) == rep["passed"]
     rows = read_rows(out / "eval_results.jsonl")
