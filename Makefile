@@ -44,7 +44,7 @@ help:
 	@echo "make test-llama      kd-mix and eval through the real CLI against that server (builds it first)"
 	@echo "make llama-record    rerecord its replies in tests/data/llama_cpp/ (the fast tests replay them)"
 	@echo "make bench           speed of gen/verify/scoring at 10k items"
-	@echo "make bench-data      gen/extract/verify at 10k against a base commit (BASE=65fa8e7), bytes as BYTES_DATA=7d20972"
+	@echo "make bench-data      gen/extract/verify at 10k against a base commit (BASE=65fa8e7), bytes as BYTES_DATA=f2e36b4"
 	@echo "make bench-score     scoring loop items/s + verification_only eval time vs BASE_SCORE=2ff5711 (timed), BYTES_SCORE=874cf81 (bytes)"
 	@echo "make bench-eval      eval items/s with 1 vs 2 worker processes, 10k verification_only time"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
@@ -219,7 +219,7 @@ bench: install
 	$(VENV)/bin/python bench/contextual_scale.py
 
 BASE ?= 65fa8e7
-BYTES_DATA ?= 7d20972
+BYTES_DATA ?= f2e36b4
 BASE_SCORE ?= 2ff5711
 BYTES_SCORE ?= 874cf81
 bench-data: install

@@ -8,12 +8,13 @@ repeat also checks that both trees wrote the same bytes: dataset, fixtures, extr
 report and output (SOURCE_DATE_EPOCH is fixed). A last row times the scorer's `tokenizer.boundaries`
 over the extracted teacher texts, in-process, in each tree.
 
-Byte identity is required against `--bytes-base` (7d20972 by default: the last change of what gen writes,
-derivable gold calls and the train/held-out split; before it 5685342, the `accept` of gold calls), run once
+Byte identity is required against `--bytes-base` (f2e36b4 by default: the last change of what gen writes,
+paths in backticks in gold answers; before it the Worker's data repairs, 7d20972 derivable gold calls and
+the train/held-out split, 5685342 the `accept` of gold calls), run once
 beside, untimed; `--base` is timed, and where it is another commit its bytes differ on purpose (printed,
 with why).
 
-    .venv/bin/python bench/data_speed.py [--n 10000] [--repeats 3] [--base 65fa8e7] [--bytes-base 7d20972]
+    .venv/bin/python bench/data_speed.py [--n 10000] [--repeats 3] [--base 65fa8e7] [--bytes-base f2e36b4]
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--base", default="65fa8e7", help="commit to compare against")
-    ap.add_argument("--bytes-base", default="7d20972", help="commit whose output bytes must be the same")
+    ap.add_argument("--bytes-base", default="f2e36b4", help="commit whose output bytes must be the same")
     ap.add_argument("--tokenizer", default="smollm2")
     a = ap.parse_args()
     print(machine_line("precision: n/a (no model)  "))
