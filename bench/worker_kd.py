@@ -1,7 +1,7 @@
 """KD against SFT for the Worker student, at equal steps and data (issue 13, "Distilled, not only
 fine-tuned"): from a finished `kimi-student worker-e2e` run folder (its trained teacher, its KD mix and its
-held-out items), train the same student (the same layer subset of the teacher, the same seed, steps,
-learning rate and rows) twice:
+held-out items), train the same student (the config's init, the same seed, steps, learning rate and rows)
+twice:
 
 - SFT: cross-entropy on the gold text of exactly the items the teacher scored (`ce_ground_truth`);
 - KD: the KD mix of those items: the same gold text (`ce_teacher`) plus the teacher's top-k

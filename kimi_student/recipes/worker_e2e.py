@@ -7,8 +7,9 @@ gates of configs/gates.yaml.
   conversations (loss on the assistant turns only, train/examples.py);
 - kd-mix: the teacher scores the gold conversations (`kd-mix --score-gold`, teacher forcing), its top-k
   log-probs at every assistant position;
-- student: a layer subset of the trained teacher (`sizes.worker.init.teacher: "@teacher"`), distilled on
-  the KD mix (ce_teacher + sparse kl_forward); same tokenizer, so logit KD applies.
+- student: SmolLM2-135M as shipped, or a layer subset of the trained teacher (`sizes.worker.init.teacher:
+  "@teacher"`; subsets did not copy), distilled on the KD mix (ce_teacher + sparse kl_forward); same
+  tokenizer, so logit KD applies.
 
 The held-out items are `contextual gen --split heldout` (values no training item holds); the recipe checks
 it as `contextual verify --disjoint-from` does and stops with exit 2 before training on any leak.

@@ -34,7 +34,7 @@ def tiny_config(folder: Path) -> Path:
     cfg["sizes"]["teacher"].update(arch={"num_hidden_layers": 2}, init={"kind": "random"})
     cfg["sizes"]["teacher"]["train"]["max_steps"] = 3  # the wiring, not the learning: a step is ~0.6 s
     cfg["sizes"]["worker"]["arch"] = {"num_hidden_layers": 1}
-    cfg["sizes"]["worker"]["init"]["layers"] = [1]
+    cfg["sizes"]["worker"]["init"] = {"kind": "layer_subset", "teacher": "@teacher", "layers": [1]}
     cfg["sizes"]["worker"]["train"]["max_steps"] = 3
     path = folder / "worker_tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
