@@ -226,6 +226,16 @@ def item_id(split: str, seed: int, index: int) -> str:
     return f"ctx-{seed}-{index:06d}" if split == "train" else f"ctx-{split}-{seed}-{index:06d}"
 
 
+def copy_id(item_id: str, copy: int) -> str:
+    """`ITEM~copyN`: a training copy's id (copy augmentation), never a generated item's."""
+    return f"{item_id}~copy{copy}"
+
+
+def copied_from(id_: str) -> str:
+    """The id of the item a copy was made from (the id itself for an item that is no copy)."""
+    return id_.split("~", 1)[0]
+
+
 def _build(
     index: int, seed: int, kind: str, stratum: tuple[str, str, str, str], salt: tuple[Any, ...] = ()
 ) -> tuple[dict[str, Any], Draft]:
@@ -285,7 +295,7 @@ def redrawn(item: dict[str, Any], copy: int) -> dict[str, Any] | None:
     stratum = (meta["scenario"], meta["structure"], meta["complexity"], meta["locale"])
     with world.split_world(prov["split"]), world.calls_remembered():
         new, _ = _build(prov["index"], prov["seed"], kind, stratum, salt=("redrawn", copy))
-    return {**new, "id": f"{item['id']}~copy{copy}"}
+    return {**new, "id": copy_id(item["id"], copy)}
 
 
 def generate(

@@ -26,7 +26,7 @@ from typing import Any
 from kimi_student.chat.prompt import item_messages
 from kimi_student.chat.transcript import parse_transcript, to_byte_spans
 from kimi_student.data import world
-from kimi_student.data.contextual import redrawn
+from kimi_student.data.contextual import copy_id, redrawn
 from kimi_student.data.disjoint import EXEMPT
 from kimi_student.data.world import value_split
 from kimi_student.eval.score.tool_span import leaves
@@ -272,7 +272,7 @@ def augmented_conversation(
     new_meta["integration_spans_bytes"] = to_byte_spans(text, t.spans)
     return {
         **item,
-        "id": f"{item['id']}~copy{copy}",
+        "id": copy_id(item["id"], copy),
         "prompt": sub(item["prompt"]),
         "teacher_text": text,
         "metadata": new_meta,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_student.chat.prompt import item_messages
-from kimi_student.data.contextual import generate, write_dataset
+from kimi_student.data.contextual import copied_from, generate, write_dataset
 from kimi_student.data.disjoint import TrainingMemory, leaks, value_atoms
 from kimi_student.data.extract import extracted
 from kimi_student.errors import InputError
@@ -93,7 +93,7 @@ def interleaved(items: list[dict[str, Any]], copies: list[dict[str, Any]]) -> li
     copies as well as originals, in the proportion training has (the trainer draws its own order)."""
     of: dict[str, list[dict[str, Any]]] = {}
     for c in copies:
-        of.setdefault(c["id"].split("~", 1)[0], []).append(c)
+        of.setdefault(copied_from(c["id"]), []).append(c)
     return [row for it in items for row in (it, *of.get(it["id"], []))]
 
 
