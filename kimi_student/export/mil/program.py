@@ -15,6 +15,9 @@ from kimi_student.export.mil.loader import Loader, tensor_type
 from kimi_student.export.mil.ops import EXACT_OPS, OPS, SUPPORTED_OPS
 from kimi_student.export.mil.steps import Args, StateRef, Step, TensorType
 
+# Ops that may write their result into input `x` when `_reusable` allows it.
+REUSES_X = frozenset({"slice_update"})
+
 _CONSTEXPR_PREFIX = "constexpr_"
 
 
@@ -300,7 +303,7 @@ class MilProgram:
         self, step: Step, env: dict[str, Any], states: dict[str, np.ndarray] | None
     ) -> tuple[Any, ...]:
         values = {p: [env[ref] if is_var else ref for is_var, ref in bs] for p, bs in step.inputs.items()}
-        args = Args(step, values, states)
+        args = Args(step, values, states, step.type in REUSES_X and self._reusable(step, env))
         try:
             result = OPS[step.type](args)
         except MilExecError:
@@ -315,6 +318,23 @@ class MilProgram:
                 f"op {step.name!r} ({step.type}): {len(results)} results for {len(step.outputs)} outputs"
             )
         return tuple(self._coerce(step, i, v) for i, v in enumerate(results))
+
+    def _reusable(self, step: Step, env: dict[str, Any]) -> bool:
+        """Whether `step` may write into its input `x`: a variable (not a constant, not the caller's
+        input) whose last use is this step, an array that owns its memory (not a view of a constant
+        or of a state), and that no other live value shares."""
+        bound = step.inputs.get("x", [])
+        if len(bound) != 1 or not bound[0][0]:
+            return False
+        name = bound[0][1]
+        x = env.get(name)
+        if name not in step.drop or name in self.input_names or not isinstance(x, np.ndarray):
+            return False
+        if not (x.flags.owndata and x.flags.writeable):
+            return False
+        return not any(
+            k != name and isinstance(v, np.ndarray) and np.may_share_memory(x, v) for k, v in env.items()
+        )
 
     def _coerce(self, step: Step, i: int, value: Any) -> Any:
         """Bring an op result to its declared type and check its declared shape."""

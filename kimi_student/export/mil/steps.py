@@ -34,16 +34,19 @@ class Step:
 class Args:
     """The resolved inputs of one op, with small typed accessors for its constant parameters."""
 
-    __slots__ = ("step", "values", "out_types", "states")
+    __slots__ = ("step", "values", "out_types", "states", "x_reusable")
 
     def __init__(
         self,
         step: Step,
         values: dict[str, list[Any]],
         states: dict[str, np.ndarray] | None,
+        x_reusable: bool = False,
     ):
         self.step, self.values, self.states = step, values, states
         self.out_types = [t for _, t in step.outputs]
+        # True when input `x` dies at this op and nothing else sees its memory: the op may write into it
+        self.x_reusable = x_reusable
 
     def __getitem__(self, key: str) -> Any:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kimi_student.export.errors import MilExecError
+from kimi_student.export.mil.dtypes import store_fp16, widen_fp16
 from kimi_student.export.mil.ops.base import op
 from kimi_student.export.mil.steps import Args, StateRef
 
@@ -20,13 +21,19 @@ def _state(a: Args, key: str) -> np.ndarray:
 @op("read_state", exact=True)
 def _read_state(a: Args) -> np.ndarray:
     arr = _state(a, "input")
-    return arr.astype(np.float32) if arr.dtype == np.float16 else arr.copy()
+    return widen_fp16(arr) if arr.dtype == np.float16 else arr.copy()
+
+
+def _store(arr: np.ndarray, value: np.ndarray) -> None:
+    if arr.dtype == np.float16:
+        store_fp16(arr, value)
+    else:
+        arr[...] = value.astype(arr.dtype, copy=False)
 
 
 @op("write_state")
 def _write_state(a: Args) -> tuple[()]:
-    arr = _state(a, "input")
-    arr[...] = np.asarray(a["data"]).astype(arr.dtype, copy=False)
+    _store(_state(a, "input"), np.asarray(a["data"]))
     return ()
 
 
@@ -34,5 +41,5 @@ def _write_state(a: Args) -> tuple[()]:
 def _coreml_update_state(a: Args) -> np.ndarray:
     arr = _state(a, "state")
     value = np.asarray(a["value"])
-    arr[...] = value.astype(arr.dtype, copy=False)
+    _store(arr, value)
     return value

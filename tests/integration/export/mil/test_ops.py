@@ -273,3 +273,50 @@ def test_ops_match_coremltools_value_inference(pkgdir: Path) -> None:
         elif not np.allclose(out, ref, rtol=1e-5, atol=2e-6):
             bad.append(f"{name}: max abs diff {np.abs(out - ref).max():.3g}")
     assert not bad, "\n".join(bad)
+
+
+def test_slice_update_writes_in_place_only_into_a_value_nothing_else_sees(
+    pkgdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """slice_update may reuse its input's memory (the decoder's KV cache): only when the input dies
+    there and no live value (a later reader, a view) shares it; every other case copies."""
+    from coremltools.converters.mil import Builder as mb
+
+    from kimi_student.export.mil.ops import OPS
+
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    upd = np.full((2, 1, 4), -1.0, np.float32)
+
+    @mb.program(input_specs=[mb.TensorSpec(shape=x.shape)], opset_version=ct.target.iOS18)
+    def prog(xv: Any) -> Any:
+        a = mb.mul(x=xv, y=2.0)
+        kept = mb.slice_update(x=a, update=upd, begin=[0, 0, 0], end=[2, 1, 4])  # `a` read again below
+        reread = mb.add(x=a, y=kept, name="reread")
+        d = mb.mul(x=xv, y=3.0)
+        e = mb.slice_update(x=d, update=upd, begin=[0, 1, 0], end=[2, 2, 4])  # `d` dies here: in place
+        row = mb.slice_by_index(x=e, begin=[0, 1, 0], end=[2, 2, 4])  # a view of `e`, alive after
+        f = mb.slice_update(x=e, update=upd * 5, begin=[0, 1, 0], end=[2, 2, 4])
+        return reread, mb.add(x=row, y=f, name="viewed")
+
+    path = pkgdir / "slice_update_alias.mlpackage"
+    ct.convert(
+        prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS18,
+        compute_precision=ct.precision.FLOAT32,
+    ).save(str(path))  # fmt: skip
+    seen: list[bool] = []
+    inner = OPS["slice_update"]
+    monkeypatch.setitem(OPS, "slice_update", lambda a: (seen.append(a.x_reusable), inner(a))[1])
+    out = MilProgram.load(path).predict({"xv": x})
+
+    a = x * 2
+    kept = a.copy()
+    kept[:, 0] = -1
+    d = x * 3
+    e = d.copy()
+    e[:, 1] = -1
+    row = e[:, 1:2].copy()
+    f = e.copy()
+    f[:, 1] = -5
+    np.testing.assert_array_equal(out["reread"], a + kept)
+    np.testing.assert_array_equal(out["viewed"], row + f)
+    assert seen == [False, True, False]
