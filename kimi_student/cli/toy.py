@@ -79,10 +79,11 @@ def worker_e2e_cmd(
 ) -> None:
     """Worker end-to-end: contextual dataset -> teacher (SmolLM2-135M fine-tuned on the gold conversations,
     loss on the assistant turns) -> kd-mix --score-gold (the teacher's top-k at every assistant position) ->
-    student (a layer subset of the teacher, distilled) -> `eval --runner hf_local` through the tool loop on
-    held-out items -> every gate of configs/gates.yaml.
+    student (the config's init, distilled on the KD mix) -> `eval --runner hf_local` through the tool loop
+    on held-out items -> every gate of configs/gates.yaml -> the student as Core ML (INT8 weights, FP16
+    compute) and, on the config's `export.eval_items`, `eval --runner coreml` with F1 parity to hf_local.
 
-    Exit 0 when every gate passes, 1 when a gate fails, 2 on bad input.
+    Exit 0 when every gate passes (Core ML's too, where evaluated), 1 when one fails, 2 on bad input.
     """
     from kimi_student.eval.gates import gate_table
     from kimi_student.outputs import check_outputs

@@ -280,9 +280,19 @@ def augmented_conversation(
 
 
 def augmented_set(
-    items: list[dict[str, Any]], copies: int, seed: int, words_from: str = "training"
+    items: list[dict[str, Any]],
+    copies: int,
+    seed: int,
+    words_from: str = "training",
+    computed_copies: int | None = None,
 ) -> tuple[list[dict[str, Any]], ValuePool]:
-    """`copies` augmented versions of each training item that has values to swap, and the pool drawn from."""
+    """`copies` augmented versions of each training item that has values to swap (`computed_copies`, if
+    given, redrawn versions of each COMPUTED item instead), and the pool drawn from."""
     rng, pool = random.Random(seed), ValuePool(items, words_from)
-    out = [c for it in items for k in range(copies) if (c := augmented_conversation(it, rng, pool, k))]
+
+    def count(it: dict[str, Any]) -> int:
+        computed = it["metadata"]["scenario"] in COMPUTED
+        return computed_copies if computed and computed_copies is not None else copies
+
+    out = [c for it in items for k in range(count(it)) if (c := augmented_conversation(it, rng, pool, k))]
     return out, pool

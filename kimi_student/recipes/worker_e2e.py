@@ -9,7 +9,10 @@ gates of configs/gates.yaml.
   log-probs at every assistant position;
 - student: SmolLM2-135M as shipped, or a layer subset of the trained teacher (`sizes.worker.init.teacher:
   "@teacher"`; subsets did not copy), distilled on the KD mix (ce_teacher + sparse kl_forward); same
-  tokenizer, so logit KD applies.
+  tokenizer, so logit KD applies;
+- export: the student as Core ML packages (INT8 weights, FP16 compute, `export.shapes`), and, on the first
+  `export.eval_items` held-out items, `eval --runner coreml` (the MIL executor) beside hf_local on the
+  same items: its gates, and integration F1 lax/strict within `export.max_delta_f1` of hf_local's.
 
 The held-out items are `contextual gen --split heldout` (values no training item holds); the recipe checks
 it as `contextual verify --disjoint-from` does and stops with exit 2 before training on any leak.
@@ -19,11 +22,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kimi_student.chat.prompt import item_messages
 from kimi_student.data.contextual import copied_from, generate, write_dataset
+from kimi_student.data.dataset import read_dataset
 from kimi_student.data.disjoint import TrainingMemory, leaks, value_atoms
 from kimi_student.data.extract import extracted
 from kimi_student.errors import InputError
@@ -31,6 +36,7 @@ from kimi_student.eval.harness import run_eval
 from kimi_student.eval.report import EvalPaths
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.options import RunnerOptions
+from kimi_student.export.coreml import export_coreml
 from kimi_student.jsonl import write_json, write_jsonl
 from kimi_student.models.student import load_spec
 from kimi_student.recipes.copy_augment import WORD_SOURCES, augmented_set
@@ -45,19 +51,24 @@ CONFIG = config_path("worker_e2e.yaml")
 EXTRACT_TOKENIZER = "smollm2"  # the eval dataset's span tokenizer, as `make contextual-extract` uses
 TRAINED_TEACHER = "@teacher"  # `init.teacher` of the student: this run's trained teacher
 INT_KEYS = {
-    "data": ("train_items", "heldout_items", "copy_augment"),
+    "data": ("train_items", "heldout_items", "copy_augment", "computed_copies"),
     "decode": ("max_turns", "max_new_tokens", "batch_size"),
     "kd": ("items", "top_k"),
+    "export": ("eval_items",),
 }
+NON_NEGATIVE = {"copy_augment", "computed_copies", "eval_items"}
+OPTIONAL = {"computed_copies"}  # absent: as copy_augment
 
 
 def read_config(path: Path) -> dict[str, Any]:
     """The config, each integer it needs checked before any work (exit 2 naming the key)."""
-    cfg = load_config(path, ("data", "decode", "kd", "sizes", "train"))
+    cfg = load_config(path, ("data", "decode", "kd", "sizes", "train", "export"))
     for section, keys in INT_KEYS.items():
         for k in keys:
             v = cfg[section].get(k)
-            least = 0 if k == "copy_augment" else 1
+            if v is None and k in OPTIONAL:
+                continue
+            least = 0 if k in NON_NEGATIVE else 1
             if not isinstance(v, int) or isinstance(v, bool) or v < least:
                 what = "a non-negative" if least == 0 else "a positive"
                 raise InputError(path, None, f"{section}.{k}", f"must be {what} integer, got {v!r}")
@@ -66,6 +77,18 @@ def read_config(path: Path) -> dict[str, Any]:
         raise InputError(
             path, None, "data.copy_words", f"must be one of {', '.join(WORD_SOURCES)}, got {got!r}"
         )
+    shapes = cfg["export"].get("shapes")
+    if (
+        not isinstance(shapes, list)
+        or not shapes
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 8 for n in shapes)
+    ):
+        raise InputError(
+            path, None, "export.shapes", f"must be a list of sequence lengths >= 8, got {shapes!r}"
+        )
+    delta = cfg["export"].get("max_delta_f1")
+    if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0 <= delta <= 1:
+        raise InputError(path, None, "export.max_delta_f1", f"must be a number in [0, 1], got {delta!r}")
     for size in ("teacher", "worker"):
         if not isinstance(cfg["sizes"].get(size), dict):
             raise InputError(path, None, f"sizes.{size}", "missing (the teacher and the student)")
@@ -101,8 +124,9 @@ def prepare_data(run: ToyRun, d: dict[str, Any], seed: int, config: Path) -> dic
     """Training items (split train) with `copy_augment` swapped copies of each, and held-out items (split
     heldout, same seed), the latter extracted for the eval; both with their fixtures beside them."""
     header, train_items, fx = generate(int(d["train_items"]), seed)
+    n = int(d.get("copy_augment", 0))
     copies, _ = augmented_set(
-        train_items, int(d.get("copy_augment", 0)), seed, d.get("copy_words", "training")
+        train_items, n, seed, d.get("copy_words", "training"), int(d.get("computed_copies", n))
     )
     hheader, held, hfx = generate(int(d["heldout_items"]), seed, "heldout")
     check = disjointness(held, train_items + copies, config)
@@ -249,6 +273,16 @@ def run_worker_e2e(
         rep = run_eval(
             run.heldout_jsonl, RunnerSpec("hf_local", None, opts), paths, fresh=True, progress=progress
         )
+    x = cfg["export"]
+    with timed(steps, "export"), torch_threads(threads):
+        ex = export_student(run, Path(st["checkpoint"]), x)
+    sizes = ", ".join(f"{p['name']} {p['size_bytes'] / 1e6:.1f} MB" for p in ex["packages"])
+    log(f"export: {sizes} ({ex['precision']['weights']} weights, {ex['precision']['compute']} compute)")
+    cm = None
+    if int(x["eval_items"]) > 0:
+        with timed(steps, "eval_coreml"), torch_threads(threads):
+            cm = coreml_parity(run, x, rep, opts, progress)
+        log(parity_line(cm))
     steps["total"] = round(time.perf_counter() - t_all, 3)
     report = {
         "header": {"config": shown_path(config), "seed": seed},
@@ -266,10 +300,74 @@ def run_worker_e2e(
         "eval_command": eval_command(run, opts),
         "eval_summary": rep["summary"],
         "gates": rep["gates"],
-        "passed": rep["passed"],
+        "export": ex,
+        "coreml": cm,
+        # Core ML counts where it was evaluated: its gates and F1 parity with hf_local
+        "passed": rep["passed"] and (cm is None or (cm["passed"] and cm["parity"])),
     }
     write_json(run.report, report)
     return report
+
+
+F1_KEYS = ("integration_f1_lax", "integration_f1_strict")
+
+
+def coreml_folder(run: ToyRun) -> Path:
+    return run.root / "coreml"
+
+
+def export_student(run: ToyRun, checkpoint: Path, x: dict[str, Any]) -> dict[str, Any]:
+    """The student as Core ML packages, INT8 weights and FP16 compute, one per `export.shapes` (no
+    stateful decoder: the coreml runner decodes with the full-sequence packages)."""
+    man = export_coreml(checkpoint, coreml_folder(run), sorted(x["shapes"]), quantize=True, decode=False)
+    return {
+        "folder": str(coreml_folder(run)),
+        "precision": man["precision"],
+        "packages": [{k: e[k] for k in ("name", "size_bytes", "convert_seconds")} for e in man["packages"]],
+    }
+
+
+def coreml_parity(
+    run: ToyRun, x: dict[str, Any], hf: dict[str, Any], opts: RunnerOptions, progress: bool = False
+) -> dict[str, Any]:
+    """`eval --runner coreml` (the MIL executor) on the first `export.eval_items` held-out items, against
+    hf_local on the same items (its own run when they are a subset): gates, and |Δ| of integration F1."""
+    header, items = read_dataset(run.heldout_jsonl)
+    n = min(int(x["eval_items"]), len(items))
+    data, hf_summary = run.heldout_jsonl, hf["summary"]
+    if n < len(items):  # fixtures_dir is relative to the dataset's folder: the subset lives beside it
+        data = run.heldout_jsonl.with_name("heldout_coreml.jsonl")
+        write_jsonl(data, [header, *items[:n]])
+        sub = EvalPaths(run.root / "eval_hf_subset_results.jsonl", run.root / "eval_hf_subset_report.json")
+        hf_summary = run_eval(data, RunnerSpec("hf_local", None, opts), sub, fresh=True, progress=progress)[
+            "summary"
+        ]
+    spec = RunnerSpec("coreml", None, replace(opts, model=str(coreml_folder(run))))
+    paths = EvalPaths(run.root / "eval_coreml_results.jsonl", run.root / "eval_coreml_report.json")
+    rep = run_eval(data, spec, paths, fresh=True, progress=progress)
+    delta = {k: round(abs((rep["summary"][k] or 0.0) - (hf_summary[k] or 0.0)), 6) for k in F1_KEYS}
+    return {
+        "items": n,
+        "hf_local": {k: hf_summary[k] for k in F1_KEYS},
+        "coreml": {k: rep["summary"][k] for k in F1_KEYS},
+        "delta_f1": delta,
+        "max_delta_f1": float(x["max_delta_f1"]),
+        "parity": all(d <= float(x["max_delta_f1"]) for d in delta.values()),
+        "gates": rep["gates"],
+        "passed": rep["passed"],
+    }
+
+
+def parity_line(cm: dict[str, Any]) -> str:
+    f1 = "  ".join(
+        f"{k.removeprefix('integration_f1_')} {cm['coreml'][k] or 0:.3f} (hf_local {cm['hf_local'][k] or 0:.3f})"
+        for k in F1_KEYS
+    )
+    verdict = "within" if cm["parity"] else "OUTSIDE"
+    return (
+        f"eval coreml: {cm['items']} items, F1 {f1}, {verdict} ±{cm['max_delta_f1']}; gates "
+        f"{'pass' if cm['passed'] else 'fail'}"
+    )
 
 
 def stage_line(name: str, r: dict[str, Any], seconds: float) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kimi_student.chat.transcript import parse_transcript, to_byte_spans
-from kimi_student.data.contextual import generate
+from kimi_student.data.contextual import copied_from, copy_id, generate
 from kimi_student.data.disjoint import TrainingMemory, leaks, value_atoms
 from kimi_student.errors import InputError
 from kimi_student.numbers import format_number
@@ -220,3 +220,28 @@ def test_a_leak_into_training_stops_the_run_before_training(train: list[dict], h
     assert ok["pass"] and ok["leaks"] == 0 and ok["atoms_checked"] > 20
     with pytest.raises(InputError, match="held-out value in the training set: ctx-heldout-3-"):
         disjointness(heldout[:20], [*train, heldout[5]], Path("c.yaml"))
+
+
+def test_computed_items_get_their_own_number_of_redrawn_copies(
+    train: list[dict], heldout: list[dict]
+) -> None:
+    """`computed_copies`: the scenarios whose numbers the answer restates in the locale (COMPUTED) get more
+    redrawn operands than the rest get swapped copies; every copy distinct, none leaking held-out values."""
+    copies, _ = augmented_set(train, 1, 3, "invented", computed_copies=3)
+    per: dict[str, list[dict]] = {}
+    for c in copies:
+        per.setdefault(copied_from(c["id"]), []).append(c)
+    computed = [
+        it for it in train if it["metadata"]["scenario"] in COMPUTED and it["metadata"]["call_sequence"]
+    ]
+    assert computed
+    for it in computed:
+        got = per.get(it["id"], [])
+        assert [c["id"] for c in got] == [copy_id(it["id"], k) for k in range(3)]
+        assert len({c["teacher_text"] for c in got} | {it["teacher_text"]}) == 4  # new operands each time
+    others = [it for it in train if it["metadata"]["scenario"] not in COMPUTED]
+    assert all(len(per.get(it["id"], [])) <= 1 for it in others)
+    assert sum(len(per.get(it["id"], [])) for it in others) > len(others) // 2
+    assert leaks(heldout, TrainingMemory(copies)) == []
+    plain, _ = augmented_set(train, 1, 3, "invented")
+    assert len(copies) - len(plain) == 2 * len(computed)

@@ -25,6 +25,7 @@ def test_the_packaged_config_reads() -> None:
         ("decode", "max_turns", "4"),
         ("decode", "batch_size", True),
         ("data", "copy_augment", -1),
+        ("export", "eval_items", -1),
     ],
 )
 def test_a_bad_integer_is_refused_naming_it(tmp_path: Path, section: str, key: str, value: object) -> None:
@@ -33,6 +34,27 @@ def test_a_bad_integer_is_refused_naming_it(tmp_path: Path, section: str, key: s
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(InputError, match=rf"{section}\.{key}: must be a (positive|non-negative) integer"):
+        read_config(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("shapes", [], "a list of sequence lengths"),
+        ("shapes", [512, "1024"], "a list of sequence lengths"),
+        ("shapes", 512, "a list of sequence lengths"),
+        ("max_delta_f1", 1.5, r"a number in \[0, 1\]"),
+        ("max_delta_f1", None, r"a number in \[0, 1\]"),
+    ],
+)
+def test_a_bad_export_setting_is_refused_naming_it(
+    tmp_path: Path, key: str, value: object, says: str
+) -> None:
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["export"][key] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match=rf"export\.{key}: must be {says}"):
         read_config(path)
 
 
