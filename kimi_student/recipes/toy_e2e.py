@@ -112,6 +112,7 @@ def fresh_training(
         "loss_last": h[-1]["loss"],
         "tokens_per_s": res["tokens_per_s"],
         "precision": res["precision"],
+        "threads": res["threads"],  # a count, or {"adaptive": [[step, count], ...]} (train.threads)
     }
 
 
@@ -334,9 +335,9 @@ def gate_values(shapes: dict[str, dict[str, Any]], requested: list[int]) -> tupl
 
 @contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Run with `n` torch threads (None: leave as is). One thread is the default for the toy: its matrices
-    are too small to gain from a second thread, and OpenMP threads that wait for a busy core at every op
-    made a training step 20x slower on a 2-core machine with another job running."""
+    """Run with `n` torch threads (None: leave as is). OpenMP threads that wait for a busy core at every op
+    made a toy training step 20x slower on a 2-core machine with another job running: the toy's config
+    leaves the count to its trainer's ThreadGovernor (train.threads: adaptive), which drops to one then."""
     before = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -369,7 +370,7 @@ def run_toy_e2e(
     )
     with timed(steps, "tokenizer"):
         tok_fp = build_tokenizer(data.train, run, int(cfg["data"]["bpe_vocab"]))
-    with timed(steps, "train"), torch_threads(cfg.get("threads", 1)):
+    with timed(steps, "train"), torch_threads(cfg.get("threads")):
         tr = train_student(config, run, max_steps)
     log(
         f"train: {tr['params'] / 1e6:.2f}M params, {tr['steps']} steps, loss {tr['loss_first']:.3f} -> "

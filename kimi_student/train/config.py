@@ -68,6 +68,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps between checkpoints; 0: only the final one
     keep_checkpoints: int = 2  # the newest N checkpoints are kept
     seed: int = 0  # model init, data order
+    # None: the thread policy's fixed count; "adaptive": all cores while the machine is otherwise idle, one
+    # thread while other work shares them (train/threads.py ThreadGovernor)
+    threads: str | None = None
     # Not read by the trainer (`kimi-student train` takes --precision): the toy recipe passes it on.
     precision: str = "no"
 
@@ -88,6 +91,10 @@ class TrainConfig:
             raw["loss"] = _build(LossWeights, raw["loss"], "train.loss", spec.source)
         weights = raw.get("process_weights") or {}
         _check_keys(None, weights, "train.process_weights", spec.source, PROCESS_KINDS)
+        if raw.get("threads") not in (None, "adaptive"):
+            raise InputError(
+                spec.source, None, "train.threads", f"must be adaptive or absent, got {raw['threads']!r}"
+            )
         return cls(**raw)
 
     def resume_sha256(self, spec: StudentSpec) -> str:

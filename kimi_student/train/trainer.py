@@ -32,7 +32,7 @@ from kimi_student.train import losses as L
 from kimi_student.train.checkpoint import RunPaths
 from kimi_student.train.config import LossWeights, TrainConfig
 from kimi_student.train.examples import Example, ExampleBuilder, ExampleStream, load_examples, pack
-from kimi_student.train.threads import apply_thread_policy
+from kimi_student.train.threads import ThreadGovernor, apply_thread_policy
 
 
 class TrainingError(KimiStudentError):
@@ -217,13 +217,19 @@ def train(
     threads = apply_thread_policy()
     session = _setup(spec, config, RunPaths(Path(out)), data, kd, teacher, limit, precision)
     end = min(config.max_steps, stop_after) if stop_after else config.max_steps
-    tokens_seen, elapsed = _loop(session, end, progress)
+    # at most the policy's count: OMP_NUM_THREADS=1 (make test's workers) keeps one thread
+    governor = ThreadGovernor(threads["threads"]) if config.threads == "adaptive" else None
+    try:
+        tokens_seen, elapsed = _loop(session, end, progress, governor)
+    finally:
+        if governor is not None:
+            torch.set_num_threads(threads["threads"])
     result = {
         "steps": end,
         "history": session.history,
         "tokens_per_s": tokens_seen / elapsed if elapsed else None,
         "precision": session.precision,
-        "threads": threads["threads"],
+        "threads": threads["threads"] if governor is None else {"adaptive": governor.changes},
         "final": None,
     }
     if end == config.max_steps:
@@ -311,8 +317,9 @@ def _setup(
     )
 
 
-def _loop(s: Session, end: int, progress: bool) -> tuple[int, float]:
-    """Steps start..end, each logged to train_log.jsonl; returns (tokens seen, seconds)."""
+def _loop(s: Session, end: int, progress: bool, governor: ThreadGovernor | None = None) -> tuple[int, float]:
+    """Steps start..end, each logged to train_log.jsonl; returns (tokens seen, seconds). A `governor`
+    sets the thread count between steps."""
     from tqdm import tqdm
 
     config = s.config
@@ -347,6 +354,8 @@ def _loop(s: Session, end: int, progress: bool) -> tuple[int, float]:
             tps = tokens_seen / max(1e-9, time.perf_counter() - t0)
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{tps:.0f}")
             bar.update(1)
+            if governor is not None:
+                governor.after_step()
             every = config.checkpoint_every
             if every and (step + 1) % every == 0 and step + 1 < config.max_steps:
                 s.save_checkpoint(step + 1)

@@ -65,6 +65,9 @@ def test_report_has_every_step_and_per_shape_diagnostics(toy_run: dict) -> None:
     assert e2e.missing_diagnostics(d) == []
     assert rep["header"]["primary_shape"] == "T128" and rep["metric"]["shape"] == "T128"
     assert rep["train"]["steps"] == TOY_STEPS and rep["train"]["loss_last"] < rep["train"]["loss_first"]
+    # the toy's threads follow the load (train.threads: adaptive): one until the governor first looks
+    changes = rep["train"]["threads"]["adaptive"]
+    assert changes[0] == [0, 1] and all(n in (1, 2) and 0 < s <= TOY_STEPS for s, n in changes[1:])
 
 
 def test_the_reported_f1_is_the_one_the_predictions_give(toy_run: dict) -> None:

@@ -302,3 +302,22 @@ def test_each_step_follows_the_schedule_and_the_curriculum_under_a_progress_bar(
     quiet = load_spec(_config(tmp_path, max_steps=1, checkpoint_every=0), "toy")
     T.train(quiet, tmp_path / "quiet", data=str(dataset["final"]), precision="no", progress=False)
     assert "train worker" not in capfd.readouterr().err
+
+
+def test_toy_training_gives_the_same_weights_on_one_thread_and_on_two(
+    dataset: dict[str, Path], tmp_path: Path
+) -> None:
+    """What lets `train.threads: adaptive` change the count mid-run: at the toy's size, 1 and 2 threads
+    train bit-identical weights (a reduction split by thread would break it, and the toy's byte-identical
+    reports with it)."""
+    before, finals = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            spec = load_spec(_config(tmp_path, max_steps=4, checkpoint_every=0, batch_size=4), "toy")
+            out = tmp_path / f"run{n}"
+            T.train(spec, out, data=str(dataset["final"]), precision="no")
+            finals.append((out / "final" / "model.safetensors").read_bytes())
+    finally:
+        torch.set_num_threads(before)
+    assert finals[0] == finals[1]

@@ -66,3 +66,50 @@ def test_apply_lowers_torch_threads_to_the_cores_and_keeps_an_explicit_lower_cou
         assert got["threads"] == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+class _Machine:
+    """A machine's clocks as the governor reads them: busy CPU seconds of all cores, this process's CPU
+    seconds and wall time, advanced by `tick`."""
+
+    def __init__(self) -> None:
+        self.busy, self.own, self.wall = 0.0, 0.0, 0.0
+
+    def tick(self, seconds: float, ours: float, others: float) -> None:
+        self.wall += seconds
+        self.own += ours * seconds
+        self.busy += (ours + others) * seconds
+
+
+def test_the_governor_takes_the_cores_while_idle_and_one_thread_while_shared() -> None:
+    m, set_to = _Machine(), []
+    g = TH.ThreadGovernor(2, every=5, machine=lambda: m.busy, own=lambda: m.own, wall=lambda: m.wall,
+                          set_threads=set_to.append)  # fmt: skip
+    assert g.threads == 1 and set_to == [1]  # one thread until it has looked
+    for _ in range(5):
+        m.tick(0.2, ours=1.0, others=0.05)
+        g.after_step()
+    assert g.threads == 2 and set_to == [1, 2]  # the other core is idle
+    for _ in range(4):
+        m.tick(0.2, ours=1.9, others=1.0)  # another job takes a core: within `every` steps ...
+        assert g.after_step() == 2
+    m.tick(0.2, ours=1.9, others=1.0)
+    assert g.after_step() == 1  # ... one thread
+    for _ in range(5):
+        m.tick(0.2, ours=1.0, others=0.4)  # a little other work (under half a core): the cores again
+        g.after_step()
+    assert g.threads == 2 and g.changes == [(0, 1), (5, 2), (10, 1), (15, 2)] and set_to == [1, 2, 1, 2]
+
+
+def test_the_governor_keeps_its_count_where_there_is_no_proc_stat(tmp_path: Path) -> None:
+    assert TH.machine_busy_seconds(tmp_path / "none") is None
+    g = TH.ThreadGovernor(2, every=1, machine=lambda: None, set_threads=lambda n: None)
+    assert [g.after_step() for _ in range(3)] == [1, 1, 1]
+
+
+def test_machine_busy_seconds_is_every_state_but_idle_and_iowait(tmp_path: Path) -> None:
+    import os
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 20 900 50 3 2 0 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    assert TH.machine_busy_seconds(stat) == pytest.approx(130 / os.sysconf("SC_CLK_TCK"))
