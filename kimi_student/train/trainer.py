@@ -11,6 +11,7 @@ from one reproduces the uninterrupted loss curve exactly, and a run folder that 
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Callable
@@ -217,19 +218,28 @@ def train(
     threads = apply_thread_policy()
     session = _setup(spec, config, RunPaths(Path(out)), data, kd, teacher, limit, precision)
     end = min(config.max_steps, stop_after) if stop_after else config.max_steps
-    # at most the policy's count: OMP_NUM_THREADS=1 (make test's workers) keeps one thread
-    governor = ThreadGovernor(threads["threads"]) if config.threads == "adaptive" else None
+    # at most the policy's count (OMP_NUM_THREADS=1, make test's workers, keeps one thread), and only where
+    # the count cannot change the numbers: otherwise one thread throughout, as the same run anywhere gets
+    adaptive = config.threads == "adaptive"
+    agree = adaptive and threads_agree(session, threads["threads"])
+    governor = ThreadGovernor(threads["threads"]) if agree else None
+    if adaptive and not agree:
+        torch.set_num_threads(1)
     try:
         tokens_seen, elapsed = _loop(session, end, progress, governor)
     finally:
-        if governor is not None:
+        if adaptive:
             torch.set_num_threads(threads["threads"])
     result = {
         "steps": end,
         "history": session.history,
         "tokens_per_s": tokens_seen / elapsed if elapsed else None,
         "precision": session.precision,
-        "threads": threads["threads"] if governor is None else {"adaptive": governor.changes},
+        "threads": (
+            {"adaptive": governor.changes if governor else [(0, 1)], "threads_agree": agree}
+            if adaptive
+            else threads["threads"]
+        ),
         "final": None,
     }
     if end == config.max_steps:
@@ -368,21 +378,18 @@ def _optimizer_step(s: Session, step: int, seq_len: int) -> tuple[float, dict[st
     accum = s.config.grad_accum
     step_loss, parts_sum, tokens = 0.0, {}, 0
     for _ in range(accum):
-        batch_np = pack(s.examples, s.stream, seq_len, s.config.batch_size, s.config.pack_truncate)
-        batch = {k: torch.from_numpy(v).to(s.accelerator.device) for k, v in batch_np.items()}
-        batch["logprob_temperature"] = s.examples[0].logprob_temperature
+        batch, ids = _batch(s, s.stream, seq_len)
         with s.accelerator.accumulate(s.model), s.accelerator.autocast():
             loss, parts = _micro_step(s, batch, step)
         step_loss += float(loss.detach()) / accum
         for k, v in parts.items():
             parts_sum[k] = parts_sum.get(k, 0.0) + v / accum
-        tokens += int(np.count_nonzero(batch_np["input_ids"] >= 0))
+        tokens += int(np.count_nonzero(ids >= 0))
     return step_loss, parts_sum, tokens
 
 
-def _micro_step(s: Session, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
-    """Forward (student, teacher), loss, backward, clip and step (accelerate skips the step until the
-    last micro-batch of the accumulation)."""
+def _loss(s: Session, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """The student's loss on one micro-batch (the teacher's logits included where there is one)."""
     at = L.loss_positions(batch["weights"])
     logits = target_logits(s.model, batch, at)
     teacher_logits = None
@@ -390,7 +397,41 @@ def _micro_step(s: Session, batch: dict[str, Any], step: int) -> tuple[torch.Ten
         with torch.no_grad():
             teacher_logits = target_logits(s.teacher, batch, at).float()
     targets = L.at_loss_positions(batch, at)
-    loss, parts = compute_loss(logits.float(), targets, s.config.loss, teacher_logits)
+    return compute_loss(logits.float(), targets, s.config.loss, teacher_logits)
+
+
+def _batch(s: Session, stream: ExampleStream, seq_len: int) -> tuple[dict[str, Any], np.ndarray]:
+    """The next packed micro-batch of `stream` as tensors, and its input ids."""
+    batch_np = pack(s.examples, stream, seq_len, s.config.batch_size, s.config.pack_truncate)
+    batch = {k: torch.from_numpy(v).to(s.accelerator.device) for k, v in batch_np.items()}
+    batch["logprob_temperature"] = s.examples[0].logprob_temperature
+    return batch, batch_np["input_ids"]
+
+
+def threads_agree(s: Session, n: int) -> bool:
+    """Whether 1 and `n` threads give this run's gradients bit for bit, on a batch of its own shape drawn
+    from a copy of the stream (the run's order is untouched). At the toy's size they did on AMD EPYC; on a
+    Xeon two threads changed fp32 sums (README), and there the count must stay fixed."""
+    if n <= 1:
+        return True
+    batch, _ = _batch(s, copy.deepcopy(s.stream), s.config.seq_len_at(s.start))
+    params = [p for p in s.model.parameters() if p.requires_grad]
+    grads, before = [], torch.get_num_threads()
+    try:
+        for k in (1, n):
+            torch.set_num_threads(k)
+            with s.accelerator.autocast():
+                loss, _ = _loss(s, batch)
+            grads.append(torch.autograd.grad(loss, params))
+    finally:
+        torch.set_num_threads(before)
+    return all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def _micro_step(s: Session, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """Forward (student, teacher), loss, backward, clip and step (accelerate skips the step until the
+    last micro-batch of the accumulation)."""
+    loss, parts = _loss(s, batch)
     if not torch.isfinite(loss):
         raise TrainingError(
             f"loss is {float(loss.detach())} at step {step + 1} (as train_log.jsonl counts); stopped. "

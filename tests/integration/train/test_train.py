@@ -304,20 +304,30 @@ def test_each_step_follows_the_schedule_and_the_curriculum_under_a_progress_bar(
     assert "train worker" not in capfd.readouterr().err
 
 
-def test_toy_training_gives_the_same_weights_on_one_thread_and_on_two(
-    dataset: dict[str, Path], tmp_path: Path
+def test_adaptive_threads_train_the_weights_one_thread_trains(
+    dataset: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What lets `train.threads: adaptive` change the count mid-run: at the toy's size, 1 and 2 threads
-    train bit-identical weights (a reduction split by thread would break it, and the toy's byte-identical
-    reports with it)."""
-    before, finals = torch.get_num_threads(), []
+    """`train.threads: adaptive` may change the count mid-run only where that cannot change the numbers:
+    its weights equal a one-thread run's byte for byte, on a CPU where 1 and 2 threads agree (the governor
+    then runs 2 from the first step: an idle machine) as on one where they do not (it stays at 1)."""
+    from functools import partial
+
+    idle = partial(T.ThreadGovernor, every=1, machine=lambda: 0.0)  # others never busy
+    monkeypatch.setattr(T, "ThreadGovernor", idle)
+    before, finals, reports = torch.get_num_threads(), [], []
     try:
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            spec = load_spec(_config(tmp_path, max_steps=4, checkpoint_every=0, batch_size=4), "toy")
-            out = tmp_path / f"run{n}"
-            T.train(spec, out, data=str(dataset["final"]), precision="no")
-            finals.append((out / "final" / "model.safetensors").read_bytes())
+        for name, extra in (("fixed", {}), ("adaptive", {"threads": "adaptive"})):
+            torch.set_num_threads(1 if name == "fixed" else 2)
+            spec = load_spec(_config(tmp_path, max_steps=4, checkpoint_every=0, batch_size=4, **extra), "toy")
+            res = T.train(spec, tmp_path / name, data=str(dataset["final"]), precision="no")
+            finals.append((tmp_path / name / "final" / "model.safetensors").read_bytes())
+            reports.append(res["threads"])
     finally:
         torch.set_num_threads(before)
     assert finals[0] == finals[1]
+    fixed, adaptive = reports
+    assert fixed == 1
+    if adaptive["threads_agree"]:  # the governor took both cores after its first look
+        assert adaptive["adaptive"] == [(0, 1), (1, min(2, available_cores()))] or available_cores() == 1
+    else:
+        assert adaptive["adaptive"] == [(0, 1)]
