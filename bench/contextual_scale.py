@@ -36,7 +36,7 @@ def machine_line(extra: str = "") -> str:
     """What a bench ran on: CPU, cores, load, Python and the tokenizers' thread setting."""
     return (
         f"cpu: {cpu_name()}  cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.2f}  "
-        f"python {platform.python_version()}  {extra}"
+        f"python {platform.python_version()}  {extra + '  ' if extra else ''}"
         f"TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', 'unset')}"
     )
 

@@ -63,7 +63,9 @@ def main() -> int:
     if prog.input_names != ["input_ids", "position"] or not prog.state_names:
         print(f"{args.package}: not a stateful decoder (inputs {prog.input_names})", file=sys.stderr)
         return 2
-    print(machine_line(f"package: {args.package.name}  states: {prog.state_names}"))
+    print(
+        machine_line(f"package: {args.package.name}  states: {prog.state_names}  precision: fp16 (as fp32)")
+    )
     tokens = [int(t) for t in np.random.default_rng(0).integers(0, 1000, args.steps)]
     best = {"baseline": float("inf"), "ours": float("inf")}
     logits: dict[str, np.ndarray] = {}
