@@ -318,7 +318,7 @@ def test_adaptive_threads_train_the_weights_one_thread_trains(
     try:
         for name, extra in (("fixed", {}), ("adaptive", {"threads": "adaptive"})):
             torch.set_num_threads(1 if name == "fixed" else 2)
-            spec = load_spec(_config(tmp_path, max_steps=4, checkpoint_every=0, batch_size=4, **extra), "toy")
+            spec = load_spec(_config(tmp_path, max_steps=3, checkpoint_every=0, batch_size=2, **extra), "toy")
             res = T.train(spec, tmp_path / name, data=str(dataset["final"]), precision="no")
             finals.append((tmp_path / name / "final" / "model.safetensors").read_bytes())
             reports.append(res["threads"])
