@@ -59,13 +59,13 @@ def dtype_by_name(name: str) -> DType:
     return _BY_NAME[key]
 
 
-def _torchable(a: np.ndarray) -> bool:
-    return a.flags.c_contiguous and a.flags.writeable and a.size >= _TORCH_MIN
-
-
 # numpy converts to and from float16 element by element; torch's vectorised cast rounds the same way
 # (to nearest, ties to even, overflow to inf) about 5x faster: it is used for arrays big enough to pay.
 _TORCH_MIN = 4096
+
+
+def _torchable(a: np.ndarray) -> bool:
+    return a.flags.c_contiguous and a.flags.writeable and a.size >= _TORCH_MIN
 
 
 def round_fp16(a: np.ndarray) -> np.ndarray:
