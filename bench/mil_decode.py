@@ -34,12 +34,12 @@ from kimi_student.export.mil import MilProgram, dtypes, program  # noqa: E402
 @contextmanager
 def baseline() -> Iterator[None]:
     """The executor as it was: no in-place slice_update, numpy's fp16 conversions."""
-    reuses, least = program.REUSES_X, dtypes._TORCH_MIN
-    program.REUSES_X, dtypes._TORCH_MIN = frozenset(), 1 << 62
+    reuses, least = program.IN_PLACE, dtypes._TORCH_MIN
+    program.IN_PLACE, dtypes._TORCH_MIN = {}, 1 << 62
     try:
         yield
     finally:
-        program.REUSES_X, dtypes._TORCH_MIN = reuses, least
+        program.IN_PLACE, dtypes._TORCH_MIN = reuses, least
 
 
 def decode(prog: MilProgram, tokens: list[int]) -> tuple[float, np.ndarray]:

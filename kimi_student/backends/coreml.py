@@ -1,5 +1,6 @@
-"""Core ML packages as `export coreml` writes them: which `seq<S>.mlpackage` files a `--model` names, and
-the checkpoint folder (tokenizer and chat template) their manifest points back to."""
+"""Core ML packages as `export coreml` writes them: which `seq<S>.mlpackage` files or which stateful
+`decode<C>.mlpackage` a `--model` names, and the checkpoint folder (tokenizer and chat template) their
+manifest points back to."""
 
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ def find_packages(model: Path) -> list[Path]:
     if not pkgs or not all(p.is_dir() for p in pkgs):
         raise InputError(model, None, "model", "expected a seq<S>.mlpackage or a folder of them")
     return pkgs
+
+
+def find_decoder(model: Path) -> Path | None:
+    """The stateful decoder a `--model` names: the `decode<C>.mlpackage` itself, or the folder's one."""
+    if model.suffix == ".mlpackage":
+        return model if model.name.startswith("decode") else None
+    found = sorted(model.glob("decode*.mlpackage")) if model.is_dir() else []
+    if len(found) > 1:
+        raise InputError(model, None, "model", f"{len(found)} decoder packages: name one of them")
+    return found[0] if found else None
 
 
 def manifest_checkpoint(manifest: Path) -> str:

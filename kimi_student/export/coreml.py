@@ -14,6 +14,7 @@ import io
 import logging
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from collections import Counter
@@ -234,6 +235,38 @@ def save_package(ml: Any, path: Path) -> dict[str, Any]:
         shutil.rmtree(path)
     with _quiet():
         ml.save(str(path))
+    return describe_package(path)
+
+
+def save_decoder(parts: dict[int, Any], path: Path) -> dict[str, Any]:
+    """One decoder package from programs by query length: Q = 1 alone is saved as it is; with chunk
+    functions, a multifunction package (`main` for Q = 1, `chunk<Q>` for the others) whose functions
+    share one copy of the weights and the same cache states."""
+    if list(parts) == [1]:
+        return save_package(parts[1], path)
+    ct = _ct()
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        desc = ct.utils.MultiFunctionDescriptor()
+        for q, ml in parts.items():
+            src = Path(tmp) / f"q{q}.mlpackage"
+            with _quiet():
+                ml.save(str(src))
+            desc.add_function(str(src), "main", decoder_function(q))
+        desc.default_function_name = "main"
+        if path.exists():
+            shutil.rmtree(path)
+        with _quiet():
+            ct.utils.save_multifunction(desc, str(path))
+    return describe_package(path)
+
+
+def decoder_function(q_len: int) -> str:
+    """The name of the decoder function that takes `q_len` tokens a call."""
+    return "main" if q_len == 1 else f"chunk{q_len}"
+
+
+def describe_package(path: Path) -> dict[str, Any]:
+    """What the manifest records of a saved package: op histogram, size, per-file and package sha256."""
     _share(path)
     spec = load_coreml_spec(path)
     files = package_files(path)
@@ -256,37 +289,55 @@ def export_coreml(
     layout: Layout = "bsc",
     context: int | None = None,
     decode: bool = True,
+    chunks: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Write seq<S>.mlpackage per shape and decode<context>.mlpackage, plus manifest.json; returns it."""
+    """Write seq<S>.mlpackage per shape and decode<context>.mlpackage (with a `chunk<Q>` function per
+    entry of `chunks`: prefill and draft verification), plus manifest.json; returns it."""
     ct = _ct()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     context = context or max(shapes)
+    chunks = sorted(set(chunks or []))
+    if any(not 1 < q <= context for q in chunks):
+        raise ExportError(f"chunk lengths {chunks}: each must be between 2 and the context {context}")
     model = load_for_export(folder, shapes, layout, context)
-    jobs: list[tuple[str, int]] = [("full", s) for s in shapes] + ([("decode", context)] if decode else [])
+    a = model.arch
     packages = []
-    for kind, n in jobs:
+    for s in shapes:
         t0 = time.perf_counter()
-        ep = export_full(model, n) if kind == "full" else export_decoder(AneLlamaDecoder(model, n))
+        ep = export_full(model, s)
         t1 = time.perf_counter()
-        ml = convert(ep, kind, quantize)
+        ml = convert(ep, "full", quantize)
         t2 = time.perf_counter()
-        entry = save_package(ml, out / f"{program_name(kind, n)}.mlpackage")
-        a = model.arch
-        io_shapes: dict[str, Any] = {"inputs": {"input_ids": [1, n if kind == "full" else 1]}}
-        if kind == "decode":
-            cache = list(ep.state_dict["k_cache"].shape)
-            io_shapes = {
-                "inputs": {"input_ids": [1, 1], "position": [1]},
-                "states": {"k_cache": cache, "v_cache": cache},
-            }
+        entry = save_package(ml, out / f"{program_name('full', s)}.mlpackage")
         packages.append(
             {
                 **entry,
-                "kind": kind,
-                ("seq_len" if kind == "full" else "context"): n,
-                **io_shapes,
-                "outputs": {"logits": [1, n if kind == "full" else 1, a.vocab_size]},
+                "kind": "full",
+                "seq_len": s,
+                "inputs": {"input_ids": [1, s]},
+                "outputs": {"logits": [1, s, a.vocab_size]},
+                "export_seconds": round(t1 - t0, 3),
+                "convert_seconds": round(t2 - t1, 3),
+            }
+        )
+    if decode:
+        t0 = time.perf_counter()
+        eps = {q: export_decoder(AneLlamaDecoder(model, context, q)) for q in [1, *chunks]}
+        t1 = time.perf_counter()
+        parts = {q: convert(ep, "decode", quantize) for q, ep in eps.items()}
+        t2 = time.perf_counter()
+        entry = save_decoder(parts, out / f"{program_name('decode', context)}.mlpackage")
+        cache = list(eps[1].state_dict["k_cache"].shape)
+        packages.append(
+            {
+                **entry,
+                "kind": "decode",
+                "context": context,
+                "functions": {decoder_function(q): q for q in eps},
+                "inputs": {"input_ids": [1, 1], "position": [1]},
+                "states": {"k_cache": cache, "v_cache": cache},
+                "outputs": {"logits": [1, 1, a.vocab_size]},
                 "export_seconds": round(t1 - t0, 3),
                 "convert_seconds": round(t2 - t1, 3),
             }

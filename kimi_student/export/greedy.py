@@ -37,6 +37,8 @@ class DecodeStats:
     nonfinite_forwards: int = 0  # forwards with a NaN/inf logit at a real position
     zero_row_forwards: int = 0  # forwards where some real position's logits are all zero
     truncated: int = 0  # sequences that reached the package length before a stop token
+    prefill_tokens: int = 0  # prompt tokens computed (stateful decoder)
+    cached_tokens: int = 0  # prompt tokens whose keys and values were already cached (stateful decoder)
 
     def to_json(self) -> dict[str, Any]:
         ms = np.asarray(self.forward_seconds) * 1000.0
@@ -50,6 +52,8 @@ class DecodeStats:
             "nonfinite_forwards": self.nonfinite_forwards,
             "zero_row_forwards": self.zero_row_forwards,
             "truncated": self.truncated,
+            "prefill_tokens": self.prefill_tokens,
+            "cached_tokens": self.cached_tokens,
         }
 
 

@@ -26,18 +26,16 @@ from kimi_student.models.ane import AneLlama, AneLlamaDecoder, Layout, LlamaArch
 MAX_SHAPES = 16  # enumerated lengths of one export: each is a program of its own
 
 
-def parse_shapes(text: str) -> list[int]:
+def parse_shapes(text: str, flag: str = "--shapes") -> list[int]:
     """'512,1024,2048' -> [512, 1024, 2048] (sorted, unique, positive)."""
     try:
         shapes = sorted({int(s) for s in text.split(",") if s.strip()})
     except ValueError:
-        raise ExportError(
-            f"--shapes {text!r}: expected comma-separated integers, e.g. 512,1024,2048"
-        ) from None
+        raise ExportError(f"{flag} {text!r}: expected comma-separated integers, e.g. 512,1024,2048") from None
     if not shapes or shapes[0] < 1:
-        raise ExportError(f"--shapes {text!r}: expected positive sequence lengths")
+        raise ExportError(f"{flag} {text!r}: expected positive lengths")
     if len(shapes) > MAX_SHAPES:
-        raise ExportError(f"--shapes: {len(shapes)} lengths, at most {MAX_SHAPES} (one program each)")
+        raise ExportError(f"{flag}: {len(shapes)} lengths, at most {MAX_SHAPES} (one program each)")
     return shapes
 
 
@@ -81,8 +79,9 @@ def export_full(model: AneLlama, seq_len: int) -> ExportedProgram:
 
 
 def export_decoder(decoder: AneLlamaDecoder) -> ExportedProgram:
-    """(input_ids (1, 1) int32, position (1,) int32) -> logits (1, 1, V); k_cache, v_cache mutated."""
-    ep = export_program(decoder, (torch.zeros(1, 1, dtype=torch.int32), torch.zeros(1, dtype=torch.int32)))
+    """(input_ids (1, Q) int32, position (1,) int32) -> logits (1, Q, V); k_cache, v_cache mutated."""
+    ids = torch.zeros(1, decoder.q_len, dtype=torch.int32)
+    ep = export_program(decoder, (ids, torch.zeros(1, dtype=torch.int32)))
     mutated = set(ep.graph_signature.buffers_to_mutate.values())
     if mutated != {"k_cache", "v_cache"}:  # the caches must stay buffers, or Core ML gets no state
         raise ExportError(f"decoder export mutates {sorted(mutated)}, expected k_cache and v_cache")

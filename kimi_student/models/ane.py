@@ -273,17 +273,23 @@ class AneLlama(nn.Module):
 
 
 class AneLlamaDecoder(nn.Module):
-    """One token at a time with a KV cache: (input_ids (1, 1) int32, position (1,) int32) -> logits (1, 1, V).
+    """`q_len` tokens at a time with a KV cache: (input_ids (1, Q) int32, position (1,) int32) -> logits
+    (1, Q, V), the tokens taking positions position .. position+Q-1.
 
-    The caches are buffers k_cache, v_cache of shape (L, KV, context, hd) [bsc] or (L, KV, hd, context)
-    [bc1s], written in place at `position`; coremltools maps mutated buffers to `ct.StateType` states.
-    Positions after `position` hold stale or zero entries and are masked out, so no reset is needed
-    between sequences as long as each starts at position 0.
+    Q = 1 decodes; Q > 1 fills the cache with a chunk of the prompt (prefill) or checks a drafted
+    continuation (verify) in one call. The caches are buffers k_cache, v_cache of shape
+    (L, KV, context, hd) [bsc] or (L, KV, hd, context) [bc1s], written in place at those positions;
+    coremltools maps mutated buffers to `ct.StateType` states. Query i sees the keys at or before its own
+    position, so entries after it (stale, zero, or written by the padding of a chunk) are never read:
+    no reset is needed between sequences as long as each starts at position 0, and a rejected draft's
+    entries are simply overwritten by the next call. position + Q must not exceed the context.
     """
 
-    def __init__(self, model: AneLlama, context: int):
+    def __init__(self, model: AneLlama, context: int, q_len: int = 1):
         super().__init__()
-        a, self.layout, self.context = model.arch, model.layout, context
+        a, self.layout, self.context, self.q_len = model.arch, model.layout, context, q_len
+        if not 1 <= q_len <= context:
+            raise KimiStudentError(f"q_len {q_len} must be between 1 and the context {context}")
         # share the modules, not the model: its (max_seq, max_seq) mask would ride along as a constant
         self.embed_tokens, self.layers, self.norm, self.lm_head = (
             model.embed_tokens,
@@ -297,6 +303,10 @@ class AneLlamaDecoder(nn.Module):
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
         self.register_buffer("positions", torch.arange(context, dtype=torch.int32), persistent=False)
+        self.register_buffer("offsets", torch.arange(q_len, dtype=torch.int32), persistent=False)
+        self.register_buffer("layer_ids", torch.arange(a.n_layers, dtype=torch.int32), persistent=False)
+        self.register_buffer("kv_ids", torch.arange(a.n_kv_heads, dtype=torch.int32), persistent=False)
+        self.register_buffer("hd_ids", torch.arange(a.head_dim, dtype=torch.int32), persistent=False)
         shape = (a.n_layers, a.n_kv_heads, context, a.head_dim)
         if self.layout == "bc1s":
             shape = (a.n_layers, a.n_kv_heads, a.head_dim, context)
@@ -308,25 +318,33 @@ class AneLlamaDecoder(nn.Module):
 
     def forward(self, input_ids: Tensor, position: Tensor) -> Tensor:
         t_axis = 0 if self.layout == "bsc" else 1  # position axis of the rope tables
-        cos = self.cos.index_select(t_axis, position)  # (1, hd) | (hd, 1)
-        sin = self.sin.index_select(t_axis, position)
-        # (1, context): keys at or before `position` are visible; computed, not gathered from a
+        where = position + self.offsets  # (Q,) the positions this call writes
+        cos = self.cos.index_select(t_axis, where)  # (Q, hd) | (hd, Q)
+        sin = self.sin.index_select(t_axis, where)
+        # (Q, context): query i sees keys at or before its position; computed, not gathered from a
         # (context, context) table, which would cost context² constants
-        mask = torch.where(self.positions <= position, 0.0, MASK_VALUE)[None, :]
+        mask = torch.where(self.positions[None, :] <= where[:, None], 0.0, MASK_VALUE)
         x = self.embed(input_ids)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, self._cache_writer(i, position))
+            x = layer(x, cos, sin, mask, self._cache_writer(i, where))
         return self.head(x)
 
-    def _cache_writer(self, i: int, position: Tensor) -> KV:
+    def _cache_writer(self, i: int, where: Tensor) -> KV:
+        # Index tensors for every cache axis but the last, all of the update's shape (KV, Q) | (KV, hd, Q):
+        # then the write is one scatter. coremltools converts nothing for a vector of positions beside a
+        # whole-axis slice, and Q one-position writes cost thousands of ops (minutes of conversion).
+        if self.layout == "bsc":
+            shape = (self.kv_ids.shape[0], where.shape[0])
+            at = (self.kv_ids[:, None], where[None, :])
+        else:
+            shape = (self.kv_ids.shape[0], self.hd_ids.shape[0], where.shape[0])
+            at = (self.kv_ids[:, None, None], self.hd_ids[None, :, None], where[None, None, :])
+        index = tuple(t.expand(shape) for t in (self.layer_ids[i : i + 1].reshape((1,) * len(shape)), *at))
+
         def write(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-            # k, v: (1, KV, 1, hd) | (1, KV, hd, 1) -> the layer's whole cache (1, KV, T, hd) | (1, KV, hd, T)
-            if self.layout == "bsc":
-                self.k_cache[i, :, position] = k[0]
-                self.v_cache[i, :, position] = v[0]
-            else:
-                self.k_cache[i, :, :, position] = k[0]
-                self.v_cache[i, :, :, position] = v[0]
+            # k, v: (1, KV, Q, hd) | (1, KV, hd, Q) -> the layer's whole cache (1, KV, T, hd) | (1, KV, hd, T)
+            self.k_cache.index_put_(index, k[0])
+            self.v_cache.index_put_(index, v[0])
             return self.k_cache[i][None], self.v_cache[i][None]
 
         return write

@@ -86,6 +86,16 @@ def read_config(path: Path) -> dict[str, Any]:
         raise InputError(
             path, None, "export.shapes", f"must be a list of sequence lengths >= 8, got {shapes!r}"
         )
+    chunks = cfg["export"].get("chunks")
+    if not isinstance(chunks, list) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and 2 <= n <= max(shapes) for n in chunks
+    ):
+        raise InputError(
+            path,
+            None,
+            "export.chunks",
+            f"must be a list of token counts in [2, {max(shapes)}], got {chunks!r}",
+        )
     delta = cfg["export"].get("max_delta_f1")
     if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0 <= delta <= 1:
         raise InputError(path, None, "export.max_delta_f1", f"must be a number in [0, 1], got {delta!r}")
@@ -317,9 +327,13 @@ def coreml_folder(run: ToyRun) -> Path:
 
 
 def export_student(run: ToyRun, checkpoint: Path, x: dict[str, Any]) -> dict[str, Any]:
-    """The student as Core ML packages, INT8 weights and FP16 compute, one per `export.shapes` (no
-    stateful decoder: the coreml runner decodes with the full-sequence packages)."""
-    man = export_coreml(checkpoint, coreml_folder(run), sorted(x["shapes"]), quantize=True, decode=False)
+    """The student as Core ML packages, INT8 weights and FP16 compute: one per `export.shapes`, and the
+    stateful decoder (context: the largest shape) with a function per `export.chunks`, which the coreml
+    runner decodes with."""
+    shapes = sorted(x["shapes"])
+    man = export_coreml(
+        checkpoint, coreml_folder(run), shapes, quantize=True, context=shapes[-1], chunks=x["chunks"]
+    )
     return {
         "folder": str(coreml_folder(run)),
         "precision": man["precision"],

@@ -1,10 +1,13 @@
-"""coreml: exported full-sequence packages (`seq<S>.mlpackage`), greedy decoding with the numpy MIL
-executor on any OS, or with Core ML's own `MLModel.predict` on macOS.
+"""coreml: exported Core ML packages, greedy decoding with the numpy MIL executor on any OS, or with Core
+ML's own `MLModel.predict` on macOS.
 
-`--model` is one package or a folder of them (as `export coreml` writes, with manifest.json). Each
-conversation runs in the smallest package that holds its prompt plus `max_new_tokens`, else the largest
-that holds its prompt. The tokenizer and chat template come from the checkpoint the manifest names,
-unless `--tokenizer` names a folder.
+`--model` is one package or a folder of them (as `export coreml` writes, with manifest.json). In the MIL
+executor, a stateful decoder (`decode<C>.mlpackage`) is used when there is one, as a device runs the model:
+the prompt fills the KV cache in chunks, each conversation's cache is kept across its turns, and drafts
+are checked a chunk at a time (export/kv_decode.py). Otherwise, and with Core ML itself, the full-sequence
+packages (`seq<S>.mlpackage`) run: each conversation in the smallest package that holds its prompt plus
+`max_new_tokens`, else the largest that holds its prompt, one forward per step. The tokenizer and chat
+template come from the checkpoint the manifest names, unless `--tokenizer` names a folder.
 """
 
 from __future__ import annotations
@@ -15,14 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kimi_student.backends.coreml import find_packages, manifest_checkpoint
+from kimi_student.backends.coreml import find_decoder, find_packages, manifest_checkpoint
 from kimi_student.chat.template import ChatTokenizer
 from kimi_student.eval.runners.tool_loop import Generation, Messages
 from kimi_student.fingerprint import model_folder_sha256, sha256_dir, sha256_json
-from kimi_student.manifest import MANIFEST
+from kimi_student.manifest import MANIFEST, read_manifest
 
 if TYPE_CHECKING:
     from kimi_student.export.greedy import DecodeStats, NgramDrafter
+    from kimi_student.export.kv_decode import KVDecoder
 
 
 class _CoreMLPredict:
@@ -66,24 +70,41 @@ class CoreMLGenerator:
         from kimi_student.export.verify import verify_packages
 
         model = Path(model)
-        pkgs = find_packages(model)
+        self.backend = backend or ("coreml" if sys.platform == "darwin" else "mil_exec")
+        decoder = find_decoder(model) if self.backend == "mil_exec" else None
+        pkgs = [decoder] if decoder is not None else find_packages(model)
         verify_packages(pkgs)  # as `export verify`: a package that differs from its manifest never runs
         if tokenizer is None:
             tokenizer = manifest_checkpoint(pkgs[0].parent / MANIFEST)
         self.chat = ChatTokenizer(tokenizer)
-        self.backend = backend or ("coreml" if sys.platform == "darwin" else "mil_exec")
+        self.stop = self.chat.stop_rule()
         self.programs: dict[int, Any] = {}
-        for p in pkgs:
-            prog = MilProgram.load(p)
-            self.programs[package_seq_len(prog)] = (
-                _CoreMLPredict(p, prog) if self.backend == "coreml" else prog
-            )
+        self.kv: KVDecoder | None = None
+        if decoder is not None:
+            self.kv = _kv_decoder(decoder, self.chat.pad_id)
+        else:
+            for p in pkgs:
+                prog = MilProgram.load(p)
+                self.programs[package_seq_len(prog)] = (
+                    _CoreMLPredict(p, prog) if self.backend == "coreml" else prog
+                )
         self.max_new_tokens = max_new_tokens
         # drafts (the output is greedy's either way): the sequence itself, and the call syntax of every tool
         self.drafter = drafter if drafter is not None else NgramDrafter(call_syntax(self.chat), max_n=3, k=16)
         self.fingerprint = sha256_json(
             {"packages": {p.name: sha256_dir(p) for p in pkgs}, "tokenizer": model_folder_sha256(tokenizer)}
         )
+
+    def decoding(self) -> dict[str, Any]:
+        """The report header's facts about how this generator decodes."""
+        if self.kv is not None:
+            return {
+                "backend": self.backend,
+                "decoder": "stateful",
+                "context": self.kv.context,
+                "q_lens": sorted(self.kv.programs),
+            }
+        return {"backend": self.backend, "decoder": "full_sequence", "shapes": sorted(self.programs)}
 
     def _program(self, n: int) -> tuple[int, Any] | None:
         sizes = sorted(self.programs)
@@ -107,6 +128,14 @@ class CoreMLGenerator:
         out = []
         for conv in conversations:
             ids = self.chat.prompt_ids(conv)
+            if self.kv is not None:
+                if len(ids) >= self.kv.context:
+                    out.append(Generation("", "context"))
+                    continue
+                new = self.kv.greedy(ids, self.stop, self.max_new_tokens, self.drafter)
+                hit_limit = len(ids) + self.max_new_tokens <= self.kv.context
+                out.append(Generation(*self.chat.turn(new, hit_limit)))
+                continue
             decoded = self.decode_ids(ids)
             if decoded is None:
                 out.append(Generation("", "context"))
@@ -118,3 +147,15 @@ class CoreMLGenerator:
 
     def close(self) -> None:
         self.programs.clear()
+        if self.kv is not None:
+            self.kv.clear()
+
+
+def _kv_decoder(package: Path, pad_id: int) -> KVDecoder:
+    """The package's functions by query length, with the context its manifest entry records."""
+    from kimi_student.export.kv_decode import KVDecoder, function_q_len
+    from kimi_student.export.mil import MilProgram
+
+    programs = {function_q_len(name, p): p for name, p in MilProgram.load_all(package).items()}
+    entry = next(e for e in read_manifest(package.parent / MANIFEST)["packages"] if e["name"] == package.name)
+    return KVDecoder(programs, int(entry["context"]), pad_id)

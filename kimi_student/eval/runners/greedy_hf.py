@@ -9,38 +9,11 @@ row's newest tokens instead of StopStringCriteria's tensors rebuilt over the who
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-
-@dataclass
-class StopRule:
-    """When a row stops: at a stop token (kept in the output), or once its text holds `text` (decoded
-    from its newest tokens only when the newest token can end it, i.e. holds `text`'s last character)."""
-
-    stop_ids: Collection[int]
-    text: str | None = None
-    tok: Any = None  # the tokenizer that decodes for `text`
-    _enders: frozenset[int] = field(default=frozenset(), init=False)
-
-    def __post_init__(self) -> None:
-        if self.text is not None:
-            last = self.text[-1]
-            vocab = self.tok.convert_ids_to_tokens(list(range(len(self.tok))))
-            # a byte-level token of the vocabulary spells the character as the text does (ASCII)
-            self._enders = frozenset(i for i, t in enumerate(vocab) if t is not None and last in t)
-
-    def stops(self, row: list[int]) -> bool:
-        """Whether `row` (the tokens generated so far) is done."""
-        if row[-1] in self.stop_ids:
-            return True
-        if self.text is None or row[-1] not in self._enders:
-            return False
-        # the text ends in the newest token, and every token holds at least one of its characters
-        return self.text in self.tok.decode(row[-len(self.text) :], skip_special_tokens=False)
+from kimi_student.chat.template import StopRule
 
 
 def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,9 +8,8 @@ from typing import Any
 
 from kimi_student.backends.hf import cpu_has_bf16, load_causal_lm
 from kimi_student.chat.template import ChatTokenizer
-from kimi_student.chat.transcript import CALL_CLOSE
 from kimi_student.errors import InputError, KimiStudentError
-from kimi_student.eval.runners.greedy_hf import StopRule, greedy_decode
+from kimi_student.eval.runners.greedy_hf import greedy_decode
 from kimi_student.eval.runners.tool_loop import Generation, Messages
 from kimi_student.fingerprint import model_folder_sha256
 
@@ -53,8 +52,7 @@ class HFGenerator:
             import torch
 
             self.model = self.model.to(torch.bfloat16)
-        text = None if self.chat.close_id is not None else CALL_CLOSE  # a one-token close is a stop id
-        self.stop = StopRule(self.chat.stop_ids, text, self.chat.tok)
+        self.stop = self.chat.stop_rule()
         self.context = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.fingerprint = model_folder_sha256(folder)

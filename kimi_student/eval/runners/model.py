@@ -36,7 +36,7 @@ def make_generator(name: str, o: RunnerOptions) -> tuple[Generator, dict[str, An
         from kimi_student.eval.runners.coreml import CoreMLGenerator
 
         gen = CoreMLGenerator(o.model, o.tokenizer, o.max_new_tokens)
-        return gen, {**decoding, "backend": gen.backend, "shapes": sorted(gen.programs)}
+        return gen, {**decoding, **gen.decoding()}
     if name == "openai_http":
         from kimi_student.eval.runners.openai_http import OpenAIGenerator
 

@@ -72,14 +72,18 @@ def round_fp16(a: np.ndarray) -> np.ndarray:
     """Round float32 values to the nearest fp16 value (overflow -> inf), kept as float32."""
     a = np.asarray(a, dtype=np.float32)
     if _torchable(a):
-        return torch.from_numpy(a).to(torch.float16).to(torch.float32).numpy()
+        out = np.empty(a.shape, np.float32)  # numpy owns it: an op may later write into it in place
+        torch.from_numpy(out).copy_(torch.from_numpy(a).to(torch.float16))
+        return out
     return a.astype(np.float16).astype(np.float32)
 
 
 def widen_fp16(a: np.ndarray) -> np.ndarray:
     """A float16 array as a new float32 array (exact)."""
     if _torchable(a):
-        return torch.from_numpy(a).to(torch.float32).numpy()
+        out = np.empty(a.shape, np.float32)
+        torch.from_numpy(out).copy_(torch.from_numpy(a))
+        return out
     return a.astype(np.float32)
 
 

@@ -41,6 +41,10 @@ class Loader:
         self.package = package
         self.model_path, self.weights_dir = self._locate()
         self.blobs: dict[Path, BlobFile] = {}
+        # The functions of a multifunction package read the same weights: each blob value is read, and
+        # each compressed weight expanded (MilProgram), once per loader, and the arrays are shared.
+        self.blob_values: dict[tuple[str, int, str, tuple[int, ...]], np.ndarray] = {}
+        self.expanded: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
 
     def _locate(self) -> tuple[Path, Path]:
         manifest = self.package / "Manifest.json"
@@ -104,8 +108,11 @@ class Loader:
         dt = tt.dtype
         kind = spec.WhichOneof("value")
         if kind == "blobFileValue":
-            arr = self.blob(spec.blobFileValue.fileName).read(int(spec.blobFileValue.offset), dt, shape)
-            return to_storage(arr, dt)
+            key = (spec.blobFileValue.fileName, int(spec.blobFileValue.offset), dt.name, shape)
+            if key not in self.blob_values:
+                arr = self.blob(key[0]).read(key[1], dt, shape)
+                self.blob_values[key] = to_storage(arr, dt)
+            return self.blob_values[key]
         if kind != "immediateValue":
             raise CorruptPackageError(self.model_path, f"{where}: value has no data")
         imm = spec.immediateValue

@@ -34,19 +34,20 @@ class Step:
 class Args:
     """The resolved inputs of one op, with small typed accessors for its constant parameters."""
 
-    __slots__ = ("step", "values", "out_types", "states", "x_reusable")
+    __slots__ = ("step", "values", "out_types", "states", "in_place")
 
     def __init__(
         self,
         step: Step,
         values: dict[str, list[Any]],
         states: dict[str, np.ndarray] | None,
-        x_reusable: bool = False,
+        in_place: bool = False,
     ):
         self.step, self.values, self.states = step, values, states
         self.out_types = [t for _, t in step.outputs]
-        # True when input `x` dies at this op and nothing else sees its memory: the op may write into it
-        self.x_reusable = x_reusable
+        # True when the input the op writes (program.IN_PLACE) dies at this op and nothing else sees its
+        # memory: the op may write into it
+        self.in_place = in_place
 
     def __getitem__(self, key: str) -> Any:
         try:

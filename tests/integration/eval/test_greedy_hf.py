@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from kimi_student.chat.template import ChatTokenizer
+from kimi_student.chat.template import ChatTokenizer, StopRule
 from kimi_student.chat.transcript import CALL_CLOSE
 from kimi_student.errors import KimiStudentError
 from kimi_student.eval.identity import RunnerFacts
-from kimi_student.eval.runners.greedy_hf import StopRule, greedy_decode, left_padded
+from kimi_student.eval.runners.greedy_hf import greedy_decode, left_padded
 from kimi_student.eval.runners.hf_local import resolve_dtype
 from kimi_student.eval.runners.model import ModelRunner
 from kimi_student.eval.runners.options import RunnerOptions

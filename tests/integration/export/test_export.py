@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -211,8 +212,8 @@ def test_coreml_packages_per_shape_and_manifest(coreml_out: Path, toy_checkpoint
         assert entry["size_bytes"] == sum(f.stat().st_size for f in pkg.rglob("*") if f.is_file())
         assert entry["op_histogram"] == op_histogram(spec)
         assert spec.specificationVersion >= 9  # iOS18
-        got_in = {i.name: list(i.type.multiArrayType.shape) for i in spec.description.input}
-        got_out = {o.name: list(o.type.multiArrayType.shape) for o in spec.description.output}
+        got_in = {i.name: list(i.type.multiArrayType.shape) for i in _described(spec).input}
+        got_out = {o.name: list(o.type.multiArrayType.shape) for o in _described(spec).output}
         assert got_in == entry["inputs"] and got_out == entry["outputs"]
         if entry["kind"] == "full":
             assert got_in == {"input_ids": [1, entry["seq_len"]]} and got_out == {
@@ -221,28 +222,45 @@ def test_coreml_packages_per_shape_and_manifest(coreml_out: Path, toy_checkpoint
             assert not spec.description.state
 
 
+def _described(spec: Any, function: str = "main") -> Any:
+    """A function's description (inputs, outputs, states): multifunction packages describe each apart."""
+    return next((f for f in spec.description.functions if f.name == function), spec.description)
+
+
 def test_coreml_int8_weights_are_present(coreml_out: Path) -> None:
     from kimi_student.export.coreml import weight_dtypes
 
-    for name in ("seq64.mlpackage", "decode128.mlpackage"):
+    for name, functions in (("seq64.mlpackage", 1), ("decode128.mlpackage", 3)):
         entry = next(
             p for p in json.loads((coreml_out / "manifest.json").read_text())["packages"] if p["name"] == name
         )
         n = N_LAYERS * N_MATRICES_PER_LAYER + 1  # + the embedding, which the tied head shares
-        assert entry["op_histogram"][DEQUANT] == n
-        assert weight_dtypes(coreml_out / name) == {"int8": n}
-    # int8 weights: the package is about a quarter of the fp32 embedding (49152 x 64 x 4 bytes)
-    assert entry["size_bytes"] < 49152 * 64 * 4 * 0.3
+        assert entry["op_histogram"][DEQUANT] == n * functions  # each function dequantizes ...
+        assert weight_dtypes(coreml_out / name) == {"int8": n * functions}
+        # ... the package's one copy of the int8 weights: about a quarter of the fp32 embedding
+        # (49152 x 64 x 4 bytes), whatever the number of functions
+        assert entry["size_bytes"] < 49152 * 64 * 4 * 0.3
 
 
 def test_coreml_stateful_decoder(coreml_out: Path) -> None:
     from kimi_student.export.coreml import load_coreml_spec
 
     spec = load_coreml_spec(coreml_out / "decode128.mlpackage")
-    states = {s.name: list(s.type.stateType.arrayType.shape) for s in spec.description.state}
-    assert states == {"k_cache": [2, 2, 128, 16], "v_cache": [2, 2, 128, 16]}  # (L, KV, context, hd)
-    hist = json.loads((coreml_out / "manifest.json").read_text())["packages"][-1]["op_histogram"]
-    assert hist["read_state"] >= 2 and hist["write_state"] == 2 and hist["slice_update"] >= 2
+    entry = json.loads((coreml_out / "manifest.json").read_text())["packages"][-1]
+    # the CLI's default chunks: prefill and draft verification beside one-token decoding, one package
+    assert entry["functions"] == {"main": 1, "chunk8": 8, "chunk32": 32}
+    assert spec.description.defaultFunctionName == "main"
+    for name, q in entry["functions"].items():
+        d = _described(spec, name)
+        states = {s.name: list(s.type.stateType.arrayType.shape) for s in d.state}
+        assert states == {"k_cache": [2, 2, 128, 16], "v_cache": [2, 2, 128, 16]}  # (L, KV, context, hd)
+        assert {i.name: list(i.type.multiArrayType.shape) for i in d.input} == {
+            "input_ids": [1, q], "position": [1],
+        }  # fmt: skip
+        assert [list(o.type.multiArrayType.shape) for o in d.output] == [[1, q, 49152]]
+    hist = entry["op_histogram"]
+    # each layer writes its keys and values with one scatter each, whatever the query length
+    assert hist["write_state"] == 2 * 3 and hist["scatter_nd"] == 2 * N_LAYERS * 3
 
 
 def test_coreml_fp16_and_ane_layout(tmp_path: Path, toy_checkpoint: Path) -> None:

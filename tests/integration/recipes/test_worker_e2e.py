@@ -76,13 +76,20 @@ def test_worker_e2e_computes_every_gate_on_the_students_output(tmp_path: Path) -
     assert any("~copy0" in row["id"] for row in kd)
     assert all(i.startswith("ctx-heldout-") for i in read_ids(out / "data" / "heldout.jsonl"))
     assert (r.returncode == 0) == rep["passed"]
-    # exported: INT8 weights, FP16 compute, one package per shape; the MIL executor ran 3 held-out items
+    # exported: INT8 weights, FP16 compute, one package per shape and the stateful decoder; the MIL
+    # executor ran 3 held-out items through the decoder
     ex = rep["export"]
-    assert [p["name"] for p in ex["packages"]] == ["seq256.mlpackage", "seq512.mlpackage"]
+    names = [p["name"] for p in ex["packages"]]
+    assert names == ["seq256.mlpackage", "seq512.mlpackage", "decode512.mlpackage"]
     assert ex["precision"] == {"compute": "float16", "weights": "int8"}
     cm = rep["coreml"]
     cmr = json.loads((out / "eval_coreml_report.json").read_text())
     assert cmr["header"]["runner"] == "coreml" and cm["gates"] == cmr["gates"] and cm["items"] == 3
+    assert cmr["header"]["decoding"]["decoder"] == "stateful" and cmr["header"]["decoding"]["q_lens"] == [
+        1,
+        8,
+        32,
+    ]
     assert len(read_rows(out / "eval_coreml_results.jsonl")) == 3
     hfs = json.loads((out / "eval_hf_subset_report.json").read_text())  # hf_local on the same 3 items
     assert hfs["summary"]["items"] == 3 and cmr["summary"]["items"] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kimi_student.export.errors import MilExecError
+from kimi_student.export.mil.dtypes import round_fp16
 from kimi_student.export.mil.ops.base import axis_index, op
 from kimi_student.export.mil.steps import Args
 
@@ -94,11 +95,17 @@ def _scatter_along_axis(a: Args) -> np.ndarray:
     return data
 
 
-@op("scatter_nd")
+@op("scatter_nd", exact=True)  # exact: an arithmetic mode rounds the entries it computes itself
 def _scatter_nd(a: Args) -> np.ndarray:
-    data = np.array(a["data"], copy=True)
+    # in place when `data` dies here (the stateful decoder's KV-cache writes: the whole cache otherwise
+    # copied, and rounded again, per layer)
+    data = a["data"] if a.in_place else np.array(a["data"], copy=True)
     idx = np.asarray(a["indices"]).astype(np.int64)
     k = idx.shape[-1]
     cols = tuple(_wrap(idx[..., j], data.shape[j]) for j in range(k))
-    _scatter_apply(data, cols, np.asarray(a["updates"]), a.as_str("mode", "add"))
+    mode = a.as_str("mode", "add")
+    _scatter_apply(data, cols, np.asarray(a["updates"]), mode)
+    out = a.out_types[0]
+    if mode != "update" and out is not None and out.dtype.name == "fp16":
+        data[cols] = round_fp16(data[cols])
     return data

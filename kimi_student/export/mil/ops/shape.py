@@ -146,7 +146,7 @@ def _slice_by_size(a: Args) -> np.ndarray:
 def _slice_update(a: Args) -> np.ndarray:
     # never write into a value another op may still read; one that dies here is updated in place (the
     # stateful decoder's per-layer KV-cache updates would otherwise copy the whole cache each time)
-    x = a["x"] if a.x_reusable else np.array(a["x"], copy=True)
+    x = a["x"] if a.in_place else np.array(a["x"], copy=True)
     index = _index_slices(a, x.shape)
     x[index] = np.asarray(a["update"]).reshape(x[index].shape)
     return x

@@ -305,7 +305,7 @@ def test_slice_update_writes_in_place_only_into_a_value_nothing_else_sees(
     ).save(str(path))  # fmt: skip
     seen: list[bool] = []
     inner = OPS["slice_update"]
-    monkeypatch.setitem(OPS, "slice_update", lambda a: (seen.append(a.x_reusable), inner(a))[1])
+    monkeypatch.setitem(OPS, "slice_update", lambda a: (seen.append(a.in_place), inner(a))[1])
     out = MilProgram.load(path).predict({"xv": x})
 
     a = x * 2
