@@ -237,7 +237,7 @@ bench-distill: install
 bench-hf-decode: install
 	$(VENV)/bin/python bench/hf_decode.py $(BENCH_HF_ARGS)  # e.g. BENCH_HF_ARGS="--model runs/worker/final --n 24"
 
-bench-mil-decode: install  # PKG: a decode<N>.mlpackage (`kimi-student export coreml` writes one)
+bench-mil-decode: install  # PKG: a decode<N>.mlpackage (`kimi-student export coreml` writes one, with --chunks functions)
 	$(VENV)/bin/python bench/mil_decode.py --package $(PKG)
 
 bench-train-head: install

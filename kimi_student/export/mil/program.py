@@ -27,13 +27,16 @@ _CONSTEXPR_PREFIX = "constexpr_"
 # Threads of the BLAS (numpy's matmuls) and of torch (fp16 casts) while a program runs. One each: the ops
 # are small, and two pools on two cores spin against each other. Measured on SmolLM2-135M's stateful
 # decoder, 2-core AMD EPYC: 271 -> 178 ms for one token, 703 -> 275 ms for an 8-token chunk.
-THREADS = 1
+THREADS: int | None = 1  # None: leave both pools as they are
 _blas: Any = None
 
 
 @contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
+def _threads(n: int | None) -> Iterator[None]:
     global _blas
+    if n is None:
+        yield
+        return
     if _blas is None:
         from threadpoolctl import ThreadpoolController
 
