@@ -23,7 +23,7 @@ help:
 	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
 	@echo "make toy-e2e         dataset -> tiny student -> ExportedProgram -> Core ML T128 -> MIL executor -> gates"
 	@echo "make toy-e2e-multi   the same with T64/T128/T256 as separate packages (at least one must run end to end)"
-	@echo "make worker-e2e      dataset -> teacher -> kd-mix --score-gold -> distilled Worker -> eval --runner hf_local -> all gates"
+	@echo "make worker-e2e      dataset -> teacher -> kd-mix --score-gold -> distilled Worker -> eval --runner hf_local -> all gates -> Core ML -> parity"
 	@echo "make demo-eval       generate -> extract -> verify -> verification-only eval, print the gate table"
 	@echo "make test            run the test suite (creates .venv on first use); test-fast: the unit tier"
 	@echo "make contextual-pipeline N=1000 SEED=0   dataset generate -> extract -> verify"

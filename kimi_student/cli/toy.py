@@ -81,9 +81,12 @@ def worker_e2e_cmd(
     loss on the assistant turns) -> kd-mix --score-gold (the teacher's top-k at every assistant position) ->
     student (the config's init, distilled on the KD mix) -> `eval --runner hf_local` through the tool loop
     on held-out items -> every gate of configs/gates.yaml -> the student as Core ML (INT8 weights, FP16
-    compute) and, on the config's `export.eval_items`, `eval --runner coreml` with F1 parity to hf_local.
+    compute, a stateful decoder) and, on the config's `parity` items, `eval --runner coreml` (the MIL
+    executor) and `eval --runner openai_http` (the student behind `transformers serve` on 127.0.0.1), each
+    with integration F1 parity to hf_local on the same items.
 
-    Exit 0 when every gate passes (Core ML's too, where evaluated), 1 when one fails, 2 on bad input.
+    Exit 0 when every gate passes (each parity runner's too, where evaluated), 1 when one fails, 2 on bad
+    input.
     """
     from kimi_student.eval.gates import gate_table
     from kimi_student.outputs import check_outputs

@@ -10,9 +10,12 @@ gates of configs/gates.yaml.
 - student: SmolLM2-135M as shipped, or a layer subset of the trained teacher (`sizes.worker.init.teacher:
   "@teacher"`; subsets did not copy), distilled on the KD mix (ce_teacher + sparse kl_forward); same
   tokenizer, so logit KD applies;
-- export: the student as Core ML packages (INT8 weights, FP16 compute, `export.shapes`), and, on the first
-  `export.eval_items` held-out items, `eval --runner coreml` (the MIL executor) beside hf_local on the
-  same items: its gates, and integration F1 lax/strict within `export.max_delta_f1` of hf_local's.
+- export: the student as Core ML packages (INT8 weights, FP16 compute, `export.shapes`, and the stateful
+  decoder with `export.chunks` functions);
+- parity: on the first `parity.coreml_items` held-out items, `eval --runner coreml` (the MIL executor's
+  stateful decoder), and on the first `parity.openai_http_items`, `eval --runner openai_http` against the
+  student behind `transformers serve` on 127.0.0.1, each beside hf_local on the same items: its gates, and
+  integration F1 lax/strict within `parity.max_delta_f1` of hf_local's.
 
 The held-out items are `contextual gen --split heldout` (values no training item holds); the recipe checks
 it as `contextual verify --disjoint-from` does and stops with exit 2 before training on any leak.
@@ -40,6 +43,7 @@ from kimi_student.export.coreml import export_coreml
 from kimi_student.jsonl import write_json, write_jsonl
 from kimi_student.models.student import load_spec
 from kimi_student.recipes.copy_augment import WORD_SOURCES, augmented_set
+from kimi_student.recipes.serve import transformers_serve
 from kimi_student.recipes.toy_e2e import fresh_training, load_config, timed, torch_threads
 from kimi_student.recipes.toy_run import ToyRun
 from kimi_student.resources import config_path, shown_path
@@ -54,15 +58,15 @@ INT_KEYS = {
     "data": ("train_items", "heldout_items", "copy_augment", "computed_copies"),
     "decode": ("max_turns", "max_new_tokens", "batch_size"),
     "kd": ("items", "top_k"),
-    "export": ("eval_items",),
+    "parity": ("coreml_items", "openai_http_items"),
 }
-NON_NEGATIVE = {"copy_augment", "computed_copies", "eval_items"}
+NON_NEGATIVE = {"copy_augment", "computed_copies", "coreml_items", "openai_http_items"}
 OPTIONAL = {"computed_copies"}  # absent: as copy_augment
 
 
 def read_config(path: Path) -> dict[str, Any]:
     """The config, each integer it needs checked before any work (exit 2 naming the key)."""
-    cfg = load_config(path, ("data", "decode", "kd", "sizes", "train", "export"))
+    cfg = load_config(path, ("data", "decode", "kd", "sizes", "train", "export", "parity"))
     for section, keys in INT_KEYS.items():
         for k in keys:
             v = cfg[section].get(k)
@@ -96,9 +100,9 @@ def read_config(path: Path) -> dict[str, Any]:
             "export.chunks",
             f"must be a list of token counts in [2, {max(shapes)}], got {chunks!r}",
         )
-    delta = cfg["export"].get("max_delta_f1")
+    delta = cfg["parity"].get("max_delta_f1")
     if not isinstance(delta, (int, float)) or isinstance(delta, bool) or not 0 <= delta <= 1:
-        raise InputError(path, None, "export.max_delta_f1", f"must be a number in [0, 1], got {delta!r}")
+        raise InputError(path, None, "parity.max_delta_f1", f"must be a number in [0, 1], got {delta!r}")
     for size in ("teacher", "worker"):
         if not isinstance(cfg["sizes"].get(size), dict):
             raise InputError(path, None, f"sizes.{size}", "missing (the teacher and the student)")
@@ -288,11 +292,15 @@ def run_worker_e2e(
         ex = export_student(run, Path(st["checkpoint"]), x)
     sizes = ", ".join(f"{p['name']} {p['size_bytes'] / 1e6:.1f} MB" for p in ex["packages"])
     log(f"export: {sizes} ({ex['precision']['weights']} weights, {ex['precision']['compute']} compute)")
-    cm = None
-    if int(x["eval_items"]) > 0:
-        with timed(steps, "eval_coreml"), torch_threads(threads):
-            cm = coreml_parity(run, x, rep, opts, progress)
-        log(parity_line(cm))
+    legs: dict[str, dict[str, Any] | None] = {}
+    hf_subsets: dict[int, dict[str, Any]] = {}
+    for runner in PARITY_RUNNERS:
+        n = int(cfg["parity"][f"{runner}_items"])
+        legs[runner] = None
+        if n > 0:
+            with timed(steps, f"eval_{runner}"), torch_threads(threads):
+                legs[runner] = runner_parity(run, runner, n, cfg["parity"], rep, opts, hf_subsets, progress)
+            log(parity_line(runner, legs[runner]))
     steps["total"] = round(time.perf_counter() - t_all, 3)
     report = {
         "header": {"config": shown_path(config), "seed": seed},
@@ -311,9 +319,9 @@ def run_worker_e2e(
         "eval_summary": rep["summary"],
         "gates": rep["gates"],
         "export": ex,
-        "coreml": cm,
-        # Core ML counts where it was evaluated: its gates and F1 parity with hf_local
-        "passed": rep["passed"] and (cm is None or (cm["passed"] and cm["parity"])),
+        **legs,
+        # each runner counts where it was evaluated: its gates and F1 parity with hf_local
+        "passed": rep["passed"] and all(leg["passed"] and leg["parity"] for leg in legs.values() if leg),
     }
     write_json(run.report, report)
     return report
@@ -341,46 +349,66 @@ def export_student(run: ToyRun, checkpoint: Path, x: dict[str, Any]) -> dict[str
     }
 
 
-def coreml_parity(
-    run: ToyRun, x: dict[str, Any], hf: dict[str, Any], opts: RunnerOptions, progress: bool = False
+PARITY_RUNNERS = ("coreml", "openai_http")
+
+
+def runner_parity(
+    run: ToyRun,
+    runner: str,
+    n: int,
+    p: dict[str, Any],
+    hf: dict[str, Any],
+    opts: RunnerOptions,
+    hf_subsets: dict[int, dict[str, Any]],
+    progress: bool = False,
 ) -> dict[str, Any]:
-    """`eval --runner coreml` (the MIL executor) on the first `export.eval_items` held-out items, against
-    hf_local on the same items (its own run when they are a subset): gates, and |Δ| of integration F1."""
+    """`eval --runner coreml` (the exported packages in the MIL executor) or `--runner openai_http` (the
+    student behind `transformers serve` on 127.0.0.1) on the first `n` held-out items, against hf_local
+    on the same items (its own run when they are a subset, once per size: `hf_subsets`): gates, and |Δ|
+    of integration F1."""
     header, items = read_dataset(run.heldout_jsonl)
-    n = min(int(x["eval_items"]), len(items))
+    n = min(n, len(items))
     data, hf_summary = run.heldout_jsonl, hf["summary"]
     if n < len(items):  # fixtures_dir is relative to the dataset's folder: the subset lives beside it
-        data = run.heldout_jsonl.with_name("heldout_coreml.jsonl")
+        data = run.heldout_jsonl.with_name(f"heldout_{n}.jsonl")
         write_jsonl(data, [header, *items[:n]])
-        sub = EvalPaths(run.root / "eval_hf_subset_results.jsonl", run.root / "eval_hf_subset_report.json")
-        hf_summary = run_eval(data, RunnerSpec("hf_local", None, opts), sub, fresh=True, progress=progress)[
-            "summary"
-        ]
-    spec = RunnerSpec("coreml", None, replace(opts, model=str(coreml_folder(run))))
-    paths = EvalPaths(run.root / "eval_coreml_results.jsonl", run.root / "eval_coreml_report.json")
-    rep = run_eval(data, spec, paths, fresh=True, progress=progress)
+        if n not in hf_subsets:
+            sub = EvalPaths(run.root / f"eval_hf_{n}_results.jsonl", run.root / f"eval_hf_{n}_report.json")
+            spec = RunnerSpec("hf_local", None, opts)
+            hf_subsets[n] = run_eval(data, spec, sub, fresh=True, progress=progress)["summary"]
+        hf_summary = hf_subsets[n]
+    paths = EvalPaths(run.root / f"eval_{runner}_results.jsonl", run.root / f"eval_{runner}_report.json")
+    if runner == "coreml":
+        spec = RunnerSpec("coreml", None, replace(opts, model=str(coreml_folder(run))))
+        rep = run_eval(data, spec, paths, fresh=True, progress=progress)
+    else:
+        checkpoint = str(opts.model)
+        with transformers_serve(checkpoint) as url:
+            # one request at a time: the server decodes one anyway, and queued requests would time out
+            o = replace(opts, model=checkpoint, url=f"{url}/v1", concurrency=1, timeout_s=600.0)
+            rep = run_eval(data, RunnerSpec("openai_http", None, o), paths, fresh=True, progress=progress)
     delta = {k: round(abs((rep["summary"][k] or 0.0) - (hf_summary[k] or 0.0)), 6) for k in F1_KEYS}
     return {
         "items": n,
         "hf_local": {k: hf_summary[k] for k in F1_KEYS},
-        "coreml": {k: rep["summary"][k] for k in F1_KEYS},
+        runner: {k: rep["summary"][k] for k in F1_KEYS},
         "delta_f1": delta,
-        "max_delta_f1": float(x["max_delta_f1"]),
-        "parity": all(d <= float(x["max_delta_f1"]) for d in delta.values()),
+        "max_delta_f1": float(p["max_delta_f1"]),
+        "parity": all(d <= float(p["max_delta_f1"]) for d in delta.values()),
         "gates": rep["gates"],
         "passed": rep["passed"],
     }
 
 
-def parity_line(cm: dict[str, Any]) -> str:
+def parity_line(runner: str, leg: dict[str, Any]) -> str:
     f1 = "  ".join(
-        f"{k.removeprefix('integration_f1_')} {cm['coreml'][k] or 0:.3f} (hf_local {cm['hf_local'][k] or 0:.3f})"
+        f"{k.removeprefix('integration_f1_')} {leg[runner][k] or 0:.3f} (hf_local {leg['hf_local'][k] or 0:.3f})"
         for k in F1_KEYS
     )
-    verdict = "within" if cm["parity"] else "OUTSIDE"
+    verdict = "within" if leg["parity"] else "OUTSIDE"
     return (
-        f"eval coreml: {cm['items']} items, F1 {f1}, {verdict} ±{cm['max_delta_f1']}; gates "
-        f"{'pass' if cm['passed'] else 'fail'}"
+        f"eval {runner}: {leg['items']} items, F1 {f1}, {verdict} ±{leg['max_delta_f1']}; gates "
+        f"{'pass' if leg['passed'] else 'fail'}"
     )
 
 

@@ -25,7 +25,8 @@ def test_the_packaged_config_reads() -> None:
         ("decode", "max_turns", "4"),
         ("decode", "batch_size", True),
         ("data", "copy_augment", -1),
-        ("export", "eval_items", -1),
+        ("parity", "coreml_items", -1),
+        ("parity", "openai_http_items", "2"),
     ],
 )
 def test_a_bad_integer_is_refused_naming_it(tmp_path: Path, section: str, key: str, value: object) -> None:
@@ -46,8 +47,6 @@ def test_a_bad_integer_is_refused_naming_it(tmp_path: Path, section: str, key: s
         ("chunks", [1, 8], r"a list of token counts in \[2, 1024\]"),
         ("chunks", [2048], r"a list of token counts in \[2, 1024\]"),
         ("chunks", None, r"a list of token counts in \[2, 1024\]"),
-        ("max_delta_f1", 1.5, r"a number in \[0, 1\]"),
-        ("max_delta_f1", None, r"a number in \[0, 1\]"),
     ],
 )
 def test_a_bad_export_setting_is_refused_naming_it(
@@ -58,6 +57,16 @@ def test_a_bad_export_setting_is_refused_naming_it(
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(InputError, match=rf"export\.{key}: must be {says}"):
+        read_config(path)
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, None, True])
+def test_a_bad_parity_tolerance_is_refused_naming_it(tmp_path: Path, value: object) -> None:
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["parity"]["max_delta_f1"] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match=r"parity\.max_delta_f1: must be a number in \[0, 1\]"):
         read_config(path)
 
 

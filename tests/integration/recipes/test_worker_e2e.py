@@ -1,7 +1,8 @@
-"""`kimi-student worker-e2e` for real at a tiny size (slow tier, ~15 s on 2 cores): dataset -> a teacher
+"""`kimi-student worker-e2e` for real at a tiny size (slow tier, ~55 s on 2 cores): dataset -> a teacher
 trained on the gold conversations -> kd-mix --score-gold -> a student made of the teacher's layers,
 distilled on the KD mix -> `eval --runner hf_local` through the tool loop -> every CAWS gate -> the student
-as Core ML (INT8) -> `eval --runner coreml` on 3 of the items beside hf_local on the same 3. The tiny
+as Core ML (INT8) -> `eval --runner coreml` (the stateful decoder) and `eval --runner openai_http` (the student
+behind `transformers serve`) on 3 of the items, beside hf_local on the same 3. The tiny
 models (random init, SmolLM2's tokenizer) fail the gates (exit 1); what is checked is that every stage ran
 on the previous one's output and every gate was computed on the trained student's own output."""
 
@@ -37,7 +38,8 @@ def tiny_config(folder: Path) -> Path:
     cfg["sizes"]["worker"]["arch"] = {"num_hidden_layers": 1}
     cfg["sizes"]["worker"]["init"] = {"kind": "layer_subset", "teacher": "@teacher", "layers": [1]}
     cfg["sizes"]["worker"]["train"]["max_steps"] = 3
-    cfg["export"].update(shapes=[512, 256], eval_items=3)
+    cfg["export"].update(shapes=[512, 256])
+    cfg["parity"].update(coreml_items=3, openai_http_items=3)
     path = folder / "worker_tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -82,21 +84,20 @@ def test_worker_e2e_computes_every_gate_on_the_students_output(tmp_path: Path) -
     names = [p["name"] for p in ex["packages"]]
     assert names == ["seq256.mlpackage", "seq512.mlpackage", "decode512.mlpackage"]
     assert ex["precision"] == {"compute": "float16", "weights": "int8"}
-    cm = rep["coreml"]
-    cmr = json.loads((out / "eval_coreml_report.json").read_text())
-    assert cmr["header"]["runner"] == "coreml" and cm["gates"] == cmr["gates"] and cm["items"] == 3
-    assert cmr["header"]["decoding"]["decoder"] == "stateful" and cmr["header"]["decoding"]["q_lens"] == [
-        1,
-        8,
-        32,
-    ]
-    assert len(read_rows(out / "eval_coreml_results.jsonl")) == 3
-    hfs = json.loads((out / "eval_hf_subset_report.json").read_text())  # hf_local on the same 3 items
-    assert hfs["summary"]["items"] == 3 and cmr["summary"]["items"] == 3
-    for k, d in cm["delta_f1"].items():
-        assert d == round(abs((cmr["summary"][k] or 0) - (hfs["summary"][k] or 0)), 6)
-    assert cm["parity"] == all(d <= 0.03 for d in cm["delta_f1"].values())
-    assert rep["passed"] == (evr["passed"] and cm["passed"] and cm["parity"])
+    hfs = json.loads((out / "eval_hf_3_report.json").read_text())  # hf_local on the same 3 items, once
+    assert hfs["summary"]["items"] == 3
+    for runner in ("coreml", "openai_http"):
+        leg = rep[runner]
+        other = json.loads((out / f"eval_{runner}_report.json").read_text())
+        assert other["header"]["runner"] == runner and leg["gates"] == other["gates"] and leg["items"] == 3
+        assert len(read_rows(out / f"eval_{runner}_results.jsonl")) == other["summary"]["items"] == 3
+        for k, d in leg["delta_f1"].items():
+            assert d == round(abs((other["summary"][k] or 0) - (hfs["summary"][k] or 0)), 6)
+        assert leg["parity"] == all(d <= 0.03 for d in leg["delta_f1"].values())
+    decoding = json.loads((out / "eval_coreml_report.json").read_text())["header"]["decoding"]
+    assert decoding["decoder"] == "stateful" and decoding["q_lens"] == [1, 8, 32]
+    legs = (rep["coreml"], rep["openai_http"])
+    assert rep["passed"] == (evr["passed"] and all(leg["passed"] and leg["parity"] for leg in legs))
     rows = read_rows(out / "eval_results.jsonl")
     assert len(rows) == 12
     # the outputs are the student's, through the loop: not the gold text
