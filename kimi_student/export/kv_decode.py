@@ -9,7 +9,9 @@ entries lie after every real token and are overwritten before anything reads the
 needs no undo: the positions it wrote are simply written again.
 
 A `KVSession` is one conversation's cache: the tool loop's next turn starts with the same tokens, so only
-what was appended (the end of the model's turn, the tool response) is computed again. A session is reused
+what was appended (the end of the model's turn, the tool response) is computed again. Sessions beyond
+`max_sessions` are dropped, least recently used first (SmolLM2-135M, 1,024 positions: 24 MB each); a
+dropped conversation starts again from position 0, with the same output. A session is reused
 only by a prompt that starts with the whole prompt the session began with, i.e. by the same conversation:
 an item's output never depends on which items ran before it in the process (reports stay byte-identical
 across workers and shards).
@@ -47,7 +49,7 @@ def function_q_len(name: str, prog: Any) -> int:
 class KVDecoder:
     """Greedy decoding through a stateful decoder's functions (Q -> program). Deterministic."""
 
-    def __init__(self, programs: dict[int, Any], context: int, pad_id: int, max_sessions: int = 16):
+    def __init__(self, programs: dict[int, Any], context: int, pad_id: int, max_sessions: int = 32):
         if 1 not in programs:
             raise MilExecError("a stateful decoder needs its one-token function (main)")
         self.programs = dict(sorted(programs.items()))

@@ -61,9 +61,11 @@ class CoreMLGenerator:
         max_new_tokens: int = 256,
         drafter: NgramDrafter | None = None,
         backend: str | None = None,
+        sessions: int = 32,
     ):
         """`drafter`: None drafts the call syntax of every tool; `backend`: "mil_exec" (the numpy
-        executor) or "coreml" (MLModel.predict, macOS); None: Core ML on macOS, else the executor."""
+        executor) or "coreml" (MLModel.predict, macOS); None: Core ML on macOS, else the executor;
+        `sessions`: KV caches kept (the stateful decoder), one per conversation in flight."""
         from kimi_student.export.greedy import NgramDrafter
         from kimi_student.export.mil import MilProgram
         from kimi_student.export.parity import package_seq_len
@@ -81,7 +83,7 @@ class CoreMLGenerator:
         self.programs: dict[int, Any] = {}
         self.kv: KVDecoder | None = None
         if decoder is not None:
-            self.kv = _kv_decoder(decoder, self.chat.pad_id)
+            self.kv = _kv_decoder(decoder, self.chat.pad_id, sessions)
         else:
             for p in pkgs:
                 prog = MilProgram.load(p)
@@ -151,11 +153,11 @@ class CoreMLGenerator:
             self.kv.clear()
 
 
-def _kv_decoder(package: Path, pad_id: int) -> KVDecoder:
+def _kv_decoder(package: Path, pad_id: int, sessions: int = 32) -> KVDecoder:
     """The package's functions by query length, with the context its manifest entry records."""
     from kimi_student.export.kv_decode import KVDecoder, function_q_len
     from kimi_student.export.mil import MilProgram
 
     programs = {function_q_len(name, p): p for name, p in MilProgram.load_all(package).items()}
     entry = next(e for e in read_manifest(package.parent / MANIFEST)["packages"] if e["name"] == package.name)
-    return KVDecoder(programs, int(entry["context"]), pad_id)
+    return KVDecoder(programs, int(entry["context"]), pad_id, sessions)

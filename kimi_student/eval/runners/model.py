@@ -16,6 +16,12 @@ from kimi_student.tools.broker import ToolBroker
 MODEL_RUNNERS = ("hf_local", "openai_http", "coreml")
 
 
+def conversations_per_chunk(o: RunnerOptions) -> int:
+    """Conversations the tool loop advances together: enough to fill the generator's batches or
+    connections."""
+    return 4 * max(o.batch_size, o.concurrency)
+
+
 def make_generator(name: str, o: RunnerOptions) -> tuple[Generator, dict[str, Any]]:
     """The generator and the decoding facts that change its output (they go in the report header)."""
     if not o.model:
@@ -35,7 +41,8 @@ def make_generator(name: str, o: RunnerOptions) -> tuple[Generator, dict[str, An
     if name == "coreml":
         from kimi_student.eval.runners.coreml import CoreMLGenerator
 
-        gen = CoreMLGenerator(o.model, o.tokenizer, o.max_new_tokens)
+        # a KV cache per conversation advanced together, so each keeps its cache across its turns
+        gen = CoreMLGenerator(o.model, o.tokenizer, o.max_new_tokens, sessions=conversations_per_chunk(o))
         return gen, {**decoding, **gen.decoding()}
     if name == "openai_http":
         from kimi_student.eval.runners.openai_http import OpenAIGenerator
@@ -66,8 +73,7 @@ class ModelRunner:
         self.decoding = {**decoding, "prompt_wrapper": self.prompt_wrapper}
         self.model_fingerprint = self.generator.fingerprint
         self.broker = broker  # the scorer's: the loop only looks up, so one broker serves both
-        # conversations advanced together: enough to fill the generator's batches or connections
-        self.chunk = 4 * max(options.batch_size, options.concurrency)
+        self.chunk = conversations_per_chunk(options)
 
     def check_ids(self, dataset_ids: frozenset[str]) -> None:
         """A model answers whatever items it is given."""

@@ -145,6 +145,22 @@ def test_a_conversation_reuses_its_cache_and_no_other_does(toy_run: dict, export
     assert dec2.greedy(a, stop, 12) == new
 
 
+def test_a_dropped_session_only_costs_time(toy_run: dict, exported: Path) -> None:
+    """With one cache kept, a second conversation evicts the first: its next turn starts from position 0
+    and decodes what it would have with its cache."""
+    from kimi_student.chat.template import StopRule
+    from kimi_student.eval.runners.coreml import _kv_decoder
+
+    stop = StopRule([2])
+    a, b = _prompts(toy_run, 2)
+    dec = _kv_decoder(exported / f"decode{CONTEXT}.mlpackage", 0, sessions=1)
+    turn2 = a + dec.greedy(a, stop, 12) + [5, 6, 7]
+    dec.greedy(b, stop, 12)
+    stats = DecodeStats()
+    assert dec.greedy(turn2, stop, 12, None, stats) == _decoder(exported).greedy(turn2, stop, 12)
+    assert stats.cached_tokens == 0 and len(dec.sessions) == 1
+
+
 def test_the_context_bounds_every_call(toy_run: dict, exported: Path) -> None:
     """A prompt near the end of the context is prefilled in chunks that fit, decoding stops at the
     context, and a prompt that fills it is refused."""
