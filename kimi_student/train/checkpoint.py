@@ -131,8 +131,9 @@ def verify(folder: Path, config_sha256: str | None = None) -> int:
 
 def resume_point(paths: RunPaths, first_checkpoint: int) -> Path | None:
     """The checkpoint to resume from (`load` verifies it), or None for a new run. A run killed before its
-    first checkpoint (step `first_checkpoint`) has nothing to resume: its log holds only earlier steps and
-    its checkpoints/ at most a half-written `.step-*.tmp`, so it starts again from step 0, losing nothing.
+    first checkpoint (step `first_checkpoint`) was complete has nothing to resume: its log holds steps up to
+    that one at most (a step is logged before its checkpoint is saved) and its checkpoints/ at most a
+    half-written `.step-*.tmp`, so it starts again from step 0, losing nothing.
     Any other folder with a log or checkpoints but no LATEST is refused: restarting would truncate its log."""
     latest = paths.latest()
     if latest is not None:
@@ -157,8 +158,9 @@ def resume_point(paths: RunPaths, first_checkpoint: int) -> Path | None:
 
 
 def _before_first_checkpoint(log: Path, first_checkpoint: int) -> bool:
-    """True when `log` is a plain file of step records, every one before `first_checkpoint` (its last line
-    may be cut short by the kill): the log of a run that never reached a checkpoint."""
+    """True when `log` is a plain file of step records, none past `first_checkpoint` (its last line may be
+    cut short by the kill): the log of a run that never completed a checkpoint. It may hold that step
+    itself: the kill came while its checkpoint was being saved."""
     if log.is_symlink() or not log.is_file():
         return not log.exists() and not log.is_symlink()
     lines = log.read_bytes().split(b"\n")
@@ -169,7 +171,7 @@ def _before_first_checkpoint(log: Path, first_checkpoint: int) -> bool:
             if i == len(lines) - 1:  # the empty tail after the last newline, or a line cut by the kill
                 continue
             return False
-        if not isinstance(step, int) or step >= first_checkpoint:
+        if not isinstance(step, int) or step > first_checkpoint:
             return False
     return True
 

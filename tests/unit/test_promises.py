@@ -191,6 +191,11 @@ PROMISES: dict[str, list[str]] = {
         + "mil/test_compressed_weights.py::test_int8_weights_match_torch_with_the_same_dequantized_weights",
         IX + "mil/test_state.py::test_stateful_kv_cache_step_by_step",
     ],
+    "coreml-stateful-decoding": [
+        IX + "test_kv_decode.py::test_chunked_prefill_and_verify_give_the_full_sequence_package_s_tokens",
+        IX + "test_kv_decode.py::test_a_conversation_reuses_its_cache_and_no_other_does",
+        IX + "test_kv_decode.py::test_a_dropped_session_only_costs_time",
+    ],
     "toy-e2e-gates": [IR + "test_toy_e2e.py::test_toy_e2e_runs_and_its_gates_hold"],
     "speculative-equals-greedy": [
         IR + "test_toy_e2e.py::test_speculative_greedy_equals_plain_greedy_through_the_package"

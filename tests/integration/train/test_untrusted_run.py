@@ -284,14 +284,20 @@ def test_fresh_discards_an_unfinished_run_and_refuses_a_finished_one(
     assert _snapshot(run) == before
 
 
-def test_a_run_killed_before_its_first_checkpoint_starts_again(base: dict[str, Path], tmp_path: Path) -> None:
-    """Killed at step 2 of 6 (first checkpoint at 3), mid-write of its log and of its first checkpoint: a
-    rerun has nothing to resume, loses nothing by starting from step 0, and ends as an uninterrupted run."""
+@pytest.mark.parametrize(
+    "tail", ['{"step": 3, "lo', '{"step": 3, "loss": 1.0}\n'], ids=["mid-line", "while saving step 3"]
+)
+def test_a_run_killed_before_its_first_checkpoint_starts_again(
+    base: dict[str, Path], tmp_path: Path, tail: str
+) -> None:
+    """Killed after step 2 of 6 (first checkpoint at 3), mid-write of its log or after step 3's line (a
+    step is logged before its checkpoint is saved), with its first checkpoint half-written: a rerun has
+    nothing to resume, loses nothing by starting from step 0, and ends as an uninterrupted run."""
     run, ref = tmp_path / "run", tmp_path / "ref"
     T.train(load_spec(base["cfg"], "toy"), run, data=str(base["data"]), stop_after=2, precision="no")
     assert [h["step"] for h in _log(run)] == [1, 2] and not (run / "checkpoints" / "LATEST").exists()
     with open(run / "train_log.jsonl", "a") as fh:
-        fh.write('{"step": 3, "lo')  # the kill cut the third line short
+        fh.write(tail)
     (run / "checkpoints" / ".step-000003.tmp" / "model").mkdir(parents=True)
     args = ("train", "--config", base["cfg"], "--data", base["data"], "--precision", "no", "--out")
     assert ks_here(*args, run).returncode == 0 and ks_here(*args, ref).returncode == 0
@@ -304,8 +310,8 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(base: dict[str, P
 
 @pytest.mark.parametrize(
     "log",
-    ['{"step": 1}\n{"step": 3}\n', '{"step": 1}\nnot json\n{"step": 2}\n', '{"step": "1"}\n'],
-    ids=["a step at the first checkpoint", "a garbled line before the last", "a step not a number"],
+    ['{"step": 1}\n{"step": 4}\n', '{"step": 1}\nnot json\n{"step": 2}\n', '{"step": "1"}\n'],
+    ids=["a step past the first checkpoint", "a garbled line before the last", "a step not a number"],
 )
 def test_a_log_that_a_run_before_its_first_checkpoint_cannot_have_written_is_refused(
     base: dict[str, Path], tmp_path: Path, log: str
