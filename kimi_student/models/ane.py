@@ -178,6 +178,17 @@ class Attention(nn.Module):
             return x
         return x[:, :, None].expand(1, self.n_kv, rep, *x.shape[2:]).reshape(1, self.n_heads, *x.shape[2:])
 
+    def grouped(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor, rep: int) -> Tensor:
+        """Attention of the `rep` query heads of each kv head against that head's keys and values, without
+        repeating them (bsc): (1, H, S, hd) -> (1, H, S, hd). Query head h = kv * rep + r reads kv head kv,
+        as HF's repeat_kv; the mask broadcasts over the group instead of being copied. The KV cache is never
+        copied per head: that tile was a sixth of a 135M decoding step in the MIL executor."""
+        s, t = q.shape[2], k.shape[2]
+        qg = q.reshape(1, self.n_kv, rep * s, self.hd)  # (1, KV, rep*S, hd): rows (r, s)
+        att = torch.matmul(qg, k.transpose(-1, -2)).view(1, self.n_kv, rep, s, t)
+        att = torch.softmax(att + mask, dim=-1).view(1, self.n_kv, rep * s, t)
+        return torch.matmul(att, v).view(1, self.n_heads, s, self.hd)
+
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, kv: KV | None = None) -> Tensor:
         # cos, sin: (S, hd) in bsc, (hd, S) in bc1s; mask: (S, T) additive, T = keys attended to
         q = self.split(self.q_proj(x), self.n_heads)  # (1, H, S, hd) | (1, H, hd, S)
@@ -187,8 +198,11 @@ class Attention(nn.Module):
         k = k * cos + rotate_half(k, self.hd_axis) * sin
         if kv is not None:  # decoding: store this step's k, v and attend to the whole cache (T = context)
             k, v = kv(k, v)
-        k, v = self.repeat_kv(k), self.repeat_kv(v)
         q = q * (1.0 / math.sqrt(self.hd))  # scale before the product: keeps Q·Kᵀ in fp16 range
+        rep = self.n_heads // self.n_kv
+        if self.layout == "bsc" and rep > 1:
+            return self.o_proj(self.merge(self.grouped(q, k, v, mask, rep)))
+        k, v = self.repeat_kv(k), self.repeat_kv(v)
         if self.layout == "bsc":
             att = torch.matmul(q, k.transpose(-1, -2))  # (1, H, S, T)
         else:
