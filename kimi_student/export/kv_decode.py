@@ -69,10 +69,8 @@ class KVDecoder:
         for root, s in reversed(self.sessions.items()):
             if len(root) <= len(prompt) and tuple(prompt[: len(root)]) == root:
                 self.sessions.move_to_end(root)
-                keep = 0
-                limit = min(
-                    len(s.ids), len(prompt) - 1
-                )  # the last prompt token is fed: its logits are needed
+                # keep what the prompt shares, but feed its last token again: its logits are needed
+                keep, limit = 0, min(len(s.ids), len(prompt) - 1)
                 while keep < limit and s.ids[keep] == prompt[keep]:
                     keep += 1
                 del s.ids[keep:]
