@@ -40,6 +40,15 @@ class DecodeStats:
     prefill_tokens: int = 0  # prompt tokens computed (stateful decoder)
     cached_tokens: int = 0  # prompt tokens whose keys and values were already cached (stateful decoder)
 
+    def record(self, seconds: float, real: np.ndarray) -> None:
+        """One forward of `seconds` whose real positions' logits are `real` (positions, V)."""
+        self.forward_seconds.append(seconds)
+        self.forwards += 1
+        if not np.isfinite(real).all():
+            self.nonfinite_forwards += 1
+        if (np.abs(real).max(axis=-1) == 0).any():
+            self.zero_row_forwards += 1
+
     def to_json(self) -> dict[str, Any]:
         ms = np.asarray(self.forward_seconds) * 1000.0
         return {
@@ -92,13 +101,8 @@ def _forward(prog: MilProgram, tokens: list[int], s: int, pad_id: int, stats: De
     """Logits (len(tokens), V) of the real positions; counts bad outputs in `stats`."""
     t0 = time.perf_counter()
     logits = prog.predict({"input_ids": padded_input(tokens, s, pad_id)})["logits"]
-    stats.forward_seconds.append(time.perf_counter() - t0)
-    stats.forwards += 1
     real = np.asarray(logits)[0, : len(tokens)]
-    if not np.isfinite(real).all():
-        stats.nonfinite_forwards += 1
-    if (np.abs(real).max(axis=-1) == 0).any():
-        stats.zero_row_forwards += 1
+    stats.record(time.perf_counter() - t0, real)
     return real
 
 

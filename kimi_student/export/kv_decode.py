@@ -102,13 +102,8 @@ class KVDecoder:
         x[0, :n] = tokens
         t0 = time.perf_counter()
         out = self.programs[q].predict({"input_ids": x, "position": np.array([p], np.int32)}, s.state)
-        stats.forward_seconds.append(time.perf_counter() - t0)
-        stats.forwards += 1
         real = np.asarray(out["logits"])[0, :n]
-        if not np.isfinite(real).all():
-            stats.nonfinite_forwards += 1
-        if (np.abs(real).max(axis=-1) == 0).any():
-            stats.zero_row_forwards += 1
+        stats.record(time.perf_counter() - t0, real)
         return real
 
     def prefill(self, s: KVSession, tokens: list[int], stats: DecodeStats) -> np.ndarray:
