@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from kimi_student.cli import contextual, distill, export, tokenizer, tools, toy
+from kimi_student.cli import caws, contextual, distill, export, tokenizer, tools, toy
 from kimi_student.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(eval_cli.app, name="eval")
 app.add_typer(distill.app)
 app.add_typer(export.app, name="export")
 app.add_typer(toy.app)
+app.add_typer(caws.app, name="caws")
 
 
 @app.callback()
