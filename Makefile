@@ -17,7 +17,7 @@ RESULTS ?= eval/results
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-mil-decode clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
-	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke llama-server llama-serve test-llama llama-record
+	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check llama-server llama-serve test-llama llama-record
 
 help:
 	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
@@ -29,6 +29,7 @@ help:
 	@echo "make contextual-pipeline N=1000 SEED=0   dataset generate -> extract -> verify"
 	@echo "make eval-predictions PRED=file.jsonl    score transcripts produced elsewhere"
 	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
+	@echo "make caws-check SPEC=spec.yaml REV=HEAD [EVIDENCE=e.yaml WAIVERS='w1.yaml w2.yaml' POLICY=p.yaml NOW=iso]"
 	@echo "make eval-runner-local MODEL=ckpt IN=data.jsonl OUT=results.jsonl REPORT=report.json [WORKERS=2]"
 	@echo "make eval-runner-openai MODEL=name [URL=https://host/v1] IN=... OUT=... REPORT=...  (key: OPENAI_API_KEY)"
 	@echo "make eval-runner-coreml MODEL=coreml/artifacts/worker IN=... OUT=... REPORT=..."
@@ -189,6 +190,12 @@ WORKER_OUT ?= runs/worker-e2e
 
 worker-e2e: install
 	$(KS) worker-e2e --out $(WORKER_OUT) --seed $(SEED)
+
+# ---- CAWS rule oracle on a real change: exit 0 PASS, 1 FAIL, 3 WAIVER_REQUIRED (merge only with its waivers), 2 bad input
+SPEC ?= .caws/working-spec.yaml
+caws-check: install
+	$(KS) caws check --spec $(SPEC) --git $(or $(REV),HEAD) $(if $(POLICY),--policy $(POLICY)) \
+		$(if $(EVIDENCE),--evidence $(EVIDENCE)) $(foreach w,$(WAIVERS),--waiver $(w)) $(if $(NOW),--now $(NOW))
 
 kd-mix: install
 	test -f $(DATA)/contextual.jsonl || $(KS) contextual gen --n $(N) --seed $(SEED) --out $(DATA)/contextual.jsonl

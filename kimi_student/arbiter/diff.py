@@ -99,7 +99,8 @@ def _strip(path: str, prefix: str) -> str | None:
 
 def _header_path(rest: str, prefix: str) -> str | None:
     """The path of a `--- a/x` / `+++ b/x` line; `diff -u` appends a tab and a timestamp."""
-    token = rest if rest.startswith('"') else rest.split("\t", 1)[0]
+    quoted = re.match(r'"(?:[^"\\]|\\.)*"', rest)  # git ends a quoted or spaced name with a tab
+    token = quoted.group(0) if quoted else rest.split("\t", 1)[0]
     return _strip(unquote(token), prefix)
 
 

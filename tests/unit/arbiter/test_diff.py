@@ -76,8 +76,8 @@ index 0000000..e69de29
 QUOTED_AND_BINARY = """\
 diff --git "a/caf\\303\\251 menu.txt" "b/caf\\303\\251 menu.txt"
 index 1..2 100644
---- "a/caf\\303\\251 menu.txt"
-+++ "b/caf\\303\\251 menu.txt"
+--- "a/caf\\303\\251 menu.txt"\t
++++ "b/caf\\303\\251 menu.txt"\t
 @@ -1 +1 @@
 -tea
 +coffee
@@ -88,6 +88,13 @@ Binary files a/img/logo.png and b/img/logo.png differ
 diff --git a/read me.txt b/read me.txt
 new file mode 100644
 index 0000000..e69de29
+diff --git a/my notes.txt b/my notes.txt
+index 5..6 100644
+--- a/my notes.txt\t
++++ b/my notes.txt\t
+@@ -1 +1,2 @@
+ x
++y
 """
 
 PLAIN_DIFF_U = """\
@@ -128,6 +135,7 @@ TABLE = [
         FileChange("café menu.txt", "café menu.txt", "modified", 1, 1),
         FileChange("img/logo.png", "img/logo.png", "modified", 0, 0, binary=True),
         FileChange("read me.txt", None, "added", 0, 0),
+        FileChange("my notes.txt", "my notes.txt", "modified", 1, 0),
     ]),
     (PLAIN_DIFF_U, [FileChange("new/a.c", "old/a.c", "modified", 1, 1), FileChange("new/b.c", "old/b.c", "modified", 1, 0)]),
     (GIT_SHOW, [FileChange("src/app.py", "src/app.py", "modified", 2, 1)]),
