@@ -1,0 +1,143 @@
+"""The Judge dataset: single cases (one change -> a verdict) and pairs (two changes for one spec -> which is
+better), every label from the rule oracle, with the balance the Judge needs checked before anything trains.
+
+Each record holds the rendered prompt, the oracle's label, and the structured case (context and candidates)
+so the label can be recomputed (`relabel`) and a trainer can format its own targets. A pair is stored in both
+orders (`-ab`, `-ba`). Splits are drawn from separate random streams, separate value pools (cases.py) and
+separate wordings (render.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from kimi_student.arbiter.cases import Candidate, Context, draw_candidate, draw_context, label, winner
+from kimi_student.arbiter.documents import CLAUSES, schema
+from kimi_student.arbiter.render import render_pair, render_single, wording
+from kimi_student.data.world import rng_for
+from kimi_student.fingerprint import sha256_json
+
+DATASET_VERSION = "caws-judge-1"
+STATUSES = ("PASS", "WAIVER_REQUIRED", "FAIL")
+AIMS = ("PASS",) * 3 + ("WAIVER_REQUIRED",) * 3 + ("FAIL",) * 4  # FAIL: the only status of two clauses
+TIE_SHARE = 0.08  # aimed ties; pairs aimed apart that land on one status add ~2 points
+# what the dataset must hold before a judge trains on it (research/judge.md §5.1)
+MIN_STATUS_SHARE, MIN_CLAUSE_SHARE, WINNER_SHARES, WINNER_TOLERANCE = 0.25, 0.15, (0.45, 0.45, 0.10), 0.03
+MAX_SHORTCUT = 0.60  # pairwise accuracy a shortcut baseline may reach on held-out pairs (issue 14)
+
+
+def _case(ctx: Context, cands: list[Candidate]) -> dict[str, Any]:
+    return {"context": dataclasses.asdict(ctx), "candidates": [dataclasses.asdict(c) for c in cands]}
+
+
+def _label(v: Any) -> dict[str, Any]:
+    return {"status": v.status, "violated_clauses": list(v.violated_clauses), "waived_clauses": list(v.waived_clauses)}
+
+
+def single(seed: int, split: str, i: int) -> dict[str, Any]:
+    r = rng_for("judge-single", seed, split, i)
+    ctx = draw_context(r, split)
+    cand = draw_candidate(r, ctx, AIMS[i % len(AIMS)])  # aims in fixed proportions: shares hold in small sets
+    w = wording(r, split)
+    v = label(ctx, cand)
+    return {"id": f"{split}-single-{i:06d}", "split": split, "mode": "single", "wording": w.key,
+            "prompt": render_single(ctx, cand, w), "label": _label(v), "verdict": v.to_json(), "case": _case(ctx, [cand])}
+
+
+def pair(seed: int, split: str, i: int) -> list[dict[str, Any]]:
+    """Two candidates of different aimed status (or, for a tenth of pairs, the same one: a tie), both orders."""
+    r = rng_for("judge-pair", seed, split, i)
+    ctx = draw_context(r, split)
+    if i % 25 < TIE_SHARE * 25:
+        aims = [AIMS[i % len(AIMS)]] * 2
+    else:
+        aims = r.sample(STATUSES, 2)
+    a, b = (draw_candidate(r, ctx, aim) for aim in aims)
+    va, vb = label(ctx, a), label(ctx, b)
+    w = wording(r, split)
+    out = []
+    for order, (x, y, vx, vy) in (("ab", (a, b, va, vb)), ("ba", (b, a, vb, va))):
+        out.append({"id": f"{split}-pair-{i:06d}-{order}", "split": split, "mode": "pair", "wording": w.key,
+                    "prompt": render_pair(ctx, x, y, w),
+                    "label": {"winner": winner(vx, vy), "a": _label(vx), "b": _label(vy)},
+                    "case": _case(ctx, [x, y])})
+    return out
+
+
+def records(seed: int, split: str, n_single: int, n_pairs: int) -> Iterator[dict[str, Any]]:
+    for i in range(n_single):
+        yield single(seed, split, i)
+    for i in range(n_pairs):
+        yield from pair(seed, split, i)
+
+
+def relabel(rec: dict[str, Any]) -> dict[str, Any]:
+    """The oracle's label of a stored record, recomputed from its structured case."""
+    ctx = Context(**rec["case"]["context"])
+    cands = [Candidate(**c) for c in rec["case"]["candidates"]]
+    if rec["mode"] == "single":
+        return _label(label(ctx, cands[0]))
+    va, vb = label(ctx, cands[0]), label(ctx, cands[1])
+    return {"winner": winner(va, vb), "a": _label(va), "b": _label(vb)}
+
+
+def balance(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Shares of statuses and violated clauses over single cases, of winners over pair records, and the
+    checks of research/judge.md §5.1 (`ok` per check)."""
+    singles = [r["label"] for r in rows if r["mode"] == "single"]
+    pairs = [r for r in rows if r["mode"] == "pair"]
+    n = max(1, len(singles))
+    status = {s: sum(lab["status"] == s for lab in singles) / n for s in STATUSES}
+    clauses = {c: sum(c in lab["violated_clauses"] for lab in singles) / n for c in CLAUSES}
+    wins = Counter(r["label"]["winner"] for r in pairs)
+    winners = {k: wins[k] / max(1, len(pairs)) for k in ("a", "b", "tie")}
+    ids = {r["id"] for r in pairs}
+    both_orders = all(r["id"][:-2] + ("ba" if r["id"].endswith("ab") else "ab") in ids for r in pairs)
+    checks = {
+        "status_share": min(status.values()) >= MIN_STATUS_SHARE,
+        "clause_share": min(clauses.values()) >= MIN_CLAUSE_SHARE,
+        "winner_shares": all(abs(winners[k] - t) <= WINNER_TOLERANCE for k, t in zip(("a", "b", "tie"), WINNER_SHARES)),
+        "both_orders": both_orders,
+    }
+    return {"singles": len(singles), "pairs": len(pairs), "status": status, "clauses": clauses, "winners": winners,
+            "checks": checks}
+
+
+def header(seed: int, split: str, n_single: int, n_pairs: int) -> dict[str, Any]:
+    return {"__header__": True, "dataset_version": DATASET_VERSION, "split": split, "seed": seed,
+            "single_cases": n_single, "pairs": n_pairs, "label_source": "kimi_student.arbiter.oracle",
+            "schemas_sha256": {name: sha256_json(schema(name)) for name in
+                               ("working_spec", "tier_policy", "waiver", "evidence", "verdict")}}
+
+
+def write_dataset(out: Path, seed: int, n_train: int, n_heldout: int, progress: bool = False) -> dict[str, Any]:
+    """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
+    single cases, each in both orders), then `out/stats.json`: the balance of each split and the shortcut
+    baselines. Each file is written whole or not at all; equal arguments give byte-identical files."""
+    from tqdm import tqdm
+
+    from kimi_student.arbiter.baselines import bow_baseline, length_baseline
+    from kimi_student.jsonl import write_json, write_jsonl
+
+    splits: dict[str, list[dict[str, Any]]] = {}
+    for split, n in (("train", n_train), ("heldout", n_heldout)):
+        n_pairs = n // 2
+        rows = list(tqdm(records(seed, split, n, n_pairs), total=n + 2 * n_pairs, desc=f"judge data {split}",
+                         unit="record", disable=not progress))
+        write_jsonl(out / f"{split}.jsonl", [header(seed, split, n, n_pairs), *rows])
+        splits[split] = rows
+    stats = {split: balance(rows) for split, rows in splits.items()}
+    stats["baselines"] = {"length": length_baseline(splits["train"], splits["heldout"]),
+                          "bag_of_words": bow_baseline(splits["train"], splits["heldout"])}
+    stats["checks"] = {
+        **{f"{split}_{k}": v for split in ("train", "heldout") for k, v in stats[split]["checks"].items()},
+        "heldout_size": len(splits["heldout"]) >= 600,
+        "length_baseline_at_most_0.60": stats["baselines"]["length"]["pairwise_accuracy"] <= MAX_SHORTCUT,
+        "bow_baseline_at_most_0.60": stats["baselines"]["bag_of_words"]["pairwise_accuracy"] <= MAX_SHORTCUT,
+    }
+    write_json(out / "stats.json", stats)
+    return stats

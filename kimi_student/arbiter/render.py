@@ -1,0 +1,166 @@
+"""What the Judge reads: a case as a human reviewer sees it (spec, the tier's policy, the check time, the
+author's rationale, `git diff --stat`, evidence, waivers, then the diff cut to fit), written in one of
+several wordings. Pure.
+
+A wording picks a variant on each axis (section names, budget line, evidence lines, waiver lines, dates).
+Training cases use the first variants of every axis; held-out cases use variants no training case uses
+(`wording(r, split)`), so a judge cannot key on a phrase. Every variant states the same facts, and no
+variant states a finding: the text says "12 files" and "at most 10", never "over budget".
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kimi_student.arbiter.cases import Candidate, Context
+from kimi_student.arbiter.diff import parse_diff
+
+SECTIONS = (  # spec, policy, time, rationale, stat, evidence, waivers, diff
+    ("## Working spec", "## Tier policy", "Checked at", "## Rationale", "## Diff stat", "## Evidence", "## Waivers", "## Diff"),
+    ("[spec]", "[policy]", "now", "[why]", "[stat]", "[evidence]", "[waivers]", "[patch]"),
+    ("SPEC:", "POLICY:", "DATE:", "DESCRIPTION:", "FILES:", "CHECKS:", "WAIVERS:", "CHANGES:"),
+    ("Spec", "Budget", "Review time", "Message", "Summary", "Results", "Exceptions", "Patch"),
+    # held out
+    ("### The spec", "### Limits", "Evaluated on", "### Author's note", "### Touched files", "### Test results",
+     "### Granted waivers", "### Hunks"),
+    ("<spec>", "<limits>", "<time>", "<note>", "<files>", "<checks>", "<waivers>", "<diff>"),
+)
+BUDGET = (
+    "risk tier {t}: at most {f} files and {l} lines added; coverage at least {c}",
+    "risk_tier {t} -> max_files={f} max_loc={l} coverage_min={c}",
+    "Tier {t} budget: {f} files / {l} LOC, coverage floor {c}",
+    "{f} files and {l} added lines allowed (tier {t}); coverage {c} or more",
+    # held out
+    "the budget for tier {t} is {f} files with {l} insertions, minimum coverage {c}",
+    "T{t}: files<={f} loc<={l} cov>={c}",
+)
+EVIDENCE = (  # (check passed, check failed, score, acceptance passed, acceptance failed, manifest line)
+    ("{k}: pass (exit {e})", "{k}: fail (exit {e})", "{k}: {v}", "acceptance {a}: pass", "acceptance {a}: fail",
+     "manifest for {s} at commit {h}"),
+    ("✓ {k} (exit {e})", "✗ {k} (exit {e})", "{k} = {v}", "✓ {a}", "✗ {a}", "spec {s}, revision {h}"),
+    ("{k}=pass exit={e}", "{k}=fail exit={e}", "{k}={v}", "{a}=pass", "{a}=fail", "spec_id={s} commit={h}"),
+    ("{k} passed, exit code {e}", "{k} failed, exit code {e}", "{k} score {v}", "criterion {a} passed",
+     "criterion {a} failed", "evidence of {s} recorded on {h}"),
+    # held out
+    ("{k} ok [{e}]", "{k} broken [{e}]", "{k} measured at {v}", "{a} verified", "{a} not verified",
+     "{s} @ {h}"),
+    ("- {k}: green ({e})", "- {k}: red ({e})", "- {k}: {v}", "- {a}: green", "- {a}: red", "run for {s} on {h}"),
+)
+WAIVER = (
+    "{id}: lifts {gates}{delta} for {spec}; {status}; expires {exp}; approved by {appr}; reason {reason}",
+    "{id} gates={gates}{delta} applies_to={spec} status={status} expires_at={exp} approvers={appr}",
+    "waiver {id} ({reason}) on {gates}{delta}, spec {spec}, {status} until {exp}, signed {appr}",
+    "{id} | {gates}{delta} | {spec} | {status} | {exp} | {appr}",
+    # held out
+    "exception {id} covers {gates}{delta} of {spec}, state {status}, valid through {exp}, approvers: {appr}",
+    "{id}: {gates}{delta}; for={spec}; {status}; ends {exp}; by {appr}",
+)
+DATES = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M UTC", "%Y-%m-%dT%H:%M:%SZ",
+         "%d %b %Y %H:%M UTC", "%Y-%m-%d %H:%M:%S +00:00")
+TRAIN_VARIANTS = 4  # variants 0-3 of every axis are training wordings; 4-5 only held-out cases see
+AXES = ("sections", "budget", "evidence", "waiver", "dates")
+
+
+@dataclass(frozen=True)
+class Wording:
+    sections: int
+    budget: int
+    evidence: int
+    waiver: int
+    dates: int
+    all_tiers: bool
+
+    @property
+    def key(self) -> str:
+        return f"s{self.sections}b{self.budget}e{self.evidence}w{self.waiver}d{self.dates}{'t' if self.all_tiers else ''}"
+
+
+def wording(r: random.Random, split: str) -> Wording:
+    """Training: every axis from the training variants. Held-out: every axis from the held-out variants."""
+    lo, hi = (0, TRAIN_VARIANTS) if split == "train" else (TRAIN_VARIANTS, len(SECTIONS))
+    return Wording(*(r.randrange(lo, hi) for _ in AXES), all_tiers=r.random() < 0.3)
+
+
+def _date(text: str, w: Wording) -> str:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).strftime(DATES[w.dates])
+
+
+def _context_lines(ctx: Context, w: Wording) -> list[str]:
+    sec = SECTIONS[w.sections]
+    s = ctx.spec
+    scope = s["scope"]
+    lines = [sec[0], f"{s['id']}: {s['title']} (risk tier {s['risk_tier']})",
+             f"scope in: {', '.join(scope['in'])}", f"scope out: {', '.join(scope['out'])}",
+             f"support: {', '.join(scope['support'])}"]
+    if s["acceptance"]:
+        lines.append("acceptance: " + "; ".join(f"{a['id']} when {a['when']} then {a['then']}" for a in s["acceptance"]))
+    lines.append(sec[1])
+    tiers = sorted(ctx.policy["risk_tiers"]) if w.all_tiers else [str(s["risk_tier"])]
+    for t in tiers:
+        b = ctx.policy["risk_tiers"][t]
+        lines.append(BUDGET[w.budget].format(t=t, f=b["max_files"], l=b["max_loc"], c=f"{b['coverage_min']:.2f}"))
+    modes = [f"{g} {v['mode']}" for g, v in sorted(ctx.policy["gates"].items()) if v.get("mode", "block") != "block"]
+    lines.append("gates: all block" + (f" except {', '.join(modes)}" if modes else ""))
+    lines.append(f"budget raises need {ctx.policy['waivers']['min_approvers_for_budget_raise']} approver(s)")
+    lines.append(f"{sec[2]}: {_date(ctx.now, w)}" if not sec[2].startswith("<") else f"{sec[2]} {_date(ctx.now, w)}")
+    return lines
+
+
+def _candidate_lines(ctx: Context, c: Candidate, w: Wording, label: str = "") -> list[str]:
+    sec = SECTIONS[w.sections]
+    ev = EVIDENCE[w.evidence]
+    head = (lambda name: f"{name} ({label})") if label else (lambda name: name)
+    lines = [head(sec[3]), f"{c.rationale} (commit {c.commit_sha[:12]})", head(sec[4])]
+    lines += parse_diff(c.diff).stat().splitlines()
+    lines.append(head(sec[5]))
+    if c.evidence is None:
+        lines.append("(none)")
+    else:
+        e = c.evidence
+        lines.append(ev[5].format(s=e["spec_id"], h=e["commit_sha"]))
+        for it in e["items"]:
+            if it["kind"] == "acceptance":
+                lines.append(ev[3 if it["status"] == "pass" else 4].format(a=it["criterion_id"]))
+            elif "value" in it:
+                lines.append(ev[2].format(k=it["kind"], v=f"{it['value']:.2f}"))
+            else:
+                lines.append(ev[0 if it["status"] == "pass" else 1].format(k=it["kind"], e=it.get("exit_code", 0)))
+    lines.append(head(sec[6]))
+    if not c.waivers:
+        lines.append("(none)")
+    for wv in c.waivers:
+        d = wv.get("delta")
+        delta = f" (+{d.get('max_files', 0)} files, +{d.get('max_loc', 0)} lines)" if d else ""
+        lines.append(WAIVER[w.waiver].format(
+            id=wv["id"], gates=", ".join(wv["gates"]), delta=delta, spec=wv.get("applies_to", "any spec"),
+            status=wv["status"], exp=_date(wv["expires_at"], w), appr=", ".join(a["handle"] for a in wv["approvers"]),
+            reason=wv["reason_code"]))
+    return lines
+
+
+def render_single(ctx: Context, c: Candidate, w: Wording, diff_chars: int = 1200) -> str:
+    """One change for review; the diff last, cut at a line boundary to `diff_chars`."""
+    lines = _context_lines(ctx, w) + _candidate_lines(ctx, c, w) + [SECTIONS[w.sections][7]]
+    body, used = [], 0
+    diff_lines = c.diff.splitlines()
+    for i, line in enumerate(diff_lines):
+        if used + len(line) + 1 > diff_chars:
+            body.append(f"... ({len(diff_lines) - i} more lines)")
+            break
+        body.append(line)
+        used += len(line) + 1
+    return "\n".join(lines + body)
+
+
+def render_pair(ctx: Context, a: Candidate, b: Candidate, w: Wording) -> str:
+    """Two changes for the same spec: the shared context once, then each candidate (stat, no diff body)."""
+    return "\n".join(_context_lines(ctx, w) + _candidate_lines(ctx, a, w, "A") + _candidate_lines(ctx, b, w, "B"))
+
+
+def render_json(obj: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))

@@ -1,0 +1,32 @@
+"""`kimi-student judge data` end to end: a set big enough to gate on passes every check and says so; a set
+too small to gate on exits 1 and names the check; the files are whole JSONL with a header."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.support import ks_here
+
+
+def test_a_gateable_set_passes_its_checks(tmp_path: Path) -> None:
+    r = ks_here("judge", "data", "--out", tmp_path, "--train", "300", "--heldout", "600", "--seed", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert all(stats["checks"].values()) and len(stats["checks"]) == 11
+    assert stats["baselines"]["length"]["pairwise_accuracy"] <= 0.60
+    assert stats["baselines"]["bag_of_words"]["pairwise_accuracy"] <= 0.60
+    assert "checks: all pass" in r.stdout
+    held = [json.loads(line) for line in (tmp_path / "heldout.jsonl").read_text().splitlines()]
+    assert held[0]["__header__"] and held[0]["single_cases"] == 600 and held[0]["pairs"] == 300
+    assert len(held) == 1 + 600 + 600
+    assert sum(r["mode"] == "single" for r in held[1:]) == 600
+
+
+def test_a_set_too_small_to_gate_on_exits_1_and_names_the_check(tmp_path: Path) -> None:
+    r = ks_here("judge", "data", "--out", tmp_path, "--train", "10", "--heldout", "10")
+    assert r.returncode == 1
+    assert "FAILED" in r.stdout and "heldout_size" in r.stdout
+    assert json.loads((tmp_path / "stats.json").read_text())["checks"]["heldout_size"] is False
+    r = ks_here("judge", "data", "--out", tmp_path / "x", "--train", "1", "--heldout", "10")
+    assert r.returncode == 2 and "at least 2" in r.stderr + r.stdout

@@ -1,0 +1,115 @@
+"""The Judge dataset: labels come from the oracle and nothing else, held-out cases share no value or wording
+with training, prompts state facts and never findings, pairs are stored in both orders, the balance and the
+shortcut checks can fail, and equal seeds give equal bytes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from kimi_student.arbiter.baselines import bow_baseline, length_baseline
+from kimi_student.arbiter.cases import OBJECTS, STATUS_RANK, VERBS, WHYS
+from kimi_student.arbiter.documents import CLAUSES
+from kimi_student.arbiter.judge_data import balance, pair, records, relabel, single, write_dataset
+
+
+@pytest.fixture(scope="module")
+def sample() -> dict[str, list[dict]]:
+    return {split: list(records(3, split, 100, 40)) for split in ("train", "heldout")}
+
+
+def test_every_label_is_the_oracles(sample: dict[str, list[dict]]) -> None:
+    for rows in sample.values():
+        for r in rows:
+            assert r["label"] == relabel(r), r["id"]
+    # and the draw does not simply decide it: some cases are labelled other than they were aimed
+    aims = [(r["case"]["candidates"][0]["aim"], r["label"]["status"]) for r in sample["train"] if r["mode"] == "single"]
+    assert any(a != s for a, s in aims) and sum(a == s for a, s in aims) > 0.8 * len(aims)
+
+
+def test_heldout_shares_no_module_file_name_rationale_or_wording_with_training(sample: dict[str, list[dict]]) -> None:
+    def facts(rows: list[dict]) -> tuple[set, set, set, set]:
+        modules = {r["case"]["context"]["module"] for r in rows}
+        words = {w for r in rows for w in r["case"]["context"]["files_pool"]}
+        notes = {c["rationale"] for r in rows for c in r["case"]["candidates"] if len(c["rationale"].split()) > 3}
+        return modules, words, notes, {r["wording"] for r in rows}
+
+    train, held = facts(sample["train"]), facts(sample["heldout"])
+    for t, h in zip(train, held):
+        assert h and not (t & h)
+    # no held-out rationale reuses a training sentence part either
+    train_text = " ".join(train[2])
+    for part in (*VERBS, *OBJECTS, *WHYS):
+        if part in " ".join(held[2]):
+            assert part not in train_text, part
+
+
+FINDING_WORDS = re.compile(r"exceed|violat|out of scope|outside|over budget|not allowed|invalid|\bPASS\b|\bFAIL\b|"
+                           r"WAIVER_REQUIRED|" + "|".join(CLAUSES))
+
+
+def test_prompts_state_facts_never_findings(sample: dict[str, list[dict]]) -> None:
+    for rows in sample.values():
+        for r in rows:
+            hit = FINDING_WORDS.search(r["prompt"])
+            assert hit is None, (r["id"], hit.group(0) if hit else "")
+
+
+def test_a_pair_is_stored_in_both_orders() -> None:
+    ab, ba = pair(0, "train", 7)
+    assert (ab["id"][:-3], ab["id"][-2:], ba["id"][-2:]) == (ba["id"][:-3], "ab", "ba")
+    assert ab["case"]["candidates"] == ba["case"]["candidates"][::-1]
+    swap = {"a": "b", "b": "a", "tie": "tie"}
+    assert ba["label"]["winner"] == swap[ab["label"]["winner"]]
+    assert (ba["label"]["a"], ba["label"]["b"]) == (ab["label"]["b"], ab["label"]["a"])
+    assert ab["prompt"] != ba["prompt"] and sorted(ab["prompt"].splitlines()) == sorted(ba["prompt"].splitlines()) \
+        or ab["label"]["winner"] == "tie"
+
+
+def test_balance_checks_can_fail() -> None:
+    rows = [single(0, "train", i) for i in range(12)]
+    ok = balance(rows)
+    assert set(ok["status"]) == {"PASS", "WAIVER_REQUIRED", "FAIL"} and abs(sum(ok["status"].values()) - 1) < 1e-9
+    only_pass = [r for r in rows if r["label"]["status"] == "PASS"]
+    bad = balance(only_pass)
+    assert bad["checks"]["status_share"] is False and bad["checks"]["clause_share"] is False
+    ab, _ = pair(0, "train", 1)
+    assert balance([ab])["checks"]["both_orders"] is False
+
+
+def _leaky(rows: list[dict], how: str) -> list[dict]:
+    """The same records with a label leaked into the candidates' own text."""
+    out = []
+    for r in json.loads(json.dumps(rows)):
+        labels = [r["label"]] if r["mode"] == "single" else [r["label"]["a"], r["label"]["b"]]
+        for c, lab in zip(r["case"]["candidates"], labels):
+            rank = STATUS_RANK[lab["status"]]
+            if how == "length":
+                c["diff"] += "x" * (100_000 * (2 - rank))
+            else:
+                c["rationale"] += (" broken", " shaky", " solid")[rank]
+        out.append(r)
+    return out
+
+
+def test_shortcut_baselines_catch_a_leak(sample: dict[str, list[dict]]) -> None:
+    fair_len = length_baseline(sample["train"], sample["heldout"])["pairwise_accuracy"]
+    fair_bow = bow_baseline(sample["train"], sample["heldout"])["pairwise_accuracy"]
+    leak_len = length_baseline(_leaky(sample["train"], "length"), _leaky(sample["heldout"], "length"))
+    leak_bow = bow_baseline(_leaky(sample["train"], "words"), _leaky(sample["heldout"], "words"))
+    assert fair_len <= 0.65 and fair_bow <= 0.65  # a small sample: the command checks 0.60 on >= 600 held out
+    assert leak_len["pairwise_accuracy"] == 1.0 and leak_len["rule"] == "shorter wins"
+    assert leak_bow["pairwise_accuracy"] >= 0.90
+
+
+def test_equal_seeds_give_equal_bytes(tmp_path: Path) -> None:
+    a, b, c = (write_dataset(tmp_path / name, seed, 20, 10) for name, seed in (("a", 1), ("b", 1), ("c", 2)))
+    for name in ("train.jsonl", "heldout.jsonl", "stats.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (tmp_path / "a/train.jsonl").read_bytes() != (tmp_path / "c/train.jsonl").read_bytes()
+    assert a == b and a["checks"]["heldout_size"] is False  # 10 single + 10 pair records: too few to gate on
+    head = json.loads((tmp_path / "a/heldout.jsonl").read_text().splitlines()[0])
+    assert head["__header__"] and head["label_source"] == "kimi_student.arbiter.oracle" and head["pairs"] == 5
