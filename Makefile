@@ -17,7 +17,7 @@ RESULTS ?= eval/results
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-mil-decode clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
-	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check llama-server llama-serve test-llama llama-record
+	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval llama-server llama-serve test-llama llama-record
 
 help:
 	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
@@ -30,6 +30,7 @@ help:
 	@echo "make eval-predictions PRED=file.jsonl    score transcripts produced elsewhere"
 	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
 	@echo "make caws-check SPEC=spec.yaml REV=HEAD [EVIDENCE=e.yaml WAIVERS='w1.yaml w2.yaml' POLICY=p.yaml NOW=iso]"
+	@echo "make judge_data / judge_train / caws-eval   the CAWS Judge: oracle-labelled set, toy Judge, gated eval"
 	@echo "make eval-runner-local MODEL=ckpt IN=data.jsonl OUT=results.jsonl REPORT=report.json [WORKERS=2]"
 	@echo "make eval-runner-openai MODEL=name [URL=https://host/v1] IN=... OUT=... REPORT=...  (key: OPENAI_API_KEY)"
 	@echo "make eval-runner-coreml MODEL=coreml/artifacts/worker IN=... OUT=... REPORT=..."
@@ -196,6 +197,19 @@ SPEC ?= .caws/working-spec.yaml
 caws-check: install
 	$(KS) caws check --spec $(SPEC) --git $(or $(REV),HEAD) $(if $(POLICY),--policy $(POLICY)) \
 		$(if $(EVIDENCE),--evidence $(EVIDENCE)) $(foreach w,$(WAIVERS),--waiver $(w)) $(if $(NOW),--now $(NOW))
+
+# ---- the Judge: dataset labelled by the rule oracle -> toy Judge -> gated evaluation against the oracle
+JUDGE_DATA ?= data/judge
+JUDGE_RUN ?= runs/judge-$(or $(SIZE),toy)
+judge_data: install
+	$(KS) judge data --out $(JUDGE_DATA) --seed $(SEED)
+
+judge_train: install
+	test -f $(JUDGE_DATA)/train_sft.jsonl || $(KS) judge data --out $(JUDGE_DATA) --seed $(SEED)
+	$(KS) train --config judge --size $(or $(SIZE),toy) --data $(JUDGE_DATA)/train_sft.jsonl --out $(JUDGE_RUN)
+
+caws-eval: install
+	$(KS) judge eval --model $(JUDGE_RUN)/final --data $(JUDGE_DATA)/heldout.jsonl --report $(REPORTS)/caws_eval.json
 
 kd-mix: install
 	test -f $(DATA)/contextual.jsonl || $(KS) contextual gen --n $(N) --seed $(SEED) --out $(DATA)/contextual.jsonl

@@ -124,7 +124,7 @@ def draw_context(r: random.Random, split: str) -> Context:
                        for i in range(n_criteria)],
     }
     # budgets of this repository: tighter for tier 1; the spec's tier is what counts
-    files = sorted(r.sample(range(2, 25), 3))
+    files = sorted(r.sample(range(2, 16), 3))  # a stat of <= 19 files keeps a case within 1,024 tokens
     locs = sorted(r.sample(range(10, 160, 5), 3))
     floors = sorted((round(r.uniform(0.6, 0.95), 2) for _ in range(3)), reverse=True)
     policy = {

@@ -10,6 +10,7 @@ separate wordings (render.py).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +86,24 @@ def relabel(rec: dict[str, Any]) -> dict[str, Any]:
     return {"winner": winner(va, vb), "a": _label(va), "b": _label(vb)}
 
 
+def target_text(rec: dict[str, Any]) -> str:
+    """What the Judge is trained to write: the oracle's verdict (status, violated clauses, its rationale) for a
+    single case, the winner for a pair; JSON on one line."""
+    if rec["mode"] == "single":
+        v = rec["verdict"]
+        obj: dict[str, Any] = {"status": v["status"], "violated_clauses": v["violated_clauses"],
+                               "rationale": v["rationale"]}
+    else:
+        obj = {"winner": rec["label"]["winner"]}
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def sft_row(rec: dict[str, Any]) -> dict[str, Any]:
+    """A record as `kimi-student train --data` reads a contextual item: the prompt, and the target as the
+    one assistant turn (`teacher_text`)."""
+    return {"id": rec["id"], "prompt": rec["prompt"], "teacher_text": target_text(rec)}
+
+
 def balance(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Shares of statuses and violated clauses over single cases, of winners over pair records, and the
     checks of research/judge.md §5.1 (`ok` per check)."""
@@ -116,7 +135,8 @@ def header(seed: int, split: str, n_single: int, n_pairs: int) -> dict[str, Any]
 
 def write_dataset(out: Path, seed: int, n_train: int, n_heldout: int, progress: bool = False) -> dict[str, Any]:
     """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
-    single cases, each in both orders), then `out/stats.json`: the balance of each split and the shortcut
+    single cases, each in both orders), each with its `_sft.jsonl` (what `kimi-student train --data`
+    reads: prompt and target), then `out/stats.json`: the balance of each split and the shortcut
     baselines. Each file is written whole or not at all; equal arguments give byte-identical files."""
     from tqdm import tqdm
 
@@ -129,6 +149,7 @@ def write_dataset(out: Path, seed: int, n_train: int, n_heldout: int, progress: 
         rows = list(tqdm(records(seed, split, n, n_pairs), total=n + 2 * n_pairs, desc=f"judge data {split}",
                          unit="record", disable=not progress))
         write_jsonl(out / f"{split}.jsonl", [header(seed, split, n, n_pairs), *rows])
+        write_jsonl(out / f"{split}_sft.jsonl", [header(seed, split, n, n_pairs), *map(sft_row, rows)])
         splits[split] = rows
     stats = {split: balance(rows) for split, rows in splits.items()}
     stats["baselines"] = {"length": length_baseline(splits["train"], splits["heldout"]),

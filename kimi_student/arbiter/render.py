@@ -11,9 +11,9 @@ variant states a finding: the text says "12 files" and "at most 10", never "over
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from kimi_student.arbiter.cases import Candidate, Context
 from kimi_student.arbiter.diff import parse_diff
@@ -60,6 +60,9 @@ WAIVER = (
 )
 DATES = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M UTC", "%Y-%m-%dT%H:%M:%SZ",
          "%d %b %Y %H:%M UTC", "%Y-%m-%d %H:%M:%S +00:00")
+# What the Judge is asked, the same in every case (no status or clause word: the targets teach those)
+ASK_SINGLE = "Rule on this change under CAWS. Reply with the verdict as JSON."
+ASK_PAIR = "Two changes for the same spec: which one should merge? Reply with JSON naming the winner: a, b or tie."
 TRAIN_VARIANTS = 4  # variants 0-3 of every axis are training wordings; 4-5 only held-out cases see
 AXES = ("sections", "budget", "evidence", "waiver", "dates")
 
@@ -76,6 +79,13 @@ class Wording:
     @property
     def key(self) -> str:
         return f"s{self.sections}b{self.budget}e{self.evidence}w{self.waiver}d{self.dates}{'t' if self.all_tiers else ''}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Wording:
+        m = re.fullmatch(r"s(\d+)b(\d+)e(\d+)w(\d+)d(\d+)(t?)", key)
+        if not m:
+            raise ValueError(f"not a wording key: {key!r}")
+        return cls(*(int(g) for g in m.groups()[:5]), all_tiers=m.group(6) == "t")
 
 
 def wording(r: random.Random, split: str) -> Wording:
@@ -141,9 +151,9 @@ def _candidate_lines(ctx: Context, c: Candidate, w: Wording, label: str = "") ->
     return lines
 
 
-def render_single(ctx: Context, c: Candidate, w: Wording, diff_chars: int = 1200) -> str:
+def render_single(ctx: Context, c: Candidate, w: Wording, diff_chars: int = 600) -> str:
     """One change for review; the diff last, cut at a line boundary to `diff_chars`."""
-    lines = _context_lines(ctx, w) + _candidate_lines(ctx, c, w) + [SECTIONS[w.sections][7]]
+    lines = [ASK_SINGLE] + _context_lines(ctx, w) + _candidate_lines(ctx, c, w) + [SECTIONS[w.sections][7]]
     body, used = [], 0
     diff_lines = c.diff.splitlines()
     for i, line in enumerate(diff_lines):
@@ -157,10 +167,4 @@ def render_single(ctx: Context, c: Candidate, w: Wording, diff_chars: int = 1200
 
 def render_pair(ctx: Context, a: Candidate, b: Candidate, w: Wording) -> str:
     """Two changes for the same spec: the shared context once, then each candidate (stat, no diff body)."""
-    return "\n".join(_context_lines(ctx, w) + _candidate_lines(ctx, a, w, "A") + _candidate_lines(ctx, b, w, "B"))
-
-
-def render_json(obj: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(obj, ensure_ascii=False, separators=(", ", ": "))
+    return "\n".join([ASK_PAIR] + _context_lines(ctx, w) + _candidate_lines(ctx, a, w, "A") + _candidate_lines(ctx, b, w, "B"))

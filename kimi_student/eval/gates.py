@@ -22,9 +22,10 @@ _NUMBERS = ("threshold", "warn_below")
 _GATE_KEYS = (*_CHOICES, *_NUMBERS, "min_items")
 
 
-def load_gates(path: str | Path = DEFAULT_GATES) -> dict[str, dict[str, Any]]:
+def load_gates(path: str | Path = DEFAULT_GATES, gateable: tuple[str, ...] = GATEABLE) -> dict[str, dict[str, Any]]:
     """The gates of a config, every key and value checked: a fault is one line naming the file, its line
-    and the field (exit 2), before a run writes anything."""
+    and the field (exit 2), before a run writes anything. `gateable`: the metrics a gate may name (the
+    Worker's summary by default; the Judge's for configs/judge_gates.yaml)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -49,16 +50,16 @@ def load_gates(path: str | Path = DEFAULT_GATES) -> dict[str, dict[str, Any]]:
     if not isinstance(gates, dict) or not gates:
         raise bad(("gates",), "needs at least one gate (name: {op, threshold})")
     for name, g in gates.items():
-        problem = _gate_problem(name, g)
+        problem = _gate_problem(name, g, gateable)
         if problem is not None:
             raise bad(("gates", name, *problem[0]), problem[1])
     return gates
 
 
-def _gate_problem(name: Any, g: Any) -> tuple[tuple[str, ...], str] | None:
+def _gate_problem(name: Any, g: Any, gateable: tuple[str, ...]) -> tuple[tuple[str, ...], str] | None:
     """(the key under the gate, what is wrong) for a gate that cannot be applied, else None."""
-    if name not in GATEABLE:
-        return (), f"no summary metric of that name (gateable: {', '.join(GATEABLE)})"
+    if name not in gateable:
+        return (), f"no summary metric of that name (gateable: {', '.join(gateable)})"
     if not isinstance(g, dict):
         return (), "a gate is a mapping (op, threshold, ...)"
     for key, value in g.items():

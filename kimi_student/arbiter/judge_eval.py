@@ -1,0 +1,140 @@
+"""`kimi-student judge eval` (make caws-eval): a Judge checkpoint on the held-out Judge set, scored against
+the rule oracle, gated by configs/judge_gates.yaml, written as a fingerprinted report.
+
+Three runs of the model over the set: greedy verdicts for the single cases and winners for the pairs (both
+orders); the single cases again with each author's rationale written twice (a verdict must not move with
+the length of the prose); and the probability of each status given the case (the sequence probability of
+`{"status": "<S>"`, normalised over the three), which calibration is measured on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from kimi_student.arbiter.cases import Candidate, Context
+from kimi_student.arbiter.judge_scores import flip_rate, read_verdict, read_winner, score_pairs, score_singles
+from kimi_student.arbiter.render import Wording, render_single
+from kimi_student.arbiter.verdict import STATUSES
+from kimi_student.errors import InputError
+from kimi_student.eval.gates import evaluate_gates, load_gates, run_passed
+from kimi_student.resources import config_path
+
+DEFAULT_GATES = config_path("judge_gates.yaml")
+METRICS = ("agreement", "kappa", "fail_recall", "fail_called_pass", "waiver_recall", "clause_f1_macro",
+           "clause_f1_min", "raw_valid_rate", "valid_rate", "pairwise_accuracy", "swap_consistency", "flip_rate",
+           "ece", "brier")
+
+
+def read_set(path: Path, limit: int | None) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The header, the single cases and the pair records (both orders of the first `limit` pairs)."""
+    from kimi_student.jsonl import read_jsonl
+
+    header: dict[str, Any] = {}
+    singles, pairs = [], []
+    for line, row in read_jsonl(path):
+        if row.get("__header__"):
+            header = row
+            continue
+        if row.get("mode") not in ("single", "pair") or not isinstance(row.get("prompt"), str):
+            raise InputError(path, line, "mode", "not a Judge record (kimi-student judge data writes them)")
+        (singles if row["mode"] == "single" else pairs).append(row)
+    if header.get("dataset_version", "").split("-")[:2] != ["caws", "judge"]:
+        raise InputError(path, 1, "dataset_version", "not a Judge set (no caws-judge header)")
+    if limit is not None:
+        singles = singles[:limit]
+        stems = list(dict.fromkeys(r["id"][:-3] for r in pairs))[:limit]
+        keep = set(stems)
+        pairs = [r for r in pairs if r["id"][:-3] in keep]
+    return header, singles, pairs
+
+
+def padded_prompt(rec: dict[str, Any]) -> str:
+    """The case again with the author's rationale written twice; the stored prompt is re-rendered first
+    and must come out the same (else the record and the renderer disagree)."""
+    ctx = Context(**rec["case"]["context"])
+    cand = Candidate(**rec["case"]["candidates"][0])
+    w = Wording.from_key(rec["wording"])
+    if render_single(ctx, cand, w) != rec["prompt"]:
+        raise InputError(None, None, rec["id"], "the stored prompt is not what its case renders to")
+    return render_single(ctx, dataclasses.replace(cand, rationale=f"{cand.rationale} {cand.rationale}"), w)
+
+
+def status_probabilities(gen: Any, prompts: list[str]) -> list[dict[str, float]]:
+    """P(status | case) from the model's sequence probability of `{"status": "<S>"`, normalised."""
+    import torch
+
+    chat, model = gen.chat, gen.model
+    out = []
+    for prompt in prompts:
+        base = chat.prompt_ids([{"role": "user", "content": prompt}])
+        conts = [chat.tok(f'{{"status": "{s}"', add_special_tokens=False)["input_ids"] for s in STATUSES]
+        common = 0
+        while all(len(c) > common and c[common] == conts[0][common] for c in conts):
+            common += 1
+        seqs = [base + c for c in conts]
+        width = max(map(len, seqs))
+        ids = torch.tensor([s + [chat.pad_id] * (width - len(s)) for s in seqs])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        scores = []
+        for row, c in enumerate(conts):
+            start = len(base) + common  # the tokens that differ between statuses
+            scores.append(sum(float(logp[row, p - 1, seqs[row][p]]) for p in range(start, len(base) + len(c))))
+        z = torch.softmax(torch.tensor(scores), dim=0)
+        out.append({s: float(z[i]) for i, s in enumerate(STATUSES)})
+    return out
+
+
+def evaluate(model: Path, data: Path, gates_path: Path | None = None, limit: int | None = None,
+             batch_size: int = 8, dtype: str = "fp32", max_new_tokens: int = 160) -> tuple[dict[str, Any], list[dict]]:
+    """The report and the per-record results."""
+    from kimi_student.eval.report import created_at
+    from kimi_student.eval.runners.hf_local import HFGenerator
+    from kimi_student.fingerprint import code_version, sha256_file
+
+    gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
+    header, singles, pairs = read_set(data, limit)
+    padded = [padded_prompt(r) for r in singles]  # a record the renderer disagrees with fails before the model loads
+    gen = HFGenerator(model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
+
+    def run(prompts: list[str], max_new: int) -> list[str]:
+        gen.max_new_tokens = max_new
+        return [g.text for g in gen.generate([[{"role": "user", "content": p}] for p in prompts])]
+
+    t0 = time.perf_counter()
+    single_out = run([r["prompt"] for r in singles], max_new_tokens)
+    t_single = time.perf_counter() - t0
+    pair_out = run([r["prompt"] for r in pairs], 16)
+    padded_out = run(padded, max_new_tokens)
+    probs = status_probabilities(gen, [r["prompt"] for r in singles])
+    singles_score = score_singles([r["label"] for r in singles], single_out, probs)
+    pairs_score = score_pairs(pairs, pair_out)
+    summary = {k: singles_score[k] for k in singles_score if k in METRICS}
+    summary.update(pairwise_accuracy=pairs_score["pairwise_accuracy"], swap_consistency=pairs_score["swap_consistency"],
+                   flip_rate=flip_rate(single_out, padded_out))
+    counts = {k: len(pairs) // 2 if k in ("pairwise_accuracy", "swap_consistency") else len(singles) for k in METRICS}
+    gates = evaluate_gates(summary, counts, gates_cfg)
+    report = {
+        "header": {"report": "caws-eval", "created_at": created_at(), "code_version": code_version(),
+                   "model": str(model), "model_fingerprint": gen.fingerprint, "dataset": str(data),
+                   "dataset_sha256": sha256_file(data), "dataset_header": header,
+                   "gates_sha256": sha256_file(gates_path or DEFAULT_GATES), "dtype": gen.dtype,
+                   "single_cases": len(singles), "pair_records": len(pairs), "max_new_tokens": max_new_tokens},
+        "summary": summary,
+        "singles": singles_score,
+        "pairs": pairs_score,
+        "seconds_per_single_case": t_single / max(1, len(singles)),
+        "gates": gates,
+        "passed": run_passed(gates),
+    }
+    results = [{"id": r["id"], "label": r["label"], "output": o, "read": read_verdict(o).how,
+                "padded_output": po, "status_probabilities": p}
+               for r, o, po, p in zip(singles, single_out, padded_out, probs)]
+    results += [{"id": r["id"], "label": r["label"], "output": o, "read": read_winner(o).how}
+                for r, o in zip(pairs, pair_out)]
+    gen.close()
+    return report, results
