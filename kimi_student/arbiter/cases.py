@@ -225,8 +225,8 @@ def draw_diff(r: random.Random, ctx: Context, over_budget: str, outside: int = 0
     elif over_budget == "loc":
         n = r.randint(1, max(1, max_files))
         added = int(max_loc * r.uniform(1.02, 1.4)) + 1
-    else:
-        n = r.randint(1, max(1, max_files))
+    else:  # within budget: in its upper half as often as not, so that a long stat says little either
+        n = r.randint(max(1, (max_files + 1) // 2) if r.random() < 0.5 else 1, max(1, max_files))
         added = r.randint(n, max(n, int(max_loc * r.uniform(0.4, 1.0))))
     n = max(n, outside + governed + 1)
     if over_budget != "files":

@@ -25,9 +25,14 @@ def test_every_label_is_the_oracles(sample: dict[str, list[dict]]) -> None:
     for rows in sample.values():
         for r in rows:
             assert r["label"] == relabel(r), r["id"]
-    # and the draw does not simply decide it: some cases are labelled other than they were aimed
-    aims = [(r["case"]["candidates"][0]["aim"], r["label"]["status"]) for r in sample["train"] if r["mode"] == "single"]
-    assert any(a != s for a, s in aims) and sum(a == s for a, s in aims) > 0.8 * len(aims)
+    # the status a candidate was drawn to have is not consulted: change it and the label stays
+    r = next(r for r in sample["train"] if r["mode"] == "single" and r["label"]["status"] == "FAIL")
+    r2 = json.loads(json.dumps(r))
+    r2["case"]["candidates"][0]["aim"] = "PASS"
+    assert relabel(r2) == r["label"]
+    # while a change to the case itself is ruled anew: the same change with its evidence gone
+    r2["case"]["candidates"][0]["evidence"] = None
+    assert "PROVENANCE" in relabel(r2)["violated_clauses"]
 
 
 def test_heldout_shares_no_module_file_name_rationale_or_wording_with_training(sample: dict[str, list[dict]]) -> None:
@@ -96,11 +101,10 @@ def _leaky(rows: list[dict], how: str) -> list[dict]:
 
 
 def test_shortcut_baselines_catch_a_leak(sample: dict[str, list[dict]]) -> None:
-    fair_len = length_baseline(sample["train"], sample["heldout"])["pairwise_accuracy"]
-    fair_bow = bow_baseline(sample["train"], sample["heldout"])["pairwise_accuracy"]
+    # (the fair set's own baselines are checked on >= 600 held-out cases by test_judge_data_cli: a sample
+    # this small only says the baselines can see a leak)
     leak_len = length_baseline(_leaky(sample["train"], "length"), _leaky(sample["heldout"], "length"))
     leak_bow = bow_baseline(_leaky(sample["train"], "words"), _leaky(sample["heldout"], "words"))
-    assert fair_len <= 0.65 and fair_bow <= 0.65  # a small sample: the command checks 0.60 on >= 600 held out
     assert leak_len["pairwise_accuracy"] == 1.0 and leak_len["rule"] == "shorter wins"
     assert leak_bow["pairwise_accuracy"] >= 0.90
 
