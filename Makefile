@@ -15,7 +15,7 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-mil-decode clean \
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-mil-decode bench-judge clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval llama-server llama-serve test-llama llama-record
 
@@ -260,6 +260,9 @@ bench-hf-decode: install
 
 bench-mil-decode: install  # PKG: a decode<N>.mlpackage (`kimi-student export coreml` writes one, with --chunks functions)
 	$(VENV)/bin/python bench/mil_decode.py --package $(PKG)
+
+bench-judge: install  # JUDGE: a Judge checkpoint (make judge_train writes runs/judge-toy/final)
+	$(VENV)/bin/python bench/judge_latency.py --model $(or $(JUDGE),runs/judge-toy/final) --data $(JUDGE_DATA)/heldout.jsonl
 
 bench-train-head: install
 	$(VENV)/bin/python bench/train_head.py $(BENCH_HEAD_ARGS)  # e.g. BENCH_HEAD_ARGS="--layers 12 --seq-len 512"

@@ -44,6 +44,7 @@ HEAVY_FIRST = (
     "tests/integration/train/test_untrusted_run.py",
     "tests/integration/eval/test_eval_scale.py",
     "tests/integration/recipes/test_toy_e2e.py",
+    "tests/integration/arbiter/test_judge_pipeline.py",
     "tests/integration/export/mil/test_decoders.py",
     "tests/integration/eval/test_sealed_rows.py",
     "tests/integration/export/mil/test_compressed_weights.py",

@@ -38,6 +38,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "teachers export",
         "data",
         "eval train",
+        "arbiter",  # the CAWS oracle and the Judge: its eval reuses the eval harness's runner and gates
         "recipes",
         "cli",
     )

@@ -196,6 +196,25 @@ PROMISES: dict[str, list[str]] = {
         IX + "test_kv_decode.py::test_a_conversation_reuses_its_cache_and_no_other_does",
         IX + "test_kv_decode.py::test_a_dropped_session_only_costs_time",
     ],
+    "caws-check": [
+        "tests/unit/arbiter/test_oracle.py::test_rule_table",
+        "tests/unit/arbiter/test_oracle.py::test_expiry_is_decided_at_check_time",
+        "tests/integration/arbiter/test_git_history.py::test_every_commit_of_a_built_history_reads_as_git_counts_it",
+        "tests/integration/arbiter/test_git_history.py::test_caws_check_rules_real_commits",
+        "tests/integration/arbiter/test_git_history.py::test_caws_check_refuses_bad_input_in_one_line",
+    ],
+    "judge-set": [
+        "tests/unit/arbiter/test_judge_data.py::test_every_label_is_the_oracles",
+        "tests/unit/arbiter/test_judge_data.py::test_heldout_shares_no_module_file_name_rationale_or_wording_with_training",
+        "tests/unit/arbiter/test_judge_data.py::test_shortcut_baselines_catch_a_leak",
+        "tests/integration/arbiter/test_judge_data_cli.py::test_a_gateable_set_passes_its_checks",
+        "tests/integration/arbiter/test_judge_data_cli.py::test_a_set_too_small_to_gate_on_exits_1_and_names_the_check",
+    ],
+    "judge-eval": [
+        "tests/unit/arbiter/test_judge_scores.py::test_reading_a_verdict",
+        "tests/unit/arbiter/test_judge_scores.py::test_single_case_metrics_by_hand",
+        "tests/integration/arbiter/test_judge_pipeline.py::test_judge_eval_reports_what_its_results_say",
+    ],
     "toy-e2e-gates": [IR + "test_toy_e2e.py::test_toy_e2e_runs_and_its_gates_hold"],
     "speculative-equals-greedy": [
         IR + "test_toy_e2e.py::test_speculative_greedy_equals_plain_greedy_through_the_package"
