@@ -20,6 +20,7 @@ from typing import Any
 from kimi_student.arbiter.diff import parse_diff
 from kimi_student.arbiter.documents import evidence_from, policy_from, spec_from, waiver_from
 from kimi_student.arbiter.oracle import Change, check
+from kimi_student.arbiter.scope import matching_entry
 from kimi_student.arbiter.verdict import Verdict
 from kimi_student.data.world import pool, split_world
 
@@ -209,8 +210,6 @@ def _paths(r: random.Random, ctx: Context, n: int, outside: int, governed: bool)
 
 
 def _in_scope(ctx: Context, path: str) -> bool:
-    from kimi_student.arbiter.scope import matching_entry
-
     s = ctx.spec["scope"]
     return matching_entry(path, s["in"] + s["support"]) is not None and matching_entry(path, s["out"]) is None
 

@@ -18,9 +18,10 @@ from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_json
 from kimi_student.models.student import StudentSpec
 
-# The spans train.examples weighs: tool names, JSON arguments, integration spans (process_spans) and the
-# first token of each assistant turn, where the model decides to call a tool or answer (turn_start).
-PROCESS_KINDS = ("tool_name", "json_args", "integration", "turn_start")
+# The spans train.examples weighs: tool names, JSON arguments, integration spans (process_spans), the
+# first token of each assistant turn, where the model decides to call a tool or answer (turn_start), and a
+# Judge's decision: the status and violated clauses of its verdict, or the winner of a pair (verdict).
+PROCESS_KINDS = ("tool_name", "json_args", "integration", "turn_start", "verdict")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ their tool names, JSON arguments and integration spans.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -62,13 +63,22 @@ class Example:
         self.logprob_temperature = temperature
 
 
+# A Judge's decision in its verdict (status and violated clauses) or pair ruling (winner): the few tokens that
+# decide, outweighed by the rationale around them unless weighted themselves (process kind `verdict`)
+_VERDICT = re.compile(r'\A\{"status": "([A-Z_]+)", "violated_clauses": (\[[^\]]*\])|\A\{"winner": "(a|b|tie)"')
+
+
 def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[list[int]]]:
-    """Token ranges of tool names, JSON arguments and integration spans in a response."""
+    """Token ranges of tool names, JSON arguments and integration spans in a response, and of a Judge's
+    decision when the response is a verdict or a pair ruling."""
     t = parse_transcript(text)
+    m = _VERDICT.match(text)
+    decided = [m.span(g) for g in (1, 2, 3) if m and m.start(g) >= 0]
     return {
         "tool_name": [list(token_range(offsets, *c.name_span)) for c in t.calls if c.name_span],
         "json_args": [list(token_range(offsets, *c.args_span)) for c in t.calls if c.args_span],
         "integration": [list(token_range(offsets, s, e)) for s, e in t.spans],
+        "verdict": [list(token_range(offsets, s, e)) for s, e in decided],
     }
 
 

@@ -177,3 +177,17 @@ def test_training_sequence_is_the_tool_loops_sequence(world: dict[str, Any], bui
 def test_the_worker_bpe_splits_digits(builder: ExampleBuilder) -> None:
     """`split_digits`: a number is its digits, so one a tool returned is copied digit by digit."""
     assert builder.tok.tokenize("58869.72") == ["5", "8", "8", "6", "9", ".", "7", "2"]
+
+
+def test_verdict_weighs_a_judges_decision_and_nothing_else(world: dict[str, Any]) -> None:
+    b = ExampleBuilder(AutoTokenizer.from_pretrained(str(world["tokenizer"])), {**WEIGHTS, "verdict": 5.0})
+    verdict = '{"status": "FAIL", "violated_clauses": ["SCOPE_BOUNDARY"], "rationale": "FAIL: src/x is out."}'
+    got = by_weight(b, build(b, verdict))
+    # the status value and the clause list, in order (a token that runs past the list's end comes with it)
+    assert got[5.0].rstrip(", ") == 'FAIL["SCOPE_BOUNDARY"]'
+    before, _, after = got[1.0].partition('"rationale"')
+    assert "FAIL" not in before and "SCOPE" not in before and after.endswith('"FAIL: src/x is out."}' + EOS)
+    assert by_weight(b, build(b, '{"winner": "tie"}'))[5.0] == "tie"
+    # only a response that is a verdict: a status quoted inside an answer weighs as the answer does
+    assert 5.0 not in by_weight(b, build(b, 'He wrote {"status": "PASS", "violated_clauses": []}.'))
+    assert 5.0 not in by_weight(b, build(b, f"{CALL1}\n{RESP1}\n{ANSWER}"))
