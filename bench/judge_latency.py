@@ -56,9 +56,13 @@ def main() -> None:
         return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
 
     print(machine_line(f"torch threads {torch.get_num_threads()}  dtype {gen.dtype}"))
-    print(f"judge {args.model} on {args.n} held-out single cases ({datetime.now().isoformat(timespec='seconds')})")
-    print(f"  judge : p50 {p(judge_s, 0.5):.3f} s  p95 {p(judge_s, 0.95):.3f} s  max {max(judge_s):.3f} s  "
-          f"({statistics.mean(new_tokens):.0f} new tokens a case)")
+    print(
+        f"judge {args.model} on {args.n} held-out single cases ({datetime.now().isoformat(timespec='seconds')})"
+    )
+    print(
+        f"  judge : p50 {p(judge_s, 0.5):.3f} s  p95 {p(judge_s, 0.95):.3f} s  max {max(judge_s):.3f} s  "
+        f"({statistics.mean(new_tokens):.0f} new tokens a case)"
+    )
     print(f"  oracle: p50 {p(oracle_s, 0.5) * 1000:.2f} ms  p95 {p(oracle_s, 0.95) * 1000:.2f} ms")
     print(f"  judge / oracle at p95: {p(judge_s, 0.95) / p(oracle_s, 0.95):.0f}x")
 

@@ -49,15 +49,24 @@ def _accuracy(pred: list[str], gold: list[str]) -> float:
 
 def length_baseline(train: list[dict[str, Any]], heldout: list[dict[str, Any]]) -> dict[str, Any]:
     def predict(pairs: list[tuple[str, str, str]], longer: bool) -> list[str]:
-        return ["tie" if len(a) == len(b) else ("a" if (len(a) > len(b)) == longer else "b") for a, b, _ in pairs]
+        return [
+            "tie" if len(a) == len(b) else ("a" if (len(a) > len(b)) == longer else "b") for a, b, _ in pairs
+        ]
 
     tr, ho = _pairs(train), _pairs(heldout)
-    longer = _accuracy(predict(tr, True), [w for *_, w in tr]) >= _accuracy(predict(tr, False), [w for *_, w in tr])
-    return {"rule": "longer wins" if longer else "shorter wins", "pairs": len(ho),
-            "pairwise_accuracy": _accuracy(predict(ho, longer), [w for *_, w in ho])}
+    longer = _accuracy(predict(tr, True), [w for *_, w in tr]) >= _accuracy(
+        predict(tr, False), [w for *_, w in tr]
+    )
+    return {
+        "rule": "longer wins" if longer else "shorter wins",
+        "pairs": len(ho),
+        "pairwise_accuracy": _accuracy(predict(ho, longer), [w for *_, w in ho]),
+    }
 
 
-def bow_baseline(train: list[dict[str, Any]], heldout: list[dict[str, Any]], ridge: float = 10.0) -> dict[str, Any]:
+def bow_baseline(
+    train: list[dict[str, Any]], heldout: list[dict[str, Any]], ridge: float = 10.0
+) -> dict[str, Any]:
     singles = [r for r in train if r["mode"] == "single"]
     x = np.stack([_features(own_text(r["case"]["candidates"][0])) for r in singles]).astype(np.float64)
     y = np.array([STATUS_RANK[r["label"]["status"]] for r in singles], dtype=np.float64)
@@ -71,9 +80,15 @@ def bow_baseline(train: list[dict[str, Any]], heldout: list[dict[str, Any]], rid
     # the same model on held-out single cases: status by the nearest rank, against the majority status
     ho_singles = [r for r in heldout if r["mode"] == "single"]
     ranks = {v: k for k, v in STATUS_RANK.items()}
-    guess = [ranks[int(np.clip(np.rint(float(_features(own_text(r["case"]["candidates"][0])) @ w) + mean), 0, 2))]
-             for r in ho_singles]
+    guess = [
+        ranks[int(np.clip(np.rint(float(_features(own_text(r["case"]["candidates"][0])) @ w) + mean), 0, 2))]
+        for r in ho_singles
+    ]
     gold = [r["label"]["status"] for r in ho_singles]
     majority = max(set(gold), key=gold.count) if gold else ""
-    return {"pairs": len(ho), "pairwise_accuracy": _accuracy(pred, [g for *_, g in ho]),
-            "single_status_accuracy": _accuracy(guess, gold), "single_majority_accuracy": _accuracy([majority] * len(gold), gold)}
+    return {
+        "pairs": len(ho),
+        "pairwise_accuracy": _accuracy(pred, [g for *_, g in ho]),
+        "single_status_accuracy": _accuracy(guess, gold),
+        "single_majority_accuracy": _accuracy([majority] * len(gold), gold),
+    }

@@ -25,43 +25,193 @@ from kimi_student.arbiter.verdict import Verdict
 from kimi_student.data.world import pool, split_world
 
 MODULES = (
-    "auth", "billing", "search", "storage", "payments", "metrics", "queue", "cache", "mailer", "reports",
-    "profile", "checkout", "inventory", "gateway", "scheduler", "audit", "sessions", "exports", "webhooks",
-    "catalog", "pricing", "ledger", "geo", "notify", "uploads", "tenants", "flags", "imports", "quota", "invoices",
-    "shipping", "ratings", "consent", "backup", "routing", "pipelines",
+    "auth",
+    "billing",
+    "search",
+    "storage",
+    "payments",
+    "metrics",
+    "queue",
+    "cache",
+    "mailer",
+    "reports",
+    "profile",
+    "checkout",
+    "inventory",
+    "gateway",
+    "scheduler",
+    "audit",
+    "sessions",
+    "exports",
+    "webhooks",
+    "catalog",
+    "pricing",
+    "ledger",
+    "geo",
+    "notify",
+    "uploads",
+    "tenants",
+    "flags",
+    "imports",
+    "quota",
+    "invoices",
+    "shipping",
+    "ratings",
+    "consent",
+    "backup",
+    "routing",
+    "pipelines",
 )
 FILE_WORDS = (
-    "handler", "models", "client", "views", "retry", "limits", "config", "service", "store", "utils", "parser",
-    "schema", "worker", "api", "errors", "events", "render", "jobs", "rules", "adapter", "mapper", "tokens",
-    "filters", "export", "loader", "policy", "signals", "window", "cursor", "batch",
+    "handler",
+    "models",
+    "client",
+    "views",
+    "retry",
+    "limits",
+    "config",
+    "service",
+    "store",
+    "utils",
+    "parser",
+    "schema",
+    "worker",
+    "api",
+    "errors",
+    "events",
+    "render",
+    "jobs",
+    "rules",
+    "adapter",
+    "mapper",
+    "tokens",
+    "filters",
+    "export",
+    "loader",
+    "policy",
+    "signals",
+    "window",
+    "cursor",
+    "batch",
 )
 IDENTS = (
-    "user_id", "account", "token", "limit", "window", "attempts", "total", "price", "items", "cursor", "offset",
-    "deadline", "payload", "status", "region", "currency", "batch", "retries", "timeout", "key", "owner", "quota",
-    "locale", "digest", "version", "counter",
+    "user_id",
+    "account",
+    "token",
+    "limit",
+    "window",
+    "attempts",
+    "total",
+    "price",
+    "items",
+    "cursor",
+    "offset",
+    "deadline",
+    "payload",
+    "status",
+    "region",
+    "currency",
+    "batch",
+    "retries",
+    "timeout",
+    "key",
+    "owner",
+    "quota",
+    "locale",
+    "digest",
+    "version",
+    "counter",
 )
 # (source root, test root, extension) per language
-LANGS = {"py": ("src", "tests", "py"), "ts": ("web/src", "web/test", "ts"), "go": ("internal", "internal", "go")}
+LANGS = {
+    "py": ("src", "tests", "py"),
+    "ts": ("web/src", "web/test", "ts"),
+    "go": ("internal", "internal", "go"),
+}
 APPROVERS = ("ana", "bo", "chen", "dara", "eli", "fumi", "gus", "hana", "ivo", "jun", "kai", "lena")
-REASONS = ("emergency_hotfix", "legacy_integration", "experimental_feature", "third_party_constraint",
-           "performance_critical", "security_patch", "infrastructure_limitation", "architectural_refactor", "other")
-VERBS = ("Add", "Handle", "Cache", "Validate", "Retry", "Limit", "Log", "Expose", "Split", "Batch", "Index", "Clamp",
-         "Paginate", "Debounce", "Encrypt", "Normalise", "Track", "Migrate", "Throttle", "Deduplicate")
-OBJECTS = ("expired tokens", "duplicate events", "large payloads", "slow queries", "empty carts", "stale sessions",
-           "failed webhooks", "missing locales", "rate limits", "partial refunds", "long exports", "retry storms",
-           "orphaned uploads", "clock skew", "currency rounding", "cold caches", "late messages", "schema drift",
-           "null regions", "oversized batches", "flaky connections", "unicode names")
-WHYS = ("so that support stops seeing timeouts", "because the nightly job ran out of memory",
-        "as agreed in the incident review", "to keep the public API stable", "so retries stop doubling load",
-        "because customers reported wrong totals", "to unblock the mobile release", "as the audit asked",
-        "so the dashboard loads in under a second", "because the old path dropped events",
-        "to match the provider's new contract", "so on-call gets one alert instead of ten",
-        "because the test suite was flaky there", "to cut the cloud bill")
+REASONS = (
+    "emergency_hotfix",
+    "legacy_integration",
+    "experimental_feature",
+    "third_party_constraint",
+    "performance_critical",
+    "security_patch",
+    "infrastructure_limitation",
+    "architectural_refactor",
+    "other",
+)
+VERBS = (
+    "Add",
+    "Handle",
+    "Cache",
+    "Validate",
+    "Retry",
+    "Limit",
+    "Log",
+    "Expose",
+    "Split",
+    "Batch",
+    "Index",
+    "Clamp",
+    "Paginate",
+    "Debounce",
+    "Encrypt",
+    "Normalise",
+    "Track",
+    "Migrate",
+    "Throttle",
+    "Deduplicate",
+)
+OBJECTS = (
+    "expired tokens",
+    "duplicate events",
+    "large payloads",
+    "slow queries",
+    "empty carts",
+    "stale sessions",
+    "failed webhooks",
+    "missing locales",
+    "rate limits",
+    "partial refunds",
+    "long exports",
+    "retry storms",
+    "orphaned uploads",
+    "clock skew",
+    "currency rounding",
+    "cold caches",
+    "late messages",
+    "schema drift",
+    "null regions",
+    "oversized batches",
+    "flaky connections",
+    "unicode names",
+)
+WHYS = (
+    "so that support stops seeing timeouts",
+    "because the nightly job ran out of memory",
+    "as agreed in the incident review",
+    "to keep the public API stable",
+    "so retries stop doubling load",
+    "because customers reported wrong totals",
+    "to unblock the mobile release",
+    "as the audit asked",
+    "so the dashboard loads in under a second",
+    "because the old path dropped events",
+    "to match the provider's new contract",
+    "so on-call gets one alert instead of ten",
+    "because the test suite was flaky there",
+    "to cut the cloud bill",
+)
 SHORT = ("fix", "wip", "update", "misc", "changes", "tweak stuff", "fix bug", "more fixes")
 # FAIL is the only status PROVENANCE and WAIVER_VALIDITY appear in: they are drawn more often there, so that
 # every clause is violated in >= 15% of cases (measured: `kimi-student judge data` prints the shares)
-FAIL_WEIGHTS = {"BUDGET_ADHERENCE": 1.0, "SCOPE_BOUNDARY": 1.0, "GATE_INTEGRITY": 1.2, "PROVENANCE": 2.2,
-                "WAIVER_VALIDITY": 2.2}
+FAIL_WEIGHTS = {
+    "BUDGET_ADHERENCE": 1.0,
+    "SCOPE_BOUNDARY": 1.0,
+    "GATE_INTEGRITY": 1.2,
+    "PROVENANCE": 2.2,
+    "WAIVER_VALIDITY": 2.2,
+}
 WAIVABLE = ("BUDGET_ADHERENCE", "SCOPE_BOUNDARY", "GATE_INTEGRITY")
 STATUS_RANK = {"FAIL": 0, "WAIVER_REQUIRED": 1, "PASS": 2}
 
@@ -119,10 +269,14 @@ def draw_context(r: random.Random, split: str) -> Context:
     tier = r.choice((1, 2, 3))
     n_criteria = r.randint(0, 3)
     spec = {
-        "id": f"{module.upper()}-{r.randint(1, 999)}", "title": f"{r.choice(VERBS).lower()} {r.choice(OBJECTS)}",
-        "risk_tier": tier, "scope": {"in": spec_in, "out": spec_out, "support": ["docs"]},
-        "acceptance": [{"id": f"A{i + 1}", "given": "a request", "when": r.choice(OBJECTS), "then": "it is handled"}
-                       for i in range(n_criteria)],
+        "id": f"{module.upper()}-{r.randint(1, 999)}",
+        "title": f"{r.choice(VERBS).lower()} {r.choice(OBJECTS)}",
+        "risk_tier": tier,
+        "scope": {"in": spec_in, "out": spec_out, "support": ["docs"]},
+        "acceptance": [
+            {"id": f"A{i + 1}", "given": "a request", "when": r.choice(OBJECTS), "then": "it is handled"}
+            for i in range(n_criteria)
+        ],
     }
     # budgets of this repository: tighter for tier 1; the spec's tier is what counts
     files = sorted(r.sample(range(2, 16), 3))  # a stat of <= 19 files keeps a case within 1,024 tokens
@@ -130,10 +284,16 @@ def draw_context(r: random.Random, split: str) -> Context:
     floors = sorted((round(r.uniform(0.6, 0.95), 2) for _ in range(3)), reverse=True)
     policy = {
         "version": 1,
-        "risk_tiers": {str(t + 1): {"max_files": files[t], "max_loc": locs[t], "coverage_min": floors[t]}
-                       for t in range(3)},
-        "gates": {"budget_limit": {"mode": "block"}, "scope_boundary": {"mode": "block"},
-                  "coverage_threshold": {"mode": "block"}, "spec_completeness": {"mode": "block"}},
+        "risk_tiers": {
+            str(t + 1): {"max_files": files[t], "max_loc": locs[t], "coverage_min": floors[t]}
+            for t in range(3)
+        },
+        "gates": {
+            "budget_limit": {"mode": "block"},
+            "scope_boundary": {"mode": "block"},
+            "coverage_threshold": {"mode": "block"},
+            "spec_completeness": {"mode": "block"},
+        },
         "waivers": {"min_approvers_for_budget_raise": r.choice((1, 2, 2, 3))},
         "edit_rules": {"policy_and_code_same_pr": False},
         "governed_paths": [".caws"],
@@ -142,7 +302,9 @@ def draw_context(r: random.Random, split: str) -> Context:
     }
     if r.random() < 0.12:  # a gate only warns here: its breach is no violation
         policy["gates"][r.choice(sorted(policy["gates"]))]["mode"] = "warn"
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(days=r.randint(0, 700), hours=r.randint(0, 23))
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(
+        days=r.randint(0, 700), hours=r.randint(0, 23)
+    )
     return Context(split, module, lang, spec, policy, _iso(now), tuple(words), tuple(modules))
 
 
@@ -150,13 +312,37 @@ def _code_line(r: random.Random, lang: str) -> str:
     a, b = r.sample(IDENTS, 2)
     n = r.randint(0, 999)
     if lang == "py":
-        return r.choice((f"    {a} = {b} + {n}", f"    if {a} > {n}:", f"        return {b}", f"    {a}.append({b})",
-                         f"def {a}_{b}({a}, {b}={n}):", f"    raise ValueError(\"{a} {b}\")"))
+        return r.choice(
+            (
+                f"    {a} = {b} + {n}",
+                f"    if {a} > {n}:",
+                f"        return {b}",
+                f"    {a}.append({b})",
+                f"def {a}_{b}({a}, {b}={n}):",
+                f'    raise ValueError("{a} {b}")',
+            )
+        )
     if lang == "ts":
-        return r.choice((f"  const {a} = {b} + {n};", f"  if ({a} > {n}) {{", f"    return {b};", "  }",
-                         f"export function {a}({b}: number) {{", f"  {a}.push({b});"))
-    return r.choice((f"\t{a} := {b} + {n}", f"\tif {a} > {n} {{", f"\t\treturn {b}", "\t}",
-                     f"func {a}({b} int) error {{", f"\t{a} = append({a}, {b})"))
+        return r.choice(
+            (
+                f"  const {a} = {b} + {n};",
+                f"  if ({a} > {n}) {{",
+                f"    return {b};",
+                "  }",
+                f"export function {a}({b}: number) {{",
+                f"  {a}.push({b});",
+            )
+        )
+    return r.choice(
+        (
+            f"\t{a} := {b} + {n}",
+            f"\tif {a} > {n} {{",
+            f"\t\treturn {b}",
+            "\t}",
+            f"func {a}({b} int) error {{",
+            f"\t{a} = append({a}, {b})",
+        )
+    )
 
 
 def _file_diff(r: random.Random, path: str, status: str, added: int, removed: int, lang: str) -> str:
@@ -173,7 +359,9 @@ def _file_diff(r: random.Random, path: str, status: str, added: int, removed: in
     old_n, new_n = removed + ctx, added + ctx
     new_start = 0 if status == "deleted" else max(old_start, 1)
     body = [f" {_code_line(r, lang)}" for _ in range(ctx // 2)]
-    body += [f"-{_code_line(r, lang)}" for _ in range(removed)] + [f"+{_code_line(r, lang)}" for _ in range(added)]
+    body += [f"-{_code_line(r, lang)}" for _ in range(removed)] + [
+        f"+{_code_line(r, lang)}" for _ in range(added)
+    ]
     body += [f" {_code_line(r, lang)}" for _ in range(ctx - ctx // 2)]
     return head + f"@@ -{old_start},{old_n} +{new_start},{new_n} @@\n" + "\n".join(body) + "\n"
 
@@ -189,10 +377,24 @@ def _paths(r: random.Random, ctx: Context, n: int, outside: int, governed: bool)
     inside: list[str] = []
     while len(inside) < n - outside - governed:
         w = r.choice(ctx.files_pool)
-        test = f"{tests}/{ctx.module}/test_{w}.{ext}" if ext == "py" else f"{tests}/{ctx.module}/{w}_test.{ext}"
-        p = r.choice((f"{src}/{ctx.module}/{w}.{ext}", f"{src}/{ctx.module}/{r.choice(ctx.files_pool)}/{w}.{ext}",
-                      test, f"docs/{ctx.module}/{w}.md", f"scripts/{w}.{ext}", f"{src}/{ctx.module}/legacy/{w}.{ext}"))
-        if p not in inside and not p.startswith(spec_out + "/") and (p.startswith("docs/") or _in_scope(ctx, p)):
+        test = (
+            f"{tests}/{ctx.module}/test_{w}.{ext}" if ext == "py" else f"{tests}/{ctx.module}/{w}_test.{ext}"
+        )
+        p = r.choice(
+            (
+                f"{src}/{ctx.module}/{w}.{ext}",
+                f"{src}/{ctx.module}/{r.choice(ctx.files_pool)}/{w}.{ext}",
+                test,
+                f"docs/{ctx.module}/{w}.md",
+                f"scripts/{w}.{ext}",
+                f"{src}/{ctx.module}/legacy/{w}.{ext}",
+            )
+        )
+        if (
+            p not in inside
+            and not p.startswith(spec_out + "/")
+            and (p.startswith("docs/") or _in_scope(ctx, p))
+        ):
             inside.append(p)
     out = []
     for _ in range(outside):
@@ -203,7 +405,11 @@ def _paths(r: random.Random, ctx: Context, n: int, outside: int, governed: bool)
             out.append(f"scripts/{w}.{ext}")
         else:  # another module's code, the same kind of path as this module's
             out.append(f"{src}/{r.choice([m for m in ctx.modules if m != ctx.module])}/{w}.{ext}")
-    gov = [r.choice((".caws/policy.yaml", ".caws/working-spec.yaml", ".caws/waivers/WV-0001.yaml"))] if governed else []
+    gov = (
+        [r.choice((".caws/policy.yaml", ".caws/working-spec.yaml", ".caws/waivers/WV-0001.yaml"))]
+        if governed
+        else []
+    )
     paths = list(dict.fromkeys(inside + out + gov))
     r.shuffle(paths)
     return paths
@@ -214,7 +420,9 @@ def _in_scope(ctx: Context, path: str) -> bool:
     return matching_entry(path, s["in"] + s["support"]) is not None and matching_entry(path, s["out"]) is None
 
 
-def draw_diff(r: random.Random, ctx: Context, over_budget: str, outside: int = 0, governed: bool = False) -> str:
+def draw_diff(
+    r: random.Random, ctx: Context, over_budget: str, outside: int = 0, governed: bool = False
+) -> str:
     """A diff within the spec's tier budget, or over it (`over_budget`: "files" or "loc")."""
     tier = ctx.tier
     max_files, max_loc = tier["max_files"], tier["max_loc"]
@@ -258,11 +466,18 @@ def _evidence(r: random.Random, ctx: Context, sha: str, breach: str = "") -> dic
         return None
     floor = ctx.tier["coverage_min"]
     items: list[dict[str, Any]] = [
-        {"kind": "tests", "status": "pass", "exit_code": 0, "command": r.choice(("pytest -q", "go test ./...", "npm test"))},
+        {
+            "kind": "tests",
+            "status": "pass",
+            "exit_code": 0,
+            "command": r.choice(("pytest -q", "go test ./...", "npm test")),
+        },
         {"kind": "lint", "status": "pass", "exit_code": 0},
         {"kind": "coverage", "status": "pass", "value": round(r.uniform(floor, min(1.0, floor + 0.15)), 2)},
     ]
-    items += [{"kind": "acceptance", "status": "pass", "criterion_id": a["id"]} for a in ctx.spec["acceptance"]]
+    items += [
+        {"kind": "acceptance", "status": "pass", "criterion_id": a["id"]} for a in ctx.spec["acceptance"]
+    ]
     if breach == "tests_failed":
         items[0].update(status="fail", exit_code=r.choice((1, 2, 5)))
     elif breach == "tests_missing":
@@ -288,15 +503,19 @@ def _evidence(r: random.Random, ctx: Context, sha: str, breach: str = "") -> dic
     return doc
 
 
-def _waiver(r: random.Random, ctx: Context, gate: str, need_files: int = 0, need_loc: int = 0,
-            flaw: str = "") -> dict[str, Any]:
+def _waiver(
+    r: random.Random, ctx: Context, gate: str, need_files: int = 0, need_loc: int = 0, flaw: str = ""
+) -> dict[str, Any]:
     now = datetime.fromisoformat(ctx.now.replace("Z", "+00:00"))
     min_appr = ctx.policy["waivers"]["min_approvers_for_budget_raise"]
     n_appr = r.randint(min_appr, min_appr + 1) if gate == "budget_limit" else r.randint(1, 2)
     w: dict[str, Any] = {
-        "id": f"WV-{r.randint(1, 9999):04d}", "gates": [gate], "reason_code": r.choice(REASONS),
+        "id": f"WV-{r.randint(1, 9999):04d}",
+        "gates": [gate],
+        "reason_code": r.choice(REASONS),
         "expires_at": _iso(now + timedelta(days=r.randint(1, 120), hours=r.randint(0, 23))),
-        "approvers": [{"handle": h} for h in r.sample(APPROVERS, n_appr)], "status": "active",
+        "approvers": [{"handle": h} for h in r.sample(APPROVERS, n_appr)],
+        "status": "active",
     }
     if r.random() < 0.8:
         w["applies_to"] = ctx.spec["id"]
@@ -317,8 +536,10 @@ def _waiver(r: random.Random, ctx: Context, gate: str, need_files: int = 0, need
         else:
             w["approvers"] = w["approvers"][: r.randint(1, min_appr - 1)]
     elif flaw == "too_small":
-        w["delta"] = {"max_files": max(0, need_files - r.randint(1, 3)) if need_files else 0,
-                      "max_loc": max(0, need_loc - r.randint(1, 40)) if need_loc else 0}
+        w["delta"] = {
+            "max_files": max(0, need_files - r.randint(1, 3)) if need_files else 0,
+            "max_loc": max(0, need_loc - r.randint(1, 40)) if need_loc else 0,
+        }
     return w
 
 
@@ -348,20 +569,38 @@ def draw_candidate(r: random.Random, ctx: Context, aim: str) -> Candidate:
     invalid_for = None  # the gate an invalid waiver is offered for
     if "WAIVER_VALIDITY" in clauses:
         lifted = [c for c in clauses if c in WAIVABLE]
-        invalid_for = {"BUDGET_ADHERENCE": "budget_limit", "SCOPE_BOUNDARY": "scope_boundary",
-                       "GATE_INTEGRITY": "coverage_threshold"}.get(lifted[0] if lifted else "", "")
+        invalid_for = {
+            "BUDGET_ADHERENCE": "budget_limit",
+            "SCOPE_BOUNDARY": "scope_boundary",
+            "GATE_INTEGRITY": "coverage_threshold",
+        }.get(lifted[0] if lifted else "", "")
         if not invalid_for:
-            invalid_for = r.choice(("budget_limit", "scope_boundary", "coverage_threshold", "spec_completeness"))
+            invalid_for = r.choice(
+                ("budget_limit", "scope_boundary", "coverage_threshold", "spec_completeness")
+            )
     if "BUDGET_ADHERENCE" in clauses:
         over = r.choice(("files", "loc"))
     if "SCOPE_BOUNDARY" in clauses:
         outside = r.randint(1, 2)
     if "GATE_INTEGRITY" in clauses:
         if waived or invalid_for == "coverage_threshold":
-            breach = "coverage_below_floor" if not ctx.spec["acceptance"] or r.random() < 0.6 else "acceptance_unverified"
+            breach = (
+                "coverage_below_floor"
+                if not ctx.spec["acceptance"] or r.random() < 0.6
+                else "acceptance_unverified"
+            )
         else:
-            breach = r.choice(("tests_failed", "tests_missing", "lint_failed", "lint_missing", "coverage_below_floor",
-                               "acceptance_unverified", "governance"))
+            breach = r.choice(
+                (
+                    "tests_failed",
+                    "tests_missing",
+                    "lint_failed",
+                    "lint_missing",
+                    "coverage_below_floor",
+                    "acceptance_unverified",
+                    "governance",
+                )
+            )
         if breach == "governance":
             governed, breach = True, ""
     if "PROVENANCE" in clauses:
@@ -383,15 +622,20 @@ def draw_candidate(r: random.Random, ctx: Context, aim: str) -> Candidate:
             evidence["spec_id"] = f"{ctx.spec['id']}0"
     need_files = max(0, d.files_changed - tier["max_files"])
     need_loc = max(0, d.lines_added - tier["max_loc"])
-    gates_for = {"BUDGET_ADHERENCE": "budget_limit", "SCOPE_BOUNDARY": "scope_boundary",
-                 "GATE_INTEGRITY": "spec_completeness" if breach == "acceptance_unverified" else "coverage_threshold"}
+    gates_for = {
+        "BUDGET_ADHERENCE": "budget_limit",
+        "SCOPE_BOUNDARY": "scope_boundary",
+        "GATE_INTEGRITY": "spec_completeness" if breach == "acceptance_unverified" else "coverage_threshold",
+    }
     for c in clauses:
         if c not in WAIVABLE:
             continue
         gate = gates_for[c]
         if waived:
             waivers.append(_waiver(r, ctx, gate, need_files, need_loc))
-        elif invalid_for == gate or (invalid_for and c == "GATE_INTEGRITY" and invalid_for == "coverage_threshold"):
+        elif invalid_for == gate or (
+            invalid_for and c == "GATE_INTEGRITY" and invalid_for == "coverage_threshold"
+        ):
             waivers.append(_waiver(r, ctx, gate, need_files, need_loc, flaw=_flaw(r, gate)))
             invalid_for = None
         elif c == "BUDGET_ADHERENCE" and r.random() < 0.35:
@@ -399,8 +643,11 @@ def draw_candidate(r: random.Random, ctx: Context, aim: str) -> Candidate:
     if invalid_for:  # an invalid waiver the change carries without needing it
         waivers.append(_waiver(r, ctx, invalid_for, flaw=_flaw(r, invalid_for)))
     if r.random() < 0.25:  # a valid waiver for a gate nothing breaches: carrying one is no violation
-        spare = [g for g in ("scope_boundary", "coverage_threshold", "spec_completeness")
-                 if g not in {gates_for.get(c) for c in clauses}]
+        spare = [
+            g
+            for g in ("scope_boundary", "coverage_threshold", "spec_completeness")
+            if g not in {gates_for.get(c) for c in clauses}
+        ]
         waivers.append(_waiver(r, ctx, r.choice(spare)))
     ids = set()
     for w in waivers:  # distinct ids within a change
@@ -420,9 +667,15 @@ def draw_candidate(r: random.Random, ctx: Context, aim: str) -> Candidate:
 
 def label(ctx: Context, cand: Candidate) -> Verdict:
     """The rule oracle's verdict: the only source of a case's label."""
-    change = Change(parse_diff(cand.diff), spec_from(ctx.spec), policy_from(ctx.policy),
-                    None if cand.evidence is None else evidence_from(cand.evidence),
-                    tuple(waiver_from(w) for w in cand.waivers), cand.rationale, cand.commit_sha)
+    change = Change(
+        parse_diff(cand.diff),
+        spec_from(ctx.spec),
+        policy_from(ctx.policy),
+        None if cand.evidence is None else evidence_from(cand.evidence),
+        tuple(waiver_from(w) for w in cand.waivers),
+        cand.rationale,
+        cand.commit_sha,
+    )
     return check(change, datetime.fromisoformat(ctx.now.replace("Z", "+00:00")))
 
 

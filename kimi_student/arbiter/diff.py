@@ -62,7 +62,11 @@ class Diff:
         rows = []
         for f in self.files:
             name = f"{f.old_path} => {f.path}" if f.status == "renamed" else f.path
-            change = "Bin" if f.binary else f"{f.added + f.removed} " + "+" * min(f.added, 40) + "-" * min(f.removed, 40)
+            change = (
+                "Bin"
+                if f.binary
+                else f"{f.added + f.removed} " + "+" * min(f.added, 40) + "-" * min(f.removed, 40)
+            )
             rows.append(f" {name} | {change}")
         n = self.files_changed
         rows.append(
@@ -135,9 +139,13 @@ class _File:
 
     def change(self, source: str | Path | None, line: int) -> FileChange:
         if self.rename_from is not None:
-            return FileChange(self.rename_to or "", self.rename_from, "renamed", self.added, self.removed, self.binary)
+            return FileChange(
+                self.rename_to or "", self.rename_from, "renamed", self.added, self.removed, self.binary
+            )
         if self.copy_from is not None:
-            return FileChange(self.copy_to or "", self.copy_from, "copied", self.added, self.removed, self.binary)
+            return FileChange(
+                self.copy_to or "", self.copy_from, "copied", self.added, self.removed, self.binary
+            )
         old, new = self.old, self.new
         if not self.saw_headers:
             if self.git_paths is None:
@@ -173,7 +181,9 @@ def parse_diff(text: str, source: str | Path | None = None) -> Diff:
     while i < len(lines):
         line = lines[i].removesuffix("\r")  # a diff saved with CRLF ends its header lines with CR too
         if line.startswith(("diff --cc ", "diff --combined ")):
-            raise InputError(source, i + 1, "diff", "a merge's combined diff: diff the merge against one parent")
+            raise InputError(
+                source, i + 1, "diff", "a merge's combined diff: diff the merge against one parent"
+            )
         if line.startswith("diff --git "):
             close()
             start = i + 1
@@ -198,8 +208,11 @@ def parse_diff(text: str, source: str | Path | None = None) -> Diff:
                 i += 1
                 if i >= len(lines):
                     raise InputError(
-                        source, i, "diff", f"the hunk at line {start} ends early ({old_left} old and {new_left} "
-                        "new lines missing): the diff is cut short"
+                        source,
+                        i,
+                        "diff",
+                        f"the hunk at line {start} ends early ({old_left} old and {new_left} "
+                        "new lines missing): the diff is cut short",
                     )
                 body = lines[i]
                 tag = body[:1]
@@ -215,7 +228,9 @@ def parse_diff(text: str, source: str | Path | None = None) -> Diff:
                 elif tag == "\\":  # "\ No newline at end of file"
                     continue
                 else:
-                    raise InputError(source, i + 1, "diff", f"a hunk line that is not context, + or -: {body[:60]!r}")
+                    raise InputError(
+                        source, i + 1, "diff", f"a hunk line that is not context, + or -: {body[:60]!r}"
+                    )
                 if old_left < 0 or new_left < 0:
                     raise InputError(source, i + 1, "diff", "a hunk line past what its @@ header counts")
         elif cur is not None and cur.hunks and line[:1] in (" ", "+", "-"):

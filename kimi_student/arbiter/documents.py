@@ -41,7 +41,9 @@ def _validator(name: str) -> Any:
 
 def schema_problems(name: str, obj: Any) -> tuple[str, ...]:
     """Every way `obj` breaks schema `name`, each as `field.path: message`, in a stable order."""
-    errors = sorted(_validator(name).iter_errors(obj), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    errors = sorted(
+        _validator(name).iter_errors(obj), key=lambda e: (list(map(str, e.absolute_path)), e.message)
+    )
     return tuple(f"{'.'.join(map(str, e.absolute_path)) or '(document)'}: {e.message}" for e in errors)
 
 
@@ -67,7 +69,9 @@ def read_document(path: str | Path) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise InputError(p, mark.line + 1 if mark else None, None, f"not YAML/JSON: {getattr(e, 'problem', e)}") from None
+        raise InputError(
+            p, mark.line + 1 if mark else None, None, f"not YAML/JSON: {getattr(e, 'problem', e)}"
+        ) from None
 
 
 def _law(name: str, obj: Any, source: str | Path | None) -> None:
@@ -102,8 +106,15 @@ def spec_from(obj: Any, source: str | Path | None = None) -> Spec:
         Criterion(a["id"], " ".join(f"{k} {a[k]}" for k in ("given", "when", "then") if a.get(k)))
         for a in obj.get("acceptance", [])
     )
-    return Spec(obj["id"], obj["title"], obj["risk_tier"], tuple(scope["in"]), tuple(scope.get("out", [])),
-                tuple(scope.get("support", [])), criteria)
+    return Spec(
+        obj["id"],
+        obj["title"],
+        obj["risk_tier"],
+        tuple(scope["in"]),
+        tuple(scope.get("out", [])),
+        tuple(scope.get("support", [])),
+        criteria,
+    )
 
 
 @dataclass(frozen=True)
@@ -134,7 +145,10 @@ def policy_from(obj: Any, source: str | Path | None = None) -> Policy:
         int(k): Tier(v["max_files"], v["max_loc"], v.get("coverage_min"), v.get("mutation_min"))
         for k, v in obj["risk_tiers"].items()
     }
-    modes = {g: ("skip" if v.get("enabled") is False else v.get("mode", "block")) for g, v in obj.get("gates", {}).items()}
+    modes = {
+        g: ("skip" if v.get("enabled") is False else v.get("mode", "block"))
+        for g, v in obj.get("gates", {}).items()
+    }
     return Policy(
         tiers,
         modes,
@@ -217,16 +231,23 @@ def evidence_from(obj: Any) -> Evidence:
     for it in o.get("items", []) if isinstance(o.get("items"), list) else []:
         if isinstance(it, dict) and isinstance(it.get("kind"), str):
             value = it.get("value")
-            items.append(EvidenceItem(
-                it["kind"], str(it.get("status", "")),
-                it.get("exit_code") if isinstance(it.get("exit_code"), int) else None,
-                float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None,
-                it.get("criterion_id") if isinstance(it.get("criterion_id"), str) else None,
-                it.get("command") if isinstance(it.get("command"), str) else None,
-            ))
+            items.append(
+                EvidenceItem(
+                    it["kind"],
+                    str(it.get("status", "")),
+                    it.get("exit_code") if isinstance(it.get("exit_code"), int) else None,
+                    float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None,
+                    it.get("criterion_id") if isinstance(it.get("criterion_id"), str) else None,
+                    it.get("command") if isinstance(it.get("command"), str) else None,
+                )
+            )
     sha = o.get("commit_sha")
-    return Evidence(o.get("spec_id") if isinstance(o.get("spec_id"), str) else None,
-                    sha if isinstance(sha, str) else None, tuple(items), problems)
+    return Evidence(
+        o.get("spec_id") if isinstance(o.get("spec_id"), str) else None,
+        sha if isinstance(sha, str) else None,
+        tuple(items),
+        problems,
+    )
 
 
 def load_spec(path: str | Path) -> Spec:

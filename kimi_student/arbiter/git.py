@@ -27,12 +27,18 @@ class GitChange:
 
 def _git(repo: Path, *args: str) -> str:
     try:
-        done = subprocess.run(["git", "-C", str(repo), "-c", "core.quotepath=on", *args], capture_output=True,
-                              check=False, env={**os.environ, "GIT_PAGER": "cat", "LC_ALL": "C"})
+        done = subprocess.run(
+            ["git", "-C", str(repo), "-c", "core.quotepath=on", *args],
+            capture_output=True,
+            check=False,
+            env={**os.environ, "GIT_PAGER": "cat", "LC_ALL": "C"},
+        )
     except FileNotFoundError:
         raise KimiStudentError("git is not installed (needed for --git)") from None
     if done.returncode != 0:
-        raise KimiStudentError(f"git {' '.join(args[:2])} in {repo}: {done.stderr.decode(errors='replace').strip()}")
+        raise KimiStudentError(
+            f"git {' '.join(args[:2])} in {repo}: {done.stderr.decode(errors='replace').strip()}"
+        )
     return done.stdout.decode("utf-8", errors="surrogateescape")
 
 
@@ -50,6 +56,16 @@ def read_change(repo: str | Path, rev: str) -> GitChange:
         parents = _git(repo, "rev-list", "--parents", "-n", "1", head_sha).split()[1:]
         base_sha = parents[0] if parents else EMPTY_TREE
         messages = _git(repo, "log", "-1", "--format=%B", head_sha)
-    diff = _git(repo, "diff", "--no-color", "--no-ext-diff", "--no-textconv", "-M", "--src-prefix=a/",
-                "--dst-prefix=b/", base_sha, head_sha)
+    diff = _git(
+        repo,
+        "diff",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "-M",
+        "--src-prefix=a/",
+        "--dst-prefix=b/",
+        base_sha,
+        head_sha,
+    )
     return GitChange(diff, messages.strip(), head_sha)

@@ -36,7 +36,11 @@ def _case(ctx: Context, cands: list[Candidate]) -> dict[str, Any]:
 
 
 def _label(v: Any) -> dict[str, Any]:
-    return {"status": v.status, "violated_clauses": list(v.violated_clauses), "waived_clauses": list(v.waived_clauses)}
+    return {
+        "status": v.status,
+        "violated_clauses": list(v.violated_clauses),
+        "waived_clauses": list(v.waived_clauses),
+    }
 
 
 def single(seed: int, split: str, i: int) -> dict[str, Any]:
@@ -45,8 +49,16 @@ def single(seed: int, split: str, i: int) -> dict[str, Any]:
     cand = draw_candidate(r, ctx, AIMS[i % len(AIMS)])  # aims in fixed proportions: shares hold in small sets
     w = wording(r, split)
     v = label(ctx, cand)
-    return {"id": f"{split}-single-{i:06d}", "split": split, "mode": "single", "wording": w.key,
-            "prompt": render_single(ctx, cand, w), "label": _label(v), "verdict": v.to_json(), "case": _case(ctx, [cand])}
+    return {
+        "id": f"{split}-single-{i:06d}",
+        "split": split,
+        "mode": "single",
+        "wording": w.key,
+        "prompt": render_single(ctx, cand, w),
+        "label": _label(v),
+        "verdict": v.to_json(),
+        "case": _case(ctx, [cand]),
+    }
 
 
 def pair(seed: int, split: str, i: int) -> list[dict[str, Any]]:
@@ -62,10 +74,17 @@ def pair(seed: int, split: str, i: int) -> list[dict[str, Any]]:
     w = wording(r, split)
     out = []
     for order, (x, y, vx, vy) in (("ab", (a, b, va, vb)), ("ba", (b, a, vb, va))):
-        out.append({"id": f"{split}-pair-{i:06d}-{order}", "split": split, "mode": "pair", "wording": w.key,
-                    "prompt": render_pair(ctx, x, y, w),
-                    "label": {"winner": winner(vx, vy), "a": _label(vx), "b": _label(vy)},
-                    "case": _case(ctx, [x, y])})
+        out.append(
+            {
+                "id": f"{split}-pair-{i:06d}-{order}",
+                "split": split,
+                "mode": "pair",
+                "wording": w.key,
+                "prompt": render_pair(ctx, x, y, w),
+                "label": {"winner": winner(vx, vy), "a": _label(vx), "b": _label(vy)},
+                "case": _case(ctx, [x, y]),
+            }
+        )
     return out
 
 
@@ -91,8 +110,11 @@ def target_text(rec: dict[str, Any]) -> str:
     single case, the winner for a pair; JSON on one line."""
     if rec["mode"] == "single":
         v = rec["verdict"]
-        obj: dict[str, Any] = {"status": v["status"], "violated_clauses": v["violated_clauses"],
-                               "rationale": v["rationale"]}
+        obj: dict[str, Any] = {
+            "status": v["status"],
+            "violated_clauses": v["violated_clauses"],
+            "rationale": v["rationale"],
+        }
     else:
         obj = {"winner": rec["label"]["winner"]}
     return json.dumps(obj, ensure_ascii=False)
@@ -119,21 +141,40 @@ def balance(rows: list[dict[str, Any]]) -> dict[str, Any]:
     checks = {
         "status_share": min(status.values()) >= MIN_STATUS_SHARE,
         "clause_share": min(clauses.values()) >= MIN_CLAUSE_SHARE,
-        "winner_shares": all(abs(winners[k] - t) <= WINNER_TOLERANCE for k, t in zip(("a", "b", "tie"), WINNER_SHARES)),
+        "winner_shares": all(
+            abs(winners[k] - t) <= WINNER_TOLERANCE for k, t in zip(("a", "b", "tie"), WINNER_SHARES)
+        ),
         "both_orders": both_orders,
     }
-    return {"singles": len(singles), "pairs": len(pairs), "status": status, "clauses": clauses, "winners": winners,
-            "checks": checks}
+    return {
+        "singles": len(singles),
+        "pairs": len(pairs),
+        "status": status,
+        "clauses": clauses,
+        "winners": winners,
+        "checks": checks,
+    }
 
 
 def header(seed: int, split: str, n_single: int, n_pairs: int) -> dict[str, Any]:
-    return {"__header__": True, "dataset_version": DATASET_VERSION, "split": split, "seed": seed,
-            "single_cases": n_single, "pairs": n_pairs, "label_source": "kimi_student.arbiter.oracle",
-            "schemas_sha256": {name: sha256_json(schema(name)) for name in
-                               ("working_spec", "tier_policy", "waiver", "evidence", "verdict")}}
+    return {
+        "__header__": True,
+        "dataset_version": DATASET_VERSION,
+        "split": split,
+        "seed": seed,
+        "single_cases": n_single,
+        "pairs": n_pairs,
+        "label_source": "kimi_student.arbiter.oracle",
+        "schemas_sha256": {
+            name: sha256_json(schema(name))
+            for name in ("working_spec", "tier_policy", "waiver", "evidence", "verdict")
+        },
+    }
 
 
-def write_dataset(out: Path, seed: int, n_train: int, n_heldout: int, progress: bool = False) -> dict[str, Any]:
+def write_dataset(
+    out: Path, seed: int, n_train: int, n_heldout: int, progress: bool = False
+) -> dict[str, Any]:
     """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
     single cases, each in both orders), each with its `_sft.jsonl` (what `kimi-student train --data`
     reads: prompt and target), then `out/stats.json`: the balance of each split and the shortcut
@@ -146,14 +187,23 @@ def write_dataset(out: Path, seed: int, n_train: int, n_heldout: int, progress: 
     splits: dict[str, list[dict[str, Any]]] = {}
     for split, n in (("train", n_train), ("heldout", n_heldout)):
         n_pairs = n // 2
-        rows = list(tqdm(records(seed, split, n, n_pairs), total=n + 2 * n_pairs, desc=f"judge data {split}",
-                         unit="record", disable=not progress))
+        rows = list(
+            tqdm(
+                records(seed, split, n, n_pairs),
+                total=n + 2 * n_pairs,
+                desc=f"judge data {split}",
+                unit="record",
+                disable=not progress,
+            )
+        )
         write_jsonl(out / f"{split}.jsonl", [header(seed, split, n, n_pairs), *rows])
         write_jsonl(out / f"{split}_sft.jsonl", [header(seed, split, n, n_pairs), *map(sft_row, rows)])
         splits[split] = rows
     stats = {split: balance(rows) for split, rows in splits.items()}
-    stats["baselines"] = {"length": length_baseline(splits["train"], splits["heldout"]),
-                          "bag_of_words": bow_baseline(splits["train"], splits["heldout"])}
+    stats["baselines"] = {
+        "length": length_baseline(splits["train"], splits["heldout"]),
+        "bag_of_words": bow_baseline(splits["train"], splits["heldout"]),
+    }
     stats["checks"] = {
         **{f"{split}_{k}": v for split in ("train", "heldout") for k, v in stats[split]["checks"].items()},
         "heldout_size": len(splits["heldout"]) >= 600,

@@ -23,12 +23,27 @@ from kimi_student.eval.gates import evaluate_gates, load_gates, run_passed
 from kimi_student.resources import config_path
 
 DEFAULT_GATES = config_path("judge_gates.yaml")
-METRICS = ("agreement", "kappa", "fail_recall", "fail_called_pass", "waiver_recall", "clause_f1_macro",
-           "clause_f1_min", "raw_valid_rate", "valid_rate", "pairwise_accuracy", "swap_consistency", "flip_rate",
-           "ece", "brier")
+METRICS = (
+    "agreement",
+    "kappa",
+    "fail_recall",
+    "fail_called_pass",
+    "waiver_recall",
+    "clause_f1_macro",
+    "clause_f1_min",
+    "raw_valid_rate",
+    "valid_rate",
+    "pairwise_accuracy",
+    "swap_consistency",
+    "flip_rate",
+    "ece",
+    "brier",
+)
 
 
-def read_set(path: Path, limit: int | None) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def read_set(
+    path: Path, limit: int | None
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """The header, the single cases and the pair records (both orders of the first `limit` pairs)."""
     from kimi_student.jsonl import read_jsonl
 
@@ -83,14 +98,23 @@ def status_probabilities(gen: Any, prompts: list[str]) -> list[dict[str, float]]
         scores = []
         for row, c in enumerate(conts):
             start = len(base) + common  # the tokens that differ between statuses
-            scores.append(sum(float(logp[row, p - 1, seqs[row][p]]) for p in range(start, len(base) + len(c))))
+            scores.append(
+                sum(float(logp[row, p - 1, seqs[row][p]]) for p in range(start, len(base) + len(c)))
+            )
         z = torch.softmax(torch.tensor(scores), dim=0)
         out.append({s: float(z[i]) for i, s in enumerate(STATUSES)})
     return out
 
 
-def evaluate(model: Path, data: Path, gates_path: Path | None = None, limit: int | None = None,
-             batch_size: int = 8, dtype: str = "fp32", max_new_tokens: int = 160) -> tuple[dict[str, Any], list[dict]]:
+def evaluate(
+    model: Path,
+    data: Path,
+    gates_path: Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    dtype: str = "fp32",
+    max_new_tokens: int = 160,
+) -> tuple[dict[str, Any], list[dict]]:
     """The report and the per-record results."""
     from kimi_student.eval.report import created_at
     from kimi_student.eval.runners.hf_local import HFGenerator
@@ -98,7 +122,9 @@ def evaluate(model: Path, data: Path, gates_path: Path | None = None, limit: int
 
     gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
     header, singles, pairs = read_set(data, limit)
-    padded = [padded_prompt(r) for r in singles]  # a record the renderer disagrees with fails before the model loads
+    padded = [
+        padded_prompt(r) for r in singles
+    ]  # a record the renderer disagrees with fails before the model loads
     gen = HFGenerator(model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
 
     def run(prompts: list[str], max_new: int) -> list[str]:
@@ -114,16 +140,32 @@ def evaluate(model: Path, data: Path, gates_path: Path | None = None, limit: int
     singles_score = score_singles([r["label"] for r in singles], single_out, probs)
     pairs_score = score_pairs(pairs, pair_out)
     summary = {k: singles_score[k] for k in singles_score if k in METRICS}
-    summary.update(pairwise_accuracy=pairs_score["pairwise_accuracy"], swap_consistency=pairs_score["swap_consistency"],
-                   flip_rate=flip_rate(single_out, padded_out))
-    counts = {k: len(pairs) // 2 if k in ("pairwise_accuracy", "swap_consistency") else len(singles) for k in METRICS}
+    summary.update(
+        pairwise_accuracy=pairs_score["pairwise_accuracy"],
+        swap_consistency=pairs_score["swap_consistency"],
+        flip_rate=flip_rate(single_out, padded_out),
+    )
+    counts = {
+        k: len(pairs) // 2 if k in ("pairwise_accuracy", "swap_consistency") else len(singles)
+        for k in METRICS
+    }
     gates = evaluate_gates(summary, counts, gates_cfg)
     report = {
-        "header": {"report": "caws-eval", "created_at": created_at(), "code_version": code_version(),
-                   "model": str(model), "model_fingerprint": gen.fingerprint, "dataset": str(data),
-                   "dataset_sha256": sha256_file(data), "dataset_header": header,
-                   "gates_sha256": sha256_file(gates_path or DEFAULT_GATES), "dtype": gen.dtype,
-                   "single_cases": len(singles), "pair_records": len(pairs), "max_new_tokens": max_new_tokens},
+        "header": {
+            "report": "caws-eval",
+            "created_at": created_at(),
+            "code_version": code_version(),
+            "model": str(model),
+            "model_fingerprint": gen.fingerprint,
+            "dataset": str(data),
+            "dataset_sha256": sha256_file(data),
+            "dataset_header": header,
+            "gates_sha256": sha256_file(gates_path or DEFAULT_GATES),
+            "dtype": gen.dtype,
+            "single_cases": len(singles),
+            "pair_records": len(pairs),
+            "max_new_tokens": max_new_tokens,
+        },
         "summary": summary,
         "singles": singles_score,
         "pairs": pairs_score,
@@ -131,10 +173,20 @@ def evaluate(model: Path, data: Path, gates_path: Path | None = None, limit: int
         "gates": gates,
         "passed": run_passed(gates),
     }
-    results = [{"id": r["id"], "label": r["label"], "output": o, "read": read_verdict(o).how,
-                "padded_output": po, "status_probabilities": p}
-               for r, o, po, p in zip(singles, single_out, padded_out, probs)]
-    results += [{"id": r["id"], "label": r["label"], "output": o, "read": read_winner(o).how}
-                for r, o in zip(pairs, pair_out)]
+    results = [
+        {
+            "id": r["id"],
+            "label": r["label"],
+            "output": o,
+            "read": read_verdict(o).how,
+            "padded_output": po,
+            "status_probabilities": p,
+        }
+        for r, o, po, p in zip(singles, single_out, padded_out, probs)
+    ]
+    results += [
+        {"id": r["id"], "label": r["label"], "output": o, "read": read_winner(o).how}
+        for r, o in zip(pairs, pair_out)
+    ]
     gen.close()
     return report, results

@@ -65,7 +65,11 @@ def read_verdict(text: str) -> Reading:
     if len(statuses) == 1:
         status = statuses.pop()
         clauses = [c for c in CLAUSES if c in set(_CLAUSE_WORD.findall(text))] if status != "PASS" else []
-        repaired = {"status": status, "violated_clauses": clauses, "rationale": "(repaired from unparseable output)"}
+        repaired = {
+            "status": status,
+            "violated_clauses": clauses,
+            "rationale": "(repaired from unparseable output)",
+        }
         if not verdict_problems(repaired):
             return Reading(repaired, "repaired", problems[0])
     return Reading(None, "error", problems[0])
@@ -114,8 +118,9 @@ def calibration(gold: Sequence[str], probs: Sequence[dict[str, float]], bins: in
     return {"ece": ece, "brier": brier / n}
 
 
-def score_singles(gold: Sequence[dict[str, Any]], outputs: Sequence[str],
-                  probs: Sequence[dict[str, float]] | None = None) -> dict[str, Any]:
+def score_singles(
+    gold: Sequence[dict[str, Any]], outputs: Sequence[str], probs: Sequence[dict[str, float]] | None = None
+) -> dict[str, Any]:
     """`gold`: the oracle's labels ({status, violated_clauses}); `outputs`: the judge's texts, same order."""
     readings = [read_verdict(t) for t in outputs]
     g_status = [g["status"] for g in gold]

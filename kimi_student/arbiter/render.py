@@ -19,13 +19,30 @@ from kimi_student.arbiter.cases import Candidate, Context
 from kimi_student.arbiter.diff import parse_diff
 
 SECTIONS = (  # spec, policy, time, rationale, stat, evidence, waivers, diff
-    ("## Working spec", "## Tier policy", "Checked at", "## Rationale", "## Diff stat", "## Evidence", "## Waivers", "## Diff"),
+    (
+        "## Working spec",
+        "## Tier policy",
+        "Checked at",
+        "## Rationale",
+        "## Diff stat",
+        "## Evidence",
+        "## Waivers",
+        "## Diff",
+    ),
     ("[spec]", "[policy]", "now", "[why]", "[stat]", "[evidence]", "[waivers]", "[patch]"),
     ("SPEC:", "POLICY:", "DATE:", "DESCRIPTION:", "FILES:", "CHECKS:", "WAIVERS:", "CHANGES:"),
     ("Spec", "Budget", "Review time", "Message", "Summary", "Results", "Exceptions", "Patch"),
     # held out
-    ("### The spec", "### Limits", "Evaluated on", "### Author's note", "### Touched files", "### Test results",
-     "### Granted waivers", "### Hunks"),
+    (
+        "### The spec",
+        "### Limits",
+        "Evaluated on",
+        "### Author's note",
+        "### Touched files",
+        "### Test results",
+        "### Granted waivers",
+        "### Hunks",
+    ),
     ("<spec>", "<limits>", "<time>", "<note>", "<files>", "<checks>", "<waivers>", "<diff>"),
 )
 BUDGET = (
@@ -38,16 +55,41 @@ BUDGET = (
     "T{t}: files<={f} loc<={l} cov>={c}",
 )
 EVIDENCE = (  # (check passed, check failed, score, acceptance passed, acceptance failed, manifest line)
-    ("{k}: pass (exit {e})", "{k}: fail (exit {e})", "{k}: {v}", "acceptance {a}: pass", "acceptance {a}: fail",
-     "manifest for {s} at commit {h}"),
+    (
+        "{k}: pass (exit {e})",
+        "{k}: fail (exit {e})",
+        "{k}: {v}",
+        "acceptance {a}: pass",
+        "acceptance {a}: fail",
+        "manifest for {s} at commit {h}",
+    ),
     ("✓ {k} (exit {e})", "✗ {k} (exit {e})", "{k} = {v}", "✓ {a}", "✗ {a}", "spec {s}, revision {h}"),
     ("{k}=pass exit={e}", "{k}=fail exit={e}", "{k}={v}", "{a}=pass", "{a}=fail", "spec_id={s} commit={h}"),
-    ("{k} passed, exit code {e}", "{k} failed, exit code {e}", "{k} score {v}", "criterion {a} passed",
-     "criterion {a} failed", "evidence of {s} recorded on {h}"),
+    (
+        "{k} passed, exit code {e}",
+        "{k} failed, exit code {e}",
+        "{k} score {v}",
+        "criterion {a} passed",
+        "criterion {a} failed",
+        "evidence of {s} recorded on {h}",
+    ),
     # held out
-    ("{k} ok [{e}]", "{k} broken [{e}]", "{k} measured at {v}", "{a} verified", "{a} not verified",
-     "{s} @ {h}"),
-    ("- {k}: green ({e})", "- {k}: red ({e})", "- {k}: {v}", "- {a}: green", "- {a}: red", "run for {s} on {h}"),
+    (
+        "{k} ok [{e}]",
+        "{k} broken [{e}]",
+        "{k} measured at {v}",
+        "{a} verified",
+        "{a} not verified",
+        "{s} @ {h}",
+    ),
+    (
+        "- {k}: green ({e})",
+        "- {k}: red ({e})",
+        "- {k}: {v}",
+        "- {a}: green",
+        "- {a}: red",
+        "run for {s} on {h}",
+    ),
 )
 WAIVER = (
     "{id}: lifts {gates}{delta} for {spec}; {status}; expires {exp}; approved by {appr}; reason {reason}",
@@ -58,11 +100,19 @@ WAIVER = (
     "exception {id} covers {gates}{delta} of {spec}, state {status}, valid through {exp}, approvers: {appr}",
     "{id}: {gates}{delta}; for={spec}; {status}; ends {exp}; by {appr}",
 )
-DATES = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d %H:%M UTC", "%Y-%m-%dT%H:%M:%SZ",
-         "%d %b %Y %H:%M UTC", "%Y-%m-%d %H:%M:%S +00:00")
+DATES = (
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%d %H:%M UTC",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%d %b %Y %H:%M UTC",
+    "%Y-%m-%d %H:%M:%S +00:00",
+)
 # What the Judge is asked, the same in every case (no status or clause word: the targets teach those)
 ASK_SINGLE = "Rule on this change under CAWS. Reply with the verdict as JSON."
-ASK_PAIR = "Two changes for the same spec: which one should merge? Reply with JSON naming the winner: a, b or tie."
+ASK_PAIR = (
+    "Two changes for the same spec: which one should merge? Reply with JSON naming the winner: a, b or tie."
+)
 TRAIN_VARIANTS = 4  # variants 0-3 of every axis are training wordings; 4-5 only held-out cases see
 AXES = ("sections", "budget", "evidence", "waiver", "dates")
 
@@ -102,20 +152,35 @@ def _context_lines(ctx: Context, w: Wording) -> list[str]:
     sec = SECTIONS[w.sections]
     s = ctx.spec
     scope = s["scope"]
-    lines = [sec[0], f"{s['id']}: {s['title']} (risk tier {s['risk_tier']})",
-             f"scope in: {', '.join(scope['in'])}", f"scope out: {', '.join(scope['out'])}",
-             f"support: {', '.join(scope['support'])}"]
+    lines = [
+        sec[0],
+        f"{s['id']}: {s['title']} (risk tier {s['risk_tier']})",
+        f"scope in: {', '.join(scope['in'])}",
+        f"scope out: {', '.join(scope['out'])}",
+        f"support: {', '.join(scope['support'])}",
+    ]
     if s["acceptance"]:
-        lines.append("acceptance: " + "; ".join(f"{a['id']} when {a['when']} then {a['then']}" for a in s["acceptance"]))
+        lines.append(
+            "acceptance: "
+            + "; ".join(f"{a['id']} when {a['when']} then {a['then']}" for a in s["acceptance"])
+        )
     lines.append(sec[1])
     tiers = sorted(ctx.policy["risk_tiers"]) if w.all_tiers else [str(s["risk_tier"])]
     for t in tiers:
         b = ctx.policy["risk_tiers"][t]
-        lines.append(BUDGET[w.budget].format(t=t, f=b["max_files"], l=b["max_loc"], c=f"{b['coverage_min']:.2f}"))
-    modes = [f"{g} {v['mode']}" for g, v in sorted(ctx.policy["gates"].items()) if v.get("mode", "block") != "block"]
+        lines.append(
+            BUDGET[w.budget].format(t=t, f=b["max_files"], l=b["max_loc"], c=f"{b['coverage_min']:.2f}")
+        )
+    modes = [
+        f"{g} {v['mode']}"
+        for g, v in sorted(ctx.policy["gates"].items())
+        if v.get("mode", "block") != "block"
+    ]
     lines.append("gates: all block" + (f" except {', '.join(modes)}" if modes else ""))
     lines.append(f"budget raises need {ctx.policy['waivers']['min_approvers_for_budget_raise']} approver(s)")
-    lines.append(f"{sec[2]}: {_date(ctx.now, w)}" if not sec[2].startswith("<") else f"{sec[2]} {_date(ctx.now, w)}")
+    lines.append(
+        f"{sec[2]}: {_date(ctx.now, w)}" if not sec[2].startswith("<") else f"{sec[2]} {_date(ctx.now, w)}"
+    )
     return lines
 
 
@@ -137,17 +202,27 @@ def _candidate_lines(ctx: Context, c: Candidate, w: Wording, label: str = "") ->
             elif "value" in it:
                 lines.append(ev[2].format(k=it["kind"], v=f"{it['value']:.2f}"))
             else:
-                lines.append(ev[0 if it["status"] == "pass" else 1].format(k=it["kind"], e=it.get("exit_code", 0)))
+                lines.append(
+                    ev[0 if it["status"] == "pass" else 1].format(k=it["kind"], e=it.get("exit_code", 0))
+                )
     lines.append(head(sec[6]))
     if not c.waivers:
         lines.append("(none)")
     for wv in c.waivers:
         d = wv.get("delta")
         delta = f" (+{d.get('max_files', 0)} files, +{d.get('max_loc', 0)} lines)" if d else ""
-        lines.append(WAIVER[w.waiver].format(
-            id=wv["id"], gates=", ".join(wv["gates"]), delta=delta, spec=wv.get("applies_to", "any spec"),
-            status=wv["status"], exp=_date(wv["expires_at"], w), appr=", ".join(a["handle"] for a in wv["approvers"]),
-            reason=wv["reason_code"]))
+        lines.append(
+            WAIVER[w.waiver].format(
+                id=wv["id"],
+                gates=", ".join(wv["gates"]),
+                delta=delta,
+                spec=wv.get("applies_to", "any spec"),
+                status=wv["status"],
+                exp=_date(wv["expires_at"], w),
+                appr=", ".join(a["handle"] for a in wv["approvers"]),
+                reason=wv["reason_code"],
+            )
+        )
     return lines
 
 
@@ -167,4 +242,9 @@ def render_single(ctx: Context, c: Candidate, w: Wording, diff_chars: int = 600)
 
 def render_pair(ctx: Context, a: Candidate, b: Candidate, w: Wording) -> str:
     """Two changes for the same spec: the shared context once, then each candidate (stat, no diff body)."""
-    return "\n".join([ASK_PAIR] + _context_lines(ctx, w) + _candidate_lines(ctx, a, w, "A") + _candidate_lines(ctx, b, w, "B"))
+    return "\n".join(
+        [ASK_PAIR]
+        + _context_lines(ctx, w)
+        + _candidate_lines(ctx, a, w, "A")
+        + _candidate_lines(ctx, b, w, "B")
+    )

@@ -31,7 +31,12 @@ class Finding:
     disposition: str = "blocking"  # blocking | waived | warning
 
     def to_json(self) -> dict[str, Any]:
-        out = {"clause": self.clause, "rule": self.rule, "disposition": self.disposition, "detail": self.detail}
+        out = {
+            "clause": self.clause,
+            "rule": self.rule,
+            "disposition": self.disposition,
+            "detail": self.detail,
+        }
         if self.subject:
             out["subject"] = self.subject
         if self.gate:
@@ -54,10 +59,14 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         """Keys in schema order; `verdict_id` is the SHA-256 of everything else, so equal rulings on equal
         inputs get equal ids."""
-        body: dict[str, Any] = {"change_id": self.change_id, "checked_at": self.checked_at, "status": self.status,
-                                "violated_clauses": list(self.violated_clauses),
-                                "waived_clauses": list(self.waived_clauses),
-                                "waivers_applied": list(self.waivers_applied)}
+        body: dict[str, Any] = {
+            "change_id": self.change_id,
+            "checked_at": self.checked_at,
+            "status": self.status,
+            "violated_clauses": list(self.violated_clauses),
+            "waived_clauses": list(self.waived_clauses),
+            "waivers_applied": list(self.waivers_applied),
+        }
         if self.budget:
             body["budget"] = dict(self.budget)
         body["findings"] = [f.to_json() for f in self.findings]

@@ -20,24 +20,52 @@ app = typer.Typer(
 @app.command("check")
 @guarded
 def caws_check(
-    spec: Annotated[Path, typer.Option(help="The working spec (YAML or JSON), e.g. .caws/working-spec.yaml.")],
-    diff: Annotated[Path | None, typer.Option(help="A unified diff file (`git diff` output); '-' reads stdin.")] = None,
-    git: Annotated[str | None, typer.Option(
-        "--git", help="Read the change from git instead: a commit (against its first parent) or BASE..HEAD.")] = None,
+    spec: Annotated[
+        Path, typer.Option(help="The working spec (YAML or JSON), e.g. .caws/working-spec.yaml.")
+    ],
+    diff: Annotated[
+        Path | None, typer.Option(help="A unified diff file (`git diff` output); '-' reads stdin.")
+    ] = None,
+    git: Annotated[
+        str | None,
+        typer.Option(
+            "--git",
+            help="Read the change from git instead: a commit (against its first parent) or BASE..HEAD.",
+        ),
+    ] = None,
     repo: Annotated[Path, typer.Option(help="The repository --git reads.")] = Path("."),
-    policy: Annotated[Path | None, typer.Option(
-        help="Tier policy (.caws/policy.yaml); default: the packaged configs/caws_policy.yaml.")] = None,
-    evidence: Annotated[Path | None, typer.Option(help="Evidence manifest (tests, lint, coverage, acceptance).")] = None,
-    waiver: Annotated[list[Path] | None, typer.Option(
-        help="A waiver file the change carries (repeat the option for more; a file may hold a list).")] = None,
-    rationale: Annotated[str | None, typer.Option(
-        help="Why the change is made; default with --git: its commit message(s).")] = None,
-    commit: Annotated[str | None, typer.Option(
-        help="The change's commit, compared with the evidence's; default with --git: the head commit.")] = None,
-    now: Annotated[str | None, typer.Option(
-        help="Check time, ISO-8601 with zone (waiver expiry); default: the clock. Fix it for reproducible verdicts.")] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(help="Tier policy (.caws/policy.yaml); default: the packaged configs/caws_policy.yaml."),
+    ] = None,
+    evidence: Annotated[
+        Path | None, typer.Option(help="Evidence manifest (tests, lint, coverage, acceptance).")
+    ] = None,
+    waiver: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A waiver file the change carries (repeat the option for more; a file may hold a list)."
+        ),
+    ] = None,
+    rationale: Annotated[
+        str | None, typer.Option(help="Why the change is made; default with --git: its commit message(s).")
+    ] = None,
+    commit: Annotated[
+        str | None,
+        typer.Option(
+            help="The change's commit, compared with the evidence's; default with --git: the head commit."
+        ),
+    ] = None,
+    now: Annotated[
+        str | None,
+        typer.Option(
+            help="Check time, ISO-8601 with zone (waiver expiry); default: the clock. Fix it for reproducible verdicts."
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Write the verdict JSON here (atomically).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the verdict JSON instead of the summary.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the verdict JSON instead of the summary.")
+    ] = False,
 ) -> None:
     """Rule one change: PASS (exit 0), FAIL (exit 1) or WAIVER_REQUIRED (exit 3: it merges only with the
     waivers the verdict names). Bad input exits 2. Example:
@@ -86,8 +114,18 @@ def caws_check(
     if the_spec.risk_tier not in the_policy.tiers:
         fail(f"{policy}: risk_tiers: no tier {the_spec.risk_tier} for spec {the_spec.id}")
     waivers = tuple(w for p in (waiver or []) for w in load_waivers(p))
-    verdict = check(Change(parse_diff(text, source), the_spec, the_policy,
-                           load_evidence(evidence) if evidence else None, waivers, rationale or "", commit), at)
+    verdict = check(
+        Change(
+            parse_diff(text, source),
+            the_spec,
+            the_policy,
+            load_evidence(evidence) if evidence else None,
+            waivers,
+            rationale or "",
+            commit,
+        ),
+        at,
+    )
     body = verdict.to_json()
     if out is not None:
         write_json(out, body)
@@ -96,7 +134,9 @@ def caws_check(
     else:
         typer.echo(f"{body['status']}  {the_spec.id} (risk tier {the_spec.risk_tier})  {body['verdict_id']}")
         b = body["budget"]
-        typer.echo(f"  budget: {b['files_changed']}/{b['max_files']} files, {b['lines_added']}/{b['max_loc']} lines added")
+        typer.echo(
+            f"  budget: {b['files_changed']}/{b['max_files']} files, {b['lines_added']}/{b['max_loc']} lines added"
+        )
         for f in body["findings"]:
             typer.echo(f"  {f['disposition']:<8} {f['clause']:<16} {f['rule']}: {f['detail']}")
         typer.echo(f"  {body['rationale']}")

@@ -11,16 +11,23 @@ import typer
 
 from kimi_student.cli.common import guarded, show_progress
 
-app = typer.Typer(help="The CAWS Judge: its dataset (labelled by the rule oracle) and its evaluation.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The CAWS Judge: its dataset (labelled by the rule oracle) and its evaluation.", no_args_is_help=True
+)
 
 
 @app.command("data")
 @guarded
 def judge_data(
-    out: Annotated[Path, typer.Option(help="Folder for train.jsonl, heldout.jsonl and stats.json.")] = Path("data/judge"),
-    train: Annotated[int, typer.Option(help="Training single cases (pairs: half as many, each in both orders).")] = 4000,
-    heldout: Annotated[int, typer.Option(help="Held-out single cases (pairs as above); >= 600 for the gates.")] = 600,
+    out: Annotated[Path, typer.Option(help="Folder for train.jsonl, heldout.jsonl and stats.json.")] = Path(
+        "data/judge"
+    ),
+    train: Annotated[
+        int, typer.Option(help="Training single cases (pairs: half as many, each in both orders).")
+    ] = 4000,
+    heldout: Annotated[
+        int, typer.Option(help="Held-out single cases (pairs as above); >= 600 for the gates.")
+    ] = 600,
     seed: Annotated[int, typer.Option(help="Seed of both splits (each split draws its own stream).")] = 0,
 ) -> None:
     """Build the Judge dataset: single cases (a change -> PASS / FAIL / WAIVER_REQUIRED and its violated
@@ -40,15 +47,21 @@ def judge_data(
     for split in ("train", "heldout"):
         s = stats[split]
         shares = " ".join(f"{k} {v:.3f}" for k, v in {**s["status"], **s["clauses"]}.items())
-        typer.echo(f"{split}: {s['singles']} single cases, {s['pairs']} pair records; {shares}; winners "
-                   + " ".join(f"{k} {v:.3f}" for k, v in s["winners"].items()))
+        typer.echo(
+            f"{split}: {s['singles']} single cases, {s['pairs']} pair records; {shares}; winners "
+            + " ".join(f"{k} {v:.3f}" for k, v in s["winners"].items())
+        )
     b = stats["baselines"]
-    typer.echo(f"shortcut baselines on held-out pairs: length ({b['length']['rule']}) "
-               f"{b['length']['pairwise_accuracy']:.3f}, bag of words {b['bag_of_words']['pairwise_accuracy']:.3f} "
-               "(each must stay <= 0.60)")
+    typer.echo(
+        f"shortcut baselines on held-out pairs: length ({b['length']['rule']}) "
+        f"{b['length']['pairwise_accuracy']:.3f}, bag of words {b['bag_of_words']['pairwise_accuracy']:.3f} "
+        "(each must stay <= 0.60)"
+    )
     failed = [k for k, ok in stats["checks"].items() if not ok]
-    typer.echo(f"-> {out}/train.jsonl, heldout.jsonl (and their _sft.jsonl), stats.json; checks: "
-               + ("all pass" if not failed else "FAILED " + ", ".join(failed)))
+    typer.echo(
+        f"-> {out}/train.jsonl, heldout.jsonl (and their _sft.jsonl), stats.json; checks: "
+        + ("all pass" if not failed else "FAILED " + ", ".join(failed))
+    )
     if failed:
         typer.echo(json.dumps({k: stats["checks"][k] for k in failed}), err=True)
         raise typer.Exit(1)
@@ -57,15 +70,26 @@ def judge_data(
 @app.command("eval")
 @guarded
 def judge_eval(
-    model: Annotated[Path, typer.Option(help="The Judge: an HF checkpoint folder (e.g. runs/judge-toy/final).")],
-    data: Annotated[Path, typer.Option(help="A Judge set (judge data's heldout.jsonl).")] = Path("data/judge/heldout.jsonl"),
-    report: Annotated[Path, typer.Option(help="The report (JSON); its results go beside it (.results.jsonl).")] = Path(
-        "reports/caws_eval.json"),
-    gates: Annotated[Path | None, typer.Option(help="Gate config; default: the packaged configs/judge_gates.yaml.")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N single cases and N pairs.")] = None,
+    model: Annotated[
+        Path, typer.Option(help="The Judge: an HF checkpoint folder (e.g. runs/judge-toy/final).")
+    ],
+    data: Annotated[Path, typer.Option(help="A Judge set (judge data's heldout.jsonl).")] = Path(
+        "data/judge/heldout.jsonl"
+    ),
+    report: Annotated[
+        Path, typer.Option(help="The report (JSON); its results go beside it (.results.jsonl).")
+    ] = Path("reports/caws_eval.json"),
+    gates: Annotated[
+        Path | None, typer.Option(help="Gate config; default: the packaged configs/judge_gates.yaml.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N single cases and N pairs.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Cases decoded together.")] = 8,
     dtype: Annotated[str, typer.Option(help="auto (bf16 where the CPU has it), bf16 or fp32.")] = "fp32",
-    max_new_tokens: Annotated[int, typer.Option(min=8, help="Longest verdict decoded (a verdict is ~60 tokens).")] = 160,
+    max_new_tokens: Annotated[
+        int, typer.Option(min=8, help="Longest verdict decoded (a verdict is ~60 tokens).")
+    ] = 160,
 ) -> None:
     """Score a Judge against the rule oracle: verdict agreement, kappa, FAIL and WAIVER_REQUIRED recall,
     clause F1, valid-output rates, pairwise accuracy, swap consistency, flip rate under a padded rationale,
@@ -77,13 +101,17 @@ def judge_eval(
     from kimi_student.outputs import check_outputs
 
     results = report.with_suffix(".results.jsonl")
-    check_outputs({"--model": model, "--data": data, "--gates": gates}, {"--report": report, "results": results})
+    check_outputs(
+        {"--model": model, "--data": data, "--gates": gates}, {"--report": report, "results": results}
+    )
     rep, rows = evaluate(model, data, gates, limit, batch_size, dtype, max_new_tokens)
     write_jsonl(results, rows)
     write_json(report, rep)
     s = rep["summary"]
-    typer.echo(f"judge {model}: {rep['header']['single_cases']} single cases, {rep['header']['pair_records']} pair "
-               f"records; {s['agreement']:.4f} agreement, {rep['singles']['errors']} unreadable verdicts")
+    typer.echo(
+        f"judge {model}: {rep['header']['single_cases']} single cases, {rep['header']['pair_records']} pair "
+        f"records; {s['agreement']:.4f} agreement, {rep['singles']['errors']} unreadable verdicts"
+    )
     typer.echo(gate_table(rep["gates"]))
     typer.echo(f"-> {report} ({'passed' if rep['passed'] else 'FAILED'})")
     raise typer.Exit(0 if rep["passed"] else 1)

@@ -22,7 +22,9 @@ _NUMBERS = ("threshold", "warn_below")
 _GATE_KEYS = (*_CHOICES, *_NUMBERS, "min_items")
 
 
-def load_gates(path: str | Path = DEFAULT_GATES, gateable: tuple[str, ...] = GATEABLE) -> dict[str, dict[str, Any]]:
+def load_gates(
+    path: str | Path = DEFAULT_GATES, gateable: tuple[str, ...] = GATEABLE
+) -> dict[str, dict[str, Any]]:
     """The gates of a config, every key and value checked: a fault is one line naming the file, its line
     and the field (exit 2), before a run writes anything. `gateable`: the metrics a gate may name (the
     Worker's summary by default; the Judge's for configs/judge_gates.yaml)."""

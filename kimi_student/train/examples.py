@@ -65,7 +65,9 @@ class Example:
 
 # A Judge's decision in its verdict (status and violated clauses) or pair ruling (winner): the few tokens that
 # decide, outweighed by the rationale around them unless weighted themselves (process kind `verdict`)
-_VERDICT = re.compile(r'\A\{"status": "([A-Z_]+)", "violated_clauses": (\[[^\]]*\])|\A\{"winner": "(a|b|tie)"')
+_VERDICT = re.compile(
+    r'\A\{"status": "([A-Z_]+)", "violated_clauses": (\[[^\]]*\])|\A\{"winner": "(a|b|tie)"'
+)
 
 
 def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[list[int]]]:

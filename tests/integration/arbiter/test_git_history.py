@@ -21,9 +21,14 @@ NOW = "2026-12-01T00:00:00Z"
 
 
 def git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_DATE": "2026-11-01T00:00:00Z", "GIT_COMMITTER_DATE": "2026-11-01T00:00:00Z"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env).stdout.decode(
-        "utf-8", errors="surrogateescape")
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_DATE": "2026-11-01T00:00:00Z",
+        "GIT_COMMITTER_DATE": "2026-11-01T00:00:00Z",
+    }
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, env=env
+    ).stdout.decode("utf-8", errors="surrogateescape")
 
 
 def numstat(repo: Path, base: str, head: str) -> list[tuple[str, int, int]]:
@@ -59,16 +64,25 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     git(repo, "config", "user.name", "Dev")
     (repo / "src/auth").mkdir(parents=True)
     (repo / ".caws").mkdir()
-    (repo / ".caws/working-spec.yaml").write_text(yaml.safe_dump({
-        "id": "AUTH-7", "title": "login lockout", "risk_tier": 2,
-        "scope": {"in": ["src/auth", "tests"], "out": ["src/auth/vendor"], "support": ["notes.md"]}}))
+    (repo / ".caws/working-spec.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "id": "AUTH-7",
+                "title": "login lockout",
+                "risk_tier": 2,
+                "scope": {"in": ["src/auth", "tests"], "out": ["src/auth/vendor"], "support": ["notes.md"]},
+            }
+        )
+    )
     login = "".join(f"def f{i}():\n    return {i}\n" for i in range(30))
     (repo / "src/auth/login.py").write_text(login)
     (repo / "notes.md").write_text("--- not a header\n+++ nor this\n")
     shas = [commit(repo, "Initial import of the authentication module and its notes.")]
     # 1: a rename with an edit, a binary, names git must quote, a spaced name, CRLF, no final newline
     git(repo, "mv", "src/auth/login.py", "src/auth/session.py")
-    (repo / "src/auth/session.py").write_text(login.replace("return 3\n", "return 33\n") + "def extra():\n    pass\n")
+    (repo / "src/auth/session.py").write_text(
+        login.replace("return 3\n", "return 33\n") + "def extra():\n    pass\n"
+    )
     (repo / "src/auth/logo.png").write_bytes(bytes(range(256)) * 4)
     (repo / "src/auth/café menu.txt").write_text("tea\ncoffee")
     (repo / "src/auth/read me.txt").write_text("a\r\nb\r\n")
@@ -93,9 +107,17 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
     # 6: out of scope and a policy edit in one change
     (repo / "src/auth/vendor").mkdir()
     (repo / "src/auth/vendor/lib.py").write_text("V = 2\n")
-    (repo / ".caws/policy.yaml").write_text(yaml.safe_dump({"risk_tiers": {
-        "1": {"max_files": 10, "max_loc": 250}, "2": {"max_files": 100, "max_loc": 10000},
-        "3": {"max_files": 500, "max_loc": 40000}}}))
+    (repo / ".caws/policy.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "risk_tiers": {
+                    "1": {"max_files": 10, "max_loc": 250},
+                    "2": {"max_files": 100, "max_loc": 10000},
+                    "3": {"max_files": 500, "max_loc": 40000},
+                }
+            }
+        )
+    )
     shas.append(commit(repo, "Vendor a library and relax the policy in the same change."))
     return repo, shas
 
@@ -110,12 +132,17 @@ def test_every_commit_of_a_built_history_reads_as_git_counts_it(history: tuple[P
         assert first[0] == base
     d = parse_diff(read_change(repo, shas[1]).diff)
     by_path = {f.path: f for f in d.files}
-    assert by_path["src/auth/session.py"].status == "renamed" and by_path["src/auth/session.py"].old_path == "src/auth/login.py"
+    assert (
+        by_path["src/auth/session.py"].status == "renamed"
+        and by_path["src/auth/session.py"].old_path == "src/auth/login.py"
+    )
     assert by_path["src/auth/logo.png"].binary and by_path["src/auth/café menu.txt"].added == 2
     assert by_path["src/auth/read me.txt"].status == "added"
     # a range: the diff between its ends, every message in it
     r = read_change(repo, f"{shas[0]}..{shas[2]}")
-    assert sorted((f.path, f.added, f.removed) for f in parse_diff(r.diff).files) == numstat(repo, shas[0], shas[2])
+    assert sorted((f.path, f.added, f.removed) for f in parse_diff(r.diff).files) == numstat(
+        repo, shas[0], shas[2]
+    )
     assert "Rename login" in r.rationale and "executable" in r.rationale and r.commit_sha == shas[2]
 
 
@@ -135,9 +162,15 @@ def test_this_projects_own_history_reads_as_git_counts_it() -> None:
 
 def evidence(repo: Path, sha: str, **over: object) -> Path:
     path = repo.parent / f"evidence-{sha[:7]}.yaml"
-    doc = {"spec_id": "AUTH-7", "commit_sha": sha, "items": [
-        {"kind": "tests", "status": "pass", "exit_code": 0, "command": "pytest"},
-        {"kind": "lint", "status": "pass"}, {"kind": "coverage", "status": "pass", "value": 0.84}]}
+    doc = {
+        "spec_id": "AUTH-7",
+        "commit_sha": sha,
+        "items": [
+            {"kind": "tests", "status": "pass", "exit_code": 0, "command": "pytest"},
+            {"kind": "lint", "status": "pass"},
+            {"kind": "coverage", "status": "pass", "value": 0.84},
+        ],
+    }
     path.write_text(yaml.safe_dump({**doc, **over}))
     return path
 
@@ -153,7 +186,9 @@ def test_caws_check_rules_real_commits(history: tuple[Path, list[str]], tmp_path
     assert v["status"] == "PASS" and v["budget"]["files_changed"] == 1 and v["budget"]["lines_added"] == 2
     # commit 1 adds files at the top level of src/auth: in scope; evidence of another commit is caught
     r = ks_here(*base, "--git", shas[1], "--evidence", evidence(repo, shas[0]), "--json")
-    assert r.returncode == 1 and [f["rule"] for f in json.loads(r.stdout)["findings"]] == ["evidence_other_commit"]
+    assert r.returncode == 1 and [f["rule"] for f in json.loads(r.stdout)["findings"]] == [
+        "evidence_other_commit"
+    ]
     # commit 6: vendor path under scope.out and the policy edited with code
     out = tmp_path / "verdict.json"
     r = ks_here(*base, "--git", shas[6], "--evidence", evidence(repo, shas[6]), "--out", out)
@@ -164,23 +199,61 @@ def test_caws_check_rules_real_commits(history: tuple[Path, list[str]], tmp_path
     assert v["verdict_id"] in r.stdout and "FAIL" in r.stdout.splitlines()[0]
     # ... waived on scope only: still FAIL (governance edits are not waivable)
     wv = tmp_path / "wv.yaml"
-    wv.write_text(yaml.safe_dump({"id": "WV-0007", "gates": ["scope_boundary"], "reason_code": "legacy_integration",
-                                  "expires_at": "2027-01-01T00:00:00Z", "approvers": [{"handle": "ana"}],
-                                  "status": "active", "applies_to": "AUTH-7"}))
+    wv.write_text(
+        yaml.safe_dump(
+            {
+                "id": "WV-0007",
+                "gates": ["scope_boundary"],
+                "reason_code": "legacy_integration",
+                "expires_at": "2027-01-01T00:00:00Z",
+                "approvers": [{"handle": "ana"}],
+                "status": "active",
+                "applies_to": "AUTH-7",
+            }
+        )
+    )
     r = ks_here(*base, "--git", shas[6], "--evidence", evidence(repo, shas[6]), "--waiver", wv, "--json")
     v = json.loads(r.stdout)
-    assert r.returncode == 1 and v["waived_clauses"] == ["SCOPE_BOUNDARY"] and v["waivers_applied"] == ["WV-0007"]
+    assert (
+        r.returncode == 1
+        and v["waived_clauses"] == ["SCOPE_BOUNDARY"]
+        and v["waivers_applied"] == ["WV-0007"]
+    )
     # the same change without the policy file (its diff with the .caws hunk cut out): WAIVER_REQUIRED, exit 3
     diff = read_change(repo, shas[6]).diff
     vendor_only = tmp_path / "vendor.diff"
-    vendor_only.write_text(diff[diff.index("diff --git a/src/auth/vendor"):])
-    r = ks_here(*base, "--diff", vendor_only, "--commit", shas[6], "--evidence", evidence(repo, shas[6]),
-                "--waiver", wv, "--rationale", "Vendor the rate limiter library under a waiver.", "--json")
+    vendor_only.write_text(diff[diff.index("diff --git a/src/auth/vendor") :])
+    r = ks_here(
+        *base,
+        "--diff",
+        vendor_only,
+        "--commit",
+        shas[6],
+        "--evidence",
+        evidence(repo, shas[6]),
+        "--waiver",
+        wv,
+        "--rationale",
+        "Vendor the rate limiter library under a waiver.",
+        "--json",
+    )
     assert r.returncode == 3 and json.loads(r.stdout)["status"] == "WAIVER_REQUIRED"
     # the same waiver a day after it expired
-    r = ks_here(*base[:-1], "2027-01-02T00:00:00Z", "--diff", vendor_only, "--commit", shas[6],
-                "--evidence", evidence(repo, shas[6]), "--waiver", wv, "--rationale", "Vendor the rate limiter library.",
-                "--json")
+    r = ks_here(
+        *base[:-1],
+        "2027-01-02T00:00:00Z",
+        "--diff",
+        vendor_only,
+        "--commit",
+        shas[6],
+        "--evidence",
+        evidence(repo, shas[6]),
+        "--waiver",
+        wv,
+        "--rationale",
+        "Vendor the rate limiter library.",
+        "--json",
+    )
     v = json.loads(r.stdout)
     assert r.returncode == 1 and v["violated_clauses"] == ["SCOPE_BOUNDARY", "WAIVER_VALIDITY"]
 
@@ -199,7 +272,9 @@ def test_caws_check_refuses_bad_input_in_one_line(history: tuple[Path, list[str]
     assert r.returncode == 2 and f"{bad}: risk_tier:" in r.stderr
     r = ks_here("caws", "check", "--spec", spec, "--git", "no-such-rev", "--repo", repo, "--now", NOW)
     assert r.returncode == 2 and "git rev-parse" in r.stderr
-    r = ks_here("caws", "check", "--spec", spec, "--git", shas[1], "--repo", repo, "--now", "2026-12-01 10:00")
+    r = ks_here(
+        "caws", "check", "--spec", spec, "--git", shas[1], "--repo", repo, "--now", "2026-12-01 10:00"
+    )
     assert r.returncode == 2 and "--now" in r.stderr and "time zone" in r.stderr
     out = tmp_path / "never.json"
     r = ks_here("caws", "check", "--spec", spec, "--diff", cut, "--out", out)

@@ -111,7 +111,8 @@ PLAIN_DIFF_U = """\
 +w
 """
 
-GIT_SHOW = """\
+GIT_SHOW = (
+    """\
 commit 0123456789abcdef0123456789abcdef01234567
 Author: A <a@b>
 Date:   Tue Dec 1 00:00:00 2026 +0000
@@ -119,34 +120,63 @@ Date:   Tue Dec 1 00:00:00 2026 +0000
     --- this message line is not a header
     +++ nor is this
 
-""" + MODIFIED
+"""
+    + MODIFIED
+)
 
 TABLE = [
     (MODIFIED, [FileChange("src/app.py", "src/app.py", "modified", 2, 1)]),
     (HEADER_LOOKALIKES, [FileChange("notes.md", "notes.md", "modified", 1, 1)]),
-    (ADDED_DELETED, [FileChange("new.txt", None, "added", 2, 0), FileChange("old.txt", "old.txt", "deleted", 0, 1)]),
-    (RENAME_COPY_MODE_EMPTY, [
-        FileChange("docs/b.md", "docs/a.md", "renamed", 1, 1),
-        FileChange("lib/y.py", "lib/x.py", "copied", 0, 0),
-        FileChange("run.sh", "run.sh", "modified", 0, 0),
-        FileChange("empty.txt", None, "added", 0, 0),
-    ]),
-    (QUOTED_AND_BINARY, [
-        FileChange("café menu.txt", "café menu.txt", "modified", 1, 1),
-        FileChange("img/logo.png", "img/logo.png", "modified", 0, 0, binary=True),
-        FileChange("read me.txt", None, "added", 0, 0),
-        FileChange("my notes.txt", "my notes.txt", "modified", 1, 0),
-    ]),
-    (PLAIN_DIFF_U, [FileChange("new/a.c", "old/a.c", "modified", 1, 1), FileChange("new/b.c", "old/b.c", "modified", 1, 0)]),
+    (
+        ADDED_DELETED,
+        [FileChange("new.txt", None, "added", 2, 0), FileChange("old.txt", "old.txt", "deleted", 0, 1)],
+    ),
+    (
+        RENAME_COPY_MODE_EMPTY,
+        [
+            FileChange("docs/b.md", "docs/a.md", "renamed", 1, 1),
+            FileChange("lib/y.py", "lib/x.py", "copied", 0, 0),
+            FileChange("run.sh", "run.sh", "modified", 0, 0),
+            FileChange("empty.txt", None, "added", 0, 0),
+        ],
+    ),
+    (
+        QUOTED_AND_BINARY,
+        [
+            FileChange("café menu.txt", "café menu.txt", "modified", 1, 1),
+            FileChange("img/logo.png", "img/logo.png", "modified", 0, 0, binary=True),
+            FileChange("read me.txt", None, "added", 0, 0),
+            FileChange("my notes.txt", "my notes.txt", "modified", 1, 0),
+        ],
+    ),
+    (
+        PLAIN_DIFF_U,
+        [
+            FileChange("new/a.c", "old/a.c", "modified", 1, 1),
+            FileChange("new/b.c", "old/b.c", "modified", 1, 0),
+        ],
+    ),
     (GIT_SHOW, [FileChange("src/app.py", "src/app.py", "modified", 2, 1)]),
     (MODIFIED.replace("\n", "\r\n"), [FileChange("src/app.py", "src/app.py", "modified", 2, 1)]),
     ("", []),
 ]
 
 
-@pytest.mark.parametrize("text,want", TABLE, ids=[
-    "modified", "header-lookalikes", "added-deleted", "rename-copy-mode-empty", "quoted-binary-space", "diff-u",
-    "git-show", "crlf", "empty"])
+@pytest.mark.parametrize(
+    "text,want",
+    TABLE,
+    ids=[
+        "modified",
+        "header-lookalikes",
+        "added-deleted",
+        "rename-copy-mode-empty",
+        "quoted-binary-space",
+        "diff-u",
+        "git-show",
+        "crlf",
+        "empty",
+    ],
+)
 def test_files_of_a_diff(text: str, want: list[FileChange]) -> None:
     assert list(parse_diff(text).files) == want
 
@@ -160,12 +190,15 @@ def test_totals_touched_paths_and_stat() -> None:
     assert d.stat().splitlines()[-1] == " 6 files changed, 3 insertions(+), 2 deletions(-)"
 
 
-@pytest.mark.parametrize("text,line,words", [
-    (MODIFIED[: MODIFIED.index("+y = 3")], 8, "cut short"),
-    (MODIFIED.replace("@@ -1,3 +1,4 @@", "@@ -1,3 +1,x @@"), 5, "malformed hunk header"),
-    (MODIFIED.replace(" print(x)", "?print(x)"), 10, "not context"),
-    ("diff --cc merged.py\nindex 1,2..3\n", 1, "combined diff"),
-])
+@pytest.mark.parametrize(
+    "text,line,words",
+    [
+        (MODIFIED[: MODIFIED.index("+y = 3")], 8, "cut short"),
+        (MODIFIED.replace("@@ -1,3 +1,4 @@", "@@ -1,3 +1,x @@"), 5, "malformed hunk header"),
+        (MODIFIED.replace(" print(x)", "?print(x)"), 10, "not context"),
+        ("diff --cc merged.py\nindex 1,2..3\n", 1, "combined diff"),
+    ],
+)
 def test_a_broken_diff_names_its_line(text: str, line: int, words: str) -> None:
     with pytest.raises(InputError) as e:
         parse_diff(text, "change.diff")
@@ -179,16 +212,26 @@ def test_a_hunk_longer_than_its_header_is_refused() -> None:
         parse_diff(text)
 
 
-@pytest.mark.parametrize("token,text", [
-    ('"a\\tb"', "a\tb"), ('"q\\"uote"', 'q"uote'), ('"\\346\\227\\245"', "日"), ("plain", "plain"), ('"x\\\\y"', "x\\y")])
+@pytest.mark.parametrize(
+    "token,text",
+    [
+        ('"a\\tb"', "a\tb"),
+        ('"q\\"uote"', 'q"uote'),
+        ('"\\346\\227\\245"', "日"),
+        ("plain", "plain"),
+        ('"x\\\\y"', "x\\y"),
+    ],
+)
 def test_unquote(token: str, text: str) -> None:
     assert unquote(token) == text
 
 
 def test_a_hunk_line_past_one_side_of_its_header_is_refused() -> None:
     # the header counts 1 old line; the hunk removes 2 while adding its 2
-    text = MODIFIED.replace("@@ -1,3 +1,4 @@\n import os\n-x = 1\n+x = 2\n+y = 3\n print(x)\n",
-                            "@@ -1,1 +1,2 @@\n-x = 1\n-z = 0\n+x = 2\n+y = 3\n")
+    text = MODIFIED.replace(
+        "@@ -1,3 +1,4 @@\n import os\n-x = 1\n+x = 2\n+y = 3\n print(x)\n",
+        "@@ -1,1 +1,2 @@\n-x = 1\n-z = 0\n+x = 2\n+y = 3\n",
+    )
     with pytest.raises(InputError, match="past what its @@ header counts") as e:
         parse_diff(text)
     assert e.value.line == 7

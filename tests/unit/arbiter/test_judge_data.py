@@ -35,11 +35,15 @@ def test_every_label_is_the_oracles(sample: dict[str, list[dict]]) -> None:
     assert "PROVENANCE" in relabel(r2)["violated_clauses"]
 
 
-def test_heldout_shares_no_module_file_name_rationale_or_wording_with_training(sample: dict[str, list[dict]]) -> None:
+def test_heldout_shares_no_module_file_name_rationale_or_wording_with_training(
+    sample: dict[str, list[dict]],
+) -> None:
     def facts(rows: list[dict]) -> tuple[set, set, set, set]:
         modules = {r["case"]["context"]["module"] for r in rows}
         words = {w for r in rows for w in r["case"]["context"]["files_pool"]}
-        notes = {c["rationale"] for r in rows for c in r["case"]["candidates"] if len(c["rationale"].split()) > 3}
+        notes = {
+            c["rationale"] for r in rows for c in r["case"]["candidates"] if len(c["rationale"].split()) > 3
+        }
         return modules, words, notes, {r["wording"] for r in rows}
 
     train, held = facts(sample["train"]), facts(sample["heldout"])
@@ -52,8 +56,10 @@ def test_heldout_shares_no_module_file_name_rationale_or_wording_with_training(s
             assert part not in train_text, part
 
 
-FINDING_WORDS = re.compile(r"exceed|violat|out of scope|outside|over budget|not allowed|invalid|\bPASS\b|\bFAIL\b|"
-                           r"WAIVER_REQUIRED|" + "|".join(CLAUSES))
+FINDING_WORDS = re.compile(
+    r"exceed|violat|out of scope|outside|over budget|not allowed|invalid|\bPASS\b|\bFAIL\b|"
+    r"WAIVER_REQUIRED|" + "|".join(CLAUSES)
+)
 
 
 def test_prompts_state_facts_never_findings(sample: dict[str, list[dict]]) -> None:
@@ -70,14 +76,20 @@ def test_a_pair_is_stored_in_both_orders() -> None:
     swap = {"a": "b", "b": "a", "tie": "tie"}
     assert ba["label"]["winner"] == swap[ab["label"]["winner"]]
     assert (ba["label"]["a"], ba["label"]["b"]) == (ab["label"]["b"], ab["label"]["a"])
-    assert ab["prompt"] != ba["prompt"] and sorted(ab["prompt"].splitlines()) == sorted(ba["prompt"].splitlines()) \
+    assert (
+        ab["prompt"] != ba["prompt"]
+        and sorted(ab["prompt"].splitlines()) == sorted(ba["prompt"].splitlines())
         or ab["label"]["winner"] == "tie"
+    )
 
 
 def test_balance_checks_can_fail() -> None:
     rows = [single(0, "train", i) for i in range(12)]
     ok = balance(rows)
-    assert set(ok["status"]) == {"PASS", "WAIVER_REQUIRED", "FAIL"} and abs(sum(ok["status"].values()) - 1) < 1e-9
+    assert (
+        set(ok["status"]) == {"PASS", "WAIVER_REQUIRED", "FAIL"}
+        and abs(sum(ok["status"].values()) - 1) < 1e-9
+    )
     only_pass = [r for r in rows if r["label"]["status"] == "PASS"]
     bad = balance(only_pass)
     assert bad["checks"]["status_share"] is False and bad["checks"]["clause_share"] is False

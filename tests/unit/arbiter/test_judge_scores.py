@@ -21,16 +21,23 @@ def v(status: str, *clauses: str) -> str:
     return json.dumps({"status": status, "violated_clauses": list(clauses), "rationale": "r"})
 
 
-@pytest.mark.parametrize("text,how,status", [
-    (v("PASS"), "raw", "PASS"),
-    ("Verdict: " + v("FAIL", "PROVENANCE") + " trailing words", "raw", "FAIL"),
-    ('{"a": 1} then ' + v("FAIL", "SCOPE_BOUNDARY"), "repaired", "FAIL"),  # first object is not a verdict
-    ('{"status": "FAIL", "violated_clauses": ["SCOPE_BOUNDARY"], "rationale": "cut sho', "repaired", "FAIL"),
-    (v("PASS", "SCOPE_BOUNDARY"), "error", None),  # PASS naming a clause: both words, no single reading
-    ('{"status": "OK", "violated_clauses": [], "rationale": "r"}', "error", None),
-    ("PASS or FAIL, hard to say", "error", None),
-    ("", "error", None),
-])
+@pytest.mark.parametrize(
+    "text,how,status",
+    [
+        (v("PASS"), "raw", "PASS"),
+        ("Verdict: " + v("FAIL", "PROVENANCE") + " trailing words", "raw", "FAIL"),
+        ('{"a": 1} then ' + v("FAIL", "SCOPE_BOUNDARY"), "repaired", "FAIL"),  # first object is not a verdict
+        (
+            '{"status": "FAIL", "violated_clauses": ["SCOPE_BOUNDARY"], "rationale": "cut sho',
+            "repaired",
+            "FAIL",
+        ),
+        (v("PASS", "SCOPE_BOUNDARY"), "error", None),  # PASS naming a clause: both words, no single reading
+        ('{"status": "OK", "violated_clauses": [], "rationale": "r"}', "error", None),
+        ("PASS or FAIL, hard to say", "error", None),
+        ("", "error", None),
+    ],
+)
 def test_reading_a_verdict(text: str, how: str, status: str | None) -> None:
     r = read_verdict(text)
     assert r.how == how
@@ -44,21 +51,32 @@ def test_reading_a_verdict(text: str, how: str, status: str | None) -> None:
 
 def test_a_repair_that_still_breaks_the_rules_is_an_error() -> None:
     # WAIVER_REQUIRED with no clause anywhere in the text: the repaired verdict names no clause, so it fails
-    assert read_verdict('{"status": "WAIVER_REQUIRED", "violated_clauses": [], "rationale": "r"}').how == "error"
+    assert (
+        read_verdict('{"status": "WAIVER_REQUIRED", "violated_clauses": [], "rationale": "r"}').how == "error"
+    )
 
 
-@pytest.mark.parametrize("text,how,winner", [
-    ('{"winner": "b"}', "raw", "b"), ('x {"winner": "tie"} y', "raw", "tie"),
-    ('{"winner": "b"', "repaired", "b"), ('{"winner": "c"}', "error", None), ("a", "error", None)])
+@pytest.mark.parametrize(
+    "text,how,winner",
+    [
+        ('{"winner": "b"}', "raw", "b"),
+        ('x {"winner": "tie"} y', "raw", "tie"),
+        ('{"winner": "b"', "repaired", "b"),
+        ('{"winner": "c"}', "error", None),
+        ("a", "error", None),
+    ],
+)
 def test_reading_a_winner(text: str, how: str, winner: str | None) -> None:
     r = read_winner(text)
     assert r.how == how and (r.value or {}).get("winner") == winner
 
 
-GOLD = [{"status": "FAIL", "violated_clauses": ["BUDGET_ADHERENCE"]},
-        {"status": "FAIL", "violated_clauses": ["SCOPE_BOUNDARY", "PROVENANCE"]},
-        {"status": "PASS", "violated_clauses": []},
-        {"status": "WAIVER_REQUIRED", "violated_clauses": ["SCOPE_BOUNDARY"]}]
+GOLD = [
+    {"status": "FAIL", "violated_clauses": ["BUDGET_ADHERENCE"]},
+    {"status": "FAIL", "violated_clauses": ["SCOPE_BOUNDARY", "PROVENANCE"]},
+    {"status": "PASS", "violated_clauses": []},
+    {"status": "WAIVER_REQUIRED", "violated_clauses": ["SCOPE_BOUNDARY"]},
+]
 
 
 def test_single_case_metrics_by_hand() -> None:
@@ -74,12 +92,20 @@ def test_single_case_metrics_by_hand() -> None:
     assert s["clause_f1"]["SCOPE_BOUNDARY"] == {"f1": 0.0, "support": 2}
     assert s["clause_f1_macro"] == pytest.approx(0.2) and s["clause_f1_min"] == 0.0
     perfect = score_singles(GOLD, [v(g["status"], *g["violated_clauses"]) for g in GOLD])
-    assert (perfect["agreement"], perfect["kappa"], perfect["fail_recall"], perfect["errors"]) == (1.0, 1.0, 1.0, 0)
+    assert (perfect["agreement"], perfect["kappa"], perfect["fail_recall"], perfect["errors"]) == (
+        1.0,
+        1.0,
+        1.0,
+        0,
+    )
 
 
 def test_calibration_by_hand() -> None:
     gold = ["PASS", "FAIL"]
-    probs = [{"PASS": 0.9, "FAIL": 0.05, "WAIVER_REQUIRED": 0.05}, {"PASS": 0.7, "FAIL": 0.2, "WAIVER_REQUIRED": 0.1}]
+    probs = [
+        {"PASS": 0.9, "FAIL": 0.05, "WAIVER_REQUIRED": 0.05},
+        {"PASS": 0.7, "FAIL": 0.2, "WAIVER_REQUIRED": 0.1},
+    ]
     c = calibration(gold, probs)
     # bin 9: conf 0.9, right; bin 7: conf 0.7, wrong -> ece = (|1 - 0.9| + |0 - 0.7|) / 2
     assert c["ece"] == pytest.approx(0.4)
@@ -87,16 +113,29 @@ def test_calibration_by_hand() -> None:
 
 
 def test_pair_metrics_by_hand() -> None:
-    recs = [{"id": "p-1-ab", "label": {"winner": "a"}}, {"id": "p-1-ba", "label": {"winner": "b"}},
-            {"id": "p-2-ab", "label": {"winner": "b"}}, {"id": "p-2-ba", "label": {"winner": "a"}},
-            {"id": "p-3-ab", "label": {"winner": "tie"}}, {"id": "p-3-ba", "label": {"winner": "tie"}}]
-    outs = ['{"winner": "a"}', '{"winner": "b"}',  # right and consistent
-            '{"winner": "a"}', '{"winner": "a"}',  # position bias: one right, inconsistent
-            '{"winner": "a"}', "??"]  # ties excluded from accuracy; an error is inconsistent
+    recs = [
+        {"id": "p-1-ab", "label": {"winner": "a"}},
+        {"id": "p-1-ba", "label": {"winner": "b"}},
+        {"id": "p-2-ab", "label": {"winner": "b"}},
+        {"id": "p-2-ba", "label": {"winner": "a"}},
+        {"id": "p-3-ab", "label": {"winner": "tie"}},
+        {"id": "p-3-ba", "label": {"winner": "tie"}},
+    ]
+    outs = [
+        '{"winner": "a"}',
+        '{"winner": "b"}',  # right and consistent
+        '{"winner": "a"}',
+        '{"winner": "a"}',  # position bias: one right, inconsistent
+        '{"winner": "a"}',
+        "??",
+    ]  # ties excluded from accuracy; an error is inconsistent
     s = score_pairs(recs, outs)
-    assert s["pairwise_accuracy"] == 0.75 and s["swap_consistency"] == pytest.approx(1 / 3) and s["errors"] == 1
+    assert (
+        s["pairwise_accuracy"] == 0.75 and s["swap_consistency"] == pytest.approx(1 / 3) and s["errors"] == 1
+    )
 
 
 def test_flip_rate() -> None:
-    assert flip_rate([v("PASS"), v("FAIL", "PROVENANCE"), v("PASS")],
-                     [v("PASS"), v("PASS"), "x"]) == pytest.approx(2 / 3)
+    assert flip_rate(
+        [v("PASS"), v("FAIL", "PROVENANCE"), v("PASS")], [v("PASS"), v("PASS"), "x"]
+    ) == pytest.approx(2 / 3)
