@@ -17,7 +17,8 @@ RESULTS ?= eval/results
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-mil-decode bench-judge clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
-	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval llama-server llama-serve test-llama llama-record
+	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
+	judge_coreml judge_onnx caws-eval-coreml llama-server llama-serve test-llama llama-record
 
 help:
 	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
@@ -31,6 +32,7 @@ help:
 	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
 	@echo "make caws-check SPEC=spec.yaml REV=HEAD [EVIDENCE=e.yaml WAIVERS='w1.yaml w2.yaml' POLICY=p.yaml NOW=iso]"
 	@echo "make judge_data / judge_train / caws-eval   the CAWS Judge: oracle-labelled set, toy Judge, gated eval"
+	@echo "make judge_coreml / judge_onnx / caws-eval-coreml   the Judge exported; its Core ML verdicts gated and compared"
 	@echo "make eval-runner-local MODEL=ckpt IN=data.jsonl OUT=results.jsonl REPORT=report.json [WORKERS=2]"
 	@echo "make eval-runner-openai MODEL=name [URL=https://host/v1] IN=... OUT=... REPORT=...  (key: OPENAI_API_KEY)"
 	@echo "make eval-runner-coreml MODEL=coreml/artifacts/worker IN=... OUT=... REPORT=..."
@@ -211,6 +213,21 @@ judge_train: install
 caws-eval: install
 	$(KS) judge eval --model $(JUDGE_RUN)/final --data $(JUDGE_DATA)/heldout.jsonl --report $(REPORTS)/caws_eval.json
 
+# the Judge exported: Core ML (INT8 weights, FP16 compute, a stateful decoder whose 128-token calls prefill a
+# case) and ONNX; caws-eval-coreml runs the export in the MIL executor and compares its verdicts with caws-eval's
+JUDGE_SHAPES ?= $(if $(findstring -toy,$(JUDGE_RUN)),1024,512$(comma)1024$(comma)2048)
+JUDGE_COREML ?= coreml/artifacts/judge
+judge_coreml: install
+	$(KS) export coreml --model $(JUDGE_RUN)/final --shapes $(JUDGE_SHAPES) --chunks 8,128 --out $(JUDGE_COREML)
+
+judge_onnx: install
+	$(KS) export onnx --model $(JUDGE_RUN)/final --shapes $(JUDGE_SHAPES) --out artifacts/onnx/judge
+
+caws-eval-coreml: install
+	$(KS) judge eval --runner coreml --model $(JUDGE_COREML) --data $(JUDGE_DATA)/heldout.jsonl \
+		--report $(REPORTS)/caws_eval_coreml.json || test $$? = 1
+	$(KS) judge compare $(REPORTS)/caws_eval.results.jsonl $(REPORTS)/caws_eval_coreml.results.jsonl
+
 kd-mix: install
 	test -f $(DATA)/contextual.jsonl || $(KS) contextual gen --n $(N) --seed $(SEED) --out $(DATA)/contextual.jsonl
 	$(KS) kd-mix --teacher $(or $(TEACHER),smollm2) --prompts $(DATA)/contextual.jsonl --out $(DATA)/kd_mix.jsonl \
@@ -261,8 +278,9 @@ bench-hf-decode: install
 bench-mil-decode: install  # PKG: a decode<N>.mlpackage (`kimi-student export coreml` writes one, with --chunks functions)
 	$(VENV)/bin/python bench/mil_decode.py --package $(PKG)
 
-bench-judge: install  # JUDGE: a Judge checkpoint (make judge_train writes runs/judge-toy/final)
-	$(VENV)/bin/python bench/judge_latency.py --model $(or $(JUDGE),runs/judge-toy/final) --data $(JUDGE_DATA)/heldout.jsonl
+bench-judge: install  # JUDGE: a Judge checkpoint (make judge_train writes runs/judge-toy/final); RUNNER=coreml: its export
+	$(VENV)/bin/python bench/judge_latency.py --model $(or $(JUDGE),runs/judge-toy/final) --data $(JUDGE_DATA)/heldout.jsonl \
+		--runner $(or $(RUNNER),hf_local)
 
 bench-train-head: install
 	$(VENV)/bin/python bench/train_head.py $(BENCH_HEAD_ARGS)  # e.g. BENCH_HEAD_ARGS="--layers 12 --seq-len 512"

@@ -1,5 +1,5 @@
-"""Latency of a Judge per case (`make bench-judge JUDGE=runs/judge-toy/final`): one held-out single case at a
-time (batch 1, greedy, as a reviewer's tool would ask), after warm-up; p50 and p95 seconds a case, and the
+"""Latency of a Judge per case (`make bench-judge JUDGE=runs/judge-toy/final`, or its Core ML export in the
+MIL executor: `JUDGE=coreml/artifacts/judge RUNNER=coreml`): one held-out single case at a time (batch 1, greedy, as a reviewer's tool would ask), after warm-up; p50 and p95 seconds a case, and the
 rule oracle on the same cases in the same run as the baseline (the Judge's cost over the rule it learns).
 
 Prints the CPU, threads and precision it ran on.
@@ -21,7 +21,8 @@ from contextual_scale import machine_line  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", type=Path, required=True, help="Judge checkpoint folder.")
+    ap.add_argument("--model", type=Path, required=True, help="Judge checkpoint (or Core ML export) folder.")
+    ap.add_argument("--runner", default="hf_local", choices=("hf_local", "coreml"))
     ap.add_argument("--data", type=Path, default=Path("data/judge/heldout.jsonl"))
     ap.add_argument("--n", type=int, default=50, help="Cases timed (after --warmup more).")
     ap.add_argument("--warmup", type=int, default=3)
@@ -31,13 +32,13 @@ def main() -> None:
     import torch
 
     from kimi_student.arbiter.cases import Candidate, Context, label
-    from kimi_student.eval.runners.hf_local import HFGenerator
+    from kimi_student.arbiter.judge_eval import judge_generator
 
     rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines()]
     cases = [r for r in rows if r.get("mode") == "single"][: args.warmup + args.n]
     if len(cases) < args.warmup + args.n:
         sys.exit(f"{args.data}: {len(cases)} single cases, fewer than --warmup + --n")
-    gen = HFGenerator(args.model, max_new_tokens=160, batch_size=1, dtype=args.dtype)
+    gen = judge_generator(args.runner, args.model, 160, 1, args.dtype)
     judge_s, oracle_s, new_tokens = [], [], []
     for i, r in enumerate(cases):
         t = time.perf_counter()
@@ -55,7 +56,8 @@ def main() -> None:
     def p(xs: list[float], q: float) -> float:
         return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
 
-    print(machine_line(f"torch threads {torch.get_num_threads()}  dtype {gen.dtype}"))
+    how = f"dtype {gen.dtype}" if args.runner == "hf_local" else f"{args.runner} {gen.decoding()}"
+    print(machine_line(f"torch threads {torch.get_num_threads()}  {how}"))
     print(
         f"judge {args.model} on {args.n} held-out single cases ({datetime.now().isoformat(timespec='seconds')})"
     )

@@ -1,5 +1,7 @@
-"""`kimi-student judge eval` (make caws-eval): a Judge checkpoint on the held-out Judge set, scored against
-the rule oracle, gated by configs/judge_gates.yaml, written as a fingerprinted report.
+"""`kimi-student judge eval` (make caws-eval): a Judge on the held-out Judge set, scored against the rule
+oracle, gated by configs/judge_gates.yaml, written as a fingerprinted report. The Judge runs as its HF
+checkpoint in PyTorch (`--runner hf_local`) or as its Core ML export in the MIL executor (`--runner coreml`,
+`make caws-eval-coreml`); `judge compare` says whether two runs gave the same verdicts.
 
 Three runs of the model over the set: greedy verdicts for the single cases and winners for the pairs (both
 orders); the single cases again with each author's rationale written twice (a verdict must not move with
@@ -10,11 +12,14 @@ the length of the prose); and the probability of each status given the case (the
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kimi_student.arbiter.cases import Candidate, Context
+from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.judge_scores import flip_rate, read_verdict, read_winner, score_pairs, score_singles
 from kimi_student.arbiter.render import Wording, render_single
 from kimi_student.arbiter.verdict import STATUSES
@@ -77,33 +82,58 @@ def padded_prompt(rec: dict[str, Any]) -> str:
     return render_single(ctx, dataclasses.replace(cand, rationale=f"{cand.rationale} {cand.rationale}"), w)
 
 
-def status_probabilities(gen: Any, prompts: list[str]) -> list[dict[str, float]]:
-    """P(status | case) from the model's sequence probability of `{"status": "<S>"`, normalised."""
-    import torch
+def status_probabilities(
+    gen: Any, prompts: list[str], tick: Callable[[], object] = lambda: None
+) -> list[dict[str, float]]:
+    """P(status | case) from the model's sequence probability of `{"status": "<S>"`, normalised over the
+    three statuses (the tokens all three share cancel out and are left out)."""
+    import numpy as np
 
-    chat, model = gen.chat, gen.model
+    chat = gen.chat
+    conts = [chat.tok(f'{{"status": "{s}"', add_special_tokens=False)["input_ids"] for s in STATUSES]
+    common = 0
+    while all(len(c) > common and c[common] == conts[0][common] for c in conts):
+        common += 1
     out = []
     for prompt in prompts:
         base = chat.prompt_ids([{"role": "user", "content": prompt}])
-        conts = [chat.tok(f'{{"status": "{s}"', add_special_tokens=False)["input_ids"] for s in STATUSES]
-        common = 0
-        while all(len(c) > common and c[common] == conts[0][common] for c in conts):
-            common += 1
-        seqs = [base + c for c in conts]
-        width = max(map(len, seqs))
-        ids = torch.tensor([s + [chat.pad_id] * (width - len(s)) for s in seqs])
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-        with torch.no_grad():
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-        scores = []
-        for row, c in enumerate(conts):
-            start = len(base) + common  # the tokens that differ between statuses
-            scores.append(
-                sum(float(logp[row, p - 1, seqs[row][p]]) for p in range(start, len(base) + len(c)))
-            )
-        z = torch.softmax(torch.tensor(scores), dim=0)
-        out.append({s: float(z[i]) for i, s in enumerate(STATUSES)})
+        scores = np.array([sum(lp[common:]) for lp in gen.continuation_logprobs(base, conts)])
+        z = np.exp(scores - scores.max())
+        out.append({s: float(p) for s, p in zip(STATUSES, z / z.sum(), strict=True)})
+        tick()
     return out
+
+
+RUNNERS = ("hf_local", "coreml")
+
+
+def judge_generator(runner: str, model: Path, max_new_tokens: int, batch_size: int, dtype: str) -> Any:
+    """The Judge as a generator: an HF checkpoint in PyTorch (hf_local), or its Core ML export run in the
+    MIL executor (coreml: `export coreml`'s folder; the stateful decoder when it holds one)."""
+    if runner == "hf_local":
+        from kimi_student.eval.runners.hf_local import HFGenerator
+
+        return HFGenerator(model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
+    if runner == "coreml":
+        from kimi_student.eval.runners.coreml import CoreMLGenerator
+        from kimi_student.export.greedy import NgramDrafter
+
+        gen = CoreMLGenerator(model, max_new_tokens=max_new_tokens, backend="mil_exec")
+        gen.drafter = NgramDrafter(verdict_syntax(gen.chat), max_n=3, k=16)
+        return gen
+    raise InputError(None, None, "runner", f"{runner!r}: use one of {', '.join(RUNNERS)}")
+
+
+def verdict_syntax(chat: Any) -> list[list[int]]:
+    """Token ids of a verdict's and a winner's fixed parts: draft material (the output is greedy's either
+    way; a guess only saves calls when it is right)."""
+    texts = [
+        json.dumps({"status": "PASS", "violated_clauses": [], "rationale": "PASS: no clause is violated."})
+    ]
+    texts += [f'{{"status": "{s}", "violated_clauses": ["' for s in STATUSES]
+    texts += [f'"{c}", "' for c in CLAUSES] + [f'"{c}"], "rationale": "' for c in CLAUSES]
+    texts += [json.dumps({"winner": w}) for w in ("a", "b", "tie")]
+    return [chat.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
 def evaluate(
@@ -114,10 +144,13 @@ def evaluate(
     batch_size: int = 8,
     dtype: str = "fp32",
     max_new_tokens: int = 160,
+    runner: str = "hf_local",
+    progress: bool = False,
 ) -> tuple[dict[str, Any], list[dict]]:
     """The report and the per-record results."""
+    from tqdm import tqdm
+
     from kimi_student.eval.report import created_at
-    from kimi_student.eval.runners.hf_local import HFGenerator
     from kimi_student.fingerprint import code_version, sha256_file
 
     gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
@@ -125,18 +158,27 @@ def evaluate(
     padded = [
         padded_prompt(r) for r in singles
     ]  # a record the renderer disagrees with fails before the model loads
-    gen = HFGenerator(model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
+    gen = judge_generator(runner, model, max_new_tokens, batch_size, dtype)
+
+    bar = tqdm(total=3 * len(singles) + len(pairs), disable=not progress, unit="case", desc=f"judge {runner}")
 
     def run(prompts: list[str], max_new: int) -> list[str]:
         gen.max_new_tokens = max_new
-        return [g.text for g in gen.generate([[{"role": "user", "content": p}] for p in prompts])]
+        out: list[str] = []
+        step = 8 * batch_size  # the generator sorts each part by length into batches
+        for i in range(0, len(prompts), step):
+            part = prompts[i : i + step]
+            out += [g.text for g in gen.generate([[{"role": "user", "content": p}] for p in part])]
+            bar.update(len(part))
+        return out
 
     t0 = time.perf_counter()
     single_out = run([r["prompt"] for r in singles], max_new_tokens)
     t_single = time.perf_counter() - t0
     pair_out = run([r["prompt"] for r in pairs], 16)
     padded_out = run(padded, max_new_tokens)
-    probs = status_probabilities(gen, [r["prompt"] for r in singles])
+    probs = status_probabilities(gen, [r["prompt"] for r in singles], lambda: bar.update(1))
+    bar.close()
     singles_score = score_singles([r["label"] for r in singles], single_out, probs)
     pairs_score = score_pairs(pairs, pair_out)
     summary = {k: singles_score[k] for k in singles_score if k in METRICS}
@@ -161,7 +203,8 @@ def evaluate(
             "dataset_sha256": sha256_file(data),
             "dataset_header": header,
             "gates_sha256": sha256_file(gates_path or DEFAULT_GATES),
-            "dtype": gen.dtype,
+            "runner": runner,
+            "decoding": gen.decoding() if runner == "coreml" else {"dtype": gen.dtype},
             "single_cases": len(singles),
             "pair_records": len(pairs),
             "max_new_tokens": max_new_tokens,

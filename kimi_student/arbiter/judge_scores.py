@@ -183,3 +183,44 @@ def flip_rate(before: Sequence[str], after: Sequence[str]) -> float:
     b = [read_verdict(t).value for t in after]
     flips = sum(x is None or y is None or x["status"] != y["status"] for x, y in zip(a, b))
     return flips / max(1, len(a))
+
+
+def _said(row: dict[str, Any], key: str = "output") -> Any:
+    """What a results row's output says: (status, clauses) of a single case, the winner of a pair; None
+    when it cannot be read."""
+    if "padded_output" in row:
+        v = read_verdict(row[key]).value
+        return None if v is None else (v["status"], tuple(sorted(v["violated_clauses"])))
+    w = read_winner(row[key]).value
+    return None if w is None else w["winner"]
+
+
+def compare_results(a: Sequence[dict[str, Any]], b: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Two `judge eval` results files of one set (say PyTorch and its Core ML export): the share of records
+    whose verdict (status and clauses; a pair's winner) is the same, also under the padded rationale, whose
+    output text is the same, the largest difference in a status probability, and the records that differ.
+    Raises ValueError when the files do not hold the same records."""
+    if [r["id"] for r in a] != [r["id"] for r in b]:
+        raise ValueError("the two results files do not hold the same records in the same order")
+    singles = [(x, y) for x, y in zip(a, b) if "padded_output" in x]
+    differ = [x["id"] for x, y in zip(a, b) if _said(x) != _said(y)]
+    differ_padded = [x["id"] for x, y in singles if _said(x, "padded_output") != _said(y, "padded_output")]
+    prob_gap = max(
+        (
+            abs(x["status_probabilities"][s] - y["status_probabilities"][s])
+            for x, y in singles
+            for s in STATUSES
+        ),
+        default=0.0,
+    )
+    n = max(1, len(a))
+    return {
+        "records": len(a),
+        "single_cases": len(singles),
+        "verdicts_identical": 1 - len(differ) / n,
+        "padded_verdicts_identical": 1 - len(differ_padded) / max(1, len(singles)),
+        "outputs_identical": sum(x["output"] == y["output"] for x, y in zip(a, b)) / n,
+        "status_probability_max_diff": prob_gap,
+        "differ": differ,
+        "differ_padded": differ_padded,
+    }

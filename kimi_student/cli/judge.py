@@ -1,5 +1,6 @@
-"""The Judge: `kimi-student judge data` (the dataset, labelled by the CAWS rule oracle) and `judge eval`
-(a Judge checkpoint against the oracle, gated). Training is `kimi-student train --config judge`."""
+"""The Judge: `kimi-student judge data` (the dataset, labelled by the CAWS rule oracle), `judge eval` (a
+Judge checkpoint or its Core ML export against the oracle, gated) and `judge compare` (two runs' verdicts).
+Training is `kimi-student train --config judge`; export is `kimi-student export coreml|onnx`."""
 
 from __future__ import annotations
 
@@ -71,7 +72,11 @@ def judge_data(
 @guarded
 def judge_eval(
     model: Annotated[
-        Path, typer.Option(help="The Judge: an HF checkpoint folder (e.g. runs/judge-toy/final).")
+        Path,
+        typer.Option(
+            help="The Judge: an HF checkpoint folder (hf_local, e.g. runs/judge-toy/final) or its Core ML "
+            "export folder (coreml, e.g. coreml/artifacts/judge)."
+        ),
     ],
     data: Annotated[Path, typer.Option(help="A Judge set (judge data's heldout.jsonl).")] = Path(
         "data/judge/heldout.jsonl"
@@ -90,21 +95,33 @@ def judge_eval(
     max_new_tokens: Annotated[
         int, typer.Option(min=8, help="Longest verdict decoded (a verdict is ~60 tokens).")
     ] = 160,
+    runner: Annotated[
+        str,
+        typer.Option(
+            help="hf_local: the checkpoint in PyTorch; coreml: `export coreml`'s packages in the MIL "
+            "executor (its stateful decoder where the folder holds one)."
+        ),
+    ] = "hf_local",
 ) -> None:
     """Score a Judge against the rule oracle: verdict agreement, kappa, FAIL and WAIVER_REQUIRED recall,
     clause F1, valid-output rates, pairwise accuracy, swap consistency, flip rate under a padded rationale,
     ECE and Brier. Exit 0 when every gate passes, 1 when one fails or is inconclusive, 2 on bad input.
-    An output that cannot be read as a verdict is an error: counted apart and as a miss, never a status."""
-    from kimi_student.arbiter.judge_eval import evaluate
+    An output that cannot be read as a verdict is an error: counted apart and as a miss, never a status.
+    `judge compare` checks two runs' verdicts against each other (PyTorch against Core ML)."""
+    from kimi_student.arbiter.judge_eval import RUNNERS, evaluate
     from kimi_student.eval.gates import gate_table
     from kimi_student.jsonl import write_json, write_jsonl
     from kimi_student.outputs import check_outputs
 
+    if runner not in RUNNERS:
+        raise typer.BadParameter(f"{runner!r}: use one of {', '.join(RUNNERS)}", param_hint="--runner")
     results = report.with_suffix(".results.jsonl")
     check_outputs(
         {"--model": model, "--data": data, "--gates": gates}, {"--report": report, "results": results}
     )
-    rep, rows = evaluate(model, data, gates, limit, batch_size, dtype, max_new_tokens)
+    rep, rows = evaluate(
+        model, data, gates, limit, batch_size, dtype, max_new_tokens, runner, progress=show_progress()
+    )
     write_jsonl(results, rows)
     write_json(report, rep)
     s = rep["summary"]
@@ -115,3 +132,39 @@ def judge_eval(
     typer.echo(gate_table(rep["gates"]))
     typer.echo(f"-> {report} ({'passed' if rep['passed'] else 'FAILED'})")
     raise typer.Exit(0 if rep["passed"] else 1)
+
+
+@app.command("compare")
+@guarded
+def judge_compare(
+    a: Annotated[Path, typer.Argument(help="A `judge eval` results file (REPORT.results.jsonl).")],
+    b: Annotated[Path, typer.Argument(help="Another, of the same set (e.g. the Core ML export's).")],
+    report: Annotated[Path | None, typer.Option(help="Write the comparison (JSON) here.")] = None,
+) -> None:
+    """Whether two Judge runs on one set gave the same verdicts: the share of records whose status and
+    clauses (a pair's winner) agree, also under the padded rationale; of identical output texts; the largest
+    status-probability difference; the first records that differ. Exit 0 when every verdict is the same,
+    1 when one differs, 2 on bad input (files of different records)."""
+    from kimi_student.arbiter.judge_scores import compare_results
+    from kimi_student.errors import InputError
+    from kimi_student.jsonl import read_jsonl, write_json
+    from kimi_student.outputs import check_outputs
+
+    check_outputs({"A": a, "B": b}, {"--report": report})
+    rows = [[r for _, r in read_jsonl(p)] for p in (a, b)]
+    try:
+        c = compare_results(*rows)
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(b, None, "id", f"not comparable with {a}: {e}") from None
+    if report:
+        write_json(report, c)
+    typer.echo(
+        f"{c['records']} records ({c['single_cases']} single cases): verdicts identical "
+        f"{c['verdicts_identical']:.4f}, under the padded rationale {c['padded_verdicts_identical']:.4f}; "
+        f"output texts identical {c['outputs_identical']:.4f}; status probability max |diff| "
+        f"{c['status_probability_max_diff']:.3g}"
+    )
+    for rid in (c["differ"] + c["differ_padded"])[:10]:
+        typer.echo(f"  differs: {rid}")
+    ok = not c["differ"] and not c["differ_padded"]
+    raise typer.Exit(0 if ok else 1)

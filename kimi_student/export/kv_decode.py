@@ -118,6 +118,25 @@ class KVDecoder:
             stats.prefill_tokens += len(part)
         return logits
 
+    def continuation_logits(
+        self, prompt: list[int], conts: list[list[int]], stats: DecodeStats | None = None
+    ) -> list[np.ndarray]:
+        """For each continuation, the logits (len(cont), V) that predict its tokens after `prompt`: the prompt
+        less its last token is cached once, then each continuation is one call from there (its entries are
+        written over by the next one, as a rejected draft's are)."""
+        if not prompt or any(len(prompt) + len(c) - 1 > self.context for c in conts):
+            raise MilExecError(
+                f"a continuation of the {len(prompt)}-token prompt exceeds the {self.context} context"
+            )
+        stats = stats if stats is not None else DecodeStats()
+        s = self.session(prompt)
+        self.prefill(s, prompt[len(s.ids) : -1], stats)
+        out = []
+        for c in conts:
+            out.append(self._call(s, [prompt[-1], *c[:-1]], stats)[: len(c)])
+            s.ids = list(prompt[:-1])
+        return out
+
     # -- decoding ----------------------------------------------------------------------------------------
 
     def greedy(

@@ -215,6 +215,11 @@ PROMISES: dict[str, list[str]] = {
         "tests/unit/arbiter/test_judge_scores.py::test_single_case_metrics_by_hand",
         "tests/integration/arbiter/test_judge_pipeline.py::test_judge_eval_reports_what_its_results_say",
     ],
+    "judge-coreml": [
+        "tests/integration/arbiter/test_judge_pipeline.py::test_the_core_ml_judge_is_gated_and_compared_with_pytorch",
+        "tests/unit/arbiter/test_judge_scores.py::test_comparing_two_runs_verdict_by_verdict",
+        "tests/integration/export/test_kv_decode.py::test_continuation_logits_are_the_full_sequence_package_s",
+    ],
     "toy-e2e-gates": [IR + "test_toy_e2e.py::test_toy_e2e_runs_and_its_gates_hold"],
     "speculative-equals-greedy": [
         IR + "test_toy_e2e.py::test_speculative_greedy_equals_plain_greedy_through_the_package"

@@ -21,6 +21,7 @@ import numpy as np
 from kimi_student.backends.coreml import find_decoder, find_packages, manifest_checkpoint
 from kimi_student.chat.template import ChatTokenizer
 from kimi_student.eval.runners.tool_loop import Generation, Messages
+from kimi_student.export.errors import MilExecError
 from kimi_student.fingerprint import model_folder_sha256, sha256_dir, sha256_json
 from kimi_student.manifest import MANIFEST, read_manifest
 
@@ -147,10 +148,36 @@ class CoreMLGenerator:
             out.append(Generation(text, finish))
         return out
 
+    def continuation_logprobs(self, prompt: list[int], conts: list[list[int]]) -> list[list[float]]:
+        """log p of each continuation's tokens after `prompt` (prompt ids, as `chat.prompt_ids` makes them)."""
+        from kimi_student.export.greedy import DecodeStats, _forward
+
+        if self.kv is not None:
+            rows = self.kv.continuation_logits(prompt, conts)
+        else:
+            longest = len(prompt) + max(map(len, conts), default=0)
+            s = next((s for s in sorted(self.programs) if s >= longest), None)
+            if s is None:
+                raise MilExecError(f"no package holds {longest} tokens (shapes {sorted(self.programs)})")
+            n, stats = len(prompt), DecodeStats()
+            rows = [
+                _forward(self.programs[s], prompt + c, s, self.chat.pad_id, stats)[n - 1 : n - 1 + len(c)]
+                for c in conts
+            ]
+        return [token_logprobs(r, c) for r, c in zip(rows, conts, strict=True)]
+
     def close(self) -> None:
         self.programs.clear()
         if self.kv is not None:
             self.kv.clear()
+
+
+def token_logprobs(logits: np.ndarray, tokens: list[int]) -> list[float]:
+    """log softmax(logits[j])[tokens[j]] for each row j, in float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    top = x.max(axis=-1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(x - top).sum(axis=-1))
+    return [float(x[j, t] - lse[j]) for j, t in enumerate(tokens)]
 
 
 def _kv_decoder(package: Path, pad_id: int, sessions: int = 32) -> KVDecoder:

@@ -80,5 +80,20 @@ class HFGenerator:
             gens.append(Generation(text, finish))
         return gens
 
+    def continuation_logprobs(self, prompt: list[int], conts: list[list[int]]) -> list[list[float]]:
+        """log p of each continuation's tokens after `prompt` (prompt ids, as `chat.prompt_ids` makes them): one
+        forward of the continuations side by side, right padded, logits only where a continuation is."""
+        import torch
+
+        seqs = [prompt + c for c in conts]
+        width = max(map(len, seqs))
+        ids = torch.tensor([s + [self.chat.pad_id] * (width - len(s)) for s in seqs])
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+        keep = width - len(prompt) + 1  # from the prompt's last position on
+        with torch.no_grad():
+            logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        return [[float(logp[r, j, t]) for j, t in enumerate(c)] for r, c in enumerate(conts)]
+
     def close(self) -> None:
         self.model = None

@@ -1,6 +1,7 @@
 """The Judge end to end on small inputs: `judge data` -> `train --config judge` (a few steps of the toy Judge)
 -> `judge eval`: the report's figures are recomputed from its own results file, a padded prompt is the stored
-case re-rendered, the gates are applied (and fail: a few steps teach little), the exit code says so."""
+case re-rendered, the gates are applied (and fail: a few steps teach little), the exit code says so; then
+`export coreml` -> `judge eval --runner coreml` -> `judge compare` with the PyTorch run."""
 
 from __future__ import annotations
 
@@ -38,32 +39,29 @@ def judge_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, root / "run" / "final"
 
 
-def test_judge_eval_reports_what_its_results_say(judge_run: tuple[Path, Path], tmp_path: Path) -> None:
+EVAL_ARGS = ("--limit", "3", "--batch-size", "3", "--max-new-tokens", "12")
+
+
+@pytest.fixture(scope="module")
+def hf_eval(judge_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """`judge eval` of the trained Judge in PyTorch on the first 3 cases: (report, stdout)."""
     data, model = judge_run
-    report = tmp_path / "caws_eval.json"
+    report = tmp_path_factory.mktemp("eval") / "caws_eval.json"
     r = ks(
-        "judge",
-        "eval",
-        "--model",
-        model,
-        "--data",
-        data / "heldout.jsonl",
-        "--report",
-        report,
-        "--limit",
-        "4",
-        "--batch-size",
-        "4",
-        "--max-new-tokens",
-        "24",
+        "judge", "eval", "--model", model, "--data", data / "heldout.jsonl", "--report", report, *EVAL_ARGS
     )
     assert r.returncode == 1, r.stderr[-2000:]  # gates fail (and are inconclusive under min_items)
+    return report, r.stdout
+
+
+def test_judge_eval_reports_what_its_results_say(hf_eval: tuple[Path, str]) -> None:
+    report, stdout = hf_eval
     rep = json.loads(report.read_text())
     rows = [json.loads(line) for line in report.with_suffix(".results.jsonl").read_text().splitlines()]
     singles = [x for x in rows if "padded_output" in x]
     pairs = [x for x in rows if "padded_output" not in x]
     assert (
-        (len(singles), len(pairs)) == (4, 8) == (rep["header"]["single_cases"], rep["header"]["pair_records"])
+        (len(singles), len(pairs)) == (3, 6) == (rep["header"]["single_cases"], rep["header"]["pair_records"])
     )
     again = score_singles(
         [x["label"] for x in singles],
@@ -80,9 +78,9 @@ def test_judge_eval_reports_what_its_results_say(judge_run: tuple[Path, Path], t
         "inconclusive",
         "pass",
     }
-    assert rep["gates"]["agreement"]["status"] == "inconclusive"  # 4 cases < min_items 600
+    assert rep["gates"]["agreement"]["status"] == "inconclusive"  # 3 cases < min_items 600
     assert rep["header"]["model_fingerprint"] and len(rep["header"]["dataset_sha256"]) == 64
-    assert "agreement" in r.stdout and "FAILED" in r.stdout
+    assert "agreement" in stdout and "FAILED" in stdout
 
 
 def test_judge_eval_refuses_a_set_that_is_not_a_judge_set(
@@ -95,3 +93,37 @@ def test_judge_eval_refuses_a_set_that_is_not_a_judge_set(
     )
     r = ks_here("judge", "eval", "--model", model, "--data", bad, "--report", tmp_path / "r.json")
     assert r.returncode == 2 and "dataset_version" in r.stderr and not (tmp_path / "r.json").exists()
+
+
+def test_the_core_ml_judge_is_gated_and_compared_with_pytorch(
+    judge_run: tuple[Path, Path], hf_eval: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`export coreml` of the Judge, `judge eval --runner coreml` (its stateful decoder in the MIL executor)
+    and `judge compare` against the PyTorch run of the same cases: the comparison is the two results files'."""
+    from kimi_student.arbiter.judge_scores import compare_results
+
+    data, model = judge_run
+    pkg = tmp_path / "coreml"
+    r = ks_here("export", "coreml", "--model", model, "--out", pkg, "--shapes", "1024", "--chunks", "128")
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = tmp_path / "coreml.json"
+    r = ks_here(
+        "judge", "eval", "--runner", "coreml", "--model", pkg, "--data", data / "heldout.jsonl",
+        "--report", report, *EVAL_ARGS,
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr[-2000:]  # the gates fail; the run is whole
+    head = json.loads(report.read_text())["header"]
+    assert head["runner"] == "coreml" and head["decoding"]["decoder"] == "stateful"
+    assert head["decoding"]["q_lens"] == [1, 128] and head["decoding"]["context"] == 1024
+    results = [x.with_suffix(".results.jsonl") for x in (hf_eval[0], report)]
+    rows = [[json.loads(x) for x in p.read_text().splitlines()] for p in results]
+    want = compare_results(*rows)
+    assert want["records"] == 9 and want["status_probability_max_diff"] < 0.05
+    r = ks_here("judge", "compare", *results, "--report", tmp_path / "cmp.json")
+    assert r.returncode == (0 if not want["differ"] + want["differ_padded"] else 1), r.stderr
+    assert json.loads((tmp_path / "cmp.json").read_text()) == want
+    assert f"verdicts identical {want['verdicts_identical']:.4f}" in r.stdout
+    bad = tmp_path / "short.results.jsonl"
+    bad.write_text("\n".join(results[0].read_text().splitlines()[:-1]) + "\n")
+    r = ks_here("judge", "compare", results[0], bad)
+    assert r.returncode == 2 and "not comparable" in r.stderr

@@ -173,3 +173,34 @@ def test_the_context_bounds_every_call(toy_run: dict, exported: Path) -> None:
     assert len(p) + len(new) == CONTEXT and stats.truncated == 1
     with pytest.raises(MilExecError, match="does not fit"):
         _decoder(exported).greedy(p * 2, StopRule([]), 5)
+
+
+def test_continuation_logits_are_the_full_sequence_package_s(toy_run: dict, exported: Path) -> None:
+    """Scoring continuations after a prompt (the Judge's status probabilities): the prompt is cached once,
+    each continuation is one call from there, and its rows are the logits the full-sequence package gives at
+    the same positions; a continuation written over by the next leaves no trace."""
+    from kimi_student.eval.runners.coreml import token_logprobs
+    from kimi_student.export.errors import MilExecError
+    from kimi_student.export.mil import MilProgram
+
+    full = MilProgram.load(exported / "seq128.mlpackage")
+    p = _prompts(toy_run, 1)[0]
+    conts = [[5, 6, 7], [9], [5, 6, 8, 10, 11], []]
+    dec, stats = _decoder(exported), DecodeStats()
+    got = dec.continuation_logits(p, conts, stats)
+    assert stats.prefill_tokens == len(p) - 1 and stats.forwards == -(-(len(p) - 1) // 16) + len(conts)
+    for c, rows in zip(conts, got, strict=True):
+        want = np.asarray(
+            full.predict({"input_ids": np.array([p + c + [0] * (CONTEXT - len(p) - len(c))], np.int32)})[
+                "logits"
+            ]
+        )[0]
+        assert rows.shape == (len(c), want.shape[-1])
+        assert np.abs(rows - want[len(p) - 1 : len(p) - 1 + len(c)]).max(initial=0.0) <= 0.05
+        lp = token_logprobs(rows, c)
+        assert all(x < 0 for x in lp) and len(lp) == len(c)
+    # in reverse order the same rows: each continuation starts from the prompt's cache, not the last one's
+    again = dec.continuation_logits(p, conts[::-1])
+    assert all(np.array_equal(x, y) for x, y in zip(got, again[::-1], strict=True))
+    with pytest.raises(MilExecError, match="exceeds"):
+        dec.continuation_logits(p, [[1] * (CONTEXT - len(p) + 2)])

@@ -9,6 +9,7 @@ import pytest
 
 from kimi_student.arbiter.judge_scores import (
     calibration,
+    compare_results,
     flip_rate,
     read_verdict,
     read_winner,
@@ -139,3 +140,38 @@ def test_flip_rate() -> None:
     assert flip_rate(
         [v("PASS"), v("FAIL", "PROVENANCE"), v("PASS")], [v("PASS"), v("PASS"), "x"]
     ) == pytest.approx(2 / 3)
+
+
+def _single(rid: str, out: str, padded: str, p_pass: float = 0.5) -> dict:
+    probs = {"PASS": p_pass, "FAIL": (1 - p_pass) / 2, "WAIVER_REQUIRED": (1 - p_pass) / 2}
+    return {"id": rid, "output": out, "padded_output": padded, "status_probabilities": probs}
+
+
+def test_comparing_two_runs_verdict_by_verdict() -> None:
+    """Verdicts are compared as read (status and the set of clauses; a pair's winner), not as text; an
+    unreadable output only equals another unreadable one; records must be the same, in the same order."""
+    a = [
+        _single("s1", v("FAIL", "PROVENANCE", "SCOPE_BOUNDARY"), v("PASS"), 0.2),
+        _single("s2", v("PASS"), v("PASS"), 0.9),
+        _single("s3", "garbage", v("FAIL", "PROVENANCE"), 0.5),
+        {"id": "p1-ab", "output": '{"winner": "a"}'},
+        {"id": "p1-ba", "output": '{"winner": "b"}'},
+    ]
+    b = [
+        _single("s1", v("FAIL", "SCOPE_BOUNDARY", "PROVENANCE") + " ", v("PASS"), 0.25),  # same verdict
+        _single("s2", v("PASS"), v("FAIL", "PROVENANCE"), 0.9),  # padded verdict differs
+        _single("s3", "other garbage", v("FAIL", "PROVENANCE"), 0.5),  # both unreadable: the same
+        {"id": "p1-ab", "output": '{"winner": "a"}'},
+        {"id": "p1-ba", "output": '{"winner": "tie"}'},  # differs
+    ]
+    c = compare_results(a, b)
+    assert c["differ"] == ["p1-ba"] and c["differ_padded"] == ["s2"]
+    assert c["verdicts_identical"] == pytest.approx(4 / 5)
+    assert c["padded_verdicts_identical"] == pytest.approx(2 / 3)
+    assert c["outputs_identical"] == pytest.approx(2 / 5)  # s2 and p1-ab
+    assert c["status_probability_max_diff"] == pytest.approx(0.05)
+    assert compare_results(a, a)["differ"] == [] and compare_results(a, a)["verdicts_identical"] == 1.0
+    b[1]["output"] = "garbage"  # a verdict against an unreadable output differs
+    assert compare_results(a, b)["differ"] == ["s2", "p1-ba"]
+    with pytest.raises(ValueError, match="same records"):
+        compare_results(a, b[::-1])
