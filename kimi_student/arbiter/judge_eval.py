@@ -86,7 +86,8 @@ def status_probabilities(
     gen: Any, prompts: list[str], tick: Callable[[], object] = lambda: None
 ) -> list[dict[str, float]]:
     """P(status | case) from the model's sequence probability of `{"status": "<S>"`, normalised over the
-    three statuses (the tokens all three share cancel out and are left out)."""
+    three statuses (the tokens all three share cancel out and are left out). A case longer than the Judge's
+    context gets 1/3 each, as its verdict is an error: the model never saw it."""
     import numpy as np
 
     chat = gen.chat
@@ -97,6 +98,10 @@ def status_probabilities(
     out = []
     for prompt in prompts:
         base = chat.prompt_ids([{"role": "user", "content": prompt}])
+        if len(base) + max(map(len, conts)) - 1 > gen.context:  # a case the Judge cannot read: no preference
+            out.append({s: 1 / len(STATUSES) for s in STATUSES})
+            tick()
+            continue
         scores = np.array([sum(lp[common:]) for lp in gen.continuation_logprobs(base, conts)])
         z = np.exp(scores - scores.max())
         out.append({s: float(p) for s, p in zip(STATUSES, z / z.sum(), strict=True)})

@@ -98,6 +98,11 @@ class CoreMLGenerator:
             {"packages": {p.name: sha256_dir(p) for p in pkgs}, "tokenizer": model_folder_sha256(tokenizer)}
         )
 
+    @property
+    def context(self) -> int:
+        """The most tokens one sequence can hold: the decoder's cache, else the largest package."""
+        return self.kv.context if self.kv is not None else max(self.programs)
+
     def decoding(self) -> dict[str, Any]:
         """The report header's facts about how this generator decodes."""
         if self.kv is not None:
