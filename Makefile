@@ -206,9 +206,11 @@ JUDGE_RUN ?= runs/judge-$(or $(SIZE),toy)
 judge_data: install
 	$(KS) judge data --out $(JUDGE_DATA) --seed $(SEED)
 
+# JUDGE_TARGET=reasoned: the Judge writes the budget and the findings before its status (train_reasoned_sft.jsonl)
+JUDGE_SFT = $(JUDGE_DATA)/train$(if $(filter reasoned,$(JUDGE_TARGET)),_reasoned)_sft.jsonl
 judge_train: install
-	test -f $(JUDGE_DATA)/train_sft.jsonl || $(KS) judge data --out $(JUDGE_DATA) --seed $(SEED)
-	$(KS) train --config judge --size $(or $(SIZE),toy) --data $(JUDGE_DATA)/train_sft.jsonl --out $(JUDGE_RUN)
+	test -f $(JUDGE_SFT) || $(KS) judge data --out $(JUDGE_DATA) --seed $(SEED)
+	$(KS) train --config judge --size $(or $(SIZE),toy) --data $(JUDGE_SFT) --out $(JUDGE_RUN)
 
 caws-eval: install
 	$(KS) judge eval --model $(JUDGE_RUN)/final --data $(JUDGE_DATA)/heldout.jsonl --report $(REPORTS)/caws_eval.json

@@ -38,7 +38,7 @@ def main() -> None:
     cases = [r for r in rows if r.get("mode") == "single"][: args.warmup + args.n]
     if len(cases) < args.warmup + args.n:
         sys.exit(f"{args.data}: {len(cases)} single cases, fewer than --warmup + --n")
-    gen = judge_generator(args.runner, args.model, 160, 1, args.dtype)
+    gen = judge_generator(args.runner, args.model, 400, 1, args.dtype)
     judge_s, oracle_s, new_tokens = [], [], []
     for i, r in enumerate(cases):
         t = time.perf_counter()

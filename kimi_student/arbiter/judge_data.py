@@ -105,25 +105,48 @@ def relabel(rec: dict[str, Any]) -> dict[str, Any]:
     return {"winner": winner(va, vb), "a": _label(va), "b": _label(vb)}
 
 
-def target_text(rec: dict[str, Any]) -> str:
-    """What the Judge is trained to write: the oracle's verdict (status, violated clauses, its rationale) for a
-    single case, the winner for a pair; JSON on one line."""
-    if rec["mode"] == "single":
-        v = rec["verdict"]
-        obj: dict[str, Any] = {
-            "status": v["status"],
-            "violated_clauses": v["violated_clauses"],
-            "rationale": v["rationale"],
-        }
+TARGETS = ("verdict", "reasoned")
+FINDING_KEYS = ("clause", "rule", "disposition", "detail")  # a finding's subject and gate are in its detail
+
+
+def target_text(rec: dict[str, Any], target: str = "verdict") -> str:
+    """What the Judge is trained to write, as JSON on one line.
+
+    verdict: the oracle's verdict (status, violated clauses, its rationale) for a single case, the winner for
+    a pair. reasoned: the facts before the ruling, so that a small model rules on what it has just written
+    rather than in one step: the budget as counted (files changed, lines added, the tier's limits), the
+    oracle's findings (clause, rule, disposition, detail: what the schema requires), then the violated clauses, the status and a short
+    rationale naming them; for a pair, each candidate's status, then the winner. Both are valid verdicts
+    (`verdict_problems`) whose status and clauses are the oracle's."""
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r}: use one of {', '.join(TARGETS)}")
+    obj: dict[str, Any]
+    if rec["mode"] == "pair":
+        lab = rec["label"]
+        obj = {"winner": lab["winner"]}
+        if target == "reasoned":
+            obj = {"a": lab["a"]["status"], "b": lab["b"]["status"], **obj}
+        return json.dumps(obj, ensure_ascii=False)
+    v = rec["verdict"]
+    if target == "verdict":
+        obj = {"status": v["status"], "violated_clauses": v["violated_clauses"], "rationale": v["rationale"]}
     else:
-        obj = {"winner": rec["label"]["winner"]}
+        waived = set(v.get("waived_clauses", []))
+        named = ", ".join(f"{c} {'waived' if c in waived else 'violated'}" for c in v["violated_clauses"])
+        obj = {
+            "budget": {k: v["budget"][k] for k in ("files_changed", "lines_added", "max_files", "max_loc")},
+            "findings": [{k: f[k] for k in FINDING_KEYS} for f in v["findings"]],
+            "violated_clauses": v["violated_clauses"],
+            "status": v["status"],
+            "rationale": f"{v['status']}: {named or 'no clause is violated'}.",
+        }
     return json.dumps(obj, ensure_ascii=False)
 
 
-def sft_row(rec: dict[str, Any]) -> dict[str, Any]:
+def sft_row(rec: dict[str, Any], target: str = "verdict") -> dict[str, Any]:
     """A record as `kimi-student train --data` reads a contextual item: the prompt, and the target as the
     one assistant turn (`teacher_text`)."""
-    return {"id": rec["id"], "prompt": rec["prompt"], "teacher_text": target_text(rec)}
+    return {"id": rec["id"], "prompt": rec["prompt"], "teacher_text": target_text(rec, target)}
 
 
 def balance(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -176,8 +199,8 @@ def write_dataset(
     out: Path, seed: int, n_train: int, n_heldout: int, progress: bool = False
 ) -> dict[str, Any]:
     """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
-    single cases, each in both orders), each with its `_sft.jsonl` (what `kimi-student train --data`
-    reads: prompt and target), then `out/stats.json`: the balance of each split and the shortcut
+    single cases, each in both orders), each with its `_sft.jsonl` and `_reasoned_sft.jsonl` (what
+    `kimi-student train --data` reads: prompt and target, per `target_text`'s two forms), then `out/stats.json`: the balance of each split and the shortcut
     baselines. Each file is written whole or not at all; equal arguments give byte-identical files."""
     from tqdm import tqdm
 
@@ -197,7 +220,10 @@ def write_dataset(
             )
         )
         write_jsonl(out / f"{split}.jsonl", [header(seed, split, n, n_pairs), *rows])
-        write_jsonl(out / f"{split}_sft.jsonl", [header(seed, split, n, n_pairs), *map(sft_row, rows)])
+        for target in TARGETS:  # train_sft.jsonl (verdict) and train_reasoned_sft.jsonl
+            name = f"{split}_sft.jsonl" if target == "verdict" else f"{split}_{target}_sft.jsonl"
+            sft = [{**header(seed, split, n, n_pairs), "target": target}, *(sft_row(r, target) for r in rows)]
+            write_jsonl(out / name, sft)
         splits[split] = rows
     stats = {split: balance(rows) for split, rows in splits.items()}
     stats["baselines"] = {

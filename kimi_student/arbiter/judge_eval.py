@@ -5,8 +5,9 @@ checkpoint in PyTorch (`--runner hf_local`) or as its Core ML export in the MIL 
 
 Three runs of the model over the set: greedy verdicts for the single cases and winners for the pairs (both
 orders); the single cases again with each author's rationale written twice (a verdict must not move with
-the length of the prose); and the probability of each status given the case (the sequence probability of
-`{"status": "<S>"`, normalised over the three), which calibration is measured on.
+the length of the prose); and the probability of each status given the case and what the model wrote before
+its status (the sequence probability of the status word after `"status": "`, normalised over the three), which calibration is
+measured on.
 """
 
 from __future__ import annotations
@@ -82,27 +83,37 @@ def padded_prompt(rec: dict[str, Any]) -> str:
     return render_single(ctx, dataclasses.replace(cand, rationale=f"{cand.rationale} {cand.rationale}"), w)
 
 
+STATUS_KEY = '"status": "'
+
+
 def status_probabilities(
-    gen: Any, prompts: list[str], tick: Callable[[], object] = lambda: None
+    gen: Any, prompts: list[str], outputs: list[str] | None = None, tick: Callable[[], object] = lambda: None
 ) -> list[dict[str, float]]:
-    """P(status | case) from the model's sequence probability of `{"status": "<S>"`, normalised over the
-    three statuses (the tokens all three share cancel out and are left out). A case longer than the Judge's
-    context gets 1/3 each, as its verdict is an error: the model never saw it."""
+    """P(status | case) from the model's sequence probability of each status where its verdict states one:
+    after the case and what the model itself wrote before `"status": "` (its reasoning, for a reasoned
+    target; just `{` for a verdict that starts with its status, and for an output without a status),
+    normalised over the three statuses (the tokens all three share are part of the prompt). A case longer
+    than the Judge's context gets 1/3 each, as its verdict is an error: the model never saw it."""
     import numpy as np
 
     chat = gen.chat
-    conts = [chat.tok(f'{{"status": "{s}"', add_special_tokens=False)["input_ids"] for s in STATUSES]
-    common = 0
-    while all(len(c) > common and c[common] == conts[0][common] for c in conts):
-        common += 1
     out = []
-    for prompt in prompts:
-        base = chat.prompt_ids([{"role": "user", "content": prompt}])
-        if len(base) + max(map(len, conts)) - 1 > gen.context:  # a case the Judge cannot read: no preference
+    for i, prompt in enumerate(prompts):
+        said = outputs[i] if outputs is not None else ""
+        before = said[: said.index(STATUS_KEY)] if STATUS_KEY in said else "{"
+        conts = [
+            chat.tok(f"{before}{STATUS_KEY}{s}", add_special_tokens=False)["input_ids"] for s in STATUSES
+        ]
+        common = 0
+        while all(len(c) > common and c[common] == conts[0][common] for c in conts):
+            common += 1
+        base = chat.prompt_ids([{"role": "user", "content": prompt}]) + conts[0][:common]
+        rest = [c[common:] for c in conts]
+        if len(base) + max(map(len, rest)) - 1 > gen.context:  # a case the Judge cannot read: no preference
             out.append({s: 1 / len(STATUSES) for s in STATUSES})
             tick()
             continue
-        scores = np.array([sum(lp[common:]) for lp in gen.continuation_logprobs(base, conts)])
+        scores = np.array([sum(lp) for lp in gen.continuation_logprobs(base, rest)])
         z = np.exp(scores - scores.max())
         out.append({s: float(p) for s, p in zip(STATUSES, z / z.sum(), strict=True)})
         tick()
@@ -148,7 +159,7 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 8,
     dtype: str = "fp32",
-    max_new_tokens: int = 160,
+    max_new_tokens: int = 400,
     runner: str = "hf_local",
     progress: bool = False,
 ) -> tuple[dict[str, Any], list[dict]]:
@@ -182,7 +193,7 @@ def evaluate(
     t_single = time.perf_counter() - t0
     pair_out = run([r["prompt"] for r in pairs], 16)
     padded_out = run(padded, max_new_tokens)
-    probs = status_probabilities(gen, [r["prompt"] for r in singles], lambda: bar.update(1))
+    probs = status_probabilities(gen, [r["prompt"] for r in singles], single_out, lambda: bar.update(1))
     bar.close()
     singles_score = score_singles([r["label"] for r in singles], single_out, probs)
     pairs_score = score_pairs(pairs, pair_out)

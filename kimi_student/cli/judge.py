@@ -60,7 +60,7 @@ def judge_data(
     )
     failed = [k for k, ok in stats["checks"].items() if not ok]
     typer.echo(
-        f"-> {out}/train.jsonl, heldout.jsonl (and their _sft.jsonl), stats.json; checks: "
+        f"-> {out}/train.jsonl, heldout.jsonl (and their _sft.jsonl, _reasoned_sft.jsonl), stats.json; checks: "
         + ("all pass" if not failed else "FAILED " + ", ".join(failed))
     )
     if failed:
@@ -93,8 +93,13 @@ def judge_eval(
     batch_size: Annotated[int, typer.Option(min=1, help="Cases decoded together.")] = 8,
     dtype: Annotated[str, typer.Option(help="auto (bf16 where the CPU has it), bf16 or fp32.")] = "fp32",
     max_new_tokens: Annotated[
-        int, typer.Option(min=8, help="Longest verdict decoded (a verdict is ~60 tokens).")
-    ] = 160,
+        int,
+        typer.Option(
+            min=8,
+            help="Longest verdict decoded (the verdict target: ~70 tokens, 200 at most; the reasoned one: "
+            "~150, 370 at most).",
+        ),
+    ] = 400,
     runner: Annotated[
         str,
         typer.Option(

@@ -13,7 +13,17 @@ import pytest
 from kimi_student.arbiter.baselines import bow_baseline, length_baseline
 from kimi_student.arbiter.cases import OBJECTS, STATUS_RANK, VERBS, WHYS
 from kimi_student.arbiter.documents import CLAUSES
-from kimi_student.arbiter.judge_data import balance, pair, records, relabel, single, write_dataset
+from kimi_student.arbiter.judge_data import (
+    balance,
+    pair,
+    records,
+    relabel,
+    single,
+    target_text,
+    write_dataset,
+)
+from kimi_student.arbiter.judge_scores import read_verdict, read_winner
+from kimi_student.arbiter.verdict import verdict_problems
 
 
 @pytest.fixture(scope="module")
@@ -123,9 +133,48 @@ def test_shortcut_baselines_catch_a_leak(sample: dict[str, list[dict]]) -> None:
 
 def test_equal_seeds_give_equal_bytes(tmp_path: Path) -> None:
     a, b, c = (write_dataset(tmp_path / name, seed, 20, 10) for name, seed in (("a", 1), ("b", 1), ("c", 2)))
-    for name in ("train.jsonl", "heldout.jsonl", "stats.json"):
+    for name in ("train.jsonl", "heldout.jsonl", "train_reasoned_sft.jsonl", "stats.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert (tmp_path / "a/train.jsonl").read_bytes() != (tmp_path / "c/train.jsonl").read_bytes()
     assert a == b and a["checks"]["heldout_size"] is False  # 10 single + 10 pair records: too few to gate on
     head = json.loads((tmp_path / "a/heldout.jsonl").read_text().splitlines()[0])
     assert head["__header__"] and head["label_source"] == "kimi_student.arbiter.oracle" and head["pairs"] == 5
+
+
+def test_both_targets_are_valid_verdicts_saying_what_the_oracle_says(sample: dict[str, list[dict]]) -> None:
+    """The verdict target starts with the status; the reasoned one writes the budget as counted and the
+    oracle's findings first, then the clauses and the status. Either reads back (raw) to the oracle's
+    status and clauses, a pair's to its winner, and the reasoned pair names each candidate's status."""
+    seen = set()
+    for r in sample["train"]:
+        for target in ("verdict", "reasoned"):
+            text = target_text(r, target)
+            assert "\n" not in text
+            if r["mode"] == "pair":
+                got = read_winner(text)
+                assert got.how == "raw" and got.value == {"winner": r["label"]["winner"]}
+                if target == "reasoned":
+                    obj = json.loads(text)
+                    assert list(obj) == ["a", "b", "winner"]
+                    assert (obj["a"], obj["b"]) == (r["label"]["a"]["status"], r["label"]["b"]["status"])
+                continue
+            obj = json.loads(text)
+            assert verdict_problems(obj) == ()
+            got = read_verdict(text)
+            assert got.how == "raw" and got.value["status"] == r["label"]["status"]
+            assert got.value["violated_clauses"] == r["label"]["violated_clauses"]
+            if target == "verdict":
+                assert list(obj) == ["status", "violated_clauses", "rationale"]
+                continue
+            assert list(obj) == ["budget", "findings", "violated_clauses", "status", "rationale"]
+            assert obj["findings"] == [
+                {k: f[k] for k in ("clause", "rule", "disposition", "detail")}
+                for f in r["verdict"]["findings"]
+            ]
+            assert obj["budget"]["files_changed"] == r["verdict"]["budget"]["files_changed"]
+            assert obj["rationale"].startswith(obj["status"] + ": ")
+            assert all(c in obj["rationale"] for c in obj["violated_clauses"])
+            seen.add(obj["status"])
+    assert seen == {"PASS", "FAIL", "WAIVER_REQUIRED"}
+    with pytest.raises(ValueError, match="target"):
+        target_text(sample["train"][0], "checklist")
