@@ -223,8 +223,7 @@ def test_caws_check_rules_real_commits(history: tuple[Path, list[str]], tmp_path
     diff = read_change(repo, shas[6]).diff
     vendor_only = tmp_path / "vendor.diff"
     vendor_only.write_text(diff[diff.index("diff --git a/src/auth/vendor") :])
-    r = ks_here(
-        *base,
+    vendor = (
         "--diff",
         vendor_only,
         "--commit",
@@ -233,27 +232,12 @@ def test_caws_check_rules_real_commits(history: tuple[Path, list[str]], tmp_path
         evidence(repo, shas[6]),
         "--waiver",
         wv,
-        "--rationale",
-        "Vendor the rate limiter library under a waiver.",
-        "--json",
     )
+    why = ("--rationale", "Vendor the rate limiter library under a waiver.", "--json")
+    r = ks_here(*base, *vendor, *why)
     assert r.returncode == 3 and json.loads(r.stdout)["status"] == "WAIVER_REQUIRED"
     # the same waiver a day after it expired
-    r = ks_here(
-        *base[:-1],
-        "2027-01-02T00:00:00Z",
-        "--diff",
-        vendor_only,
-        "--commit",
-        shas[6],
-        "--evidence",
-        evidence(repo, shas[6]),
-        "--waiver",
-        wv,
-        "--rationale",
-        "Vendor the rate limiter library.",
-        "--json",
-    )
+    r = ks_here(*base[:-1], "2027-01-02T00:00:00Z", *vendor, *why)
     v = json.loads(r.stdout)
     assert r.returncode == 1 and v["violated_clauses"] == ["SCOPE_BOUNDARY", "WAIVER_VALIDITY"]
 
