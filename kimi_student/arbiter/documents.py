@@ -179,21 +179,33 @@ class Waiver:
     problems: tuple[str, ...] = ()  # schema violations: such a waiver lifts nothing
 
 
+def _typed(o: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    """o[key] when it has the type, else `default`: a waiver or evidence file is judged, not trusted, so a
+    mistyped field reads as missing (its schema problem is reported apart)."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    v = o.get(key, default)
+    if isinstance(v, bool) and bool not in kinds:  # to Python True is an int; to a schema it is no count
+        return default
+    return v if isinstance(v, kinds) else default
+
+
 def waiver_from(obj: Any) -> Waiver:
     problems = schema_problems("waiver", obj)
     o = obj if isinstance(obj, dict) else {}
-    gates = o.get("gates") if isinstance(o.get("gates"), list) else []
-    approvers = o.get("approvers") if isinstance(o.get("approvers"), list) else []
-    delta = o.get("delta") if isinstance(o.get("delta"), dict) else {}
+    delta = _typed(o, "delta", dict, {})
     return Waiver(
         str(o.get("id", "?")),
-        tuple(str(g) for g in gates),
+        tuple(str(g) for g in _typed(o, "gates", list, [])),
         str(o.get("status", "")),
         str(o.get("expires_at", "")),
-        tuple(str(a.get("handle")) for a in approvers if isinstance(a, dict) and a.get("handle")),
-        o.get("applies_to") if isinstance(o.get("applies_to"), str) else None,
-        delta.get("max_files", 0) if isinstance(delta.get("max_files", 0), int) else 0,
-        delta.get("max_loc", 0) if isinstance(delta.get("max_loc", 0), int) else 0,
+        tuple(
+            str(a["handle"])
+            for a in _typed(o, "approvers", list, [])
+            if isinstance(a, dict) and a.get("handle")
+        ),
+        _typed(o, "applies_to", str),
+        _typed(delta, "max_files", int, 0),
+        _typed(delta, "max_loc", int, 0),
         bool(delta),
         problems,
     )
@@ -228,26 +240,20 @@ def evidence_from(obj: Any) -> Evidence:
     problems = schema_problems("evidence", obj)
     o = obj if isinstance(obj, dict) else {}
     items = []
-    for it in o.get("items", []) if isinstance(o.get("items"), list) else []:
+    for it in _typed(o, "items", list, []):
         if isinstance(it, dict) and isinstance(it.get("kind"), str):
-            value = it.get("value")
+            value = _typed(it, "value", (int, float))
             items.append(
                 EvidenceItem(
                     it["kind"],
                     str(it.get("status", "")),
-                    it.get("exit_code") if isinstance(it.get("exit_code"), int) else None,
-                    float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None,
-                    it.get("criterion_id") if isinstance(it.get("criterion_id"), str) else None,
-                    it.get("command") if isinstance(it.get("command"), str) else None,
+                    _typed(it, "exit_code", int),
+                    None if value is None else float(value),
+                    _typed(it, "criterion_id", str),
+                    _typed(it, "command", str),
                 )
             )
-    sha = o.get("commit_sha")
-    return Evidence(
-        o.get("spec_id") if isinstance(o.get("spec_id"), str) else None,
-        sha if isinstance(sha, str) else None,
-        tuple(items),
-        problems,
-    )
+    return Evidence(_typed(o, "spec_id", str), _typed(o, "commit_sha", str), tuple(items), problems)
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -439,3 +439,25 @@ def test_verdict_rules_beyond_the_schema() -> None:
     assert verdict_problems({**ok, "status": "OK"})[0].startswith("status: 'OK' is not one of")
     assert verdict_problems({**ok, "violated_clauses": ["STYLE"]})[0].startswith("violated_clauses.0:")
     assert verdict_problems({**ok, "verdict": "PASS"})[0].startswith("(document): Additional properties")
+
+
+def test_a_mistyped_waiver_or_evidence_field_reads_as_missing_and_is_reported() -> None:
+    """Waivers and evidence are judged, not trusted: a field of the wrong type (a bool where a count or a
+    value belongs, a string for a list) reads as absent, and the schema problem is kept as a finding."""
+    w = waiver_from(
+        {"id": "WV-0001", "gates": "budget_limit", "status": "active", "expires_at": "2027-01-01T00:00:00Z",
+         "approvers": [{"handle": "ana"}, "bob"], "delta": {"max_files": True, "max_loc": 20}}
+    )  # fmt: skip
+    assert (w.gates, w.approvers, w.delta_files, w.delta_loc, w.has_delta) == ((), ("ana",), 0, 20, True)
+    assert w.problems
+    e = evidence_from(
+        {"spec_id": 7, "commit_sha": "abc", "items": [
+            {"kind": "tests", "status": "pass", "exit_code": True},
+            {"kind": "coverage", "status": "pass", "value": False},
+            {"kind": "coverage", "status": "pass", "value": 0.9},
+            {"status": "pass"},
+        ]}
+    )  # fmt: skip
+    assert e.spec_id is None and e.commit_sha == "abc" and len(e.items) == 3
+    assert e.items[0].exit_code is None and e.items[1].value is None and e.items[2].value == 0.9
+    assert e.problems
