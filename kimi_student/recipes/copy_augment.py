@@ -127,6 +127,7 @@ def result_numbers(item: dict[str, Any]) -> set[str]:
 _ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "kr", "st", "tr")
 _VOWELS = ("a", "e", "i", "o", "u")
 WORD_SOURCES = ("training", "invented")
+NUMBER_SOURCES = ("training", "fresh")
 # Every word of the world's value pools, training and held-out parts alike: never an invented word.
 _POOLS = (world.SUBJECTS, world.ASPECTS, world.HOSTS, world.EMPTY_QUERY_WORDS, world.PACKAGES, world.DIRS)
 WORLD_WORDS = frozenset(
@@ -147,12 +148,20 @@ def invented_word(w: str, rng: random.Random) -> str:
 class ValuePool:
     """The training items' swappable values: request words by shape, result numbers by digit count.
     Words in more than STRUCTURE_SHARE of the items are the task's wording and are never swapped.
-    `words`: where a fresh word comes from, the training items (`training`) or `invented_word`."""
+    `words_from`: where a fresh word comes from, the training items (`training`) or `invented_word`.
+    `numbers_from`: where a fresh number comes from, the training items' results of its digit count
+    (`training`), or a random number of that many digits on the training side of the value split (`fresh`):
+    a scenario whose results come from a small registry (api_lookup: ten download counts in all of
+    training) otherwise never shows the student another number to write in the locale's grouping."""
 
-    def __init__(self, items: list[dict[str, Any]], words_from: str = "training"):
+    def __init__(
+        self, items: list[dict[str, Any]], words_from: str = "training", numbers_from: str = "training"
+    ):
         if words_from not in WORD_SOURCES:
             raise ValueError(f"words_from must be one of {WORD_SOURCES}, not {words_from!r}")
-        self.words_from = words_from
+        if numbers_from not in NUMBER_SOURCES:
+            raise ValueError(f"numbers_from must be one of {NUMBER_SOURCES}, not {numbers_from!r}")
+        self.words_from, self.numbers_from = words_from, numbers_from
         per_item = [request_words(it) for it in items]
         df = Counter(w for ws in per_item for w in ws)
         self.structure = {w for w, n in df.items() if n > STRUCTURE_SHARE * len(items)}
@@ -182,6 +191,12 @@ class ValuePool:
         return rng.choice(options) if options else None
 
     def fresh_number(self, n: str, rng: random.Random, taken: set[str]) -> str | None:
+        if self.numbers_from == "fresh":
+            for _ in range(20):  # ~1 in HELDOUT_SHARE numbers is a held-out value: drawn again
+                v = str(rng.randint(10 ** (len(n) - 1), 10 ** len(n) - 1))
+                if v not in taken and value_split(v) == "train":
+                    return v
+            return None
         options = [v for v in self.numbers.get(len(n), []) if v not in taken]
         return rng.choice(options) if options else None
 
@@ -285,10 +300,11 @@ def augmented_set(
     seed: int,
     words_from: str = "training",
     computed_copies: int | None = None,
+    numbers_from: str = "training",
 ) -> tuple[list[dict[str, Any]], ValuePool]:
     """`copies` augmented versions of each training item that has values to swap (`computed_copies`, if
     given, redrawn versions of each COMPUTED item instead), and the pool drawn from."""
-    rng, pool = random.Random(seed), ValuePool(items, words_from)
+    rng, pool = random.Random(seed), ValuePool(items, words_from, numbers_from)
 
     def count(it: dict[str, Any]) -> int:
         computed = it["metadata"]["scenario"] in COMPUTED

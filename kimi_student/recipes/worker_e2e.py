@@ -42,7 +42,7 @@ from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.export.coreml import export_coreml
 from kimi_student.jsonl import write_json, write_jsonl
 from kimi_student.models.student import load_spec
-from kimi_student.recipes.copy_augment import WORD_SOURCES, augmented_set
+from kimi_student.recipes.copy_augment import NUMBER_SOURCES, WORD_SOURCES, augmented_set
 from kimi_student.recipes.serve import transformers_serve
 from kimi_student.recipes.toy_e2e import fresh_training, load_config, timed, torch_threads
 from kimi_student.recipes.toy_run import ToyRun
@@ -80,6 +80,11 @@ def read_config(path: Path) -> dict[str, Any]:
         got = cfg["data"]["copy_words"]
         raise InputError(
             path, None, "data.copy_words", f"must be one of {', '.join(WORD_SOURCES)}, got {got!r}"
+        )
+    if cfg["data"].get("copy_numbers", "training") not in NUMBER_SOURCES:
+        got = cfg["data"]["copy_numbers"]
+        raise InputError(
+            path, None, "data.copy_numbers", f"must be one of {', '.join(NUMBER_SOURCES)}, got {got!r}"
         )
     shapes = cfg["export"].get("shapes")
     if (
@@ -140,7 +145,12 @@ def prepare_data(run: ToyRun, d: dict[str, Any], seed: int, config: Path) -> dic
     header, train_items, fx = generate(int(d["train_items"]), seed)
     n = int(d.get("copy_augment", 0))
     copies, _ = augmented_set(
-        train_items, n, seed, d.get("copy_words", "training"), int(d.get("computed_copies", n))
+        train_items,
+        n,
+        seed,
+        d.get("copy_words", "training"),
+        int(d.get("computed_copies", n)),
+        d.get("copy_numbers", "training"),
     )
     hheader, held, hfx = generate(int(d["heldout_items"]), seed, "heldout")
     check = disjointness(held, train_items + copies, config)

@@ -245,3 +245,34 @@ def test_computed_items_get_their_own_number_of_redrawn_copies(
     assert leaks(heldout, TrainingMemory(copies)) == []
     plain, _ = augmented_set(train, 1, 3, "invented")
     assert len(copies) - len(plain) == 2 * len(computed)
+
+
+def test_fresh_numbers_bring_download_counts_training_never_had(
+    train: list[dict], heldout: list[dict]
+) -> None:
+    """`numbers_from="fresh"`: a swapped copy's result numbers are drawn anew (same digit count, the
+    training side of the value split), so api_lookup's copies show download counts the registry never held;
+    none is a held-out value, the run is deterministic, and the default keeps training's own numbers."""
+
+    def downloads(items: list[dict]) -> set[str]:
+        return {
+            m
+            for it in items
+            for m in re.findall(r'"weekly_downloads": (\d+)', json.dumps(it["metadata"]["tool_results"]))
+        }
+
+    registry = downloads(train)
+    plain, _ = augmented_set(train, 1, 3, "invented")
+    fresh, _ = augmented_set(train, 1, 3, "invented", numbers_from="fresh")
+    assert downloads(plain) <= registry  # a swap only moves the registry's own counts around
+    new = downloads(fresh) - registry
+    assert len(new) >= 0.9 * len(downloads(fresh)) and len(new) > 2 * len(registry)
+    assert all(len(n) in {len(r) for r in registry} for n in new)
+    answers = [c for c in fresh if "downloads" in c["teacher_text"].rsplit("</tool_response>", 1)[-1]]
+    api = next(c for c in answers if downloads([c]) & new)
+    n = next(iter(downloads([api]) & new))
+    assert format_number(int(n), api["metadata"]["locale"]) in api["teacher_text"]  # the answer restates it
+    assert leaks(heldout, TrainingMemory(fresh)) == []
+    assert augmented_set(train, 1, 3, "invented", numbers_from="fresh")[0] == fresh
+    with pytest.raises(ValueError, match="numbers_from"):
+        augmented_set(train, 1, 3, "invented", numbers_from="random")

@@ -89,3 +89,16 @@ def test_the_student_is_the_base_model_distilled_from_the_teacher() -> None:
     assert worker["arch"]["num_hidden_layers"] == teacher["arch"]["num_hidden_layers"] == 30
     assert worker["train"]["loss"]["kl_forward"] > 0 and worker["train"]["loss"]["ce_teacher"] > 0
     assert "kl_forward" not in teacher["train"]["loss"]
+
+
+@pytest.mark.parametrize(("key", "value"), [("copy_words", "random"), ("copy_numbers", "random")])
+def test_an_unknown_copy_source_is_refused_naming_it(tmp_path: Path, key: str, value: str) -> None:
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg["data"][key] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match=rf"data\.{key}: must be one of training, "):
+        read_config(path)
+    cfg["data"][key] = "training"
+    path.write_text(yaml.safe_dump(cfg))
+    assert read_config(path)["data"][key] == "training"
