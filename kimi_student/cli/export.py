@@ -95,14 +95,23 @@ def export_coreml_cmd(
             "32-token call ~2.5x. '' for the one-token decoder alone.",
         ),
     ] = "8,32",
+    sequence: Annotated[
+        bool,
+        typer.Option(
+            help="Full-sequence packages, one per shape (--no-sequence: the stateful decoder alone, sized "
+            "by the largest shape or --context; all that `--runner coreml` needs in the MIL executor)."
+        ),
+    ] = True,
 ) -> None:
     """Core ML ML programs: FP16 compute, INT8 weights, one package per shape, and the stateful decoder."""
     from kimi_student.export.coreml import export_coreml
     from kimi_student.export.torch_export import parse_shapes
 
+    if not (sequence or decode):
+        fail("--no-sequence --no-decode: nothing to export")
     lengths = _export_args(model, shapes, layout, out, context)
     q_lens = parse_shapes(chunks, "--chunks") if chunks.strip() and decode else []
-    man = export_coreml(model, out, lengths, quantize, layout, context, decode, q_lens)
+    man = export_coreml(model, out, lengths, quantize, layout, context, decode, q_lens, sequence)
     for e in man["packages"]:
         ops = sum(v for k, v in e["op_histogram"].items() if k != "const")
         typer.echo(

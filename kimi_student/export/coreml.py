@@ -290,9 +290,13 @@ def export_coreml(
     context: int | None = None,
     decode: bool = True,
     chunks: list[int] | None = None,
+    sequence: bool = True,
 ) -> dict[str, Any]:
-    """Write seq<S>.mlpackage per shape and decode<context>.mlpackage (with a `chunk<Q>` function per
-    entry of `chunks`: prefill and draft verification), plus manifest.json; returns it."""
+    """Write seq<S>.mlpackage per shape (unless not `sequence`: the MIL executor's runner decodes with the
+    stateful decoder alone) and decode<context>.mlpackage (with a `chunk<Q>` function per entry of
+    `chunks`: prefill and draft verification), plus manifest.json; returns it."""
+    if not (sequence or decode):
+        raise ExportError("nothing to export: neither the full-sequence packages nor the decoder")
     ct = _ct()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -303,7 +307,7 @@ def export_coreml(
     model = load_for_export(folder, shapes, layout, context)
     a = model.arch
     packages = []
-    for s in shapes:
+    for s in shapes if sequence else []:
         t0 = time.perf_counter()
         ep = export_full(model, s)
         t1 = time.perf_counter()
@@ -351,7 +355,7 @@ def export_coreml(
         "arch": model.arch.__dict__,
         "layout": layout,
         "minimum_deployment_target": TARGET,
-        "shapes": shapes,
+        "shapes": shapes if sequence else [],
         "context": context if decode else None,
         "precision": {"compute": "float16", "weights": "int8" if quantize else "float16"},
         "quantization": {**QUANT, "api": "coremltools.optimize.coreml.linear_quantize_weights"}

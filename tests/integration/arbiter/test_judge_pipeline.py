@@ -104,7 +104,19 @@ def test_the_core_ml_judge_is_gated_and_compared_with_pytorch(
 
     data, model = judge_run
     pkg = tmp_path / "coreml"
-    r = ks_here("export", "coreml", "--model", model, "--out", pkg, "--shapes", "1024", "--chunks", "128")
+    r = ks_here(
+        "export",
+        "coreml",
+        "--model",
+        model,
+        "--out",
+        pkg,
+        "--shapes",
+        "1024",
+        "--chunks",
+        "128",
+        "--no-sequence",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     report = tmp_path / "coreml.json"
     r = ks_here(
@@ -112,6 +124,11 @@ def test_the_core_ml_judge_is_gated_and_compared_with_pytorch(
         "--report", report, *EVAL_ARGS,
     )  # fmt: skip
     assert r.returncode == 1, r.stderr[-2000:]  # the gates fail; the run is whole
+    assert sorted(p.name for p in pkg.glob("*.mlpackage")) == ["decode1024.mlpackage"]  # the decoder alone
+    r = ks_here(
+        "export", "coreml", "--model", model, "--out", tmp_path / "none", "--no-sequence", "--no-decode"
+    )
+    assert r.returncode == 2 and "nothing to export" in r.stderr and not (tmp_path / "none").exists()
     head = json.loads(report.read_text())["header"]
     assert head["runner"] == "coreml" and head["decoding"]["decoder"] == "stateful"
     assert head["decoding"]["q_lens"] == [1, 128] and head["decoding"]["context"] == 1024
