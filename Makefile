@@ -217,7 +217,7 @@ caws-eval: install
 
 # the Judge exported: Core ML (INT8 weights, FP16 compute, a stateful decoder whose 128-token calls prefill a
 # case) and ONNX; caws-eval-coreml runs the export in the MIL executor and compares its verdicts with caws-eval's
-JUDGE_SHAPES ?= $(if $(findstring -toy,$(JUDGE_RUN)),1024,512$(comma)1024$(comma)2048)
+JUDGE_SHAPES ?= $(if $(findstring -toy,$(JUDGE_RUN)),2048,512$(comma)1024$(comma)2048)
 JUDGE_COREML ?= coreml/artifacts/judge
 judge_coreml: install
 	$(KS) export coreml --model $(JUDGE_RUN)/final --shapes $(JUDGE_SHAPES) --chunks 8,128 --out $(JUDGE_COREML)

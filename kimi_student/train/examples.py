@@ -63,10 +63,13 @@ class Example:
         self.logprob_temperature = temperature
 
 
-# A Judge's decision in its verdict (status and violated clauses) or pair ruling (winner): the few tokens that
-# decide, outweighed by the rationale around them unless weighted themselves (process kind `verdict`)
-_VERDICT = re.compile(
-    r'\A\{"status": "([A-Z_]+)", "violated_clauses": (\[[^\]]*\])|\A\{"winner": "(a|b|tie)"'
+# A Judge's decisions: the few tokens that decide, outweighed by the rationale around them unless weighted
+# themselves (process kind `verdict`). A Judge target is a JSON object; the verdict form opens with its status
+# or a pair's winner, the reasoned form with the budget or a pair's two statuses. Its decisions are the values
+# of these keys (a quote inside a string is escaped, so a rationale or a finding's detail never matches).
+_VERDICT = re.compile(r'\A\{"(?:status|winner|budget|a)": ')
+_DECISION = re.compile(
+    r'"(?:status|clause|disposition|a|b|winner)": "([A-Za-z_]+)"|"violated_clauses": (\[[^\]]*\])'
 )
 
 
@@ -74,8 +77,11 @@ def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[l
     """Token ranges of tool names, JSON arguments and integration spans in a response, and of a Judge's
     decision when the response is a verdict or a pair ruling."""
     t = parse_transcript(text)
-    m = _VERDICT.match(text)
-    decided = [m.span(g) for g in (1, 2, 3) if m and m.start(g) >= 0]
+    decided = (
+        [m.span(g) for m in _DECISION.finditer(text) for g in (1, 2) if m.start(g) >= 0]
+        if _VERDICT.match(text)
+        else []
+    )
     return {
         "tool_name": [list(token_range(offsets, *c.name_span)) for c in t.calls if c.name_span],
         "json_args": [list(token_range(offsets, *c.args_span)) for c in t.calls if c.args_span],

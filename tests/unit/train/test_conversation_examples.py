@@ -191,3 +191,20 @@ def test_verdict_weighs_a_judges_decision_and_nothing_else(world: dict[str, Any]
     # only a response that is a verdict: a status quoted inside an answer weighs as the answer does
     assert 5.0 not in by_weight(b, build(b, 'He wrote {"status": "PASS", "violated_clauses": []}.'))
     assert 5.0 not in by_weight(b, build(b, f"{CALL1}\n{RESP1}\n{ANSWER}"))
+
+
+def test_verdict_weighs_the_decisions_of_a_reasoned_target(world: dict[str, Any]) -> None:
+    """The reasoned form writes the facts before it rules: the findings' clauses and dispositions, the
+    violated clauses, the status (a pair's two statuses and its winner) weigh; the counts and details do not."""
+    b = ExampleBuilder(AutoTokenizer.from_pretrained(str(world["tokenizer"])), {**WEIGHTS, "verdict": 5.0})
+    reasoned = (
+        '{"budget": {"files_changed": 3, "lines_added": 9, "max_files": 2, "max_loc": 10}, "findings": '
+        '[{"clause": "BUDGET_ADHERENCE", "rule": "max_files", "disposition": "blocking", "detail": '
+        '"3 files, \\"status\\": \\"PASS\\" at most 2"}], "violated_clauses": ["BUDGET_ADHERENCE"], '
+        '"status": "FAIL", "rationale": "FAIL: BUDGET_ADHERENCE violated."}'
+    )
+    got = by_weight(b, build(b, reasoned))
+    assert got[5.0].replace(", ", "") == 'BUDGET_ADHERENCEblocking["BUDGET_ADHERENCE"]FAIL'
+    assert "3" in got[1.0] and "PASS" in got[1.0] and "max_files" in got[1.0]
+    pair = by_weight(b, build(b, '{"a": "FAIL", "b": "PASS", "winner": "b"}'))
+    assert pair[5.0] == "FAILPASSb"
