@@ -18,7 +18,7 @@ RESULTS ?= eval/results
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-mil-decode bench-judge clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
-	judge_coreml judge_onnx caws-eval-coreml llama-server llama-serve test-llama llama-record
+	judge_coreml judge_onnx caws-eval-coreml report-diff llama-server llama-serve test-llama llama-record
 
 help:
 	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
@@ -30,6 +30,7 @@ help:
 	@echo "make contextual-pipeline N=1000 SEED=0   dataset generate -> extract -> verify"
 	@echo "make eval-predictions PRED=file.jsonl    score transcripts produced elsewhere"
 	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
+	@echo "make report-diff BASE=a.json NEW=b.json  metric deltas and lost gates; exit 1 on a regression"
 	@echo "make caws-check SPEC=spec.yaml REV=HEAD [EVIDENCE=e.yaml WAIVERS='w1.yaml w2.yaml' POLICY=p.yaml NOW=iso]"
 	@echo "make judge_data / judge_train / caws-eval   the CAWS Judge: oracle-labelled set, toy Judge, gated eval"
 	@echo "make judge_coreml / judge_onnx / caws-eval-coreml   the Judge exported; its Core ML verdicts gated and compared"
@@ -196,6 +197,11 @@ worker-e2e: install
 
 # ---- CAWS rule oracle on a real change: exit 0 PASS, 1 FAIL, 3 WAIVER_REQUIRED (merge only with its waivers), 2 bad input
 SPEC ?= .caws/working-spec.yaml
+# BASE, NEW: two reports of one dataset (eval, judge eval, toy-e2e): exit 1 on a regression beyond
+# configs/report_tolerances.yaml or a gate lost, 2 when they measured different things
+report-diff: install
+	$(KS) report diff $(BASE) $(NEW)
+
 caws-check: install
 	$(KS) caws check --spec $(SPEC) --git $(or $(REV),HEAD) $(if $(POLICY),--policy $(POLICY)) \
 		$(if $(EVIDENCE),--evidence $(EVIDENCE)) $(foreach w,$(WAIVERS),--waiver $(w)) $(if $(NOW),--now $(NOW))

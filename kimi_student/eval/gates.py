@@ -29,18 +29,10 @@ def load_gates(
     and the field (exit 2), before a run writes anything. `gateable`: the metrics a gate may name (the
     Worker's summary by default; the Judge's for configs/judge_gates.yaml)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-        node, cfg = yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        line = e.problem_mark.line + 1 if e.problem_mark else None
-        raise InputError(p, line, "gates", f"not valid YAML: {e.problem or e.context}") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        why = e.strerror if isinstance(e, OSError) else str(e).splitlines()[0]
-        raise InputError(p, None, "gates", f"cannot read gate config: {why}") from None
+    node, cfg = read_yaml_config(p, "gates")
 
     def bad(keys: tuple[Any, ...], message: str) -> InputError:
-        return InputError(p, _line(node, keys), ".".join(map(str, keys)), message)
+        return InputError(p, yaml_line(node, keys), ".".join(map(str, keys)), message)
 
     if not isinstance(cfg, dict):
         what = "an empty file" if cfg is None else f"a {type(cfg).__name__}"
@@ -79,7 +71,21 @@ def _gate_problem(name: Any, g: Any, gateable: tuple[str, ...]) -> tuple[tuple[s
     return None
 
 
-def _line(node: yaml.Node | None, keys: tuple[Any, ...]) -> int | None:
+def read_yaml_config(p: Path, what: str) -> tuple[yaml.Node | None, Any]:
+    """A YAML config as its node tree (for line numbers) and its value; an unreadable or invalid file is an
+    InputError naming the file, the line where YAML found the fault and `what` the config is."""
+    try:
+        text = p.read_text(encoding="utf-8")
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        line = e.problem_mark.line + 1 if e.problem_mark else None
+        raise InputError(p, line, what, f"not valid YAML: {e.problem or e.context}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        why = e.strerror if isinstance(e, OSError) else str(e).splitlines()[0]
+        raise InputError(p, None, what, f"cannot read {what} config: {why}") from None
+
+
+def yaml_line(node: yaml.Node | None, keys: tuple[Any, ...]) -> int | None:
     """The line of the deepest of `keys` found in the YAML document `node` (1-based)."""
     line = None
     for key in keys:
