@@ -29,6 +29,10 @@ from kimi_student.eval.gates import evaluate_gates, load_gates, run_passed
 from kimi_student.resources import config_path
 
 DEFAULT_GATES = config_path("judge_gates.yaml")
+# A pair's ruling is short: `{"winner": "tie"}`, or in the reasoned form each candidate's status first
+# (`{"a": "WAIVER_REQUIRED", "b": "WAIVER_REQUIRED", "winner": "tie"}`: 28 SmolLM2 tokens). Generation stops at
+# the end token; this only bounds a Judge that never writes it.
+PAIR_TOKENS = 48
 METRICS = (
     "agreement",
     "kappa",
@@ -191,7 +195,7 @@ def evaluate(
     t0 = time.perf_counter()
     single_out = run([r["prompt"] for r in singles], max_new_tokens)
     t_single = time.perf_counter() - t0
-    pair_out = run([r["prompt"] for r in pairs], 16)
+    pair_out = run([r["prompt"] for r in pairs], min(max_new_tokens, PAIR_TOKENS))
     padded_out = run(padded, max_new_tokens)
     probs = status_probabilities(gen, [r["prompt"] for r in singles], single_out, lambda: bar.update(1))
     bar.close()
