@@ -180,7 +180,9 @@ def test_both_targets_are_valid_verdicts_saying_what_the_oracle_says(sample: dic
         target_text(sample["train"][0], "checklist")
 
 
-def test_a_pair_ruling_of_either_form_fits_the_tokens_eval_gives_a_pair(sample: dict[str, list[dict]]) -> None:
+def test_a_pair_ruling_of_either_form_fits_the_tokens_eval_gives_a_pair(
+    sample: dict[str, list[dict]],
+) -> None:
     """`judge eval` bounds a pair's generation at PAIR_TOKENS: the longest ruling of either form, with its
     end token, fits (the reasoned form's two statuses once ran past a bound of 16 and read as errors)."""
     from transformers import AutoTokenizer
@@ -190,7 +192,9 @@ def test_a_pair_ruling_of_either_form_fits_the_tokens_eval_gives_a_pair(sample: 
 
     tok = AutoTokenizer.from_pretrained(str(resolve_tokenizer_folder("smollm2")))
     longest = max(STATUS_RANK, key=len)
-    texts = [target_text(r, t) for r in sample["train"] if r["mode"] == "pair" for t in ("verdict", "reasoned")]
+    texts = [
+        target_text(r, t) for r in sample["train"] if r["mode"] == "pair" for t in ("verdict", "reasoned")
+    ]
     texts.append(json.dumps({"a": longest, "b": longest, "winner": "tie"}))
     assert len(texts) > 20
     assert max(len(tok(t)["input_ids"]) for t in texts) + 1 <= PAIR_TOKENS
