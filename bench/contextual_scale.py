@@ -41,6 +41,34 @@ def machine_line(extra: str = "") -> str:
     )
 
 
+def write_bench_report(path: Path, bench: str, summary: dict, **header: object) -> None:
+    """A bench's figures as a report the dashboard draws (`header.report` "bench"): when, which code, the
+    machine (CPU, cores, load, bf16 support) and `header` (what it measured with), and `summary` (numbers)."""
+    import torch
+
+    from kimi_student.eval.report import created_at
+    from kimi_student.fingerprint import code_version
+    from kimi_student.jsonl import write_json
+
+    write_json(
+        path,
+        {
+            "header": {
+                "report": "bench",
+                "bench": bench,
+                "created_at": created_at(),
+                "code_version": code_version(),
+                "cpu": cpu_name(),
+                "cores": os.cpu_count(),
+                "load": round(os.getloadavg()[0], 2),
+                "bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+                **header,
+            },
+            "summary": summary,
+        },
+    )
+
+
 def base_tree(commit: str, dest: Path) -> Path:
     """The package at `commit`, unpacked under `dest/base` (run it with PYTHONPATH set there)."""
     base = dest / "base"

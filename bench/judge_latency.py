@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from contextual_scale import machine_line  # noqa: E402
+from contextual_scale import machine_line, write_bench_report  # noqa: E402
 
 
 def main() -> None:
@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50, help="Cases timed (after --warmup more).")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--dtype", default="fp32")
+    ap.add_argument("--report", type=Path, help="Also write the figures as a bench report (for the dashboard).")
     args = ap.parse_args()
 
     import torch
@@ -67,6 +68,16 @@ def main() -> None:
     )
     print(f"  oracle: p50 {p(oracle_s, 0.5) * 1000:.2f} ms  p95 {p(oracle_s, 0.95) * 1000:.2f} ms")
     print(f"  judge / oracle at p95: {p(judge_s, 0.95) / p(oracle_s, 0.95):.0f}x")
+    if args.report:
+        summary = {
+            "judge_p50_s": p(judge_s, 0.5),
+            "judge_p95_s": p(judge_s, 0.95),
+            "oracle_p95_s": p(oracle_s, 0.95),
+            "judge_over_oracle_p95_ratio": p(judge_s, 0.95) / p(oracle_s, 0.95),
+            "new_tokens_mean": statistics.mean(new_tokens),
+            "cases": args.n,
+        }
+        write_bench_report(args.report, "judge_latency", summary, runner=args.runner, how=how, model=str(args.model))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ HEAVY_FIRST = (
     "tests/integration/eval/test_eval_scale.py",
     "tests/integration/recipes/test_toy_e2e.py",
     "tests/integration/arbiter/test_judge_pipeline.py",
+    "tests/integration/test_dashboard.py",
     "tests/integration/export/mil/test_decoders.py",
     "tests/integration/eval/test_sealed_rows.py",
     "tests/integration/export/mil/test_compressed_weights.py",

@@ -7,7 +7,18 @@ import os
 
 import typer
 
-from kimi_student.cli import caws, contextual, distill, export, judge, report, tokenizer, tools, toy
+from kimi_student.cli import (
+    caws,
+    contextual,
+    dashboard,
+    distill,
+    export,
+    judge,
+    report,
+    tokenizer,
+    tools,
+    toy,
+)
 from kimi_student.cli import eval as eval_cli
 
 app = typer.Typer(
@@ -28,6 +39,7 @@ app.add_typer(toy.app)
 app.add_typer(caws.app, name="caws")
 app.add_typer(judge.app, name="judge")
 app.add_typer(report.app, name="report")
+app.add_typer(dashboard.app)
 
 
 @app.callback()

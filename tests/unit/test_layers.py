@@ -39,7 +39,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "data",
         "eval train",
         "arbiter",  # the CAWS oracle and the Judge: its eval reuses the eval harness's runner and gates
-        "recipes",
+        "recipes dashboard",
         "cli",
     )
 )

@@ -1,0 +1,1 @@
+"""The dashboard: every report as a static site (`kimi-student dashboard`)."""
