@@ -18,7 +18,7 @@ RESULTS ?= eval/results
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-mil-decode bench-judge clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
-	judge_coreml judge_onnx caws-eval-coreml report-diff llama-server llama-serve test-llama llama-record
+	judge_coreml judge_onnx caws-eval-coreml report-diff dashboard browser llama-server llama-serve test-llama llama-record
 
 help:
 	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
@@ -31,6 +31,7 @@ help:
 	@echo "make eval-predictions PRED=file.jsonl    score transcripts produced elsewhere"
 	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
 	@echo "make report-diff BASE=a.json NEW=b.json  metric deltas and lost gates; exit 1 on a regression"
+	@echo "make dashboard [DASH_REPORTS=reports SITE=site]  every report as a static site (SITE/index.html)"
 	@echo "make caws-check SPEC=spec.yaml REV=HEAD [EVIDENCE=e.yaml WAIVERS='w1.yaml w2.yaml' POLICY=p.yaml NOW=iso]"
 	@echo "make judge_data / judge_train / caws-eval   the CAWS Judge: oracle-labelled set, toy Judge, gated eval"
 	@echo "make judge_coreml / judge_onnx / caws-eval-coreml   the Judge exported; its Core ML verdicts gated and compared"
@@ -74,7 +75,15 @@ install: $(VENV)/.installed
 # Tests marked `extra` (a costlier second proof of what a cheaper test in make test proves) run only in
 # test-slow, with the `slow` ones. test-fast: the unit tier, in-process, < 60 s.
 PYTEST := $(VENV)/bin/python -m pytest -q
-test: install
+# The dashboard's browser test drives Debian's chromium (Playwright's own browser download is not reachable):
+# installed here where it is missing, as root or through sudo.
+browser:
+	@command -v chromium >/dev/null || { \
+	  S=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
+test: install browser
 	OMP_NUM_THREADS=1 PROPERTY_EXAMPLES=150 KILL_SEEDS=1 $(PYTEST) -m "not extra" -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install
@@ -201,6 +210,12 @@ SPEC ?= .caws/working-spec.yaml
 # configs/report_tolerances.yaml or a gate lost, 2 when they measured different things
 report-diff: install
 	$(KS) report diff $(BASE) $(NEW)
+
+# every report under DASH_REPORTS as a static site in SITE (open SITE/index.html; nothing is fetched)
+DASH_REPORTS ?= reports
+SITE ?= site
+dashboard: install
+	$(KS) dashboard --reports $(DASH_REPORTS) --out $(SITE)
 
 caws-check: install
 	$(KS) caws check --spec $(SPEC) --git $(or $(REV),HEAD) $(if $(POLICY),--policy $(POLICY)) \

@@ -27,7 +27,12 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50, help="Cases timed (after --warmup more).")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--dtype", default="fp32")
-    ap.add_argument("--report", type=Path, help="Also write the figures as a bench report (for the dashboard).")
+    ap.add_argument(
+        "--max-new-tokens", type=int, default=400, help="As `judge eval`'s (a reasoned verdict: ~300)."
+    )
+    ap.add_argument(
+        "--report", type=Path, help="Also write the figures as a bench report (for the dashboard)."
+    )
     args = ap.parse_args()
 
     import torch
@@ -39,7 +44,7 @@ def main() -> None:
     cases = [r for r in rows if r.get("mode") == "single"][: args.warmup + args.n]
     if len(cases) < args.warmup + args.n:
         sys.exit(f"{args.data}: {len(cases)} single cases, fewer than --warmup + --n")
-    gen = judge_generator(args.runner, args.model, 400, 1, args.dtype)
+    gen = judge_generator(args.runner, args.model, args.max_new_tokens, 1, args.dtype)
     judge_s, oracle_s, new_tokens = [], [], []
     for i, r in enumerate(cases):
         t = time.perf_counter()
@@ -77,7 +82,9 @@ def main() -> None:
             "new_tokens_mean": statistics.mean(new_tokens),
             "cases": args.n,
         }
-        write_bench_report(args.report, "judge_latency", summary, runner=args.runner, how=how, model=str(args.model))
+        write_bench_report(
+            args.report, "judge_latency", summary, runner=args.runner, how=how, model=str(args.model)
+        )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from html import escape
 
 W, H = 640, 260
-LEFT, RIGHT, TOP, BOTTOM = 64, 16, 16, 64
+LEFT, RIGHT, TOP, BOTTOM = 64, 72, 16, 76
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,9 @@ def time_series(
     out.append(
         f'<text class="unit" transform="translate(14 {TOP + ph / 2}) rotate(-90)" text-anchor="middle">'
         f"{escape(unit)}</text>"
+    )
+    out.append(
+        f'<text class="unit" x="{LEFT + pw / 2}" y="{H - 6}" text-anchor="middle">run, oldest left (code version)</text>'
     )
     every = max(1, math.ceil(len(points) / 12))  # at most ~12 x labels; every point still drawn
     for i, p in enumerate(points):

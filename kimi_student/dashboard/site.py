@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from html import escape
@@ -38,7 +39,7 @@ PAGES = (("index.html", "Overview"), ("metrics.html", "Metrics over time"), ("ga
 def page(title: str, body: Iterable[str]) -> str:
     nav = "".join(f'<a href="{href}">{name}</a>' for href, name in PAGES)
     return (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>'
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>{escape(title)}</title>'
         f"<style>{STYLE}</style></head><body><nav>{nav}</nav><h1>{escape(title)}</h1>\n"
         + "\n".join(body)
         + "\n</body></html>\n"
@@ -54,20 +55,20 @@ def num(v: Any) -> str:
 
 
 def unit_of(metric: str) -> str:
-    """The y axis's unit, from the metric's name (reports hold plain numbers)."""
-    m = metric.lower()
-    if m.startswith("seconds.") or m.endswith(("_s", "_seconds", "seconds_per_single_case")):
-        return "seconds"
-    if m.endswith(("_per_s", "tokens_per_s", "items_per_s")):
-        return "per second"
-    if "ratio" in m or m.endswith("_x"):
-        return "ratio (×)"
-    if m.endswith(("_bytes", "_mb")):
-        return "MB" if m.endswith("_mb") else "bytes"
-    shares = ("rate", "f1", "accuracy", "agreement", "kappa", "recall", "precision", "consistency", "parity",
-              "ece", "brier")  # fmt: skip
-    if any(s in m for s in shares):
+    """The y axis's unit, from the words of the metric's name (reports hold plain numbers)."""
+    words = set(re.split(r"[_.]", metric.lower()))
+    if "seconds" in words or ("s" in words and "per" not in words):
+        return "seconds"  # seconds.total, judge_p95_s, seconds_per_single_case
+    if "per" in words and "s" in words:
+        return "per second"  # items_per_s
+    shares = {"rate", "f1", "accuracy", "agreement", "kappa", "recall", "precision", "consistency", "parity",
+              "ece", "brier", "pass"}  # fmt: skip
+    if words & shares:
         return "share (0-1)"
+    if "ratio" in words:
+        return "ratio (×)"
+    if "bytes" in words:
+        return "bytes"
     return "count"
 
 
@@ -140,7 +141,7 @@ def metrics_page(runs: list[Run]) -> str:
     body = ["<p>Each metric of each kind of run, oldest run left; x labels are the code version, hover a point "
             "for its time and model; dashed red lines are gate thresholds.</p>"]  # fmt: skip
     for (kind, name), rs in series_of(runs).items():
-        body.append(f"<h2>{escape(kind)} · {escape(name)} ({len(rs)} runs)</h2>")
+        body.append(f"<h2>{escape(kind)} · {escape(name)} ({len(rs)} run{'s' if len(rs) > 1 else ''})</h2>")
         gated = {g for r in rs for g in r.gates}
         names = sorted(
             {m for r in rs for m, v in r.metrics.items() if v is not None}, key=lambda m: (m not in gated, m)
@@ -152,7 +153,7 @@ def metrics_page(runs: list[Run]) -> str:
                     short_code(r.code_version),
                     f"{r.created_at} · model {r.model or '—'} · {m} = {v:.6g}",
                     f"{r.slug}.html",
-                    None if m not in r.gates else r.gates[m].get("status") == "pass",
+                    {"pass": True, "fail": False}.get(str(r.gates.get(m, {}).get("status"))),
                 )  # fmt: skip
                 for r in rs
                 if (v := r.metrics.get(m)) is not None

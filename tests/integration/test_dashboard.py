@@ -53,7 +53,7 @@ def reports(
     assert (reports / "judge.json").exists(), r.stdout + r.stderr
     r = subprocess.run(
         [sys.executable, ROOT / "bench/judge_latency.py", "--model", toy_checkpoint, "--data", data / "heldout.jsonl",
-         "--n", "2", "--warmup", "1", "--report", reports / "bench-judge.json"],
+         "--n", "2", "--warmup", "1", "--max-new-tokens", "8", "--report", reports / "bench-judge.json"],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -129,7 +129,7 @@ def test_every_link_resolves_and_run_pages_name_the_worst_items(
     pages = sorted(out.glob("*.html"))
     assert len(pages) == 3 + 7
     for p in pages:
-        for href in re.findall(r'href="([^"#]+)', p.read_text()):
+        for href in re.findall(r'<a href="([^"#]+)', p.read_text()):
             assert (out / href).is_file(), f"{p.name} links {href}"
     cut = (out / "run-eval-cut.html").read_text()
     worst = re.findall(r"<tr><td><code>([^<]+)</code></td><td>([^<]+)</td></tr>", cut)
@@ -151,3 +151,68 @@ def test_the_site_is_replaced_whole_and_never_written_into_the_reports(
     assert r.returncode == 2 and "not a dashboard's pages" in r.stderr and (out / "mine.txt").is_file()
     r = ks("dashboard", "--reports", reports / "nope", "--out", out)
     assert r.returncode == 2 and "not a folder of reports" in r.stderr
+
+
+def test_the_site_in_a_real_browser_draws_every_point_without_errors(
+    reports: Path, site: tuple[Path, str]
+) -> None:
+    """Debian's Chromium (`make browser` installs it; Playwright drives it, nothing downloaded) loads every
+    page from a loopback server: no console error, every link answers 200, every chart holds a circle per
+    run that has its value, and a screenshot of the time series is kept beside the site."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from playwright.sync_api import sync_playwright
+
+    out, _ = site
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is not installed: `make browser` installs it (make test does)"
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(out)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    runs = {p.stem: json.loads(p.read_text()) for p in reports.glob("*.json") if p.name != "notes.json"}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1100, "height": 1400})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            links: set[str] = set()
+            for p in sorted(out.glob("*.html")):
+                assert page.goto(f"{base}/{p.name}").status == 200
+                links |= set(
+                    page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
+                )
+            for href in sorted(links):
+                assert page.request.get(f"{base}/{href}").status == 200, href
+            page.goto(f"{base}/metrics.html")
+            drawn = page.eval_on_selector_all(
+                "svg.chart",
+                "els => els.map(e => [e.getAttribute('aria-label'), e.querySelectorAll('circle.point').length,"
+                " e.querySelectorAll('line.threshold').length])",
+            )
+            # the time series of the two eval runs and the shards, with the gate's threshold
+            name = runs["eval-gold"]["header"]["dataset_sha256"][:12]
+            page.goto(f"{base}/metrics.html#eval-{name}-integration_f1_lax")
+            page.screenshot(path=str(out.parent / "metrics.png"))
+            browser.close()
+    finally:
+        httpd.shutdown()
+    assert errors == []
+    charts = {label: (n, thr) for label, n, thr in drawn}
+    evals = [runs[k] for k in ("eval-gold", "eval-cut", "shard0", "shard1")]
+    for metric in ("integration_f1_lax", "hallucination_rate", "privacy_ok_rate", "call_accuracy"):
+        want = sum(r["summary"].get(metric) is not None for r in evals)
+        assert charts[f"eval {name}: {metric}"] == (want, 1 if metric != "call_accuracy" else 0), metric
+    judge = runs["judge"]
+    for metric, v in judge["summary"].items():
+        if isinstance(v, float):
+            assert charts[f"judge {judge['header']['dataset_sha256'][:12]}: {metric}"][0] == 1, metric
+    assert (out.parent / "metrics.png").stat().st_size > 20_000
