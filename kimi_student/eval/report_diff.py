@@ -78,8 +78,28 @@ def load_tolerances(path: str | Path = DEFAULT_TOLERANCES) -> dict[str, dict[str
 
 
 def report_kind(header: dict[str, Any]) -> str:
-    """`eval` reports predate a `report` field; the Judge's say `caws-eval`."""
-    return str(header.get("report", "eval"))
+    """What wrote a report: its `report` field (`caws-eval`, `bench`), or the toy run's header, or `eval`
+    (eval reports predate the field)."""
+    if "report" in header:
+        return str(header["report"])
+    return "toy-e2e" if "primary_shape" in header else "eval"
+
+
+def report_metrics(report: dict[str, Any]) -> dict[str, float | None]:
+    """Every number a report measured, flat: its `summary` (eval, judge, bench), `eval_summary` (worker-e2e)
+    or `metric` (toy-e2e: the tool-span micro-F1 and its counts, as `tool_span_micro_*`), and the seconds of
+    its stages (`steps_seconds`, as `seconds.*`)."""
+    out: dict[str, float | None] = {}
+    if isinstance(report.get("summary"), dict):
+        out.update(flat_metrics(report["summary"]))
+    elif isinstance(report.get("eval_summary"), dict):
+        out.update(flat_metrics(report["eval_summary"]))
+    elif isinstance(report.get("metric"), dict):
+        m = {k: v for k, v in report["metric"].items() if k != "name"}
+        out.update({f"tool_span_micro_{k}": v for k, v in flat_metrics(m).items()})
+    if isinstance(report.get("steps_seconds"), dict):
+        out.update(flat_metrics(report["steps_seconds"], "seconds."))
+    return out
 
 
 def fingerprint_changes(base: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -124,9 +144,8 @@ def judge_metric(base: float | None, new: float | None, better: str | None, tole
 
 
 def metric_rows(
-    base: dict[str, Any], new: dict[str, Any], tolerances: dict[str, dict[str, Any]]
+    fb: dict[str, float | None], fn: dict[str, float | None], tolerances: dict[str, dict[str, Any]]
 ) -> list[MetricRow]:
-    fb, fn = flat_metrics(base), flat_metrics(new)
     rows = []
     for name in sorted(set(fb) | set(fn)):
         b, n = fb.get(name), fn.get(name)
@@ -164,7 +183,7 @@ def diff_reports(
 ) -> dict[str, Any]:
     """The whole comparison, as `report diff --out` writes it. `regression` is what exit 1 means."""
     bh, nh = base["header"], new["header"]
-    rows = metric_rows(base.get("summary") or {}, new.get("summary") or {}, tolerances)
+    rows = metric_rows(report_metrics(base), report_metrics(new), tolerances)
     flips = gate_flips(base.get("gates") or {}, new.get("gates") or {})
     regressed = [r.metric for r in rows if r.verdict in ("regressed", "missing")]
     return {

@@ -18,6 +18,8 @@ from kimi_student.eval.report_diff import (
     gate_flips,
     judge_metric,
     load_tolerances,
+    report_kind,
+    report_metrics,
 )
 
 
@@ -105,6 +107,7 @@ def test_the_packaged_tolerances_name_only_metrics_the_reports_have() -> None:
         "tool_call_f1",
         "call_accuracy",
         "brier",
+        "tool_span_micro_f1",  # the toy-e2e report's metric, as report_metrics names it
     }  # reported, not gated
     assert set(tol) <= set(GATEABLE) | set(JUDGE_METRICS) | summary_only
     assert {"integration_f1_lax", "hallucination_rate", "agreement", "fail_called_pass"} <= set(tol)
@@ -127,3 +130,15 @@ def test_a_bad_tolerance_config_names_its_line_and_field(text: str, where: tuple
     with pytest.raises(InputError) as e:
         load_tolerances(p)
     assert (e.value.line, e.value.field) == where or (where[0] is None and e.value.field == where[1])
+
+
+def test_every_kind_of_report_gives_its_figures_flat() -> None:
+    toy = {"header": {"primary_shape": "T128"}, "metric": {"name": "tool_span_micro_f1", "f1": 0.9, "tp": 9},
+           "steps_seconds": {"train": 12.5, "total": 30.0}}  # fmt: skip
+    assert report_kind(toy["header"]) == "toy-e2e"
+    assert report_metrics(toy) == {
+        "tool_span_micro_f1": 0.9, "tool_span_micro_tp": 9.0, "seconds.train": 12.5, "seconds.total": 30.0
+    }  # fmt: skip
+    worker = {"header": {"config": "c"}, "eval_summary": {"integration_f1_lax": 0.95}}
+    assert report_metrics(worker) == {"integration_f1_lax": 0.95} and report_kind(worker["header"]) == "eval"
+    assert report_kind({"report": "caws-eval"}) == "caws-eval" and report_metrics({"header": {}}) == {}
