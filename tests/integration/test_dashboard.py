@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from kimi_student.chat.transcript import INTEGRATION
-from tests.support import ROOT, ks, read_rows
+from tests.support import ROOT, ks, ks_here, read_rows
 
 
 def _eval(final: Path, outputs: dict[str, str], reports: Path, name: str, epoch: int, *extra: str) -> None:
     pred = reports.parent / f"{name}.pred.jsonl"
     pred.write_text("".join(json.dumps({"id": i, "output": o}) + "\n" for i, o in outputs.items()))
-    r = ks(
+    r = ks_here(
         "eval", "--runner", "predictions", "--in", final, "--predictions", pred, "--out",
         reports / f"{name}.jsonl", "--report", reports / f"{name}.json", *extra,
         env={"SOURCE_DATE_EPOCH": str(epoch)},
@@ -45,8 +45,8 @@ def reports(
     for k in (0, 1):
         _eval(dataset["final"], gold, reports, f"shard{k}", 1790007200, "--shard", f"{k}/2")
     data = root / "judge"
-    ks("judge", "data", "--out", data, "--train", "40", "--heldout", "12", "--seed", "2")
-    r = ks(
+    ks_here("judge", "data", "--out", data, "--train", "40", "--heldout", "12", "--seed", "2")
+    r = ks_here(
         "judge", "eval", "--model", toy_checkpoint, "--data", data / "heldout.jsonl", "--report",
         reports / "judge.json", "--limit", "3", "--batch-size", "3", "--max-new-tokens", "8",
     )  # fmt: skip
@@ -142,14 +142,14 @@ def test_the_site_is_replaced_whole_and_never_written_into_the_reports(
 ) -> None:
     out, _ = site
     (out / "stale.html").write_text("old")
-    assert ks("dashboard", "--reports", reports, "--out", out).returncode == 0
+    assert ks_here("dashboard", "--reports", reports, "--out", out).returncode == 0
     assert not (out / "stale.html").exists() and (out / "index.html").is_file()
-    r = ks("dashboard", "--reports", reports, "--out", reports / "site")
+    r = ks_here("dashboard", "--reports", reports, "--out", reports / "site")
     assert r.returncode == 2 and "inside the reports folder" in r.stderr
     (out / "mine.txt").write_text("a file the dashboard did not write")
-    r = ks("dashboard", "--reports", reports, "--out", out)
+    r = ks_here("dashboard", "--reports", reports, "--out", out)
     assert r.returncode == 2 and "not a dashboard's pages" in r.stderr and (out / "mine.txt").is_file()
-    r = ks("dashboard", "--reports", reports / "nope", "--out", out)
+    r = ks_here("dashboard", "--reports", reports / "nope", "--out", out)
     assert r.returncode == 2 and "not a folder of reports" in r.stderr
 
 

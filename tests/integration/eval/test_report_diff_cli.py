@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from kimi_student.chat.transcript import INTEGRATION
-from tests.support import ks, read_rows
+from tests.support import ks, ks_here, read_rows
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1790000000"}
 
@@ -16,7 +16,7 @@ def _report(final: Path, outputs: dict[str, str], tmp: Path, name: str) -> Path:
     pred = tmp / f"{name}.pred.jsonl"
     pred.write_text("".join(json.dumps({"id": i, "output": o}) + "\n" for i, o in outputs.items()))
     rep = tmp / f"{name}.json"
-    r = ks(
+    r = ks_here(
         "eval", "--runner", "predictions", "--in", final, "--predictions", pred,
         "--out", tmp / f"{name}.jsonl", "--report", rep, env=EPOCH,
     )  # fmt: skip
@@ -46,9 +46,9 @@ def test_report_diff_exits_1_on_a_lowered_f1_0_on_none_and_2_on_another_dataset(
     d = json.loads((tmp_path / "d.json").read_text())
     assert "integration_f1_lax" in d["regressed_metrics"] and d["fingerprint_changes"] == []
 
-    r = ks("report", "diff", base, same)
+    r = ks_here("report", "diff", base, same)
     assert r.returncode == 0 and r.stdout.rstrip().endswith("no regression"), r.stdout + r.stderr
-    r = ks("report", "diff", new, base)  # the other way round it is an improvement
+    r = ks_here("report", "diff", new, base)  # the other way round it is an improvement
     assert r.returncode == 0 and "improved" in r.stdout
 
     # another dataset (the first half of the items): not comparable, unless allowed
@@ -58,10 +58,10 @@ def test_report_diff_exits_1_on_a_lowered_f1_0_on_none_and_2_on_another_dataset(
     other = _report(half, {it["id"]: it["teacher_text"] for it in read_rows(half)[1:]}, tmp_path, "other")
     r = ks("report", "diff", base, other)
     assert r.returncode == 2 and "not comparable: dataset_sha256 differs" in r.stderr, r.stdout + r.stderr
-    r = ks("report", "diff", base, other, "--allow-fingerprint-change")
+    r = ks_here("report", "diff", base, other, "--allow-fingerprint-change")
     assert r.returncode == 0 and r.stdout.startswith("fingerprint dataset_sha256: "), r.stdout + r.stderr
 
-    r = ks("report", "diff", base, tmp_path / "d.json")  # JSON, but a diff, not a report
+    r = ks_here("report", "diff", base, tmp_path / "d.json")  # JSON, but a diff, not a report
     assert r.returncode == 2 and "d.json: header: not a report" in r.stderr, r.stderr
-    r = ks("report", "diff", base, dataset["final"])  # JSON lines
+    r = ks_here("report", "diff", base, dataset["final"])  # JSON lines
     assert r.returncode == 2 and "final.jsonl:2: -: not JSON" in r.stderr, r.stderr
