@@ -190,6 +190,22 @@ def temp_dir_beside(dest: Path) -> Path:
     return tmp
 
 
+@contextmanager
+def folder_writer(dest: Path) -> Iterator[Path]:
+    """A temp folder beside `dest` to fill; on success it replaces `dest` whole (made readable by all: a
+    folder written is meant to be shared, whatever the umask), on failure it is removed and `dest` is kept."""
+    tmp = temp_dir_beside(dest)  # a killed writer's temp folder is removed by the next one
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

@@ -7,9 +7,7 @@ worst items of its results file where it is beside the report)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterable
 from html import escape
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 from kimi_student.dashboard.charts import Point, gate_strip, time_series
 from kimi_student.dashboard.runs import Run, aggregates, latest, read_runs
 from kimi_student.errors import InputError
-from kimi_student.outputs import temp_dir_beside
+from kimi_student.outputs import folder_writer
 
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 24px 48px;color:#1d2430;max-width:1100px}
@@ -299,18 +297,10 @@ def build_site(reports: Path, out: Path) -> tuple[list[Run], list[str]]:
         raise InputError(
             out, None, "--out", "holds files that are not a dashboard's pages: refusing to replace it"
         )
-    tmp = temp_dir_beside(out)  # a killed build's temp folder is removed by the next one
-    try:
+    with folder_writer(out) as tmp:
         (tmp / "index.html").write_text(index_page(runs, skipped), encoding="utf-8")
         (tmp / "metrics.html").write_text(metrics_page(runs), encoding="utf-8")
         (tmp / "gates.html").write_text(gates_page(runs), encoding="utf-8")
         for r in runs:
             (tmp / f"{r.slug}.html").write_text(run_page(r, reports / r.path), encoding="utf-8")
-        os.chmod(tmp, 0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return runs, skipped

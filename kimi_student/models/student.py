@@ -181,22 +181,13 @@ def _tokenizer_of(folder: str | Path) -> Any:
 def save_checkpoint(model: Any, tokenizer_folder: str | Path, out: str | Path) -> Path:
     """config.json + model.safetensors + tokenizer files, written to a temp folder then renamed."""
     import os
-    import shutil
 
-    from kimi_student.outputs import temp_dir_beside
+    from kimi_student.outputs import folder_writer
 
     out = Path(out)
-    tmp = temp_dir_beside(out)  # a killed save's temp folder goes here too
-    try:
+    with folder_writer(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         _tokenizer_of(tokenizer_folder).save_pretrained(tmp)
-        os.chmod(tmp, 0o755)  # a checkpoint is meant to be shared, whatever the umask
         for f in tmp.iterdir():
-            os.chmod(f, 0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            os.chmod(f, 0o644)  # a checkpoint is meant to be shared, whatever the umask
     return out
