@@ -224,10 +224,11 @@ report-diff: install
 # the ToolBroker, gated), the gates on a tiny student (toy-e2e, reduced: trained, exported to Core ML, run in
 # the MIL executor), and report diff against the committed baseline: a regression fails the job.
 SMOKE ?= eval/pr-smoke
+SMOKE_ITEMS ?= 200
 BASELINE ?= reports/baseline/pr-smoke-toy.json
 pr-smoke: pr-smoke-coverage pr-smoke-student pr-smoke-diff
 pr-smoke-coverage: install
-	$(KS) contextual gen --n 200 --seed $(SEED) --out $(SMOKE)/contextual.jsonl
+	$(KS) contextual gen --n $(SMOKE_ITEMS) --seed $(SEED) --out $(SMOKE)/contextual.jsonl
 	$(KS) contextual extract --in $(SMOKE)/contextual.jsonl --out $(SMOKE)/final.jsonl --tokenizer $(TOKENIZER)
 	$(KS) contextual verify --in $(SMOKE)/final.jsonl --report $(SMOKE)/verify.json
 	$(KS) eval --runner verification_only --in $(SMOKE)/final.jsonl --out $(SMOKE)/coverage.jsonl \
