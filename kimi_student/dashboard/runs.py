@@ -15,12 +15,10 @@ import json
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kimi_student.eval.report_diff import report_kind, report_metrics
-
-KINDS = ("eval", "judge", "toy-e2e", "worker-e2e", "bench")
 
 
 @dataclass(frozen=True)
@@ -36,6 +34,7 @@ class Run:
     passed: bool | None
     header: dict[str, Any] = field(repr=False)
     shard: tuple[int, int] | None = None
+    results: str = ""  # its per-item results file, relative to the reports folder ("" where it has none)
 
     @property
     def slug(self) -> str:
@@ -71,7 +70,8 @@ def run_of(report: Any, path: str) -> Run | None:
     kind = report_kind(h)
     if kind == "caws-eval" and isinstance(report.get("summary"), dict):
         return Run(kind="judge", name=_short(h.get("dataset_sha256")) or str(h.get("dataset", "")),
-                   model=_short(h.get("model_fingerprint")), metrics=metrics, **common)  # fmt: skip
+                   model=_short(h.get("model_fingerprint")), metrics=metrics,
+                   results=path.removesuffix(".json") + ".results.jsonl", **common)  # fmt: skip
     if kind == "bench" and isinstance(report.get("summary"), dict):
         return Run(kind="bench", name=str(h.get("bench", "")), model="", metrics=metrics, **common)
     if kind == "toy-e2e" and isinstance(report.get("metric"), dict):
@@ -79,11 +79,11 @@ def run_of(report: Any, path: str) -> Run | None:
     if isinstance(report.get("eval_summary"), dict):
         return Run(kind="worker-e2e", name=str(h.get("config", "")), model="", metrics=metrics, **common)
     if kind == "eval" and isinstance(report.get("summary"), dict) and "dataset_sha256" in h:
-        shard = h.get("shard")
+        shard, rel = h.get("shard"), report.get("results_path")
         return Run(
             kind="eval", name=_short(h.get("dataset_sha256")), model=_short(h.get("model_fingerprint")),
             metrics=metrics, shard=(int(shard[0]), int(shard[1])) if isinstance(shard, list) and len(shard) == 2 else None,
-            **common,
+            results=(PurePosixPath(path).parent / rel).as_posix() if isinstance(rel, str) else "", **common,
         )  # fmt: skip
     return None
 

@@ -191,16 +191,10 @@ def gates_page(runs: list[Run]) -> str:
     return page("Gate history", body)
 
 
-def worst_items(report_path: Path, r: Run, n: int = 10) -> list[tuple[str, str]]:
-    """(item id, why) of the worst items in the results file beside the report, where it is there."""
-    if r.kind == "judge":
-        results = report_path.with_suffix(".results.jsonl")
-    elif r.kind == "eval" and isinstance(r.header, dict):
-        rel = json.loads(report_path.read_text(encoding="utf-8")).get("results_path")
-        results = report_path.parent / rel if isinstance(rel, str) else Path("")
-    else:
-        return []
-    if not results.is_file():
+def worst_items(reports: Path, r: Run, n: int = 10) -> list[tuple[str, str]]:
+    """(item id, why) of the worst items in the run's results file, where it lies beside the report."""
+    results = reports / r.results
+    if not r.results or r.kind not in ("judge", "eval") or not results.is_file():
         return []
     rows = []
     for line in results.read_text(encoding="utf-8").splitlines():
@@ -258,7 +252,7 @@ def _eval_worst(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(i, w) for _, i, w in scored]
 
 
-def run_page(r: Run, report_path: Path) -> str:
+def run_page(r: Run, reports: Path) -> str:
     fp = "".join(
         f"<tr><td>{escape(k)}</td><td><code>{escape(json.dumps(v) if isinstance(v, dict | list) else str(v))}</code></td></tr>"
         for k, v in sorted(r.header.items())
@@ -267,7 +261,7 @@ def run_page(r: Run, report_path: Path) -> str:
     metrics = "".join(
         f'<tr><td>{escape(m)}</td><td class="num">{num(v)}</td></tr>' for m, v in sorted(r.metrics.items())
     )
-    worst = worst_items(report_path, r)
+    worst = worst_items(reports, r)
     body = [
         f"<p>{escape(r.kind)} · {escape(r.name)} · {escape(r.created_at)} · {_verdict(r)}</p>",
         "<h2>Gates</h2>", gate_table(r.gates),
@@ -302,5 +296,5 @@ def build_site(reports: Path, out: Path) -> tuple[list[Run], list[str]]:
         (tmp / "metrics.html").write_text(metrics_page(runs), encoding="utf-8")
         (tmp / "gates.html").write_text(gates_page(runs), encoding="utf-8")
         for r in runs:
-            (tmp / f"{r.slug}.html").write_text(run_page(r, reports / r.path), encoding="utf-8")
+            (tmp / f"{r.slug}.html").write_text(run_page(r, reports), encoding="utf-8")
     return runs, skipped
