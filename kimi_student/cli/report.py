@@ -16,6 +16,7 @@ app = typer.Typer(help="Fingerprinted reports: compare two runs.", no_args_is_he
 def read_report(path: Path) -> dict[str, Any]:
     """A report as `eval`, `judge eval`, toy-e2e, worker-e2e and the benches write it: a header and figures."""
     from kimi_student.errors import InputError
+    from kimi_student.eval.report_diff import report_metrics
 
     try:
         r = json.loads(path.read_text(encoding="utf-8"))
@@ -25,8 +26,6 @@ def read_report(path: Path) -> dict[str, Any]:
         ) from None
     except json.JSONDecodeError as e:
         raise InputError(path, e.lineno, None, f"not JSON: {e.msg}") from None
-    from kimi_student.eval.report_diff import report_metrics
-
     if not isinstance(r, dict) or not isinstance(r.get("header"), dict):
         raise InputError(path, None, "header", "not a report (a report holds a header and its figures)")
     if not report_metrics(r):

@@ -173,7 +173,7 @@ def gate_flips(base: dict[str, Any], new: dict[str, Any]) -> list[GateFlip]:
                     g.get("threshold"),
                     g.get("value"),
                     n.get("value"),
-                )  # fmt: skip
+                )
             )
     return out
 
