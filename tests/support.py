@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import random
@@ -232,3 +233,16 @@ def killed_at_rename(step: int, run: Callable[[], None]) -> bool:
         os._exit(0)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status) == 9
+
+
+def defined_tests(path: Path) -> set[str]:
+    """`name` of every module-level test function and `Class::name` of every test method of a test file,
+    read from its source (nothing imported or collected)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            out.add(node.name)
+        elif isinstance(node, ast.ClassDef):
+            out |= {f"{node.name}::{f.name}" for f in node.body if isinstance(f, ast.FunctionDef)}
+    return out

@@ -1,6 +1,9 @@
-"""Every command the docs show still exists as shown: each `make` target (dry run, with the variables given),
-and each `kimi-student` subcommand with every option the doc line passes (its `--help` lists them). The docs'
-long runs (demo, worker-e2e, benches) are run by their own tests; this catches a renamed target or flag."""
+"""Every command the docs show still works as shown. The doc test (tests/integration/test_docs_run.py) runs a
+doc's commands for real, in order, in a workspace; a command too long for the suite (a training run, a bench,
+a real model through the tool loop) is listed here, in RUN_ELSEWHERE, with the test that runs it: the same
+subcommand or target on small inputs. Here, fast: each listed test exists and runs that stage, each `make` line's
+targets exist (a dry run with its variables), and each `kimi-student` line's subcommand takes every option the
+line passes (its `--help` lists them), so a renamed target or flag fails in the unit tier already."""
 
 from __future__ import annotations
 
@@ -9,51 +12,159 @@ import subprocess
 
 import pytest
 
-from tests.support import ROOT, ks_here
+from tests.docs import DOCS, Command, commands
+from tests.support import ROOT, defined_tests, ks_here
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+COMMANDS = [c for doc in DOCS for c in commands(doc)]
+
+IR, IE, IX, ID = (
+    "tests/integration/recipes/",
+    "tests/integration/eval/",
+    "tests/integration/export/",
+    "tests/integration/data/",
+)
+# The suite's own commands: CI runs `make lint` and `make test` (.ci/run); the other tiers run its tests.
+SUITE = {"make test", "make test-fast", "make test-slow", "make lint", "make test-llama"}
+SLOW_BENCH = "tests/integration/test_benches.py::test_a_bench_runs_on_a_small_input"
+# a doc command (as Command.key spells it) -> the test that runs its stage on small inputs
+RUN_ELSEWHERE: dict[str, str] = {
+    "make demo": IR + "test_toy_e2e.py::test_toy_e2e_runs_and_its_gates_hold",
+    "make toy-e2e": IR + "test_toy_e2e.py::test_toy_e2e_runs_and_its_gates_hold",
+    "make toy-e2e-multi": IR
+    + "test_toy_e2e.py::test_a_shape_that_fails_is_recorded_and_the_others_still_count",
+    "make worker-e2e": IR + "test_worker_e2e.py::test_worker_e2e_computes_every_gate_on_the_students_output",
+    "make gen-scale-10k verify-scale-10k": IE
+    + "test_eval_scale.py::test_merged_shards_are_the_unsharded_run",
+    "make eval-predictions PRED=preds.jsonl": IE
+    + "test_eval.py::test_predictions_runner_perfect_transcripts_pass",
+    "make eval-runner-local MODEL=runs/worker-toy/final IN=data/contextual_final.jsonl "
+    "OUT=eval/results/local.jsonl REPORT=eval/reports/latest.json": IE
+    + "test_runners.py::test_runner_parity_hf_local_openai_http_coreml",
+    "make eval-runner-openai MODEL=gpt-4o IN=... OUT=... REPORT=...": IE
+    + "test_runners.py::test_runner_parity_hf_local_openai_http_coreml",
+    "make eval-runner-coreml MODEL=coreml/artifacts/worker IN=... OUT=... REPORT=...": IE
+    + "test_runners.py::test_runner_parity_hf_local_openai_http_coreml",
+    "make eval-smoke": IE + "test_runners.py::test_smoke_fails_when_runners_disagree",
+    "kimi-student eval --runner hf_local --model runs/worker/final --in data/final.jsonl --workers 2": IE
+    + "test_runners.py::test_hf_local_with_two_workers_writes_the_bytes_of_one",
+    "kimi-student eval ... --shard 0/4 --out r0.jsonl --report r0.json": IE
+    + "test_eval_scale.py::test_merged_shards_are_the_unsharded_run",
+    "kimi-student eval merge r0.jsonl r1.jsonl r2.jsonl r3.jsonl --out eval/results/latest.jsonl "
+    "--report eval/reports/latest.json": IE + "test_eval_scale.py::test_merged_shards_are_the_unsharded_run",
+    "make kd-mix": ID + "test_kd_mix.py::test_hf_teacher_stores_text_and_topk_and_reruns_from_cache",
+    "kimi-student kd-mix --teacher https://api.moonshot.ai/v1 --model kimi-k2-thinking --prompts "
+    "data/contextual.jsonl --out data/kd_mix.jsonl --concurrency 16": ID
+    + "test_kd_mix.py::test_http_teacher_against_transformers_serve",
+    "kimi-student kd-mix --teacher hf:/path/to/folder-or.gguf --out data/kd_mix.jsonl": ID
+    + "test_kd_mix.py::test_hf_teacher_stores_text_and_topk_and_reruns_from_cache",
+    "kimi-student kd-mix --teacher hf:/path/to/folder --score-gold --prompts data/contextual.jsonl "
+    "--out data/kd_scored.jsonl": ID
+    + "test_kd_score.py::test_rows_are_the_teachers_own_distribution_from_a_plain_forward",
+    "make worker": "tests/integration/train/test_train.py::test_toy_training_lowers_the_loss_and_the_checkpoint_loads_in_hf",
+    "make worker SIZE=small": "tests/integration/train/test_train.py::test_layer_subset_student_copies_the_teachers_layers",
+    "make coreml-worker MODEL=runs/worker-toy/final": IX
+    + "test_export.py::test_coreml_packages_per_shape_and_manifest",
+    "make pytorch-worker": IX + "test_export.py::test_pytorch_export_cli_and_reload",
+    "make onnx-worker": IX + "test_export.py::test_onnx_parity",
+    "kimi-student export parity --package coreml/artifacts/worker/seq128.mlpackage --model runs/worker-toy/final": IX
+    + "test_export.py::test_export_parity_cli_passes_on_its_own_package",
+    "kimi-student export verify coreml/artifacts/worker": IX
+    + "test_export.py::test_coreml_corrupt_package_names_the_file",
+    "kimi-student caws check --spec .caws/working-spec.yaml --git HEAD --evidence evidence.yaml": (
+        "tests/integration/arbiter/test_git_history.py::test_caws_check_rules_real_commits"
+    ),
+    "make caws-check SPEC=.caws/working-spec.yaml REV=main..HEAD EVIDENCE=evidence.yaml": (
+        "tests/integration/arbiter/test_git_history.py::test_caws_check_rules_real_commits"
+    ),
+    "make pr-smoke": "tests/integration/test_workflows.py::test_the_pr_smoke_targets_run_and_a_regression_against_the_baseline_fails",
+    "kimi-student report diff reports/baseline/pr-smoke-toy.json eval/pr-smoke/toy/report.json --out diff.json": (
+        "tests/integration/test_workflows.py::test_the_pr_smoke_targets_run_and_a_regression_against_the_baseline_fails"
+    ),
+    "make actionlint": "tests/integration/test_workflows.py::test_the_workflows_pass_actionlint_and_a_broken_one_does_not",
+    **{
+        f"make {b}": SLOW_BENCH
+        for b in ("bench", "bench-data", "bench-eval", "bench-distill", "bench-train", "bench-hf-decode")
+    },
+}
 
 
-def doc_commands() -> list[tuple[str, str]]:
-    """(doc, command line) for each line of each ```bash block, continuations joined, comments and
-    optional [..] parts dropped."""
-    out = []
-    for doc in DOCS:
-        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(encoding="utf-8"), re.S):
-            for line in block.replace("\\\n", " ").splitlines():
-                line = re.sub(r"\[[^\]]*\]", "", line.split(" #")[0]).strip()
-                if line and not line.startswith("#"):
-                    out.append((doc.name, line))
+def runs_here(cmd: Command) -> bool:
+    """Whether the doc test runs this command (else a test named in RUN_ELSEWHERE, or the suite itself)."""
+    return cmd.key not in RUN_ELSEWHERE and cmd.key not in SUITE
+
+
+def test_the_docs_show_commands_and_the_doc_test_runs_most_of_them() -> None:
+    assert len(COMMANDS) > 60
+    assert {c.doc for c in COMMANDS} >= {"README.md", "eval/HARNESS.md", "docs/CAWS_AGENT_GUIDE.md"}
+    assert sum(map(runs_here, COMMANDS)) > len(COMMANDS) / 2
+
+
+def test_the_repo_carries_its_docs() -> None:
+    want = {
+        "DESIGN",
+        "DATASET_CARD_CONTEXTUAL",
+        "CONTEXTUAL_DATASET_GENERATION",
+        "SCALE_TESTS",
+        "CAWS_AGENT_GUIDE",
+    }
+    want |= {"DISTILLATION_GUIDE"}
+    assert {f"docs/{w}.md" for w in want} | {"eval/HARNESS.md", "README.md"} <= {
+        str(d.relative_to(ROOT)) for d in DOCS
+    }
+
+
+def test_every_command_run_elsewhere_is_in_a_doc() -> None:
+    assert set(RUN_ELSEWHERE) | SUITE <= {c.key for c in COMMANDS}
+
+
+def _stage_words(key: str) -> set[str]:
+    """The words that name a command's stage: a make line's targets and the subcommand each one's recipe runs,
+    or a `kimi-student` line's first subcommand word."""
+    words = key.split()
+    if words[0] == "kimi-student":
+        return {words[1]}
+    out = set()
+    for target in (w for w in words[1:] if "=" not in w):
+        out.add(target)
+        recipe = subprocess.run(["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True).stdout
+        out |= set(re.findall(r"kimi-student ([a-z][a-z0-9-]*)", recipe))
+        out |= set(re.findall(r"bench/([a-z_]+)\.py", recipe))
     return out
 
 
-COMMANDS = doc_commands()
-
-
-def test_the_docs_show_commands() -> None:
-    assert len(COMMANDS) > 30
-    assert {c.split()[0] for _, c in COMMANDS} <= {"make", "kimi-student", ".venv/bin/kimi-student"}
+@pytest.mark.parametrize("key", sorted(RUN_ELSEWHERE), ids=lambda k: k[:50])
+def test_the_test_named_for_a_command_exists_and_runs_its_stage(key: str) -> None:
+    node = RUN_ELSEWHERE[key]
+    file, _, name = node.partition("::")
+    assert (ROOT / file).is_file() and name in defined_tests(ROOT / file), f"{key}: {node} does not exist"
+    # the test's file and the conftest.py files above it (where shared fixtures such as the toy run are built)
+    sources = [
+        ROOT / file,
+        *(d / "conftest.py" for d in (ROOT / file).parents if d.is_relative_to(ROOT / "tests")),
+    ]
+    text = "".join(p.read_text(encoding="utf-8") for p in sources if p.is_file())
+    words = _stage_words(key)
+    assert any(f'"{w}"' in text or f"{w}.py" in text or f" {w} " in text for w in words), (key, words)
 
 
 @pytest.mark.parametrize(
-    ("doc", "cmd"), [c for c in COMMANDS if c[1].startswith("make ")], ids=lambda x: str(x)[:60]
+    "cmd", [c for c in COMMANDS if c.key.startswith("make ")], ids=lambda c: f"{c.doc}:{c.line}"
 )
-def test_a_documented_make_command_names_targets_that_exist(doc: str, cmd: str) -> None:
-    r = subprocess.run(["make", "-n", *cmd.split()[1:]], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 0, f"{doc}: {cmd}: {r.stderr[-500:]}"
+def test_a_documented_make_command_names_targets_that_exist(cmd: Command) -> None:
+    r = subprocess.run(["make", "-n", *cmd.key.split()[1:]], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, f"{cmd.doc}:{cmd.line}: {cmd.text}: {r.stderr[-500:]}"
 
 
 _HELP: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
-    ("doc", "cmd"), [c for c in COMMANDS if "kimi-student" in c[1].split()[0]], ids=lambda x: str(x)[:60]
+    "cmd", [c for c in COMMANDS if c.key.startswith("kimi-student ")], ids=lambda c: f"{c.doc}:{c.line}"
 )
-def test_a_documented_cli_command_exists_with_its_options(doc: str, cmd: str) -> None:
-    words = cmd.split()[1:]
-    sub = []
-    for w in words:  # the subcommand path: the words before the first option or argument that is not one
-        if w.startswith("-") or w in ("...",):
+def test_a_documented_cli_command_exists_with_its_options(cmd: Command) -> None:
+    sub: list[str] = []
+    for w in cmd.key.split()[1:]:  # the subcommand path: the words before the first option or argument
+        if w.startswith("-") or w == "...":
             break
         trial = " ".join([*sub, w])
         if trial not in _HELP:
@@ -62,7 +173,7 @@ def test_a_documented_cli_command_exists_with_its_options(doc: str, cmd: str) ->
         if not _HELP[trial]:
             break
         sub.append(w)
-    assert sub, f"{doc}: {cmd}: no such subcommand"
+    assert sub, f"{cmd.doc}:{cmd.line}: {cmd.text}: no such subcommand"
     help_text = _HELP[" ".join(sub)]
-    for opt in re.findall(r"(?<!\S)(--[a-z][a-z0-9-]*)", cmd):
-        assert opt in help_text, f"{doc}: {cmd}: `kimi-student {' '.join(sub)}` has no {opt}"
+    for opt in re.findall(r"(?<!\S)(--[a-z][a-z0-9-]*)", cmd.key):
+        assert opt in help_text, f"{cmd.doc}:{cmd.line}: `kimi-student {' '.join(sub)}` has no {opt}"

@@ -6,9 +6,10 @@ stays a fast unit test). A promise no test proves yet is listed in GAPS with why
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
+
+from tests.support import defined_tests
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -267,18 +268,6 @@ def _readme_ids() -> list[str]:
     return re.findall(r"^- `([a-z0-9-]+)`", m.group(1), re.M)
 
 
-def _defined(path: Path) -> set[str]:
-    """`name` of every module-level test function and `Class::name` of every test method."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    out = set()
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
-            out.add(node.name)
-        elif isinstance(node, ast.ClassDef):
-            out |= {f"{node.name}::{f.name}" for f in node.body if isinstance(f, ast.FunctionDef)}
-    return out
-
-
 def test_every_readme_promise_has_an_entry_and_nothing_else_does() -> None:
     ids = _readme_ids()
     assert len(ids) == len(set(ids)), "a promise ID is listed twice"
@@ -293,6 +282,6 @@ def test_every_listed_test_exists() -> None:
         for node in nodes:
             file, _, name = node.partition("::")
             path = ROOT / file
-            if not path.is_file() or name.split("[")[0] not in _defined(path):
+            if not path.is_file() or name.split("[")[0] not in defined_tests(path):
                 missing.append(f"{pid}: {node}")
     assert missing == []
