@@ -56,8 +56,31 @@ def parse_time(text: str) -> datetime:
     return t
 
 
+class _JsonShapedLoader(yaml.SafeLoader):
+    """YAML read as the JSON the schemas describe: a timestamp stays the text written (the schemas want a
+    date-time string; YAML would make an unquoted one a datetime and the waiver would fail its schema)."""
+
+
+_JsonShapedLoader.yaml_implicit_resolvers = {
+    first: [r for r in rs if r[0] != "tag:yaml.org,2002:timestamp"]
+    for first, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _json_shaped(obj: Any) -> Any:
+    """Integer mapping keys as the strings JSON would hold (`1:` of a tier policy is tier "1")."""
+    if isinstance(obj, dict):
+        return {
+            (str(k) if isinstance(k, int) and not isinstance(k, bool) else k): _json_shaped(v)
+            for k, v in obj.items()
+        }
+    if isinstance(obj, list):
+        return [_json_shaped(v) for v in obj]
+    return obj
+
+
 def read_document(path: str | Path) -> Any:
-    """A YAML or JSON file (JSON is YAML)."""
+    """A YAML or JSON file (JSON is YAML), as the JSON the schemas describe (`_JsonShapedLoader`, `_json_shaped`)."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -66,7 +89,7 @@ def read_document(path: str | Path) -> Any:
     except UnicodeDecodeError as e:
         raise InputError(p, None, None, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
-        return yaml.safe_load(text)
+        return _json_shaped(yaml.load(text, Loader=_JsonShapedLoader))  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise InputError(

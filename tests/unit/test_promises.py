@@ -250,6 +250,10 @@ PROMISES: dict[str, list[str]] = {
         KA + "test_kd_mix_killed_anywhere",
         KA + "test_train_killed_anywhere",
     ],
+    "docs-run": [
+        "tests/integration/test_docs_run.py::test_every_command_of_the_doc_works_as_shown",
+        "tests/unit/test_doc_commands.py::test_the_test_named_for_a_command_exists_and_runs_its_stage",
+    ],
     "out-of-room-one-line": [
         NR + "test_gen_out_of_room_keeps_the_old_dataset_and_its_fixtures",
         NR + "test_eval_out_of_room_keeps_the_old_results",
