@@ -20,6 +20,7 @@ from kimi_student.resources import config_path
 
 DEFAULT_TOLERANCES = config_path("report_tolerances.yaml")
 
+PASSING = ("pass", "warn")  # the statuses a run's exit code counts as passing
 # Header fingerprints that say what was measured: a difference in any of them makes the figures incomparable.
 COMPARABLE_ON = (
     "report",
@@ -157,17 +158,18 @@ def metric_rows(
 
 
 def gate_flips(base: dict[str, Any], new: dict[str, Any]) -> list[GateFlip]:
-    """Gates that passed in BASE and do not pass in NEW (failed, inconclusive or gone)."""
+    """Gates that passed in BASE and do not pass in NEW (failed, inconclusive or gone). A warn passes, as it
+    does for the exit code of the run that wrote it; its metric's own tolerance judges how far it moved."""
     out = []
     for name, g in sorted(base.items()):
-        if g.get("status") != "pass":
+        if g.get("status") not in PASSING:
             continue
         n = new.get(name) or {}
-        if n.get("status") != "pass":
+        if n.get("status") not in PASSING:
             out.append(
                 GateFlip(
                     name,
-                    "pass",
+                    g["status"],
                     n.get("status", "absent"),
                     g.get("op", ""),
                     g.get("threshold"),
@@ -224,7 +226,7 @@ def diff_table(d: dict[str, Any], everything: bool = False) -> str:
         )
     for f in d["gates_lost"]:
         lines.append(
-            f"gate lost: {f['gate']} ({f['op']} {f['threshold']}): pass at {f['base_value']} -> {f['new']} "
+            f"gate lost: {f['gate']} ({f['op']} {f['threshold']}): {f['base']} at {f['base_value']} -> {f['new']} "
             f"at {f['new_value']}"
         )
     lines.append("REGRESSION" if d["regression"] else "no regression")

@@ -59,18 +59,23 @@ def test_nested_numbers_are_dotted_metrics_and_the_rest_is_not() -> None:
 
 
 def test_a_gate_is_lost_when_it_passed_and_now_fails_is_inconclusive_or_is_gone() -> None:
+    """A warn passes (a run whose gates warn exits 0), in BASE and in NEW alike."""
     g = {"op": ">=", "threshold": 0.9}
-    base = {k: {**g, "status": "pass", "value": 0.95} for k in "abcd"} | {"e": {**g, "status": "fail"}}
+    base = {k: {**g, "status": "pass", "value": 0.95} for k in "abcdf"} | {"e": {**g, "status": "fail"}}
+    base["w"] = {**g, "status": "warn", "value": 0.96}
     new = {
         "a": {**g, "status": "pass", "value": 0.91},
         "b": {**g, "status": "fail", "value": 0.5},
         "c": {**g, "status": "inconclusive", "value": None},
         "e": {**g, "status": "pass"},  # fixed: not a loss
+        "f": {**g, "status": "warn", "value": 0.95},  # still passing
+        "w": {**g, "status": "fail", "value": 0.8},
     }
-    assert [(f.gate, f.new) for f in gate_flips(base, new)] == [
-        ("b", "fail"),
-        ("c", "inconclusive"),
-        ("d", "absent"),
+    assert [(f.gate, f.base, f.new) for f in gate_flips(base, new)] == [
+        ("b", "pass", "fail"),
+        ("c", "pass", "inconclusive"),
+        ("d", "pass", "absent"),
+        ("w", "warn", "fail"),
     ]
 
 
