@@ -46,6 +46,7 @@ HEAVY_FIRST = (
     "tests/integration/recipes/test_toy_e2e.py",
     "tests/integration/arbiter/test_judge_pipeline.py",
     "tests/integration/test_dashboard.py",
+    "tests/integration/test_docs_run.py",
     "tests/integration/test_workflows.py",
     "tests/integration/export/mil/test_decoders.py",
     "tests/integration/eval/test_sealed_rows.py",

@@ -69,8 +69,8 @@ def run_eval(
         wanted, key = {items[k]["id"] for k in positions}, inputs.resume_key(runner, shard)
         stages.lap("fingerprints")
     folder = parts_dir(out.results)
-    with locked_parts(folder, fresh):
-        with kept_if_resumable(folder):
+    with locked_parts(folder, fresh) as made:
+        with kept_if_resumable(folder, made):
             parts = read_parts(folder, key, wanted)
             if parts.settled and log:
                 log(f"resuming: {len(parts.settled)} of {len(positions)} items already scored in {folder}")

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,9 +137,10 @@ def next_attempt(folder: Path) -> int:
 
 
 @contextmanager
-def locked_parts(folder: Path, fresh: bool) -> Iterator[None]:
+def locked_parts(folder: Path, fresh: bool) -> Iterator[list[Path]]:
     """Hold `<out>.parts/lock` for the run: exclusive to check that no other run (or orphaned worker) is
-    writing here, then shared with this run's workers."""
+    writing here, then shared with this run's workers. Gives the folders above it that it made."""
+    made = [p for p in folder.parents if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -156,17 +157,23 @@ def locked_parts(folder: Path, fresh: bool) -> Iterator[None]:
             for p in folder.glob("*.jsonl"):
                 p.unlink()
         fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
+        yield made
     finally:
         os.close(fd)
 
 
 @contextmanager
-def kept_if_resumable(folder: Path) -> Iterator[None]:
-    """On any failure, remove the parts folder unless it holds rows to resume from: leave nothing behind."""
+def kept_if_resumable(folder: Path, made: Sequence[Path] = ()) -> Iterator[None]:
+    """On any failure, remove the parts folder unless it holds rows to resume from, and the folders `made` for
+    it (deepest first) that are left empty: leave nothing behind."""
     try:
         yield
     except BaseException:
         if not has_rows(folder):
             shutil.rmtree(folder, ignore_errors=True)
+            for p in made:
+                try:
+                    p.rmdir()
+                except OSError:  # not empty (another writer's), or gone
+                    break
         raise

@@ -97,7 +97,7 @@ def test_bad_predictions_file(
 ) -> None:
     pred = tmp_path / "pred.jsonl"
     pred.write_bytes(content)
-    out, rep = tmp_path / "o.jsonl", tmp_path / "r.json"
+    out, rep = tmp_path / "new" / "deeper" / "o.jsonl", tmp_path / "r.json"  # folders the run would make
     r = ks_here(
         "eval",
         "--runner",
@@ -113,7 +113,7 @@ def test_bad_predictions_file(
     )
     assert r.returncode == 2
     assert expected in r.stderr and str(pred) in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert not out.exists() and not rep.exists()
+    assert not rep.exists() and not (tmp_path / "new").exists()  # nothing left, not even an empty folder
 
 
 def test_missing_input_file_is_a_clear_error(tmp_path: Path) -> None:
