@@ -22,10 +22,11 @@ def judge_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = root / "data"
     r = ks_here("judge", "data", "--out", data, "--train", "40", "--heldout", "12", "--seed", "2")
     assert r.returncode == 1 and "heldout_size" in r.stdout  # too small to gate on; the files are whole
-    # the toy Judge with one layer: what is tested is the plumbing, and a layer is a quarter of the Core ML
-    # conversion's ops (two decoder functions, the suite's longest conversion)
+    # the toy Judge with one layer and one row a step: what is tested is the plumbing, and a layer is a quarter
+    # of the Core ML conversion's ops (two decoder functions, the suite's longest conversion)
     cfg = yaml.safe_load(config_path("judge.yaml").read_text(encoding="utf-8"))
     cfg["sizes"]["toy"]["arch"]["num_hidden_layers"] = 1
+    cfg["sizes"]["toy"]["train"]["batch_size"] = 1
     (root / "judge.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
     r = ks(
         "train",

@@ -75,6 +75,9 @@ def test_hf_teacher_stores_text_and_topk_and_reruns_from_cache(
     assert out.read_bytes() == first  # a rerun changes nothing
 
 
+# A second proof, in `make test-slow`: test_kill_anywhere.py::test_kd_mix_killed_anywhere kills kd-mix (at a
+# random moment, over an earlier run's outputs) and proves every record once in make test.
+@pytest.mark.extra
 def test_kill_and_resume_loses_and_duplicates_nothing(prompts: Path, tmp_path: Path) -> None:
     out = tmp_path / "kd.jsonl"
     cache = tmp_path / "kd.jsonl.cache"

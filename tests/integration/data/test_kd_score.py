@@ -192,6 +192,9 @@ def test_a_run_that_dies_after_one_batch_resumes_without_loss_or_repeat(
     _resumed_equals_uninterrupted(out, cached, scored, toy_checkpoint, small)
 
 
+# A second proof, in `make test-slow`: test_a_run_that_dies_after_one_batch_resumes_without_loss_or_repeat
+# proves the same resume in make test (a run that dies after a batch, in process).
+@pytest.mark.extra
 @pytest.mark.slow
 def test_a_killed_scoring_run_resumes_without_loss_or_repeat(
     scored: dict, small: Path, toy_checkpoint: Path, tmp_path: Path

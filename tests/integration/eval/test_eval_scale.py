@@ -233,6 +233,9 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d / "final.jsonl"
 
 
+# A second proof, in `make test-slow`: test_kill_anywhere.py::test_eval_killed_anywhere (a SIGKILL at a random
+# moment, then every item once) and test_crash_resume_truncated_line_and_fresh prove it in make test.
+@pytest.mark.extra
 @pytest.mark.slow
 def test_sigkill_then_the_same_command_scores_every_item_once(
     big: Path, dataset: dict[str, Path], tmp_path: Path
