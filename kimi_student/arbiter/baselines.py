@@ -64,6 +64,15 @@ def length_baseline(train: list[dict[str, Any]], heldout: list[dict[str, Any]]) 
     }
 
 
+def _ridge(x: np.ndarray, y: np.ndarray, ridge: float) -> np.ndarray:
+    """argmin |xw - y|^2 + ridge |w|^2, solved in the smaller of its two equal forms: (x'x + rI)^-1 x'y over the
+    features, or x'(xx' + rI)^-1 y over the cases (a set of tens of cases need not solve a 4,096-square system)."""
+    n, d = x.shape
+    if n < d:
+        return x.T @ np.linalg.solve(x @ x.T + ridge * np.eye(n), y)
+    return np.linalg.solve(x.T @ x + ridge * np.eye(d), x.T @ y)
+
+
 def bow_baseline(
     train: list[dict[str, Any]], heldout: list[dict[str, Any]], ridge: float = 10.0
 ) -> dict[str, Any]:
@@ -71,7 +80,7 @@ def bow_baseline(
     x = np.stack([_features(own_text(r["case"]["candidates"][0])) for r in singles]).astype(np.float64)
     y = np.array([STATUS_RANK[r["label"]["status"]] for r in singles], dtype=np.float64)
     mean = y.mean()
-    w = np.linalg.solve(x.T @ x + ridge * np.eye(BUCKETS), x.T @ (y - mean))
+    w = _ridge(x, y - mean, ridge)
     ho = _pairs(heldout)
     pred = []
     for a, b, _ in ho:

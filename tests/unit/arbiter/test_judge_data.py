@@ -198,3 +198,16 @@ def test_a_pair_ruling_of_either_form_fits_the_tokens_eval_gives_a_pair(
     texts.append(json.dumps({"a": longest, "b": longest, "winner": "tie"}))
     assert len(texts) > 20
     assert max(len(tok(t)["input_ids"]) for t in texts) + 1 <= PAIR_TOKENS
+
+
+def test_the_ridge_of_the_bag_of_words_baseline_is_one_solution_in_either_form() -> None:
+    """Fewer cases than features solves the cases' system; both forms give the same weights."""
+    import numpy as np
+
+    from kimi_student.arbiter.baselines import _ridge
+
+    rng = np.random.default_rng(0)
+    for n, d in ((12, 40), (40, 12)):
+        x, y = rng.integers(0, 2, (n, d)).astype(np.float64), rng.normal(size=n)
+        want = np.linalg.solve(x.T @ x + 10.0 * np.eye(d), x.T @ y)
+        assert np.allclose(_ridge(x, y, 10.0), want, atol=1e-10)
