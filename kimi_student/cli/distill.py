@@ -201,9 +201,7 @@ def train_cmd(
     """
     from kimi_student.models.student import load_spec
     from kimi_student.outputs import check_outputs
-    from kimi_student.train.checkpoint import RunPaths, discard
-    from kimi_student.train.config import TrainConfig
-    from kimi_student.train.trainer import PRECISIONS, TrainingError, train
+    from kimi_student.train.config import PRECISIONS, TrainConfig
 
     if data is None and kd is None:
         fail("train needs --data and/or --kd")
@@ -213,8 +211,11 @@ def train_cmd(
     if precision not in PRECISIONS:
         fail(f"--precision: unknown {precision!r} (known: {', '.join(PRECISIONS)})")
     spec = load_spec(config, size)
+    TrainConfig.from_spec(spec, max_steps=max_steps)  # a bad config is refused before torch is even loaded
+    from kimi_student.train.checkpoint import RunPaths, discard
+    from kimi_student.train.trainer import TrainingError, train
+
     if fresh:
-        TrainConfig.from_spec(spec, max_steps=max_steps)  # a bad config is refused before anything goes
         for gone in discard(RunPaths(out)):
             typer.echo(f"--fresh: discarded {gone}", err=True)
     try:

@@ -18,6 +18,8 @@ from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_json
 from kimi_student.models.student import StudentSpec
 
+PRECISIONS = ("auto", "bf16", "fp16", "no")  # train --precision: auto is bf16 where the CPU runs it natively
+
 # The spans train.examples weighs: tool names, JSON arguments, integration spans (process_spans), the
 # first token of each assistant turn, where the model decides to call a tool or answer (turn_start), and a
 # Judge's decision: the status and violated clauses of its verdict, or the winner of a pair (verdict).

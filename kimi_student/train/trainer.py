@@ -31,16 +31,13 @@ from kimi_student.outputs import room_for
 from kimi_student.train import checkpoint
 from kimi_student.train import losses as L
 from kimi_student.train.checkpoint import RunPaths
-from kimi_student.train.config import LossWeights, TrainConfig
+from kimi_student.train.config import PRECISIONS, LossWeights, TrainConfig
 from kimi_student.train.examples import Example, ExampleBuilder, ExampleStream, load_examples, pack
 from kimi_student.train.threads import ThreadGovernor, apply_thread_policy
 
 
 class TrainingError(KimiStudentError):
     """The run itself failed (a non-finite loss): exit code 3."""
-
-
-PRECISIONS = ("auto", "bf16", "fp16", "no")
 
 
 def pick_precision(requested: str = "auto") -> str:
