@@ -15,7 +15,7 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-mil-decode bench-judge clean \
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-spec bench-mil-decode bench-judge clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
 	judge_coreml judge_onnx caws-eval-coreml report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
@@ -58,6 +58,7 @@ help:
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
 	@echo "make bench-train-head a training step with the LM head at the loss positions only vs every position"
 	@echo "make bench-hf-decode hf_local decoding tokens/s (fp32, bf16) vs HF generate, fp32 outputs identical"
+	@echo "make bench-spec      speculative decoding (prompt lookup, drafters) vs target-only greedy: alpha, tau, speed-up"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -333,6 +334,9 @@ bench-distill: install
 
 bench-hf-decode: install
 	$(VENV)/bin/python bench/hf_decode.py $(BENCH_HF_ARGS)  # e.g. BENCH_HF_ARGS="--model runs/worker/final --n 24"
+
+bench-spec: install  # e.g. BENCH_SPEC_ARGS="--draft runs/drafter/final --n 50 --runs 5"
+	$(VENV)/bin/python bench/speculative.py $(BENCH_SPEC_ARGS)
 
 bench-mil-decode: install  # PKG: a decode<N>.mlpackage (`kimi-student export coreml` writes one, with --chunks functions)
 	$(VENV)/bin/python bench/mil_decode.py --package $(PKG)

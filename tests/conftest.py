@@ -139,3 +139,22 @@ def toy_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("ckpt") / "toy"
     return save_checkpoint(build_student(load_spec("worker", "toy"), seed=0), smollm2_folder(), out)
+
+
+_TIMELINE = os.environ.get(
+    "KS_TEST_TIMELINE"
+)  # a folder: each worker writes when each test ran (budget work)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if _TIMELINE and report.when in ("setup", "call", "teardown"):
+        import time
+
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(Path(_TIMELINE) / f"{worker}.jsonl", "a") as f:
+            f.write(
+                json.dumps(
+                    [report.nodeid, report.when, round(time.time() - report.duration, 2), report.duration]
+                )
+                + "\n"
+            )

@@ -56,6 +56,8 @@ Timeout = Annotated[float, _runner_option("timeout_s")]
 Retries = Annotated[int, _runner_option("max_retries")]
 ModelTokenizer = Annotated[str | None, _runner_option("tokenizer")]
 ApiKeyEnv = Annotated[str | None, _runner_option("api_key_env")]
+DraftModel = Annotated[str | None, _runner_option("draft_model")]
+DraftK = Annotated[int, _runner_option("draft_k")]
 
 RunnerName = Annotated[
     str | None,
@@ -140,6 +142,8 @@ def eval_run(
     retries: Retries = _OPTIONS.max_retries,
     model_tokenizer: ModelTokenizer = None,
     api_key_env: ApiKeyEnv = None,
+    draft_model: DraftModel = None,
+    draft_k: DraftK = _OPTIONS.draft_k,
     workers: Workers = 1,
     shard: Shard = None,
     fresh: Fresh = False,
@@ -159,6 +163,8 @@ def eval_run(
       kimi-student eval --runner coreml --model coreml/artifacts/worker --in ...
 
       kimi-student eval --runner hf_local --model ... --in ... --shard 0/4 --out r0.jsonl --report r0.json
+
+      kimi-student eval --runner hf_local --model ... --in ... --batch-size 1 --draft-model prompt-lookup
 
     Items are written to <out>.parts/ as they are scored: after a crash or a kill, the same command
     scores only the items still missing (--fresh starts over).

@@ -223,7 +223,12 @@ PROMISES: dict[str, list[str]] = {
     ],
     "toy-e2e-gates": [IR + "test_toy_e2e.py::test_toy_e2e_runs_and_its_gates_hold"],
     "speculative-equals-greedy": [
-        IR + "test_toy_e2e.py::test_speculative_greedy_equals_plain_greedy_through_the_package"
+        IR + "test_toy_e2e.py::test_speculative_greedy_equals_plain_greedy_through_the_package",
+        IE + "test_speculative.py::test_greedy_speculative_decoding_is_the_targets_greedy_output",
+        IE + "test_speculative.py::test_eval_with_a_drafter_writes_the_bytes_of_a_run_without_it",
+    ],
+    "speculative-sampling": [
+        "tests/unit/eval/test_speculative_rule.py::test_sampled_verification_emits_the_targets_distribution"
     ],
     "heldout-never-in-training": [IR + "test_toy_e2e.py::test_heldout_calls_never_occur_in_training"],
     "layers": ["tests/unit/test_layers.py::test_every_import_goes_down_or_stays_in_its_package"],

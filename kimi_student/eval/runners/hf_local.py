@@ -10,6 +10,13 @@ from kimi_student.backends.hf import cpu_has_bf16, load_causal_lm
 from kimi_student.chat.template import ChatTokenizer
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.eval.runners.greedy_hf import greedy_decode
+from kimi_student.eval.runners.speculative_hf import (
+    Drafter,
+    ModelDrafter,
+    PromptLookup,
+    SpecStats,
+    speculative_decode,
+)
 from kimi_student.eval.runners.tool_loop import Generation, Messages
 from kimi_student.fingerprint import model_folder_sha256
 
@@ -38,20 +45,44 @@ def resolve_dtype(dtype: str) -> str:
     return "bf16" if cpu_has_bf16() else "fp32"
 
 
+PROMPT_LOOKUP = "prompt-lookup"
+
+
 class HFGenerator:
     def __init__(
-        self, model: str | Path, max_new_tokens: int = 256, batch_size: int = 8, dtype: str = "fp32"
+        self,
+        model: str | Path,
+        max_new_tokens: int = 256,
+        batch_size: int = 8,
+        dtype: str = "fp32",
+        draft_model: str | None = None,
+        draft_k: int = 3,
     ):
         self.dtype = resolve_dtype(dtype)  # a bad name fails before the model loads
         folder = Path(model)
         if not (folder / "config.json").is_file():
             raise InputError(folder, None, "model", "not an HF checkpoint folder (no config.json)")
+        if draft_model and batch_size != 1:
+            raise KimiStudentError(
+                "--draft-model decodes one conversation at a time: pass --batch-size 1 (a run without the "
+                "drafter at --batch-size 1 gives the same results and report)"
+            )
+        if draft_model and draft_model != PROMPT_LOOKUP and not (Path(draft_model) / "config.json").is_file():
+            raise InputError(
+                draft_model, None, "draft_model", f"not an HF checkpoint folder or {PROMPT_LOOKUP}"
+            )
         self.chat = ChatTokenizer(folder)
-        self.model: Any = load_causal_lm(folder).eval()
-        if self.dtype == "bf16":
-            import torch
-
-            self.model = self.model.to(torch.bfloat16)
+        mine = draft_model and draft_model != PROMPT_LOOKUP
+        if mine and ChatTokenizer(Path(str(draft_model))).tok.get_vocab() != self.chat.tok.get_vocab():
+            raise InputError(draft_model, None, "draft_model", "its tokenizer is not the model's")
+        self.model: Any = self._load(folder)
+        self.drafter: Drafter | None = None
+        if draft_model == PROMPT_LOOKUP:
+            self.drafter = PromptLookup()
+        elif mine:
+            self.drafter = ModelDrafter(self._load(Path(str(draft_model))))
+        self.draft_k = draft_k
+        self.spec = SpecStats()  # what the drafter did, over every conversation
         self.stop = self.chat.stop_rule()
         self.context = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
@@ -72,10 +103,26 @@ class HFGenerator:
                 out[i] = g
         return [g for g in out if g is not None]
 
+    def _load(self, folder: Path) -> Any:
+        model = load_causal_lm(folder).eval()
+        if self.dtype == "bf16":
+            import torch
+
+            model = model.to(torch.bfloat16)
+        return model
+
     def _batch(self, prompts: list[list[int]]) -> list[Generation]:
         max_new = min(self.max_new_tokens, self.context - max(map(len, prompts)))
         gens = []
-        for row in greedy_decode(self.model, prompts, self.chat.pad_id, self.stop, max_new):
+        if self.drafter is not None:
+            rows = []
+            for p in prompts:
+                row, stats = speculative_decode(self.model, self.drafter, p, self.stop, max_new, self.draft_k)
+                self.spec.add(stats)
+                rows.append(row)
+        else:
+            rows = greedy_decode(self.model, prompts, self.chat.pad_id, self.stop, max_new)
+        for row in rows:
             text, finish = self.chat.turn(row, hit_limit=max_new == self.max_new_tokens)
             gens.append(Generation(text, finish))
         return gens

@@ -56,6 +56,14 @@ class RunnerOptions:
         flag="--model-tokenizer",
     )
     api_key_env: str | None = _option(None, "openai_http: env var holding the API key.")
+    draft_model: str | None = _option(
+        None,
+        "hf_local: speculative decoding with a drafter: a checkpoint folder sharing the model's tokenizer, or "
+        "prompt-lookup (the conversation's own n-grams, no model). Greedy outputs stay the model's own, token "
+        "for token, so results and report equal a run without it; it decodes one conversation at a time "
+        "(--batch-size 1).",
+    )
+    draft_k: int = _option(3, "hf_local: tokens the drafter proposes per check of the model.", min=1)
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> RunnerOptions:
@@ -68,8 +76,10 @@ class RunnerOptions:
         return cls(**{k: v for k, v in options.items() if v is not None})
 
     def to_json(self) -> dict[str, Any]:
-        """The options as written in a part file's resume key: a URL without its user:password."""
+        """The options as written in a part file's resume key: a URL without its user:password, and no
+        drafter (it changes how fast the tokens come, never which: rows of either run are the same rows)."""
         d = asdict(self)
+        del d["draft_model"], d["draft_k"]
         if d["url"]:
             d["url"] = public_url(d["url"])
         return d

@@ -1,0 +1,177 @@
+"""Speculative decoding of the Worker against target-only greedy, measured in the same process (issue 15).
+
+Batch 1, fp32, greedy. Prompts: the tool loop's of a held-out `contextual gen` set (bench/hf_decode.py's: each
+item's request, which the model answers with a call or, for a control, free text; and the request + call +
+tool response, which it answers with the integration sentences). For each drafter and K it prints
+
+  exact   prompts whose speculative output equals target-only greedy token for token (must be all: exit 1)
+  alpha   drafts kept / drafts proposed;  tau: tokens emitted per target call
+  c(K)    one target call on K+1 tokens / one on 1 token (the cost of a check), measured here
+  r       one drafter step / one target step (0 for prompt lookup)
+  pred    the speed-up tau / (c(K) + K r) predicts;  meas: tokens/s against target-only greedy
+
+Timings are medians over `--runs` passes over every prompt, after a warm-up pass; the baseline runs in each
+pass too, so a load change on a shared machine moves both sides.
+
+    .venv/bin/python bench/speculative.py [--model DIR] [--draft prompt-lookup --draft DIR --draft layers:2]
+        [--k 2,3,4] [--n 50] [--max-new 64] [--runs 5] [--report FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from contextual_scale import machine_line, write_bench_report  # noqa: E402
+from hf_decode import tool_loop_prompts  # noqa: E402
+
+
+def truncated(model: Any, layers: int) -> Any:
+    """The model's first `layers` layers as a drafter (the same head; untrained for the job: a floor)."""
+    import copy
+
+    d = copy.deepcopy(model)
+    d.model.layers = d.model.layers[:layers]
+    d.config.num_hidden_layers = layers
+    return d
+
+
+def drafter(spec: str, target: Any) -> Any:
+    from kimi_student.backends.hf import load_causal_lm
+    from kimi_student.eval.runners.speculative_hf import ModelDrafter, PromptLookup
+
+    if spec == "prompt-lookup":
+        return PromptLookup()
+    if spec.startswith("layers:"):
+        return ModelDrafter(truncated(target, int(spec.split(":")[1])))
+    return ModelDrafter(load_causal_lm(Path(spec)).eval())
+
+
+def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: int = 5) -> dict[str, float]:
+    """Median seconds of a target call on 1 and K+1 tokens after `prompt`, and of a drafter step."""
+    import torch
+    from transformers import DynamicCache
+
+    def timed(model: Any, n: int) -> float:
+        out = []
+        for _ in range(reps):
+            cache = DynamicCache(config=model.config)
+            with torch.no_grad():
+                model(input_ids=torch.tensor([prompt]), cache=cache, use_cache=True, logits_to_keep=1)
+                ids = torch.tensor([prompt[-n:]])
+                pos = torch.arange(len(prompt), len(prompt) + n)[None]
+                t = time.perf_counter()
+                model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True)
+                out.append(time.perf_counter() - t)
+        return statistics.median(out)
+
+    costs = {"target_1": timed(target, 1), **{f"target_{k + 1}": timed(target, k + 1) for k in ks}}
+    if draft is not None:
+        costs["draft_1"] = timed(draft, 1)
+    return costs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--model", default=None, help="the Worker's HF folder (default: the embedded SmolLM2-135M)"
+    )
+    ap.add_argument(
+        "--draft",
+        action="append",
+        help="prompt-lookup, layers:N (the target's first N layers) or a drafter's HF folder; repeatable "
+        "(default: prompt-lookup and layers:2)",
+    )
+    ap.add_argument("--k", default="2,3,4", help="drafts per check")
+    ap.add_argument("--n", type=int, default=50, help="held-out items (about 1.5 prompts each)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--max-new", type=int, default=64)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument(
+        "--report", type=Path, help="also write the figures as a bench report (the dashboard reads it)"
+    )
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from kimi_student.backends.embedded import smollm2_folder
+    from kimi_student.eval.runners.greedy_hf import greedy_decode
+    from kimi_student.eval.runners.hf_local import HFGenerator
+    from kimi_student.eval.runners.speculative_hf import ModelDrafter, SpecStats, speculative_decode
+
+    torch.manual_seed(0)
+    ks = [int(k) for k in a.k.split(",")]
+    gen = HFGenerator(a.model or smollm2_folder(), a.max_new, batch_size=1, dtype="fp32")
+    target, stop, pad = gen.model, gen.stop, gen.chat.pad_id
+    prompts = [gen.chat.prompt_ids(c) for c in tool_loop_prompts(a.n, a.seed)]
+    print(machine_line(f"torch threads: {torch.get_num_threads()}  fp32, batch 1"))
+    lens = sorted(map(len, prompts))
+    print(
+        f"target: {a.model or 'SmolLM2-135M'}  prompts {len(prompts)} (tokens {lens[0]}-{lens[-1]})  max_new {a.max_new}"
+    )
+
+    def greedy_pass() -> tuple[list[list[int]], float]:
+        t = time.perf_counter()
+        rows = [greedy_decode(target, [p], pad, stop, a.max_new)[0] for p in prompts]
+        return rows, time.perf_counter() - t
+
+    want, _ = greedy_pass()  # warm-up, and the outputs every drafter must give
+    tokens = sum(map(len, want))
+    median_prompt = prompts[sorted(range(len(prompts)), key=lambda i: len(prompts[i]))[len(prompts) // 2]]
+    summary: dict[str, Any] = {"prompts": len(prompts), "tokens": tokens}
+    print(
+        f"{'drafter':<22} {'K':>2} {'exact':>7} {'alpha':>6} {'tau':>5} {'c(K)':>5} {'r':>5} {'pred':>6} {'meas':>6}"
+    )
+    bad = 0
+    for spec in a.draft or ["prompt-lookup", "layers:2"]:
+        d = drafter(spec, target)
+        costs = step_costs(target, d.model if isinstance(d, ModelDrafter) else None, median_prompt, ks)
+        r = costs.get("draft_1", 0.0) / costs["target_1"]
+        for k in ks:
+            c = costs[f"target_{k + 1}"] / costs["target_1"]
+            base_s, spec_s, stats, exact = [], [], SpecStats(), 0
+            for run in range(a.runs + 1):  # run 0 warms up
+                _, tb = greedy_pass()
+                t = time.perf_counter()
+                st = SpecStats()
+                for p, w in zip(prompts, want, strict=True):
+                    got, s = speculative_decode(target, d, p, stop, a.max_new, k=k)
+                    st.add(s)
+                    exact += run == 0 and got == w
+                ts = time.perf_counter() - t
+                if run:
+                    base_s.append(tb)
+                    spec_s.append(ts)
+                    stats = st
+            meas = statistics.median(base_s) / statistics.median(spec_s)
+            pred = stats.tau / (c + k * r)
+            bad += exact != len(prompts)
+            print(
+                f"{spec:<22} {k:>2} {exact:>3}/{len(prompts):<3} {stats.alpha:6.3f} {stats.tau:5.2f} {c:5.2f} "
+                f"{r:5.2f} {pred:5.2f}x {meas:5.2f}x"
+            )
+            summary[f"{spec} K={k}"] = {
+                "exact": exact / len(prompts),
+                "alpha": round(stats.alpha, 4),
+                "tau": round(stats.tau, 3),
+                "c": round(c, 3),
+                "r": round(r, 3),
+                "predicted_speedup": round(pred, 3),
+                "measured_speedup": round(meas, 3),
+            }
+    print(
+        f"baseline: target-only greedy, {tokens} tokens per pass; exactness {'OK' if not bad else 'FAILED'}"
+    )
+    if a.report:
+        write_bench_report(a.report, "speculative", summary, model=a.model or "smollm2", max_new=a.max_new)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

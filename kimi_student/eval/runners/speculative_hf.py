@@ -1,0 +1,215 @@
+"""Speculative decoding of an HF causal LM, one conversation at a time (batch 1).
+
+A drafter proposes K tokens; the target checks all of them in one forward of K+1 positions and keeps the
+longest prefix it agrees with, plus one token of its own (the correction at the first disagreement, or the
+token after the last draft when every one was kept). Rejected positions are dropped from the target's KV
+cache (`crop`), never copied. Greedy: the output is the target's greedy output token for token (the checks
+are argmaxes of the target's own logits; in fp32 a K+1-row forward rounds as the one-row steps do, which a
+test holds us to). Sampled (`temperature > 0`): the rejection rule of speculative sampling (Leviathan et al.
+2023, Chen et al. 2023) keeps the output distribution the target's: draft x is kept with probability
+min(1, p(x)/q(x)), a rejection samples from max(0, p - q) renormalised, and all-kept samples one more from p.
+
+Drafters: `ModelDrafter` (a small HF causal LM with its own cache), `PromptLookup` (the n-gram that ends the
+sequence, found earlier in it: what follows it there is the draft; no model, no training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from kimi_student.chat.template import StopRule
+
+
+@dataclass
+class SpecStats:
+    """α = accepted / proposed drafts; τ = tokens emitted per target call (the bonus token included)."""
+
+    target_calls: int = 0
+    proposed: int = 0
+    accepted: int = 0
+    emitted: int = 0
+
+    @property
+    def alpha(self) -> float:
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+    @property
+    def tau(self) -> float:
+        return self.emitted / self.target_calls if self.target_calls else 0.0
+
+    def add(self, other: SpecStats) -> None:
+        for f in ("target_calls", "proposed", "accepted", "emitted"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+
+
+class Drafter(Protocol):
+    def propose(
+        self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
+    ) -> tuple[list[int], torch.Tensor | None]:
+        """Up to `k` tokens to follow `seq`, and their proposal distributions (k, vocab) where they were
+        sampled from one (None: each draft is certain, a point mass)."""
+        ...
+
+
+def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(logits.double() / temperature, dim=-1)
+
+
+def _sample(p: torch.Tensor, rng: torch.Generator | None) -> int:
+    return int(torch.multinomial(p, 1, generator=rng))
+
+
+class PromptLookup:
+    """Prompt lookup decoding: the longest n-gram (n <= `max_ngram`) ending the sequence that also occurs
+    earlier in it; the tokens after its latest earlier occurrence are the draft."""
+
+    def __init__(self, max_ngram: int = 3):
+        self.max_ngram = max_ngram
+
+    def propose(
+        self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
+    ) -> tuple[list[int], torch.Tensor | None]:
+        for n in range(min(self.max_ngram, len(seq) - 1), 0, -1):
+            tail = seq[-n:]
+            for start in range(len(seq) - n - 1, -1, -1):
+                if seq[start : start + n] == tail:
+                    return seq[start + n : start + n + k], None
+        return [], None
+
+
+class ModelDrafter:
+    """A small causal LM sharing the target's tokenizer, greedy or sampled, with a KV cache of its own that
+    keeps the tokens it has in common with the next sequence it is asked about."""
+
+    def __init__(self, model: Any):
+        self.model = model.eval()
+        self.cache: Any = None
+        self.tokens: list[int] = []  # what the cache holds
+        self.calls = 0  # forwards of the drafter
+
+    def _forward(self, ids: list[int]) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        if self.cache is None:
+            self.cache = DynamicCache(config=self.model.config)
+        start = len(self.tokens)
+        self.calls += 1
+        out = self.model(
+            input_ids=torch.tensor([ids]),
+            position_ids=torch.arange(start, start + len(ids))[None],
+            cache=self.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits[0, -1]
+        self.tokens += ids
+        return out
+
+    @torch.no_grad()
+    def propose(
+        self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
+    ) -> tuple[list[int], torch.Tensor | None]:
+        if k <= 0:
+            return [], None
+        keep = 0
+        while keep < min(len(self.tokens), len(seq) - 1) and self.tokens[keep] == seq[keep]:
+            keep += 1
+        if keep < len(self.tokens):
+            self.cache.crop(keep - len(self.tokens))
+            del self.tokens[keep:]
+        logits = self._forward(seq[keep:])
+        drafts: list[int] = []
+        dists = []
+        for i in range(k):
+            if temperature > 0:
+                q = _probs(logits, temperature)
+                dists.append(q)
+                drafts.append(_sample(q, rng))
+            else:
+                drafts.append(int(logits.argmax()))
+            if i + 1 < k:
+                logits = self._forward([drafts[-1]])
+        return drafts, (torch.stack(dists) if dists else None)
+
+
+def verify(
+    logits: torch.Tensor,
+    drafts: list[int],
+    q: torch.Tensor | None,
+    temperature: float = 0.0,
+    rng: torch.Generator | None = None,
+) -> tuple[int, int]:
+    """(drafts kept, the target's next token after them), from the target's logits at the K+1 positions
+    (row i predicts the token after draft i-1). Greedy: the drafts equal to the argmax, then the argmax.
+    Sampled: the rejection rule; `q` (K, vocab) is what the drafts were sampled from, None a point mass."""
+    for i, d in enumerate(drafts):
+        if temperature <= 0:
+            if int(logits[i].argmax()) != d:
+                return i, int(logits[i].argmax())
+            continue
+        p = _probs(logits[i], temperature)
+        qi = q[i] if q is not None else torch.nn.functional.one_hot(torch.tensor(d), p.numel()).double()
+        if float(torch.rand((), generator=rng, dtype=torch.float64)) < min(1.0, float(p[d] / qi[d])):
+            continue
+        residual = torch.clamp(p - qi, min=0.0)
+        return i, _sample(residual / residual.sum(), rng)
+    last = logits[len(drafts)]
+    return len(drafts), (_sample(_probs(last, temperature), rng) if temperature > 0 else int(last.argmax()))
+
+
+@torch.no_grad()
+def speculative_decode(
+    target: Any,
+    drafter: Drafter,
+    prompt: list[int],
+    stop: StopRule,
+    max_new: int,
+    k: int = 3,
+    temperature: float = 0.0,
+    rng: torch.Generator | None = None,
+) -> tuple[list[int], SpecStats]:
+    """The target's tokens after `prompt` (at most `max_new`, up to and including the stop) and the counts."""
+    from transformers import DynamicCache
+
+    stats = SpecStats()
+    cache = DynamicCache(config=target.config)
+    context = int(getattr(target.config, "max_position_embeddings", 1 << 30))
+
+    def forward(ids: list[int], start: int, keep: int | None = None) -> torch.Tensor:
+        stats.target_calls += 1
+        extra = {"logits_to_keep": keep} if keep else {}
+        return target(
+            input_ids=torch.tensor([ids]),
+            position_ids=torch.arange(start, start + len(ids))[None],
+            cache=cache,
+            use_cache=True,
+            **extra,
+        ).logits[0]
+
+    def choose(logits: torch.Tensor) -> int:
+        return _sample(_probs(logits, temperature), rng) if temperature > 0 else int(logits.argmax())
+
+    out = [choose(forward(prompt, 0, keep=1)[-1])]
+    stats.emitted = 1
+    while not stop.stops(out) and len(out) < max_new:
+        seq = prompt + out
+        room = min(k, max_new - len(out) - 1, context - len(seq) - 1)
+        drafts, q = drafter.propose(seq, room, temperature, rng) if room > 0 else ([], None)
+        drafts = drafts[: max(room, 0)]
+        cached = len(seq) - 1  # the newest token is not in the target's cache yet
+        logits = forward([seq[-1], *drafts], cached)
+        kept, new = verify(logits, drafts, q, temperature, rng)
+        stats.proposed += len(drafts)
+        stats.accepted += kept
+        if len(drafts) > kept:
+            cache.crop(
+                kept - len(drafts)
+            )  # the rejected drafts' keys and values go; the next write overwrites
+        for t in [*drafts[:kept], new]:
+            out.append(t)
+            stats.emitted += 1
+            if stop.stops(out) or len(out) >= max_new:
+                break
+    return out, stats
