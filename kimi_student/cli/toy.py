@@ -41,13 +41,16 @@ def toy_e2e_cmd(
     Exit 0 when every gate passes (or warns), 1 when a gate fails, 2 on bad input.
     """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads (README: one thread)
+    from kimi_student.outputs import check_outputs
+    from kimi_student.recipes.config import load_config
+
+    check_outputs({"--config": config}, {"--report": report}, folders={"--out": out})
+    load_config(config)  # a bad config is refused before the recipe's imports (torch, coremltools) load
     from kimi_student.eval.gates import gate_table
     from kimi_student.export.torch_export import parse_shapes
     from kimi_student.jsonl import write_json
-    from kimi_student.outputs import check_outputs
     from kimi_student.recipes.toy_e2e import run_toy_e2e, summary_lines
 
-    check_outputs({"--config": config}, {"--report": report}, folders={"--out": out})
     rep = run_toy_e2e(out, tuple(parse_shapes(shapes)), seed, config, items, steps, log=typer.echo)
     if report:
         write_json(report, rep)

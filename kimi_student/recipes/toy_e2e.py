@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from transformers import AutoTokenizer
 
 from kimi_student.chat.transcript import parse_transcript
-from kimi_student.errors import InputError, KimiStudentError
+from kimi_student.errors import KimiStudentError
 from kimi_student.eval.gates import evaluate_gate, run_passed
 from kimi_student.eval.report import created_at
 from kimi_student.eval.runners.coreml import CoreMLGenerator
@@ -31,6 +30,7 @@ from kimi_student.export.greedy import DecodeStats, NgramDrafter, package_seq_le
 from kimi_student.fingerprint import code_version, sha256_file
 from kimi_student.jsonl import write_json, write_jsonl
 from kimi_student.models.student import StudentSpec, load_spec
+from kimi_student.recipes.config import load_config
 from kimi_student.recipes.toy_data import ToyItem, data_summary, prepare_data
 from kimi_student.recipes.toy_run import PRIMARY_SHAPE, ToyRun
 from kimi_student.resources import config_path, shown_path
@@ -261,21 +261,6 @@ def timed(steps: dict[str, float], name: str) -> Iterator[None]:
         yield
     finally:
         steps[name] = round(time.perf_counter() - t0, 3)
-
-
-def load_config(
-    path: Path, sections: tuple[str, ...] = ("data", "decode", "gates", "sizes")
-) -> dict[str, Any]:
-    try:
-        cfg = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise InputError(path, None, None, f"cannot read config: {e}") from None
-    if not isinstance(cfg, dict):
-        raise InputError(path, None, None, f"expected a mapping of sections, got {type(cfg).__name__}")
-    for key in sections:
-        if not isinstance(cfg.get(key), dict):
-            raise InputError(path, None, key, "missing section")
-    return cfg
 
 
 def shape_stage(

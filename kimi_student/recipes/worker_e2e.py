@@ -42,9 +42,10 @@ from kimi_student.eval.runners.options import RunnerOptions
 from kimi_student.export.coreml import export_coreml
 from kimi_student.jsonl import write_json, write_jsonl
 from kimi_student.models.student import load_spec
+from kimi_student.recipes.config import load_config
 from kimi_student.recipes.copy_augment import NUMBER_SOURCES, WORD_SOURCES, augmented_set
 from kimi_student.recipes.serve import transformers_serve
-from kimi_student.recipes.toy_e2e import fresh_training, load_config, timed, torch_threads
+from kimi_student.recipes.toy_e2e import fresh_training, timed, torch_threads
 from kimi_student.recipes.toy_run import ToyRun
 from kimi_student.resources import config_path, shown_path
 from kimi_student.tokenizer import load_tokenizer

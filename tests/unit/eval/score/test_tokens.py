@@ -90,7 +90,7 @@ def test_tokens_from_the_cut_are_the_whole_texts_tokens(tokenizers, outputs, wor
 def test_scores_are_the_same_with_the_answers_tokens(tokenizers, outputs, world):
     items, fixtures = world
     broker = ToolBroker(fixtures)
-    pairs = [(items[k % len(items)], out) for k, out in enumerate(outputs)]
+    pairs = [(items[k % len(items)], out) for k, out in enumerate(outputs)][::2]  # every kind, half the count
     texts = [o for _, o in pairs]
     for tok in tokenizers:
         whole, tail = tok.encode_offsets(texts), encode_answers(tok, texts)
