@@ -8,6 +8,8 @@ Stores the generated text and, at every generated position, the top-k log-probs 
 from __future__ import annotations
 
 import asyncio
+from functools import cached_property
+from typing import Any
 
 from kimi_student.backends.hf import cpu_has_bf16, hf_source, load_causal_lm, load_hf_tokenizer
 from kimi_student.teachers.base import TeacherReply, TeacherRequest
@@ -28,11 +30,15 @@ class HFTeacher:
     batch_size = 8  # sequences per scoring forward (padded to the longest; 8 beat 4 by 1.3-1.5x here)
 
     def __init__(self, uri: str, top_k: int = 20):
-        source = hf_source(uri)
-        self.model = load_causal_lm(source).eval()
-        self.tokenizer = load_hf_tokenizer(source)
-        self.id = source.teacher_id
+        self.source = hf_source(uri)
+        self.tokenizer = load_hf_tokenizer(self.source)
+        self.id = self.source.teacher_id
         self.top_k = top_k
+
+    @cached_property
+    def model(self) -> Any:
+        """Loaded on the first request that needs it: a rerun whose answers are all cached loads nothing."""
+        return load_causal_lm(self.source).eval()
 
     def _generate(self, request: TeacherRequest) -> TeacherReply:
         import torch
