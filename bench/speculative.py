@@ -53,22 +53,25 @@ def drafter(spec: str, target: Any) -> Any:
     return ModelDrafter(load_causal_lm(Path(spec)).eval())
 
 
-def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: int = 5) -> dict[str, float]:
-    """Median seconds of a target call on 1 and K+1 tokens after `prompt`, and of a drafter step."""
+def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: int = 7) -> dict[str, float]:
+    """Median seconds of a target call on 1 and on K+1 tokens after `prompt` (the cache cropped back after
+    each call, so every call sees the same cache, as decode steps do), and of a drafter step."""
     import torch
     from transformers import DynamicCache
 
     def timed(model: Any, n: int) -> float:
+        cache = DynamicCache(config=model.config)
+        ids = torch.tensor([prompt[-n:]])
+        pos = torch.arange(len(prompt), len(prompt) + n)[None]
         out = []
-        for _ in range(reps):
-            cache = DynamicCache(config=model.config)
-            with torch.no_grad():
-                model(input_ids=torch.tensor([prompt]), cache=cache, use_cache=True, logits_to_keep=1)
-                ids = torch.tensor([prompt[-n:]])
-                pos = torch.arange(len(prompt), len(prompt) + n)[None]
+        with torch.no_grad():
+            model(input_ids=torch.tensor([prompt]), cache=cache, use_cache=True, logits_to_keep=1)
+            for rep in range(reps + 2):  # two warm-up calls
                 t = time.perf_counter()
                 model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True)
-                out.append(time.perf_counter() - t)
+                if rep >= 2:
+                    out.append(time.perf_counter() - t)
+                cache.crop(-n)
         return statistics.median(out)
 
     costs = {"target_1": timed(target, 1), **{f"target_{k + 1}": timed(target, k + 1) for k in ks}}

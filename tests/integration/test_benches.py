@@ -31,6 +31,10 @@ SMALL: dict[str, tuple[tuple[str, ...], str]] = {
         ("--n", "2", "--layers", "2", "--max-new", "4", "--rounds", "1", "--batch-size", "2"),
         r"new fp32 .* tokens/s +x[\d.]+ vs baseline",
     ),
+    "speculative.py": (
+        ("--n", "2", "--max-new", "8", "--k", "2", "--runs", "1", "--draft", "prompt-lookup"),
+        r"prompt-lookup +2 +(\d+)/\1 ",  # every output exact
+    ),
     "train_throughput.py": (("--steps", "2", "--prompts", "8"), r"\d +[\d.]+x +\d+"),
 }
 
