@@ -83,7 +83,15 @@ RUN_ELSEWHERE: dict[str, str] = {
     "make actionlint": "tests/integration/test_workflows.py::test_the_workflows_pass_actionlint_and_a_broken_one_does_not",
     **{
         f"make {b}": SLOW_BENCH
-        for b in ("bench", "bench-data", "bench-eval", "bench-distill", "bench-train", "bench-hf-decode")
+        for b in (
+            "bench",
+            "bench-data",
+            "bench-eval",
+            "bench-distill",
+            "bench-train",
+            "bench-hf-decode",
+            "bench-spec",
+        )
     },
 }
 
