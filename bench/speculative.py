@@ -8,7 +8,8 @@ tool response, which it answers with the integration sentences). For each drafte
   alpha   drafts kept / drafts proposed;  tau: tokens emitted per target call
   c(K)    one target call on K+1 tokens / one on 1 token (the cost of a check), measured here
   r       one drafter step / one target step (0 for prompt lookup)
-  pred    the speed-up tau / (c(K) + K r) predicts;  meas: tokens/s against target-only greedy
+  pred    the speed-up tau / (c(K) + K r) predicts, with c and K of each check as it came (a drafter may
+          propose fewer than K: prompt lookup often none);  meas: tokens/s against target-only greedy
 
 Timings are medians over `--runs` passes over every prompt, after a warm-up pass; the baseline runs in each
 pass too, so a load change on a shared machine moves both sides.
@@ -74,7 +75,7 @@ def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: 
                 cache.crop(-n)
         return statistics.median(out)
 
-    costs = {"target_1": timed(target, 1), **{f"target_{k + 1}": timed(target, k + 1) for k in ks}}
+    costs = {f"target_{n}": timed(target, n) for n in range(1, max(ks) + 2)}
     if draft is not None:
         costs["draft_1"] = timed(draft, 1)
     return costs
@@ -153,7 +154,13 @@ def main() -> int:
                     spec_s.append(ts)
                     stats = st
             meas = statistics.median(base_s) / statistics.median(spec_s)
-            pred = stats.tau / (c + k * r)
+            # the cost of the checks as they came (prompt lookup often has fewer than K drafts, or none), per
+            # target call; the prefill call of each prompt is in tau's calls and costs alike on both sides
+            checks = sum(stats.checks.values())
+            cost = sum(
+                m * (costs[f"target_{j + 1}"] / costs["target_1"] + j * r) for j, m in stats.checks.items()
+            )
+            pred = stats.tau / ((cost + (stats.target_calls - checks)) / stats.target_calls)
             bad += exact != len(prompts)
             print(
                 f"{spec:<22} {k:>2} {exact:>3}/{len(prompts):<3} {stats.alpha:6.3f} {stats.tau:5.2f} {c:5.2f} "

@@ -15,7 +15,7 @@ sequence, found earlier in it: what follows it there is the draft; no model, no 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -31,6 +31,9 @@ class SpecStats:
     proposed: int = 0
     accepted: int = 0
     emitted: int = 0
+    checks: dict[int, int] = field(
+        default_factory=dict
+    )  # drafts in a check -> checks (prompt lookup may have none)
 
     @property
     def alpha(self) -> float:
@@ -43,6 +46,8 @@ class SpecStats:
     def add(self, other: SpecStats) -> None:
         for f in ("target_calls", "proposed", "accepted", "emitted"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
+        for n, c in other.checks.items():
+            self.checks[n] = self.checks.get(n, 0) + c
 
 
 class Drafter(Protocol):
@@ -202,6 +207,7 @@ def speculative_decode(
         logits = forward([seq[-1], *drafts], cached)
         kept, new = verify(logits, drafts, q, temperature, rng)
         stats.proposed += len(drafts)
+        stats.checks[len(drafts)] = stats.checks.get(len(drafts), 0) + 1
         stats.accepted += kept
         if len(drafts) > kept:
             cache.crop(
