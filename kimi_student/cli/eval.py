@@ -302,9 +302,9 @@ def eval_smoke(
 @guarded
 def fixture_stats(
     report: Annotated[Path, typer.Option(help="Report JSON to read.")] = Path("eval/reports/latest.json"),
-    top: Annotated[int, typer.Option(help="How many misses to list.")] = 20,
+    top: Annotated[int, typer.Option(help="How many misses to list, the most frequent first.")] = 20,
 ) -> None:
-    """Print the fixture hit-rate and the (tool, key) misses of a report."""
+    """Print the fixture hit-rate and the (tool, key) misses of a report, the most frequent first."""
     from kimi_student.errors import InputError
 
     try:
@@ -313,7 +313,7 @@ def fixture_stats(
         raise InputError(report, None, "summary", f"not a readable report ({e})"[:300]) from None
     rate, calls, n_miss, misses = _fixture_summary(doc, report)
     typer.echo(f"fixture_hit_rate {fmt(rate)}  calls {calls}  misses {n_miss}")
-    for m in misses[:top]:
+    for m in sorted(misses, key=lambda m: -m["count"] if isinstance(m["count"], int) else 0)[:top]:
         typer.echo(f"  miss x{m['count']}  {m['tool']}  {m['key']}")
 
 

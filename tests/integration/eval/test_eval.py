@@ -11,7 +11,7 @@ from kimi_student.chat.prompt import prompt_wrapper_sha256
 from kimi_student.chat.transcript import INTEGRATION
 from kimi_student.errors import InputError
 from kimi_student.eval.identity import RunIdentity, RunInputs, RunnerFacts
-from tests.support import ks, read_rows, write_rows
+from tests.support import ks, ks_here, read_rows, write_rows
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1790000000"}
 
@@ -105,6 +105,19 @@ def test_wrong_calls_are_counted_as_fixture_misses(dataset: dict[str, Path], tmp
     assert s["json_args_valid_rate"] < 0.6 and rep["gates"]["json_args_valid_rate"]["status"] == "fail"
     r = ks("eval", "fixture-stats", "--report", tmp_path / "r.json")
     assert r.returncode == 0 and "miss x" in r.stdout and "fixture_hit_rate" in r.stdout
+
+
+def test_fixture_stats_lists_the_most_frequent_misses_first(tmp_path: Path) -> None:
+    misses = [
+        {"tool": "web.search", "key": k, "count": n} for k, n in (("a", 1), ("b", 5), ("c", 2), ("d", 5))
+    ]
+    summary = {"fixture_hit_rate": 0.5, "tool_calls": 26, "fixture_miss_count": 13, "fixture_misses": misses}
+    (tmp_path / "r.json").write_text(json.dumps({"summary": summary}))
+    r = ks_here("eval", "fixture-stats", "--report", tmp_path / "r.json", "--top", "3")
+    assert r.returncode == 0
+    assert r.stdout.splitlines()[1:] == [
+        f"  miss x{n}  web.search  {k}" for k, n in (("b", 5), ("d", 5), ("c", 2))
+    ]
 
 
 def test_a_missing_fingerprint_fails_the_run(dataset: dict[str, Path], tmp_path: Path) -> None:
