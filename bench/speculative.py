@@ -60,16 +60,16 @@ def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: 
     import torch
     from transformers import DynamicCache
 
+    from kimi_student.eval.runners.speculative_hf import cached_forward
+
     def timed(model: Any, n: int) -> float:
         cache = DynamicCache(config=model.config)
-        ids = torch.tensor([prompt[-n:]])
-        pos = torch.arange(len(prompt), len(prompt) + n)[None]
         out = []
         with torch.no_grad():
-            model(input_ids=torch.tensor([prompt]), cache=cache, use_cache=True, logits_to_keep=1)
+            cached_forward(model, cache, prompt, 0, keep=1)
             for rep in range(reps + 2):  # two warm-up calls
                 t = time.perf_counter()
-                model(input_ids=ids, position_ids=pos, cache=cache, use_cache=True)
+                cached_forward(model, cache, prompt[-n:], len(prompt))
                 if rep >= 2:
                     out.append(time.perf_counter() - t)
                 cache.crop(-n)

@@ -67,20 +67,20 @@ class HFGenerator:
                 "--draft-model decodes one conversation at a time: pass --batch-size 1 (a run without the "
                 "drafter at --batch-size 1 gives the same results and report)"
             )
-        if draft_model and draft_model != PROMPT_LOOKUP and not (Path(draft_model) / "config.json").is_file():
+        draft_folder = Path(draft_model) if draft_model and draft_model != PROMPT_LOOKUP else None
+        if draft_folder and not (draft_folder / "config.json").is_file():
             raise InputError(
                 draft_model, None, "draft_model", f"not an HF checkpoint folder or {PROMPT_LOOKUP}"
             )
         self.chat = ChatTokenizer(folder)
-        mine = draft_model and draft_model != PROMPT_LOOKUP
-        if mine and ChatTokenizer(Path(str(draft_model))).tok.get_vocab() != self.chat.tok.get_vocab():
+        if draft_folder and ChatTokenizer(draft_folder).tok.get_vocab() != self.chat.tok.get_vocab():
             raise InputError(draft_model, None, "draft_model", "its tokenizer is not the model's")
-        self.model: Any = self._load(folder)
+        self.model: Any = self._load(folder)  # the checks above come before any weights load
         self.drafter: Drafter | None = None
-        if draft_model == PROMPT_LOOKUP:
+        if draft_folder:
+            self.drafter = ModelDrafter(self._load(draft_folder))
+        elif draft_model == PROMPT_LOOKUP:
             self.drafter = PromptLookup()
-        elif mine:
-            self.drafter = ModelDrafter(self._load(Path(str(draft_model))))
         self.draft_k = draft_k
         self.spec = SpecStats()  # what the drafter did, over every conversation
         self.stop = self.chat.stop_rule()

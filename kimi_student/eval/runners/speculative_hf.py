@@ -67,6 +67,26 @@ def _sample(p: torch.Tensor, rng: torch.Generator | None) -> int:
     return int(torch.multinomial(p, 1, generator=rng))
 
 
+def _pick(logits: torch.Tensor, temperature: float, rng: torch.Generator | None) -> int:
+    """The next token from one row of logits: the argmax, or a sample at `temperature`."""
+    return _sample(_probs(logits, temperature), rng) if temperature > 0 else int(logits.argmax())
+
+
+def cached_forward(
+    model: Any, cache: Any, ids: list[int], start: int, keep: int | None = None
+) -> torch.Tensor:
+    """Logits (len(ids) rows, or the last `keep`) of `ids` at positions start.. after what `cache` holds,
+    which they join."""
+    extra = {"logits_to_keep": keep} if keep else {}
+    return model(
+        input_ids=torch.tensor([ids]),
+        position_ids=torch.arange(start, start + len(ids))[None],
+        cache=cache,
+        use_cache=True,
+        **extra,
+    ).logits[0]
+
+
 class PromptLookup:
     """Prompt lookup decoding: the longest n-gram (n <= `max_ngram`) ending the sequence that also occurs
     earlier in it; the tokens after its latest earlier occurrence are the draft."""
@@ -100,15 +120,8 @@ class ModelDrafter:
 
         if self.cache is None:
             self.cache = DynamicCache(config=self.model.config)
-        start = len(self.tokens)
         self.calls += 1
-        out = self.model(
-            input_ids=torch.tensor([ids]),
-            position_ids=torch.arange(start, start + len(ids))[None],
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        ).logits[0, -1]
+        out = cached_forward(self.model, self.cache, ids, len(self.tokens), keep=1)[-1]
         self.tokens += ids
         return out
 
@@ -129,9 +142,8 @@ class ModelDrafter:
         dists = []
         for i in range(k):
             if temperature > 0:
-                q = _probs(logits, temperature)
-                dists.append(q)
-                drafts.append(_sample(q, rng))
+                dists.append(_probs(logits, temperature))
+                drafts.append(_sample(dists[-1], rng))
             else:
                 drafts.append(int(logits.argmax()))
             if i + 1 < k:
@@ -151,8 +163,8 @@ def verify(
     Sampled: the rejection rule; `q` (K, vocab) is what the drafts were sampled from, None a point mass."""
     for i, d in enumerate(drafts):
         if temperature <= 0:
-            if int(logits[i].argmax()) != d:
-                return i, int(logits[i].argmax())
+            if (best := int(logits[i].argmax())) != d:
+                return i, best
             continue
         p = _probs(logits[i], temperature)
         qi = q[i] if q is not None else torch.nn.functional.one_hot(torch.tensor(d), p.numel()).double()
@@ -160,8 +172,7 @@ def verify(
             continue
         residual = torch.clamp(p - qi, min=0.0)
         return i, _sample(residual / residual.sum(), rng)
-    last = logits[len(drafts)]
-    return len(drafts), (_sample(_probs(last, temperature), rng) if temperature > 0 else int(last.argmax()))
+    return len(drafts), _pick(logits[len(drafts)], temperature, rng)
 
 
 @torch.no_grad()
@@ -182,37 +193,21 @@ def speculative_decode(
     cache = DynamicCache(config=target.config)
     context = int(getattr(target.config, "max_position_embeddings", 1 << 30))
 
-    def forward(ids: list[int], start: int, keep: int | None = None) -> torch.Tensor:
-        stats.target_calls += 1
-        extra = {"logits_to_keep": keep} if keep else {}
-        return target(
-            input_ids=torch.tensor([ids]),
-            position_ids=torch.arange(start, start + len(ids))[None],
-            cache=cache,
-            use_cache=True,
-            **extra,
-        ).logits[0]
-
-    def choose(logits: torch.Tensor) -> int:
-        return _sample(_probs(logits, temperature), rng) if temperature > 0 else int(logits.argmax())
-
-    out = [choose(forward(prompt, 0, keep=1)[-1])]
-    stats.emitted = 1
+    out = [_pick(cached_forward(target, cache, prompt, 0, keep=1)[-1], temperature, rng)]
+    stats.target_calls = stats.emitted = 1
     while not stop.stops(out) and len(out) < max_new:
         seq = prompt + out
         room = min(k, max_new - len(out) - 1, context - len(seq) - 1)
         drafts, q = drafter.propose(seq, room, temperature, rng) if room > 0 else ([], None)
-        drafts = drafts[: max(room, 0)]
-        cached = len(seq) - 1  # the newest token is not in the target's cache yet
-        logits = forward([seq[-1], *drafts], cached)
+        # the newest token is not in the target's cache yet: it goes in first, then the drafts
+        logits = cached_forward(target, cache, [seq[-1], *drafts], len(seq) - 1)
         kept, new = verify(logits, drafts, q, temperature, rng)
+        stats.target_calls += 1
         stats.proposed += len(drafts)
         stats.checks[len(drafts)] = stats.checks.get(len(drafts), 0) + 1
         stats.accepted += kept
-        if len(drafts) > kept:
-            cache.crop(
-                kept - len(drafts)
-            )  # the rejected drafts' keys and values go; the next write overwrites
+        if len(drafts) > kept:  # the rejected drafts' keys and values go; the next write overwrites them
+            cache.crop(kept - len(drafts))
         for t in [*drafts[:kept], new]:
             out.append(t)
             stats.emitted += 1
