@@ -11,11 +11,18 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from kimi_student.chat.prompt import item_messages
 from kimi_student.chat.template import ChatTokenizer
 from kimi_student.eval.runners.greedy_hf import greedy_decode
-from kimi_student.eval.runners.speculative_hf import ModelDrafter, PromptLookup, SpecStats, speculative_decode
+from kimi_student.eval.runners.speculative_hf import (
+    FeatureDraft,
+    ModelDrafter,
+    PromptLookup,
+    SpecStats,
+    speculative_decode,
+)
 from kimi_student.train.examples import conversation_turns
 from tests.support import ks_here, read_rows
 
@@ -64,10 +71,14 @@ def test_greedy_speculative_decoding_is_the_targets_greedy_output(
         )
     prompts = [chat.prompt_ids(c) for c in convs]
     assert len(prompts) >= 8 and max(map(len, prompts)) + 40 < target.config.max_position_embeddings
+    from kimi_student.models import feature_drafter
+
+    features = FeatureDraft(feature_drafter.build(target, sorted({t for p in prompts for t in p} | {2}), "t"))
     drafters = {
         "prompt lookup": PromptLookup(),
         "first layer": ModelDrafter(load_causal_lm(models["draft"])),
         "itself": ModelDrafter(load_causal_lm(models["target"])),
+        "features": features,  # untrained: its drafts are wrong, the output is still the target's
     }
     totals = {name: SpecStats() for name in drafters}
     for p in prompts:
@@ -81,8 +92,14 @@ def test_greedy_speculative_decoding_is_the_targets_greedy_output(
                 if name == "itself":  # every draft kept: K+1 tokens a call, after the prompt's
                     assert st.accepted == st.proposed
                     assert st.target_calls == 1 + math.ceil((len(got) - 1) / (k + 1))
+                if name == "features":  # it was handed the target's state at every token but the newest,
+                    # as one forward over the whole sequence computes them (the rejected drafts' dropped)
+                    with torch.no_grad():
+                        whole = target(input_ids=torch.tensor([p + got[:-1]]), output_hidden_states=True)
+                    assert torch.allclose(features.states, whole.hidden_states[-1][0], atol=1e-4)
     assert totals["itself"].proposed > 50 and totals["itself"].alpha == 1.0
     assert totals["first layer"].proposed > 50 and drafters["first layer"].calls > 0
+    assert totals["features"].proposed > 50 and features.calls > 0
 
 
 def _eval(model: Path, data: Path, out: Path, *extra: str) -> tuple[bytes, bytes]:

@@ -30,10 +30,15 @@ def exported(toy_run: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ckpt = ToyRun.at(toy_run["out"]).checkpoint
     r = ks_here(
         "export", "coreml", "--model", ckpt, "--out", out, "--shapes", str(CONTEXT),
-        "--chunks", ",".join(map(str, CHUNKS)),
+        "--chunks", ",".join(map(str, CHUNKS)), "--no-sequence",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     return out
+
+
+def _full(toy_run: dict) -> Path:
+    """The full-sequence package of the same checkpoint (INT8, FP16): the toy run exported it."""
+    return Path(toy_run["out"]) / "coreml" / f"T{CONTEXT}" / f"seq{CONTEXT}.mlpackage"
 
 
 def _decoder(exported: Path) -> KVDecoder:
@@ -54,7 +59,7 @@ def _prompts(toy_run: dict, n: int) -> list[list[int]]:
     ]
 
 
-def test_one_package_holds_every_query_length_with_shared_weights(exported: Path) -> None:
+def test_one_package_holds_every_query_length_with_shared_weights(toy_run: dict, exported: Path) -> None:
     from kimi_student.export.mil import MilProgram
 
     entry = json.loads((exported / "manifest.json").read_text())["packages"][-1]
@@ -70,9 +75,7 @@ def test_one_package_holds_every_query_length_with_shared_weights(exported: Path
     assert len(names) >= 10
     assert all(w["main"][k][0] is w["chunk16"][k][0] is w["chunk4"][k][0] for k in names)
     # and a package of three functions stores them once: far less than three single-function packages
-    assert entry["size_bytes"] < 1.5 * sum(
-        f.stat().st_size for f in (exported / "seq128.mlpackage").rglob("*.bin")
-    )
+    assert entry["size_bytes"] < 1.5 * sum(f.stat().st_size for f in _full(toy_run).rglob("*.bin"))
 
 
 def test_chunked_prefill_and_verify_give_the_full_sequence_package_s_tokens(
@@ -84,7 +87,7 @@ def test_chunked_prefill_and_verify_give_the_full_sequence_package_s_tokens(
     from kimi_student.export.greedy import NgramDrafter
     from kimi_student.export.mil import MilProgram
 
-    full = MilProgram.load(exported / "seq128.mlpackage")
+    full = MilProgram.load(_full(toy_run))
     prompts = _prompts(toy_run, 4)
     stops = ChatTokenizer(ToyRun.at(toy_run["out"]).checkpoint).stop_ids
     stop = StopRule(stops)
@@ -183,7 +186,7 @@ def test_continuation_logits_are_the_full_sequence_package_s(toy_run: dict, expo
     from kimi_student.export.errors import MilExecError
     from kimi_student.export.mil import MilProgram
 
-    full = MilProgram.load(exported / "seq128.mlpackage")
+    full = MilProgram.load(_full(toy_run))
     p = _prompts(toy_run, 1)[0]
     conts = [[5, 6, 7], [9], [5, 6, 8, 10, 11], []]
     dec, stats = _decoder(exported), DecodeStats()
