@@ -14,53 +14,25 @@ be shared). fp32 outputs of the new path must equal the baseline's token for tok
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from contextual_scale import ROOT, machine_line  # noqa: E402
+from contextual_scale import machine_line  # noqa: E402
 
 Decode = Callable[[list[list[int]]], list[list[int]]]
 
 
 def tool_loop_prompts(n: int, seed: int) -> list[list[dict[str, str]]]:
     """Turn-1 and turn-2 conversations of `n` held-out items."""
-    from kimi_student.chat.prompt import item_messages
-    from kimi_student.train.examples import conversation_turns
+    from kimi_student.data.contextual import generate
+    from kimi_student.drafter.data import loop_prompts
 
-    with tempfile.TemporaryDirectory() as d:
-        out = Path(d) / "heldout.jsonl"
-        cmd = [
-            "contextual",
-            "gen",
-            "--n",
-            str(n),
-            "--split",
-            "heldout",
-            "--seed",
-            str(seed),
-            "--out",
-            str(out),
-        ]
-        subprocess.run(
-            [sys.executable, "-m", "kimi_student", *cmd], cwd=ROOT, check=True, capture_output=True
-        )
-        items = [json.loads(line) for line in out.read_text().splitlines()[1:]]
-    convs = []
-    for it in items:
-        start = item_messages(it, "request")
-        convs.append(start)
-        turns = conversation_turns(it["teacher_text"])
-        if len(turns) >= 3:  # a call, its response, then more: the loop's second prompt
-            convs.append(start + turns[:2])
-    return convs
+    return loop_prompts(generate(n, seed, "heldout")[1])
 
 
 def baseline_decode(gen: Any, prompts: list[list[int]], max_new: int) -> list[list[int]]:

@@ -45,22 +45,46 @@ def truncated(model: Any, layers: int) -> Any:
 
 def drafter(spec: str, target: Any) -> Any:
     from kimi_student.backends.hf import load_causal_lm
-    from kimi_student.eval.runners.speculative_hf import ModelDrafter, PromptLookup
+    from kimi_student.eval.runners.speculative_hf import FeatureDraft, ModelDrafter, PromptLookup
+    from kimi_student.models import feature_drafter
 
     if spec == "prompt-lookup":
         return PromptLookup()
     if spec.startswith("layers:"):
         return ModelDrafter(truncated(target, int(spec.split(":")[1])))
+    if feature_drafter.is_feature_drafter(Path(spec)):
+        return FeatureDraft(feature_drafter.load(Path(spec)))
     return ModelDrafter(load_causal_lm(Path(spec)).eval())
+
+
+def feature_step(draft: Any, n: int, reps: int) -> list[float]:
+    """Seconds of a feature drafter's one-token steps (the forward and its cut head) after `n` cached
+    positions, the cache cropped back after each."""
+    import torch
+
+    from kimi_student.models.feature_drafter import KVCache
+
+    m, cache, out = draft.model, KVCache(), []
+    d = m.cfg.hidden_size
+    with torch.no_grad():
+        m(torch.randn(1, n, d), torch.zeros(1, n, dtype=torch.long), torch.arange(n), cache)
+        for rep in range(reps + 2):
+            t = time.perf_counter()
+            m.logits(m(torch.randn(1, 1, d), torch.zeros(1, 1, dtype=torch.long), torch.tensor([n]), cache))
+            if rep >= 2:
+                out.append(time.perf_counter() - t)
+            cache.crop(n)
+    return out
 
 
 def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: int = 7) -> dict[str, float]:
     """Median seconds of a target call on 1 and on K+1 tokens after `prompt` (the cache cropped back after
-    each call, so every call sees the same cache, as decode steps do), and of a drafter step."""
+    each call, so every call sees the same cache, as decode steps do), and of a drafter step (an HF model,
+    or a FeatureDraft)."""
     import torch
     from transformers import DynamicCache
 
-    from kimi_student.eval.runners.speculative_hf import cached_forward
+    from kimi_student.eval.runners.speculative_hf import FeatureDraft, cached_forward
 
     def timed(model: Any, n: int) -> float:
         cache = DynamicCache(config=model.config)
@@ -76,7 +100,9 @@ def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: 
         return statistics.median(out)
 
     costs = {f"target_{n}": timed(target, n) for n in range(1, max(ks) + 2)}
-    if draft is not None:
+    if isinstance(draft, FeatureDraft):
+        costs["draft_1"] = statistics.median(feature_step(draft, len(prompt), reps))
+    elif draft is not None:
         costs["draft_1"] = timed(draft, 1)
     return costs
 
@@ -89,7 +115,8 @@ def main() -> int:
     ap.add_argument(
         "--draft",
         action="append",
-        help="prompt-lookup, layers:N (the target's first N layers) or a drafter's HF folder; repeatable "
+        help="prompt-lookup, layers:N (the target's first N layers), a feature drafter's folder (`kimi-student "
+        "drafter train`) or a drafter's HF folder; repeatable "
         "(default: prompt-lookup and layers:2)",
     )
     ap.add_argument("--k", default="2,3,4", help="drafts per check")
@@ -107,7 +134,12 @@ def main() -> int:
     from kimi_student.backends.embedded import smollm2_folder
     from kimi_student.eval.runners.greedy_hf import greedy_decode
     from kimi_student.eval.runners.hf_local import HFGenerator
-    from kimi_student.eval.runners.speculative_hf import ModelDrafter, SpecStats, speculative_decode
+    from kimi_student.eval.runners.speculative_hf import (
+        FeatureDraft,
+        ModelDrafter,
+        SpecStats,
+        speculative_decode,
+    )
 
     torch.manual_seed(0)
     ks = [int(k) for k in a.k.split(",")]
@@ -135,7 +167,12 @@ def main() -> int:
     bad = 0
     for spec in a.draft or ["prompt-lookup", "layers:2"]:
         d = drafter(spec, target)
-        costs = step_costs(target, d.model if isinstance(d, ModelDrafter) else None, median_prompt, ks)
+        costs = step_costs(
+            target,
+            d.model if isinstance(d, ModelDrafter) else d if isinstance(d, FeatureDraft) else None,
+            median_prompt,
+            ks,
+        )
         r = costs.get("draft_1", 0.0) / costs["target_1"]
         for k in ks:
             c = costs[f"target_{k + 1}"] / costs["target_1"]

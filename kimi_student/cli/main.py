@@ -12,6 +12,7 @@ from kimi_student.cli import (
     contextual,
     dashboard,
     distill,
+    drafter,
     export,
     judge,
     report,
@@ -38,6 +39,7 @@ app.add_typer(export.app, name="export")
 app.add_typer(toy.app)
 app.add_typer(caws.app, name="caws")
 app.add_typer(judge.app, name="judge")
+app.add_typer(drafter.app, name="drafter")
 app.add_typer(report.app, name="report")
 app.add_typer(dashboard.app)
 

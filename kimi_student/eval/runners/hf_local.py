@@ -12,13 +12,15 @@ from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.eval.runners.greedy_hf import greedy_decode
 from kimi_student.eval.runners.speculative_hf import (
     Drafter,
+    FeatureDraft,
     ModelDrafter,
     PromptLookup,
     SpecStats,
     speculative_decode,
 )
 from kimi_student.eval.runners.tool_loop import Generation, Messages
-from kimi_student.fingerprint import model_folder_sha256
+from kimi_student.fingerprint import model_folder_sha256, weights_sha256
+from kimi_student.models import feature_drafter
 
 
 def length_batches(lengths: list[int], size: int, slack: float = 1.25) -> list[list[int]]:
@@ -73,11 +75,20 @@ class HFGenerator:
                 draft_model, None, "draft_model", f"not an HF checkpoint folder or {PROMPT_LOOKUP}"
             )
         self.chat = ChatTokenizer(folder)
-        if draft_folder and ChatTokenizer(draft_folder).tok.get_vocab() != self.chat.tok.get_vocab():
+        features = draft_folder is not None and feature_drafter.is_feature_drafter(draft_folder)
+        if features and feature_drafter.target_sha256(draft_folder) != weights_sha256(folder):
+            raise InputError(draft_model, None, "draft_model", "a feature drafter trained for another model")
+        if (
+            draft_folder
+            and not features
+            and ChatTokenizer(draft_folder).tok.get_vocab() != self.chat.tok.get_vocab()
+        ):
             raise InputError(draft_model, None, "draft_model", "its tokenizer is not the model's")
         self.model: Any = self._load(folder)  # the checks above come before any weights load
         self.drafter: Drafter | None = None
-        if draft_folder:
+        if draft_folder and features:
+            self.drafter = FeatureDraft(feature_drafter.load(draft_folder))
+        elif draft_folder:
             self.drafter = ModelDrafter(self._load(draft_folder))
         elif draft_model == PROMPT_LOOKUP:
             self.drafter = PromptLookup()

@@ -9,7 +9,8 @@ test holds us to). Sampled (`temperature > 0`): the rejection rule of speculativ
 2023, Chen et al. 2023) keeps the output distribution the target's: draft x is kept with probability
 min(1, p(x)/q(x)), a rejection samples from max(0, p - q) renormalised, and all-kept samples one more from p.
 
-Drafters: `ModelDrafter` (a small HF causal LM with its own cache), `PromptLookup` (the n-gram that ends the
+Drafters: `ModelDrafter` (a small HF causal LM with its own cache), `FeatureDraft` (a feature drafter that
+reads the target's final hidden states: models/feature_drafter.py), `PromptLookup` (the n-gram that ends the
 sequence, found earlier in it: what follows it there is the draft; no model, no training).
 """
 
@@ -73,18 +74,20 @@ def _pick(logits: torch.Tensor, temperature: float, rng: torch.Generator | None)
 
 
 def cached_forward(
-    model: Any, cache: Any, ids: list[int], start: int, keep: int | None = None
-) -> torch.Tensor:
+    model: Any, cache: Any, ids: list[int], start: int, keep: int | None = None, states: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits (len(ids) rows, or the last `keep`) of `ids` at positions start.. after what `cache` holds,
-    which they join."""
+    which they join; with `states`, also the final hidden states there (what the head reads: len(ids) rows)."""
     extra = {"logits_to_keep": keep} if keep else {}
-    return model(
+    out = model(
         input_ids=torch.tensor([ids]),
         position_ids=torch.arange(start, start + len(ids))[None],
         cache=cache,
         use_cache=True,
+        output_hidden_states=states,
         **extra,
-    ).logits[0]
+    )
+    return out.logits[0], (out.hidden_states[-1][0] if states else None)
 
 
 class PromptLookup:
@@ -121,7 +124,7 @@ class ModelDrafter:
         if self.cache is None:
             self.cache = DynamicCache(config=self.model.config)
         self.calls += 1
-        out = cached_forward(self.model, self.cache, ids, len(self.tokens), keep=1)[-1]
+        out = cached_forward(self.model, self.cache, ids, len(self.tokens), keep=1)[0][-1]
         self.tokens += ids
         return out
 
@@ -148,6 +151,60 @@ class ModelDrafter:
                 drafts.append(int(logits.argmax()))
             if i + 1 < k:
                 logits = self._forward([drafts[-1]])
+        return drafts, (torch.stack(dists) if dists else None)
+
+
+class FeatureDraft:
+    """Drafts with a feature drafter (models/feature_drafter.py) from the target's final hidden states,
+    which `speculative_decode` hands to `observe` after each target call. Its cache holds the pairs
+    (f_j, token j+1) of the target's own states; the pairs of predicted states that drafting adds are
+    cropped before the next proposal."""
+
+    def __init__(self, model: Any):
+        from kimi_student.models.feature_drafter import KVCache
+
+        self.model = model.eval()
+        self.new_cache = KVCache
+        self.cache = KVCache()
+        self.states = torch.empty(0, model.cfg.hidden_size)  # the target's, position by position
+        self.fed = 0  # pairs in the cache made of the target's states
+        self.calls = 0  # forwards of the drafter
+
+    def observe(self, states: torch.Tensor, start: int) -> None:
+        """The target's final hidden states at positions start.. (what it computed for kept tokens);
+        states after them are dropped, and start 0 begins a new sequence."""
+        if start == 0:
+            self.cache, self.fed = self.new_cache(), 0
+        self.states = torch.cat([self.states[:start], states.float()])
+        self.fed = min(self.fed, start)
+
+    @torch.no_grad()
+    def propose(
+        self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
+    ) -> tuple[list[int], torch.Tensor | None]:
+        n = len(self.states)
+        if k <= 0 or len(seq) != n + 1:  # the target's states cover every token but the newest
+            return [], None
+        self.cache.crop(self.fed)
+        ids = torch.tensor(seq)
+        feats = self.model(
+            self.states[None, self.fed :], ids[None, self.fed + 1 :], torch.arange(self.fed, n), self.cache
+        )[:, -1:]
+        self.fed, self.calls = n, self.calls + 1
+        drafts: list[int] = []
+        dists = []
+        for i in range(k):
+            logits = self.model.logits(feats[0, -1])
+            if temperature > 0:
+                q = torch.zeros(self.model.cfg.vocab_size, dtype=torch.float64)
+                q[self.model.vocab_ids] = _probs(logits, temperature)
+                dists.append(q)
+                drafts.append(_sample(q, rng))
+            else:
+                drafts.append(int(self.model.vocab_ids[int(logits.argmax())]))
+            if i + 1 < k:
+                feats = self.model(feats, torch.tensor([[drafts[-1]]]), torch.tensor([n + i]), self.cache)
+                self.calls += 1
         return drafts, (torch.stack(dists) if dists else None)
 
 
@@ -193,15 +250,23 @@ def speculative_decode(
     cache = DynamicCache(config=target.config)
     context = int(getattr(target.config, "max_position_embeddings", 1 << 30))
 
-    out = [_pick(cached_forward(target, cache, prompt, 0, keep=1)[-1], temperature, rng)]
+    observe = getattr(drafter, "observe", None)  # a feature drafter reads the target's hidden states
+    logits, states = cached_forward(target, cache, prompt, 0, keep=1, states=observe is not None)
+    if observe is not None:
+        observe(states, 0)
+    out = [_pick(logits[-1], temperature, rng)]
     stats.target_calls = stats.emitted = 1
     while not stop.stops(out) and len(out) < max_new:
         seq = prompt + out
         room = min(k, max_new - len(out) - 1, context - len(seq) - 1)
         drafts, q = drafter.propose(seq, room, temperature, rng) if room > 0 else ([], None)
         # the newest token is not in the target's cache yet: it goes in first, then the drafts
-        logits = cached_forward(target, cache, [seq[-1], *drafts], len(seq) - 1)
+        logits, states = cached_forward(
+            target, cache, [seq[-1], *drafts], len(seq) - 1, states=observe is not None
+        )
         kept, new = verify(logits, drafts, q, temperature, rng)
+        if observe is not None:
+            observe(states[: kept + 1], len(seq) - 1)  # the newest token's and the kept drafts' states
         stats.target_calls += 1
         stats.proposed += len(drafts)
         stats.checks[len(drafts)] = stats.checks.get(len(drafts), 0) + 1

@@ -1,0 +1,193 @@
+"""Training a feature drafter (models/feature_drafter.py) on `drafter data` folders, a loop to read top to
+bottom.
+
+Each sequence (prompt + the Worker's greedy answer, with the Worker's final hidden states f_0..f_{T-1}) gives
+the pairs (f_j, token j+1) -> f_{j+1}. Two objectives:
+
+- `kd` (the Drafter, distilled from the Worker): smooth-L1 from the predicted state to f_{j+1}, plus
+  `kd_weight` x the forward KL from the Worker's next-token distribution (its head on f_{j+1}, over the cut
+  vocabulary) to the drafter's. Input states get uniform noise (`noise` x their spread): while drafting, the
+  drafter reads its own predictions, which are never exact.
+- `ce` (the data-only baseline): cross-entropy of the next token in the data, nothing of the Worker's
+  distribution or states as targets (its states stay the inputs: the architecture is the same).
+
+The vocabulary is cut to the tokens the data holds (the drafter can only propose those). Deterministic for a
+seed; writes the drafter folder and train_log.jsonl (one row per `log_every` steps, with held-out accuracy
+when held-out data is given).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from kimi_student.drafter.data import read_sequences
+
+
+@dataclass(frozen=True)
+class DrafterTrainConfig:
+    objective: str = "kd"  # kd | ce
+    steps: int = 600
+    lr: float = 1e-3
+    warmup: int = 30
+    tokens_per_batch: int = 2048
+    kd_weight: float = 0.1
+    noise: float = 0.1
+    seed: int = 0
+    log_every: int = 50
+
+
+Sequence = tuple[list[int], int, torch.Tensor]
+
+
+def batches(seqs: list[Sequence], tokens: int) -> list[list[int]]:
+    """Indices of sequences grouped by length, each group at most `tokens` padded tokens."""
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i][0]))
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        n = len(seqs[i][0])
+        if cur and (len(cur) + 1) * n > tokens:
+            out.append(cur)
+            cur = []
+        cur.append(i)
+    return out + ([cur] if cur else [])
+
+
+def padded(seqs: list[Sequence], idx: list[int], d: int) -> dict[str, torch.Tensor]:
+    """states (B, L, d), next ids (B, L): token j+1 beside state j; `pair` marks the pairs whose target
+    state f_{j+1} exists; `answer` those whose next-next token lies in the Worker's answer."""
+    length = max(len(seqs[i][0]) for i in idx)
+    b = len(idx)
+    out = {
+        "states": torch.zeros(b, length, d),
+        "next": torch.zeros(b, length, dtype=torch.long),
+        "after": torch.zeros(b, length, dtype=torch.long),
+        "pair": torch.zeros(b, length, dtype=torch.bool),
+        "answer": torch.zeros(b, length, dtype=torch.bool),
+    }
+    for r, i in enumerate(idx):
+        toks, plen, states = seqs[i]
+        n = len(toks)
+        out["states"][r, :n] = states.float()
+        out["next"][r, : n - 1] = torch.tensor(toks[1:])
+        out["after"][r, : n - 2] = torch.tensor(toks[2:])
+        out["pair"][r, : n - 2] = True  # pair j predicts f_{j+1} and, through the head, token j+2
+        out["answer"][r, max(plen - 2, 0) : n - 2] = True
+    return out
+
+
+def step_loss(
+    model: Any, b: dict[str, torch.Tensor], cfg: DrafterTrainConfig, spread: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    states, pair = b["states"], b["pair"]
+    x = states + (torch.rand_like(states) - 0.5) * 2 * cfg.noise * spread if cfg.noise else states
+    pred = model(x, b["next"], torch.arange(states.shape[1]))
+    want = torch.roll(states, -1, dims=1)  # f_{j+1} beside pair j
+    logits = model.logits(pred[pair])
+    if cfg.objective == "kd":
+        teacher = F.log_softmax(model.logits(want[pair]), -1)
+        kl = F.kl_div(F.log_softmax(logits, -1), teacher, log_target=True, reduction="batchmean")
+        reg = F.smooth_l1_loss(pred[pair], want[pair])
+        loss = reg + cfg.kd_weight * kl
+        parts = {"state_l1": float(reg.detach()), "kl_forward": float(kl.detach())}
+    else:
+        loss = F.cross_entropy(logits, model.cut[b["after"][pair]])
+        parts = {"ce": float(loss.detach())}
+    return loss, parts
+
+
+@torch.no_grad()
+def heldout_accuracy(model: Any, seqs: list[Sequence]) -> dict[str, float]:
+    """On the answers' tokens: how often the drafter's first draft is the Worker's next token (from the
+    Worker's own states), and its second given a right first (from its own predicted state)."""
+    d = model.cfg.hidden_size
+    hit = total = hit2 = total2 = 0
+    for idx in batches(seqs, 8192):
+        b = padded(seqs, idx, d)
+        pos = torch.arange(b["states"].shape[1])
+        pred = model(b["states"], b["next"], pos)
+        first = model.vocab_ids[model.logits(pred).argmax(-1)]
+        ok = (first == b["after"]) & b["answer"]
+        hit, total = hit + int(ok.sum()), total + int(b["answer"].sum())
+        pred2 = model(pred, b["after"], pos + 1)  # the right first draft, read after the predicted state
+        second = model.vocab_ids[model.logits(pred2).argmax(-1)]
+        later = torch.roll(b["after"], -1, dims=1)
+        ok1 = ok.clone()
+        ok1[:, -1] = False
+        ok1 &= torch.roll(b["answer"], -1, dims=1)
+        hit2, total2 = hit2 + int(((second == later) & ok1).sum()), total2 + int(ok1.sum())
+    return {"first": hit / max(total, 1), "second_given_first": hit2 / max(total2, 1)}
+
+
+def train_drafter(
+    target: Path,
+    data: list[Path],
+    out: Path,
+    cfg: DrafterTrainConfig,
+    heldout: list[Path] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from kimi_student.backends.hf import load_causal_lm
+    from kimi_student.fingerprint import weights_sha256
+    from kimi_student.models import feature_drafter
+
+    random.seed(cfg.seed)
+    seqs = list(read_sequences(data))
+    held = list(read_sequences(heldout)) if heldout else []
+    vocab = sorted({t for s, _, _ in seqs for t in s})
+    target_model = load_causal_lm(target)
+    model = feature_drafter.build(target_model, vocab, weights_sha256(target), seed=cfg.seed)
+    del target_model
+    # position of each kept token in the cut head (-1: not in it), for the data-only objective's labels
+    model.cut = torch.full((model.cfg.vocab_size,), -1, dtype=torch.long)
+    model.cut[model.vocab_ids] = torch.arange(len(model.vocab_ids))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    spread = float(torch.cat([s[:64].float() for _, _, s in seqs[:64]]).std())
+    groups = batches(seqs, cfg.tokens_per_batch)
+    log: list[dict[str, Any]] = []
+    t0, step = time.perf_counter(), 0
+    bar = tqdm(total=cfg.steps, desc=f"drafter ({cfg.objective})", unit="step", disable=not progress)
+    while step < cfg.steps:
+        random.shuffle(groups)
+        for idx in groups:
+            if step >= cfg.steps:
+                break
+            lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss, parts = step_loss(model, padded(seqs, idx, model.cfg.hidden_size), cfg, spread)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {
+                    "step": step,
+                    "loss": round(float(loss.detach()), 5),
+                    **{k: round(v, 5) for k, v in parts.items()},
+                }
+                if held and step == cfg.steps:
+                    model.eval()
+                    row["heldout"] = heldout_accuracy(model, held)
+                    model.train()
+                row["elapsed_s"] = round(time.perf_counter() - t0, 1)
+                log.append(row)
+    bar.close()
+    del model.cut
+    feature_drafter.save(model.eval(), out)
+    (out / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    return {"steps": step, "vocab": len(vocab), "sequences": len(seqs), "log": log}

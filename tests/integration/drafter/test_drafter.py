@@ -1,0 +1,124 @@
+"""The Drafter's stages for real on a toy Worker (SmolLM2 tokenizer, random weights): `drafter data` stores
+the Worker's own greedy answers with its final hidden states, resumes a killed run with the same bytes and
+refuses a folder of other settings; `drafter train` (kd and the data-only ce) learns to predict those
+answers; `eval --draft-model` with the feature drafter writes the bytes of a run without it, and refuses a
+drafter trained for another model in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kimi_student.drafter.data import read_sequences
+from tests.support import ks_here
+
+pytestmark = [pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def data(toy_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("drafter")
+    for name, split, seed in (("train", "train", "1"), ("heldout", "heldout", "2")):
+        r = ks_here(
+            "drafter", "data", "--model", toy_checkpoint, "--n", "4", "--seed", seed, "--split", split,
+            "--max-new-tokens", "12", "--out", root / name,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    return {"train": root / "train", "heldout": root / "heldout", "root": root}
+
+
+def test_data_holds_the_workers_greedy_answers_and_its_states(toy_checkpoint: Path, data: dict) -> None:
+    from kimi_student.backends.hf import load_causal_lm
+    from kimi_student.chat.template import ChatTokenizer
+    from kimi_student.eval.runners.greedy_hf import greedy_decode
+
+    seqs = list(read_sequences([data["train"]]))
+    assert len(seqs) >= 4  # each item's request, and request + call + response where it calls a tool
+    target = load_causal_lm(toy_checkpoint).eval()
+    chat = ChatTokenizer(toy_checkpoint)
+    for tokens, plen, states in seqs[:3]:
+        answer = greedy_decode(target, [tokens[:plen]], chat.pad_id, chat.stop_rule(), 12)[0]
+        assert tokens[plen:] == answer and len(answer) > 0
+        with torch.no_grad():
+            want = target(input_ids=torch.tensor([tokens]), output_hidden_states=True).hidden_states[-1][0]
+        assert states.shape == want.shape and torch.allclose(
+            states.float(), want, atol=2e-2 * want.abs().max()
+        )
+
+
+def test_a_lost_shard_is_made_again_with_the_same_bytes_and_other_settings_are_refused(
+    toy_checkpoint: Path, data: dict
+) -> None:
+    shard = next(data["train"].glob("shard-*.safetensors"))
+    before = shard.read_bytes()
+    shard.unlink()  # what a run killed before its rename leaves: no shard (a temp file at most)
+    args = ["drafter", "data", "--model", toy_checkpoint, "--n", "4", "--seed", "1", "--max-new-tokens", "12"]
+    assert ks_here(*args, "--out", data["train"]).returncode == 0
+    assert shard.read_bytes() == before
+    r = ks_here(*args[:-1], "13", "--out", data["train"])
+    assert r.returncode == 2 and "max_new_tokens" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_training_learns_the_workers_next_tokens(toy_checkpoint: Path, data: dict) -> None:
+    """A random toy Worker's answers are easy to predict from its own states; both objectives learn them,
+    from a drafter that knows nothing (first drafts right ~1 in its vocabulary)."""
+    got = {}
+    for objective in ("kd", "ce"):
+        out = data["root"] / f"drafter-{objective}"
+        r = ks_here(
+            "drafter", "train", "--model", toy_checkpoint, "--data", data["train"], "--heldout", data["heldout"],
+            "--objective", objective, "--steps", "60", "--out", out,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+        got[objective] = log[-1]["heldout"]["first"]
+        cfg = json.loads((out / "config.json").read_text())
+        assert cfg["kind"] == "feature_drafter" and cfg["head_size"] < 1000 and cfg["vocab_size"] == 49152
+    assert got["kd"] > 0.5 and got["ce"] > 0.5, got
+
+
+def test_eval_with_the_feature_drafter_writes_the_bytes_of_a_run_without_it(
+    toy_checkpoint: Path, data: dict, tmp_path: Path
+) -> None:
+    drafter = data["root"] / "drafter-kd"
+    if not drafter.exists():
+        ks_here(
+            "drafter",
+            "train",
+            "--model",
+            toy_checkpoint,
+            "--data",
+            data["train"],
+            "--steps",
+            "5",
+            "--out",
+            drafter,
+        )
+    items = tmp_path / "c.jsonl"
+    assert ks_here("contextual", "gen", "--n", "4", "--seed", "4", "--out", items).returncode == 0
+
+    def run(name: str, *extra: str | Path) -> tuple[int, bytes, bytes]:
+        out = tmp_path / name
+        r = ks_here(
+            "eval", "--runner", "hf_local", "--model", toy_checkpoint, "--in", items, "--out", out / "r.jsonl",
+            "--report", out / "r.json", "--batch-size", "1", "--max-new-tokens", "16", "--max-turns", "2",
+            "--prompt-wrapper", "request", *extra, env={"SOURCE_DATE_EPOCH": "1764547200"},
+        )  # fmt: skip
+        if r.returncode == 2:
+            return 2, r.stderr.encode(), b""
+        return r.returncode, (out / "r.jsonl").read_bytes(), (out / "r.json").read_bytes()
+
+    plain = run("plain")
+    assert plain[0] in (0, 1)
+    assert run("feature", "--draft-model", drafter, "--draft-k", "3") == plain
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in drafter.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "target_sha256": "0" * 64}))
+    code, err, _ = run("other", "--draft-model", other)
+    assert code == 2 and b"trained for another model" in err and len(err.strip().splitlines()) == 1
