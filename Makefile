@@ -18,7 +18,7 @@ RESULTS ?= eval/results
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-spec bench-mil-decode bench-judge clean \
 	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
-	judge_coreml judge_onnx caws-eval-coreml report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
+	judge_coreml judge_onnx caws-eval-coreml drafter report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
 	pr-smoke-diff pr-smoke-baseline nightly actionlint llama-server llama-serve test-llama llama-record
 
 help:
@@ -59,6 +59,7 @@ help:
 	@echo "make bench-train-head a training step with the LM head at the loss positions only vs every position"
 	@echo "make bench-hf-decode hf_local decoding tokens/s (fp32, bf16) vs HF generate, fp32 outputs identical"
 	@echo "make bench-spec      speculative decoding (prompt lookup, drafters) vs target-only greedy: alpha, tau, speed-up"
+	@echo "make drafter         the Drafter: the Worker's answers and states -> a feature drafter (kd) and the ce baseline"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -334,6 +335,19 @@ bench-distill: install
 
 bench-hf-decode: install
 	$(VENV)/bin/python bench/hf_decode.py $(BENCH_HF_ARGS)  # e.g. BENCH_HF_ARGS="--model runs/worker/final --n 24"
+
+# ---- the Drafter (issue 15): the Worker's own greedy answers and final hidden states on tool-loop prompts ->
+# a feature drafter distilled from them (kd) and the data-only baseline (ce) on the same data. DRAFTER_MODEL: the
+# Worker (an HF folder; default the embedded SmolLM2-135M). bench-spec then compares them with prompt lookup:
+#   make bench-spec BENCH_SPEC_ARGS="--draft prompt-lookup --draft runs/drafter/kd --draft runs/drafter/ce --k 3"
+DRAFTER_DATA ?= data/drafter
+DRAFTER_RUN ?= runs/drafter
+DRAFTER_MODEL ?= smollm2
+drafter: install
+	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/train --n $(or $(DRAFTER_N),300) --seed 11
+	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/heldout --n 20 --seed 8 --split heldout
+	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --out $(DRAFTER_RUN)/kd
+	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --objective ce --out $(DRAFTER_RUN)/ce
 
 bench-spec: install  # e.g. BENCH_SPEC_ARGS="--draft runs/drafter/final --n 50 --runs 5"
 	$(VENV)/bin/python bench/speculative.py $(BENCH_SPEC_ARGS)

@@ -45,15 +45,17 @@ def truncated(model: Any, layers: int) -> Any:
 
 def drafter(spec: str, target: Any) -> Any:
     from kimi_student.backends.hf import load_causal_lm
-    from kimi_student.eval.runners.speculative_hf import FeatureDraft, ModelDrafter, PromptLookup
+    from kimi_student.eval.runners.speculative_hf import FeatureDraft, FirstOf, ModelDrafter, PromptLookup
     from kimi_student.models import feature_drafter
 
-    if spec == "prompt-lookup":
-        return PromptLookup()
+    if "+" in spec:  # the first of several that proposes, e.g. prompt-lookup:2+runs/drafter/kd
+        return FirstOf(*(drafter(part, target) for part in spec.split("+")))
+    if spec.startswith("prompt-lookup"):  # prompt-lookup:N: matches of N tokens or more only
+        return PromptLookup(min_ngram=int(spec.split(":")[1]) if ":" in spec else 1)
     if spec.startswith("layers:"):
         return ModelDrafter(truncated(target, int(spec.split(":")[1])))
     if feature_drafter.is_feature_drafter(Path(spec)):
-        return FeatureDraft(feature_drafter.load(Path(spec)))
+        return FeatureDraft(feature_drafter.load(Path(spec), target))
     return ModelDrafter(load_causal_lm(Path(spec)).eval())
 
 
@@ -75,6 +77,16 @@ def feature_step(draft: Any, n: int, reps: int) -> list[float]:
                 out.append(time.perf_counter() - t)
             cache.crop(n)
     return out
+
+
+def draft_model(d: Any) -> Any:
+    """What a drafter step runs: an HF model, a FeatureDraft, or None (prompt lookup); of several, the
+    costliest (a step of the chain costs at most that)."""
+    from kimi_student.eval.runners.speculative_hf import FeatureDraft, FirstOf, ModelDrafter
+
+    if isinstance(d, FirstOf):
+        return next((m for m in map(draft_model, d.drafters) if m is not None), None)
+    return d.model if isinstance(d, ModelDrafter) else d if isinstance(d, FeatureDraft) else None
 
 
 def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: int = 7) -> dict[str, float]:
@@ -115,8 +127,9 @@ def main() -> int:
     ap.add_argument(
         "--draft",
         action="append",
-        help="prompt-lookup, layers:N (the target's first N layers), a feature drafter's folder (`kimi-student "
-        "drafter train`) or a drafter's HF folder; repeatable "
+        help="prompt-lookup[:N] (matches of N tokens or more), layers:N (the target's first N layers), a "
+        "feature drafter's folder (`kimi-student drafter train`), a drafter's HF folder, or several joined by + "
+        "(the first that proposes drafts); repeatable "
         "(default: prompt-lookup and layers:2)",
     )
     ap.add_argument("--k", default="2,3,4", help="drafts per check")
@@ -134,12 +147,7 @@ def main() -> int:
     from kimi_student.backends.embedded import smollm2_folder
     from kimi_student.eval.runners.greedy_hf import greedy_decode
     from kimi_student.eval.runners.hf_local import HFGenerator
-    from kimi_student.eval.runners.speculative_hf import (
-        FeatureDraft,
-        ModelDrafter,
-        SpecStats,
-        speculative_decode,
-    )
+    from kimi_student.eval.runners.speculative_hf import SpecStats, speculative_decode
 
     torch.manual_seed(0)
     ks = [int(k) for k in a.k.split(",")]
@@ -167,12 +175,7 @@ def main() -> int:
     bad = 0
     for spec in a.draft or ["prompt-lookup", "layers:2"]:
         d = drafter(spec, target)
-        costs = step_costs(
-            target,
-            d.model if isinstance(d, ModelDrafter) else d if isinstance(d, FeatureDraft) else None,
-            median_prompt,
-            ks,
-        )
+        costs = step_costs(target, draft_model(d), median_prompt, ks)
         r = costs.get("draft_1", 0.0) / costs["target_1"]
         for k in ks:
             c = costs[f"target_{k + 1}"] / costs["target_1"]

@@ -78,6 +78,16 @@ def drafter_train(
     ] = "kd",
     steps: Annotated[int, typer.Option(min=1)] = 600,
     lr: Annotated[float, typer.Option()] = 1e-3,
+    kd_weight: Annotated[
+        float, typer.Option(min=0.0, help="kd: the weight of the forward KL beside the states' smooth-L1.")
+    ] = 0.1,
+    noise: Annotated[
+        float, typer.Option(min=0.0, help="Uniform noise on the input states, times their spread.")
+    ] = 0.1,
+    second: Annotated[
+        float,
+        typer.Option(min=0.0, help="Weight of a second pass reading the first's predicted states (0: none)."),
+    ] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train a feature drafter: one decoder layer reading the Worker's final hidden states, with the
@@ -86,7 +96,9 @@ def drafter_train(
 
     if objective not in ("kd", "ce"):
         raise typer.BadParameter(f"--objective must be kd or ce, got {objective!r}")
-    cfg = DrafterTrainConfig(objective=objective, steps=steps, lr=lr, seed=seed)
+    cfg = DrafterTrainConfig(
+        objective=objective, steps=steps, lr=lr, kd_weight=kd_weight, noise=noise, second=second, seed=seed
+    )
     res = train_drafter(_target(model), data, out, cfg, heldout, progress=show_progress())
     last = res["log"][-1]
     typer.echo(json.dumps(last))

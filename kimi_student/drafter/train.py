@@ -41,6 +41,7 @@ class DrafterTrainConfig:
     tokens_per_batch: int = 2048
     kd_weight: float = 0.1
     noise: float = 0.1
+    second: float = 0.0  # weight of a second pass that reads the first pass's predicted states
     seed: int = 0
     log_every: int = 50
 
@@ -88,43 +89,67 @@ def padded(seqs: list[Sequence], idx: list[int], d: int) -> dict[str, torch.Tens
 def step_loss(
     model: Any, b: dict[str, torch.Tensor], cfg: DrafterTrainConfig, spread: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The objective on one batch; with `second`, also on a second pass whose input at j+1 is the first
+    pass's prediction of f_{j+1} (what the drafter reads from its second draft on), its earlier inputs the
+    Worker's own states."""
     states, pair = b["states"], b["pair"]
     x = states + (torch.rand_like(states) - 0.5) * 2 * cfg.noise * spread if cfg.noise else states
-    pred = model(x, b["next"], torch.arange(states.shape[1]))
+    pos = torch.arange(states.shape[1])
     want = torch.roll(states, -1, dims=1)  # f_{j+1} beside pair j
-    logits = model.logits(pred[pair])
-    if cfg.objective == "kd":
-        teacher = F.log_softmax(model.logits(want[pair]), -1)
-        kl = F.kl_div(F.log_softmax(logits, -1), teacher, log_target=True, reduction="batchmean")
-        reg = F.smooth_l1_loss(pred[pair], want[pair])
-        loss = reg + cfg.kd_weight * kl
-        parts = {"state_l1": float(reg.detach()), "kl_forward": float(kl.detach())}
-    else:
-        loss = F.cross_entropy(logits, model.cut[b["after"][pair]])
-        parts = {"ce": float(loss.detach())}
+    pred = model(x, b["next"], pos)
+    loss, parts = _objective(model, pred, want, b, pair, cfg)
+    if cfg.second:
+        later = pair.clone()
+        later[:, 0] = False
+        x2 = torch.cat([x[:, :1], pred[:, :-1]], 1)
+        pred2 = model(x2, b["next"], pos)
+        loss2, parts2 = _objective(model, pred2, want, b, later, cfg)
+        loss = loss + cfg.second * loss2
+        parts |= {f"{k}_second": v for k, v in parts2.items()}
     return loss, parts
+
+
+def _objective(
+    model: Any,
+    pred: torch.Tensor,
+    want: torch.Tensor,
+    b: dict[str, torch.Tensor],
+    mask: torch.Tensor,
+    cfg: DrafterTrainConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    logits = model.logits(pred[mask])
+    if cfg.objective == "kd":
+        teacher = F.log_softmax(model.logits(want[mask]), -1)
+        kl = F.kl_div(F.log_softmax(logits, -1), teacher, log_target=True, reduction="batchmean")
+        reg = F.smooth_l1_loss(pred[mask], want[mask])
+        return reg + cfg.kd_weight * kl, {"state_l1": float(reg.detach()), "kl_forward": float(kl.detach())}
+    ce = F.cross_entropy(logits, model.cut[b["after"][mask]])
+    return ce, {"ce": float(ce.detach())}
 
 
 @torch.no_grad()
 def heldout_accuracy(model: Any, seqs: list[Sequence]) -> dict[str, float]:
-    """On the answers' tokens: how often the drafter's first draft is the Worker's next token (from the
-    Worker's own states), and its second given a right first (from its own predicted state)."""
-    d = model.cfg.hidden_size
+    """On the answers' tokens, with the head drafting uses (the cut vocabulary and the prompt's tokens): how
+    often the first draft is the Worker's next token (from the Worker's own states), and the second given a
+    right first (read after the drafter's own predicted state)."""
     hit = total = hit2 = total2 = 0
-    for idx in batches(seqs, 8192):
-        b = padded(seqs, idx, d)
-        pos = torch.arange(b["states"].shape[1])
-        pred = model(b["states"], b["next"], pos)
-        first = model.vocab_ids[model.logits(pred).argmax(-1)]
-        ok = (first == b["after"]) & b["answer"]
-        hit, total = hit + int(ok.sum()), total + int(b["answer"].sum())
-        pred2 = model(pred, b["after"], pos + 1)  # the right first draft, read after the predicted state
-        second = model.vocab_ids[model.logits(pred2).argmax(-1)]
-        later = torch.roll(b["after"], -1, dims=1)
-        ok1 = ok.clone()
-        ok1[:, -1] = False
-        ok1 &= torch.roll(b["answer"], -1, dims=1)
-        hit2, total2 = hit2 + int(((second == later) & ok1).sum()), total2 + int(ok1.sum())
+    vocab = set(model.vocab_ids.tolist())
+    for tokens, plen, states in seqs:
+        ids = torch.tensor(sorted(vocab | set(tokens[:plen])))
+        head = model.embed[ids]
+        n = len(tokens)
+        pos = torch.arange(n - 2)
+        x, nxt = states[None, : n - 2].float(), torch.tensor([tokens[1 : n - 1]])
+        pred = model(x, nxt, pos)
+        after = torch.tensor(tokens[2:])
+        first = ids[(pred[0] @ head.T).argmax(-1)]
+        answer = torch.arange(n - 2) >= plen - 2
+        ok = (first == after) & answer
+        hit, total = hit + int(ok.sum()), total + int(answer.sum())
+        pred2 = model(pred, after[None], pos + 1)  # the right first draft, after the predicted state
+        second = ids[(pred2[0, :-1] @ head.T).argmax(-1)]
+        ok1 = ok[:-1]
+        hit2, total2 = hit2 + int(((second == after[1:]) & ok1).sum()), total2 + int(ok1.sum())
     return {"first": hit / max(total, 1), "second_given_first": hit2 / max(total2, 1)}
 
 

@@ -8,9 +8,10 @@ next input. A small model is enough because f_j already holds most of what the t
 tokens; what makes a draft step cheap on a CPU is the head: the target's embedding rows of a vocabulary cut
 to the tokens the Worker writes (`vocab_ids`), not its whole 49k-row matrix.
 
-Frozen and shared with the target: the embedding and the head rows (taken from the target when the drafter
-is built and stored with it, so a drafter folder runs alone and is checked against its target's fingerprint).
-A drafter folder holds config.json (`kind: feature_drafter`) and model.safetensors.
+Frozen and shared with the target: the embedding and the head rows, taken from the target when the drafter
+is built or loaded (`load(folder, target)`), never stored: a drafter folder holds config.json (`kind:
+feature_drafter`, the target's weights fingerprint, which `eval --draft-model` checks) and model.safetensors
+(its own layer and the cut vocabulary's ids), ~10 MB for SmolLM2-135M.
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def save(model: FeatureDrafter, folder: Path) -> Path:
     from kimi_student.outputs import folder_writer
 
     with folder_writer(Path(folder)) as tmp:
-        state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "head"}  # head: embed rows
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if k not in ("embed", "head")}
         save_file(state, str(tmp / "model.safetensors"))
         (tmp / "config.json").write_text(json.dumps({"kind": KIND, **asdict(model.cfg)}, indent=1) + "\n")
     return Path(folder)
@@ -177,13 +178,15 @@ def target_sha256(folder: Path) -> str:
     return str(json.loads((Path(folder) / "config.json").read_text())["target_sha256"])
 
 
-def load(folder: Path) -> FeatureDrafter:
+def load(folder: Path, target: Any) -> FeatureDrafter:
+    """The drafter in `folder`, with the embedding of `target` (the HF model it was trained for)."""
     from safetensors.torch import load_file
 
     raw = json.loads((Path(folder) / "config.json").read_text())
     raw.pop("kind")
     cfg = DrafterConfig(**raw)
     state = load_file(str(Path(folder) / "model.safetensors"))
-    model = FeatureDrafter(cfg, state["embed"], state["vocab_ids"])
-    model.load_state_dict({**state, "head": model.head}, strict=True)
+    embed = target.get_input_embeddings().weight.detach().float()
+    model = FeatureDrafter(cfg, embed, state["vocab_ids"])
+    model.load_state_dict({**state, "embed": model.embed, "head": model.head}, strict=True)
     return model.eval()

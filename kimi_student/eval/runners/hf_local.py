@@ -87,7 +87,7 @@ class HFGenerator:
         self.model: Any = self._load(folder)  # the checks above come before any weights load
         self.drafter: Drafter | None = None
         if draft_folder and features:
-            self.drafter = FeatureDraft(feature_drafter.load(draft_folder))
+            self.drafter = FeatureDraft(feature_drafter.load(draft_folder, self.model))
         elif draft_folder:
             self.drafter = ModelDrafter(self._load(draft_folder))
         elif draft_model == PROMPT_LOOKUP:

@@ -94,13 +94,13 @@ class PromptLookup:
     """Prompt lookup decoding: the longest n-gram (n <= `max_ngram`) ending the sequence that also occurs
     earlier in it; the tokens after its latest earlier occurrence are the draft."""
 
-    def __init__(self, max_ngram: int = 3):
-        self.max_ngram = max_ngram
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1):
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
 
     def propose(
         self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
     ) -> tuple[list[int], torch.Tensor | None]:
-        for n in range(min(self.max_ngram, len(seq) - 1), 0, -1):
+        for n in range(min(self.max_ngram, len(seq) - 1), self.min_ngram - 1, -1):
             tail = seq[-n:]
             for start in range(len(seq) - n - 1, -1, -1):
                 if seq[start : start + n] == tail:
@@ -166,6 +166,7 @@ class FeatureDraft:
         self.model = model.eval()
         self.new_cache = KVCache
         self.cache = KVCache()
+        self.ids, self.head = model.vocab_ids, model.head  # the cut head, and the prompt's tokens
         self.states = torch.empty(0, model.cfg.hidden_size)  # the target's, position by position
         self.fed = 0  # pairs in the cache made of the target's states
         self.calls = 0  # forwards of the drafter
@@ -185,6 +186,9 @@ class FeatureDraft:
         n = len(self.states)
         if k <= 0 or len(seq) != n + 1:  # the target's states cover every token but the newest
             return [], None
+        if self.fed == 0:  # a new sequence: its prompt's tokens join the head (answers copy from requests)
+            self.ids = torch.tensor(sorted(set(self.model.vocab_ids.tolist()) | set(seq)))
+            self.head = self.model.embed[self.ids]
         self.cache.crop(self.fed)
         ids = torch.tensor(seq)
         feats = self.model(
@@ -194,18 +198,40 @@ class FeatureDraft:
         drafts: list[int] = []
         dists = []
         for i in range(k):
-            logits = self.model.logits(feats[0, -1])
+            logits = feats[0, -1] @ self.head.T
             if temperature > 0:
                 q = torch.zeros(self.model.cfg.vocab_size, dtype=torch.float64)
-                q[self.model.vocab_ids] = _probs(logits, temperature)
+                q[self.ids] = _probs(logits, temperature)
                 dists.append(q)
                 drafts.append(_sample(q, rng))
             else:
-                drafts.append(int(self.model.vocab_ids[int(logits.argmax())]))
+                drafts.append(int(self.ids[int(logits.argmax())]))
             if i + 1 < k:
                 feats = self.model(feats, torch.tensor([[drafts[-1]]]), torch.tensor([n + i]), self.cache)
                 self.calls += 1
         return drafts, (torch.stack(dists) if dists else None)
+
+
+class FirstOf:
+    """The drafts of the first drafter that proposes any (e.g. a prompt lookup that found a long match, else a
+    feature drafter); each drafter that reads the target's states is handed them."""
+
+    def __init__(self, *drafters: Any):
+        self.drafters = drafters
+        self.observers = [d for d in drafters if hasattr(d, "observe")]
+
+    def observe(self, states: torch.Tensor, start: int) -> None:
+        for d in self.observers:
+            d.observe(states, start)
+
+    def propose(
+        self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
+    ) -> tuple[list[int], torch.Tensor | None]:
+        for d in self.drafters:
+            drafts, q = d.propose(seq, k, temperature, rng)
+            if drafts:
+                return drafts, q
+        return [], None
 
 
 def verify(

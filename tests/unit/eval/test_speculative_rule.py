@@ -57,3 +57,26 @@ def test_prompt_lookup_drafts_what_followed_the_latest_earlier_n_gram() -> None:
     )  # "6 7" last seen before at 6, followed by 3 4 6
     assert pl.propose([1, 2, 3], 3, 0.0, None) == ([], None)  # nothing repeats
     assert pl.propose([4, 9, 4], 2, 0.0, None) == ([9, 4], None)  # a unigram when no bigram repeats
+
+
+def test_first_of_takes_the_first_drafter_that_proposes() -> None:
+    import torch
+
+    from kimi_student.eval.runners.speculative_hf import FirstOf
+
+    class Fixed:  # a drafter that always proposes the same, and keeps what it is handed
+        def __init__(self, drafts: list[int]):
+            self.drafts, self.seen = drafts, []
+
+        def observe(self, states: torch.Tensor, start: int) -> None:
+            self.seen.append(start)
+
+        def propose(self, seq, k, temperature, rng):  # noqa: ANN001, ANN201
+            return self.drafts[:k], None
+
+    fallback = Fixed([7, 7, 7])
+    both = FirstOf(PromptLookup(max_ngram=2, min_ngram=2), fallback)
+    assert both.propose([1, 2, 3, 1, 2], 3, 0.0, None) == ([3, 1, 2], None)  # "1 2" repeats: the lookup
+    assert both.propose([4, 9, 4], 2, 0.0, None) == ([7, 7], None)  # only a unigram repeats: the fallback
+    both.observe(torch.zeros(2, 4), 5)
+    assert fallback.seen == [5]
