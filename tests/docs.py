@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -90,14 +91,25 @@ def run(cmd: Command, ws: Path) -> subprocess.CompletedProcess[str]:
         "HF_HUB_OFFLINE": "1",
         "SOURCE_DATE_EPOCH": "1764547200",
     }
-    return subprocess.run(
-        ["bash", "-o", "pipefail", "-c", cmd.text],
+    args = ["bash", "-o", "pipefail", "-c", cmd.text]
+    # its own process group: a command past the timeout is killed with everything it started (make, the
+    # CLI), not left running beside the rest of the suite
+    with subprocess.Popen(
+        args,
         cwd=ws,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=TIMEOUT_S,
-    )
+        start_new_session=True,
+    ) as p:
+        try:
+            out, err = p.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise
+    return subprocess.CompletedProcess(args, p.returncode, out, err)
 
 
 def failure(cmd: Command, r: subprocess.CompletedProcess[str]) -> str | None:

@@ -76,7 +76,7 @@ def drafter_train(
             help="kd: the Worker's states and distribution (the Drafter); ce: the data's tokens only."
         ),
     ] = "kd",
-    steps: Annotated[int, typer.Option(min=1)] = 600,
+    steps: Annotated[int, typer.Option(min=1)] = 500,
     lr: Annotated[float, typer.Option()] = 1e-3,
     kd_weight: Annotated[
         float, typer.Option(min=0.0, help="kd: the weight of the forward KL beside the states' smooth-L1.")
@@ -87,7 +87,7 @@ def drafter_train(
     second: Annotated[
         float,
         typer.Option(min=0.0, help="Weight of a second pass reading the first's predicted states (0: none)."),
-    ] = 0.0,
+    ] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train a feature drafter: one decoder layer reading the Worker's final hidden states, with the

@@ -35,13 +35,13 @@ from kimi_student.drafter.data import read_sequences
 @dataclass(frozen=True)
 class DrafterTrainConfig:
     objective: str = "kd"  # kd | ce
-    steps: int = 600
+    steps: int = 500
     lr: float = 1e-3
     warmup: int = 30
     tokens_per_batch: int = 2048
     kd_weight: float = 0.1
     noise: float = 0.1
-    second: float = 0.0  # weight of a second pass that reads the first pass's predicted states
+    second: float = 1.0  # weight of a second pass that reads the first pass's predicted states
     seed: int = 0
     log_every: int = 50
 

@@ -81,6 +81,8 @@ RUN_ELSEWHERE: dict[str, str] = {
         "tests/integration/test_workflows.py::test_the_pr_smoke_targets_run_and_a_regression_against_the_baseline_fails"
     ),
     "make actionlint": "tests/integration/test_workflows.py::test_the_workflows_pass_actionlint_and_a_broken_one_does_not",
+    "make drafter": "tests/integration/drafter/test_drafter.py::test_training_learns_the_workers_next_tokens",
+    "make bench-spec BENCH_SPEC_ARGS=--draft=prompt-lookup:2+runs/drafter/kd": SLOW_BENCH,
     **{
         f"make {b}": SLOW_BENCH
         for b in (

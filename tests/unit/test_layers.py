@@ -38,7 +38,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "teachers export",
         "data",
         "eval train",
-        "arbiter",  # the CAWS oracle and the Judge: its eval reuses the eval harness's runner and gates
+        "arbiter drafter",  # the Judge's eval reuses the harness's runner and gates; the Drafter, the Worker's runner
         "recipes dashboard",
         "cli",
     )
