@@ -208,6 +208,9 @@ def _pair_is_whole(ds: Path) -> bytes:
     return ds.read_bytes()
 
 
+# A second proof, in `make test-slow`: tests/unit/test_outputs.py::test_a_kill_at_every_rename_or_removal_leaves_
+# the_old_pair_or_the_new_one stops the same writer at every rename and removal it makes, in make test.
+@pytest.mark.extra
 @pytest.mark.parametrize("seed", kill_seeds())
 def test_a_killed_gen_leaves_the_old_pair_or_the_new_one(seed: int, tmp_path: Path) -> None:
     n = 4000

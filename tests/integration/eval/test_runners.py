@@ -319,7 +319,11 @@ def test_unreachable_endpoint_makes_errors_and_no_gate_passes(dataset: dict, tmp
     assert "pass" not in statuses.values() and "warn" not in statuses.values(), statuses
 
 
+# A second proof, in `make test-slow`: test_eval_scale.py::test_two_workers_write_the_bytes_of_one and
+# ::test_spawned_workers_write_the_bytes_of_one prove in make test that worker processes (forked, and spawned
+# ones that load their own state) write the bytes of one process.
 @pytest.mark.slow
+@pytest.mark.extra
 def test_hf_local_with_two_workers_writes_the_bytes_of_one(smoke: dict, tmp_path: Path) -> None:
     """Worker processes each load the model; the results and report are those of one process."""
     d, outs = smoke["dir"], {}
