@@ -1,6 +1,7 @@
 """Shared fixtures: real generated datasets, extracted with real tokenizers, driven through the real CLI.
 
-`make test` runs on two xdist workers with `--dist loadfile`: a module's tests share one worker, so its
+`make test` runs on three xdist workers on two cores (a worker waiting on a process, a server or a lock leaves
+its core to another: 355 s against ~375 s with two) with `--dist loadfile`: a module's tests share one worker, so its
 module fixtures (conversions, checkpoints, servers) are built once; the toy run, needed by two modules, is
 built once per session through a lock (`shared_once`). The heaviest files are collected first (`HEAVY_FIRST`)."""
 
@@ -23,7 +24,7 @@ os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Two workers on two cores: one OpenMP thread each (and in every CLI subprocess, which inherits it).
+    # Workers share two cores: one OpenMP thread each (and in every CLI subprocess, which inherits it).
     # Two threads a worker wait at every op's barrier for a core the other worker holds (train/threads.py).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -79,7 +80,7 @@ def private_run_key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 def shared_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], dict]) -> dict:
-    """`build(folder)` once per test session, even with `-n 2`: the xdist workers share their parent temp
+    """`build(folder)` once per test session, even with `-n 3`: the xdist workers share their parent temp
     folder, and the first one to take the lock builds while the other waits, then both read the result."""
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
