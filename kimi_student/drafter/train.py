@@ -64,8 +64,8 @@ def batches(seqs: list[Sequence], tokens: int) -> list[list[int]]:
 
 
 def padded(seqs: list[Sequence], idx: list[int], d: int) -> dict[str, torch.Tensor]:
-    """states (B, L, d), next ids (B, L): token j+1 beside state j; `pair` marks the pairs whose target
-    state f_{j+1} exists; `answer` those whose next-next token lies in the Worker's answer."""
+    """states (B, L, d), next ids (B, L): token j+1 beside state j; `after`: token j+2; `pair` marks the pairs
+    whose target state f_{j+1} exists."""
     length = max(len(seqs[i][0]) for i in idx)
     b = len(idx)
     out = {
@@ -73,16 +73,14 @@ def padded(seqs: list[Sequence], idx: list[int], d: int) -> dict[str, torch.Tens
         "next": torch.zeros(b, length, dtype=torch.long),
         "after": torch.zeros(b, length, dtype=torch.long),
         "pair": torch.zeros(b, length, dtype=torch.bool),
-        "answer": torch.zeros(b, length, dtype=torch.bool),
     }
     for r, i in enumerate(idx):
-        toks, plen, states = seqs[i]
+        toks, _, states = seqs[i]
         n = len(toks)
         out["states"][r, :n] = states.float()
         out["next"][r, : n - 1] = torch.tensor(toks[1:])
         out["after"][r, : n - 2] = torch.tensor(toks[2:])
         out["pair"][r, : n - 2] = True  # pair j predicts f_{j+1} and, through the head, token j+2
-        out["answer"][r, max(plen - 2, 0) : n - 2] = True
     return out
 
 
@@ -133,10 +131,8 @@ def heldout_accuracy(model: Any, seqs: list[Sequence]) -> dict[str, float]:
     often the first draft is the Worker's next token (from the Worker's own states), and the second given a
     right first (read after the drafter's own predicted state)."""
     hit = total = hit2 = total2 = 0
-    vocab = set(model.vocab_ids.tolist())
     for tokens, plen, states in seqs:
-        ids = torch.tensor(sorted(vocab | set(tokens[:plen])))
-        head = model.embed[ids]
+        ids, head = model.head_with(tokens[:plen])
         n = len(tokens)
         pos = torch.arange(n - 2)
         x, nxt = states[None, : n - 2].float(), torch.tensor([tokens[1 : n - 1]])

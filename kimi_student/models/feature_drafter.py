@@ -145,6 +145,12 @@ class FeatureDrafter(nn.Module):
         """Logits over the cut vocabulary (`vocab_ids` order)."""
         return feats @ self.head.T
 
+    def head_with(self, prompt: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, head rows) of the cut vocabulary joined by the prompt's tokens: what drafting scores (an
+        answer copies from its request)."""
+        ids = torch.tensor(sorted(set(self.vocab_ids.tolist()) | set(prompt)))
+        return ids, self.embed[ids]
+
 
 def build(target: Any, vocab_ids: list[int], target_sha256: str, seed: int = 0) -> FeatureDrafter:
     """A fresh drafter for `target` (an HF Llama causal LM) with a head cut to `vocab_ids`."""

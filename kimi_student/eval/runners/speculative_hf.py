@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import torch
 
 from kimi_student.chat.template import StopRule
+from kimi_student.models.feature_drafter import KVCache
 
 
 @dataclass
@@ -161,10 +162,7 @@ class FeatureDraft:
     cropped before the next proposal."""
 
     def __init__(self, model: Any):
-        from kimi_student.models.feature_drafter import KVCache
-
         self.model = model.eval()
-        self.new_cache = KVCache
         self.cache = KVCache()
         self.ids, self.head = model.vocab_ids, model.head  # the cut head, and the prompt's tokens
         self.states = torch.empty(0, model.cfg.hidden_size)  # the target's, position by position
@@ -175,7 +173,7 @@ class FeatureDraft:
         """The target's final hidden states at positions start.. (what it computed for kept tokens);
         states after them are dropped, and start 0 begins a new sequence."""
         if start == 0:
-            self.cache, self.fed = self.new_cache(), 0
+            self.cache, self.fed = KVCache(), 0
         self.states = torch.cat([self.states[:start], states.float()])
         self.fed = min(self.fed, start)
 
@@ -187,8 +185,7 @@ class FeatureDraft:
         if k <= 0 or len(seq) != n + 1:  # the target's states cover every token but the newest
             return [], None
         if self.fed == 0:  # a new sequence: its prompt's tokens join the head (answers copy from requests)
-            self.ids = torch.tensor(sorted(set(self.model.vocab_ids.tolist()) | set(seq)))
-            self.head = self.model.embed[self.ids]
+            self.ids, self.head = self.model.head_with(seq)
         self.cache.crop(self.fed)
         ids = torch.tensor(seq)
         feats = self.model(
