@@ -147,15 +147,26 @@ _TIMELINE = os.environ.get(
 )  # a folder: each worker writes when each test ran (budget work)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this worker and of the processes it has waited for: what a test costs on shared cores
+    (its wall time also counts waiting on a fixture another worker builds)."""
+    import resource
+
+    return sum(
+        u.ru_utime + u.ru_stime
+        for u in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
+
+
+_CPU = [0.0]
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if _TIMELINE and report.when in ("setup", "call", "teardown"):
         import time
 
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        cpu, _CPU[0] = _CPU[0], _cpu_seconds()
         with open(Path(_TIMELINE) / f"{worker}.jsonl", "a") as f:
-            f.write(
-                json.dumps(
-                    [report.nodeid, report.when, round(time.time() - report.duration, 2), report.duration]
-                )
-                + "\n"
-            )
+            row = [report.nodeid, report.when, round(time.time() - report.duration, 2), report.duration]
+            f.write(json.dumps([*row, round(_CPU[0] - cpu, 3) if cpu else None]) + "\n")

@@ -31,6 +31,7 @@ from tests.support import (
     dead_pid,
     kill_when,
     ks,
+    ks_here,
     read_rows,
     temp_litter,
     write_rows,
@@ -157,7 +158,7 @@ def test_merge_refuses_an_incomplete_or_mixed_set(
         ((s0, reference / "r.jsonl"), "r.jsonl:1: shard: not a shard's results"),
     ]
     for args, expected in cases:
-        r = ks("eval", "merge", *args, "--out", tmp_path / "m.jsonl", "--report", tmp_path / "m.json")
+        r = ks_here("eval", "merge", *args, "--out", tmp_path / "m.jsonl", "--report", tmp_path / "m.json")
         assert r.returncode == 2, r.stdout
         assert expected in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert not (tmp_path / "m.jsonl").exists() and not (tmp_path / "m.json").exists()
@@ -202,7 +203,8 @@ def test_merge_refuses_a_repeated_or_missing_item_and_another_model(shards: Path
     for i, (edit, expected) in enumerate(cases):
         for reseal in (False, True):
             bad = _edited_shard(s1, tmp_path / f"bad{i}.jsonl", edit, reseal)
-            r = ks("eval", "merge", s0, bad, "--out", tmp_path / "m.jsonl", "--report", tmp_path / "m.json")
+            cli = ks if i == 0 and not reseal else ks_here  # in this process but once: refusals before any work
+            r = cli("eval", "merge", s0, bad, "--out", tmp_path / "m.jsonl", "--report", tmp_path / "m.json")
             assert r.returncode == 2, r.stdout
             if not reseal:
                 expected_ = f"{bad}:1: seal: the header does not match its seal (edited or forged)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support import ks
+from tests.support import ks, ks_here
 
 ABC = 'gates:\n  integration_f1_lax: {op: ">=", threshold: 0.9,\n     min_items: abc}\n'
 CASES = [
@@ -30,7 +30,7 @@ def test_a_bad_gate_config_stops_eval_and_merge_before_any_output(dataset: dict[
             ("eval", "--runner", "predictions", "--predictions", empty, "--in", dataset["final"]),
             ("eval", "merge", tmp_path / "no-such-shard.jsonl"),
         ):
-            r = ks(*args, "--gates", gates, "--out", out, "--report", rep)
+            r = (ks if k == 0 else ks_here)(*args, "--gates", gates, "--out", out, "--report", rep)
             assert r.returncode == 2, (r.stdout, r.stderr)
             assert r.stderr.strip() == f"error: {gates}{expected}", r.stderr
         assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".yaml") == ["empty.jsonl"]

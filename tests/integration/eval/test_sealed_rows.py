@@ -18,7 +18,7 @@ from kimi_student.eval.rows import RowSeal, sealed_header
 from kimi_student.eval.runners.base import RunnerSpec
 from kimi_student.eval.runners.gold import BATCH
 from kimi_student.integrity import ENV
-from tests.support import crash_scoring_after, ks, ks_here, read_rows, write_rows
+from tests.support import crash_scoring_after, ks_here, read_rows, write_rows
 
 EPOCH = {"SOURCE_DATE_EPOCH": "1790000000"}
 KEY_A = {ENV: "a1" * 32}  # "another machine": shards sealed with a key of their own
@@ -26,12 +26,13 @@ KEY_B = "b2" * 32
 
 
 def _eval(ds: Path, out: Path, *extra: Any, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return ks("eval", "--in", ds, "--out", out.with_suffix(".jsonl"), "--report", out.with_suffix(".json"),
+    """`eval` in this process (the seal's refusals through a process of its own: test_eval_scale's merges)."""
+    return ks_here("eval", "--in", ds, "--out", out.with_suffix(".jsonl"), "--report", out.with_suffix(".json"),
               *extra, env={**EPOCH, **(env or {})})  # fmt: skip
 
 
 def _merge(*shards: Path, out: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """`eval merge` in this process (test_eval_scale's merges run in processes of their own)."""
+    """`eval merge` in this process."""
     return ks_here("eval", "merge", *shards, "--out", out.with_suffix(".jsonl"), "--report", out.with_suffix(".json"),
               env={**EPOCH, **(env or {})})  # fmt: skip
 
