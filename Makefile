@@ -44,7 +44,7 @@ help:
 	@echo "make eval-smoke      the toy student through hf_local, coreml and openai_http (loopback): F1 parity"
 	@echo "make kd-mix TEACHER=smollm2|hf:DIR|http://host/v1   teacher answers + top-k logprobs"
 	@echo "make worker SIZE=toy|small   train the Worker student (resumes from runs/worker-SIZE)"
-	@echo "make coreml-worker [MODEL=runs/worker-toy/final SHAPES=64,128,256 LAYOUT=bsc|bc1s QUANTIZE=0]"
+	@echo "make coreml-worker [MODEL=runs/worker-toy/final SHAPES=64,128,256 LAYOUT=bsc|bc1s WEIGHTS=int8|int4|fp16]"
 	@echo "                     Core ML packages (FP16, INT8 weights, stateful decoder) -> coreml/artifacts/worker"
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
 	@echo "make llama-server    llama.cpp's OpenAI-compatible server (PyPI llama-cpp-python, CPU build in .venv-llama, ~15 min once)"
@@ -303,13 +303,14 @@ MODEL ?= runs/worker-toy/final
 comma := ,
 SHAPES ?= $(if $(findstring -toy,$(MODEL)),64$(comma)128$(comma)256,512$(comma)1024$(comma)2048)
 LAYOUT ?= bsc
+WEIGHTS ?= int8
 EXPORT_ARGS = --model $(MODEL) --shapes $(SHAPES) --layout $(LAYOUT)
 
 pytorch-worker: install
 	$(KS) export pytorch $(EXPORT_ARGS) --out artifacts/pytorch/worker
 
 coreml-worker: install
-	$(KS) export coreml $(EXPORT_ARGS) --out coreml/artifacts/worker $(if $(filter 0,$(QUANTIZE)),--no-quantize)
+	$(KS) export coreml $(EXPORT_ARGS) --out coreml/artifacts/worker --weights $(WEIGHTS)
 
 onnx-worker: install
 	$(KS) export onnx $(EXPORT_ARGS) --out artifacts/onnx/worker

@@ -79,9 +79,14 @@ def export_coreml_cmd(
         "coreml/artifacts"
     ),
     shapes: ExportShapes = "512,1024,2048",
-    quantize: Annotated[
-        bool, typer.Option(help="INT8 per-channel weights (--no-quantize: FP16 weights).")
-    ] = True,
+    weights: Annotated[
+        str,
+        typer.Option(
+            help="Stored weights: int8 (symmetric, a scale per output channel), int4 (symmetric, a scale per "
+            "block of 32 input channels; train with `qat: {weights: int4}` so the student is used to them) "
+            "or fp16.",
+        ),
+    ] = "int8",
     layout: ExportLayout = "bsc",
     context: ExportContext = None,
     decode: Annotated[bool, typer.Option(help="Also write the stateful KV-cache decoder (iOS18).")] = True,
@@ -103,15 +108,18 @@ def export_coreml_cmd(
         ),
     ] = True,
 ) -> None:
-    """Core ML ML programs: FP16 compute, INT8 weights, one package per shape, and the stateful decoder."""
-    from kimi_student.export.coreml import export_coreml
+    """Core ML ML programs: FP16 compute, INT8 (or INT4, FP16) weights, one package per shape, and the stateful
+    decoder."""
+    from kimi_student.export.coreml import WEIGHTS, export_coreml
     from kimi_student.export.torch_export import parse_shapes
 
     if not (sequence or decode):
         fail("--no-sequence --no-decode: nothing to export")
+    if weights not in WEIGHTS:
+        fail(f"--weights {weights}: choose one of {', '.join(WEIGHTS)}")
     lengths = _export_args(model, shapes, layout, out, context)
     q_lens = parse_shapes(chunks, "--chunks") if chunks.strip() and decode else []
-    man = export_coreml(model, out, lengths, quantize, layout, context, decode, q_lens, sequence)
+    man = export_coreml(model, out, lengths, weights, layout, context, decode, q_lens, sequence)
     for e in man["packages"]:
         ops = sum(v for k, v in e["op_histogram"].items() if k != "const")
         typer.echo(

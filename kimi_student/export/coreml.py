@@ -26,6 +26,7 @@ import numpy as np
 from torch.export import ExportedProgram
 
 from kimi_student.export.errors import CorruptArtifactError, ExportError, UnsupportedOpError
+from kimi_student.export.quant import WeightScheme, scheme
 from kimi_student.export.torch_export import (
     export_decoder,
     export_full,
@@ -37,7 +38,7 @@ from kimi_student.manifest import MANIFEST, write_manifest
 from kimi_student.models.ane import AneLlamaDecoder, Layout
 
 TARGET = "iOS18"  # the stateful decoder needs it; one target for every package keeps one opset
-QUANT = {"mode": "linear_symmetric", "dtype": "int8", "granularity": "per_channel"}
+WEIGHTS = ("int8", "int4", "fp16")  # the weight schemes of export/quant.py, or none
 
 
 @contextlib.contextmanager
@@ -74,10 +75,11 @@ def unsupported_ops(ep: ExportedProgram) -> dict[str, list[str]]:
     return missing
 
 
-def convert(ep: ExportedProgram, kind: str, quantize: bool = True) -> Any:
-    """One ExportedProgram (full or decode) -> an in-memory MLModel (FP16 compute, INT8 weights if asked).
+def convert(ep: ExportedProgram, kind: str, weights: str = "int8") -> Any:
+    """One ExportedProgram (full or decode) -> an in-memory MLModel (FP16 compute; `weights` int8 or int4 as
+    export/quant.py defines them, or fp16).
 
-    The INT8 quantization runs as the last pass of the conversion's own pipeline: applied afterwards to the
+    The quantization runs as the last pass of the conversion's own pipeline: applied afterwards to the
     converted model (`linear_quantize_weights(mlmodel)`), it reloads the program from its protobuf and runs
     the backend passes again, ~40% of an export's time for the same quantized weights and logits."""
     ct = _ct()
@@ -93,10 +95,11 @@ def convert(ep: ExportedProgram, kind: str, quantize: bool = True) -> Any:
             ct.StateType(wrapped_type=ct.TensorType(shape=tuple(b.shape), dtype=np.float16), name=name)
             for name, b in ((n, ep.state_dict[n]) for n in ("k_cache", "v_cache"))
         ]
+    quantize = weights != "fp16"
     pipeline = ct.PassPipeline.DEFAULT
     if quantize:
         pipeline.append_pass(QUANT_PASS)
-        pipeline.set_options(QUANT_PASS, {"config": int8_config(weight_names(ep))})
+        pipeline.set_options(QUANT_PASS, {"config": quant_config(weight_names(ep), scheme(weights))})
     try:
         with _quiet():
             ml = ct.convert(
@@ -137,13 +140,12 @@ def weight_names(ep: ExportedProgram) -> list[str]:
     ]
 
 
-def int8_config(names: list[str]) -> Any:
-    """INT8 symmetric per-channel weights on the named consts (a name a program lacks is not used: a tied
-    head leaves the embedding's)."""
-    from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig
+def quant_config(names: list[str], s: WeightScheme) -> Any:
+    """The scheme on the named consts (a name a program lacks is not used: a tied head leaves the
+    embedding's)."""
+    from coremltools.optimize.coreml import OptimizationConfig
 
-    cfg = OpLinearQuantizerConfig(**QUANT, weight_threshold=0)
-    return OptimizationConfig(op_name_configs=dict.fromkeys(names, cfg))
+    return OptimizationConfig(op_name_configs=dict.fromkeys(names, s.coreml_config()))
 
 
 # ---- reading saved packages back -------------------------------------------------------------------------
@@ -201,12 +203,14 @@ def op_histogram(spec: Any) -> dict[str, int]:
 
 def weight_dtypes(package: str | Path) -> dict[str, int]:
     """dtype -> count of the stored (const or quantized) data tensors feeding dequantize ops and matmuls."""
+    from coremltools.converters.mil.mil import types  # MIL's own type: numpy holds int4 data as int8
+
     prog = load_mil(package)
     counts: Counter[str] = Counter()
     for fn in prog.functions.values():
         for op in fn.operations:
             if op.op_type.startswith("constexpr_"):
-                counts[str(op.data.val.dtype)] += 1
+                counts[types.builtin_to_string(op.data.dtype)] += 1
     return dict(sorted(counts.items()))
 
 
@@ -302,7 +306,7 @@ def export_coreml(
     folder: str | Path,
     out: str | Path,
     shapes: list[int],
-    quantize: bool = True,
+    weights: str = "int8",
     layout: Layout = "bsc",
     context: int | None = None,
     decode: bool = True,
@@ -312,6 +316,8 @@ def export_coreml(
     """Write seq<S>.mlpackage per shape (unless not `sequence`: the MIL executor's runner decodes with the
     stateful decoder alone) and decode<context>.mlpackage (with a `chunk<Q>` function per entry of
     `chunks`: prefill and draft verification), plus manifest.json; returns it."""
+    if weights not in WEIGHTS:
+        raise ExportError(f"weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
     if not (sequence or decode):
         raise ExportError("nothing to export: neither the full-sequence packages nor the decoder")
     ct = _ct()
@@ -328,7 +334,7 @@ def export_coreml(
         t0 = time.perf_counter()
         ep = export_full(model, s)
         t1 = time.perf_counter()
-        ml = convert(ep, "full", quantize)
+        ml = convert(ep, "full", weights)
         t2 = time.perf_counter()
         entry = save_package(ml, out / f"{program_name('full', s)}.mlpackage")
         packages.append(
@@ -346,7 +352,7 @@ def export_coreml(
         t0 = time.perf_counter()
         eps = {q: export_decoder(AneLlamaDecoder(model, context, q)) for q in [1, *chunks]}
         t1 = time.perf_counter()
-        parts = {q: convert(ep, "decode", quantize) for q, ep in eps.items()}
+        parts = {q: convert(ep, "decode", weights) for q, ep in eps.items()}
         t2 = time.perf_counter()
         entry = save_decoder(parts, out / f"{program_name('decode', context)}.mlpackage")
         cache = list(eps[1].state_dict["k_cache"].shape)
@@ -374,8 +380,10 @@ def export_coreml(
         "minimum_deployment_target": TARGET,
         "shapes": shapes if sequence else [],
         "context": context if decode else None,
-        "precision": {"compute": "float16", "weights": "int8" if quantize else "float16"},
-        "quantization": {**QUANT, "api": f"coremltools pass {QUANT_PASS}"} if quantize else None,
+        "precision": {"compute": "float16", "weights": "float16" if weights == "fp16" else weights},
+        "quantization": None
+        if weights == "fp16"
+        else {**scheme(weights).describe(), "api": f"coremltools pass {QUANT_PASS}"},
         "packages": packages,
     }
     write_manifest(out / MANIFEST, manifest)

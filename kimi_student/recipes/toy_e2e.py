@@ -121,7 +121,7 @@ def fresh_training(
 
 def export_shape(checkpoint: Path, out: Path, seq_len: int) -> dict[str, Any]:
     """seq<S>.mlpackage in its own folder (one shape failing leaves the others), INT8 weights."""
-    man = export_coreml(checkpoint, out, [seq_len], quantize=True, decode=False)
+    man = export_coreml(checkpoint, out, [seq_len], decode=False)
     e = man["packages"][0]
     hist = e["op_histogram"]
     return {

@@ -351,7 +351,7 @@ def export_student(run: ToyRun, checkpoint: Path, x: dict[str, Any]) -> dict[str
     runner decodes with."""
     shapes = sorted(x["shapes"])
     man = export_coreml(
-        checkpoint, coreml_folder(run), shapes, quantize=True, context=shapes[-1], chunks=x["chunks"]
+        checkpoint, coreml_folder(run), shapes, context=shapes[-1], chunks=x["chunks"]
     )
     return {
         "folder": str(coreml_folder(run)),

@@ -24,6 +24,10 @@ PRECISIONS = ("auto", "bf16", "fp16", "no")  # train --precision: auto is bf16 w
 # first token of each assistant turn, where the model decides to call a tool or answer (turn_start), and a
 # Judge's decision: the status and violated clauses of its verdict, or the winner of a pair (verdict).
 PROCESS_KINDS = ("tool_name", "json_args", "integration", "turn_start", "verdict")
+QAT_WEIGHTS = (
+    "int8",
+    "int4",
+)  # export/quant.py's schemes (kept here: a config is checked before torch loads)
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,16 @@ class LossWeights:
         return getattr(self, term)
 
 
+@dataclass(frozen=True)
+class QatConfig:
+    """Quantization-aware training: every forward and backward runs on the weights as the Core ML export
+    will store them (`weights`: a scheme of export/quant.py), the gradient passed straight through to the
+    full-precision weights that the optimizer keeps and the checkpoint saves."""
+
+    weights: str  # int8 | int4
+    start_step: int = 0  # steps before it in full precision (fine-tuning a trained student: 0)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """One student's training recipe. `lr` and `max_steps` have no default: a config must say them."""
@@ -74,6 +88,7 @@ class TrainConfig:
     # None: the thread policy's fixed count; "adaptive": all cores while the machine is otherwise idle, one
     # thread while other work shares them (train/threads.py ThreadGovernor)
     threads: str | None = None
+    qat: QatConfig | None = None  # quantization-aware training; None: full-precision weights throughout
     # Not read by the trainer (`kimi-student train` takes --precision): the toy recipe passes it on.
     precision: str = "no"
 
@@ -92,6 +107,13 @@ class TrainConfig:
             )
         if "loss" in raw:
             raw["loss"] = _build(LossWeights, raw["loss"], "train.loss", spec.source)
+        if raw.get("qat") is not None:
+            raw["qat"] = _build(QatConfig, raw["qat"], "train.qat", spec.source)
+            if raw["qat"].weights not in QAT_WEIGHTS:
+                raise InputError(
+                    spec.source, None, "train.qat.weights",
+                    f"must be one of {', '.join(QAT_WEIGHTS)}, got {raw['qat'].weights!r}",
+                )  # fmt: skip
         weights = raw.get("process_weights") or {}
         _check_keys(None, weights, "train.process_weights", spec.source, PROCESS_KINDS)
         if raw.get("threads") not in (None, "adaptive"):

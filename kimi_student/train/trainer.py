@@ -25,6 +25,7 @@ import torch
 
 from kimi_student.backends.hf import cpu_has_bf16, load_causal_lm, resolve_teacher_folder
 from kimi_student.errors import InputError, KimiStudentError
+from kimi_student.export.quant import WeightScheme, scheme
 from kimi_student.integrity import ensure_key
 from kimi_student.models.student import StudentSpec, build_student, resolve_tokenizer_folder
 from kimi_student.outputs import room_for
@@ -33,6 +34,7 @@ from kimi_student.train import losses as L
 from kimi_student.train.checkpoint import RunPaths
 from kimi_student.train.config import PRECISIONS, LossWeights, TrainConfig
 from kimi_student.train.examples import Example, ExampleBuilder, ExampleStream, load_examples, pack
+from kimi_student.train.qat import fake_quantized
 from kimi_student.train.threads import ThreadGovernor, apply_thread_policy
 
 
@@ -175,6 +177,11 @@ class Session:
             )
         return model
 
+    def qat_scheme(self, step: int) -> WeightScheme | None:
+        """The weight scheme step `step` (0-based) trains on, or None: full precision."""
+        qat = self.config.qat
+        return scheme(qat.weights) if qat is not None and step >= qat.start_step else None
+
     def save_checkpoint(self, step: int) -> Path:
         """checkpoints/step-NNNNNN after `step` steps (the newest `keep_checkpoints` are kept)."""
         model = self.finite_model(step)
@@ -287,14 +294,14 @@ def _setup(
         cpu=not torch.cuda.is_available(),
     )
     torch.manual_seed(config.seed)
+    resumed = None
+    if latest is not None:  # first: a tampered or foreign checkpoint is refused before any data is read
+        model, resumed = checkpoint.load(latest, config.resume_sha256(spec))
     tokenizer_folder = _tokenizer_folder(spec)
     builder = ExampleBuilder(AutoTokenizer.from_pretrained(str(tokenizer_folder)), config.process_weights)
     examples = load_examples(builder, data, kd, limit, system=config.system_prompt)
-    resumed = None
     if latest is None:
         model = build_student(spec, seed=config.seed)
-    else:
-        model, resumed = checkpoint.load(latest, config.resume_sha256(spec))
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
     teacher_model = _load_teacher(teacher, model.config.vocab_size) if teacher else None
     optimizer = torch.optim.AdamW(
@@ -428,13 +435,14 @@ def threads_agree(s: Session, n: int) -> bool:
 def _micro_step(s: Session, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, dict[str, float]]:
     """Forward (student, teacher), loss, backward, clip and step (accelerate skips the step until the
     last micro-batch of the accumulation)."""
-    loss, parts = _loss(s, batch)
-    if not torch.isfinite(loss):
-        raise TrainingError(
-            f"loss is {float(loss.detach())} at step {step + 1} (as train_log.jsonl counts); stopped. "
-            f"The last good checkpoint is {s.paths.latest() or 'none (no checkpoint was written yet)'}"
-        )
-    s.accelerator.backward(loss / s.config.grad_accum)
+    with fake_quantized(s.model, s.qat_scheme(step)):  # QAT: forward and backward on the package's weights
+        loss, parts = _loss(s, batch)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss is {float(loss.detach())} at step {step + 1} (as train_log.jsonl counts); stopped. "
+                f"The last good checkpoint is {s.paths.latest() or 'none (no checkpoint was written yet)'}"
+            )
+        s.accelerator.backward(loss / s.config.grad_accum)
     if s.accelerator.sync_gradients and s.config.grad_clip:
         s.accelerator.clip_grad_norm_(s.model.parameters(), s.config.grad_clip)
     s.optimizer.step()

@@ -48,7 +48,9 @@ def test_eval_killed_anywhere(seed: int, dataset: dict[str, Path], tmp_path: Pat
     run = tmp_path / "run"
     took = _timed(*args(dataset["final"], tmp_path / "ref"), env=EPOCH)
     new = {n: _bytes(tmp_path / "ref" / n) for n in ("r.jsonl", "r.json")}
-    _timed(*args(dataset["gen"], run), ok=(1,), env=EPOCH, here=True)  # an earlier run's outputs (gates inconclusive)
+    _timed(
+        *args(dataset["gen"], run), ok=(1,), env=EPOCH, here=True
+    )  # an earlier run's outputs (gates inconclusive)
     old = {n: _bytes(run / n) for n in ("r.jsonl", "r.json")}
     kill_at_random(args(dataset["final"], run), seed, took, env=EPOCH)
     for n in new:  # each file whole, the old or the new (results and report are not yet one pair)

@@ -203,7 +203,9 @@ def test_merge_refuses_a_repeated_or_missing_item_and_another_model(shards: Path
     for i, (edit, expected) in enumerate(cases):
         for reseal in (False, True):
             bad = _edited_shard(s1, tmp_path / f"bad{i}.jsonl", edit, reseal)
-            cli = ks if i == 0 and not reseal else ks_here  # in this process but once: refusals before any work
+            cli = (
+                ks if i == 0 and not reseal else ks_here
+            )  # in this process but once: refusals before any work
             r = cli("eval", "merge", s0, bad, "--out", tmp_path / "m.jsonl", "--report", tmp_path / "m.json")
             assert r.returncode == 2, r.stdout
             if not reseal:

@@ -266,7 +266,7 @@ def test_coreml_stateful_decoder(coreml_out: Path) -> None:
 def test_coreml_fp16_and_ane_layout(tmp_path: Path, toy_checkpoint: Path) -> None:
     from kimi_student.export.coreml import export_coreml, weight_dtypes
 
-    man = export_coreml(toy_checkpoint, tmp_path, [64], quantize=False, layout="bc1s", decode=False)
+    man = export_coreml(toy_checkpoint, tmp_path, [64], weights="fp16", layout="bc1s", decode=False)
     (entry,) = man["packages"]
     assert man["precision"] == {"compute": "float16", "weights": "float16"} and man["quantization"] is None
     hist = entry["op_histogram"]

@@ -209,9 +209,35 @@ def test_a_misspelt_config_key_is_refused_naming_file_key_and_known_keys(tmp_pat
         ({"loss": {"ce_gold": 1.0}}, "train.loss.ce_gold"),
         ({"seq_curriculum": [{"seq_len": 64, "until": 3}]}, "train.seq_curriculum[0].until"),
         ({"process_weights": {"tool": 2.0}}, "train.process_weights.tool"),
+        ({"qat": {"weights": "int4", "start": 2}}, "train.qat.start"),
     ):
         with pytest.raises(InputError, match=rf"cfg\.yaml: {re.escape(field)}: unknown key"):
             TrainConfig.from_spec(load_spec(_config(tmp_path, **bad), "toy"))
+    with pytest.raises(InputError, match=r"train\.qat\.weights: must be one of int8, int4, got 'int3'"):
+        TrainConfig.from_spec(load_spec(_config(tmp_path, qat={"weights": "int3"}), "toy"))
+
+
+def test_qat_trains_on_the_grid_and_saves_full_precision_weights(
+    dataset: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two runs from the same start, one with INT4 QAT from step 2: step 1 alike (full precision in both),
+    then apart (QAT's gradient is taken on the grid); the QAT run's saved weights are full precision, not
+    the grid (the export quantizes them: test_quant.py shows the package holds exactly their grid)."""
+    from safetensors.torch import load_file
+
+    from kimi_student.export.quant import SCHEMES, fake_quantize
+
+    runs = {}
+    for name, qat in (("plain", None), ("qat", {"weights": "int4", "start_step": 1})):
+        (tmp_path / name).mkdir()
+        spec = load_spec(_config(tmp_path / name, max_steps=3, checkpoint_every=0, qat=qat), "toy")
+        T.train(spec, tmp_path / name / "run", data=str(dataset["final"]), precision="no")
+        runs[name] = [h["loss"] for h in _log(tmp_path / name / "run")]
+    assert runs["qat"][0] == runs["plain"][0] and runs["qat"][1:] != runs["plain"][1:]
+    w = load_file(tmp_path / "qat" / "run" / "final" / "model.safetensors")[
+        "model.layers.0.mlp.up_proj.weight"
+    ]
+    assert not torch.equal(fake_quantize(w, SCHEMES["int4"]), w)
 
 
 def test_config_defaults_are_the_trainers_historical_defaults(tmp_path: Path) -> None:

@@ -1,0 +1,95 @@
+"""Weight quantization schemes of the Core ML export, and the same arithmetic in torch for training.
+
+A scheme names what coremltools' `linear_quantize_weights` does to every parameter matrix of an export:
+symmetric linear quantization of the FP16 weights, INT8 with one scale per output channel, or INT4 with one
+scale per block of `block_size` input channels (iOS18's `constexpr_blockwise_shift_scale`).
+
+`fake_quantize` computes, in torch, the dequantized weights such a package holds, bit for bit: the
+arithmetic of coremltools' `quantize_weight_by_dtype` in FP16 (max |w| of the group, scale = 2 max / (2 qmax),
+round half to even, clip to ±qmax) and the dequantization q · scale rounded to FP16. Quantization-aware
+training (`train.qat`) runs each forward and backward on these weights, so what the student learns to work
+with is what the package will hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from kimi_student.errors import KimiStudentError
+
+
+@dataclass(frozen=True)
+class WeightScheme:
+    name: str
+    dtype: str  # coremltools' name of the stored integer type
+    bits: int
+    block_size: int  # input channels that share a scale; 0: a whole row (per output channel)
+
+    @property
+    def qmax(self) -> int:
+        """The largest stored magnitude: symmetric modes drop the most negative value (-128 for INT8)."""
+        return 2 ** (self.bits - 1) - 1
+
+    @property
+    def granularity(self) -> str:
+        return "per_block" if self.block_size else "per_channel"
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "mode": "linear_symmetric",
+            "dtype": self.dtype,
+            "granularity": self.granularity,
+        }
+        if self.block_size:
+            out["block_size"] = self.block_size
+        return out
+
+    def coreml_config(self) -> Any:
+        """coremltools' op config for this scheme (every matrix named is quantized, whatever its size)."""
+        from coremltools.optimize.coreml import OpLinearQuantizerConfig
+
+        return OpLinearQuantizerConfig(**self.describe(), weight_threshold=0)
+
+
+SCHEMES: dict[str, WeightScheme] = {
+    "int8": WeightScheme("int8", "int8", 8, 0),
+    "int4": WeightScheme("int4", "int4", 4, 32),  # 32: the block Apple's own 4-bit LLM exports use
+}
+
+
+def scheme(name: str) -> WeightScheme:
+    try:
+        return SCHEMES[name]
+    except KeyError:
+        raise KimiStudentError(
+            f"unknown weight scheme {name!r}; choose one of {', '.join(SCHEMES)}"
+        ) from None
+
+
+def fake_quantize(w: torch.Tensor, s: WeightScheme) -> torch.Tensor:
+    """The weights (out, in, ...) as the package dequantizes them, in w's dtype; no gradient of its own
+    (quantization-aware training passes the gradient straight through: see `train.qat`)."""
+    with torch.no_grad():
+        h = w.detach().to(torch.float16)
+        out, cin = h.shape[0], h.shape[1]
+        block = s.block_size or cin
+        if cin % block:
+            raise KimiStudentError(
+                f"a weight of {cin} input channels does not split into {s.name} blocks of {block}"
+            )
+        # (out, blocks, block, rest): the rest (a conv's kernel axes) belongs to the block
+        g = h.reshape(out, cin // block, block, -1)
+        max_abs = g.abs().amax(dim=(2, 3), keepdim=True)
+        scale = (max_abs + max_abs) / (2 * s.qmax)  # (max - min) / (qmax - qmin), in FP16 as coremltools
+        q = torch.round(g / torch.where(scale == 0, torch.ones_like(scale), scale)).clamp(-s.qmax, s.qmax)
+        # stored as integers: a value that rounds to -0 comes back +0
+        return (q.to(torch.int8) * scale).reshape(h.shape).to(w.dtype)
+
+
+def quantized_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """The parameters the export quantizes: every matrix (rank >= 2; norms and biases stay FP16), each once
+    (a tied head is the embedding)."""
+    return [(n, p) for n, p in model.named_parameters() if p.dim() >= 2]
