@@ -15,8 +15,8 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-spec bench-mil-decode bench-judge clean \
-	pytorch-worker coreml-worker onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-qat bench-spec bench-mil-decode bench-judge clean \
+	pytorch-worker coreml-worker qat onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
 	judge_coreml judge_onnx caws-eval-coreml drafter report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
 	pr-smoke-diff pr-smoke-baseline nightly actionlint llama-server llama-serve test-llama llama-record
@@ -46,6 +46,8 @@ help:
 	@echo "make worker SIZE=toy|small   train the Worker student (resumes from runs/worker-SIZE)"
 	@echo "make coreml-worker [MODEL=runs/worker-toy/final SHAPES=64,128,256 LAYOUT=bsc|bc1s WEIGHTS=int8|int4|fp16]"
 	@echo "                     Core ML packages (FP16, INT8 weights, stateful decoder) -> coreml/artifacts/worker"
+	@echo "make qat MODEL=runs/worker-toy/final [QAT_WEIGHTS=int4|int8 QAT_STEPS=50 QAT_LR=5e-5]"
+	@echo "                     quantization-aware fine-tuning on the export's own weights, then its Core ML package"
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
 	@echo "make llama-server    llama.cpp's OpenAI-compatible server (PyPI llama-cpp-python, CPU build in .venv-llama, ~15 min once)"
 	@echo "make llama-serve [PORT=8080]   serve the embedded SmolLM2 with it on 127.0.0.1 (then --url/--teacher http://127.0.0.1:PORT/v1)"
@@ -57,6 +59,7 @@ help:
 	@echo "make bench-eval      eval items/s with 1 vs 2 worker processes, 10k verification_only time"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
 	@echo "make bench-train-head a training step with the LM head at the loss positions only vs every position"
+	@echo "make bench-qat       fp16, INT8/INT4 PTQ and QAT packages of the worker-e2e student through --runner coreml"
 	@echo "make bench-hf-decode hf_local decoding tokens/s (fp32, bf16) vs HF generate, fp32 outputs identical"
 	@echo "make bench-spec      speculative decoding (prompt lookup, drafters) vs target-only greedy: alpha, tau, speed-up"
 	@echo "make drafter         the Drafter: the Worker's answers and states -> a feature drafter (kd) and the ce baseline"
@@ -312,6 +315,16 @@ pytorch-worker: install
 coreml-worker: install
 	$(KS) export coreml $(EXPORT_ARGS) --out coreml/artifacts/worker --weights $(WEIGHTS)
 
+# ---- quantization-aware training: MODEL (a trained Worker) fine-tuned on the weights the export stores, then
+# exported with them. bench/qat.py measures what it buys (make bench-qat).
+QAT_WEIGHTS ?= int4
+QAT_OUT ?= runs/worker-qat-$(QAT_WEIGHTS)
+qat: install
+	$(KS) train --config worker --size $(or $(SIZE),toy) --init-from $(MODEL) --qat $(QAT_WEIGHTS) \
+		--lr $(or $(QAT_LR),5e-5) --max-steps $(or $(QAT_STEPS),50) --data $(DATA)/contextual_final.jsonl --out $(QAT_OUT)
+	$(KS) export coreml --model $(QAT_OUT)/final --weights $(QAT_WEIGHTS) --shapes $(SHAPES) \
+		--out coreml/artifacts/worker-qat-$(QAT_WEIGHTS)
+
 onnx-worker: install
 	$(KS) export onnx $(EXPORT_ARGS) --out artifacts/onnx/worker
 
@@ -349,6 +362,11 @@ drafter: install
 	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/heldout --n 20 --seed 8 --split heldout
 	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --out $(DRAFTER_RUN)/kd
 	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --objective ce --out $(DRAFTER_RUN)/ce
+
+bench-qat: install  # a worker-e2e run's student; see bench/qat.py --help for the rest (BENCH_QAT_ARGS)
+	$(VENV)/bin/python bench/qat.py --model $(WORKER_OUT)/run/final --config kimi_student/configs/worker_e2e.yaml \
+		--size worker --data $(WORKER_OUT)/data/train.jsonl --heldout $(WORKER_OUT)/data/heldout.jsonl \
+		--out $(WORKER_OUT)/bench_qat $(BENCH_QAT_ARGS)
 
 bench-spec: install  # e.g. BENCH_SPEC_ARGS="--draft runs/drafter/final --n 50 --runs 5"
 	$(VENV)/bin/python bench/speculative.py $(BENCH_SPEC_ARGS)

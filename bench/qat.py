@@ -44,18 +44,13 @@ METRICS = ("integration_f1_lax", "integration_f1_strict", "call_accuracy", "json
 
 def finetune(a: argparse.Namespace, name: str, qat: str | None) -> Path:
     """`--steps` more steps of the Worker on its training data, with QAT on `qat` weights or without."""
-    from kimi_student.models.student import load_spec
+    from kimi_student.models.student import continue_from, load_spec
     from kimi_student.train.trainer import train
 
     run = a.out / name
     if (run / "final" / "model.safetensors").is_file():
         return run / "final"
-    spec = load_spec(a.config, a.size)
-    spec.init = {
-        "kind": "layer_subset",
-        "teacher": f"hf:{a.model}",
-        "layers": list(range(spec.arch["num_hidden_layers"])),  # all of them: the Worker itself
-    }
+    spec = continue_from(load_spec(a.config, a.size), a.model)  # `train --init-from`
     spec.train = {
         **spec.train,
         "lr": a.lr,

@@ -191,6 +191,23 @@ def train_cmd(
             "(a finished run, with final/, is refused).",
         ),
     ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this trained checkpoint (an HF folder: every layer, its architecture) instead of "
+            "the config's init: fine-tuning, e.g. QAT of a trained Worker."
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(min=0.0, help="Override the config's peak learning rate.")
+    ] = None,
+    qat: Annotated[
+        str | None,
+        typer.Option(
+            help="Quantization-aware training on the weights `export coreml --weights` will store: int8 or "
+            "int4 (overrides the config's train.qat). Export the result with the same --weights."
+        ),
+    ] = None,
 ) -> None:
     """Train a student with the config's losses; resumes from the run folder's latest checkpoint.
 
@@ -199,18 +216,24 @@ def train_cmd(
     A checkpoint that does not match its sealed manifest, or a run folder with a log but nothing to
     resume from, is refused with exit code 2 (--fresh starts over).
     """
-    from kimi_student.models.student import load_spec
+    from kimi_student.models.student import continue_from, load_spec
     from kimi_student.outputs import check_outputs
-    from kimi_student.train.config import PRECISIONS, TrainConfig
+    from kimi_student.train.config import PRECISIONS, QAT_WEIGHTS, TrainConfig
 
     if data is None and kd is None:
         fail("train needs --data and/or --kd")
     check_outputs(
         {"--config": config, "--data": data, "--kd": kd, "--teacher": teacher}, {}, folders={"--out": out}
     )
+    if qat is not None and qat not in QAT_WEIGHTS:
+        fail(f"--qat: unknown {qat!r} (known: {', '.join(QAT_WEIGHTS)})")
     if precision not in PRECISIONS:
         fail(f"--precision: unknown {precision!r} (known: {', '.join(PRECISIONS)})")
     spec = load_spec(config, size)
+    if init_from is not None:
+        spec = continue_from(spec, init_from)
+    overrides = {"lr": lr, "qat": {"weights": qat} if qat else None}
+    spec.train = {**spec.train, **{k: v for k, v in overrides.items() if v is not None}}
     TrainConfig.from_spec(spec, max_steps=max_steps)  # a bad config is refused before torch is even loaded
     from kimi_student.train.checkpoint import RunPaths, discard
     from kimi_student.train.trainer import TrainingError, train

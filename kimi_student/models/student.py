@@ -55,6 +55,28 @@ class StudentSpec:
         return layers * per_layer + emb + h
 
 
+def continue_from(spec: StudentSpec, folder: str | Path) -> StudentSpec:
+    """`spec` starting from a trained checkpoint instead of its config's init: every layer of `folder` (an
+    HF Llama folder with the same tokenizer), its architecture taken from its config.json; the training
+    recipe stays the spec's. What a fine-tuning of a trained student (QAT, `train --init-from`) starts from."""
+    import json
+
+    path = Path(folder) / "config.json"
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(path, None, None, f"cannot read the checkpoint's config: {e}") from None
+    arch = {**spec.arch}
+    for k in _ARCH_KEYS:
+        if k == "rope_theta":
+            arch[k] = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", arch.get(k)))
+        elif k in cfg:
+            arch[k] = cfg[k]
+    layers = list(range(int(arch["num_hidden_layers"])))
+    init = {"kind": "layer_subset", "teacher": f"hf:{Path(folder)}", "layers": layers}
+    return StudentSpec(spec.role, spec.size, arch, init, spec.train, spec.source, spec.tokenizer)
+
+
 def load_spec(path_or_role: str | Path, size: str = "toy") -> StudentSpec:
     """`worker`, `judge`, `drafter` or a YAML path; `size` picks a block under `sizes:`."""
     p = Path(path_or_role)

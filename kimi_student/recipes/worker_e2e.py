@@ -350,9 +350,7 @@ def export_student(run: ToyRun, checkpoint: Path, x: dict[str, Any]) -> dict[str
     stateful decoder (context: the largest shape) with a function per `export.chunks`, which the coreml
     runner decodes with."""
     shapes = sorted(x["shapes"])
-    man = export_coreml(
-        checkpoint, coreml_folder(run), shapes, context=shapes[-1], chunks=x["chunks"]
-    )
+    man = export_coreml(checkpoint, coreml_folder(run), shapes, context=shapes[-1], chunks=x["chunks"])
     return {
         "folder": str(coreml_folder(run)),
         "precision": man["precision"],

@@ -217,6 +217,34 @@ def test_a_misspelt_config_key_is_refused_naming_file_key_and_known_keys(tmp_pat
         TrainConfig.from_spec(load_spec(_config(tmp_path, qat={"weights": "int3"}), "toy"))
 
 
+def test_init_from_starts_at_a_trained_checkpoint_and_qat_is_a_flag(
+    dataset: dict[str, Path], toy_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`--init-from` takes every layer of a checkpoint (at learning rate 0 the run saves them unchanged: the
+    QAT grid is only where the forward runs, never in the weights); `--qat` refuses a scheme it lacks."""
+    from safetensors.torch import load_file
+
+    cfg = _config(tmp_path, max_steps=2, checkpoint_every=0)
+    args = (
+        "train",
+        "--config",
+        cfg,
+        "--data",
+        dataset["final"],
+        "--precision",
+        "no",
+        "--init-from",
+        toy_checkpoint,
+    )
+    r = ks_here(*args, "--out", tmp_path / "run", "--lr", "0", "--qat", "int8")
+    assert r.returncode == 0, r.stderr
+    before, after = (load_file(p / "model.safetensors") for p in (toy_checkpoint, tmp_path / "run" / "final"))
+    assert set(after) <= set(before) and all(torch.equal(before[k], after[k]) for k in after)
+    r = ks_here(*args, "--out", tmp_path / "bad", "--qat", "int3")
+    assert r.returncode == 2 and r.stderr.strip() == "error: --qat: unknown 'int3' (known: int8, int4)"
+    assert not (tmp_path / "bad").exists()
+
+
 def test_qat_trains_on_the_grid_and_saves_full_precision_weights(
     dataset: dict[str, Path], tmp_path: Path
 ) -> None:
