@@ -16,7 +16,7 @@ RESULTS ?= eval/results
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-qat bench-spec bench-mil-decode bench-judge clean \
-	pytorch-worker coreml-worker qat onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
+	pytorch-worker coreml-worker qat probes onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
 	judge_coreml judge_onnx caws-eval-coreml drafter report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
 	pr-smoke-diff pr-smoke-baseline nightly actionlint llama-server llama-serve test-llama llama-record
@@ -48,6 +48,7 @@ help:
 	@echo "                     Core ML packages (FP16, INT8 weights, stateful decoder) -> coreml/artifacts/worker"
 	@echo "make qat MODEL=runs/worker-toy/final [QAT_WEIGHTS=int4|int8 QAT_STEPS=50 QAT_LR=5e-5]"
 	@echo "                     quantization-aware fine-tuning on the export's own weights, then its Core ML package"
+	@echo "make probes [PROBE_MODELS='a/final b/final' PROBE_DATA=...]   linear probes per layer -> reports/probes (table, PNG)"
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
 	@echo "make llama-server    llama.cpp's OpenAI-compatible server (PyPI llama-cpp-python, CPU build in .venv-llama, ~15 min once)"
 	@echo "make llama-serve [PORT=8080]   serve the embedded SmolLM2 with it on 127.0.0.1 (then --url/--teacher http://127.0.0.1:PORT/v1)"
@@ -324,6 +325,11 @@ qat: install
 		--lr $(or $(QAT_LR),5e-5) --max-steps $(or $(QAT_STEPS),50) --data $(DATA)/contextual_final.jsonl --out $(QAT_OUT)
 	$(KS) export coreml --model $(QAT_OUT)/final --weights $(QAT_WEIGHTS) --shapes $(SHAPES) \
 		--out coreml/artifacts/worker-qat-$(QAT_WEIGHTS)
+
+# ---- probes: PROBE_MODELS (default MODEL), e.g. "runs/worker-e2e/teacher/final runs/worker-e2e/run/final"
+probes: install
+	$(KS) probes $(foreach m,$(or $(PROBE_MODELS),$(MODEL)),--model $(m)) --data $(or $(PROBE_DATA),$(DATA)/contextual_final.jsonl) \
+		--out $(or $(PROBE_OUT),reports/probes)
 
 onnx-worker: install
 	$(KS) export onnx $(EXPORT_ARGS) --out artifacts/onnx/worker

@@ -15,6 +15,7 @@ from kimi_student.cli import (
     drafter,
     export,
     judge,
+    probes,
     report,
     tokenizer,
     tools,
@@ -42,6 +43,7 @@ app.add_typer(judge.app, name="judge")
 app.add_typer(drafter.app, name="drafter")
 app.add_typer(report.app, name="report")
 app.add_typer(dashboard.app)
+app.add_typer(probes.app)
 
 
 @app.callback()

@@ -52,6 +52,10 @@ class Example:
     topk_logprobs: np.ndarray | None = None  # (L, K) float32
     logprob_temperature: float = 1.0
     segments: list[list[int]] = field(default_factory=list)  # [start, end) of each assistant turn
+    # where each process step lies: kind -> [start, end) token ranges in the sequence (process_spans, moved
+    # to the turn's position), and each tool call's name with the tokens from its name to its arguments' end
+    spans: dict[str, list[list[int]]] = field(default_factory=dict)
+    calls: list[tuple[str, int, int]] = field(default_factory=list)
 
     def place_logprobs(self, lp: dict[str, np.ndarray], rows: slice | np.ndarray, temperature: float) -> None:
         """The KD mix's top-k rows at `rows` of the sequence; every other row is empty (id -1)."""
@@ -157,6 +161,7 @@ class ExampleBuilder:
         conv = list(messages)
         ids: list[int] = []
         spans: dict[str, list[list[int]]] = {}
+        calls: list[tuple[str, int, int]] = []
         segments: list[list[int]] = []  # [start, end) of each assistant turn's tokens
         for m in turns:
             if m["role"] == "assistant":
@@ -171,6 +176,12 @@ class ExampleBuilder:
                 start = len(ids)
                 for kind, ranges in process_spans(m["content"], enc["offset_mapping"]).items():
                     spans.setdefault(kind, []).extend([start + a, start + b] for a, b in ranges)
+                for c in parse_transcript(m["content"]).calls:
+                    if c.name_span:
+                        a, b = token_range(
+                            enc["offset_mapping"], c.name_span[0], (c.args_span or c.name_span)[1]
+                        )
+                        calls.append((c.name, start + a, start + b))
                 ids.extend(enc["input_ids"])
                 segments.append([start, len(ids)])
             conv.append(m)
@@ -191,6 +202,8 @@ class ExampleBuilder:
             segments[0][0],
             w.astype(np.float32),
             segments=segments,
+            spans=spans,
+            calls=calls,
         )
 
 
@@ -239,6 +252,8 @@ def load_examples(
     wrapper = "system" if system else "request"
     if data:
         for line, row in read_jsonl(data):
+            if limit and not kd and len(examples) == limit:
+                break  # the rest would be built only to be dropped
             if row.get("__header__"):
                 continue
             if not isinstance(row.get("teacher_text"), str) or not isinstance(row.get("prompt"), str):

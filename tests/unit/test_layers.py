@@ -38,7 +38,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "teachers export",
         "data",
         "eval train",
-        "arbiter drafter",  # the Judge's eval reuses the harness's runner and gates; the Drafter, the Worker's runner
+        "arbiter drafter probes",  # the Judge's eval reuses the harness's runner and gates; the Drafter, the Worker's runner
         "recipes dashboard",
         "cli",
     )
