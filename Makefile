@@ -16,7 +16,7 @@ RESULTS ?= eval/results
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-qat bench-spec bench-mil-decode bench-judge clean \
-	pytorch-worker coreml-worker qat probes onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
+	pytorch-worker coreml-worker qat probes proc onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
 	judge_coreml judge_onnx caws-eval-coreml drafter report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
 	pr-smoke-diff pr-smoke-baseline nightly actionlint llama-server llama-serve test-llama llama-record
@@ -60,6 +60,7 @@ help:
 	@echo "make bench-eval      eval items/s with 1 vs 2 worker processes, 10k verification_only time"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
 	@echo "make bench-train-head a training step with the LM head at the loss positions only vs every position"
+	@echo "make proc            process supervision: the worker-e2e student with and without process weights, 3 seeds each"
 	@echo "make bench-qat       fp16, INT8/INT4 PTQ and QAT packages of the worker-e2e student through --runner coreml"
 	@echo "make bench-hf-decode hf_local decoding tokens/s (fp32, bf16) vs HF generate, fp32 outputs identical"
 	@echo "make bench-spec      speculative decoding (prompt lookup, drafters) vs target-only greedy: alpha, tau, speed-up"
@@ -368,6 +369,9 @@ drafter: install
 	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/heldout --n 20 --seed 8 --split heldout
 	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --out $(DRAFTER_RUN)/kd
 	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --objective ce --out $(DRAFTER_RUN)/ce
+
+proc: install  # process supervision: the worker-e2e student with and without its process weights, 3 seeds (PROC_ARGS)
+	$(VENV)/bin/python bench/proc.py --run $(WORKER_OUT) $(PROC_ARGS)
 
 bench-qat: install  # a worker-e2e run's student; see bench/qat.py --help for the rest (BENCH_QAT_ARGS)
 	$(VENV)/bin/python bench/qat.py --model $(WORKER_OUT)/run/final --config kimi_student/configs/worker_e2e.yaml \

@@ -120,7 +120,7 @@ def main() -> None:
                 teacher=teacher,
                 max_steps=a.steps,
                 **kw,
-                loss={"ce_ground_truth": 1.0} if arm == "sft" else None,
+                overrides={"loss": {"ce_ground_truth": 1.0}} if arm == "sft" else None,
             )
             rows[arm] = {
                 "train_s": round(time.perf_counter() - t0, 1),

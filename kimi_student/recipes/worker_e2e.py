@@ -180,14 +180,14 @@ def train_model(
     kd: Path | None = None,
     teacher: Path | None = None,
     max_steps: int | None = None,
-    loss: dict[str, float] | None = None,
+    overrides: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """The regular trainer on one size of the config; a student whose init names `@teacher` starts from
-    this run's trained `teacher`. `loss` replaces the config's loss weights (bench/worker_kd.py's SFT arm)."""
+    this run's trained `teacher`. `overrides` replace keys of the config's `train:` (the benches' arms: SFT
+    loss weights in bench/worker_kd.py, process weights and seeds in bench/proc.py)."""
     spec = load_spec(config, size)
-    if loss is not None:
-        spec.train = {**spec.train, "loss": loss}
+    spec.train = {**spec.train, **(overrides or {})}
     if spec.init.get("teacher") == TRAINED_TEACHER:
         if teacher is None:
             raise InputError(config, None, f"sizes.{size}.init.teacher", "@teacher needs a trained teacher")
