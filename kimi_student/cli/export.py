@@ -119,7 +119,10 @@ def export_coreml_cmd(
         fail(f"--weights {weights}: choose one of {', '.join(WEIGHTS)}")
     lengths = _export_args(model, shapes, layout, out, context)
     q_lens = parse_shapes(chunks, "--chunks") if chunks.strip() and decode else []
-    man = export_coreml(model, out, lengths, weights, layout, context, decode, q_lens, sequence)
+    man = export_coreml(
+        model, out, lengths, weights=weights, layout=layout, context=context, decode=decode, chunks=q_lens,
+        sequence=sequence,
+    )  # fmt: skip
     for e in man["packages"]:
         ops = sum(v for k, v in e["op_histogram"].items() if k != "const")
         typer.echo(

@@ -306,6 +306,7 @@ def export_coreml(
     folder: str | Path,
     out: str | Path,
     shapes: list[int],
+    *,
     weights: str = "int8",
     layout: Layout = "bsc",
     context: int | None = None,

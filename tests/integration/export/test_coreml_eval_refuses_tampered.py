@@ -20,7 +20,7 @@ def package_folder(tmp_path_factory: pytest.TempPathFactory, toy_checkpoint: Pat
     from kimi_student.export.coreml import export_coreml
 
     out = tmp_path_factory.mktemp("coreml") / "artifacts"
-    export_coreml(toy_checkpoint, out, [64], True, "bsc", None, False)  # what `export coreml` writes
+    export_coreml(toy_checkpoint, out, [64], decode=False)  # what `export coreml` writes (INT8)
     return out
 
 
