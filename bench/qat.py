@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=1024, help="the decoder's context")
     ap.add_argument("--workers", type=int, default=2, help="eval worker processes")
     ap.add_argument("--control", action="store_true", help="also fine-tune without QAT, export INT4")
+    ap.add_argument("--arms", default=None, help="these arms only, in this order (e.g. int4_ptq,int4_qat)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -128,7 +129,11 @@ def main() -> None:
     arms += [("int8_qat", "int8", "int8"), ("int4_qat", "int4", "int4")]
     if a.control:
         arms.append(("int4_ft", "", "int4"))
-    rows: dict[str, dict[str, Any]] = {}
+    if a.arms:
+        by_name = {arm[0]: arm for arm in arms}
+        arms = [by_name[n] for n in a.arms.split(",")]
+    done = json.loads((a.out / "result.json").read_text()) if (a.out / "result.json").is_file() else {}
+    rows: dict[str, dict[str, Any]] = dict(done)  # arms measured by an earlier run of the same --out
     for name, qat, weights in arms:
         t0 = time.perf_counter()
         ckpt = a.model if qat is None else finetune(a, f"ft_{qat or 'none'}", qat or None)
@@ -140,6 +145,8 @@ def main() -> None:
     for name, r in rows.items():
         print(f"{name:10}{r['size_mb']:>8.1f}" + "".join(f"{r[m]:>24.4f}" for m in METRICS))
     for bits in ("int8", "int4"):
+        if not {"fp16", f"{bits}_ptq", f"{bits}_qat"} <= set(rows):
+            continue
         for m in ("integration_f1_lax", "integration_f1_strict"):
             lost = rows["fp16"][m] - rows[f"{bits}_ptq"][m]
             back = rows[f"{bits}_qat"][m] - rows[f"{bits}_ptq"][m]

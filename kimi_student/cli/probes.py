@@ -46,7 +46,7 @@ def probes_cmd(
     for m in model:
         if not (m / "config.json").is_file():
             fail(f"--model {m}: not a checkpoint folder (no config.json)")
-    from kimi_student.probes.run import run_probes
+    from kimi_student.probes.run import label, run_probes
 
     rep = run_probes(model, data, out, items, heldout_share, seed, dtype, show_progress())
     b = rep["baseline"]
@@ -58,7 +58,7 @@ def probes_cmd(
     for m in rep["models"]:
         s, t = m["best"]["step"], m["best"]["tool"]
         typer.echo(
-            f"{Path(m['model']).name}: best step probe layer {s['layer']} (macro-F1 {s['macro_f1']:.4f}, "
+            f"{label(m['model'])}: best step probe layer {s['layer']} (macro-F1 {s['macro_f1']:.4f}, "
             f"acc {s['accuracy']:.4f}); best tool probe layer {t['layer']} (macro-F1 {t['macro_f1']:.4f})"
         )
     typer.echo(f"report -> {out / 'report.json'}, {out / 'table.md'}, {out / 'probes.png'}")

@@ -102,7 +102,7 @@ def run_probes(
     report = {
         "header": {
             "report_version": REPORT_VERSION,
-            "kind": "probes",
+            "report": "probes",  # what wrote it (report_diff.report_kind)
             "dataset": str(data),
             "dataset_sha256": sha256_file(data),
             "examples": len(examples),
@@ -125,6 +125,12 @@ def run_probes(
     return report
 
 
+def label(model: str) -> str:
+    """A model's short name: its folder, with the run's folder when that is `final` (runs/x/final -> x/final)."""
+    p = Path(model)
+    return f"{p.parent.name}/{p.name}" if p.name == "final" else p.name
+
+
 def table(report: dict[str, Any]) -> str:
     """Per model, per layer: held-out accuracy and macro-F1 of both probes, the baseline first."""
     b = report["baseline"]
@@ -135,7 +141,7 @@ def table(report: dict[str, Any]) -> str:
         f"{b['tool']['accuracy']:.4f} | {b['tool']['macro_f1']:.4f} |",
     ]
     for m in report["models"]:
-        name = Path(m["model"]).name
+        name = label(m["model"])
         for r in m["layers"]:
             lines.append(
                 f"| {name} | {r['layer']} | {r['step']['accuracy']:.4f} | {r['step']['macro_f1']:.4f} | "
@@ -156,7 +162,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for ax, task, title in zip(axes, ("step", "tool"), ("process step", "tool of the call")):
         for m in report["models"]:
             ys = [r[task]["macro_f1"] for r in m["layers"]]
-            ax.plot(range(len(ys)), ys, marker="o", markersize=3, label=Path(m["model"]).name)
+            ax.plot(range(len(ys)), ys, marker="o", markersize=3, label=label(m["model"]))
         ax.axhline(report["baseline"][task]["macro_f1"], linestyle="--", color="grey", label="majority class")
         ax.set_title(f"{title}: held-out macro-F1")
         ax.set_xlabel("layer (0: embeddings)")

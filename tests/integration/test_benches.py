@@ -53,3 +53,63 @@ def test_a_bench_runs_on_a_small_input(script: str, tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert re.search(SMALL[script][1], r.stdout), r.stdout[-2000:]
+
+
+@pytest.fixture(scope="module")
+def worker_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny worker-e2e run folder (test_worker_e2e's config) and its config: what bench/proc.py and
+    bench/qat.py read."""
+    from tests.integration.recipes.test_worker_e2e import tiny_config
+    from tests.support import ks
+
+    d = tmp_path_factory.mktemp("worker_run")
+    cfg = tiny_config(d)
+    r = ks("worker-e2e", "--out", d / "run", "--config", cfg)
+    assert r.returncode in (0, 1), r.stderr[-2000:]  # the tiny student fails the gates; the run is whole
+    return d / "run", cfg
+
+
+@pytest.mark.parametrize("script", ["proc.py", "qat.py"])
+def test_a_bench_of_a_worker_run_runs_on_a_tiny_one(
+    worker_run: tuple[Path, Path], script: str, tmp_path: Path
+) -> None:
+    run, cfg = worker_run
+    args, pattern = {
+        "proc.py": (
+            ["--run", run, "--config", cfg, "--seeds", "2", "--steps", "2", "--heldout", "2"],
+            r"(?m)^with .*\(n=2\)",  # mean ± spread over both seeds
+        ),
+        "qat.py": (
+            [
+                "--model",
+                run / "run" / "final",
+                "--config",
+                cfg,
+                "--size",
+                "worker",
+                "--items",
+                "2",
+                "--data",
+                run / "data" / "train.jsonl",
+                "--heldout",
+                run / "data" / "heldout.jsonl",
+                "--steps",
+                "2",
+                "--context",
+                "256",
+                "--out",
+                tmp_path / "qat",
+            ],
+            r"(?m)^int4 integration_f1_lax: PTQ loses",
+        ),  # fmt: skip
+    }[script]
+    r = subprocess.run(
+        [sys.executable, ROOT / "bench" / script, *map(str, args)],
+        cwd=tmp_path,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert re.search(pattern, r.stdout), r.stdout[-2000:]

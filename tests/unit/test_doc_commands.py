@@ -26,6 +26,7 @@ IR, IE, IX, ID = (
 # The suite's own commands: CI runs `make lint` and `make test` (.ci/run); the other tiers run its tests.
 SUITE = {"make test", "make test-fast", "make test-slow", "make lint", "make test-llama"}
 SLOW_BENCH = "tests/integration/test_benches.py::test_a_bench_runs_on_a_small_input"
+WORKER_BENCH = "tests/integration/test_benches.py::test_a_bench_of_a_worker_run_runs_on_a_tiny_one"
 # a doc command (as Command.key spells it) -> the test that runs its stage on small inputs
 RUN_ELSEWHERE: dict[str, str] = {
     "make demo": IR + "test_toy_e2e.py::test_toy_e2e_runs_and_its_gates_hold",
@@ -83,6 +84,14 @@ RUN_ELSEWHERE: dict[str, str] = {
     "make actionlint": "tests/integration/test_workflows.py::test_the_workflows_pass_actionlint_and_a_broken_one_does_not",
     "make drafter": "tests/integration/drafter/test_drafter.py::test_training_learns_the_workers_next_tokens",
     "make bench-spec BENCH_SPEC_ARGS=--draft=prompt-lookup:2+runs/drafter/kd": SLOW_BENCH,
+    "make probes PROBE_MODELS=runs/worker-e2e/run/final": (
+        "tests/integration/probes/test_probes.py::test_probes_write_a_table_a_plot_and_the_same_bytes_again"
+    ),
+    "make proc": WORKER_BENCH,
+    "make bench-qat": WORKER_BENCH,
+    "make qat MODEL=runs/worker-toy/final QAT_WEIGHTS=int4": (
+        "tests/integration/train/test_train.py::test_init_from_starts_at_a_trained_checkpoint_and_qat_is_a_flag"
+    ),
     **{
         f"make {b}": SLOW_BENCH
         for b in (
