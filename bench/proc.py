@@ -56,6 +56,7 @@ def arm(a: argparse.Namespace, run: ToyRun, cfg: dict[str, Any], held: Path, nam
         kd=kd_path(run),
         max_steps=a.steps,
         overrides=overrides,
+        progress=True,
     )
     row = {
         "train_s": round(time.perf_counter() - t0, 1),

@@ -143,7 +143,10 @@ def main() -> None:
         (a.out / "result.json").write_text(json.dumps(rows, indent=1))
     print(f"\n{'':10}{'MB':>8}" + "".join(f"{m[:22]:>24}" for m in METRICS))
     for name, r in rows.items():
-        print(f"{name:10}{r['size_mb']:>8.1f}" + "".join(f"{r[m]:>24.4f}" for m in METRICS))
+        print(
+            f"{name:10}{r['size_mb']:>8.1f}"
+            + "".join(f"{r[m]:>24.4f}" if r[m] is not None else f"{'—':>24}" for m in METRICS)
+        )  # None: nothing to measure (no call made)
     for bits in ("int8", "int4"):
         if not {"fp16", f"{bits}_ptq", f"{bits}_qat"} <= set(rows):
             continue
