@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,16 +44,21 @@ SMALL: dict[str, tuple[tuple[str, ...], str]] = {
 def test_a_bench_runs_on_a_small_input(script: str, tmp_path: Path) -> None:
     if script == "train_throughput.py":  # its baseline is TRL's trainer: `make bench-train` installs it
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", f"{ROOT}[bench]"], check=True)
+    _runs_to_its_end(script, SMALL[script][0], SMALL[script][1], tmp_path)
+
+
+def _runs_to_its_end(script: str, args: Any, pattern: str, cwd: Path) -> None:
+    """The bench as its make target runs it, to exit 0 and a result line matching `pattern`."""
     r = subprocess.run(
-        [sys.executable, ROOT / "bench" / script, *SMALL[script][0]],
-        cwd=tmp_path,
+        [sys.executable, ROOT / "bench" / script, *map(str, args)],
+        cwd=cwd,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
         timeout=1800,
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert re.search(SMALL[script][1], r.stdout), r.stdout[-2000:]
+    assert re.search(pattern, r.stdout), r.stdout[-2000:]
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +109,4 @@ def test_a_bench_of_a_worker_run_runs_on_a_tiny_one(
             r"(?m)^int4 integration_f1_lax: PTQ loses",
         ),  # fmt: skip
     }[script]
-    r = subprocess.run(
-        [sys.executable, ROOT / "bench" / script, *map(str, args)],
-        cwd=tmp_path,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert re.search(pattern, r.stdout), r.stdout[-2000:]
+    _runs_to_its_end(script, args, pattern, tmp_path)
