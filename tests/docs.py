@@ -75,7 +75,14 @@ def commands(doc: Path) -> list[Command]:
 
 
 def workspace(where: Path) -> Path:
-    """A folder that looks like a fresh checkout to `make` and `kimi-student`: the repo's inputs linked."""
+    """A folder that looks like a fresh checkout to `make` and `kimi-student`: the repo's inputs linked.
+
+    Refused while the repo's .venv is older than pyproject.toml: a doc's `make` line would reinstall from the
+    workspace, and `pip install -e .` there points the repo's editable install at a folder that holds no
+    kimi_student and is deleted afterwards (every later `kimi-student` then fails to import)."""
+    stamp = ROOT / ".venv" / ".installed"
+    if not stamp.is_file() or stamp.stat().st_mtime < (ROOT / "pyproject.toml").stat().st_mtime:
+        raise RuntimeError("the repo's .venv is older than pyproject.toml: run `make install` first")
     where.mkdir(parents=True, exist_ok=True)
     for rel in LINKED:
         (where / rel).parent.mkdir(parents=True, exist_ok=True)
