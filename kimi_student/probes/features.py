@@ -8,14 +8,14 @@ a rerun reads it instead of running the model again and an interrupted run leave
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from kimi_student.fingerprint import sha256_json, weights_sha256
+from kimi_student.fingerprint import sha256_json
+from kimi_student.jsonl import atomic_writer
 from kimi_student.probes.labels import probe_rows
 from kimi_student.train.examples import Example
 
@@ -28,18 +28,23 @@ class Features:
     item: np.ndarray  # (n,) int: the example each row comes from (train/held-out split by example)
 
 
-def _key(model_folder: Path, examples: list[Example], tools: list[str], dtype: str) -> str:
+def _key(weights: str, examples: list[Example], tools: list[str], dtype: str) -> str:
     labels = [[e.id, e.input_ids.tolist(), e.segments, e.spans, e.calls] for e in examples]
-    return sha256_json(
-        {"weights": weights_sha256(model_folder), "labels": labels, "tools": tools, "dtype": dtype}
-    )
+    return sha256_json({"weights": weights, "labels": labels, "tools": tools, "dtype": dtype})
 
 
 def hidden_features(
-    model_folder: Path, examples: list[Example], tools: list[str], cache: Path, dtype: str, progress: bool
+    model_folder: Path,
+    weights: str,
+    examples: list[Example],
+    tools: list[str],
+    cache: Path,
+    dtype: str,
+    progress: bool,
 ) -> Features:
-    """The labelled rows of `examples` with every layer's state, from `cache` when it holds them."""
-    path = cache / f"features-{_key(model_folder, examples, tools, dtype)[:16]}.npz"
+    """The labelled rows of `examples` with every layer's state (the model's `weights_sha256` is given: the
+    report names it too), from `cache` when it holds them."""
+    path = cache / f"features-{_key(weights, examples, tools, dtype)[:16]}.npz"
     if path.is_file():
         with np.load(path) as z:
             return Features(z["states"], z["step"], z["tool"], z["item"])
@@ -61,9 +66,6 @@ def hidden_features(
             tools_.append(rows.tool)
             items.append(np.full(len(rows.step), i))
     f = Features(np.concatenate(states), np.concatenate(steps), np.concatenate(tools_), np.concatenate(items))
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_writer(path, "wb") as fh:
         np.savez(fh, states=f.states, step=f.step, tool=f.tool, item=f.item)
-    os.replace(tmp, path)
     return f

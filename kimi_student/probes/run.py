@@ -68,7 +68,8 @@ def run_probes(
                 raise InputError(
                     model, None, "tokenizer.json", f"splits the examples differently from {models[0]}'s"
                 )
-        f = hidden_features(model, examples, tools, out / "cache", dtype, progress)
+        weights = weights_sha256(model)  # hashed once: the cache key and the report
+        f = hidden_features(model, weights, examples, tools, out / "cache", dtype, progress)
         test = held[f.item]
         in_call = f.tool != NO_TOOL
         tasks = {
@@ -94,7 +95,7 @@ def run_probes(
         rows.append(
             {
                 "model": str(model),
-                "weights_sha256": weights_sha256(model),
+                "weights_sha256": weights,
                 "layers": layers,
                 "best": {k: {"layer": b["layer"], **b[k]} for k, b in best.items()},
             }
@@ -171,8 +172,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:  # PNG metadata carries no date: the same report draws the same bytes
+    with atomic_writer(path, "wb") as fh:  # PNG metadata carries no date: the same report, the same bytes
         fig.savefig(fh, format="png", dpi=100, metadata={"Software": None})
     plt.close(fig)
-    tmp.replace(path)
