@@ -9,6 +9,8 @@ held-out items:
 - int8_qat, int4_qat: the checkpoint fine-tuned `--steps` more steps with `train.qat` on the same scheme
   (forward and backward on the weights the package will hold), then exported with it.
 
+With `--distill ITEMS`, the fine-tuning is self-distillation: on conversations the Worker never saw, towards
+the full-precision Worker's own distribution (forward KL), not CE on the training set it has memorized.
 With `--control`, also `int4_ft`: the same fine-tuning without QAT, exported INT4: whether QAT's gain is the
 grid's or just the extra steps'. Prints package size, integration F1 lax/strict, call accuracy and
 json_args_valid for each, and the share of 4-bit PTQ's F1 loss that QAT recovers. Every stage is kept in
@@ -51,6 +53,9 @@ def finetune(a: argparse.Namespace, name: str, qat: str | None) -> Path:
     if (run / "final" / "model.safetensors").is_file():
         return run / "final"
     spec = continue_from(load_spec(a.config, a.size), a.model)  # `train --init-from`
+    # --distill: the full-precision Worker is the teacher (its whole distribution, not the argmax of gold
+    # text it has memorized) on conversations it never trained on
+    loss = {"kl_forward": 1.0, "temperature": 1.0} if a.distill else {"ce_ground_truth": 1.0}
     spec.train = {
         **spec.train,
         "lr": a.lr,
@@ -58,10 +63,11 @@ def finetune(a: argparse.Namespace, name: str, qat: str | None) -> Path:
         "warmup_steps": 0,
         "max_steps": a.steps,
         "checkpoint_every": 20,  # resumable
-        "loss": {"ce_ground_truth": 1.0},
+        "loss": loss,
         "qat": {"weights": qat} if qat else None,
     }
-    return Path(train(spec, run, data=str(a.data), precision="auto", progress=True)["final"])
+    data, teacher = (a.distill, str(a.model)) if a.distill else (a.data, None)
+    return Path(train(spec, run, data=str(data), teacher=teacher, precision="auto", progress=True)["final"])
 
 
 def export(a: argparse.Namespace, name: str, checkpoint: Path, weights: str) -> Path:
@@ -101,6 +107,14 @@ def main() -> None:
     ap.add_argument("--config", type=Path, required=True, help="the config that trained it")
     ap.add_argument("--size", required=True, help="its size in that config")
     ap.add_argument("--data", type=Path, required=True, help="its training items (contextual final)")
+    ap.add_argument(
+        "--distill",
+        type=Path,
+        default=None,
+        help="fine-tune on these items (ones it never trained on: `contextual gen --seed` another seed) "
+        "towards the full-precision Worker's distribution (kl_forward, the Worker as in-process teacher) "
+        "instead of CE on --data",
+    )
     ap.add_argument("--heldout", type=Path, required=True, help="held-out items (their fixtures beside)")
     ap.add_argument("--items", type=int, default=60, help="the first N held-out items")
     ap.add_argument("--steps", type=int, default=60, help="QAT fine-tuning steps")

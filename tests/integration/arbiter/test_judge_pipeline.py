@@ -13,7 +13,7 @@ import yaml
 
 from kimi_student.arbiter.judge_scores import score_pairs, score_singles
 from kimi_student.resources import config_path
-from tests.support import ks, ks_here
+from tests.support import ks_here
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def judge_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     cfg["sizes"]["toy"]["arch"]["num_hidden_layers"] = 1
     cfg["sizes"]["toy"]["train"]["batch_size"] = 1
     (root / "judge.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    r = ks(
+    r = ks_here(
         "train",
         "--config",
         root / "judge.yaml",
@@ -55,7 +55,7 @@ def hf_eval(judge_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFacto
     """`judge eval` of the trained Judge in PyTorch on the first 2 cases: (report, stdout)."""
     data, model = judge_run
     report = tmp_path_factory.mktemp("eval") / "caws_eval.json"
-    r = ks(
+    r = ks_here(
         "judge", "eval", "--model", model, "--data", data / "heldout.jsonl", "--report", report, *EVAL_ARGS
     )
     assert r.returncode == 1, r.stderr[-2000:]  # gates fail (and are inconclusive under min_items)
