@@ -175,7 +175,9 @@ def coreml_out(tmp_path_factory: pytest.TempPathFactory, toy_checkpoint: Path) -
     decoder function is ~5 s of conversion; test_kv_decode holds three)."""
     out = tmp_path_factory.mktemp("coreml") / "artifacts"
     shapes = ",".join(map(str, TOY_SHAPES))
-    r = ks_here("export", "coreml", "--model", toy_checkpoint, "--out", out, "--shapes", shapes, "--chunks", "8")
+    r = ks_here(
+        "export", "coreml", "--model", toy_checkpoint, "--out", out, "--shapes", shapes, "--chunks", "8"
+    )
     assert r.returncode == 0, r.stderr
     assert "int8 weights, iOS18" in r.stdout
     return out
