@@ -242,7 +242,7 @@ pr-smoke-coverage: install
 		--report $(SMOKE)/coverage.json --fresh
 pr-smoke-student: install
 	rm -rf $(SMOKE)/toy
-	$(KS) toy-e2e --out $(SMOKE)/toy --items 4000 --steps 120 --shapes 128 --seed $(SEED)
+	$(KS) toy-e2e --out $(SMOKE)/toy --items 4000 --steps 80 --shapes 128 --seed $(SEED)
 pr-smoke-diff: install
 	$(KS) report diff $(BASELINE) $(SMOKE)/toy/report.json
 # on purpose only: the last PR smoke's toy report becomes the baseline (commit it with the change it measures)

@@ -68,7 +68,7 @@ def test_the_pr_smoke_targets_run_and_a_regression_against_the_baseline_fails(
     report = json.loads((toy_run["out"] / "report.json").read_text())
     (smoke / "toy" / "report.json").write_text(json.dumps(report))
     # The committed baseline is a run of that same command (its figure depends on the CPU's precision, bf16
-    # or fp32, by more than a tolerance can hide at 120 steps: this run is its own baseline here)
+    # or fp32, by more than a tolerance can hide at 80 steps: this run is its own baseline here)
     committed = json.loads((ROOT / "reports/baseline/pr-smoke-toy.json").read_text())
     for key in ("config", "seed", "shapes", "tokenizer_fingerprint"):
         assert committed["header"][key] == report["header"][key], key
