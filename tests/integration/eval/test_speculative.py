@@ -84,7 +84,7 @@ def test_greedy_speculative_decoding_is_the_targets_greedy_output(
     for p in prompts:
         want = greedy_decode(target, [p], chat.pad_id, stop, 40)[0]
         for name, drafter in drafters.items():
-            for k in (2, 4):
+            for k in (2, 4) if name == "itself" else (3,):  # the call count's rule at two K; one K elsewhere
                 got, st = speculative_decode(target, drafter, p, stop, 40, k=k)
                 assert got == want, (name, k, len(p))
                 assert st.emitted == len(got) and 0 <= st.accepted <= st.proposed
