@@ -67,6 +67,13 @@ def resolve_teacher_folder(uri: str) -> Path:
     return src.folder
 
 
+def rope_theta(cfg: dict[str, Any], default: float | None = None) -> float | None:
+    """An HF config.json's RoPE base: transformers 5 writes it under `rope_parameters`, older configs at the
+    top level."""
+    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    return rope.get("rope_theta") or cfg.get("rope_theta") or default
+
+
 def load_causal_lm(source: str | Path | HFSource) -> Any:
     """`AutoModelForCausalLM` in fp32 (eval mode is the caller's choice) from a reference (str), an HF
     folder (Path) or resolved files."""

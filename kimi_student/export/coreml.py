@@ -26,7 +26,7 @@ import numpy as np
 from torch.export import ExportedProgram
 
 from kimi_student.export.errors import CorruptArtifactError, ExportError, UnsupportedOpError
-from kimi_student.export.quant import WeightScheme, scheme
+from kimi_student.export.quant import WeightScheme, quantized, scheme
 from kimi_student.export.torch_export import (
     export_decoder,
     export_full,
@@ -136,7 +136,7 @@ def weight_names(ep: ExportedProgram) -> list[str]:
     return [
         f"{n.name}_to_fp16"
         for n in ep.graph.nodes
-        if n.op == "placeholder" and n.name.startswith("p_") and len(n.meta["val"].shape) >= 2
+        if n.op == "placeholder" and n.name.startswith("p_") and quantized(n.meta["val"].shape)
     ]
 
 

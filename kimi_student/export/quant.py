@@ -89,7 +89,12 @@ def fake_quantize(w: torch.Tensor, s: WeightScheme) -> torch.Tensor:
         return (q.to(torch.int8) * scale).reshape(h.shape).to(w.dtype)
 
 
+def quantized(shape: tuple[int, ...] | torch.Size) -> bool:
+    """Whether the export quantizes a parameter of this shape: every matrix; norms and biases (rank 1) stay
+    FP16. One rule for the export's const ops (coreml.weight_names) and for QAT's parameters."""
+    return len(shape) >= 2
+
+
 def quantized_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
-    """The parameters the export quantizes: every matrix (rank >= 2; norms and biases stay FP16), each once
-    (a tied head is the embedding)."""
-    return [(n, p) for n, p in model.named_parameters() if p.dim() >= 2]
+    """The parameters the export quantizes, each once (a tied head is the embedding)."""
+    return [(n, p) for n, p in model.named_parameters() if quantized(p.shape)]

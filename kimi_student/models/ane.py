@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kimi_student.backends.hf import rope_theta
 from kimi_student.errors import KimiStudentError
 
 Layout = Literal["bsc", "bc1s"]
@@ -82,7 +83,7 @@ class LlamaArch:
                 n_heads=heads,
                 n_kv_heads=int(cfg.get("num_key_value_heads") or heads),
                 head_dim=int(cfg.get("head_dim") or h // heads),
-                rope_theta=float(rope.get("rope_theta") or cfg.get("rope_theta") or 10000.0),
+                rope_theta=float(rope_theta(cfg, 10000.0)),
                 rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
                 max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
                 tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),

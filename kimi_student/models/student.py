@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from kimi_student.backends.hf import load_causal_lm, resolve_teacher_folder
+from kimi_student.backends.hf import load_causal_lm, resolve_teacher_folder, rope_theta
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.resources import CONFIGS
 
@@ -69,7 +69,7 @@ def continue_from(spec: StudentSpec, folder: str | Path) -> StudentSpec:
     arch = {**spec.arch}
     for k in _ARCH_KEYS:
         if k == "rope_theta":
-            arch[k] = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", arch.get(k)))
+            arch[k] = rope_theta(cfg, arch.get(k))
         elif k in cfg:
             arch[k] = cfg[k]
     layers = list(range(int(arch["num_hidden_layers"])))
