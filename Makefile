@@ -15,7 +15,7 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-qat bench-spec bench-mil-decode bench-judge clean \
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-qat bench-quant-damage bench-spec bench-mil-decode bench-judge clean \
 	pytorch-worker coreml-worker qat probes proc onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
 	judge_coreml judge_onnx caws-eval-coreml drafter report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
@@ -62,6 +62,7 @@ help:
 	@echo "make bench-train-head a training step with the LM head at the loss positions only vs every position"
 	@echo "make proc            process supervision: the worker-e2e student with and without process weights, 3 seeds each"
 	@echo "make bench-qat       fp16, INT8/INT4 PTQ and QAT packages of the worker-e2e student through --runner coreml"
+	@echo "make bench-quant-damage  a minute's proxy: next-token KL and top-1 agreement of the Worker under each weight scheme"
 	@echo "make bench-hf-decode hf_local decoding tokens/s (fp32, bf16) vs HF generate, fp32 outputs identical"
 	@echo "make bench-spec      speculative decoding (prompt lookup, drafters) vs target-only greedy: alpha, tau, speed-up"
 	@echo "make drafter         the Drafter: the Worker's answers and states -> a feature drafter (kd) and the ce baseline"
@@ -377,6 +378,10 @@ bench-qat: install  # a worker-e2e run's student; see bench/qat.py --help for th
 	$(VENV)/bin/python bench/qat.py --model $(WORKER_OUT)/run/final --config kimi_student/configs/worker_e2e.yaml \
 		--size worker --data $(WORKER_OUT)/data/train.jsonl --heldout $(WORKER_OUT)/data/heldout.jsonl \
 		--out $(WORKER_OUT)/bench_qat $(BENCH_QAT_ARGS)
+
+bench-quant-damage: install  # a minute's proxy for bench-qat: KL and top-1 agreement per weight scheme, teacher-forced
+	$(VENV)/bin/python bench/quant_damage.py --model $(WORKER_OUT)/run/final --data $(WORKER_OUT)/data/heldout.jsonl \
+		$(BENCH_QD_ARGS)
 
 bench-spec: install  # e.g. BENCH_SPEC_ARGS="--draft runs/drafter/final --n 50 --runs 5"
 	$(VENV)/bin/python bench/speculative.py $(BENCH_SPEC_ARGS)

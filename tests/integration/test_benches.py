@@ -75,7 +75,7 @@ def worker_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return d / "run", cfg
 
 
-@pytest.mark.parametrize("script", ["proc.py", "qat.py"])
+@pytest.mark.parametrize("script", ["proc.py", "qat.py", "quant_damage.py"])
 def test_a_bench_of_a_worker_run_runs_on_a_tiny_one(
     worker_run: tuple[Path, Path], script: str, tmp_path: Path
 ) -> None:
@@ -107,6 +107,21 @@ def test_a_bench_of_a_worker_run_runs_on_a_tiny_one(
                 tmp_path / "qat",
             ],
             r"(?m)^int4 integration_f1_lax: PTQ loses",
+        ),  # fmt: skip
+        "quant_damage.py": (
+            [
+                "--model",
+                run / "run" / "final",
+                "--data",
+                run / "data" / "heldout.jsonl",
+                "--items",
+                "2",
+                "--checkpoint",
+                run / "teacher" / "final",
+                "--threads",
+                "1",
+            ],
+            r"(?m)^int4 everywhere \(PTQ\) +\d\.\d{5} +[01]\.\d{5}",
         ),  # fmt: skip
     }[script]
     _runs_to_its_end(script, args, pattern, tmp_path)
