@@ -46,7 +46,7 @@ help:
 	@echo "make worker SIZE=toy|small   train the Worker student (resumes from runs/worker-SIZE)"
 	@echo "make coreml-worker [MODEL=runs/worker-toy/final SHAPES=64,128,256 LAYOUT=bsc|bc1s WEIGHTS=int8|int4|fp16]"
 	@echo "                     Core ML packages (FP16, INT8 weights, stateful decoder) -> coreml/artifacts/worker"
-	@echo "make qat MODEL=runs/worker-toy/final [QAT_WEIGHTS=int4|int8 QAT_STEPS=50 QAT_LR=5e-5]"
+	@echo "make qat MODEL=runs/worker-toy/final [QAT_WEIGHTS=int4|int8 QAT_STEPS=40 QAT_LR=1e-5]"
 	@echo "                     quantization-aware fine-tuning on the export's own weights, then its Core ML package"
 	@echo "make probes [PROBE_MODELS='a/final b/final' PROBE_DATA=...]   linear probes per layer -> reports/probes (table, PNG)"
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
@@ -318,13 +318,17 @@ pytorch-worker: install
 coreml-worker: install
 	$(KS) export coreml $(EXPORT_ARGS) --out coreml/artifacts/worker --weights $(WEIGHTS)
 
-# ---- quantization-aware training: MODEL (a trained Worker) fine-tuned on the weights the export stores, then
-# exported with them. bench/qat.py measures what it buys (make bench-qat).
+# ---- quantization-aware training: MODEL (a trained Worker) as self-distillation: on conversations it never trained
+# on (QAT_DATA, generated once with a seed of its own), forward KL to MODEL's own full-precision distribution, each
+# forward and backward on the weights the export stores; then exported with them. bench/qat.py measures what it
+# buys (make bench-qat), bench/quant_damage.py in a minute (make bench-quant-damage).
 QAT_WEIGHTS ?= int4
 QAT_OUT ?= runs/worker-qat-$(QAT_WEIGHTS)
+QAT_DATA ?= $(DATA)/qat_unseen.jsonl
 qat: install
-	$(KS) train --config worker --size $(or $(SIZE),toy) --init-from $(MODEL) --qat $(QAT_WEIGHTS) \
-		--lr $(or $(QAT_LR),5e-5) --max-steps $(or $(QAT_STEPS),50) --data $(DATA)/contextual_final.jsonl --out $(QAT_OUT)
+	test -f $(QAT_DATA) || $(KS) contextual gen --n 300 --seed 1007 --out $(QAT_DATA)
+	$(KS) train --config worker --size $(or $(SIZE),toy) --init-from $(MODEL) --teacher $(MODEL) --loss kl_forward=1 \
+		--qat $(QAT_WEIGHTS) --lr $(or $(QAT_LR),1e-5) --max-steps $(or $(QAT_STEPS),40) --data $(QAT_DATA) --out $(QAT_OUT)
 	$(KS) export coreml --model $(QAT_OUT)/final --weights $(QAT_WEIGHTS) --shapes $(SHAPES) \
 		--out coreml/artifacts/worker-qat-$(QAT_WEIGHTS)
 

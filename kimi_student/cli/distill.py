@@ -157,6 +157,27 @@ def _summary(header: dict[str, Any], out: Path, verb: str) -> None:
     raise typer.Exit(1 if header["failed"] else 0)
 
 
+def loss_terms(text: str) -> dict[str, float]:
+    """`--loss kl_forward=1,temperature=2` as the mapping a config's train.loss holds."""
+    from dataclasses import fields
+
+    from kimi_student.train.config import LossWeights
+
+    known = [f.name for f in fields(LossWeights)]
+    terms: dict[str, float] = {}
+    for part in text.split(","):
+        name, eq, value = part.strip().partition("=")
+        try:
+            terms[name.strip()] = float(value)
+        except ValueError:
+            eq = ""
+        if not eq or not name.strip():
+            fail(f"--loss: {part.strip()!r} is not TERM=WEIGHT (e.g. kl_forward=1)")
+        if name.strip() not in known:
+            fail(f"--loss: unknown term {name.strip()!r} (known: {', '.join(known)})")
+    return terms
+
+
 @app.command("train")
 @guarded
 def train_cmd(
@@ -208,6 +229,13 @@ def train_cmd(
             "int4 (overrides the config's train.qat). Export the result with the same --weights."
         ),
     ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            help="Replace the config's loss terms: TERM=WEIGHT[,TERM=WEIGHT...] (the keys of a config's "
+            "train.loss). QAT as self-distillation: --init-from M --teacher M --loss kl_forward=1.",
+        ),
+    ] = None,
 ) -> None:
     """Train a student with the config's losses; resumes from the run folder's latest checkpoint.
 
@@ -232,7 +260,11 @@ def train_cmd(
     spec = load_spec(config, size)
     if init_from is not None:
         spec = continue_from(spec, init_from)
-    overrides = {"lr": lr, "qat": {"weights": qat} if qat else None}
+    overrides = {
+        "lr": lr,
+        "qat": {"weights": qat} if qat else None,
+        "loss": loss_terms(loss) if loss else None,
+    }
     spec.train = {**spec.train, **{k: v for k, v in overrides.items() if v is not None}}
     TrainConfig.from_spec(spec, max_steps=max_steps)  # a bad config is refused before torch is even loaded
     from kimi_student.train.checkpoint import RunPaths, discard

@@ -243,6 +243,30 @@ def test_init_from_starts_at_a_trained_checkpoint_and_qat_is_a_flag(
     r = ks_here(*args, "--out", tmp_path / "bad", "--qat", "int3")
     assert r.returncode == 2 and r.stderr.strip() == "error: --qat: unknown 'int3' (known: int8, int4)"
     assert not (tmp_path / "bad").exists()
+    # QAT as self-distillation: the checkpoint is its own teacher, forward KL the only term. At lr 0 the
+    # student is the teacher on the INT8 grid: a small KL, which full precision brings to exactly 0
+    for qat, out in (("int8", "self"), (None, "self_fp")):
+        more = ("--qat", qat) if qat else ()
+        r = ks_here(
+            *args,
+            "--out",
+            tmp_path / out,
+            "--lr",
+            "0",
+            "--teacher",
+            toy_checkpoint,
+            "--loss",
+            "kl_forward=1",
+            *more,
+        )
+        assert r.returncode == 0, r.stderr
+    log = {out: _log(tmp_path / out) for out in ("self", "self_fp")}
+    assert all("ce_ground_truth" not in row for rows in log.values() for row in rows)
+    assert all(0 < row["kl_forward"] < 0.01 for row in log["self"])
+    assert all(row["kl_forward"] == 0 for row in log["self_fp"])
+    for bad, why in (("kl=1", "unknown term 'kl'"), ("kl_forward", "'kl_forward' is not TERM=WEIGHT")):
+        r = ks_here(*args, "--out", tmp_path / "bad", "--loss", bad)
+        assert r.returncode == 2 and why in r.stderr and not (tmp_path / "bad").exists()
 
 
 def test_qat_trains_on_the_grid_and_saves_full_precision_weights(
