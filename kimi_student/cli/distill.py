@@ -166,15 +166,16 @@ def loss_terms(text: str) -> dict[str, float]:
     known = [f.name for f in fields(LossWeights)]
     terms: dict[str, float] = {}
     for part in text.split(","):
-        name, eq, value = part.strip().partition("=")
+        name, eq, value = (x.strip() for x in part.partition("="))
         try:
-            terms[name.strip()] = float(value)
+            weight = float(value) if eq and name else None
         except ValueError:
-            eq = ""
-        if not eq or not name.strip():
+            weight = None
+        if weight is None:
             fail(f"--loss: {part.strip()!r} is not TERM=WEIGHT (e.g. kl_forward=1)")
-        if name.strip() not in known:
-            fail(f"--loss: unknown term {name.strip()!r} (known: {', '.join(known)})")
+        if name not in known:
+            fail(f"--loss: unknown term {name!r} (known: {', '.join(known)})")
+        terms[name] = weight
     return terms
 
 
