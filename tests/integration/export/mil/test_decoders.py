@@ -62,7 +62,10 @@ def test_fp16_matches_torch_within_fp16_tolerance(
     assert err > 1e-5 * scale
 
 
-def test_dynamic_sequence_length(pkgdir: Path) -> None:
+@pytest.mark.extra
+def test_range_dim_sequence_length(pkgdir: Path) -> None:
+    """A RangeDim input (any length in a range): a shape kind the product's packages never use (they
+    enumerate), so a second proof of dynamic shapes beside test_enumerated_sequence_lengths."""
     module = seeded(TinyLlama, maxlen=MAXLEN)
     ids = np.arange(8, dtype=np.int32)[None] % VOCAB
     path = pkgdir / "llama_range.mlpackage"
@@ -83,6 +86,11 @@ def test_dynamic_sequence_length(pkgdir: Path) -> None:
     with pytest.raises(MilExecError, match="outside the declared ranges"):
         prog.predict({"ids": np.zeros((1, MAXLEN + 3), np.int32)})
 
+
+def test_enumerated_sequence_lengths(pkgdir: Path) -> None:
+    module = seeded(TinyLlama, maxlen=MAXLEN)
+    ids = np.arange(8, dtype=np.int32)[None] % VOCAB
+    seq = torch.export.Dim("seq", min=2, max=MAXLEN - 1)
     # Enumerated shapes (what the ANE wants): listed lengths run, others are refused.
     path = pkgdir / "llama_enum.mlpackage"
     convert(
