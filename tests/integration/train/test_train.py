@@ -19,7 +19,7 @@ from kimi_student.train import checkpoint
 from kimi_student.train import trainer as T
 from kimi_student.train.config import CurriculumStage, LossWeights, TrainConfig
 from kimi_student.train.threads import available_cores
-from tests.support import ks, ks_here
+from tests.support import ks_here
 
 pytestmark = [pytest.mark.slow]
 
