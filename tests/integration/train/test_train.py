@@ -123,7 +123,9 @@ def exploded(dataset: dict[str, Path], tmp_path_factory: pytest.TempPathFactory)
     tmp = tmp_path_factory.mktemp("exploded")
     cfg = _config(tmp, lr=1e30, warmup_steps=0, checkpoint_every=1, max_steps=6)
     # in this process: the exit code a process gets is the same (test_untrusted_run's train processes)
-    r = ks_here("train", "--config", cfg, "--data", dataset["final"], "--out", tmp / "run", "--precision", "no")
+    r = ks_here(
+        "train", "--config", cfg, "--data", dataset["final"], "--out", tmp / "run", "--precision", "no"
+    )
     return {"r": r, "run": tmp / "run"}
 
 
