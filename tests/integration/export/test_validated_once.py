@@ -1,0 +1,61 @@
+"""`convert` skips coremltools' whole-program validation after each pass and validates the finished program
+once: the check still runs (and still refuses a broken program), exactly once, and the library is left as
+it was, even when the conversion fails."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+pytest.importorskip("coremltools")
+
+from coremltools.converters.mil.mil.program import Program  # noqa: E402
+
+from kimi_student.export.coreml import convert, validated_once  # noqa: E402
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(32, 8)
+        self.head = nn.Linear(8, 32)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(input_ids))
+
+
+def _program() -> torch.export.ExportedProgram:
+    torch.manual_seed(0)
+    ids = torch.arange(4, dtype=torch.int32)[None]
+    return torch.export.export(Tiny().eval(), (ids,)).run_decompositions({})
+
+
+def test_the_finished_program_is_validated_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    full, seen = Program.validate, []
+
+    def counted(self: Program, check_essential_scope: bool = False) -> None:
+        seen.append(check_essential_scope)
+        full(self, check_essential_scope=check_essential_scope)
+
+    monkeypatch.setattr(Program, "validate", counted)
+    convert(_program(), "full", weights="fp16")
+    assert seen == [True]  # once, with the scope check the library's own last validation makes
+    assert Program.validate is counted  # put back
+
+
+def test_a_broken_finished_program_is_still_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Program, check_essential_scope: bool = False) -> None:
+        raise ValueError("invalid program")
+
+    monkeypatch.setattr(Program, "validate", broken)
+    with pytest.raises(ValueError, match="invalid program"):
+        convert(_program(), "full", weights="fp16")
+
+
+def test_the_library_is_restored_when_the_conversion_fails() -> None:
+    full = Program.validate
+    with pytest.raises(RuntimeError), validated_once():
+        assert Program.validate is not full
+        raise RuntimeError("conversion failed")
+    assert Program.validate is full
