@@ -14,6 +14,8 @@ from coremltools.converters.mil.mil.program import Program  # noqa: E402
 
 from kimi_student.export.coreml import convert, validated_once  # noqa: E402
 
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own deprecation chatter
+
 
 class Tiny(nn.Module):
     def __init__(self) -> None:
