@@ -51,10 +51,7 @@ def _quiet() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def validated_once() -> Iterator[None]:
-    """Inside: coremltools' conversions skip the whole-program validation it runs after each of its ~90
-    passes (~30% of a conversion's time: toy export 28 -> 20 s); `convert` validates the finished program
-    once, with the same check (every var consumed as recorded, scopes present)."""
+def _no_per_pass_validation() -> Iterator[None]:
     with _quiet():
         from coremltools.converters.mil.mil.program import Program
 
@@ -64,6 +61,17 @@ def validated_once() -> Iterator[None]:
         yield
     finally:
         Program.validate = full  # type: ignore[method-assign]
+
+
+def convert_validated_once(source: Any, **options: Any) -> Any:
+    """`ct.convert`, less the whole-program validation coremltools runs after each of its ~90 passes (~30% of
+    a conversion's time: toy export 28 -> 20 s): the finished program gets the same check once (every var
+    consumed as recorded, scopes present), as the library's own last validation makes it."""
+    ct = _ct()
+    with _no_per_pass_validation():
+        ml = ct.convert(source, **options)
+    ml._mil_program.validate(check_essential_scope=True)
+    return ml
 
 
 def _ct() -> Any:
@@ -117,8 +125,8 @@ def convert(ep: ExportedProgram, kind: str, weights: str = "int8") -> Any:
         pipeline.append_pass(QUANT_PASS)
         pipeline.set_options(QUANT_PASS, {"config": quant_config(weight_names(ep), scheme(weights))})
     try:
-        with _quiet(), validated_once():
-            ml = ct.convert(
+        with _quiet():
+            ml = convert_validated_once(
                 ep,
                 inputs=inputs,
                 outputs=[ct.TensorType(name="logits")],
@@ -130,7 +138,6 @@ def convert(ep: ExportedProgram, kind: str, weights: str = "int8") -> Any:
             )
     except NotImplementedError as e:  # a translation that exists but refuses this use of the op
         raise ExportError(f"coremltools cannot convert the {kind} program: {e}") from None
-    ml._mil_program.validate(check_essential_scope=True)
     if quantize:
         ops = [op for f in ml._mil_program.functions.values() for op in f.operations]
         names = set(weight_names(ep))

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-pytest.importorskip("coremltools")
+ct = pytest.importorskip("coremltools")
 
 from coremltools.converters.mil.mil.program import Program  # noqa: E402
 
-from kimi_student.export.coreml import convert, validated_once  # noqa: E402
+from kimi_student.export.coreml import convert, convert_validated_once  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own deprecation chatter
 
@@ -55,9 +55,14 @@ def test_a_broken_finished_program_is_still_refused(monkeypatch: pytest.MonkeyPa
         convert(_program(), "full", weights="fp16")
 
 
-def test_the_library_is_restored_when_the_conversion_fails() -> None:
+def test_the_library_is_restored_when_the_conversion_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     full = Program.validate
-    with pytest.raises(RuntimeError), validated_once():
-        assert Program.validate is not full
+
+    def failing(*args: object, **kwargs: object) -> None:  # a conversion that dies mid-way (fault injected)
+        assert Program.validate is not full  # the per-pass check is off while it runs
         raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr(ct, "convert", failing)
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        convert_validated_once(_program())
     assert Program.validate is full

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 ct = pytest.importorskip("coremltools")
 
-from kimi_student.export.coreml import validated_once  # noqa: E402
+from kimi_student.export.coreml import convert_validated_once  # noqa: E402
 from kimi_student.export.mil import MilProgram  # noqa: E402
 
 # Converter chatter (deprecations, trace warnings, renamed outputs), not findings.
@@ -42,16 +42,14 @@ def convert(
         src = torch.export.export(module, args, dynamic_shapes=dynamic_shapes).run_decompositions({})
     else:
         src = torch.jit.trace(module, args)
-    with validated_once():
-        mlmodel = ct.convert(
-            src,
-            inputs=inputs,
-            convert_to="mlprogram",
-            compute_precision=precision or ct.precision.FLOAT32,
-            minimum_deployment_target=target or ct.target.iOS17,
-            **kwargs,
-        )
-    mlmodel._mil_program.validate(check_essential_scope=True)
+    mlmodel = convert_validated_once(
+        src,
+        inputs=inputs,
+        convert_to="mlprogram",
+        compute_precision=precision or ct.precision.FLOAT32,
+        minimum_deployment_target=target or ct.target.iOS17,
+        **kwargs,
+    )
     mlmodel.save(str(path))
     return mlmodel
 
