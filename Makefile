@@ -20,7 +20,7 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-qat bench-quant-damage bench-spec bench-mil-decode bench-judge clean \
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-hostile bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-qat bench-quant-damage bench-spec bench-mil-decode bench-judge clean \
 	pytorch-worker coreml-worker qat probes proc onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
 	judge_coreml judge_onnx caws-eval-coreml drafter report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
@@ -62,6 +62,7 @@ help:
 	@echo "make bench           speed of gen/verify/scoring at 10k items"
 	@echo "make bench-data      gen/extract/verify at 10k against a base commit (BASE=65fa8e7), bytes as BYTES_DATA=f2e36b4"
 	@echo "make bench-score     scoring loop items/s + verification_only eval time vs BASE_SCORE=2ff5711 (timed), BYTES_SCORE=874cf81 (bytes)"
+	@echo "make bench-hostile   scoring time of 100 KB adversarial outputs vs 100 KB of prose (target <= 20x)"
 	@echo "make bench-eval      eval items/s with 1 vs 2 worker processes, 10k verification_only time"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
 	@echo "make bench-train-head a training step with the LM head at the loss positions only vs every position"
@@ -360,6 +361,9 @@ bench-data: install
 
 bench-score: install
 	$(VENV)/bin/python bench/score_speed.py --base $(BASE_SCORE) --bytes-base $(BYTES_SCORE)
+
+bench-hostile: install
+	$(VENV)/bin/python bench/hostile_scoring.py
 
 bench-eval: install
 	$(VENV)/bin/python bench/eval_scale.py

@@ -28,6 +28,7 @@ SMALL: dict[str, tuple[tuple[str, ...], str]] = {
         ("--train", "8", "--heldout", "4", "--steps", "4", "--max-new-tokens", "8"),
         r"(?m)^kd +[\d.]+ +[\d.]+$",
     ),
+    "hostile_scoring.py": (("--kb", "5", "--repeats", "1"), r"worst pattern: [\d.]+x the baseline"),
     "hf_decode.py": (
         ("--n", "2", "--layers", "2", "--max-new", "4", "--rounds", "1", "--batch-size", "2"),
         r"new fp32 .* tokens/s +x[\d.]+ vs baseline",
