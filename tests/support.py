@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import random
@@ -60,6 +61,7 @@ def ks_here(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.
 
     from kimi_student.cli import app
 
+    _build_the_command_once()
     saved = {k: os.environ.get(k) for k in env or {}}
     os.environ.update(env or {})
     try:
@@ -73,6 +75,21 @@ def ks_here(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.
     if r.exception is not None and not isinstance(r.exception, SystemExit):
         raise r.exception
     return subprocess.CompletedProcess(list(args), r.exit_code, r.stdout, r.stderr)
+
+
+@functools.cache
+def _build_the_command_once() -> None:
+    """Typer's CliRunner builds the Click command from the app on every `invoke` (the signatures of ~60
+    functions: ~0.1 s, as much as many a refusal takes to run); the suite makes hundreds of in-process calls.
+    From the first call on, `kimi-student`'s command is built once per process and reused: Click makes a
+    fresh context for every invocation, so no call sees another's state."""
+    import typer.testing
+
+    from kimi_student.cli import app
+
+    build = typer.testing._get_command
+    command = build(app)
+    typer.testing._get_command = lambda a: command if a is app else build(a)
 
 
 def read_rows(path: Path) -> list[dict]:
