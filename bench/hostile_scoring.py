@@ -17,36 +17,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.unit.eval.score.test_hostile_outputs import ADVERSARIAL, _crawl_item, score  # noqa: E402
+from contextual_scale import cpu_name  # noqa: E402 - same folder
+
+from tests.unit.eval.score.test_hostile_outputs import ADVERSARIAL, _best_time, _crawl_item, score  # noqa: E402
 
 TARGET = 20.0
 PLAIN = "the crawl found three pages about async runtimes and their schedulers "
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def best_cpu(fn, repeats: int) -> float:  # noqa: ANN001
-    """The least CPU time of `repeats` runs (process time: other work on the machine stretches it less)."""
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t)
-    return best
 
 
 def main() -> int:
@@ -66,7 +49,7 @@ def main() -> int:
 
     def timed(unit: str) -> float:
         text = unit * (n // len(unit))
-        return best_cpu(lambda: score(item, text, tok, broker), args.repeats)
+        return _best_time(lambda: score(item, text, tok, broker), args.repeats)  # least CPU time of the runs
 
     print(f"cpu: {cpu_name()}  ({os.cpu_count()} cores)  output: {args.kb} KB  best of {args.repeats}")
     base = timed(PLAIN)
