@@ -74,6 +74,15 @@ def convert_validated_once(source: Any, **options: Any) -> Any:
     return ml
 
 
+def save_multifunction_validated_once(desc: Any, path: Path) -> None:
+    """`ct.utils.save_multifunction` (it converts the merged program again), less the same per-pass
+    validation (half its time: 1.6 -> 0.8 s for a toy decoder of two functions): the package
+    it wrote is read back and validated once."""
+    with _no_per_pass_validation():
+        _ct().utils.save_multifunction(desc, str(path))
+    load_mil(path).validate(check_essential_scope=True)
+
+
 def _ct() -> Any:
     with _quiet():
         import coremltools as ct
@@ -301,7 +310,7 @@ def save_decoder(parts: dict[int, Any], path: Path) -> dict[str, Any]:
         if path.exists():
             shutil.rmtree(path)
         with _quiet():
-            ct.utils.save_multifunction(desc, str(path))
+            save_multifunction_validated_once(desc, path)
     return describe_package(path)
 
 

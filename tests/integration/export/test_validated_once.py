@@ -4,6 +4,8 @@ it was, even when the conversion fails."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
@@ -12,7 +14,7 @@ ct = pytest.importorskip("coremltools")
 
 from coremltools.converters.mil.mil.program import Program  # noqa: E402
 
-from kimi_student.export.coreml import convert, convert_validated_once  # noqa: E402
+from kimi_student.export.coreml import convert, convert_validated_once, load_mil, save_decoder  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.export's own deprecation chatter
 
@@ -27,9 +29,9 @@ class Tiny(nn.Module):
         return self.head(self.emb(input_ids))
 
 
-def _program() -> torch.export.ExportedProgram:
+def _program(n: int = 4) -> torch.export.ExportedProgram:
     torch.manual_seed(0)
-    ids = torch.arange(4, dtype=torch.int32)[None]
+    ids = torch.arange(n, dtype=torch.int32)[None]
     return torch.export.export(Tiny().eval(), (ids,)).run_decompositions({})
 
 
@@ -66,3 +68,25 @@ def test_the_library_is_restored_when_the_conversion_fails(monkeypatch: pytest.M
     with pytest.raises(RuntimeError, match="conversion failed"):
         convert_validated_once(_program())
     assert Program.validate is full
+
+
+def test_a_multifunction_package_is_validated_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    parts = {q: convert(_program(q), "full", weights="fp16") for q in (1, 4)}
+    full, seen = Program.validate, []
+
+    def counted(self: Program, check_essential_scope: bool = False) -> None:
+        seen.append((sorted(self.functions), check_essential_scope))
+        full(self, check_essential_scope=check_essential_scope)
+
+    monkeypatch.setattr(Program, "validate", counted)
+    save_decoder(parts, tmp_path / "d.mlpackage")
+    assert seen == [(["chunk4", "main"], True)]  # the merged program as written, once
+    assert Program.validate is counted
+    assert sorted(load_mil(tmp_path / "d.mlpackage").functions) == ["chunk4", "main"]
+
+    def broken(self: Program, check_essential_scope: bool = False) -> None:
+        raise ValueError("invalid program")
+
+    monkeypatch.setattr(Program, "validate", broken)
+    with pytest.raises(ValueError, match="invalid program"):
+        save_decoder(parts, tmp_path / "e.mlpackage")

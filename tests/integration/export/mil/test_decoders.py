@@ -12,6 +12,7 @@ import torch.nn as nn
 
 ct = pytest.importorskip("coremltools")
 
+from kimi_student.export.coreml import save_multifunction_validated_once  # noqa: E402
 from kimi_student.export.mil import CorruptPackageError, MilExecError, MilProgram  # noqa: E402
 from tests.integration.export.mil.conversion import (  # noqa: E402
     CONVERTER_CHATTER,
@@ -120,7 +121,7 @@ def test_multifunction_package(pkgdir: Path, fp32_pkg: Path, llama: nn.Module, t
     desc.add_function(str(short), src_function_name="main", target_function_name="short")
     desc.default_function_name = "short"
     path = pkgdir / "llama_multi.mlpackage"
-    ct.utils.save_multifunction(desc, str(path))
+    save_multifunction_validated_once(desc, path)
     for function, ids in (("full", token_ids), ("short", token_ids[:, :4]), (None, token_ids[:, :4])):
         out = run(MilProgram.load(path, function=function), ids=ids)
         assert np.abs(out - torch_logits(llama, ids)).max() < 1e-4
