@@ -187,13 +187,51 @@ def kill_seeds() -> list[Any]:
     return [0, *(pytest.param(s, marks=pytest.mark.slow) for s in range(1, n))]
 
 
-def kill_at_random(args: list[str | Path], seed: int, took: float, env: dict[str, str] | None = None) -> bool:
+def kill_at_random(
+    args: list[str | Path],
+    seed: int,
+    took: float,
+    env: dict[str, str] | None = None,
+    started: Callable[[], bool] | None = None,
+) -> bool:
     """Run the real CLI and SIGKILL it at a moment drawn from `seed`, between start-up and just past the
-    end of an uninterrupted run (which took `took` seconds): loading, working, writing or renaming. False
-    when it finished first."""
+    end of an uninterrupted run (which took `took` seconds): loading, working, writing or renaming. With
+    `started`, the moment counts from when it first holds (the run's first file: `took` was then timed in
+    process, from that file, by `took_from`, and leaves out a process's start-up). False when it finished
+    first."""
     delay = random.Random(seed).uniform(0.1, 1.05) * took
-    start = time.monotonic()
-    return kill_when(args, lambda: time.monotonic() - start >= delay, env, timeout=took * 3, may_finish=True)
+    start = [None if started else time.monotonic()]
+
+    def due() -> bool:
+        if start[0] is None:
+            if not started():  # type: ignore[misc]
+                return False
+            start[0] = time.monotonic()
+        return time.monotonic() - start[0] >= delay
+
+    return kill_when(args, due, env, timeout=took * 3 + 120, may_finish=True)
+
+
+def took_from(first: Path, run: Callable[[], object]) -> float:
+    """Seconds from the moment `first` appears to the end of `run()`, which runs in this process (a watcher
+    thread looks every 5 ms): the part of a run that a kill can interrupt."""
+    seen: list[float] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set() and not first.exists():
+            time.sleep(0.005)
+        seen.append(time.monotonic())
+
+    w = threading.Thread(target=watch, daemon=True)
+    w.start()
+    try:
+        run()
+    finally:
+        done.set()
+        w.join()
+    assert first.exists(), f"{first} was never written"
+    return time.monotonic() - seen[0]
 
 
 def temp_litter(root: Path) -> list[str]:
