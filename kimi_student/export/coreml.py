@@ -77,10 +77,14 @@ def convert_validated_once(source: Any, **options: Any) -> Any:
 def save_multifunction_validated_once(desc: Any, path: Path) -> None:
     """`ct.utils.save_multifunction` (it converts the merged program again), less the same per-pass
     validation (half its time: 1.6 -> 0.8 s for a toy decoder of two functions): the package
-    it wrote is read back and validated once."""
+    it wrote is read back and validated once, and removed if it fails (the library would not have written it)."""
     with _no_per_pass_validation():
         _ct().utils.save_multifunction(desc, str(path))
-    load_mil(path).validate(check_essential_scope=True)
+    try:
+        load_mil(path).validate(check_essential_scope=True)
+    except Exception:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def _ct() -> Any:

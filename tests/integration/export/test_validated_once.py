@@ -90,3 +90,4 @@ def test_a_multifunction_package_is_validated_once(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(Program, "validate", broken)
     with pytest.raises(ValueError, match="invalid program"):
         save_decoder(parts, tmp_path / "e.mlpackage")
+    assert not (tmp_path / "e.mlpackage").exists()  # not left behind
