@@ -303,7 +303,9 @@ def _setup(
     if latest is None:
         model = build_student(spec, seed=config.seed)
     paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    teacher_model = _load_teacher(teacher, model.config.vocab_size) if teacher else None
+    teacher_model = None
+    if teacher:  # on the student's device: accelerate.prepare moves the student alone (a GPU run)
+        teacher_model = _load_teacher(teacher, model.config.vocab_size).to(accelerator.device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
     )
