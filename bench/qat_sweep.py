@@ -69,6 +69,7 @@ from kimi_student.eval.runners.options import RunnerOptions  # noqa: E402
 from kimi_student.export.quant import fake_quantize, quantized_parameters, scheme  # noqa: E402
 from kimi_student.models.student import continue_from, load_spec  # noqa: E402
 from kimi_student.recipes.worker_e2e import train_model  # noqa: E402
+from kimi_student.train.qat import fake_quantized_by  # noqa: E402
 
 PICKS = {
     "int4": lambda n: "int4",
@@ -103,22 +104,10 @@ greedy_hf.left_padded = lambda prompts, pad: tuple(t.to(DEV) for t in _orig_lp(p
 
 @contextmanager
 def by_name(model, sch):
-    if sch is None:
-        yield
-        return
+    """QAT's grid by parameter name (`train.qat` names one scheme for every matrix)."""
     pick = PICKS[QAT_PICK[0]]
-    saved = []
-    with torch.no_grad():
-        for n, p in quantized_parameters(model):
-            if s := pick(n):
-                saved.append((p, p.detach().clone()))
-                p.copy_(fake_quantize(p, scheme(s)))
-    try:
+    with fake_quantized_by(model, lambda n: None if sch is None or not (s := pick(n)) else scheme(s)):
         yield
-    finally:
-        with torch.no_grad():
-            for p, full in saved:
-                p.copy_(full)
 
 
 trainer.fake_quantized = by_name

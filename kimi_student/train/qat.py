@@ -9,7 +9,7 @@ back and the gradient, computed at the quantized point, is applied to them: the 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -20,14 +20,20 @@ from kimi_student.export.quant import WeightScheme, fake_quantize, quantized_par
 @contextmanager
 def fake_quantized(model: torch.nn.Module, scheme: WeightScheme | None) -> Iterator[None]:
     """Forward and backward inside; the optimizer step after (it must update the full-precision weights)."""
-    if scheme is None:
+    with fake_quantized_by(model, lambda _name: scheme):
         yield
-        return
+
+
+@contextmanager
+def fake_quantized_by(model: torch.nn.Module, pick: Callable[[str], WeightScheme | None]) -> Iterator[None]:
+    """`fake_quantized` with each parameter's scheme picked by its name (None: left full precision), for
+    mixed grids such as INT4 with the embedding at INT8 (bench/qat_sweep.py)."""
     saved = []
     with torch.no_grad():
-        for _, p in quantized_parameters(model):
-            saved.append((p, p.detach().clone()))
-            p.copy_(fake_quantize(p, scheme))
+        for name, p in quantized_parameters(model):
+            if (s := pick(name)) is not None:
+                saved.append((p, p.detach().clone()))
+                p.copy_(fake_quantize(p, s))
     try:
         yield
     finally:
