@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # quant_damage's on_grid
 os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -60,13 +61,15 @@ def save():
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
 
 
+from quant_damage import on_grid  # noqa: E402
+
 import kimi_student.train.trainer as trainer  # noqa: E402
 from kimi_student.eval.harness import run_eval  # noqa: E402
 from kimi_student.eval.report import EvalPaths  # noqa: E402
 from kimi_student.eval.runners import greedy_hf, hf_local  # noqa: E402
 from kimi_student.eval.runners.base import RunnerSpec  # noqa: E402
 from kimi_student.eval.runners.options import RunnerOptions  # noqa: E402
-from kimi_student.export.quant import fake_quantize, quantized_parameters, scheme  # noqa: E402
+from kimi_student.export.quant import scheme  # noqa: E402
 from kimi_student.models.student import continue_from, load_spec  # noqa: E402
 from kimi_student.recipes.worker_e2e import train_model  # noqa: E402
 from kimi_student.train.qat import fake_quantized_by  # noqa: E402
@@ -79,14 +82,6 @@ PICKS = {
 }
 EVAL_PICK = [None]  # the grid the runner's model is put on after loading
 QAT_PICK = [None]  # the grid QAT trains on (by parameter name)
-
-
-def on_grid(model, pick):
-    with torch.no_grad():
-        for name, p in quantized_parameters(model):
-            if s := pick(name):
-                p.copy_(fake_quantize(p, scheme(s)))
-    return model
 
 
 _orig_load = hf_local.HFGenerator._load
