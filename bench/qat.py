@@ -1,13 +1,14 @@
 """What quantization costs the Worker, and what quantization-aware training buys back (issue 16).
 
-From a trained Worker checkpoint and the config that trained it, five Core ML packages of the same student,
+From a trained Worker checkpoint and the config that trained it, seven Core ML packages of the same student,
 each evaluated through `eval --runner coreml` (its stateful decoder in the MIL executor) on the first N
 held-out items:
 
 - fp16:     FP16 weights (the reference: no weight quantization);
 - int8_ptq, int4_ptq: the checkpoint quantized at export (post-training quantization);
 - int8_qat, int4_qat: the checkpoint fine-tuned `--steps` more steps with `train.qat` on the same scheme
-  (forward and backward on the weights the package will hold), then exported with it.
+  (forward and backward on the weights the package will hold), then exported with it;
+- int4emb8_ptq, int4emb8_qat: the same on INT4 with the embedding and output head at INT8.
 
 With `--distill ITEMS`, the fine-tuning is self-distillation: on conversations the Worker never saw, towards
 the full-precision Worker's own distribution (forward KL), not CE on the training set it has memorized.
@@ -122,7 +123,11 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=1024, help="the decoder's context")
     ap.add_argument("--workers", type=int, default=2, help="eval worker processes")
     ap.add_argument("--control", action="store_true", help="also fine-tune without QAT, export INT4")
-    ap.add_argument("--arms", default=None, help="these arms only, in this order (e.g. int4_ptq,int4_qat)")
+    ap.add_argument(
+        "--arms",
+        default=None,
+        help="these arms only, in this order (e.g. fp16,int4emb8_ptq,int4emb8_qat)",
+    )
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
@@ -141,10 +146,14 @@ def main() -> None:
         link.symlink_to(fixtures.resolve(), target_is_directory=True)
     arms = [("fp16", None, "fp16"), ("int8_ptq", None, "int8"), ("int4_ptq", None, "int4")]
     arms += [("int8_qat", "int8", "int8"), ("int4_qat", "int4", "int4")]
+    arms += [("int4emb8_ptq", None, "int4emb8"), ("int4emb8_qat", "int4emb8", "int4emb8")]
     if a.control:
         arms.append(("int4_ft", "", "int4"))
     if a.arms:
         by_name = {arm[0]: arm for arm in arms}
+        unknown = sorted(set(a.arms.split(",")) - set(by_name))
+        if unknown:
+            ap.error(f"--arms: unknown {', '.join(unknown)} (known: {', '.join(by_name)})")
         arms = [by_name[n] for n in a.arms.split(",")]
     done = json.loads((a.out / "result.json").read_text()) if (a.out / "result.json").is_file() else {}
     rows: dict[str, dict[str, Any]] = dict(done)  # arms measured by an earlier run of the same --out
@@ -155,13 +164,13 @@ def main() -> None:
         rows[name] = {"prepare_s": round(time.perf_counter() - t0, 1), **evaluate(a, name, package, held)}
         print(name, json.dumps(rows[name]), flush=True)
         (a.out / "result.json").write_text(json.dumps(rows, indent=1))
-    print(f"\n{'':10}{'MB':>8}" + "".join(f"{m[:22]:>24}" for m in METRICS))
+    print(f"\n{'':14}{'MB':>8}" + "".join(f"{m[:22]:>24}" for m in METRICS))
     for name, r in rows.items():
         print(
-            f"{name:10}{r['size_mb']:>8.1f}"
+            f"{name:14}{r['size_mb']:>8.1f}"
             + "".join(f"{r[m]:>24.4f}" if r[m] is not None else f"{'—':>24}" for m in METRICS)
         )  # None: nothing to measure (no call made)
-    for bits in ("int8", "int4"):
+    for bits in ("int8", "int4", "int4emb8"):
         if not {"fp16", f"{bits}_ptq", f"{bits}_qat"} <= set(rows):
             continue
         for m in ("integration_f1_lax", "integration_f1_strict"):

@@ -226,8 +226,8 @@ def train_cmd(
     qat: Annotated[
         str | None,
         typer.Option(
-            help="Quantization-aware training on the weights `export coreml --weights` will store: int8 or "
-            "int4 (overrides the config's train.qat). Export the result with the same --weights."
+            help="Quantization-aware training on the weights `export coreml --weights` will store: int8, "
+            "int4 or int4emb8 (overrides the config's train.qat). Export the result with the same --weights."
         ),
     ] = None,
     loss: Annotated[

@@ -26,7 +26,7 @@ import numpy as np
 from torch.export import ExportedProgram
 
 from kimi_student.export.errors import CorruptArtifactError, ExportError, UnsupportedOpError
-from kimi_student.export.quant import WeightScheme, quantized, scheme
+from kimi_student.export.quant import SCHEMES, WeightScheme, quantized, scheme
 from kimi_student.export.torch_export import (
     export_decoder,
     export_full,
@@ -38,7 +38,7 @@ from kimi_student.manifest import MANIFEST, write_manifest
 from kimi_student.models.ane import AneLlamaDecoder, Layout
 
 TARGET = "iOS18"  # the stateful decoder needs it; one target for every package keeps one opset
-WEIGHTS = ("int8", "int4", "fp16")  # the weight schemes of export/quant.py, or none
+WEIGHTS = (*SCHEMES, "fp16")  # the weight schemes of export/quant.py, or none
 
 
 @contextlib.contextmanager
@@ -113,8 +113,8 @@ def unsupported_ops(ep: ExportedProgram) -> dict[str, list[str]]:
 
 
 def convert(ep: ExportedProgram, kind: str, weights: str = "int8") -> Any:
-    """One ExportedProgram (full or decode) -> an in-memory MLModel (FP16 compute; `weights` int8 or int4 as
-    export/quant.py defines them, or fp16).
+    """One ExportedProgram (full or decode) -> an in-memory MLModel (FP16 compute; `weights` a scheme of
+    export/quant.py, or fp16).
 
     The quantization runs as the last pass of the conversion's own pipeline: applied afterwards to the
     converted model (`linear_quantize_weights(mlmodel)`), it reloads the program from its protobuf and runs
@@ -178,11 +178,11 @@ def weight_names(ep: ExportedProgram) -> list[str]:
 
 
 def quant_config(names: list[str], s: WeightScheme) -> Any:
-    """The scheme on the named consts (a name a program lacks is not used: a tied head leaves the
-    embedding's)."""
+    """The scheme on the named consts, each by `s.of(name)` (a name a program lacks is not used: a tied head
+    leaves the embedding's)."""
     from coremltools.optimize.coreml import OptimizationConfig
 
-    return OptimizationConfig(op_name_configs=dict.fromkeys(names, s.coreml_config()))
+    return OptimizationConfig(op_name_configs={n: s.of(n).coreml_config() for n in names})
 
 
 # ---- reading saved packages back -------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 A scheme names what coremltools' `linear_quantize_weights` does to every parameter matrix of an export:
 symmetric linear quantization of the FP16 weights, INT8 with one scale per output channel, or INT4 with one
-scale per block of `block_size` input channels (iOS18's `constexpr_blockwise_shift_scale`).
+scale per block of `block_size` input channels (iOS18's `constexpr_blockwise_shift_scale`). A scheme may keep
+the vocabulary matrices (the embedding and the output head, tied or not) on a scheme of their own: `int4emb8`
+stores the layers at INT4 and those at INT8 (+~14 MB on SmolLM2-135M), the 4-bit grid that quantization-aware
+training brings back to full precision's F1 where all-INT4 does not (issue 16's bench/qat.py).
 
 `fake_quantize` computes, in torch, the dequantized weights such a package holds, bit for bit: the
 arithmetic of coremltools' `quantize_weight_by_dtype` in FP16 (max |w| of the group, scale = 2 max / (2 qmax),
@@ -27,6 +30,14 @@ class WeightScheme:
     dtype: str  # coremltools' name of the stored integer type
     bits: int
     block_size: int  # input channels that share a scale; 0: a whole row (per output channel)
+    vocabulary: WeightScheme | None = None  # the embedding's and the head's own scheme; None: this one
+
+    def of(self, parameter: str) -> WeightScheme:
+        """The scheme of one parameter matrix, by its name in torch (`model.embed_tokens.weight`) or in the
+        export (`p_lm_head_weight_to_fp16`: a tied head is stored under the head's name)."""
+        if self.vocabulary is not None and any(v in parameter for v in VOCABULARY):
+            return self.vocabulary
+        return self
 
     @property
     def qmax(self) -> int:
@@ -37,7 +48,7 @@ class WeightScheme:
     def granularity(self) -> str:
         return "per_block" if self.block_size else "per_channel"
 
-    def describe(self) -> dict[str, Any]:
+    def _op(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "mode": "linear_symmetric",
             "dtype": self.dtype,
@@ -47,16 +58,28 @@ class WeightScheme:
             out["block_size"] = self.block_size
         return out
 
+    def describe(self) -> dict[str, Any]:
+        """The scheme as a manifest records it."""
+        if self.vocabulary is None:
+            return self._op()
+        return {**self._op(), "vocabulary": {"matrices": list(VOCABULARY), **self.vocabulary._op()}}
+
     def coreml_config(self) -> Any:
-        """coremltools' op config for this scheme (every matrix named is quantized, whatever its size)."""
+        """coremltools' op config for one matrix on this scheme (quantized whatever its size); a mixed
+        scheme's `of(name)` picks the one to ask."""
         from coremltools.optimize.coreml import OpLinearQuantizerConfig
 
-        return OpLinearQuantizerConfig(**self.describe(), weight_threshold=0)
+        return OpLinearQuantizerConfig(**self._op(), weight_threshold=0)
+
+
+VOCABULARY = ("embed_tokens", "lm_head")  # the names of the vocabulary matrices, in torch and in the export
+_INT8 = WeightScheme("int8", "int8", 8, 0)
 
 
 SCHEMES: dict[str, WeightScheme] = {
-    "int8": WeightScheme("int8", "int8", 8, 0),
+    "int8": _INT8,
     "int4": WeightScheme("int4", "int4", 4, 32),  # 32: the block Apple's own 4-bit LLM exports use
+    "int4emb8": WeightScheme("int4emb8", "int4", 4, 32, vocabulary=_INT8),
 }
 
 

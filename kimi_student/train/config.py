@@ -24,10 +24,8 @@ PRECISIONS = ("auto", "bf16", "fp16", "no")  # train --precision: auto is bf16 w
 # first token of each assistant turn, where the model decides to call a tool or answer (turn_start), and a
 # Judge's decision: the status and violated clauses of its verdict, or the winner of a pair (verdict).
 PROCESS_KINDS = ("tool_name", "json_args", "integration", "turn_start", "verdict")
-QAT_WEIGHTS = (
-    "int8",
-    "int4",
-)  # export/quant.py's schemes (kept here: a config is checked before torch loads)
+# export/quant.py's schemes (named here: a config is checked before torch loads)
+QAT_WEIGHTS = ("int8", "int4", "int4emb8")
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class QatConfig:
     will store them (`weights`: a scheme of export/quant.py), the gradient passed straight through to the
     full-precision weights that the optimizer keeps and the checkpoint saves."""
 
-    weights: str  # int8 | int4
+    weights: str  # int8 | int4 | int4emb8
     start_step: int = 0  # steps before it in full precision (fine-tuning a trained student: 0)
 
 

@@ -20,14 +20,14 @@ from kimi_student.export.quant import WeightScheme, fake_quantize, quantized_par
 @contextmanager
 def fake_quantized(model: torch.nn.Module, scheme: WeightScheme | None) -> Iterator[None]:
     """Forward and backward inside; the optimizer step after (it must update the full-precision weights)."""
-    with fake_quantized_by(model, lambda _name: scheme):
+    with fake_quantized_by(model, lambda name: None if scheme is None else scheme.of(name)):
         yield
 
 
 @contextmanager
 def fake_quantized_by(model: torch.nn.Module, pick: Callable[[str], WeightScheme | None]) -> Iterator[None]:
     """`fake_quantized` with each parameter's scheme picked by its name (None: left full precision), for
-    mixed grids such as INT4 with the embedding at INT8 (bench/qat_sweep.py)."""
+    grids no scheme names (bench/qat_sweep.py)."""
     saved = []
     with torch.no_grad():
         for name, p in quantized_parameters(model):

@@ -1,5 +1,6 @@
 """The weights a Core ML package holds are the fake-quantized weights QAT trains on, bit for bit (issue 16):
-INT8 per output channel and INT4 per block of 32, in both layouts, read back from the saved package by the
+INT8 per output channel, INT4 per block of 32 (in both layouts) and INT4 with the vocabulary matrix at INT8,
+read back from the saved package by the
 MIL executor's loader. And the training side: inside `fake_quantized` the model computes on exactly those
 weights, its gradient is the one taken at them (straight through), and leaving restores the full weights."""
 
@@ -40,7 +41,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("weights,layout", [("int8", "bsc"), ("int4", "bsc"), ("int4", "bc1s")])
+@pytest.mark.parametrize(
+    "weights,layout", [("int8", "bsc"), ("int4", "bsc"), ("int4", "bc1s"), ("int4emb8", "bc1s")]
+)
 def test_the_package_holds_the_fake_quantized_weights_bit_for_bit(
     tiny: Path, tmp_path: Path, weights: str, layout: str
 ) -> None:
@@ -48,15 +51,20 @@ def test_the_package_holds_the_fake_quantized_weights_bit_for_bit(
     from kimi_student.export.mil import MilProgram
 
     man = export_coreml(tiny, tmp_path, [16], weights=weights, layout=layout, decode=False)
-    assert man["quantization"]["dtype"] == weights and man["precision"]["weights"] == weights
+    assert man["quantization"]["dtype"] == weights[:4] and man["precision"]["weights"] == weights
     pkg = tmp_path / "seq16.mlpackage"
     stored = MilProgram.load(pkg).weights()
     module = load_ane_llama(tiny, 16)  # bsc: the checkpoint's (out, in) matrices
     matrices = quantized_parameters(module)
     assert len(matrices) == 7 + 1  # q k v o gate up down, the embedding (the tied head)
-    assert weight_dtypes(pkg) == {weights: len(matrices)}
-    s = scheme(weights)
+    # int4emb8: the seven layer matrices at INT4, the vocabulary matrix at INT8
+    want_dtypes = {"int4": 7, "int8": 1} if weights == "int4emb8" else {weights: len(matrices)}
+    if weights == "int4emb8":
+        assert man["quantization"]["vocabulary"]["dtype"] == "int8"
+    assert weight_dtypes(pkg) == want_dtypes
     for name, p in matrices:
+        s = scheme(weights).of(name)
+        assert s.bits == (8 if weights == "int8" or (weights == "int4emb8" and "embed" in name) else 4)
         stem = "p_" + name.replace(".", "_").replace("embed_tokens", "lm_head")  # the tied head's name
         (w,) = [v for k, v in stored.items() if k.startswith(stem + "_")]
         w = w.reshape(p.shape)  # bc1s: (out, in, 1, 1)
@@ -65,7 +73,7 @@ def test_the_package_holds_the_fake_quantized_weights_bit_for_bit(
         assert np.array_equal(w.view(np.uint16), want.view(np.uint16)), name  # every bit
         # not a vacuous equality: the grid moved the weights, and INT4 far more than INT8
         moved = np.abs(w.astype(np.float32) - p.detach().numpy()).max()
-        assert moved > (1e-3 if weights == "int4" else 1e-5), name
+        assert moved > (1e-3 if s.bits == 4 else 1e-5), name
         groups = w.reshape(w.shape[0], -1, s.block_size or w.shape[1])  # each group: one scale
         assert max(len(np.unique(g)) for g in groups.reshape(-1, groups.shape[-1])) <= 2 * s.qmax + 1
 
@@ -87,7 +95,7 @@ def test_fake_quantize_matches_the_schemes_arithmetic() -> None:
         fake_quantize(torch.ones(4, 48), SCHEMES["int4"])
 
 
-@pytest.mark.parametrize("weights", ["int8", "int4"])
+@pytest.mark.parametrize("weights", ["int8", "int4", "int4emb8"])
 def test_qat_computes_on_the_package_weights_and_keeps_the_full_ones(tiny: Path, weights: str) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -95,8 +103,8 @@ def test_qat_computes_on_the_package_weights_and_keeps_the_full_ones(tiny: Path,
     model = AutoModelForCausalLM.from_pretrained(str(tiny), dtype=torch.float32)
     grid = AutoModelForCausalLM.from_pretrained(str(tiny), dtype=torch.float32)
     with torch.no_grad():
-        for _, p in quantized_parameters(grid):
-            p.copy_(fake_quantize(p, s))
+        for n, p in quantized_parameters(grid):
+            p.copy_(fake_quantize(p, s.of(n)))
     full = {n: p.detach().clone() for n, p in model.named_parameters()}
     ids = torch.randint(0, 320, (2, 12), generator=torch.Generator().manual_seed(0))
     with fake_quantized(model, s):
@@ -110,3 +118,16 @@ def test_qat_computes_on_the_package_weights_and_keeps_the_full_ones(tiny: Path,
         assert torch.equal(p.grad, g.grad), n  # the gradient at the quantized point (straight through)
     plain = model(ids, labels=ids).loss
     assert plain.item() != loss.item()  # and the grid changes what the model computes
+
+
+def test_every_scheme_is_a_qat_choice_and_an_export_choice() -> None:
+    """train.config names the schemes without importing torch; the names must stay the export's."""
+    from kimi_student.export.coreml import WEIGHTS
+    from kimi_student.train.config import QAT_WEIGHTS
+
+    assert QAT_WEIGHTS == tuple(SCHEMES) and WEIGHTS == (*SCHEMES, "fp16")
+    mixed = scheme("int4emb8")
+    vocabulary = ("model.embed_tokens.weight", "p_lm_head_weight_to_fp16")  # torch's, the export's names
+    assert [mixed.of(n).name for n in vocabulary] == ["int8", "int8"]
+    assert mixed.of("model.layers.0.self_attn.q_proj.weight").name == "int4emb8"
+    assert scheme("int4").of("model.embed_tokens.weight").name == "int4"

@@ -244,7 +244,9 @@ def test_init_from_starts_at_a_trained_checkpoint_and_qat_is_a_flag(
     before, after = (load_file(p / "model.safetensors") for p in (toy_checkpoint, tmp_path / "run" / "final"))
     assert set(after) <= set(before) and all(torch.equal(before[k], after[k]) for k in after)
     r = ks_here(*args, "--out", tmp_path / "bad", "--qat", "int3")
-    assert r.returncode == 2 and r.stderr.strip() == "error: --qat: unknown 'int3' (known: int8, int4)"
+    assert (
+        r.returncode == 2 and r.stderr.strip() == "error: --qat: unknown 'int3' (known: int8, int4, int4emb8)"
+    )
     assert not (tmp_path / "bad").exists()
     # QAT as self-distillation: the checkpoint is its own teacher, forward KL the only term. At lr 0 the
     # student is the teacher on the INT8 grid: a small KL, which full precision brings to exactly 0
