@@ -51,7 +51,7 @@ help:
 	@echo "make worker SIZE=toy|small   train the Worker student (resumes from runs/worker-SIZE)"
 	@echo "make coreml-worker [MODEL=runs/worker-toy/final SHAPES=64,128,256 LAYOUT=bsc|bc1s WEIGHTS=int8|int4|int4emb8|fp16]"
 	@echo "                     Core ML packages (FP16, INT8 weights, stateful decoder) -> coreml/artifacts/worker"
-	@echo "make qat MODEL=runs/worker-toy/final [QAT_WEIGHTS=int4|int4emb8|int8 QAT_STEPS=40 QAT_LR=1e-5]"
+	@echo "make qat MODEL=runs/worker-toy/final [QAT_WEIGHTS=int4emb8|int4|int8 QAT_STEPS=40 QAT_LR=1e-5]"
 	@echo "                     quantization-aware fine-tuning on the export's own weights, then its Core ML package"
 	@echo "make probes [PROBE_MODELS='a/final b/final' PROBE_DATA=...]   linear probes per layer -> reports/probes (table, PNG)"
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
@@ -331,7 +331,7 @@ coreml-worker: install
 # on (QAT_DATA, generated once with a seed of its own), forward KL to MODEL's own full-precision distribution, each
 # forward and backward on the weights the export stores; then exported with them. bench/qat.py measures what it
 # buys (make bench-qat), bench/quant_damage.py in a minute (make bench-quant-damage).
-QAT_WEIGHTS ?= int4
+QAT_WEIGHTS ?= int4emb8  # INT4, the embedding and head INT8: the 4-bit grid QAT recovers (README)
 QAT_OUT ?= runs/worker-qat-$(QAT_WEIGHTS)
 QAT_DATA ?= $(DATA)/qat_unseen.jsonl
 qat: install

@@ -84,7 +84,7 @@ def export_coreml_cmd(
         typer.Option(
             help="Stored weights: int8 (symmetric, a scale per output channel), int4 (symmetric, a scale per "
             "block of 32 input channels), int4emb8 (int4, with the embedding and output head at int8: "
-            "+~14 MB on a 135M Worker, the 4-bit grid QAT recovers best) or fp16. For a 4-bit grid, train "
+            "+12.5 MB on a 135M Worker, the 4-bit grid QAT recovers best) or fp16. For a 4-bit grid, train "
             "with the same scheme (`train --qat int4emb8`) so the student is used to its weights.",
         ),
     ] = "int8",

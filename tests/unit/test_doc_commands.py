@@ -89,7 +89,7 @@ RUN_ELSEWHERE: dict[str, str] = {
     ),
     "make proc": WORKER_BENCH,
     "make bench-qat": WORKER_BENCH,
-    "make qat MODEL=runs/worker-toy/final QAT_WEIGHTS=int4": (
+    "make qat MODEL=runs/worker-toy/final QAT_WEIGHTS=int4emb8": (
         "tests/integration/train/test_train.py::test_init_from_starts_at_a_trained_checkpoint_and_qat_is_a_flag"
     ),
     **{
