@@ -45,28 +45,46 @@ from kimi_student.jsonl import read_jsonl, write_jsonl  # noqa: E402
 METRICS = ("integration_f1_lax", "integration_f1_strict", "call_accuracy", "json_args_valid_rate")
 
 
+def finetune_spec(
+    config: Path,
+    size: str,
+    model: Path,
+    lr: float,
+    steps: int,
+    qat: str | None,
+    distill: bool,
+    grad_accum: int | None = None,
+) -> Any:
+    """The spec of `steps` more steps of the Worker `model` at a constant `lr`, QAT on `qat` weights or none:
+    `train --init-from`. `distill`: towards the full-precision Worker's distribution (kl_forward, the Worker as
+    in-process teacher), not CE on the data (bench/qat_sweep.py trains the same spec on a GPU)."""
+    from kimi_student.models.student import continue_from, load_spec
+
+    spec = continue_from(load_spec(config, size), model)
+    spec.train = {
+        **spec.train,
+        "lr": lr,
+        "min_lr_ratio": 1.0,
+        "warmup_steps": 0,
+        "max_steps": steps,
+        "grad_accum": grad_accum or spec.train.get("grad_accum", 1),  # None: the config's
+        "checkpoint_every": 20,  # resumable
+        "loss": {"kl_forward": 1.0, "temperature": 1.0} if distill else {"ce_ground_truth": 1.0},
+        "qat": {"weights": qat} if qat else None,
+    }
+    return spec
+
+
 def finetune(a: argparse.Namespace, name: str, qat: str | None) -> Path:
     """`--steps` more steps of the Worker on its training data, with QAT on `qat` weights or without."""
-    from kimi_student.models.student import continue_from, load_spec
     from kimi_student.train.trainer import train
 
     run = a.out / name
     if (run / "final" / "model.safetensors").is_file():
         return run / "final"
-    spec = continue_from(load_spec(a.config, a.size), a.model)  # `train --init-from`
     # --distill: the full-precision Worker is the teacher (its whole distribution, not the argmax of gold
     # text it has memorized) on conversations it never trained on
-    loss = {"kl_forward": 1.0, "temperature": 1.0} if a.distill else {"ce_ground_truth": 1.0}
-    spec.train = {
-        **spec.train,
-        "lr": a.lr,
-        "min_lr_ratio": 1.0,
-        "warmup_steps": 0,
-        "max_steps": a.steps,
-        "checkpoint_every": 20,  # resumable
-        "loss": loss,
-        "qat": {"weights": qat} if qat else None,
-    }
+    spec = finetune_spec(a.config, a.size, a.model, a.lr, a.steps, qat, bool(a.distill))
     data, teacher = (a.distill, str(a.model)) if a.distill else (a.data, None)
     return Path(train(spec, run, data=str(data), teacher=teacher, precision="auto", progress=True)["final"])
 

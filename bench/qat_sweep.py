@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))  # quant_damage's on_grid
+sys.path.insert(0, str(ROOT / "bench"))  # quant_damage's on_grid, qat's finetune_spec
 os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -59,6 +59,7 @@ def save():
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
 
 
+from qat import finetune_spec  # noqa: E402
 from quant_damage import on_grid  # noqa: E402
 
 from kimi_student.eval.harness import run_eval  # noqa: E402
@@ -67,7 +68,6 @@ from kimi_student.eval.runners import greedy_hf, hf_local  # noqa: E402
 from kimi_student.eval.runners.base import RunnerSpec  # noqa: E402
 from kimi_student.eval.runners.options import RunnerOptions  # noqa: E402
 from kimi_student.export.quant import SCHEMES, scheme  # noqa: E402
-from kimi_student.models.student import continue_from, load_spec  # noqa: E402
 from kimi_student.recipes.worker_e2e import train_model  # noqa: E402
 
 PICKS = {  # an export scheme -> the scheme of each parameter, by name (quant_damage's on_grid)
@@ -160,18 +160,9 @@ def finetune(name: str, worker: Path, lr: float, steps: int, ga: int, pick: str)
     from kimi_student.train.trainer import train
 
     steps = max(1, int(steps * SCALE))
-    spec = continue_from(load_spec(CFG, "teacher"), worker)
-    spec.train = {
-        **spec.train,
-        "lr": lr,
-        "min_lr_ratio": 1.0,
-        "warmup_steps": 0,
-        "max_steps": steps,
-        "grad_accum": min(ga, int(os.environ.get("GA_MAX", ga))),
-        "checkpoint_every": 0,
-        "loss": {"kl_forward": 1.0, "temperature": 1.0},
-        "qat": {"weights": pick},
-    }
+    ga = min(ga, int(os.environ.get("GA_MAX", ga)))
+    spec = finetune_spec(CFG, "teacher", worker, lr, steps, pick, distill=True, grad_accum=ga)
+    spec.train["checkpoint_every"] = 0
     t = time.time()
     shutil.rmtree(W / name, ignore_errors=True)
     r = train(spec, W / name, data=str(DIST), teacher=str(worker), precision="auto", progress=False)

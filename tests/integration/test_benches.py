@@ -104,10 +104,12 @@ def test_a_bench_of_a_worker_run_runs_on_a_tiny_one(
                 "2",
                 "--context",
                 "256",
+                "--arms",
+                "fp16,int4_ptq,int4_qat,int4emb8_ptq,int4emb8_qat",  # int8's export: test_quant
                 "--out",
                 tmp_path / "qat",
             ],
-            r"(?m)^int4 integration_f1_lax: PTQ loses",
+            r"(?ms)^int4 integration_f1_lax: PTQ loses.*^int4emb8 integration_f1_lax: PTQ loses",
         ),  # fmt: skip
         "quant_damage.py": (
             [
