@@ -51,7 +51,7 @@ help:
 	@echo "make worker SIZE=toy|small   train the Worker student (resumes from runs/worker-SIZE)"
 	@echo "make coreml-worker [MODEL=runs/worker-toy/final SHAPES=64,128,256 LAYOUT=bsc|bc1s WEIGHTS=int8|int4|int4emb8|fp16]"
 	@echo "                     Core ML packages (FP16, INT8 weights, stateful decoder) -> coreml/artifacts/worker"
-	@echo "make qat MODEL=runs/worker-toy/final [QAT_WEIGHTS=int4emb8|int4|int8 QAT_STEPS=40 QAT_LR=1e-5]"
+	@echo "make qat MODEL=runs/worker-toy/final [QAT_WEIGHTS=int4emb8|int4|int8 QAT_STEPS=40 QAT_LR=1e-5 (int8: 5.5e-7)]"
 	@echo "                     quantization-aware fine-tuning on the export's own weights, then its Core ML package"
 	@echo "make probes [PROBE_MODELS='a/final b/final' PROBE_DATA=...]   linear probes per layer -> reports/probes (table, PNG)"
 	@echo "make pytorch-worker / onnx-worker   torch.export .pt2 / ONNX (onnxruntime parity) -> artifacts/"
@@ -332,12 +332,13 @@ coreml-worker: install
 # forward and backward on the weights the export stores; then exported with them. bench/qat.py measures what it
 # buys (make bench-qat), bench/quant_damage.py in a minute (make bench-quant-damage).
 QAT_WEIGHTS ?= int4emb8  # INT4, the embedding and head INT8: the 4-bit grid QAT recovers (README)
+# int8's learning rate is 1e-5 x 7/127, scaled to its finer grid step (bench/qat.py's qat_lr says why)
 QAT_OUT ?= runs/worker-qat-$(QAT_WEIGHTS)
 QAT_DATA ?= $(DATA)/qat_unseen.jsonl
 qat: install
 	test -f $(QAT_DATA) || $(KS) contextual gen --n 300 --seed 1007 --out $(QAT_DATA)
 	$(KS) train --config worker --size $(or $(SIZE),toy) --init-from $(MODEL) --teacher $(MODEL) --loss kl_forward=1 \
-		--qat $(QAT_WEIGHTS) --lr $(or $(QAT_LR),1e-5) --max-steps $(or $(QAT_STEPS),40) --data $(QAT_DATA) --out $(QAT_OUT)
+		--qat $(QAT_WEIGHTS) --lr $(or $(QAT_LR),$(if $(filter int8,$(QAT_WEIGHTS)),5.5e-7,1e-5)) --max-steps $(or $(QAT_STEPS),40) --data $(QAT_DATA) --out $(QAT_OUT)
 	$(KS) export coreml --model $(QAT_OUT)/final --weights $(QAT_WEIGHTS) --shapes $(SHAPES) \
 		--out coreml/artifacts/worker-qat-$(QAT_WEIGHTS)
 
