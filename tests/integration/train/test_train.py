@@ -216,7 +216,9 @@ def test_a_misspelt_config_key_is_refused_naming_file_key_and_known_keys(tmp_pat
     ):
         with pytest.raises(InputError, match=rf"cfg\.yaml: {re.escape(field)}: unknown key"):
             TrainConfig.from_spec(load_spec(_config(tmp_path, **bad), "toy"))
-    with pytest.raises(InputError, match=r"train\.qat\.weights: must be one of int8, int4, got 'int3'"):
+    with pytest.raises(
+        InputError, match=r"train\.qat\.weights: must be one of int8, int4, int4emb8, got 'int3'"
+    ):
         TrainConfig.from_spec(load_spec(_config(tmp_path, qat={"weights": "int3"}), "toy"))
 
 
