@@ -10,9 +10,11 @@ tool response, which it answers with the integration sentences). For each drafte
   r       one drafter step / one target step (0 for prompt lookup)
   pred    the speed-up tau / (c(K) + K r) predicts, with c and K of each check as it came (a drafter may
           propose fewer than K: prompt lookup often none);  meas: tokens/s against target-only greedy
+  new     alpha and tau on the prompts whose answer is not a copy of the prompt (under half of its tokens end
+          a trigram the prompt holds): where prompt lookup has little to copy
 
-Timings are medians over `--runs` passes over every prompt, after a warm-up pass; the baseline runs in each
-pass too, so a load change on a shared machine moves both sides.
+Timings are medians over `--runs` runs after a warm-up run; a run times the baseline once, then every drafter
+at every K over every prompt, so a load change on a shared machine moves every side alike.
 
     .venv/bin/python bench/speculative.py [--model DIR] [--draft prompt-lookup --draft DIR --draft layers:2]
         [--k 2,3,4] [--n 50] [--max-new 64] [--runs 5] [--report FILE]
@@ -119,6 +121,15 @@ def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: 
     return costs
 
 
+def copied_share(prompt: list[int], answer: list[int]) -> float:
+    """The share of the answer's tokens that end a trigram (over prompt + answer) found in the prompt: how
+    much of the answer is a copy of its input, which prompt lookup drafts for free."""
+    grams = {tuple(prompt[i : i + 3]) for i in range(len(prompt) - 2)}
+    seq = prompt + answer
+    n = len(prompt)
+    return sum(tuple(seq[i - 2 : i + 1]) in grams for i in range(n, len(seq))) / max(len(answer), 1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -167,54 +178,71 @@ def main() -> int:
 
     want, _ = greedy_pass()  # warm-up, and the outputs every drafter must give
     tokens = sum(map(len, want))
+    copied = [copied_share(p, w) >= 0.5 for p, w in zip(prompts, want, strict=True)]
     median_prompt = prompts[sorted(range(len(prompts)), key=lambda i: len(prompts[i]))[len(prompts) // 2]]
-    summary: dict[str, Any] = {"prompts": len(prompts), "tokens": tokens}
+    summary: dict[str, Any] = {"prompts": len(prompts), "tokens": tokens, "copied_prompts": sum(copied)}
     print(
-        f"{'drafter':<22} {'K':>2} {'exact':>7} {'alpha':>6} {'tau':>5} {'c(K)':>5} {'r':>5} {'pred':>6} {'meas':>6}"
+        f"answers copied from their prompt (half their tokens or more end a trigram it holds): {sum(copied)} "
+        f"of {len(prompts)}; 'new': the others"
     )
-    bad = 0
+    arms = []  # (spec, drafter, k, c, r)
     for spec in a.draft or ["prompt-lookup", "layers:2"]:
         d = drafter(spec, target)
         costs = step_costs(target, draft_model(d), median_prompt, ks)
         r = costs.get("draft_1", 0.0) / costs["target_1"]
-        for k in ks:
-            c = costs[f"target_{k + 1}"] / costs["target_1"]
-            base_s, spec_s, stats, exact = [], [], SpecStats(), 0
-            for run in range(a.runs + 1):  # run 0 warms up
-                _, tb = greedy_pass()
-                t = time.perf_counter()
-                st = SpecStats()
-                for p, w in zip(prompts, want, strict=True):
-                    got, s = speculative_decode(target, d, p, stop, a.max_new, k=k)
-                    st.add(s)
-                    exact += run == 0 and got == w
-                ts = time.perf_counter() - t
-                if run:
-                    base_s.append(tb)
-                    spec_s.append(ts)
-                    stats = st
-            meas = statistics.median(base_s) / statistics.median(spec_s)
-            # the cost of the checks as they came (prompt lookup often has fewer than K drafts, or none), per
-            # target call; the prefill call of each prompt is in tau's calls and costs alike on both sides
-            checks = sum(stats.checks.values())
-            cost = sum(
-                m * (costs[f"target_{j + 1}"] / costs["target_1"] + j * r) for j, m in stats.checks.items()
-            )
-            pred = stats.tau / ((cost + (stats.target_calls - checks)) / stats.target_calls)
-            bad += exact != len(prompts)
-            print(
-                f"{spec:<22} {k:>2} {exact:>3}/{len(prompts):<3} {stats.alpha:6.3f} {stats.tau:5.2f} {c:5.2f} "
-                f"{r:5.2f} {pred:5.2f}x {meas:5.2f}x"
-            )
-            summary[f"{spec} K={k}"] = {
-                "exact": exact / len(prompts),
-                "alpha": round(stats.alpha, 4),
-                "tau": round(stats.tau, 3),
-                "c": round(c, 3),
-                "r": round(r, 3),
-                "predicted_speedup": round(pred, 3),
-                "measured_speedup": round(meas, 3),
-            }
+        arms += [(spec, d, k, costs[f"target_{k + 1}"] / costs["target_1"], r, costs) for k in ks]
+    # each run times the baseline once and then every arm, so a load change moves them alike
+    base_s: list[float] = []
+    spec_s: list[list[float]] = [[] for _ in arms]
+    stats: list[list[SpecStats]] = [[] for _ in arms]
+    exact = [0] * len(arms)
+    for run in range(a.runs + 1):  # run 0 warms up and checks exactness
+        _, tb = greedy_pass()
+        if run:
+            base_s.append(tb)
+        for j, (_, d, k, *_rest) in enumerate(arms):
+            t = time.perf_counter()
+            per = []
+            for p, w in zip(prompts, want, strict=True):
+                got, s = speculative_decode(target, d, p, stop, a.max_new, k=k)
+                per.append(s)
+                exact[j] += run == 0 and got == w
+            if run:
+                spec_s[j].append(time.perf_counter() - t)
+            stats[j] = per
+    print(
+        f"{'drafter':<22} {'K':>2} {'exact':>7} {'alpha':>6} {'tau':>5} {'c(K)':>5} {'r':>5} {'pred':>6} "
+        f"{'meas':>6} {'alpha new':>9} {'tau new':>7}"
+    )
+    bad = 0
+    for j, (spec, _, k, c, r, costs) in enumerate(arms):
+        st, new = SpecStats(), SpecStats()
+        for s, cp in zip(stats[j], copied, strict=True):
+            st.add(s)
+            if not cp:
+                new.add(s)
+        meas = statistics.median(base_s) / statistics.median(spec_s[j])
+        # the cost of the checks as they came (prompt lookup often has fewer than K drafts, or none), per
+        # target call; the prefill call of each prompt is in tau's calls and costs alike on both sides
+        checks = sum(st.checks.values())
+        cost = sum(m * (costs[f"target_{i + 1}"] / costs["target_1"] + i * r) for i, m in st.checks.items())
+        pred = st.tau / ((cost + (st.target_calls - checks)) / st.target_calls)
+        bad += exact[j] != len(prompts)
+        print(
+            f"{spec:<22} {k:>2} {exact[j]:>3}/{len(prompts):<3} {st.alpha:6.3f} {st.tau:5.2f} {c:5.2f} "
+            f"{r:5.2f} {pred:5.2f}x {meas:5.2f}x {new.alpha:9.3f} {new.tau:7.2f}"
+        )
+        summary[f"{spec} K={k}"] = {
+            "exact": exact[j] / len(prompts),
+            "alpha": round(st.alpha, 4),
+            "tau": round(st.tau, 3),
+            "c": round(c, 3),
+            "r": round(r, 3),
+            "predicted_speedup": round(pred, 3),
+            "measured_speedup": round(meas, 3),
+            "alpha_not_copied": round(new.alpha, 4),
+            "tau_not_copied": round(new.tau, 3),
+        }
     print(
         f"baseline: target-only greedy, {tokens} tokens per pass; exactness {'OK' if not bad else 'FAILED'}"
     )

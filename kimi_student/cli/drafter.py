@@ -88,6 +88,14 @@ def drafter_train(
         float,
         typer.Option(min=0.0, help="Weight of a second pass reading the first's predicted states (0: none)."),
     ] = 1.0,
+    prompt_weight: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Weight of the positions that predict the prompt's tokens, beside the answer's 1 (drafting "
+            "only ever drafts answers; 0: answers only).",
+        ),
+    ] = 1.0,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Train a feature drafter: one decoder layer reading the Worker's final hidden states, with the
@@ -97,7 +105,14 @@ def drafter_train(
     if objective not in ("kd", "ce"):
         raise typer.BadParameter(f"--objective must be kd or ce, got {objective!r}")
     cfg = DrafterTrainConfig(
-        objective=objective, steps=steps, lr=lr, kd_weight=kd_weight, noise=noise, second=second, seed=seed
+        objective=objective,
+        steps=steps,
+        lr=lr,
+        kd_weight=kd_weight,
+        noise=noise,
+        second=second,
+        prompt_weight=prompt_weight,
+        seed=seed,
     )
     res = train_drafter(_target(model), data, out, cfg, heldout, progress=show_progress())
     last = res["log"][-1]

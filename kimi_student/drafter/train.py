@@ -42,6 +42,9 @@ class DrafterTrainConfig:
     kd_weight: float = 0.1
     noise: float = 0.1
     second: float = 1.0  # weight of a second pass that reads the first pass's predicted states
+    prompt_weight: float = (
+        1.0  # weight of the pairs whose next token is the prompt's (drafting sees answers only)
+    )
     seed: int = 0
     log_every: int = 50
 
@@ -65,7 +68,7 @@ def batches(seqs: list[Sequence], tokens: int) -> list[list[int]]:
 
 def padded(seqs: list[Sequence], idx: list[int], d: int) -> dict[str, torch.Tensor]:
     """states (B, L, d), next ids (B, L): token j+1 beside state j; `after`: token j+2; `pair` marks the pairs
-    whose target state f_{j+1} exists."""
+    whose target state f_{j+1} exists, `answer` those whose token j+2 is the answer's."""
     length = max(len(seqs[i][0]) for i in idx)
     b = len(idx)
     out = {
@@ -73,6 +76,7 @@ def padded(seqs: list[Sequence], idx: list[int], d: int) -> dict[str, torch.Tens
         "next": torch.zeros(b, length, dtype=torch.long),
         "after": torch.zeros(b, length, dtype=torch.long),
         "pair": torch.zeros(b, length, dtype=torch.bool),
+        "answer": torch.zeros(b, length, dtype=torch.bool),
     }
     for r, i in enumerate(idx):
         toks, _, states = seqs[i]
@@ -81,6 +85,7 @@ def padded(seqs: list[Sequence], idx: list[int], d: int) -> dict[str, torch.Tens
         out["next"][r, : n - 1] = torch.tensor(toks[1:])
         out["after"][r, : n - 2] = torch.tensor(toks[2:])
         out["pair"][r, : n - 2] = True  # pair j predicts f_{j+1} and, through the head, token j+2
+        out["answer"][r, max(seqs[i][1] - 2, 0) : n - 2] = True
     return out
 
 
@@ -91,6 +96,8 @@ def step_loss(
     pass's prediction of f_{j+1} (what the drafter reads from its second draft on), its earlier inputs the
     Worker's own states."""
     states, pair = b["states"], b["pair"]
+    if not cfg.prompt_weight:
+        pair = pair & b["answer"]
     x = states + (torch.rand_like(states) - 0.5) * 2 * cfg.noise * spread if cfg.noise else states
     pos = torch.arange(states.shape[1])
     want = torch.roll(states, -1, dims=1)  # f_{j+1} beside pair j
@@ -116,12 +123,16 @@ def _objective(
     cfg: DrafterTrainConfig,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     logits = model.logits(pred[mask])
+    w = torch.where(b["answer"][mask], 1.0, cfg.prompt_weight)
+    w = w / w.sum()  # a weighted mean over the pairs (all weights 1: the plain mean)
     if cfg.objective == "kd":
         teacher = F.log_softmax(model.logits(want[mask]), -1)
-        kl = F.kl_div(F.log_softmax(logits, -1), teacher, log_target=True, reduction="batchmean")
-        reg = F.smooth_l1_loss(pred[mask], want[mask])
+        kl = (
+            F.kl_div(F.log_softmax(logits, -1), teacher, log_target=True, reduction="none").sum(-1) * w
+        ).sum()
+        reg = (F.smooth_l1_loss(pred[mask], want[mask], reduction="none").mean(-1) * w).sum()
         return reg + cfg.kd_weight * kl, {"state_l1": float(reg.detach()), "kl_forward": float(kl.detach())}
-    ce = F.cross_entropy(logits, model.cut[b["after"][mask]])
+    ce = (F.cross_entropy(logits, model.cut[b["after"][mask]], reduction="none") * w).sum()
     return ce, {"ce": float(ce.detach())}
 
 
