@@ -23,7 +23,7 @@ RESULTS ?= eval/results
 	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-hostile bench-eval bench-distill bench-train bench-train-head bench-hf-decode bench-qat bench-quant-damage bench-spec bench-mil-decode bench-judge clean \
 	pytorch-worker coreml-worker qat probes proc onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
-	judge_coreml judge_onnx caws-eval-coreml drafter report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
+	judge_coreml judge_onnx caws-eval-coreml drafter coreml-drafter report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
 	pr-smoke-diff pr-smoke-baseline nightly actionlint llama-server llama-serve test-llama llama-record
 
 help:
@@ -72,6 +72,7 @@ help:
 	@echo "make bench-hf-decode hf_local decoding tokens/s (fp32, bf16) vs HF generate, fp32 outputs identical"
 	@echo "make bench-spec      speculative decoding (prompt lookup, drafters) vs target-only greedy: alpha, tau, speed-up"
 	@echo "make drafter         the Drafter: the Worker's answers and states -> a feature drafter (kd) and the ce baseline"
+	@echo "make coreml-drafter  the Worker's Core ML decoder with its hidden states, and the kd drafter's package beside it"
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
@@ -387,6 +388,15 @@ drafter: install
 	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/heldout --n 20 --seed 8 --split heldout
 	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --out $(DRAFTER_RUN)/kd
 	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --objective ce --out $(DRAFTER_RUN)/ce
+
+# The Worker's stateful decoder (also returning its final hidden states) and the kd drafter beside it, in one
+# folder and manifest; `bench/speculative.py --coreml $(COREML_DRAFTER)` decodes with them in the MIL executor
+COREML_DRAFTER ?= coreml/artifacts/drafter
+DRAFTER_CONTEXT ?= 1024
+coreml-drafter: install
+	$(KS) export coreml --model $(if $(filter smollm2,$(DRAFTER_MODEL)),$$($(VENV)/bin/python -c \
+		"from kimi_student.backends.embedded import smollm2_folder; print(smollm2_folder())"),$(DRAFTER_MODEL)) \
+		--drafter $(DRAFTER_RUN)/kd --no-sequence --shapes $(DRAFTER_CONTEXT) --chunks 4,64 --out $(COREML_DRAFTER)
 
 proc: install  # process supervision: the worker-e2e student with and without its process weights, 3 seeds (PROC_ARGS)
 	$(VENV)/bin/python bench/proc.py --run $(WORKER_OUT) $(PROC_ARGS)

@@ -18,6 +18,13 @@ at every K over every prompt, so a load change on a shared machine moves every s
 
     .venv/bin/python bench/speculative.py [--model DIR] [--draft prompt-lookup --draft DIR --draft layers:2]
         [--k 2,3,4] [--n 50] [--max-new 64] [--runs 5] [--report FILE]
+
+With `--coreml FOLDER` (`export coreml --drafter`, `make coreml-drafter`), the same prompts through the
+exported Worker and its drafter in the MIL executor (FP16 compute; K is what the decoder's smallest chunk
+function holds beside the pending token): plain greedy against greedy with the drafter, each from an empty
+cache. There the speculative output is compared with plain Core ML greedy (both FP16: a K+1-token call may
+round otherwise than one-token calls, so a divergence is reported with its first position, not fatal), and
+plain Core ML greedy with PyTorch's fp32 greedy (the first divergence position too).
 """
 
 from __future__ import annotations
@@ -151,8 +158,15 @@ def main() -> int:
     ap.add_argument(
         "--report", type=Path, help="also write the figures as a bench report (the dashboard reads it)"
     )
+    ap.add_argument(
+        "--coreml",
+        type=Path,
+        help="a folder of `export coreml --drafter`: decode in the MIL executor instead",
+    )
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if a.coreml:
+        return coreml_main(a)
     import torch
 
     from kimi_student.backends.embedded import smollm2_folder
@@ -249,6 +263,90 @@ def main() -> int:
     if a.report:
         write_bench_report(a.report, "speculative", summary, model=a.model or "smollm2", max_new=a.max_new)
     return 1 if bad else 0
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    """The first position where two outputs differ (None: equal)."""
+    if a == b:
+        return None
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def coreml_main(a: argparse.Namespace) -> int:
+    from kimi_student.chat.template import ChatTokenizer
+    from kimi_student.eval.runners.coreml import _kv_decoder
+    from kimi_student.eval.runners.greedy_hf import greedy_decode
+    from kimi_student.eval.runners.hf_local import HFGenerator
+    from kimi_student.export.feature_draft import CoreMLFeatureDraft
+    from kimi_student.export.greedy import DecodeStats
+    from kimi_student.manifest import MANIFEST, read_manifest
+
+    man = read_manifest(a.coreml / MANIFEST)
+    entry = {e["kind"]: e for e in man["packages"]}
+    if "drafter" not in entry:
+        raise SystemExit(f"{a.coreml}: no drafter package (export it with `export coreml --drafter`)")
+    model = a.model or man["checkpoint"]
+    chat = ChatTokenizer(Path(model))
+    kv = _kv_decoder(a.coreml / entry["decode"]["name"], chat.pad_id)
+    draft = CoreMLFeatureDraft.load(a.coreml / entry["drafter"]["name"])
+    stop = chat.stop_rule()
+    prompts = [chat.prompt_ids(c) for c in tool_loop_prompts(a.n, a.seed)]
+    print(machine_line(f"MIL executor (numpy), fp16 compute, {man['precision']['weights']} weights"))
+    gen = HFGenerator(model, a.max_new, batch_size=1, dtype="fp32")
+    ref = [greedy_decode(gen.model, [p], gen.chat.pad_id, gen.stop, a.max_new)[0] for p in prompts]
+    del gen
+
+    def decode_pass(with_draft: bool) -> tuple[list[list[int]], float, DecodeStats]:
+        kv.clear()  # every pass from an empty cache: no pass reuses another's prefill
+        st, out = DecodeStats(), []
+        t = time.perf_counter()
+        for p in prompts:
+            out.append(kv.greedy(p, stop, a.max_new, drafter=draft if with_draft else None, stats=st))
+        return out, time.perf_counter() - t, st
+
+    plain_s, spec_s = [], []
+    for run in range(a.runs + 1):  # run 0 warms up
+        plain, tp, _ = decode_pass(False)
+        spec, ts, st = decode_pass(True)
+        if run:
+            plain_s.append(tp)
+            spec_s.append(ts)
+    k = kv.max_draft
+    vs_plain = [first_divergence(x, y) for x, y in zip(spec, plain, strict=True)]
+    vs_fp32 = [first_divergence(x, y) for x, y in zip(plain, ref, strict=True)]
+    calls = (
+        st.forwards - st.prefill_forwards + len(prompts)
+    )  # a prompt's prefill counts as one call, as above
+    alpha, tau = st.accepted / max(st.drafted, 1), st.new_tokens / calls
+    meas = statistics.median(plain_s) / statistics.median(spec_s)
+    print(f"prompts {len(prompts)}  answer tokens {st.new_tokens}  K {k}  runs {a.runs}")
+    print(
+        f"speculative = plain greedy (Core ML): {vs_plain.count(None)}/{len(prompts)}; first divergences at "
+        f"{sorted(i for i in vs_plain if i is not None)}"
+    )
+    print(
+        f"plain Core ML greedy = PyTorch fp32 greedy: {vs_fp32.count(None)}/{len(prompts)}; first divergences "
+        f"at {sorted(i for i in vs_fp32 if i is not None)}"
+    )
+    print(f"feature drafter (Core ML): alpha {alpha:.3f}  tau {tau:.2f}  measured {meas:.2f}x plain greedy")
+    if a.report:
+        write_bench_report(
+            a.report,
+            "speculative_coreml",
+            {
+                "prompts": len(prompts),
+                "tokens": st.new_tokens,
+                "k": k,
+                "alpha": round(alpha, 4),
+                "tau": round(tau, 3),
+                "measured_speedup": round(meas, 3),
+                "equal_to_plain": vs_plain.count(None) / len(prompts),
+                "plain_equal_to_fp32": vs_fp32.count(None) / len(prompts),
+            },
+            model=str(model),
+            coreml=str(a.coreml),
+        )
+    return 0
 
 
 if __name__ == "__main__":

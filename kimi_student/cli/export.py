@@ -108,21 +108,35 @@ def export_coreml_cmd(
             "by the largest shape or --context; all that `--runner coreml` needs in the MIL executor)."
         ),
     ] = True,
+    drafter: Annotated[
+        Path | None,
+        typer.Option(
+            help="A feature drafter trained for this model (`kimi-student drafter train`): exported beside the "
+            "decoder as drafter<context>.mlpackage (the decoder's functions, its own cache, the same weight "
+            "scheme), and the decoder then also returns its final hidden states, which the drafter reads.",
+        ),
+    ] = None,
 ) -> None:
     """Core ML ML programs: FP16 compute, INT8 (or INT4, FP16) weights, one package per shape, and the stateful
-    decoder."""
+    decoder (and its feature drafter)."""
     from kimi_student.export.coreml import WEIGHTS, export_coreml
     from kimi_student.export.torch_export import parse_shapes
 
     if not (sequence or decode):
         fail("--no-sequence --no-decode: nothing to export")
+    if drafter is not None and not decode:
+        fail("--drafter drafts for the stateful decoder: drop --no-decode")
+    if drafter is not None and not (drafter / "config.json").is_file():
+        fail(
+            f"--drafter {drafter}: not a drafter folder (no config.json); `kimi-student drafter train` makes one"
+        )
     if weights not in WEIGHTS:
         fail(f"--weights {weights}: choose one of {', '.join(WEIGHTS)}")
     lengths = _export_args(model, shapes, layout, out, context)
     q_lens = parse_shapes(chunks, "--chunks") if chunks.strip() and decode else []
     man = export_coreml(
         model, out, lengths, weights=weights, layout=layout, context=context, decode=decode, chunks=q_lens,
-        sequence=sequence,
+        sequence=sequence, drafter=drafter,
     )  # fmt: skip
     for e in man["packages"]:
         ops = sum(v for k, v in e["op_histogram"].items() if k != "const")

@@ -112,9 +112,11 @@ def unsupported_ops(ep: ExportedProgram) -> dict[str, list[str]]:
     return missing
 
 
-def convert(ep: ExportedProgram, kind: str, weights: str = "int8") -> Any:
-    """One ExportedProgram (full or decode) -> an in-memory MLModel (FP16 compute; `weights` a scheme of
-    export/quant.py, or fp16).
+def convert(
+    ep: ExportedProgram, kind: str, weights: str = "int8", outputs: tuple[str, ...] = ("logits",)
+) -> Any:
+    """One ExportedProgram (full or decode: stateful) -> an in-memory MLModel (FP16 compute; `weights` a
+    scheme of export/quant.py, or fp16), its outputs named `outputs` in order.
 
     The quantization runs as the last pass of the conversion's own pipeline: applied afterwards to the
     converted model (`linear_quantize_weights(mlmodel)`), it reloads the program from its protobuf and runs
@@ -125,7 +127,14 @@ def convert(ep: ExportedProgram, kind: str, weights: str = "int8") -> Any:
         raise UnsupportedOpError.in_converter("coremltools 9.0", missing)
     specs = {n.name: n.meta["val"] for n in ep.graph.nodes if n.op == "placeholder"}
     user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-    inputs = [ct.TensorType(name=n, shape=tuple(specs[n].shape), dtype=np.int32) for n in user]
+    inputs = [
+        ct.TensorType(
+            name=n,
+            shape=tuple(specs[n].shape),
+            dtype=np.float32 if specs[n].dtype.is_floating_point else np.int32,
+        )
+        for n in user
+    ]
     states = None
     if kind == "decode":  # fp16 states: Core ML keeps state tensors in fp16 only
         states = [
@@ -142,7 +151,7 @@ def convert(ep: ExportedProgram, kind: str, weights: str = "int8") -> Any:
             ml = convert_validated_once(
                 ep,
                 inputs=inputs,
-                outputs=[ct.TensorType(name="logits")],
+                outputs=[ct.TensorType(name=n) for n in outputs],
                 states=states,
                 convert_to="mlprogram",
                 compute_precision=ct.precision.FLOAT16,
@@ -350,10 +359,13 @@ def export_coreml(
     decode: bool = True,
     chunks: list[int] | None = None,
     sequence: bool = True,
+    drafter: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write seq<S>.mlpackage per shape (unless not `sequence`: the MIL executor's runner decodes with the
     stateful decoder alone) and decode<context>.mlpackage (with a `chunk<Q>` function per entry of
-    `chunks`: prefill and draft verification), plus manifest.json; returns it."""
+    `chunks`: prefill and draft verification), plus manifest.json; returns it. With `drafter` (a feature
+    drafter's folder, trained for this checkpoint), the decoder also returns its final hidden states and
+    drafter<context>.mlpackage holds the drafter, with the same functions and its own cache."""
     if weights not in WEIGHTS:
         raise ExportError(f"weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
     if not (sequence or decode):
@@ -365,6 +377,8 @@ def export_coreml(
     chunks = sorted(set(chunks or []))
     if any(not 1 < q <= context for q in chunks):
         raise ExportError(f"chunk lengths {chunks}: each must be between 2 and the context {context}")
+    if drafter is not None:
+        check_drafter(Path(drafter), folder, decode)
     model = load_for_export(folder, shapes, layout, context)
     a = model.arch
     packages = []
@@ -388,9 +402,11 @@ def export_coreml(
         )
     if decode:
         t0 = time.perf_counter()
-        eps = {q: export_decoder(AneLlamaDecoder(model, context, q)) for q in [1, *chunks]}
+        hidden = drafter is not None
+        eps = {q: export_decoder(AneLlamaDecoder(model, context, q, hidden)) for q in [1, *chunks]}
         t1 = time.perf_counter()
-        parts = {q: convert(ep, "decode", weights) for q, ep in eps.items()}
+        outputs = ("logits", "hidden") if hidden else ("logits",)
+        parts = {q: convert(ep, "decode", weights, outputs) for q, ep in eps.items()}
         t2 = time.perf_counter()
         entry = save_decoder(parts, out / f"{program_name('decode', context)}.mlpackage")
         cache = list(eps[1].state_dict["k_cache"].shape)
@@ -402,11 +418,14 @@ def export_coreml(
                 "functions": {decoder_function(q): q for q in eps},
                 "inputs": {"input_ids": [1, 1], "position": [1]},
                 "states": {"k_cache": cache, "v_cache": cache},
-                "outputs": {"logits": [1, 1, a.vocab_size]},
+                "outputs": {"logits": [1, 1, a.vocab_size]}
+                | ({"hidden": [1, 1, a.hidden_size]} if hidden else {}),
                 "export_seconds": round(t1 - t0, 3),
                 "convert_seconds": round(t2 - t1, 3),
             }
         )
+    if drafter is not None:
+        packages.append(export_drafter(Path(drafter), folder, out, context, [1, *chunks], weights))
     manifest = {
         "format": "coreml-mlprogram",
         "manifest_version": 1,
@@ -426,3 +445,51 @@ def export_coreml(
     }
     write_manifest(out / MANIFEST, manifest)
     return manifest
+
+
+def check_drafter(drafter: Path, target: str | Path, decode: bool) -> None:
+    """Before any work: a feature drafter's folder, trained for these weights, for a stateful decoder."""
+    from kimi_student.models import feature_drafter
+
+    if not decode:
+        raise ExportError("a drafter drafts for the stateful decoder: drop --no-decode")
+    if not feature_drafter.is_feature_drafter(drafter):
+        raise ExportError(
+            f"{drafter}: not a feature drafter's folder (`kimi-student drafter train` makes one)"
+        )
+    if feature_drafter.target_sha256(drafter) != weights_sha256(target):
+        raise ExportError(f"{drafter}: trained for other weights than {target}'s")
+
+
+def export_drafter(
+    drafter: Path, target: str | Path, out: Path, context: int, q_lens: list[int], weights: str
+) -> dict[str, Any]:
+    """drafter<context>.mlpackage: the feature drafter's calls (AneFeatureDrafter) for each query length;
+    its manifest entry holds the cut vocabulary's token ids, in the order of its logits."""
+    from kimi_student.backends.hf import load_causal_lm
+    from kimi_student.models import feature_drafter
+    from kimi_student.models.ane import AneFeatureDrafter
+
+    d = feature_drafter.load(drafter, load_causal_lm(Path(target)))
+    t0 = time.perf_counter()
+    eps = {q: export_decoder(AneFeatureDrafter(d, context, q)) for q in q_lens}
+    t1 = time.perf_counter()
+    parts = {q: convert(ep, "decode", weights, ("states", "logits")) for q, ep in eps.items()}
+    t2 = time.perf_counter()
+    entry = save_decoder(parts, out / f"drafter{context}.mlpackage")
+    cache = list(eps[1].state_dict["k_cache"].shape)
+    c = d.cfg
+    return {
+        **entry,
+        "kind": "drafter",
+        "context": context,
+        "drafter": str(drafter),
+        "drafter_sha256": weights_sha256(drafter),
+        "functions": {decoder_function(q): q for q in eps},
+        "inputs": {"feats": [1, 1, c.hidden_size], "next_ids": [1, 1], "position": [1]},
+        "states": {"k_cache": cache, "v_cache": cache},
+        "outputs": {"states": [1, 1, c.hidden_size], "logits": [1, 1, c.head_size]},
+        "vocab_ids": d.vocab_ids.tolist(),
+        "export_seconds": round(t1 - t0, 3),
+        "convert_seconds": round(t2 - t1, 3),
+    }

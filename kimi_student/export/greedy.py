@@ -38,7 +38,10 @@ class DecodeStats:
     zero_row_forwards: int = 0  # forwards where some real position's logits are all zero
     truncated: int = 0  # sequences that reached the package length before a stop token
     prefill_tokens: int = 0  # prompt tokens computed (stateful decoder)
+    prefill_forwards: int = 0  # the forwards that computed them
     cached_tokens: int = 0  # prompt tokens whose keys and values were already cached (stateful decoder)
+    drafted: int = 0  # draft tokens checked (stateful decoder with a drafter)
+    accepted: int = 0  # of them, those kept
 
     def record(self, seconds: float, real: np.ndarray) -> None:
         """One forward of `seconds` whose real positions' logits are `real` (positions, V)."""

@@ -28,6 +28,7 @@ import numpy as np
 
 from kimi_student.chat.template import StopRule
 from kimi_student.export.errors import MilExecError
+from kimi_student.export.feature_draft import CoreMLFeatureDraft
 from kimi_student.export.greedy import DecodeStats, NgramDrafter
 
 
@@ -36,12 +37,17 @@ class KVSession:
     root: tuple[int, ...]  # the prompt the conversation started with
     ids: list[int]  # the tokens whose keys and values the state holds, position by position
     state: dict[str, np.ndarray]
+    hidden: np.ndarray | None = None  # (context, C): the final hidden states there, when the package has them
 
 
-def function_q_len(name: str, prog: Any) -> int:
-    """Query length of one decoder function: its input_ids' second dimension."""
-    shape = prog.input_shape("input_ids")
-    if len(shape) != 2 or prog.input_names != ["input_ids", "position"] or not prog.state_names:
+INPUTS = {"input_ids": ["input_ids", "position"], "next_ids": ["feats", "next_ids", "position"]}
+
+
+def function_q_len(name: str, prog: Any, ids: str = "input_ids") -> int:
+    """Query length of one decoder function (a feature drafter's: ids "next_ids"): its ids' second
+    dimension."""
+    shape = prog.input_shape(ids)
+    if len(shape) != 2 or prog.input_names != INPUTS[ids] or not prog.state_names:
         raise MilExecError(f"{prog.path}: function {name!r} is not a stateful decoder")
     return int(shape[1])
 
@@ -104,6 +110,11 @@ class KVDecoder:
         out = self.programs[q].predict({"input_ids": x, "position": np.array([p], np.int32)}, s.state)
         real = np.asarray(out["logits"])[0, :n]
         stats.record(time.perf_counter() - t0, real)
+        if "hidden" in out:  # a feature drafter reads them (`export coreml --drafter`)
+            h = np.asarray(out["hidden"])[0, :n]
+            if s.hidden is None:
+                s.hidden = np.zeros((self.context, h.shape[-1]), np.float32)
+            s.hidden[p : p + n] = h
         return real
 
     def prefill(self, s: KVSession, tokens: list[int], stats: DecodeStats) -> np.ndarray:
@@ -116,6 +127,7 @@ class KVDecoder:
             logits = self._call(s, part, stats)[-1]
             s.ids.extend(part)
             stats.prefill_tokens += len(part)
+            stats.prefill_forwards += 1
         return logits
 
     def continuation_logits(
@@ -144,11 +156,12 @@ class KVDecoder:
         prompt: list[int],
         stop: StopRule,
         max_new_tokens: int,
-        drafter: NgramDrafter | None = None,
+        drafter: NgramDrafter | CoreMLFeatureDraft | None = None,
         stats: DecodeStats | None = None,
     ) -> list[int]:
         """Greedy continuation of `prompt` (its stop token included): stops at `stop`, after
-        `max_new_tokens`, or when the sequence fills the context."""
+        `max_new_tokens`, or when the sequence fills the context. A feature drafter drafts from the
+        session's hidden states (a package exported with its drafter)."""
         if not prompt or len(prompt) >= self.context:
             raise MilExecError(
                 f"prompt of {len(prompt)} tokens does not fit the {self.context}-token context"
@@ -169,7 +182,14 @@ class KVDecoder:
                 break
             p = len(seq) - 1  # the pending token's position: not in the cache yet
             room = min(self.max_draft, max(q for q in self.programs if p + q <= self.context) - 1)
-            guess = drafter.propose(seq)[:room] if drafter and room else []
+            if not drafter or not room:
+                guess = []
+            elif isinstance(drafter, CoreMLFeatureDraft):
+                if s.hidden is None:
+                    raise MilExecError("a feature drafter needs a decoder exported with it (--drafter)")
+                guess = drafter.propose(seq, s.hidden[:p], room)
+            else:
+                guess = drafter.propose(seq)[:room]
             preds = self._call(s, [pending, *guess], stats).argmax(axis=-1)
             accepted = 0
             for j, tok in enumerate(int(t) for t in preds):
@@ -182,6 +202,8 @@ class KVDecoder:
                     continue
                 pending = tok
                 break
+            stats.drafted += len(guess)
+            stats.accepted += accepted
             s.ids = seq[: p + 1 + accepted]  # a rejected guess's entries are written again later
             if done():
                 break

@@ -79,9 +79,9 @@ def export_full(model: AneLlama, seq_len: int) -> ExportedProgram:
 
 
 def export_decoder(decoder: AneLlamaDecoder) -> ExportedProgram:
-    """(input_ids (1, Q) int32, position (1,) int32) -> logits (1, Q, V); k_cache, v_cache mutated."""
-    ids = torch.zeros(1, decoder.q_len, dtype=torch.int32)
-    ep = export_program(decoder, (ids, torch.zeros(1, dtype=torch.int32)))
+    """(input_ids (1, Q) int32, position (1,) int32) -> logits (1, Q, V) (and the hidden states, or a feature
+    drafter's call: AneFeatureDrafter); k_cache, v_cache mutated."""
+    ep = export_program(decoder, decoder.example_args())
     mutated = set(ep.graph_signature.buffers_to_mutate.values())
     if mutated != {"k_cache", "v_cache"}:  # the caches must stay buffers, or Core ML gets no state
         raise ExportError(f"decoder export mutates {sorted(mutated)}, expected k_cache and v_cache")

@@ -268,11 +268,13 @@ class AneLlama(nn.Module):
         x = self.embed_tokens(input_ids)  # (1, S, C)
         return x if self.layout == "bsc" else x.transpose(1, 2).unsqueeze(2)  # (1, C, 1, S)
 
-    def head(self, x: Tensor) -> Tensor:
+    def final(self, x: Tensor) -> Tensor:
+        """The final norm, as (1, S, C): what the head reads (HF's last hidden state)."""
         x = self.norm(x)  # (1, S, C) | (1, C, 1, S)
-        if self.layout == "bc1s":
-            x = x.squeeze(2).transpose(1, 2)  # (1, S, C)
-        return self.lm_head(x)  # (1, S, V)
+        return x.squeeze(2).transpose(1, 2) if self.layout == "bc1s" else x
+
+    def head(self, x: Tensor) -> Tensor:
+        return self.lm_head(self.final(x))  # (1, S, V)
 
     def forward(self, input_ids: Tensor) -> Tensor:
         s = input_ids.shape[1]  # a Python int under torch.export with a static shape
@@ -298,11 +300,14 @@ class AneLlamaDecoder(nn.Module):
     position, so entries after it (stale, zero, or written by the padding of a chunk) are never read:
     no reset is needed between sequences as long as each starts at position 0, and a rejected draft's
     entries are simply overwritten by the next call. position + Q must not exceed the context.
+    With `hidden`, a second output: the final hidden states (1, Q, C) that the head reads, which a feature
+    drafter drafts from.
     """
 
-    def __init__(self, model: AneLlama, context: int, q_len: int = 1):
+    def __init__(self, model: AneLlama, context: int, q_len: int = 1, hidden: bool = False):
         super().__init__()
         a, self.layout, self.context, self.q_len = model.arch, model.layout, context, q_len
+        self.hidden = hidden
         if not 1 <= q_len <= context:
             raise KimiStudentError(f"q_len {q_len} must be between 1 and the context {context}")
         # share the modules, not the model: its (max_seq, max_seq) mask would ride along as a constant
@@ -329,9 +334,18 @@ class AneLlamaDecoder(nn.Module):
         self.register_buffer("v_cache", torch.zeros(shape))
 
     embed = AneLlama.embed
-    head = AneLlama.head
+    final = AneLlama.final
 
-    def forward(self, input_ids: Tensor, position: Tensor) -> Tensor:
+    def example_args(self) -> tuple[Tensor, ...]:
+        """Inputs of the call's shapes and dtypes, for torch.export."""
+        return torch.zeros(1, self.q_len, dtype=torch.int32), torch.zeros(1, dtype=torch.int32)
+
+    def forward(self, input_ids: Tensor, position: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        h = self.final(self.layers_at(self.embed(input_ids), position))
+        return (self.lm_head(h), h) if self.hidden else self.lm_head(h)
+
+    def layers_at(self, x: Tensor, position: Tensor) -> Tensor:
+        """The layers on x (the Q inputs at positions position ..), each writing its cache."""
         t_axis = 0 if self.layout == "bsc" else 1  # position axis of the rope tables
         where = position + self.offsets  # (Q,) the positions this call writes
         cos = self.cos.index_select(t_axis, where)  # (Q, hd) | (hd, Q)
@@ -339,10 +353,9 @@ class AneLlamaDecoder(nn.Module):
         # (Q, context): query i sees keys at or before its position; computed, not gathered from a
         # (context, context) table, which would cost context² constants
         mask = torch.where(self.positions[None, :] <= where[:, None], 0.0, MASK_VALUE)
-        x = self.embed(input_ids)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, self._cache_writer(i, where))
-        return self.head(x)
+        return x
 
     def _cache_writer(self, i: int, where: Tensor) -> KV:
         # Index tensors for every cache axis but the last, all of the update's shape (KV, Q) | (KV, hd, Q):
@@ -427,3 +440,62 @@ def load_ane_llama(
             raise CheckpointError(f"{folder}: {k} has shape {tuple(w.shape)}, expected {tuple(target.shape)}")
         target.copy_(w.reshape(target.shape))  # 2-D linear weights become (out, in, 1, 1) conv weights
     return model.to(dtype).eval()
+
+
+class AneFeatureDrafter(AneLlamaDecoder):
+    """The feature drafter (models/feature_drafter.py) as a stateful decoder: (feats (1, Q, C) float,
+    next_ids (1, Q) int32, position (1,) int32) -> (states (1, Q, C), logits (1, Q, H)): for the pairs
+    (target state j, token j+1) at positions position .., the predicted next states and their scores over the
+    drafter's cut vocabulary (`vocab_ids` order). Its one decoder layer is a Llama block with its own
+    cache, as the Worker's decoder keeps one (a draft's entries are written over by the next call); the
+    embedding is the Worker's, whole (a pair's token may be any the Worker wrote or read). bsc layout."""
+
+    def __init__(self, drafter: Any, context: int, q_len: int = 1):
+        c = drafter.cfg
+        arch = LlamaArch(
+            vocab_size=c.vocab_size,
+            hidden_size=c.hidden_size,
+            intermediate_size=c.intermediate_size,
+            n_layers=1,
+            n_heads=c.num_attention_heads,
+            n_kv_heads=c.num_key_value_heads,
+            head_dim=c.head_dim,
+            rope_theta=c.rope_theta,
+            rms_norm_eps=c.rms_norm_eps,
+            max_position_embeddings=context,
+            tie_word_embeddings=False,
+        )
+        block = Block(arch, "bsc")
+        names = {
+            "input_layernorm": "norm1",
+            "self_attn.q_proj": "q",
+            "self_attn.k_proj": "k",
+            "self_attn.v_proj": "v",
+            "self_attn.o_proj": "o",
+            "post_attention_layernorm": "norm2",
+            "mlp.gate_proj": "gate",
+            "mlp.up_proj": "up",
+            "mlp.down_proj": "down",
+        }
+        with torch.no_grad():
+            for ours, theirs in names.items():
+                block.get_submodule(ours).weight.copy_(drafter.get_submodule(theirs).weight)
+        parts = type("Parts", (), {})()  # what AneLlamaDecoder takes from a model; no norm, no lm_head
+        parts.arch, parts.layout = arch, "bsc"
+        parts.embed_tokens = nn.Embedding.from_pretrained(drafter.embed.float(), freeze=True)
+        parts.layers, parts.norm, parts.lm_head = nn.ModuleList([block]), None, None
+        super().__init__(parts, context, q_len)
+        self.fc = nn.Linear(2 * c.hidden_size, c.hidden_size)
+        self.fc.load_state_dict(drafter.fc.state_dict())
+        self.register_buffer("head_rows", drafter.head.detach().float().clone(), persistent=False)
+
+    def example_args(self) -> tuple[Tensor, ...]:
+        feats = torch.zeros(1, self.q_len, self.fc.out_features)
+        return feats, *super().example_args()
+
+    def forward(  # type: ignore[override]
+        self, feats: Tensor, next_ids: Tensor, position: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        x = self.fc(torch.cat([feats, self.embed_tokens(next_ids)], -1))
+        x = self.layers_at(x, position)
+        return x, F.linear(x, self.head_rows)

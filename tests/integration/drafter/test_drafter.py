@@ -122,3 +122,84 @@ def test_eval_with_the_feature_drafter_writes_the_bytes_of_a_run_without_it(
     (other / "config.json").write_text(json.dumps({**cfg, "target_sha256": "0" * 64}))
     code, err, _ = run("other", "--draft-model", other)
     assert code == 2 and b"trained for another model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_no_output(
+    toy_checkpoint: Path, data: dict, tmp_path: Path
+) -> None:
+    """`export coreml --drafter`: the decoder also returns its final hidden states (HF's, to fp16), the
+    drafter package predicts the states the PyTorch drafter predicts, and greedy decoding with its drafts in
+    the MIL executor gives plain Core ML greedy's tokens while keeping some drafts; a drafter of other
+    weights is refused."""
+    import numpy as np
+
+    from kimi_student.backends.hf import load_causal_lm
+    from kimi_student.chat.template import ChatTokenizer
+    from kimi_student.eval.runners.coreml import _kv_decoder
+    from kimi_student.export.feature_draft import CoreMLFeatureDraft
+    from kimi_student.export.greedy import DecodeStats
+    from kimi_student.models import feature_drafter
+    from kimi_student.models.feature_drafter import KVCache
+
+    drafter = data["root"] / "drafter-kd"
+    if not drafter.exists():  # run alone: test_training_learns... trains it
+        r = ks_here(
+            "drafter", "train", "--model", toy_checkpoint, "--data", data["train"], "--steps", "60", "--out", drafter,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    out = tmp_path / "pkg"
+    r = ks_here(
+        "export", "coreml", "--model", toy_checkpoint, "--drafter", drafter, "--no-sequence", "--shapes", "512",
+        "--chunks", "4", "--out", out,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    chat = ChatTokenizer(toy_checkpoint)
+    kv = _kv_decoder(out / "decode512.mlpackage", chat.pad_id)
+    draft = CoreMLFeatureDraft.load(out / "drafter512.mlpackage")
+    seqs = list(read_sequences([data["heldout"]]))
+    target = load_causal_lm(toy_checkpoint).eval()
+    torch_drafter = feature_drafter.load(drafter, target)
+    tokens, plen, _ = seqs[0]
+
+    # the decoder's hidden states are the HF model's last hidden states, as fp16 computes them
+    session = kv.session(tokens)
+    kv.prefill(session, tokens, DecodeStats())
+    with torch.no_grad():
+        hf = target(input_ids=torch.tensor([tokens]), output_hidden_states=True).hidden_states[-1][0]
+    got = torch.from_numpy(session.hidden[: len(tokens)])
+    assert torch.allclose(got, hf, atol=2e-2 * float(hf.abs().max()))
+
+    # the package's drafter predicts what the PyTorch drafter predicts from the same states
+    n = min(len(tokens) - 1, 40)
+    with torch.no_grad():
+        want = torch_drafter(got[None, :n], torch.tensor([tokens[1 : n + 1]]), torch.arange(n), KVCache())[0]
+    preds = []
+    for at in range(0, n, 4):  # its chunk function, as drafting feeds it
+        preds.append(
+            draft._call(got[at : min(at + 4, n)].numpy(), tokens[at + 1 : min(at + 5, n + 1)], at)[0]
+        )
+    pred = np.concatenate(preds)[:n]
+    assert np.abs(pred - want.numpy()).max() <= 2e-2 * float(want.abs().max())
+
+    # greedy with the drafter's drafts: plain greedy's tokens, in fewer Worker calls
+    kv.clear()
+    plain_stats, spec_stats = DecodeStats(), DecodeStats()
+    prompts = [s[0][: s[1]] for s in seqs[:6]]
+    plain = [kv.greedy(p, chat.stop_rule(), 12, stats=plain_stats) for p in prompts]
+    kv.clear()
+    spec = [kv.greedy(p, chat.stop_rule(), 12, drafter=draft, stats=spec_stats) for p in prompts]
+    assert spec == plain
+    assert spec_stats.drafted > 0 and spec_stats.accepted > 0, (spec_stats.drafted, spec_stats.accepted)
+    assert spec_stats.forwards < plain_stats.forwards
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in drafter.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**cfg, "target_sha256": "0" * 64}))
+    r = ks_here(
+        "export", "coreml", "--model", toy_checkpoint, "--drafter", other, "--no-sequence", "--shapes", "512",
+        "--out", tmp_path / "pkg2",
+    )  # fmt: skip
+    assert r.returncode != 0 and "trained for other weights" in r.stderr
