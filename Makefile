@@ -377,7 +377,8 @@ bench-hf-decode: install
 	$(VENV)/bin/python bench/hf_decode.py $(BENCH_HF_ARGS)  # e.g. BENCH_HF_ARGS="--model runs/worker/final --n 24"
 
 # ---- the Drafter (issue 15): the Worker's own greedy answers and final hidden states on tool-loop prompts ->
-# a feature drafter distilled from them (kd) and the data-only baseline (ce) on the same data. DRAFTER_MODEL: the
+# a feature drafter distilled from them (kd); the data-only baseline (ce) learns the same prompts' answers as the
+# dataset writes them (--answers data), with the Worker's states over them. DRAFTER_MODEL: the
 # Worker (an HF folder; default the embedded SmolLM2-135M). bench-spec then compares them with prompt lookup:
 #   make bench-spec BENCH_SPEC_ARGS="--draft prompt-lookup --draft runs/drafter/kd --draft runs/drafter/ce --k 3"
 DRAFTER_DATA ?= data/drafter
@@ -385,9 +386,10 @@ DRAFTER_RUN ?= runs/drafter
 DRAFTER_MODEL ?= smollm2
 drafter: install
 	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/train --n $(or $(DRAFTER_N),300) --seed 11
+	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/train_data --n $(or $(DRAFTER_N),300) --seed 11 --answers data
 	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/heldout --n 20 --seed 8 --split heldout
 	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --out $(DRAFTER_RUN)/kd
-	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --objective ce --out $(DRAFTER_RUN)/ce
+	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train_data --heldout $(DRAFTER_DATA)/heldout --objective ce --out $(DRAFTER_RUN)/ce
 
 # The Worker's stateful decoder (also returning its final hidden states) and the kd drafter beside it, in one
 # folder and manifest; `bench/speculative.py --coreml $(COREML_DRAFTER)` decodes with them in the MIL executor

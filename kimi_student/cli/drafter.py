@@ -44,18 +44,28 @@ def drafter_data(
     split: Annotated[
         str, typer.Option(help="train, or heldout (values no train item holds): a set to measure on.")
     ] = "train",
+    answers: Annotated[
+        str,
+        typer.Option(
+            help="worker: the Worker's own greedy answers (what the Drafter is distilled on); data: each "
+            "item's answer as the dataset holds it, with the Worker's states over it (the data-only baseline's "
+            "sequences: no decoding)."
+        ),
+    ] = "worker",
 ) -> None:
     """Decode the Worker greedily on the tool loop's prompts of `n` train items and store each prompt +
     answer with the Worker's final hidden states (fp16), in shards of 64 prompts. A killed run resumes at
     the first missing shard; the same settings give the same bytes."""
-    from kimi_student.drafter.data import write_data
+    from kimi_student.drafter.data import ANSWERS, write_data
 
     if n < 1:
         raise typer.BadParameter("--n must be at least 1")
     if split not in ("train", "heldout"):
         raise typer.BadParameter(f"--split must be train or heldout, got {split!r}")
+    if answers not in ANSWERS:
+        raise typer.BadParameter(f"--answers must be one of {', '.join(ANSWERS)}, got {answers!r}")
     head = write_data(
-        out, _target(model), n, seed, max_new_tokens, batch_size, split, progress=show_progress()
+        out, _target(model), n, seed, max_new_tokens, batch_size, split, show_progress(), answers
     )
     typer.echo(f"{head['prompts']} prompts in {head['shards']} shards -> {out}")
 

@@ -31,17 +31,30 @@ Messages = list[dict[str, Any]]
 def loop_prompts(items: list[dict[str, Any]]) -> list[Messages]:
     """The tool loop's prompts of each item: its request, and (when its answer calls a tool and goes on)
     the request + call + tool response."""
+    return [m for m, _, _ in loop_turns(items)]
+
+
+def loop_turns(items: list[dict[str, Any]]) -> list[tuple[Messages, str, bool]]:
+    """Each tool-loop prompt with the item's own answer to it (the data's, not a model's) and whether that
+    answer is the conversation's last turn (which ends with the end-of-sequence token)."""
     from kimi_student.chat.prompt import item_messages
     from kimi_student.train.examples import conversation_turns
 
     out = []
     for it in items:
         start = item_messages(it, "request")
-        out.append(start)
         turns = conversation_turns(it["teacher_text"])
+        out.append((start, turns[0]["content"], len(turns) == 1))
         if len(turns) >= 3:
-            out.append(start + turns[:2])
+            out.append((start + turns[:2], turns[2]["content"], len(turns) == 3))
     return out
+
+
+def data_answer(tok: Any, text: str, last: bool, eos: int, max_new: int) -> list[int]:
+    """The ids training gives an answer (its text, then the end token if it ends the conversation),
+    cut at `max_new` as a decoded answer would be."""
+    ids = list(tok(text, add_special_tokens=False)["input_ids"]) + ([eos] if last else [])
+    return ids[:max_new]
 
 
 def shards(folder: Path) -> list[Path]:
@@ -66,11 +79,15 @@ def read_sequences(folders: list[Path]) -> Iterator[tuple[list[int], int, torch.
                 start += n
 
 
+ANSWERS = ("worker", "data")
+
+
 def header_of(
-    target: Path, target_sha256: str, n: int, seed: int, max_new: int, split: str
+    target: Path, target_sha256: str, n: int, seed: int, max_new: int, split: str, answers: str = "worker"
 ) -> dict[str, Any]:
     return {
         "kind": "drafter_data",
+        **({"answers": answers} if answers != "worker" else {}),  # a worker folder's header as it was
         "target": str(target),
         "target_sha256": target_sha256,
         "items": n,
@@ -90,8 +107,11 @@ def write_data(
     batch: int = 16,
     split: str = "train",
     progress: bool = False,
+    answers: str = "worker",
 ) -> dict[str, Any]:
-    """Write (or finish) the folder; returns its header plus the counts."""
+    """Write (or finish) the folder; returns its header plus the counts. `answers` "data": each prompt's
+    answer is the item's own (the data-only baseline's sequences, with the Worker's states over them)
+    instead of the Worker's greedy one."""
     from safetensors.torch import save_file
     from tqdm import tqdm
 
@@ -103,7 +123,9 @@ def write_data(
     from kimi_student.outputs import temp_path
 
     out = Path(out)
-    head = header_of(target, weights_sha256(target), n, seed, max_new, split)
+    if answers not in ANSWERS:
+        raise KimiStudentError(f"answers {answers!r}: choose one of {', '.join(ANSWERS)}")
+    head = header_of(target, weights_sha256(target), n, seed, max_new, split, answers)
     if (out / "header.json").exists():
         old = json.loads((out / "header.json").read_text())
         if old != head:
@@ -116,7 +138,9 @@ def write_data(
     _, items, _ = generate(n, seed, split)
     gen = HFGenerator(target, max_new, batch_size=1, dtype="fp32")
     chat: ChatTokenizer = gen.chat
-    prompts = [chat.prompt_ids(c) for c in loop_prompts(items)]
+    turns = loop_turns(items)
+    prompts = [chat.prompt_ids(c) for c, _, _ in turns]
+    own = [data_answer(chat.tok, t, last, chat.tok.eos_token_id, max_new) for _, t, last in turns]
     groups = [prompts[i : i + SHARD] for i in range(0, len(prompts), SHARD)]
     torch.manual_seed(seed)
     bar = tqdm(total=len(prompts), desc="drafter data", unit="prompt", disable=not progress)
@@ -127,8 +151,8 @@ def write_data(
             bar.update(len(group))
             continue
         order = sorted(range(len(group)), key=lambda i: len(group[i]))  # similar lengths batch together
-        answers: list[list[int]] = [[] for _ in group]
-        for b in range(0, len(order), batch):
+        said: list[list[int]] = own[k * SHARD : k * SHARD + len(group)]
+        for b in range(0, len(order), batch) if answers == "worker" else []:
             idx = order[b : b + batch]
             with torch.no_grad():
                 for i, a in zip(
@@ -136,9 +160,11 @@ def write_data(
                     greedy_decode(gen.model, [group[i] for i in idx], chat.pad_id, gen.stop, max_new),
                     strict=True,
                 ):
-                    answers[i] = a
+                    said[i] = a
             bar.update(len(idx))
-        seqs = [p + a for p, a in zip(group, answers, strict=True)]
+        if answers == "data":
+            bar.update(len(group))
+        seqs = [p + a for p, a in zip(group, said, strict=True)]
         with torch.no_grad():
             states = [
                 gen.model(input_ids=torch.tensor([s]), output_hidden_states=True).hidden_states[-1][0]

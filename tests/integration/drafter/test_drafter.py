@@ -49,6 +49,36 @@ def test_data_holds_the_workers_greedy_answers_and_its_states(toy_checkpoint: Pa
         )
 
 
+def test_data_answers_are_the_items_own_turns_with_the_workers_states(
+    toy_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`--answers data` (the data-only baseline's sequences): each prompt's answer is the item's own turn as
+    the dataset writes it, the end token after a conversation's last turn only; no decoding."""
+    from kimi_student.chat.template import ChatTokenizer
+    from kimi_student.data.contextual import generate
+    from kimi_student.drafter.data import loop_turns
+
+    r = ks_here(
+        "drafter", "data", "--model", toy_checkpoint, "--n", "3", "--seed", "1", "--max-new-tokens", "1000",
+        "--answers", "data", "--out", tmp_path / "d",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    chat = ChatTokenizer(toy_checkpoint)
+    turns = loop_turns(generate(3, 1, "train")[1])
+    seqs = list(read_sequences([tmp_path / "d"]))
+    lasts = [last for *_, last in turns]
+    assert len(seqs) == len(turns) > 3 and any(lasts) and not all(lasts)
+    for (tokens, plen, states), (messages, text, last) in zip(seqs, turns, strict=True):
+        assert tokens[:plen] == chat.prompt_ids(messages) and states.shape[0] == len(tokens)
+        answer = tokens[plen:]
+        assert (answer[-1] == chat.tok.eos_token_id) == last
+        assert chat.tok.decode(answer[:-1] if last else answer) == text
+    bad = ks_here(
+        "drafter", "data", "--model", toy_checkpoint, "--answers", "teacher", "--out", tmp_path / "e"
+    )
+    assert bad.returncode == 2 and "--answers" in bad.stderr
+
+
 def test_a_lost_shard_is_made_again_with_the_same_bytes_and_other_settings_are_refused(
     toy_checkpoint: Path, data: dict
 ) -> None:
