@@ -7,13 +7,17 @@ drafter trained for another model in one line."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from kimi_student.drafter.data import read_sequences
-from tests.support import ks_here
+from tests.support import ROOT, ks_here
 
 pytestmark = [pytest.mark.slow]
 
@@ -221,6 +225,16 @@ def test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_
     assert spec == plain
     assert spec_stats.drafted > 0 and spec_stats.accepted > 0, (spec_stats.drafted, spec_stats.accepted)
     assert spec_stats.forwards < plain_stats.forwards
+
+    # the bench's Core ML mode on the same folder (bench/speculative.py --coreml)
+    b = subprocess.run(
+        [sys.executable, ROOT / "bench" / "speculative.py", "--coreml", out, "--model", toy_checkpoint, "--n", "1",
+         "--max-new", "8", "--runs", "1"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600,
+    )  # fmt: skip
+    assert b.returncode == 0, b.stderr[-2000:]
+    assert re.search(r"speculative = plain greedy \(Core ML\): (\d+)/\1;", b.stdout), b.stdout
+    assert re.search(r"feature drafter \(Core ML\): alpha [\d.]+ +tau [\d.]+ +measured [\d.]+x", b.stdout)
 
     other = tmp_path / "other"
     other.mkdir()
