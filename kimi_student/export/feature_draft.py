@@ -21,6 +21,8 @@ from kimi_student.export.errors import MilExecError
 
 
 class CoreMLFeatureDraft:
+    reads_states = True  # KVDecoder.greedy hands it the session's hidden states
+
     def __init__(self, programs: dict[int, Any], vocab_ids: list[int], context: int):
         if 1 not in programs:
             raise MilExecError("a drafter package needs its one-token function (main)")

@@ -28,8 +28,7 @@ import numpy as np
 
 from kimi_student.chat.template import StopRule
 from kimi_student.export.errors import MilExecError
-from kimi_student.export.feature_draft import CoreMLFeatureDraft
-from kimi_student.export.greedy import DecodeStats, NgramDrafter
+from kimi_student.export.greedy import DecodeStats
 
 
 @dataclass
@@ -156,12 +155,13 @@ class KVDecoder:
         prompt: list[int],
         stop: StopRule,
         max_new_tokens: int,
-        drafter: NgramDrafter | CoreMLFeatureDraft | None = None,
+        drafter: Any = None,
         stats: DecodeStats | None = None,
     ) -> list[int]:
         """Greedy continuation of `prompt` (its stop token included): stops at `stop`, after
-        `max_new_tokens`, or when the sequence fills the context. A feature drafter drafts from the
-        session's hidden states (a package exported with its drafter)."""
+        `max_new_tokens`, or when the sequence fills the context. `drafter`: an NgramDrafter, or a feature
+        drafter (export/feature_draft.CoreMLFeatureDraft) that drafts from the session's hidden states (a
+        decoder exported with it)."""
         if not prompt or len(prompt) >= self.context:
             raise MilExecError(
                 f"prompt of {len(prompt)} tokens does not fit the {self.context}-token context"
@@ -184,7 +184,7 @@ class KVDecoder:
             room = min(self.max_draft, max(q for q in self.programs if p + q <= self.context) - 1)
             if not drafter or not room:
                 guess = []
-            elif isinstance(drafter, CoreMLFeatureDraft):
+            elif getattr(drafter, "reads_states", False):  # export/feature_draft.CoreMLFeatureDraft
                 if s.hidden is None:
                     raise MilExecError("a feature drafter needs a decoder exported with it (--drafter)")
                 guess = drafter.propose(seq, s.hidden[:p], room)

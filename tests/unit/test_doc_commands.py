@@ -84,6 +84,10 @@ RUN_ELSEWHERE: dict[str, str] = {
     "make actionlint": "tests/integration/test_workflows.py::test_the_workflows_pass_actionlint_and_a_broken_one_does_not",
     "make drafter": "tests/integration/drafter/test_drafter.py::test_training_learns_the_workers_next_tokens",
     "make bench-spec BENCH_SPEC_ARGS=--draft=prompt-lookup:2+runs/drafter/kd": SLOW_BENCH,
+    "make coreml-drafter": "tests/integration/drafter/test_drafter.py::"
+    + "test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_no_output",
+    "make bench-spec BENCH_SPEC_ARGS=--coreml=coreml/artifacts/drafter": "tests/integration/drafter/test_drafter.py::"
+    + "test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_no_output",
     "make probes PROBE_MODELS=runs/worker-e2e/run/final": (
         "tests/integration/probes/test_probes.py::test_probes_write_a_table_a_plot_and_the_same_bytes_again"
     ),

@@ -34,6 +34,16 @@ def data(toy_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
     return {"train": root / "train", "heldout": root / "heldout", "root": root}
 
 
+def for_other_weights(drafter: Path, out: Path) -> Path:
+    """A copy of the drafter that says it was trained for other weights."""
+    out.mkdir()
+    for f in drafter.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**cfg, "target_sha256": "0" * 64}))
+    return out
+
+
 def test_data_holds_the_workers_greedy_answers_and_its_states(toy_checkpoint: Path, data: dict) -> None:
     from kimi_student.backends.hf import load_causal_lm
     from kimi_student.chat.template import ChatTokenizer
@@ -148,12 +158,7 @@ def test_eval_with_the_feature_drafter_writes_the_bytes_of_a_run_without_it(
     plain = run("plain")
     assert plain[0] in (0, 1)
     assert run("feature", "--draft-model", drafter, "--draft-k", "3") == plain
-    other = tmp_path / "other"
-    other.mkdir()
-    for f in drafter.iterdir():
-        (other / f.name).write_bytes(f.read_bytes())
-    cfg = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps({**cfg, "target_sha256": "0" * 64}))
+    other = for_other_weights(drafter, tmp_path / "other")
     code, err, _ = run("other", "--draft-model", other)
     assert code == 2 and b"trained for another model" in err and len(err.strip().splitlines()) == 1
 
@@ -236,12 +241,7 @@ def test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_
     assert re.search(r"speculative = plain greedy \(Core ML\): (\d+)/\1;", b.stdout), b.stdout
     assert re.search(r"feature drafter \(Core ML\): alpha [\d.]+ +tau [\d.]+ +measured [\d.]+x", b.stdout)
 
-    other = tmp_path / "other"
-    other.mkdir()
-    for f in drafter.iterdir():
-        (other / f.name).write_bytes(f.read_bytes())
-    cfg = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps({**cfg, "target_sha256": "0" * 64}))
+    other = for_other_weights(drafter, tmp_path / "other")
     r = ks_here(
         "export", "coreml", "--model", toy_checkpoint, "--drafter", other, "--no-sequence", "--shapes", "512",
         "--out", tmp_path / "pkg2",
