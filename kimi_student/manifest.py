@@ -49,6 +49,15 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def package_entry(package: Path) -> dict[str, Any]:
+    """The entry of an exported package in its folder's manifest."""
+    path = package.parent / MANIFEST
+    for e in read_manifest(path).get("packages", []):
+        if isinstance(e, dict) and e.get("name") == package.name:
+            return e
+    raise ManifestError(path, f"lists no package {package.name}")
+
+
 def file_digests(folder: Path) -> dict[str, str]:
     """sha256 of every file under `folder` (its own manifest aside), keyed by POSIX path relative to it."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p != folder / MANIFEST)

@@ -37,13 +37,10 @@ class CoreMLFeatureDraft:
     def load(cls, package: Path) -> CoreMLFeatureDraft:
         from kimi_student.export.kv_decode import function_q_len
         from kimi_student.export.mil import MilProgram
-        from kimi_student.manifest import MANIFEST, read_manifest
+        from kimi_student.manifest import package_entry
 
-        entry = next(
-            (e for e in read_manifest(package.parent / MANIFEST)["packages"] if e["name"] == package.name),
-            None,
-        )
-        if entry is None or entry.get("kind") != "drafter":
+        entry = package_entry(package)
+        if entry.get("kind") != "drafter":
             raise MilExecError(f"{package}: not a drafter package of its folder's manifest")
         programs = {
             function_q_len(name, p, "next_ids"): p for name, p in MilProgram.load_all(package).items()
@@ -52,12 +49,10 @@ class CoreMLFeatureDraft:
 
     def _call(self, feats: np.ndarray, ids: list[int], position: int) -> tuple[np.ndarray, np.ndarray]:
         """(states, logits) of the pairs at positions position..; the smallest function that holds them."""
+        from kimi_student.export.kv_decode import smallest_function
+
         n = len(ids)
-        q = next((q for q in self.programs if q >= n and position + q <= self.context), None)
-        if q is None:
-            raise MilExecError(
-                f"{n} drafter pairs at position {position} do not fit the {self.context} context"
-            )
+        q = smallest_function(self.programs, n, position, self.context)
         f = np.zeros((1, q, feats.shape[-1]), np.float32)
         f[0, :n] = feats
         x = np.zeros((1, q), np.int32)

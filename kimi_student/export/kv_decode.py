@@ -51,6 +51,16 @@ def function_q_len(name: str, prog: Any, ids: str = "input_ids") -> int:
     return int(shape[1])
 
 
+def smallest_function(programs: dict[int, Any], n: int, position: int, context: int) -> int:
+    """The shortest query length (of `programs`, sorted) that holds n tokens at `position` in the context."""
+    q = next((q for q in programs if q >= n and position + q <= context), None)
+    if q is None:
+        raise MilExecError(
+            f"{n} tokens at position {position} do not fit a function within the {context} context"
+        )
+    return q
+
+
 class KVDecoder:
     """Greedy decoding through a stateful decoder's functions (Q -> program). Deterministic."""
 
@@ -98,11 +108,7 @@ class KVDecoder:
         """Logits (len(tokens), V) of `tokens` at positions len(s.ids).. ; the smallest function that holds
         them and fits the context, padded. The caller sets s.ids to what stays valid."""
         p, n = len(s.ids), len(tokens)
-        q = next((q for q in self.programs if q >= n and p + q <= self.context), None)
-        if q is None:
-            raise MilExecError(
-                f"{n} tokens at position {p} do not fit a function within the {self.context} context"
-            )
+        q = smallest_function(self.programs, n, p, self.context)
         x = np.full((1, q), self.pad_id, dtype=np.int32)
         x[0, :n] = tokens
         t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from kimi_student.chat.template import ChatTokenizer
 from kimi_student.eval.runners.tool_loop import Generation, Messages
 from kimi_student.export.errors import MilExecError
 from kimi_student.fingerprint import model_folder_sha256, sha256_dir, sha256_json
-from kimi_student.manifest import MANIFEST, read_manifest
+from kimi_student.manifest import MANIFEST, package_entry
 
 if TYPE_CHECKING:
     from kimi_student.export.greedy import DecodeStats, NgramDrafter
@@ -191,5 +191,4 @@ def _kv_decoder(package: Path, pad_id: int, sessions: int = 32) -> KVDecoder:
     from kimi_student.export.mil import MilProgram
 
     programs = {function_q_len(name, p): p for name, p in MilProgram.load_all(package).items()}
-    entry = next(e for e in read_manifest(package.parent / MANIFEST)["packages"] if e["name"] == package.name)
-    return KVDecoder(programs, int(entry["context"]), pad_id, sessions)
+    return KVDecoder(programs, int(package_entry(package)["context"]), pad_id, sessions)
