@@ -54,6 +54,7 @@ def truncated(model: Any, layers: int) -> Any:
 
 def drafter(spec: str, target: Any) -> Any:
     from kimi_student.backends.hf import load_causal_lm
+    from kimi_student.eval.runners.options import DRAFT_CONFIDENCE
     from kimi_student.eval.runners.speculative_hf import FeatureDraft, FirstOf, ModelDrafter, PromptLookup
     from kimi_student.models import feature_drafter
 
@@ -63,8 +64,9 @@ def drafter(spec: str, target: Any) -> Any:
         return PromptLookup(min_ngram=int(spec.split(":")[1]) if ":" in spec else 1)
     if spec.startswith("layers:"):
         return ModelDrafter(truncated(target, int(spec.split(":")[1])))
-    if feature_drafter.is_feature_drafter(Path(spec)):
-        return FeatureDraft(feature_drafter.load(Path(spec), target))
+    folder, _, sure = spec.partition("@")  # DIR@C: a feature drafter that stops under confidence C
+    if feature_drafter.is_feature_drafter(Path(folder)):
+        return FeatureDraft(feature_drafter.load(Path(folder), target), float(sure or DRAFT_CONFIDENCE))
     return ModelDrafter(load_causal_lm(Path(spec)).eval())
 
 
@@ -146,7 +148,8 @@ def main() -> int:
         "--draft",
         action="append",
         help="prompt-lookup[:N] (matches of N tokens or more), layers:N (the target's first N layers), a "
-        "feature drafter's folder (`kimi-student drafter train`), a drafter's HF folder, or several joined by + "
+        "feature drafter's folder (`kimi-student drafter train`; DIR@C: it drafts while its confidence that "
+        "every draft is kept is C or more; DIR alone: eval's default --draft-confidence; DIR@0: always K), a drafter's HF folder, or several joined by + "
         "(the first that proposes drafts); repeatable "
         "(default: prompt-lookup and layers:2)",
     )
@@ -162,6 +165,13 @@ def main() -> int:
         "--coreml",
         type=Path,
         help="a folder of `export coreml --drafter`: decode in the MIL executor instead",
+    )
+    ap.add_argument(
+        "--confidence",
+        type=float,
+        default=None,
+        help="with --coreml: the drafter stops under this confidence that its drafts are kept (0: K always; "
+        "default: eval's --draft-confidence)",
     )
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -226,7 +236,7 @@ def main() -> int:
             stats[j] = per
     print(
         f"{'drafter':<22} {'K':>2} {'exact':>7} {'alpha':>6} {'tau':>5} {'c(K)':>5} {'r':>5} {'pred':>6} "
-        f"{'meas':>6} {'alpha new':>9} {'tau new':>7}"
+        f"{'meas':>6} {'alpha new':>9} {'tau new':>7} {'drafts':>6}"
     )
     bad = 0
     for j, (spec, _, k, c, r, costs) in enumerate(arms):
@@ -236,15 +246,19 @@ def main() -> int:
             if not cp:
                 new.add(s)
         meas = statistics.median(base_s) / statistics.median(spec_s[j])
-        # the cost of the checks as they came (prompt lookup often has fewer than K drafts, or none), per
-        # target call; the prefill call of each prompt is in tau's calls and costs alike on both sides
+        # the cost of the checks as they came (prompt lookup often has fewer than K drafts, or none; a drafter
+        # with a confidence floor stops early, after one more step than it drafted), per target call; the
+        # prefill call of each prompt is in tau's calls and costs alike on both sides
         checks = sum(st.checks.values())
-        cost = sum(m * (costs[f"target_{i + 1}"] / costs["target_1"] + i * r) for i, m in st.checks.items())
+        cost = sum(
+            m * (costs[f"target_{i + 1}"] / costs["target_1"] + min(i + 1, k) * r)
+            for i, m in st.checks.items()
+        )
         pred = st.tau / ((cost + (st.target_calls - checks)) / st.target_calls)
         bad += exact[j] != len(prompts)
         print(
             f"{spec:<22} {k:>2} {exact[j]:>3}/{len(prompts):<3} {st.alpha:6.3f} {st.tau:5.2f} {c:5.2f} "
-            f"{r:5.2f} {pred:5.2f}x {meas:5.2f}x {new.alpha:9.3f} {new.tau:7.2f}"
+            f"{r:5.2f} {pred:5.2f}x {meas:5.2f}x {new.alpha:9.3f} {new.tau:7.2f} {st.proposed / max(checks, 1):6.2f}"
         )
         summary[f"{spec} K={k}"] = {
             "exact": exact[j] / len(prompts),
@@ -256,6 +270,7 @@ def main() -> int:
             "measured_speedup": round(meas, 3),
             "alpha_not_copied": round(new.alpha, 4),
             "tau_not_copied": round(new.tau, 3),
+            "drafts_per_check": round(st.proposed / max(checks, 1), 3),
         }
     print(
         f"baseline: target-only greedy, {tokens} tokens per pass; exactness {'OK' if not bad else 'FAILED'}"
@@ -288,7 +303,11 @@ def coreml_main(a: argparse.Namespace) -> int:
     model = a.model or man["checkpoint"]
     chat = ChatTokenizer(Path(model))
     kv = _kv_decoder(a.coreml / entry["decode"]["name"], chat.pad_id)
-    draft = CoreMLFeatureDraft.load(a.coreml / entry["drafter"]["name"])
+    from kimi_student.eval.runners.options import DRAFT_CONFIDENCE
+
+    if a.confidence is None:
+        a.confidence = DRAFT_CONFIDENCE
+    draft = CoreMLFeatureDraft.load(a.coreml / entry["drafter"]["name"], a.confidence)
     stop = chat.stop_rule()
     prompts = [chat.prompt_ids(c) for c in tool_loop_prompts(a.n, a.seed)]
     print(machine_line(f"MIL executor (numpy), fp16 compute, {man['precision']['weights']} weights"))
@@ -319,7 +338,9 @@ def coreml_main(a: argparse.Namespace) -> int:
     )  # a prompt's prefill counts as one call, as above
     alpha, tau = st.accepted / max(st.drafted, 1), st.new_tokens / calls
     meas = statistics.median(plain_s) / statistics.median(spec_s)
-    print(f"prompts {len(prompts)}  answer tokens {st.new_tokens}  K {k}  runs {a.runs}")
+    print(
+        f"prompts {len(prompts)}  answer tokens {st.new_tokens}  K {k}  confidence {a.confidence}  runs {a.runs}"
+    )
     print(
         f"speculative = plain greedy (Core ML): {vs_plain.count(None)}/{len(prompts)}; first divergences at "
         f"{sorted(i for i in vs_plain if i is not None)}"
@@ -337,6 +358,7 @@ def coreml_main(a: argparse.Namespace) -> int:
                 "prompts": len(prompts),
                 "tokens": st.new_tokens,
                 "k": k,
+                "confidence": a.confidence,
                 "alpha": round(alpha, 4),
                 "tau": round(tau, 3),
                 "measured_speedup": round(meas, 3),

@@ -58,6 +58,7 @@ ModelTokenizer = Annotated[str | None, _runner_option("tokenizer")]
 ApiKeyEnv = Annotated[str | None, _runner_option("api_key_env")]
 DraftModel = Annotated[str | None, _runner_option("draft_model")]
 DraftK = Annotated[int, _runner_option("draft_k")]
+DraftConfidence = Annotated[float, _runner_option("draft_confidence")]
 
 RunnerName = Annotated[
     str | None,
@@ -144,6 +145,7 @@ def eval_run(
     api_key_env: ApiKeyEnv = None,
     draft_model: DraftModel = None,
     draft_k: DraftK = _OPTIONS.draft_k,
+    draft_confidence: DraftConfidence = _OPTIONS.draft_confidence,
     workers: Workers = 1,
     shard: Shard = None,
     fresh: Fresh = False,

@@ -7,7 +7,8 @@ fed in as few calls as its functions allow; the pairs that drafting adds (its ow
 after them and are written over by the next real pairs, as a rejected draft's are in the Worker's cache.
 A conversation that starts with the tokens the drafter last fed keeps those pairs. The head is the cut
 vocabulary the drafter was trained with (`vocab_ids` in the manifest), without the prompt's own tokens
-that the PyTorch drafter adds: a package's head is fixed.
+that the PyTorch drafter adds: a package's head is fixed. `confidence` stops drafting as the PyTorch
+drafter's does (fewer drafts: a smaller, cheaper check function).
 """
 
 from __future__ import annotations
@@ -23,18 +24,18 @@ from kimi_student.export.errors import MilExecError
 class CoreMLFeatureDraft:
     reads_states = True  # KVDecoder.greedy hands it the session's hidden states
 
-    def __init__(self, programs: dict[int, Any], vocab_ids: list[int], context: int):
+    def __init__(self, programs: dict[int, Any], vocab_ids: list[int], context: int, confidence: float = 0.0):
         if 1 not in programs:
             raise MilExecError("a drafter package needs its one-token function (main)")
         self.programs = dict(sorted(programs.items()))
         self.vocab = np.asarray(vocab_ids, dtype=np.int64)
-        self.context = context
+        self.context, self.confidence = context, confidence
         self.state = self.programs[1].new_state()
         self.tokens: list[int] = []  # seq[: fed + 1]: the pairs in the cache are (states[j], tokens[j + 1])
         self.calls = 0
 
     @classmethod
-    def load(cls, package: Path) -> CoreMLFeatureDraft:
+    def load(cls, package: Path, confidence: float = 0.0) -> CoreMLFeatureDraft:
         from kimi_student.export.kv_decode import function_q_len
         from kimi_student.export.mil import MilProgram
         from kimi_student.manifest import package_entry
@@ -45,7 +46,7 @@ class CoreMLFeatureDraft:
         programs = {
             function_q_len(name, p, "next_ids"): p for name, p in MilProgram.load_all(package).items()
         }
-        return cls(programs, entry["vocab_ids"], int(entry["context"]))
+        return cls(programs, entry["vocab_ids"], int(entry["context"]), confidence)
 
     def _call(self, feats: np.ndarray, ids: list[int], position: int) -> tuple[np.ndarray, np.ndarray]:
         """(states, logits) of the pairs at positions position..; the smallest function that holds them."""
@@ -80,7 +81,13 @@ class CoreMLFeatureDraft:
         self.tokens = list(seq)
         drafts: list[int] = []
         state, row = pred[-1], logits[-1]
+        sure = 1.0
         for i in range(min(k, self.context - n)):
+            if self.confidence > 0:
+                z = np.exp(row.astype(np.float64) - row.max())
+                sure *= float(z.max() / z.sum())
+                if sure < self.confidence:
+                    break
             drafts.append(int(self.vocab[int(np.argmax(row))]))
             if i + 1 == k or n + i + 1 >= self.context:
                 break

@@ -10,6 +10,7 @@ from kimi_student.backends.hf import cpu_has_bf16, load_causal_lm
 from kimi_student.chat.template import ChatTokenizer
 from kimi_student.errors import InputError, KimiStudentError
 from kimi_student.eval.runners.greedy_hf import greedy_decode
+from kimi_student.eval.runners.options import DRAFT_CONFIDENCE
 from kimi_student.eval.runners.speculative_hf import (
     Drafter,
     FeatureDraft,
@@ -59,6 +60,7 @@ class HFGenerator:
         dtype: str = "fp32",
         draft_model: str | None = None,
         draft_k: int = 3,
+        draft_confidence: float = DRAFT_CONFIDENCE,
     ):
         self.dtype = resolve_dtype(dtype)  # a bad name fails before the model loads
         folder = Path(model)
@@ -69,6 +71,8 @@ class HFGenerator:
                 "--draft-model decodes one conversation at a time: pass --batch-size 1 (a run without the "
                 "drafter at --batch-size 1 gives the same results and report)"
             )
+        if not 0 <= draft_confidence < 1:
+            raise KimiStudentError(f"--draft-confidence {draft_confidence}: a chance, at least 0 and under 1")
         draft_folder = Path(draft_model) if draft_model and draft_model != PROMPT_LOOKUP else None
         if draft_folder and not (draft_folder / "config.json").is_file():
             raise InputError(
@@ -87,7 +91,7 @@ class HFGenerator:
         self.model: Any = self._load(folder)  # the checks above come before any weights load
         self.drafter: Drafter | None = None
         if draft_folder and features:
-            self.drafter = FeatureDraft(feature_drafter.load(draft_folder, self.model))
+            self.drafter = FeatureDraft(feature_drafter.load(draft_folder, self.model), draft_confidence)
         elif draft_folder:
             self.drafter = ModelDrafter(self._load(draft_folder))
         elif draft_model == PROMPT_LOOKUP:

@@ -36,7 +36,9 @@ def make_generator(name: str, o: RunnerOptions) -> tuple[Generator, dict[str, An
     if name == "hf_local":
         from kimi_student.eval.runners.hf_local import HFGenerator
 
-        hf = HFGenerator(o.model, o.max_new_tokens, o.batch_size, o.dtype, o.draft_model, o.draft_k)
+        hf = HFGenerator(
+            o.model, o.max_new_tokens, o.batch_size, o.dtype, o.draft_model, o.draft_k, o.draft_confidence
+        )
         return hf, {**decoding, "batch_size": o.batch_size, "dtype": hf.dtype}
     if name == "coreml":
         from kimi_student.eval.runners.coreml import CoreMLGenerator

@@ -159,10 +159,15 @@ class FeatureDraft:
     """Drafts with a feature drafter (models/feature_drafter.py) from the target's final hidden states,
     which `speculative_decode` hands to `observe` after each target call. Its cache holds the pairs
     (f_j, token j+1) of the target's own states; the pairs of predicted states that drafting adds are
-    cropped before the next proposal."""
+    cropped before the next proposal.
 
-    def __init__(self, model: Any):
+    `confidence`: drafting stops before a draft whose chance of being kept, as the drafter sees it (the
+    product of its top probabilities over the drafts so far), falls under it; 0 always drafts k (a check's
+    cost grows with its drafts, and a draft the drafter doubts is seldom kept: EAGLE-2's dynamic draft)."""
+
+    def __init__(self, model: Any, confidence: float = 0.0):
         self.model = model.eval()
+        self.confidence = confidence
         self.cache = KVCache()
         self.ids, self.head = model.vocab_ids, model.head  # the cut head, and the prompt's tokens
         self.states = torch.empty(0, model.cfg.hidden_size)  # the target's, position by position
@@ -194,8 +199,13 @@ class FeatureDraft:
         self.fed, self.calls = n, self.calls + 1
         drafts: list[int] = []
         dists = []
+        sure = 1.0
         for i in range(k):
             logits = feats[0, -1] @ self.head.T
+            if self.confidence > 0:
+                sure *= float(torch.softmax(logits, -1).max())
+                if sure < self.confidence:
+                    break
             if temperature > 0:
                 q = torch.zeros(self.model.cfg.vocab_size, dtype=torch.float64)
                 q[self.ids] = _probs(logits, temperature)

@@ -158,6 +158,7 @@ def test_eval_with_the_feature_drafter_writes_the_bytes_of_a_run_without_it(
     plain = run("plain")
     assert plain[0] in (0, 1)
     assert run("feature", "--draft-model", drafter, "--draft-k", "3") == plain
+    assert run("feature-k", "--draft-model", drafter, "--draft-k", "3", "--draft-confidence", "0") == plain
     other = for_other_weights(drafter, tmp_path / "other")
     code, err, _ = run("other", "--draft-model", other)
     assert code == 2 and b"trained for another model" in err and len(err.strip().splitlines()) == 1
@@ -230,6 +231,15 @@ def test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_
     assert spec == plain
     assert spec_stats.drafted > 0 and spec_stats.accepted > 0, (spec_stats.drafted, spec_stats.accepted)
     assert spec_stats.forwards < plain_stats.forwards
+    # with a confidence floor it drafts fewer tokens, keeps no smaller a share of them, and changes nothing; the
+    # floor: the median of this small drafter's first-draft confidences (a random toy's logits are flat)
+    floor = float(torch.softmax(torch_drafter.logits(want), -1).max(-1).values.median())
+    kv.clear()
+    sure_stats = DecodeStats()
+    sure = CoreMLFeatureDraft.load(out / "drafter512.mlpackage", confidence=floor)
+    assert [kv.greedy(p, chat.stop_rule(), 12, drafter=sure, stats=sure_stats) for p in prompts] == plain
+    assert 0 < sure_stats.drafted < spec_stats.drafted, (floor, sure_stats.drafted, spec_stats.drafted)
+    assert sure_stats.accepted / sure_stats.drafted >= spec_stats.accepted / spec_stats.drafted, floor
 
     # the bench's Core ML mode on the same folder (bench/speculative.py --coreml)
     b = subprocess.run(

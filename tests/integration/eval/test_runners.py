@@ -416,7 +416,7 @@ def test_runner_options_refuse_an_unknown_key_in_one_line(capsys: pytest.Capture
         RunnerOptions.from_dict({"model": "m", "max_turn": 2})
     assert (
         str(e.value)
-        == f"unknown runner option 'max_turn' (known: {known}timeout_s, max_retries, tokenizer, api_key_env, draft_model, draft_k)"
+        == f"unknown runner option 'max_turn' (known: {known}timeout_s, max_retries, tokenizer, api_key_env, draft_model, draft_k, draft_confidence)"
     )
 
     @guarded

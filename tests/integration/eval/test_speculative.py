@@ -102,6 +102,41 @@ def test_greedy_speculative_decoding_is_the_targets_greedy_output(
     assert totals["features"].proposed > 50 and features.calls > 0
 
 
+def test_a_feature_drafter_stops_drafting_where_it_is_unsure(
+    models: dict[str, Path], small_set: Path
+) -> None:
+    """With a confidence floor c, a feature drafter's drafts are the first of those it drafts without one:
+    fewer as c rises (all k at 0, none when c is above its first draft's probability), and speculative
+    output is still the target's greedy output."""
+    from kimi_student.backends.hf import load_causal_lm
+    from kimi_student.models import feature_drafter
+
+    chat = ChatTokenizer(models["target"])
+    target = load_causal_lm(models["target"]).eval()
+    prompts = [chat.prompt_ids(item_messages(it, "request")) for it in read_rows(small_set)[1:4]]
+    model = feature_drafter.build(target, sorted({t for p in prompts for t in p} | {2}), "t")
+    floors = (0.0, 1e-4, 1e-3, 1e-2, 0.05, 0.2, 0.999999)
+    counts = set()
+    for p in prompts:
+        with torch.no_grad():
+            states = target(input_ids=torch.tensor([p]), output_hidden_states=True).hidden_states[-1][0]
+        seq = [*p, int(chat.stop_ids[0])]  # any next token: drafting reads the states of the tokens before it
+        drafts = []
+        for c in floors:
+            d = FeatureDraft(model, confidence=c)
+            d.observe(states, 0)
+            drafts.append(d.propose(seq, 4, 0.0, None)[0])
+        assert len(drafts[0]) == 4 and drafts[-1] == []
+        for shorter, longer in zip(drafts[1:], drafts, strict=False):
+            assert shorter == longer[: len(shorter)]
+        counts |= {len(x) for x in drafts}
+    assert counts - {0, 4}, counts  # some floor cut a draft short
+    stop = chat.stop_rule()
+    for p in prompts:
+        want = greedy_decode(target, [p], chat.pad_id, stop, 24)[0]
+        assert speculative_decode(target, FeatureDraft(model, confidence=0.01), p, stop, 24, k=3)[0] == want
+
+
 def _eval(model: Path, data: Path, out: Path, *extra: str) -> tuple[bytes, bytes]:
     r = ks_here(
         "eval", "--runner", "hf_local", "--model", model, "--in", data, "--out", out / "r.jsonl",
@@ -153,5 +188,7 @@ def test_what_a_drafter_cannot_do_is_refused_in_one_line(
     (other / "tokenizer.json").write_text(json.dumps(tok))
     r = ks_here(*base, "--batch-size", "1", "--draft-model", other)
     assert r.returncode == 2 and "not the model's" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = ks_here(*base, "--batch-size", "1", "--draft-model", "prompt-lookup", "--draft-confidence", "1")
+    assert r.returncode == 2 and "--draft-confidence" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = ks_here(*base, "--batch-size", "1", "--draft-model", tmp_path / "nowhere")
     assert r.returncode == 2 and "draft_model" in r.stderr and not (tmp_path / "r.jsonl").exists()
