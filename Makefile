@@ -379,7 +379,8 @@ bench-hf-decode: install
 # ---- the Drafter (issue 15): the Worker's own greedy answers and final hidden states on tool-loop prompts ->
 # a feature drafter distilled from them (kd); the data-only baseline (ce) learns the same prompts' answers as the
 # dataset writes them (--answers data), with the Worker's states over them. DRAFTER_MODEL: the
-# Worker (an HF folder; default the embedded SmolLM2-135M). bench-spec then compares them with prompt lookup:
+# Worker (an HF folder; default the embedded SmolLM2-135M). bench-spec then compares them with prompt lookup
+# (DIR: eval's default confidence floor, DIR@0: K drafts every check):
 #   make bench-spec BENCH_SPEC_ARGS="--draft prompt-lookup --draft runs/drafter/kd --draft runs/drafter/ce --k 3"
 DRAFTER_DATA ?= data/drafter
 DRAFTER_RUN ?= runs/drafter
