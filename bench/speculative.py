@@ -292,6 +292,7 @@ def coreml_main(a: argparse.Namespace) -> int:
     from kimi_student.eval.runners.coreml import _kv_decoder
     from kimi_student.eval.runners.greedy_hf import greedy_decode
     from kimi_student.eval.runners.hf_local import HFGenerator
+    from kimi_student.eval.runners.options import DRAFT_CONFIDENCE
     from kimi_student.export.feature_draft import CoreMLFeatureDraft
     from kimi_student.export.greedy import DecodeStats
     from kimi_student.manifest import MANIFEST, read_manifest
@@ -303,8 +304,6 @@ def coreml_main(a: argparse.Namespace) -> int:
     model = a.model or man["checkpoint"]
     chat = ChatTokenizer(Path(model))
     kv = _kv_decoder(a.coreml / entry["decode"]["name"], chat.pad_id)
-    from kimi_student.eval.runners.options import DRAFT_CONFIDENCE
-
     if a.confidence is None:
         a.confidence = DRAFT_CONFIDENCE
     draft = CoreMLFeatureDraft.load(a.coreml / entry["drafter"]["name"], a.confidence)
