@@ -72,8 +72,8 @@ class RunnerOptions:
     draft_confidence: float = _option(
         DRAFT_CONFIDENCE,
         "hf_local with a feature drafter: it stops drafting when its own chance that every draft so far is "
-        "kept falls under this (0: always --draft-k). Fewer doubtful drafts make checks cheaper at almost "
-        "no loss of kept tokens.",
+        "kept falls under this (0: always --draft-k). It drops the drafts that would mostly be rejected: "
+        "shorter checks at almost the same tokens a check (faster where a check's cost grows with its tokens).",
         min=0,
     )
 
