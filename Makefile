@@ -281,14 +281,17 @@ JUDGE_RUN ?= runs/judge-$(or $(SIZE),toy)
 judge_data: install
 	$(KS) judge data --out $(JUDGE_DATA) --seed $(SEED)
 
-# JUDGE_TARGET=reasoned: the Judge writes the budget and the findings before its status (train_reasoned_sft.jsonl)
-JUDGE_SFT = $(JUDGE_DATA)/train$(if $(filter reasoned,$(JUDGE_TARGET)),_reasoned)_sft.jsonl
+# JUDGE_TARGET=reasoned: the Judge writes the budget and the findings before its status (train_reasoned_sft.jsonl);
+# JUDGE_TARGET=audit: every check the oracle makes, with its values, before the ruling (train_audit_sft.jsonl)
+JUDGE_SFT = $(JUDGE_DATA)/train$(if $(filter reasoned audit,$(JUDGE_TARGET)),_$(JUDGE_TARGET))_sft.jsonl
+JUDGE_TOKENS = $(if $(filter audit,$(JUDGE_TARGET)),--max-new-tokens 900)
 judge_train: install
 	test -f $(JUDGE_SFT) || $(KS) judge data --out $(JUDGE_DATA) --seed $(SEED)
 	$(KS) train --config judge --size $(or $(SIZE),toy) --data $(JUDGE_SFT) --out $(JUDGE_RUN)
 
 caws-eval: install
-	$(KS) judge eval --model $(JUDGE_RUN)/final --data $(JUDGE_DATA)/heldout.jsonl --report $(REPORTS)/caws_eval.json
+	$(KS) judge eval --model $(JUDGE_RUN)/final --data $(JUDGE_DATA)/heldout.jsonl $(JUDGE_TOKENS) \
+		--report $(REPORTS)/caws_eval.json
 
 # the Judge exported: Core ML (INT8 weights, FP16 compute, a stateful decoder whose 128-token calls prefill a
 # case) and ONNX; caws-eval-coreml runs the export in the MIL executor and compares its verdicts with caws-eval's
@@ -301,7 +304,7 @@ judge_onnx: install
 	$(KS) export onnx --model $(JUDGE_RUN)/final --shapes $(JUDGE_SHAPES) --out artifacts/onnx/judge
 
 caws-eval-coreml: install
-	$(KS) judge eval --runner coreml --model $(JUDGE_COREML) --data $(JUDGE_DATA)/heldout.jsonl \
+	$(KS) judge eval --runner coreml --model $(JUDGE_COREML) --data $(JUDGE_DATA)/heldout.jsonl $(JUDGE_TOKENS) \
 		--report $(REPORTS)/caws_eval_coreml.json || test $$? = 1
 	$(KS) judge compare $(REPORTS)/caws_eval.results.jsonl $(REPORTS)/caws_eval_coreml.results.jsonl
 

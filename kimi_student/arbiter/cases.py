@@ -665,8 +665,8 @@ def draw_candidate(r: random.Random, ctx: Context, aim: str) -> Candidate:
     return Candidate(diff, text, sha, evidence, waivers, aim)
 
 
-def label(ctx: Context, cand: Candidate) -> Verdict:
-    """The rule oracle's verdict: the only source of a case's label."""
+def change_of(ctx: Context, cand: Candidate) -> tuple[Change, datetime]:
+    """A candidate as the oracle reads it, and the time of its check."""
     change = Change(
         parse_diff(cand.diff),
         spec_from(ctx.spec),
@@ -676,7 +676,12 @@ def label(ctx: Context, cand: Candidate) -> Verdict:
         cand.rationale,
         cand.commit_sha,
     )
-    return check(change, datetime.fromisoformat(ctx.now.replace("Z", "+00:00")))
+    return change, datetime.fromisoformat(ctx.now.replace("Z", "+00:00"))
+
+
+def label(ctx: Context, cand: Candidate) -> Verdict:
+    """The rule oracle's verdict: the only source of a case's label."""
+    return check(*change_of(ctx, cand))
 
 
 def winner(a: Verdict, b: Verdict) -> str:

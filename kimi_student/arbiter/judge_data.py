@@ -16,8 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kimi_student.arbiter.cases import Candidate, Context, draw_candidate, draw_context, label, winner
+from kimi_student.arbiter.audit import audit
+from kimi_student.arbiter.cases import (
+    Candidate,
+    Context,
+    change_of,
+    draw_candidate,
+    draw_context,
+    label,
+    winner,
+)
 from kimi_student.arbiter.documents import CLAUSES, schema
+from kimi_student.arbiter.oracle import check
 from kimi_student.arbiter.render import render_pair, render_single, wording
 from kimi_student.data.world import rng_for
 from kimi_student.fingerprint import sha256_json
@@ -105,7 +115,7 @@ def relabel(rec: dict[str, Any]) -> dict[str, Any]:
     return {"winner": winner(va, vb), "a": _label(va), "b": _label(vb)}
 
 
-TARGETS = ("verdict", "reasoned")
+TARGETS = ("verdict", "reasoned", "audit")
 FINDING_KEYS = ("clause", "rule", "disposition", "detail")  # a finding's subject and gate are in its detail
 
 
@@ -117,30 +127,42 @@ def target_text(rec: dict[str, Any], target: str = "verdict") -> str:
     rather than in one step: the budget as counted (files changed, lines added, the tier's limits), the
     oracle's findings (clause, rule, disposition, detail: what the schema requires), then the violated clauses, the status and a short
     rationale naming them; for a pair, each candidate's status, then the winner. Both are valid verdicts
-    (`verdict_problems`) whose status and clauses are the oracle's."""
+    (`verdict_problems`) whose status and clauses are the oracle's. audit: every check the oracle makes, one
+    line each with the values it compares (`audit.audit`), then the violated clauses, the status and the short
+    rationale; a pair as in reasoned."""
     if target not in TARGETS:
         raise ValueError(f"target {target!r}: use one of {', '.join(TARGETS)}")
     obj: dict[str, Any]
     if rec["mode"] == "pair":
         lab = rec["label"]
         obj = {"winner": lab["winner"]}
-        if target == "reasoned":
+        if target != "verdict":
             obj = {"a": lab["a"]["status"], "b": lab["b"]["status"], **obj}
         return json.dumps(obj, ensure_ascii=False)
     v = rec["verdict"]
-    if target == "verdict":
+    if target == "audit":
+        change, now = change_of(Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0]))
+        obj = {"checks": audit(change, now, check(change, now)), **_ruling(v)}
+    elif target == "verdict":
         obj = {"status": v["status"], "violated_clauses": v["violated_clauses"], "rationale": v["rationale"]}
     else:
-        waived = set(v.get("waived_clauses", []))
-        named = ", ".join(f"{c} {'waived' if c in waived else 'violated'}" for c in v["violated_clauses"])
         obj = {
             "budget": {k: v["budget"][k] for k in ("files_changed", "lines_added", "max_files", "max_loc")},
             "findings": [{k: f[k] for k in FINDING_KEYS} for f in v["findings"]],
-            "violated_clauses": v["violated_clauses"],
-            "status": v["status"],
-            "rationale": f"{v['status']}: {named or 'no clause is violated'}.",
+            **_ruling(v),
         }
     return json.dumps(obj, ensure_ascii=False)
+
+
+def _ruling(v: dict[str, Any]) -> dict[str, Any]:
+    """The end of a reasoned or audit target: violated clauses, status, a rationale naming each clause."""
+    waived = set(v.get("waived_clauses", []))
+    named = ", ".join(f"{c} {'waived' if c in waived else 'violated'}" for c in v["violated_clauses"])
+    return {
+        "violated_clauses": v["violated_clauses"],
+        "status": v["status"],
+        "rationale": f"{v['status']}: {named or 'no clause is violated'}.",
+    }
 
 
 def sft_row(rec: dict[str, Any], target: str = "verdict") -> dict[str, Any]:

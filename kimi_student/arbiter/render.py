@@ -108,6 +108,15 @@ DATES = (
     "%d %b %Y %H:%M UTC",
     "%Y-%m-%d %H:%M:%S +00:00",
 )
+RATIONALE_WORDS = (  # the policy's min_rationale_words: without it a terse message's ruling is a guess
+    "rationale: at least {n} words",
+    "min_rationale_words={n}",
+    "Rationale minimum: {n} words",
+    "a rationale of {n} or more words",
+    # held out
+    "the author's note needs {n}+ words",
+    "note>={n} words",
+)
 # What the Judge is asked, the same in every case (no status or clause word: the targets teach those)
 ASK_SINGLE = "Rule on this change under CAWS. Reply with the verdict as JSON."
 ASK_PAIR = (
@@ -178,6 +187,7 @@ def _context_lines(ctx: Context, w: Wording) -> list[str]:
     ]
     lines.append("gates: all block" + (f" except {', '.join(modes)}" if modes else ""))
     lines.append(f"budget raises need {ctx.policy['waivers']['min_approvers_for_budget_raise']} approver(s)")
+    lines.append(RATIONALE_WORDS[w.budget].format(n=ctx.policy["min_rationale_words"]))
     lines.append(
         f"{sec[2]}: {_date(ctx.now, w)}" if not sec[2].startswith("<") else f"{sec[2]} {_date(ctx.now, w)}"
     )

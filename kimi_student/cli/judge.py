@@ -60,7 +60,7 @@ def judge_data(
     )
     failed = [k for k, ok in stats["checks"].items() if not ok]
     typer.echo(
-        f"-> {out}/train.jsonl, heldout.jsonl (and their _sft.jsonl, _reasoned_sft.jsonl), stats.json; checks: "
+        f"-> {out}/train.jsonl, heldout.jsonl (and their _sft.jsonl, _reasoned_sft.jsonl, _audit_sft.jsonl), stats.json; checks: "
         + ("all pass" if not failed else "FAILED " + ", ".join(failed))
     )
     if failed:
@@ -97,7 +97,7 @@ def judge_eval(
         typer.Option(
             min=8,
             help="Longest verdict decoded (the verdict target: ~70 tokens, 200 at most; the reasoned one: "
-            "~150, 370 at most).",
+            "~150, 370 at most; the audit one: ~390, 900 at most: give it 900).",
         ),
     ] = 400,
     runner: Annotated[

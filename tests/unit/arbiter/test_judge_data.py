@@ -141,19 +141,20 @@ def test_equal_seeds_give_equal_bytes(tmp_path: Path) -> None:
     assert head["__header__"] and head["label_source"] == "kimi_student.arbiter.oracle" and head["pairs"] == 5
 
 
-def test_both_targets_are_valid_verdicts_saying_what_the_oracle_says(sample: dict[str, list[dict]]) -> None:
+def test_every_target_is_a_valid_verdict_saying_what_the_oracle_says(sample: dict[str, list[dict]]) -> None:
     """The verdict target starts with the status; the reasoned one writes the budget as counted and the
-    oracle's findings first, then the clauses and the status. Either reads back (raw) to the oracle's
-    status and clauses, a pair's to its winner, and the reasoned pair names each candidate's status."""
+    oracle's findings first, then the clauses and the status; the audit one writes every check first (its
+    lines: test_judge_audit). Each reads back (raw) to the oracle's status and clauses, a pair's to its
+    winner, and the reasoned and audit pairs name each candidate's status."""
     seen = set()
     for r in sample["train"]:
-        for target in ("verdict", "reasoned"):
+        for target in ("verdict", "reasoned", "audit"):
             text = target_text(r, target)
             assert "\n" not in text
             if r["mode"] == "pair":
                 got = read_winner(text)
                 assert got.how == "raw" and got.value == {"winner": r["label"]["winner"]}
-                if target == "reasoned":
+                if target != "verdict":
                     obj = json.loads(text)
                     assert list(obj) == ["a", "b", "winner"]
                     assert (obj["a"], obj["b"]) == (r["label"]["a"]["status"], r["label"]["b"]["status"])
@@ -166,14 +167,18 @@ def test_both_targets_are_valid_verdicts_saying_what_the_oracle_says(sample: dic
             if target == "verdict":
                 assert list(obj) == ["status", "violated_clauses", "rationale"]
                 continue
+            assert obj["rationale"].startswith(obj["status"] + ": ")
+            assert all(c in obj["rationale"] for c in obj["violated_clauses"])
+            if target == "audit":
+                assert list(obj) == ["checks", "violated_clauses", "status", "rationale"]
+                assert len(obj["checks"]) >= 5 and all(isinstance(c, str) for c in obj["checks"])
+                continue
             assert list(obj) == ["budget", "findings", "violated_clauses", "status", "rationale"]
             assert obj["findings"] == [
                 {k: f[k] for k in ("clause", "rule", "disposition", "detail")}
                 for f in r["verdict"]["findings"]
             ]
             assert obj["budget"]["files_changed"] == r["verdict"]["budget"]["files_changed"]
-            assert obj["rationale"].startswith(obj["status"] + ": ")
-            assert all(c in obj["rationale"] for c in obj["violated_clauses"])
             seen.add(obj["status"])
     assert seen == {"PASS", "FAIL", "WAIVER_REQUIRED"}
     with pytest.raises(ValueError, match="target"):
@@ -193,7 +198,10 @@ def test_a_pair_ruling_of_either_form_fits_the_tokens_eval_gives_a_pair(
     tok = AutoTokenizer.from_pretrained(str(resolve_tokenizer_folder("smollm2")))
     longest = max(STATUS_RANK, key=len)
     texts = [
-        target_text(r, t) for r in sample["train"] if r["mode"] == "pair" for t in ("verdict", "reasoned")
+        target_text(r, t)
+        for r in sample["train"]
+        if r["mode"] == "pair"
+        for t in ("verdict", "reasoned", "audit")
     ]
     texts.append(json.dumps({"a": longest, "b": longest, "winner": "tie"}))
     assert len(texts) > 20

@@ -1,0 +1,184 @@
+"""The oracle's worksheet: every check the rule oracle makes on a change, one line each, with the values it
+compares and what the comparison gave. Pure.
+
+A Judge trained to write these lines before its ruling never rules in one step: each line is a copy of facts
+from the case plus one local comparison (files against the tier's maximum, a path against the scope entry
+that admits it, an expiry against the check time), and the ruling at the end follows from the lines. A line
+that breaks a rule ends with the rule's name as the oracle's findings name it; then one line per finding says
+what became of it (blocking, waived by which waiver, or a warning where its gate only warns). The lines are
+recomputed here from the same documents and helpers the oracle uses, and a test holds them to the oracle's
+findings on generated cases (`tests/unit/test_judge_audit.py`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from kimi_student.arbiter.documents import Waiver, parse_time
+from kimi_student.arbiter.oracle import Change, waiver_problems
+from kimi_student.arbiter.scope import matching_entry
+from kimi_student.arbiter.verdict import Verdict
+
+OK = "ok"
+
+
+def _time(t: datetime) -> str:
+    return t.strftime("%Y-%m-%d %H:%M")
+
+
+def _waiver_line(w: Waiver, change: Change, now: datetime) -> str:
+    spec, policy = change.spec, change.policy
+    head = f"waiver {w.id} on {', '.join(w.gates) or 'no gate'}"
+    if w.problems:
+        return f"{head}: not schema-valid: waiver_invalid"
+    facts = [w.status if w.status == "active" else f"{w.status}, not active"]
+    try:
+        exp = parse_time(w.expires_at)
+        after = exp > now
+        facts.append(f"expires {_time(exp)} {'after' if after else 'not after'} now {_time(now)}")
+    except ValueError:
+        facts.append("expiry unreadable")
+    if w.applies_to is None:
+        facts.append("for any spec")
+    else:
+        facts.append(f"for {w.applies_to}" + ("" if w.applies_to == spec.id else f", not {spec.id}"))
+    if "budget_limit" in w.gates:
+        if w.has_delta:
+            facts.append(f"+{w.delta_files} files +{w.delta_loc} lines")
+            facts.append(f"{len(w.approvers)} approver(s), {policy.min_approvers_for_budget_raise} needed")
+        else:
+            facts.append("no delta")
+    ok = not waiver_problems(w, spec, policy, now)
+    return f"{head}: {'; '.join(facts)}: {'valid' if ok else 'waiver_invalid'}"
+
+
+def _budget_lines(change: Change, valid: list[Waiver]) -> list[str]:
+    tier_no = change.spec.risk_tier
+    tier = change.policy.tiers[tier_no]
+    raising = [w for w in valid if "budget_limit" in w.gates]
+    ids = ", ".join(w.id for w in raising)
+    out = []
+    for what, seen, limit, delta, rule in (
+        (
+            "files",
+            change.diff.files_changed,
+            tier.max_files,
+            sum(w.delta_files for w in raising),
+            "max_files",
+        ),
+        ("lines added", change.diff.lines_added, tier.max_loc, sum(w.delta_loc for w in raising), "max_loc"),
+    ):
+        raised = f", {limit + delta} with {ids}" if raising else ""
+        out.append(
+            f"{what} {seen}, tier {tier_no} max {limit}{raised}: {OK if seen <= limit else rule + '_exceeded'}"
+        )
+    return out
+
+
+def _scope_lines(change: Change) -> list[str]:
+    spec, out = change.spec, []
+    for path in dict.fromkeys(change.diff.paths):
+        governed = matching_entry(path, change.policy.governed_paths)
+        excluded = matching_entry(path, spec.scope_out)
+        admitted = matching_entry(path, spec.scope_in + spec.scope_support)
+        if governed is not None:
+            out.append(f"{path}: governed ({governed})")
+        elif excluded is not None:
+            out.append(f"{path}: under scope out {excluded}: path_in_scope_out")
+        elif admitted is not None:
+            out.append(f"{path}: in {admitted}: {OK}")
+        else:
+            out.append(f"{path}: not in scope in or support: path_outside_scope_in")
+    return out
+
+
+def _gate_lines(change: Change) -> list[str]:
+    policy, out = change.policy, []
+    paths = change.diff.paths
+    governed = [p for p in paths if matching_entry(p, policy.governed_paths) is not None]
+    if governed and len(governed) < len(paths):  # the oracle's test, word for word
+        allowed = policy.policy_and_code_same_change
+        out.append(f"governed files with code: {'allowed' if allowed else 'governance_edited_with_code'}")
+    ev = change.evidence
+    if ev is None:
+        return out
+    tier = policy.tiers[change.spec.risk_tier]
+    for kind in ("tests", "lint"):
+        items = ev.of(kind)
+        if not items:
+            required = kind in policy.required_evidence
+            out.append(f"{kind}: no evidence: {kind + '_missing' if required else 'not required'}")
+        else:
+            bad = next((i for i in items if not i.passed), None)
+            exit_code = f" (exit {bad.exit_code})" if bad is not None and bad.exit_code else ""
+            out.append(f"{kind}: pass" if bad is None else f"{kind}: {bad.status}{exit_code}: {kind}_failed")
+    for kind, floor in (("coverage", tier.coverage_min), ("mutation", tier.mutation_min)):
+        values = [i.value for i in ev.of(kind) if i.value is not None]
+        if not values:
+            if kind in policy.required_evidence:
+                out.append(f"{kind}: no score: {kind}_missing")
+        elif floor is None:
+            out.append(f"{kind} {min(values):.2f}: no floor")
+        else:
+            low = min(values)
+            verdict = OK if low >= floor else f"{kind}_below_floor"
+            out.append(f"{kind} {low:.2f}, tier floor {floor:.2f}: {verdict}")
+    passed = {i.criterion_id for i in ev.of("acceptance") if i.passed}
+    seen = {i.criterion_id for i in ev.of("acceptance")}
+    for c in change.spec.acceptance:
+        if c.id in passed:
+            out.append(f"{c.id}: pass")
+        else:
+            out.append(f"{c.id}: {'fail' if c.id in seen else 'no evidence'}: acceptance_unverified")
+    return out
+
+
+def _provenance_lines(change: Change) -> list[str]:
+    out = []
+    if not change.diff.files:
+        out.append("diff: none: diff_missing")
+    words, need = len(change.rationale.split()), change.policy.min_rationale_words
+    out.append(f"rationale {words} word(s), {need} needed: {OK if words >= need else 'rationale_missing'}")
+    ev, spec = change.evidence, change.spec
+    if ev is None:
+        out.append("evidence: none: evidence_missing")
+        return out
+    if ev.problems:
+        out.append("evidence: not schema-valid: evidence_invalid")
+    if ev.spec_id is not None:
+        same = ev.spec_id == spec.id
+        out.append(
+            f"evidence for {ev.spec_id}, change for {spec.id}: {OK if same else 'evidence_other_spec'}"
+        )
+    a, b = ev.commit_sha, change.commit_sha
+    if a and b:
+        same = a.startswith(b) or b.startswith(a)
+        out.append(f"evidence on {a[:12]}, change {b[:12]}: {OK if same else 'evidence_other_commit'}")
+    return out
+
+
+def _ruling_lines(change: Change, valid: list[Waiver], verdict: Verdict) -> list[str]:
+    out = []
+    for f in verdict.findings:
+        if f.disposition == "waived":
+            if f.gate == "budget_limit":
+                by = [w.id for w in valid if "budget_limit" in w.gates]
+            else:
+                by = [w.id for w in valid if f.gate in w.gates]
+            fate = f"waived by {', '.join(by)}"
+        elif f.disposition == "warning":
+            fate = f"warning ({f.gate} warns)"
+        else:
+            fate = "blocking"
+        out.append(f"{f.rule} -> {f.clause} {fate}")
+    return out
+
+
+def audit(change: Change, now: datetime, verdict: Verdict) -> list[str]:
+    """The oracle's checks on `change` at `now`, in the oracle's order (waivers, budget, scope, gates,
+    provenance), then what became of each of `verdict`'s findings (the oracle's verdict on the same change)."""
+    valid = [w for w in change.waivers if not waiver_problems(w, change.spec, change.policy, now)]
+    lines = [_waiver_line(w, change, now) for w in change.waivers]
+    lines += _budget_lines(change, valid) + _scope_lines(change) + _gate_lines(change)
+    lines += _provenance_lines(change) + _ruling_lines(change, valid, verdict)
+    return lines

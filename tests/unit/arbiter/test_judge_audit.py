@@ -1,0 +1,199 @@
+"""The audit target (the oracle's worksheet): on generated cases its lines name exactly the rules the oracle's
+findings name, one ruling line per finding with the oracle's disposition; hand-made changes show the
+comparisons at their edges; every prompt states what the rationale rule compares against."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timezone
+
+import pytest
+
+from kimi_student.arbiter.audit import audit
+from kimi_student.arbiter.cases import Candidate, Context, change_of
+from kimi_student.arbiter.diff import parse_diff
+from kimi_student.arbiter.documents import Evidence, EvidenceItem, Policy, Spec, Tier, Waiver
+from kimi_student.arbiter.judge_data import records, target_text
+from kimi_student.arbiter.oracle import Change, check
+from kimi_student.arbiter.render import RATIONALE_WORDS
+
+RULES = {
+    "max_files_exceeded", "max_loc_exceeded", "path_in_scope_out", "path_outside_scope_in",
+    "governance_edited_with_code", "tests_missing", "tests_failed", "lint_missing", "lint_failed",
+    "coverage_missing", "coverage_below_floor", "mutation_missing", "mutation_below_floor",
+    "acceptance_unverified", "diff_missing", "rationale_missing", "evidence_missing", "evidence_invalid",
+    "evidence_other_spec", "evidence_other_commit", "waiver_invalid",
+}  # fmt: skip
+
+
+def _named_rules(lines: list[str]) -> Counter:
+    """Rules the check lines end in (a ruling line `rule -> CLAUSE fate` is not a check line)."""
+    return Counter(
+        line.rsplit(": ", 1)[1] for line in lines if " -> " not in line and line.rsplit(": ", 1)[-1] in RULES
+    )
+
+
+@pytest.fixture(scope="module")
+def singles() -> list[dict]:
+    return [r for split in ("train", "heldout") for r in records(5, split, 300, 0)]
+
+
+def test_the_checks_name_the_oracles_findings_and_their_fates(singles: list[dict]) -> None:
+    rules_seen: Counter = Counter()
+    fates = Counter()
+    for r in singles:
+        change, now = change_of(Context(**r["case"]["context"]), Candidate(**r["case"]["candidates"][0]))
+        verdict = check(change, now)
+        lines = audit(change, now, verdict)
+        assert _named_rules(lines) == Counter(f.rule for f in verdict.findings), r["id"]
+        ruling = [line for line in lines if " -> " in line]
+        assert len(ruling) == len(verdict.findings)
+        for line, f in zip(ruling, verdict.findings):
+            assert line.startswith(f"{f.rule} -> {f.clause} ")
+            fate = line.split(f.clause + " ", 1)[1]
+            assert (
+                fate.split(" ")[0]
+                == {"blocking": "blocking", "waived": "waived", "warning": "warning"}[f.disposition]
+            )
+            fates[f.disposition] += 1
+        rules_seen.update(f.rule for f in verdict.findings)
+        # every path of the change gets its own line; a check passed says ok
+        assert all(any(line.startswith(p + ": ") for line in lines) for p in change.diff.paths)
+        obj = json.loads(target_text(r, "audit"))
+        assert obj["checks"] == lines and obj["status"] == verdict.status
+    assert len(rules_seen) >= 14 and set(fates) == {"blocking", "waived", "warning"}
+
+
+NOW = datetime(2027, 5, 11, 5, 0, tzinfo=timezone.utc)
+DIFF = parse_diff(
+    "diff --git a/src/a/x.py b/src/a/x.py\nindex 1..2 100644\n--- a/src/a/x.py\n+++ b/src/a/x.py\n"
+    "@@ -1,1 +1,3 @@\n a\n+b\n+c\n"
+    "diff --git a/src/b/y.py b/src/b/y.py\nindex 1..2 100644\n--- a/src/b/y.py\n+++ b/src/b/y.py\n"
+    "@@ -1,1 +1,2 @@\n a\n+b\n"
+)
+SPEC = Spec("A-1", "t", 1, ("src/a",), ("src/a/legacy",), ("docs",))
+POLICY = Policy({1: Tier(2, 2, 0.8)}, {}, min_approvers_for_budget_raise=2, min_rationale_words=3)
+EVIDENCE = Evidence(
+    "A-1",
+    "abc1234",
+    (
+        EvidenceItem("tests", "pass", 0),
+        EvidenceItem("lint", "fail", 2),
+        EvidenceItem("coverage", "pass", value=0.8),
+    ),
+)
+
+
+def _lines(**kw: object) -> list[str]:
+    change = Change(**{"diff": DIFF, "spec": SPEC, "policy": POLICY, "evidence": EVIDENCE, **kw})  # type: ignore[arg-type]
+    return audit(change, NOW, check(change, NOW))
+
+
+@pytest.mark.parametrize(
+    "kw, expected",
+    [
+        ({}, "files 2, tier 1 max 2: ok"),  # at the maximum: within
+        ({}, "lines added 3, tier 1 max 2: max_loc_exceeded"),
+        ({}, "src/a/x.py: in src/a: ok"),
+        ({}, "src/b/y.py: not in scope in or support: path_outside_scope_in"),
+        ({}, "lint: fail (exit 2): lint_failed"),
+        ({}, "coverage 0.80, tier floor 0.80: ok"),  # at the floor: enough
+        ({"rationale": "fix it"}, "rationale 2 word(s), 3 needed: rationale_missing"),
+        ({"rationale": "fix it now"}, "rationale 3 word(s), 3 needed: ok"),
+        (
+            {"commit_sha": "abc1234def99"},
+            "evidence on abc1234, change abc1234def99: ok",
+        ),  # a prefix is the commit
+        ({"commit_sha": "abd1234def99"}, "evidence on abc1234, change abd1234def99: evidence_other_commit"),
+        ({"evidence": None}, "evidence: none: evidence_missing"),
+        (
+            {
+                "waivers": (
+                    Waiver(
+                        "WV-1",
+                        ("budget_limit",),
+                        "active",
+                        "2027-05-11T05:00:00Z",
+                        ("x", "y"),
+                        "A-1",
+                        0,
+                        5,
+                        True,
+                    ),
+                )
+            },
+            "waiver WV-1 on budget_limit: active; expires 2027-05-11 05:00 not after now 2027-05-11 05:00; for A-1; "
+            "+0 files +5 lines; 2 approver(s), 2 needed: waiver_invalid",
+        ),  # expiring at the check time is expired
+        (
+            {
+                "waivers": (
+                    Waiver(
+                        "WV-2",
+                        ("budget_limit",),
+                        "active",
+                        "2027-06-01T00:00:00Z",
+                        ("x", "y"),
+                        None,
+                        0,
+                        5,
+                        True,
+                    ),
+                )
+            },
+            "lines added 3, tier 1 max 2, 7 with WV-2: max_loc_exceeded",
+        ),
+        (
+            {
+                "waivers": (
+                    Waiver(
+                        "WV-2",
+                        ("budget_limit",),
+                        "active",
+                        "2027-06-01T00:00:00Z",
+                        ("x", "y"),
+                        None,
+                        0,
+                        5,
+                        True,
+                    ),
+                )
+            },
+            "max_loc_exceeded -> BUDGET_ADHERENCE waived by WV-2",
+        ),
+        (
+            {
+                "waivers": (
+                    Waiver(
+                        "WV-3", ("budget_limit",), "active", "2027-06-01T00:00:00Z", ("x",), "B-2", 0, 5, True
+                    ),
+                )
+            },
+            "waiver WV-3 on budget_limit: active; expires 2027-06-01 00:00 after now 2027-05-11 05:00; for B-2, not A-1; "
+            "+0 files +5 lines; 1 approver(s), 2 needed: waiver_invalid",
+        ),
+        ({}, "path_outside_scope_in -> SCOPE_BOUNDARY blocking"),
+    ],
+)
+def test_check_lines_at_their_edges(kw: dict, expected: str) -> None:
+    assert expected in _lines(**kw)
+
+
+def test_a_warning_gate_says_so() -> None:
+    policy = Policy({1: Tier(2, 2, 0.8)}, {"scope_boundary": "warn"}, min_rationale_words=0)
+    lines = _lines(policy=policy)
+    assert "path_outside_scope_in -> SCOPE_BOUNDARY warning (scope_boundary warns)" in lines
+
+
+def test_every_prompt_states_the_rationale_minimum() -> None:
+    """The rationale rule compares a word count with the policy's minimum: every wording shows the minimum
+    (a case whose minimum the Judge cannot see has a label it can only guess)."""
+    seen = set()
+    for split in ("train", "heldout"):
+        for r in records(2, split, 60, 0):
+            n = r["case"]["context"]["policy"]["min_rationale_words"]
+            shown = [v.format(n=n) for v in RATIONALE_WORDS if v.format(n=n) in r["prompt"]]
+            assert len(shown) == 1, r["id"]
+            seen.add(RATIONALE_WORDS.index(next(v for v in RATIONALE_WORDS if v.format(n=n) == shown[0])))
+    assert seen == set(range(len(RATIONALE_WORDS)))
