@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kimi_student.arbiter.cases import Candidate, Context
+from kimi_student.arbiter.cases import Candidate, Context, label
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.judge_scores import flip_rate, read_verdict, read_winner, score_pairs, score_singles
 from kimi_student.arbiter.render import Wording, render_single
@@ -76,15 +76,18 @@ def read_set(
     return header, singles, pairs
 
 
-def padded_prompt(rec: dict[str, Any]) -> str:
-    """The case again with the author's rationale written twice; the stored prompt is re-rendered first
-    and must come out the same (else the record and the renderer disagree)."""
+def padded_case(rec: dict[str, Any]) -> tuple[str, bool]:
+    """The case again with the author's rationale written twice, and whether the oracle rules it as it rules
+    the case (a terse rationale under the policy's word minimum can double over it: the right verdict
+    changes, and such a case is no test of verbosity bias). The stored prompt is re-rendered first and must
+    come out the same (else the record and the renderer disagree)."""
     ctx = Context(**rec["case"]["context"])
     cand = Candidate(**rec["case"]["candidates"][0])
     w = Wording.from_key(rec["wording"])
     if render_single(ctx, cand, w) != rec["prompt"]:
         raise InputError(None, None, rec["id"], "the stored prompt is not what its case renders to")
-    return render_single(ctx, dataclasses.replace(cand, rationale=f"{cand.rationale} {cand.rationale}"), w)
+    padded = dataclasses.replace(cand, rationale=f"{cand.rationale} {cand.rationale}")
+    return render_single(ctx, padded, w), label(ctx, padded).status == rec["label"]["status"]
 
 
 STATUS_KEY = '"status": "'
@@ -175,9 +178,8 @@ def evaluate(
 
     gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
     header, singles, pairs = read_set(data, limit)
-    padded = [
-        padded_prompt(r) for r in singles
-    ]  # a record the renderer disagrees with fails before the model loads
+    # a record the renderer disagrees with fails before the model loads
+    padded, same_status = zip(*(padded_case(r) for r in singles)) if singles else ((), ())
     gen = judge_generator(runner, model, max_new_tokens, batch_size, dtype)
 
     bar = tqdm(total=3 * len(singles) + len(pairs), disable=not progress, unit="case", desc=f"judge {runner}")
@@ -196,7 +198,7 @@ def evaluate(
     single_out = run([r["prompt"] for r in singles], max_new_tokens)
     t_single = time.perf_counter() - t0
     pair_out = run([r["prompt"] for r in pairs], min(max_new_tokens, PAIR_TOKENS))
-    padded_out = run(padded, max_new_tokens)
+    padded_out = run(list(padded), max_new_tokens)
     probs = status_probabilities(gen, [r["prompt"] for r in singles], single_out, lambda: bar.update(1))
     bar.close()
     singles_score = score_singles([r["label"] for r in singles], single_out, probs)
@@ -205,12 +207,13 @@ def evaluate(
     summary.update(
         pairwise_accuracy=pairs_score["pairwise_accuracy"],
         swap_consistency=pairs_score["swap_consistency"],
-        flip_rate=flip_rate(single_out, padded_out),
+        flip_rate=flip_rate(single_out, padded_out, same_status),
     )
     counts = {
         k: len(pairs) // 2 if k in ("pairwise_accuracy", "swap_consistency") else len(singles)
         for k in METRICS
     }
+    counts["flip_rate"] = sum(same_status)
     gates = evaluate_gates(summary, counts, gates_cfg)
     report = {
         "header": {
@@ -228,6 +231,7 @@ def evaluate(
             "single_cases": len(singles),
             "pair_records": len(pairs),
             "max_new_tokens": max_new_tokens,
+            "flip_cases": sum(same_status),  # the padded case's right status is the case's
         },
         "summary": summary,
         "singles": singles_score,

@@ -176,11 +176,13 @@ def score_pairs(records: Sequence[dict[str, Any]], outputs: Sequence[str]) -> di
     }
 
 
-def flip_rate(before: Sequence[str], after: Sequence[str]) -> float:
+def flip_rate(before: Sequence[str], after: Sequence[str], keep: Sequence[bool] | None = None) -> float:
     """Share of cases whose status changed between two runs (e.g. rationale padded to twice its length);
-    an error on either side counts as a flip."""
-    a = [read_verdict(t).value for t in before]
-    b = [read_verdict(t).value for t in after]
+    an error on either side counts as a flip. `keep`: only the cases marked True count (those whose right
+    status did not change between the runs)."""
+    kept = [(x, y) for i, (x, y) in enumerate(zip(before, after)) if keep is None or keep[i]]
+    a = [read_verdict(x).value for x, _ in kept]
+    b = [read_verdict(y).value for _, y in kept]
     flips = sum(x is None or y is None or x["status"] != y["status"] for x, y in zip(a, b))
     return flips / max(1, len(a))
 

@@ -15,6 +15,7 @@ from kimi_student.arbiter.cases import Candidate, Context, change_of
 from kimi_student.arbiter.diff import parse_diff
 from kimi_student.arbiter.documents import Evidence, EvidenceItem, Policy, Spec, Tier, Waiver
 from kimi_student.arbiter.judge_data import records, target_text
+from kimi_student.arbiter.judge_eval import padded_case
 from kimi_student.arbiter.oracle import Change, check
 from kimi_student.arbiter.render import RATIONALE_WORDS
 
@@ -197,3 +198,21 @@ def test_every_prompt_states_the_rationale_minimum() -> None:
             assert len(shown) == 1, r["id"]
             seen.add(RATIONALE_WORDS.index(next(v for v in RATIONALE_WORDS if v.format(n=n) == shown[0])))
     assert seen == set(range(len(RATIONALE_WORDS)))
+
+
+def test_a_rationale_that_doubles_over_the_minimum_is_no_flip_case() -> None:
+    """judge eval's padded case writes the rationale twice: where that lifts a terse one over the policy's
+    minimum the right status changes, and the case is left out of the flip rate; elsewhere it stays in."""
+    kinds = Counter()
+    for r in records(1, "train", 400, 0):
+        words = len(r["case"]["candidates"][0]["rationale"].split())
+        need = r["case"]["context"]["policy"]["min_rationale_words"]
+        prompt, same = padded_case(r)
+        assert prompt != r["prompt"]
+        crosses = words < need <= 2 * words
+        if not crosses:  # nothing else depends on the rationale's length
+            assert same, r["id"]
+        elif [f["rule"] for f in r["verdict"]["findings"]] == ["rationale_missing"]:
+            assert not same and r["label"]["status"] == "FAIL", r["id"]  # padded: PASS
+        kinds[same] += 1
+    assert kinds[False] >= 1 and kinds[True] >= 300

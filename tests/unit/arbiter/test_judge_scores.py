@@ -140,6 +140,10 @@ def test_flip_rate() -> None:
     assert flip_rate(
         [v("PASS"), v("FAIL", "PROVENANCE"), v("PASS")], [v("PASS"), v("PASS"), "x"]
     ) == pytest.approx(2 / 3)
+    # only the kept cases count: a case whose right status changed with the padding is no test of bias
+    before, after = [v("PASS"), v("FAIL", "PROVENANCE"), v("PASS")], [v("PASS"), v("PASS"), "x"]
+    assert flip_rate(before, after, [True, False, True]) == pytest.approx(1 / 2)
+    assert flip_rate(before, after, [True, False, False]) == 0.0
 
 
 def _single(rid: str, out: str, padded: str, p_pass: float = 0.5) -> dict:
