@@ -91,6 +91,11 @@ def _lines(**kw: object) -> list[str]:
     return audit(change, NOW, check(change, NOW))
 
 
+def _raise(wid: str, expires: str, approvers: tuple[str, ...], spec: str | None) -> dict:
+    """A change carrying one budget waiver (+5 lines)."""
+    return {"waivers": (Waiver(wid, ("budget_limit",), "active", expires, approvers, spec, 0, 5, True),)}
+
+
 @pytest.mark.parametrize(
     "kw, expected",
     [
@@ -109,68 +114,20 @@ def _lines(**kw: object) -> list[str]:
         ({"commit_sha": "abd1234def99"}, "evidence on abc1234, change abd1234def99: evidence_other_commit"),
         ({"evidence": None}, "evidence: none: evidence_missing"),
         (
-            {
-                "waivers": (
-                    Waiver(
-                        "WV-1",
-                        ("budget_limit",),
-                        "active",
-                        "2027-05-11T05:00:00Z",
-                        ("x", "y"),
-                        "A-1",
-                        0,
-                        5,
-                        True,
-                    ),
-                )
-            },
+            _raise("WV-1", "2027-05-11T05:00:00Z", ("x", "y"), "A-1"),
             "waiver WV-1 on budget_limit: active; expires 2027-05-11 05:00 not after now 2027-05-11 05:00; for A-1; "
             "+0 files +5 lines; 2 approver(s), 2 needed: waiver_invalid",
         ),  # expiring at the check time is expired
         (
-            {
-                "waivers": (
-                    Waiver(
-                        "WV-2",
-                        ("budget_limit",),
-                        "active",
-                        "2027-06-01T00:00:00Z",
-                        ("x", "y"),
-                        None,
-                        0,
-                        5,
-                        True,
-                    ),
-                )
-            },
+            _raise("WV-2", "2027-06-01T00:00:00Z", ("x", "y"), None),
             "lines added 3, tier 1 max 2, 7 with WV-2: max_loc_exceeded",
         ),
         (
-            {
-                "waivers": (
-                    Waiver(
-                        "WV-2",
-                        ("budget_limit",),
-                        "active",
-                        "2027-06-01T00:00:00Z",
-                        ("x", "y"),
-                        None,
-                        0,
-                        5,
-                        True,
-                    ),
-                )
-            },
+            _raise("WV-2", "2027-06-01T00:00:00Z", ("x", "y"), None),
             "max_loc_exceeded -> BUDGET_ADHERENCE waived by WV-2",
         ),
         (
-            {
-                "waivers": (
-                    Waiver(
-                        "WV-3", ("budget_limit",), "active", "2027-06-01T00:00:00Z", ("x",), "B-2", 0, 5, True
-                    ),
-                )
-            },
+            _raise("WV-3", "2027-06-01T00:00:00Z", ("x",), "B-2"),
             "waiver WV-3 on budget_limit: active; expires 2027-06-01 00:00 after now 2027-05-11 05:00; for B-2, not A-1; "
             "+0 files +5 lines; 1 approver(s), 2 needed: waiver_invalid",
         ),
