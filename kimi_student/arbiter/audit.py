@@ -22,11 +22,10 @@ from kimi_student.arbiter.verdict import Verdict
 OK = "ok"
 
 
-def _time(t: datetime) -> str:
-    return t.strftime("%Y-%m-%d %H:%M")
+ISO_MINUTES = "%Y-%m-%d %H:%M"
 
 
-def _waiver_line(w: Waiver, change: Change, now: datetime) -> str:
+def _waiver_line(w: Waiver, change: Change, now: datetime, dates: str) -> str:
     spec, policy = change.spec, change.policy
     head = f"waiver {w.id} on {', '.join(w.gates) or 'no gate'}"
     if w.problems:
@@ -35,7 +34,7 @@ def _waiver_line(w: Waiver, change: Change, now: datetime) -> str:
     try:
         exp = parse_time(w.expires_at)
         after = exp > now
-        facts.append(f"expires {_time(exp)} {'after' if after else 'not after'} now {_time(now)}")
+        facts.append(f"expires {exp:{dates}} {'after' if after else 'not after'} now {now:{dates}}")
     except ValueError:
         facts.append("expiry unreadable")
     if w.applies_to is None:
@@ -174,11 +173,13 @@ def _ruling_lines(change: Change, valid: list[Waiver], verdict: Verdict) -> list
     return out
 
 
-def audit(change: Change, now: datetime, verdict: Verdict) -> list[str]:
+def audit(change: Change, now: datetime, verdict: Verdict, dates: str = ISO_MINUTES) -> list[str]:
     """The oracle's checks on `change` at `now`, in the oracle's order (waivers, budget, scope, gates,
-    provenance), then what became of each of `verdict`'s findings (the oracle's verdict on the same change)."""
+    provenance), then what became of each of `verdict`'s findings (the oracle's verdict on the same change).
+    `dates`: the strftime format the case writes its times in, so that a time is copied as the case shows it
+    (a Judge that had to translate `13 Sep 2027` into another form failed to: stop 41)."""
     valid = [w for w in change.waivers if not waiver_problems(w, change.spec, change.policy, now)]
-    lines = [_waiver_line(w, change, now) for w in change.waivers]
+    lines = [_waiver_line(w, change, now, dates) for w in change.waivers]
     lines += _budget_lines(change, valid) + _scope_lines(change) + _gate_lines(change)
     lines += _provenance_lines(change) + _ruling_lines(change, valid, verdict)
     return lines

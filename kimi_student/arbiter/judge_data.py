@@ -28,7 +28,7 @@ from kimi_student.arbiter.cases import (
 )
 from kimi_student.arbiter.documents import CLAUSES, schema
 from kimi_student.arbiter.oracle import check
-from kimi_student.arbiter.render import render_pair, render_single, wording
+from kimi_student.arbiter.render import DATES, Wording, render_pair, render_single, wording
 from kimi_student.data.world import rng_for
 from kimi_student.fingerprint import sha256_json
 
@@ -142,7 +142,8 @@ def target_text(rec: dict[str, Any], target: str = "verdict") -> str:
     v = rec["verdict"]
     if target == "audit":
         change, now = change_of(Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0]))
-        obj = {"checks": audit(change, now, check(change, now)), **_ruling(v)}
+        dates = DATES[Wording.from_key(rec["wording"]).dates]  # times as the prompt writes them
+        obj = {"checks": audit(change, now, check(change, now), dates), **_ruling(v)}
     elif target == "verdict":
         obj = {"status": v["status"], "violated_clauses": v["violated_clauses"], "rationale": v["rationale"]}
     else:

@@ -5,6 +5,7 @@ comparisons at their edges; every prompt states what the rationale rule compares
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -17,7 +18,7 @@ from kimi_student.arbiter.documents import Evidence, EvidenceItem, Policy, Spec,
 from kimi_student.arbiter.judge_data import records, target_text
 from kimi_student.arbiter.judge_eval import padded_case
 from kimi_student.arbiter.oracle import Change, check
-from kimi_student.arbiter.render import RATIONALE_WORDS
+from kimi_student.arbiter.render import DATES, RATIONALE_WORDS, Wording
 
 RULES = {
     "max_files_exceeded", "max_loc_exceeded", "path_in_scope_out", "path_outside_scope_in",
@@ -62,7 +63,8 @@ def test_the_checks_name_the_oracles_findings_and_their_fates(singles: list[dict
         # every path of the change gets its own line; a check passed says ok
         assert all(any(line.startswith(p + ": ") for line in lines) for p in change.diff.paths)
         obj = json.loads(target_text(r, "audit"))
-        assert obj["checks"] == lines and obj["status"] == verdict.status
+        assert obj["checks"] == audit(change, now, verdict, DATES[Wording.from_key(r["wording"]).dates])
+        assert obj["status"] == verdict.status
     assert len(rules_seen) >= 14 and set(fates) == {"blocking", "waived", "warning"}
 
 
@@ -173,3 +175,20 @@ def test_a_rationale_that_doubles_over_the_minimum_is_no_flip_case() -> None:
             assert not same and r["label"]["status"] == "FAIL", r["id"]  # padded: PASS
         kinds[same] += 1
     assert kinds[False] >= 1 and kinds[True] >= 300
+
+
+def test_a_waivers_times_are_copied_as_the_prompt_writes_them() -> None:
+    """The audit target writes a waiver's expiry and the check time in the case's own date wording, so that
+    they are copies: every wording's times appear in its prompt word for word."""
+    wordings = set()
+    for split in ("train", "heldout"):
+        for r in records(4, split, 120, 0):
+            for line in json.loads(target_text(r, "audit"))["checks"]:
+                m = re.match(
+                    r"waiver \S+ on [^:]+: [^;]+; expires (.+?) (?:after|not after) now (.+?); ", line
+                )
+                if m is None:
+                    continue
+                assert m.group(1) in r["prompt"] and m.group(2) in r["prompt"], (r["id"], line)
+                wordings.add(r["wording"][r["wording"].index("d") :][:2])
+    assert len(wordings) >= 5  # the date axis of training and held-out wordings
