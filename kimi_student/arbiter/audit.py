@@ -7,7 +7,7 @@ that admits it, an expiry against the check time), and the ruling at the end fol
 that breaks a rule ends with the rule's name as the oracle's findings name it; then one line per finding says
 what became of it (blocking, waived by which waiver, or a warning where its gate only warns). The lines are
 recomputed here from the same documents and helpers the oracle uses, and a test holds them to the oracle's
-findings on generated cases (`tests/unit/test_judge_audit.py`).
+findings on generated cases (`tests/unit/arbiter/test_judge_audit.py`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from kimi_student.arbiter.scope import matching_entry
 from kimi_student.arbiter.verdict import Verdict
 
 OK = "ok"
-
-
-ISO_MINUTES = "%Y-%m-%d %H:%M"
+ISO_MINUTES = "%Y-%m-%d %H:%M"  # times when the caller does not say how its case writes them
 
 
 def _waiver_line(w: Waiver, change: Change, now: datetime, dates: str) -> str:
