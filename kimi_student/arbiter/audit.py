@@ -154,15 +154,11 @@ def _provenance_lines(change: Change) -> list[str]:
     return out
 
 
-def _ruling_lines(change: Change, valid: list[Waiver], verdict: Verdict) -> list[str]:
+def _ruling_lines(valid: list[Waiver], verdict: Verdict) -> list[str]:
     out = []
     for f in verdict.findings:
         if f.disposition == "waived":
-            if f.gate == "budget_limit":
-                by = [w.id for w in valid if "budget_limit" in w.gates]
-            else:
-                by = [w.id for w in valid if f.gate in w.gates]
-            fate = f"waived by {', '.join(by)}"
+            fate = f"waived by {', '.join(w.id for w in valid if f.gate in w.gates)}"
         elif f.disposition == "warning":
             fate = f"warning ({f.gate} warns)"
         else:
@@ -179,5 +175,5 @@ def audit(change: Change, now: datetime, verdict: Verdict, dates: str = ISO_MINU
     valid = [w for w in change.waivers if not waiver_problems(w, change.spec, change.policy, now)]
     lines = [_waiver_line(w, change, now, dates) for w in change.waivers]
     lines += _budget_lines(change, valid) + _scope_lines(change) + _gate_lines(change)
-    lines += _provenance_lines(change) + _ruling_lines(change, valid, verdict)
+    lines += _provenance_lines(change) + _ruling_lines(valid, verdict)
     return lines

@@ -178,8 +178,9 @@ def evaluate(
 
     gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
     header, singles, pairs = read_set(data, limit)
-    # a record the renderer disagrees with fails before the model loads
-    padded, same_status = zip(*(padded_case(r) for r in singles)) if singles else ((), ())
+    padded_cases = [padded_case(r) for r in singles]  # a bad record fails here, before the model loads
+    same_status = [same for _, same in padded_cases]
+    flip_cases = sum(same_status)
     gen = judge_generator(runner, model, max_new_tokens, batch_size, dtype)
 
     bar = tqdm(total=3 * len(singles) + len(pairs), disable=not progress, unit="case", desc=f"judge {runner}")
@@ -198,7 +199,7 @@ def evaluate(
     single_out = run([r["prompt"] for r in singles], max_new_tokens)
     t_single = time.perf_counter() - t0
     pair_out = run([r["prompt"] for r in pairs], min(max_new_tokens, PAIR_TOKENS))
-    padded_out = run(list(padded), max_new_tokens)
+    padded_out = run([prompt for prompt, _ in padded_cases], max_new_tokens)
     probs = status_probabilities(gen, [r["prompt"] for r in singles], single_out, lambda: bar.update(1))
     bar.close()
     singles_score = score_singles([r["label"] for r in singles], single_out, probs)
@@ -213,7 +214,7 @@ def evaluate(
         k: len(pairs) // 2 if k in ("pairwise_accuracy", "swap_consistency") else len(singles)
         for k in METRICS
     }
-    counts["flip_rate"] = sum(same_status)
+    counts["flip_rate"] = flip_cases
     gates = evaluate_gates(summary, counts, gates_cfg)
     report = {
         "header": {
@@ -231,7 +232,7 @@ def evaluate(
             "single_cases": len(singles),
             "pair_records": len(pairs),
             "max_new_tokens": max_new_tokens,
-            "flip_cases": sum(same_status),  # the padded case's right status is the case's
+            "flip_cases": flip_cases,  # the padded case's right status is the case's
         },
         "summary": summary,
         "singles": singles_score,

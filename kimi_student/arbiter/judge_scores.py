@@ -180,11 +180,13 @@ def flip_rate(before: Sequence[str], after: Sequence[str], keep: Sequence[bool] 
     """Share of cases whose status changed between two runs (e.g. rationale padded to twice its length);
     an error on either side counts as a flip. `keep`: only the cases marked True count (those whose right
     status did not change between the runs)."""
-    kept = [(x, y) for i, (x, y) in enumerate(zip(before, after)) if keep is None or keep[i]]
-    a = [read_verdict(x).value for x, _ in kept]
-    b = [read_verdict(y).value for _, y in kept]
-    flips = sum(x is None or y is None or x["status"] != y["status"] for x, y in zip(a, b))
-    return flips / max(1, len(a))
+    kept = [
+        (read_verdict(x).value, read_verdict(y).value)
+        for x, y, k in zip(before, after, keep or [True] * len(before))
+        if k
+    ]
+    flips = sum(x is None or y is None or x["status"] != y["status"] for x, y in kept)
+    return flips / max(1, len(kept))
 
 
 def _said(row: dict[str, Any], key: str = "output") -> Any:
