@@ -130,12 +130,21 @@ def _gate_lines(change: Change) -> list[str]:
     return out
 
 
+def _rationale_line(words: list[str], need: int) -> str:
+    """The words numbered up to the minimum: counting becomes copying with a running number (a 135M Judge
+    got no bare word count right, stop 41), and the line stays short however long the message."""
+    if need == 0:
+        return f"rationale: 0 words needed: {OK}"
+    shown = " ".join(f"{w}({i})" for i, w in enumerate(words[:need], 1))
+    head = f"rationale {shown}" if shown else "rationale: no words"
+    return f"{head}: {min(len(words), need)} of {need} needed: {OK if len(words) >= need else 'rationale_missing'}"
+
+
 def _provenance_lines(change: Change) -> list[str]:
     out = []
     if not change.diff.files:
         out.append("diff: none: diff_missing")
-    words, need = len(change.rationale.split()), change.policy.min_rationale_words
-    out.append(f"rationale {words} word(s), {need} needed: {OK if words >= need else 'rationale_missing'}")
+    out.append(_rationale_line(change.rationale.split(), change.policy.min_rationale_words))
     ev, spec = change.evidence, change.spec
     if ev is None:
         out.append("evidence: none: evidence_missing")

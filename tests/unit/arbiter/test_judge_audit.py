@@ -107,8 +107,14 @@ def _raise(wid: str, expires: str, approvers: tuple[str, ...], spec: str | None)
         ({}, "src/b/y.py: not in scope in or support: path_outside_scope_in"),
         ({}, "lint: fail (exit 2): lint_failed"),
         ({}, "coverage 0.80, tier floor 0.80: ok"),  # at the floor: enough
-        ({"rationale": "fix it"}, "rationale 2 word(s), 3 needed: rationale_missing"),
-        ({"rationale": "fix it now"}, "rationale 3 word(s), 3 needed: ok"),
+        ({"rationale": "fix it"}, "rationale fix(1) it(2): 2 of 3 needed: rationale_missing"),
+        ({"rationale": "fix it now"}, "rationale fix(1) it(2) now(3): 3 of 3 needed: ok"),
+        ({"rationale": "fix  the  parser crash"}, "rationale fix(1) the(2) parser(3): 3 of 3 needed: ok"),
+        ({"rationale": " "}, "rationale: no words: 0 of 3 needed: rationale_missing"),
+        (
+            {"policy": Policy({1: Tier(2, 2, 0.8)}, {}, min_rationale_words=0), "rationale": ""},
+            "rationale: 0 words needed: ok",
+        ),
         (
             {"commit_sha": "abc1234def99"},
             "evidence on abc1234, change abc1234def99: ok",
