@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kimi_student.arbiter.cases import Candidate, Context, label
 from kimi_student.arbiter.documents import CLAUSES
+from kimi_student.arbiter.journal import Journal
 from kimi_student.arbiter.judge_scores import flip_rate, read_verdict, read_winner, score_pairs, score_singles
 from kimi_student.arbiter.render import Wording, render_single
 from kimi_student.arbiter.verdict import STATUSES
@@ -33,6 +37,12 @@ DEFAULT_GATES = config_path("judge_gates.yaml")
 # (`{"a": "WAIVER_REQUIRED", "b": "WAIVER_REQUIRED", "winner": "tie"}`: 28 SmolLM2 tokens). Generation stops at
 # the end token; this only bounds a Judge that never writes it.
 PAIR_TOKENS = 48
+# A JSON string item written this many times is a loop: the oracle's targets repeat one at most 4 times (a
+# reasoned target's rule names; measured over the default set's three forms), and a greedy Judge that has
+# written the same check line 6 times does not leave it (stop 41: 46 of 100 audit outputs looped to 900
+# tokens, a third of the eval's time).
+LOOP_REPEATS = 6
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 METRICS = (
     "agreement",
     "kappa",
@@ -90,11 +100,38 @@ def padded_case(rec: dict[str, Any]) -> tuple[str, bool]:
     return render_single(ctx, padded, w), label(ctx, padded).status == rec["label"]["status"]
 
 
+def looping(text: str) -> bool:
+    """Whether an output repeats one JSON string LOOP_REPEATS times."""
+    counts = Counter(_JSON_STRING.findall(text))
+    return bool(counts) and max(counts.values()) >= LOOP_REPEATS
+
+
+@dataclass
+class LoopGuard:
+    """A generator's stop rule that also stops a row once its output is `looping`: what it wrote is kept (and
+    reads as an error, as it would at the token limit); only the decoding it would waste is saved. Checked
+    when the newest token holds a quote, the only token that can close a string."""
+
+    stop: Any
+    tok: Any
+    cut: int = 0  # rows stopped for looping
+
+    def stops(self, row: list[int]) -> bool:
+        if self.stop.stops(row):
+            return True
+        if '"' not in self.tok.decode(row[-1:], skip_special_tokens=False):
+            return False
+        if looping(self.tok.decode(row, skip_special_tokens=False)):
+            self.cut += 1
+            return True
+        return False
+
+
 STATUS_KEY = '"status": "'
 
 
 def status_probabilities(
-    gen: Any, prompts: list[str], outputs: list[str] | None = None, tick: Callable[[], object] = lambda: None
+    gen: Any, prompts: list[str], outputs: list[str] | None = None
 ) -> list[dict[str, float]]:
     """P(status | case) from the model's sequence probability of each status where its verdict states one:
     after the case and what the model itself wrote before `"status": "` (its reasoning, for a reasoned
@@ -118,12 +155,10 @@ def status_probabilities(
         rest = [c[common:] for c in conts]
         if len(base) + max(map(len, rest)) - 1 > gen.context:  # a case the Judge cannot read: no preference
             out.append({s: 1 / len(STATUSES) for s in STATUSES})
-            tick()
             continue
         scores = np.array([sum(lp) for lp in gen.continuation_logprobs(base, rest)])
         z = np.exp(scores - scores.max())
         out.append({s: float(p) for s, p in zip(STATUSES, z / z.sum(), strict=True)})
-        tick()
     return out
 
 
@@ -159,6 +194,30 @@ def verdict_syntax(chat: Any) -> list[list[int]]:
     return [chat.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
+def run_key(
+    fingerprint: str,
+    data: Path,
+    limit: int | None,
+    batch_size: int,
+    dtype: str,
+    max_new_tokens: int,
+    runner: str,
+) -> dict[str, Any]:
+    """Everything a Judge's outputs on a set depend on: a journal of another key is not resumed from."""
+    from kimi_student.fingerprint import code_version, sha256_file
+
+    return {
+        "model_fingerprint": fingerprint,
+        "dataset_sha256": sha256_file(data),
+        "limit": limit,
+        "batch_size": batch_size,  # batches are padded: a row's numbers depend on its batch
+        "dtype": dtype,
+        "max_new_tokens": max_new_tokens,
+        "runner": runner,
+        "code_version": code_version(),
+    }
+
+
 def evaluate(
     model: Path,
     data: Path,
@@ -169,8 +228,11 @@ def evaluate(
     max_new_tokens: int = 400,
     runner: str = "hf_local",
     progress: bool = False,
+    journal: Path | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
-    """The report and the per-record results."""
+    """The report and the per-record results. `journal`: where each decoded chunk is appended (and read
+    back from, when a killed run of the same key left it); removed by the caller once the report is
+    written."""
     from tqdm import tqdm
 
     from kimi_student.eval.report import created_at
@@ -182,25 +244,48 @@ def evaluate(
     same_status = [same for _, same in padded_cases]
     flip_cases = sum(same_status)
     gen = judge_generator(runner, model, max_new_tokens, batch_size, dtype)
+    gen.stop = guard = LoopGuard(gen.stop, gen.chat.tok)
+    key = run_key(gen.fingerprint, data, limit, batch_size, dtype, max_new_tokens, runner)
+    book = Journal(journal, key) if journal is not None else None
+    total = 3 * len(singles) + len(pairs)
+    bar = tqdm(total=total, disable=not progress, unit="case", desc=f"judge {runner}")
+    decoded = {"singles": 0, "seconds": 0.0}  # what this process decoded itself, for the time a case takes
 
-    bar = tqdm(total=3 * len(singles) + len(pairs), disable=not progress, unit="case", desc=f"judge {runner}")
-
-    def run(prompts: list[str], max_new: int) -> list[str]:
-        gen.max_new_tokens = max_new
-        out: list[str] = []
-        step = 8 * batch_size  # the generator sorts each part by length into batches
-        for i in range(0, len(prompts), step):
-            part = prompts[i : i + step]
-            out += [g.text for g in gen.generate([[{"role": "user", "content": p}] for p in part])]
-            bar.update(len(part))
+    def chunked(part: str, items: list[Any], work: Callable[[list[Any]], list[Any]]) -> list[Any]:
+        out: list[Any] = []
+        step = 8 * batch_size  # the generator sorts each chunk by length into batches
+        for i in range(0, len(items), step):
+            chunk = items[i : i + step]
+            got = book.get(part, i) if book is not None else None
+            if got is None or len(got) != len(chunk):
+                t0 = time.perf_counter()
+                got = work(chunk)
+                if part == "singles":
+                    decoded["singles"] += len(chunk)
+                    decoded["seconds"] += time.perf_counter() - t0
+                if book is not None:
+                    book.add(part, i, got)
+            out += got
+            bar.update(len(chunk))
         return out
 
-    t0 = time.perf_counter()
-    single_out = run([r["prompt"] for r in singles], max_new_tokens)
-    t_single = time.perf_counter() - t0
-    pair_out = run([r["prompt"] for r in pairs], min(max_new_tokens, PAIR_TOKENS))
-    padded_out = run([prompt for prompt, _ in padded_cases], max_new_tokens)
-    probs = status_probabilities(gen, [r["prompt"] for r in singles], single_out, lambda: bar.update(1))
+    def decode(max_new: int) -> Callable[[list[str]], list[str]]:
+        def work(prompts: list[str]) -> list[str]:
+            gen.max_new_tokens = max_new
+            return [g.text for g in gen.generate([[{"role": "user", "content": p}] for p in prompts])]
+
+        return work
+
+    if book is not None and book.done:
+        bar.write(f"resuming from {journal}: {sum(map(len, book.done.values()))} of {total} outputs kept")
+    single_out = chunked("singles", [r["prompt"] for r in singles], decode(max_new_tokens))
+    pair_out = chunked("pairs", [r["prompt"] for r in pairs], decode(min(max_new_tokens, PAIR_TOKENS)))
+    padded_out = chunked("padded", [prompt for prompt, _ in padded_cases], decode(max_new_tokens))
+    probs = chunked(
+        "probabilities",
+        list(zip([r["prompt"] for r in singles], single_out, strict=True)),
+        lambda chunk: status_probabilities(gen, [p for p, _ in chunk], [o for _, o in chunk]),
+    )
     bar.close()
     singles_score = score_singles([r["label"] for r in singles], single_out, probs)
     pairs_score = score_pairs(pairs, pair_out)
@@ -233,11 +318,13 @@ def evaluate(
             "pair_records": len(pairs),
             "max_new_tokens": max_new_tokens,
             "flip_cases": flip_cases,  # the padded case's right status is the case's
+            "loops_cut": guard.cut,  # single and padded outputs stopped by LoopGuard
         },
         "summary": summary,
         "singles": singles_score,
         "pairs": pairs_score,
-        "seconds_per_single_case": t_single / max(1, len(singles)),
+        # greedy decoding of the cases this process decoded (none: all were read back from the journal)
+        "seconds_per_single_case": decoded["seconds"] / decoded["singles"] if decoded["singles"] else None,
         "gates": gates,
         "passed": run_passed(gates),
     }
@@ -247,6 +334,7 @@ def evaluate(
             "label": r["label"],
             "output": o,
             "read": read_verdict(o).how,
+            "looping": looping(o),
             "padded_output": po,
             "status_probabilities": p,
         }

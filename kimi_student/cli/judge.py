@@ -107,12 +107,22 @@ def judge_eval(
             "executor (its stateful decoder where the folder holds one)."
         ),
     ] = "hf_local",
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Start over: drop the journal (REPORT.journal.jsonl) a killed run of this report left. "
+            "Without it a rerun of the same command resumes from the journal.",
+        ),
+    ] = False,
 ) -> None:
     """Score a Judge against the rule oracle: verdict agreement, kappa, FAIL and WAIVER_REQUIRED recall,
     clause F1, valid-output rates, pairwise accuracy, swap consistency, flip rate under a padded rationale,
     ECE and Brier. Exit 0 when every gate passes, 1 when one fails or is inconclusive, 2 on bad input.
+    Outputs are journalled as they are decoded: a killed run resumes when the same command is run again.
     An output that cannot be read as a verdict is an error: counted apart and as a miss, never a status.
     `judge compare` checks two runs' verdicts against each other (PyTorch against Core ML)."""
+    from kimi_student.arbiter.journal import journal_path
     from kimi_student.arbiter.judge_eval import RUNNERS, evaluate
     from kimi_student.eval.gates import gate_table
     from kimi_student.jsonl import write_json, write_jsonl
@@ -121,14 +131,28 @@ def judge_eval(
     if runner not in RUNNERS:
         raise typer.BadParameter(f"{runner!r}: use one of {', '.join(RUNNERS)}", param_hint="--runner")
     results = report.with_suffix(".results.jsonl")
+    journal = journal_path(report)
     check_outputs(
-        {"--model": model, "--data": data, "--gates": gates}, {"--report": report, "results": results}
+        {"--model": model, "--data": data, "--gates": gates},
+        {"--report": report, "results": results, "journal": journal},
     )
+    if fresh:
+        journal.unlink(missing_ok=True)
     rep, rows = evaluate(
-        model, data, gates, limit, batch_size, dtype, max_new_tokens, runner, progress=show_progress()
+        model,
+        data,
+        gates,
+        limit,
+        batch_size,
+        dtype,
+        max_new_tokens,
+        runner,
+        progress=show_progress(),
+        journal=journal,
     )
     write_jsonl(results, rows)
     write_json(report, rep)
+    journal.unlink()  # the report holds it all
     s = rep["summary"]
     typer.echo(
         f"judge {model}: {rep['header']['single_cases']} single cases, {rep['header']['pair_records']} pair "

@@ -92,6 +92,42 @@ def test_judge_eval_reports_what_its_results_say(hf_eval: tuple[Path, str]) -> N
     assert "agreement" in stdout and "FAILED" in stdout
 
 
+def test_judge_eval_resumes_from_its_journal(
+    judge_run: tuple[Path, Path], hf_eval: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A killed run's journal (here: its first chunk of single cases, a forged output to tell it apart) is
+    read back and the rest decoded; the results are the uninterrupted run's but for that output; the journal
+    is gone once the report is written. A journal of other settings is refused until --fresh drops it."""
+    from kimi_student.arbiter.journal import Journal, journal_path
+    from kimi_student.arbiter.judge_eval import run_key
+    from kimi_student.fingerprint import model_folder_sha256
+
+    data, model = judge_run
+    first, _ = hf_eval
+    report = tmp_path / "caws_eval.json"
+    forged = '{"status": "PASS", "violated_clauses": [], "rationale": "read back from the journal"}'
+    key = run_key(model_folder_sha256(model), data / "heldout.jsonl", 1, 2, "fp32", 12, "hf_local")
+    Journal(journal_path(report), key).add("singles", 0, [forged])
+    args = ("judge", "eval", "--model", model, "--data", data / "heldout.jsonl", "--report", report)
+    r = ks_here(*args, *EVAL_ARGS)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert not journal_path(report).exists()
+    rows = [json.loads(x) for x in report.with_suffix(".results.jsonl").read_text().splitlines()]
+    before = [json.loads(x) for x in first.with_suffix(".results.jsonl").read_text().splitlines()]
+    assert rows[0]["output"] == forged != before[0]["output"]
+    assert [x["output"] for x in rows[1:]] == [x["output"] for x in before[1:]]  # the pairs: decoded
+    assert rows[0]["padded_output"] == before[0]["padded_output"]
+    assert json.loads(report.read_text())["seconds_per_single_case"] is None  # no single case decoded here
+
+    Journal(journal_path(report), {**key, "max_new_tokens": 99})
+    r = ks_here(*args, *EVAL_ARGS)
+    assert r.returncode == 2 and "max_new_tokens" in r.stderr and "--fresh" in r.stderr
+    r = ks_here(*args, *EVAL_ARGS, "--fresh")
+    assert r.returncode == 1 and not journal_path(report).exists()
+    rows = [json.loads(x) for x in report.with_suffix(".results.jsonl").read_text().splitlines()]
+    assert [x["output"] for x in rows] == [x["output"] for x in before]
+
+
 def test_judge_eval_refuses_a_set_that_is_not_a_judge_set(
     judge_run: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -59,8 +59,7 @@ def test_a_reasoned_verdict_is_scored_after_its_own_reasoning() -> None:
 def test_a_case_longer_than_the_context_gets_no_preference() -> None:
     judge = TableJudge(64, {"PASS": 0.0, "FAIL": -5.0, "WAIVER_REQUIRED": -5.0})
     short, long = "Short.", "A long case. " * 40
-    ticks = []
-    got = status_probabilities(judge, [short, long], tick=lambda: ticks.append(1))
+    got = status_probabilities(judge, [short, long])
     assert got[0]["PASS"] > 0.98
     assert got[1] == {s: pytest.approx(1 / 3) for s in STATUSES}
-    assert len(judge.asked) == 1 and len(ticks) == 2  # the long case never reached the model
+    assert len(judge.asked) == 1  # the long case never reached the model
