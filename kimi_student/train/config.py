@@ -87,6 +87,10 @@ class TrainConfig:
     # thread while other work shares them (train/threads.py ThreadGovernor)
     threads: str | None = None
     qat: QatConfig | None = None  # quantization-aware training; None: full-precision weights throughout
+    # Only the top N decoder layers (and the final norm, and an untied output head) train; the embeddings and
+    # the layers below are frozen and their backward is skipped: more examples an hour when fine-tuning a
+    # pretrained student on a narrow task (bench/partial_finetune.py). None: every weight trains.
+    trainable_layers: int | None = None
     # Not read by the trainer (`kimi-student train` takes --precision): the toy recipe passes it on.
     precision: str = "no"
 
@@ -114,6 +118,11 @@ class TrainConfig:
                 )  # fmt: skip
         weights = raw.get("process_weights") or {}
         _check_keys(None, weights, "train.process_weights", spec.source, PROCESS_KINDS)
+        top = raw.get("trainable_layers")
+        if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+            raise InputError(
+                spec.source, None, "train.trainable_layers", f"must be a whole number >= 1, got {top!r}"
+            )
         if raw.get("threads") not in (None, "adaptive"):
             raise InputError(
                 spec.source, None, "train.threads", f"must be adaptive or absent, got {raw['threads']!r}"

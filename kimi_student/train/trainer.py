@@ -306,8 +306,13 @@ def _setup(
     teacher_model = None
     if teacher:  # on the student's device: accelerate.prepare moves the student alone (a GPU run)
         teacher_model = _load_teacher(teacher, model.config.vocab_size).to(accelerator.device)
+    if config.trainable_layers is not None:
+        freeze_below(model, config.trainable_layers)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        betas=(0.9, 0.95),
     )
     stream = ExampleStream(len(examples), config.seed, **(resumed.stream if resumed else {}))
     if resumed is not None:
@@ -412,6 +417,19 @@ def _batch(s: Session, stream: ExampleStream, seq_len: int) -> tuple[dict[str, A
     batch = {k: torch.from_numpy(v).to(s.accelerator.device) for k, v in batch_np.items()}
     batch["logprob_temperature"] = s.examples[0].logprob_temperature
     return batch, batch_np["input_ids"]
+
+
+def freeze_below(model: Any, trainable: int) -> None:
+    """Freeze the input embeddings (and so a head tied to them) and every decoder layer below the top
+    `trainable`; nothing below the first trainable layer needs a gradient, so autograd skips its backward."""
+    layers = model.model.layers
+    if trainable > len(layers):
+        raise InputError(
+            None, None, "train.trainable_layers", f"{trainable} > the student's {len(layers)} decoder layers"
+        )
+    model.model.embed_tokens.requires_grad_(False)
+    for layer in layers[: len(layers) - trainable]:
+        layer.requires_grad_(False)
 
 
 def threads_agree(s: Session, n: int) -> bool:

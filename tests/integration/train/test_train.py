@@ -276,6 +276,29 @@ def test_init_from_starts_at_a_trained_checkpoint_and_qat_is_a_flag(
         assert r.returncode == 2 and why in r.stderr and not (tmp_path / "bad").exists()
 
 
+def test_trainable_layers_trains_the_top_and_leaves_the_rest_as_they_were(
+    dataset: dict[str, Path], toy_checkpoint: Path, tmp_path: Path
+) -> None:
+    """`trainable_layers: 1` of two, from a trained checkpoint: the embeddings (the tied head too) and the
+    lower layer are saved bit for bit as they started, the top layer and the final norm moved; the loss
+    still falls; more layers than the student has is refused with the key's name."""
+    from safetensors.torch import load_file
+
+    args = ("train", "--data", dataset["final"], "--precision", "no", "--config")
+    cfg = _config(tmp_path, max_steps=4, checkpoint_every=0, lr=5e-3, trainable_layers=1)
+    r = ks_here(*args, cfg, "--init-from", toy_checkpoint, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    before, after = (load_file(p / "model.safetensors") for p in (toy_checkpoint, tmp_path / "run" / "final"))
+    moved = {k for k in after if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith(("model.layers.1.", "model.norm.")) for k in moved)
+    assert "model.layers.1.mlp.up_proj.weight" in moved and "model.norm.weight" in moved
+    assert not any(k.startswith(("model.layers.0.", "model.embed_tokens.")) for k in moved)
+    r = ks_here(*args, _config(tmp_path, trainable_layers=3), "--out", tmp_path / "bad")
+    assert r.returncode == 2 and "train.trainable_layers" in r.stderr and "2 decoder layers" in r.stderr
+    r = ks_here(*args, _config(tmp_path, trainable_layers=0), "--out", tmp_path / "bad")
+    assert r.returncode == 2 and "train.trainable_layers" in r.stderr and ">= 1" in r.stderr
+
+
 def test_qat_trains_on_the_grid_and_saves_full_precision_weights(
     dataset: dict[str, Path], tmp_path: Path
 ) -> None:
