@@ -3,11 +3,14 @@ compares and what the comparison gave. Pure.
 
 A Judge trained to write these lines before its ruling never rules in one step: each line is a copy of facts
 from the case plus one local comparison (files against the tier's maximum, a path against the scope entry
-that admits it, an expiry against the check time), and the ruling at the end follows from the lines. A line
-that breaks a rule ends with the rule's name as the oracle's findings name it; then one line per finding says
-what became of it (blocking, waived by which waiver, or a warning where its gate only warns). The lines are
-recomputed here from the same documents and helpers the oracle uses, and a test holds them to the oracle's
-findings on generated cases (`tests/unit/arbiter/test_judge_audit.py`).
+that admits it, an expiry against the check time). A line that breaks a rule ends with the rule's name as
+the oracle's findings name it and, on the same line, what became of it: `-> CLAUSE blocking`, `waived by`
+the waiver(s) that lift it, `warning` where its gate only warns, `skipped` where the policy turns its gate
+off. The fate stands where the rule fires (a 135M Judge that wrote the fates as a list after every check
+invented findings its own lines never named: stop 42), and the status follows from the fates. The lines are
+recomputed here from the same documents and helpers the oracle uses; `oracle.found` gives the findings they
+are matched with, in order, and a test holds them to the oracle's verdicts on generated cases
+(`tests/unit/arbiter/test_judge_audit.py`).
 """
 
 from __future__ import annotations
@@ -15,11 +18,21 @@ from __future__ import annotations
 from datetime import datetime
 
 from kimi_student.arbiter.documents import Waiver, parse_time
-from kimi_student.arbiter.oracle import Change, waiver_problems
+from kimi_student.arbiter.oracle import Change, found, waiver_problems
 from kimi_student.arbiter.scope import matching_entry
-from kimi_student.arbiter.verdict import Verdict
+from kimi_student.arbiter.verdict import Finding, Verdict
 
 OK = "ok"
+# every rule a finding names: a check line ending in one breaks it
+RULES = frozenset(
+    (
+        "max_files_exceeded", "max_loc_exceeded", "path_in_scope_out", "path_outside_scope_in",
+        "governance_edited_with_code", "tests_missing", "tests_failed", "lint_missing", "lint_failed",
+        "coverage_missing", "coverage_below_floor", "mutation_missing", "mutation_below_floor",
+        "acceptance_unverified", "diff_missing", "rationale_missing", "evidence_missing", "evidence_invalid",
+        "evidence_other_spec", "evidence_other_commit", "waiver_invalid",
+    )
+)  # fmt: skip
 ISO_MINUTES = "%Y-%m-%d %H:%M"  # times when the caller does not say how its case writes them
 
 
@@ -163,26 +176,35 @@ def _provenance_lines(change: Change) -> list[str]:
     return out
 
 
-def _ruling_lines(valid: list[Waiver], verdict: Verdict) -> list[str]:
-    out = []
-    for f in verdict.findings:
-        if f.disposition == "waived":
-            fate = f"waived by {', '.join(w.id for w in valid if f.gate in w.gates)}"
-        elif f.disposition == "warning":
-            fate = f"warning ({f.gate} warns)"
-        else:
-            fate = "blocking"
-        out.append(f"{f.rule} -> {f.clause} {fate}")
-    return out
+def _fate(f: Finding, valid: list[Waiver]) -> str:
+    """What the verdict made of a finding `f` (as ruled: its disposition set)."""
+    if f.disposition == "waived":
+        return f"{f.clause} waived by {', '.join(w.id for w in valid if f.gate in w.gates)}"
+    if f.disposition == "warning":
+        return f"{f.clause} warning ({f.gate} warns)"
+    return f"{f.clause} blocking"
 
 
 def audit(change: Change, now: datetime, verdict: Verdict, dates: str = ISO_MINUTES) -> list[str]:
     """The oracle's checks on `change` at `now`, in the oracle's order (waivers, budget, scope, gates,
-    provenance), then what became of each of `verdict`'s findings (the oracle's verdict on the same change).
-    `dates`: the strftime format the case writes its times in, so that a time is copied as the case shows it
-    (a Judge that had to translate `13 Sep 2027` into another form failed to: stop 41)."""
-    valid = [w for w in change.waivers if not waiver_problems(w, change.spec, change.policy, now)]
+    provenance), each line that breaks a rule ending in `-> ` and that finding's fate in `verdict` (the
+    oracle's verdict on the same change). `dates`: the strftime format the case writes its times in, so that
+    a time is copied as the case shows it (a Judge that had to translate `13 Sep 2027` into another form
+    failed to: stop 41)."""
+    findings, valid, _ = found(change, now)
+    ruled = iter(verdict.findings)  # the findings in order, less those of a gate the policy skips
+    fates = [
+        f"{f.clause} skipped ({f.gate} is off)"
+        if f.gate and change.policy.mode(f.gate) == "skip"
+        else _fate(next(ruled), valid)
+        for f in findings
+    ]
     lines = [_waiver_line(w, change, now, dates) for w in change.waivers]
     lines += _budget_lines(change, valid) + _scope_lines(change) + _gate_lines(change)
-    lines += _provenance_lines(change) + _ruling_lines(valid, verdict)
+    lines += _provenance_lines(change)
+    broken = [i for i, line in enumerate(lines) if line.rsplit(": ", 1)[-1] in RULES]
+    if [lines[i].rsplit(": ", 1)[-1] for i in broken] != [f.rule for f in findings]:
+        raise AssertionError(f"the audit's lines and the oracle's findings disagree: {lines} {findings}")
+    for i, fate in zip(broken, fates, strict=True):
+        lines[i] += f" -> {fate}"
     return lines

@@ -232,8 +232,10 @@ def _provenance(change: Change, findings: list[Finding]) -> None:
         )
 
 
-def check(change: Change, now: datetime) -> Verdict:
-    """Rule on `change` at time `now` (timezone-aware)."""
+def found(change: Change, now: datetime) -> tuple[list[Finding], list[Waiver], dict[str, int]]:
+    """Every rule `change` breaks at `now`, in the oracle's order (waivers, budget, scope, gates,
+    provenance), before the policy's gate modes and the waivers rule on them; the valid waivers; the
+    budget's figures."""
     findings: list[Finding] = []
     valid: list[Waiver] = []
     for w in change.waivers:
@@ -250,6 +252,12 @@ def check(change: Change, now: datetime) -> Verdict:
     _scope(change, findings)
     _gates(change, findings)
     _provenance(change, findings)
+    return findings, valid, budget
+
+
+def check(change: Change, now: datetime) -> Verdict:
+    """Rule on `change` at time `now` (timezone-aware)."""
+    findings, valid, budget = found(change, now)
 
     applied: set[str] = set()
     ruled = []

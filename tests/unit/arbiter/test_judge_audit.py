@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from kimi_student.arbiter.audit import audit
+from kimi_student.arbiter.audit import RULES, audit
 from kimi_student.arbiter.cases import Candidate, Context, change_of
 from kimi_student.arbiter.diff import parse_diff
 from kimi_student.arbiter.documents import Evidence, EvidenceItem, Policy, Spec, Tier, Waiver
@@ -20,20 +20,15 @@ from kimi_student.arbiter.judge_eval import padded_case
 from kimi_student.arbiter.oracle import Change, check
 from kimi_student.arbiter.render import DATES, RATIONALE_WORDS, Wording
 
-RULES = {
-    "max_files_exceeded", "max_loc_exceeded", "path_in_scope_out", "path_outside_scope_in",
-    "governance_edited_with_code", "tests_missing", "tests_failed", "lint_missing", "lint_failed",
-    "coverage_missing", "coverage_below_floor", "mutation_missing", "mutation_below_floor",
-    "acceptance_unverified", "diff_missing", "rationale_missing", "evidence_missing", "evidence_invalid",
-    "evidence_other_spec", "evidence_other_commit", "waiver_invalid",
-}  # fmt: skip
+
+def _named_rules(lines: list[str]) -> list[str]:
+    """The rules the check lines break, in order (a broken line reads `... : rule -> CLAUSE fate`)."""
+    return [line.split(" -> ")[0].rsplit(": ", 1)[1] for line in lines if " -> " in line]
 
 
-def _named_rules(lines: list[str]) -> Counter:
-    """Rules the check lines end in (a ruling line `rule -> CLAUSE fate` is not a check line)."""
-    return Counter(
-        line.rsplit(": ", 1)[1] for line in lines if " -> " not in line and line.rsplit(": ", 1)[-1] in RULES
-    )
+def test_every_rule_name_is_one_a_line_can_end_in() -> None:
+    assert {"waiver_invalid", "acceptance_unverified", "max_loc_exceeded", "rationale_missing"} <= RULES
+    assert "ok" not in RULES and "valid" not in RULES and len(RULES) == 21
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +43,17 @@ def test_the_checks_name_the_oracles_findings_and_their_fates(singles: list[dict
         change, now = change_of(Context(**r["case"]["context"]), Candidate(**r["case"]["candidates"][0]))
         verdict = check(change, now)
         lines = audit(change, now, verdict)
-        assert _named_rules(lines) == Counter(f.rule for f in verdict.findings), r["id"]
-        ruling = [line for line in lines if " -> " in line]
-        assert len(ruling) == len(verdict.findings)
-        for line, f in zip(ruling, verdict.findings):
-            assert line.startswith(f"{f.rule} -> {f.clause} ")
-            fate = line.split(f.clause + " ", 1)[1]
+        assert _named_rules(lines) == [f.rule for f in verdict.findings], r["id"]  # no gate is skipped here
+        broken = [line for line in lines if " -> " in line]
+        for line, f in zip(broken, verdict.findings, strict=True):
+            fate = line.split(" -> ", 1)[1]
+            assert fate.startswith(f"{f.clause} ")
             assert (
-                fate.split(" ")[0]
+                fate.split(" ")[1]
                 == {"blocking": "blocking", "waived": "waived", "warning": "warning"}[f.disposition]
             )
             fates[f.disposition] += 1
+        assert all(line.rsplit(": ", 1)[-1] not in RULES for line in lines)  # a broken line has its fate
         rules_seen.update(f.rule for f in verdict.findings)
         # every path of the change gets its own line; a check passed says ok
         assert all(any(line.startswith(p + ": ") for line in lines) for p in change.diff.paths)
@@ -102,15 +97,18 @@ def _raise(wid: str, expires: str, approvers: tuple[str, ...], spec: str | None)
     "kw, expected",
     [
         ({}, "files 2, tier 1 max 2: ok"),  # at the maximum: within
-        ({}, "lines added 3, tier 1 max 2: max_loc_exceeded"),
+        ({}, "lines added 3, tier 1 max 2: max_loc_exceeded -> BUDGET_ADHERENCE blocking"),
         ({}, "src/a/x.py: in src/a: ok"),
-        ({}, "src/b/y.py: not in scope in or support: path_outside_scope_in"),
-        ({}, "lint: fail (exit 2): lint_failed"),
+        ({}, "src/b/y.py: not in scope in or support: path_outside_scope_in -> SCOPE_BOUNDARY blocking"),
+        ({}, "lint: fail (exit 2): lint_failed -> GATE_INTEGRITY blocking"),
         ({}, "coverage 0.80, tier floor 0.80: ok"),  # at the floor: enough
-        ({"rationale": "fix it"}, "rationale fix(1) it(2): 2 of 3 needed: rationale_missing"),
+        (
+            {"rationale": "fix it"},
+            "rationale fix(1) it(2): 2 of 3 needed: rationale_missing -> PROVENANCE blocking",
+        ),
         ({"rationale": "fix it now"}, "rationale fix(1) it(2) now(3): 3 of 3 needed: ok"),
         ({"rationale": "fix  the  parser crash"}, "rationale fix(1) the(2) parser(3): 3 of 3 needed: ok"),
-        ({"rationale": " "}, "rationale: no words: 0 of 3 needed: rationale_missing"),
+        ({"rationale": " "}, "rationale: no words: 0 of 3 needed: rationale_missing -> PROVENANCE blocking"),
         (
             {"policy": Policy({1: Tier(2, 2, 0.8)}, {}, min_rationale_words=0), "rationale": ""},
             "rationale: 0 words needed: ok",
@@ -119,27 +117,25 @@ def _raise(wid: str, expires: str, approvers: tuple[str, ...], spec: str | None)
             {"commit_sha": "abc1234def99"},
             "evidence on abc1234, change abc1234def99: ok",
         ),  # a prefix is the commit
-        ({"commit_sha": "abd1234def99"}, "evidence on abc1234, change abd1234def99: evidence_other_commit"),
-        ({"evidence": None}, "evidence: none: evidence_missing"),
+        (
+            {"commit_sha": "abd1234def99"},
+            "evidence on abc1234, change abd1234def99: evidence_other_commit -> PROVENANCE blocking",
+        ),
+        ({"evidence": None}, "evidence: none: evidence_missing -> PROVENANCE blocking"),
         (
             _raise("WV-1", "2027-05-11T05:00:00Z", ("x", "y"), "A-1"),
             "waiver WV-1 on budget_limit: active; expires 2027-05-11 05:00 not after now 2027-05-11 05:00; for A-1; "
-            "+0 files +5 lines; 2 approver(s), 2 needed: waiver_invalid",
+            "+0 files +5 lines; 2 approver(s), 2 needed: waiver_invalid -> WAIVER_VALIDITY blocking",
         ),  # expiring at the check time is expired
         (
             _raise("WV-2", "2027-06-01T00:00:00Z", ("x", "y"), None),
-            "lines added 3, tier 1 max 2, 7 with WV-2: max_loc_exceeded",
-        ),
-        (
-            _raise("WV-2", "2027-06-01T00:00:00Z", ("x", "y"), None),
-            "max_loc_exceeded -> BUDGET_ADHERENCE waived by WV-2",
+            "lines added 3, tier 1 max 2, 7 with WV-2: max_loc_exceeded -> BUDGET_ADHERENCE waived by WV-2",
         ),
         (
             _raise("WV-3", "2027-06-01T00:00:00Z", ("x",), "B-2"),
             "waiver WV-3 on budget_limit: active; expires 2027-06-01 00:00 after now 2027-05-11 05:00; for B-2, not A-1; "
-            "+0 files +5 lines; 1 approver(s), 2 needed: waiver_invalid",
+            "+0 files +5 lines; 1 approver(s), 2 needed: waiver_invalid -> WAIVER_VALIDITY blocking",
         ),
-        ({}, "path_outside_scope_in -> SCOPE_BOUNDARY blocking"),
     ],
 )
 def test_check_lines_at_their_edges(kw: dict, expected: str) -> None:
@@ -149,7 +145,23 @@ def test_check_lines_at_their_edges(kw: dict, expected: str) -> None:
 def test_a_warning_gate_says_so() -> None:
     policy = Policy({1: Tier(2, 2, 0.8)}, {"scope_boundary": "warn"}, min_rationale_words=0)
     lines = _lines(policy=policy)
-    assert "path_outside_scope_in -> SCOPE_BOUNDARY warning (scope_boundary warns)" in lines
+    assert (
+        "src/b/y.py: not in scope in or support: path_outside_scope_in -> SCOPE_BOUNDARY warning "
+        "(scope_boundary warns)" in lines
+    )
+
+
+def test_a_skipped_gate_says_so_and_rules_nothing() -> None:
+    policy = Policy({1: Tier(2, 2, 0.8)}, {"scope_boundary": "skip"}, min_rationale_words=0)
+    change = Change(DIFF, SPEC, policy, EVIDENCE)
+    verdict = check(change, NOW)
+    assert "path_outside_scope_in" not in [f.rule for f in verdict.findings]
+    lines = audit(change, NOW, verdict)
+    assert (
+        "src/b/y.py: not in scope in or support: path_outside_scope_in -> SCOPE_BOUNDARY skipped "
+        "(scope_boundary is off)" in lines
+    )
+    assert "lint: fail (exit 2): lint_failed -> GATE_INTEGRITY blocking" in lines  # the findings after it
 
 
 def test_every_prompt_states_the_rationale_minimum() -> None:
