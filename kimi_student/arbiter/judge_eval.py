@@ -114,17 +114,13 @@ class LoopGuard:
 
     stop: Any
     tok: Any
-    cut: int = 0  # rows stopped for looping
 
     def stops(self, row: list[int]) -> bool:
         if self.stop.stops(row):
             return True
         if '"' not in self.tok.decode(row[-1:], skip_special_tokens=False):
             return False
-        if looping(self.tok.decode(row, skip_special_tokens=False)):
-            self.cut += 1
-            return True
-        return False
+        return looping(self.tok.decode(row, skip_special_tokens=False))
 
 
 STATUS_KEY = '"status": "'
@@ -244,7 +240,7 @@ def evaluate(
     same_status = [same for _, same in padded_cases]
     flip_cases = sum(same_status)
     gen = judge_generator(runner, model, max_new_tokens, batch_size, dtype)
-    gen.stop = guard = LoopGuard(gen.stop, gen.chat.tok)
+    gen.stop = LoopGuard(gen.stop, gen.chat.tok)
     key = run_key(gen.fingerprint, data, limit, batch_size, dtype, max_new_tokens, runner)
     book = Journal(journal, key) if journal is not None else None
     total = 3 * len(singles) + len(pairs)
@@ -318,7 +314,7 @@ def evaluate(
             "pair_records": len(pairs),
             "max_new_tokens": max_new_tokens,
             "flip_cases": flip_cases,  # the padded case's right status is the case's
-            "loops_cut": guard.cut,  # single and padded outputs stopped by LoopGuard
+            "loops_cut": sum(map(looping, single_out + padded_out)),  # outputs LoopGuard stopped
         },
         "summary": summary,
         "singles": singles_score,
