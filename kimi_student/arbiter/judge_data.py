@@ -219,11 +219,17 @@ def header(seed: int, split: str, n_single: int, n_pairs: int) -> dict[str, Any]
 
 
 def write_dataset(
-    out: Path, seed: int, n_train: int, n_heldout: int, progress: bool = False
+    out: Path,
+    seed: int,
+    n_train: int,
+    n_heldout: int,
+    progress: bool = False,
+    train_pairs: int | None = None,
 ) -> dict[str, Any]:
     """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
-    single cases, each in both orders), each with its `_sft.jsonl` and `_reasoned_sft.jsonl` (what
-    `kimi-student train --data` reads: prompt and target, per `target_text`'s two forms), then `out/stats.json`: the balance of each split and the shortcut
+    single cases, or `train_pairs` in the training split, each in both orders), each with its `_sft.jsonl`,
+    `_reasoned_sft.jsonl` and `_audit_sft.jsonl` (what `kimi-student train --data` reads: prompt and target,
+    per `target_text`'s forms), then `out/stats.json`: the balance of each split and the shortcut
     baselines. Each file is written whole or not at all; equal arguments give byte-identical files."""
     from tqdm import tqdm
 
@@ -232,7 +238,7 @@ def write_dataset(
 
     splits: dict[str, list[dict[str, Any]]] = {}
     for split, n in (("train", n_train), ("heldout", n_heldout)):
-        n_pairs = n // 2
+        n_pairs = train_pairs if split == "train" and train_pairs is not None else n // 2
         rows = list(
             tqdm(
                 records(seed, split, n, n_pairs),
@@ -243,7 +249,7 @@ def write_dataset(
             )
         )
         write_jsonl(out / f"{split}.jsonl", [header(seed, split, n, n_pairs), *rows])
-        for target in TARGETS:  # train_sft.jsonl (verdict) and train_reasoned_sft.jsonl
+        for target in TARGETS:  # train_sft.jsonl (verdict), train_reasoned_sft.jsonl, train_audit_sft.jsonl
             name = f"{split}_sft.jsonl" if target == "verdict" else f"{split}_{target}_sft.jsonl"
             sft = [{**header(seed, split, n, n_pairs), "target": target}, *(sft_row(r, target) for r in rows)]
             write_jsonl(out / name, sft)

@@ -30,6 +30,15 @@ def judge_data(
         int, typer.Option(help="Held-out single cases (pairs as above); >= 600 for the gates.")
     ] = 600,
     seed: Annotated[int, typer.Option(help="Seed of both splits (each split draws its own stream).")] = 0,
+    train_pairs: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Training pairs, each in both orders (default: half of --train). A pair's target is its "
+            "statuses and winner, while its prompt costs as many tokens as a case's: fewer pairs leave a "
+            "short training run more single cases, whose targets carry the checks.",
+        ),
+    ] = None,
 ) -> None:
     """Build the Judge dataset: single cases (a change -> PASS / FAIL / WAIVER_REQUIRED and its violated
     clauses) and pairs (two changes for one spec -> a, b or tie), every label from `caws check`'s oracle.
@@ -44,7 +53,7 @@ def judge_data(
     if train < 2 or heldout < 2:
         raise typer.BadParameter("--train and --heldout need at least 2 cases each")
     check_outputs({}, {}, folders={"--out": out})
-    stats = write_dataset(out, seed, train, heldout, progress=show_progress())
+    stats = write_dataset(out, seed, train, heldout, progress=show_progress(), train_pairs=train_pairs)
     for split in ("train", "heldout"):
         s = stats[split]
         shares = " ".join(f"{k} {v:.3f}" for k, v in {**s["status"], **s["clauses"]}.items())

@@ -30,3 +30,25 @@ def test_a_set_too_small_to_gate_on_exits_1_and_names_the_check(tmp_path: Path) 
     assert json.loads((tmp_path / "stats.json").read_text())["checks"]["heldout_size"] is False
     r = ks_here("judge", "data", "--out", tmp_path / "x", "--train", "1", "--heldout", "10")
     assert r.returncode == 2 and "at least 2" in r.stderr + r.stdout
+
+
+def test_train_pairs_sets_the_training_pairs_alone(tmp_path: Path) -> None:
+    """--train-pairs 30: the first 30 of the pairs the default (half of --train) draws, both orders; the
+    single cases and the held-out split as the default writes them."""
+    split = {}
+    for name, more in (("default", ()), ("fewer", ("--train-pairs", "30"))):
+        r = ks_here("judge", "data", "--out", tmp_path / name, "--train", "100", "--heldout", "20", *more)
+        assert r.returncode == 1 and "heldout_size" in r.stdout  # too small to gate on; the files are whole
+        split[name] = [json.loads(x) for x in (tmp_path / name / "train.jsonl").read_text().splitlines()]
+        assert (tmp_path / name / "heldout.jsonl").read_bytes() == (
+            tmp_path / "default" / "heldout.jsonl"
+        ).read_bytes()
+    default, fewer = split["default"], split["fewer"]
+    assert (default[0]["pairs"], fewer[0]["pairs"]) == (50, 30)
+    pairs = [r for r in fewer[1:] if r["mode"] == "pair"]
+    assert len(pairs) == 60 and pairs == [r for r in default[1:] if r["mode"] == "pair"][:60]
+    assert [r for r in fewer[1:] if r["mode"] == "single"] == [
+        r for r in default[1:] if r["mode"] == "single"
+    ]
+    audit = (tmp_path / "fewer" / "train_audit_sft.jsonl").read_text().splitlines()
+    assert len(audit) == 1 + 100 + 60 and json.loads(audit[0])["pairs"] == 30
