@@ -38,6 +38,7 @@ SMALL: dict[str, tuple[tuple[str, ...], str]] = {
         r"prompt-lookup +2 +(\d+)/\1 ",  # every output exact
     ),
     "train_throughput.py": (("--steps", "2", "--prompts", "8"), r"\d +[\d.]+x +\d+"),
+    "partial_finetune.py": (("--steps", "2", "--layers", "29"), r"top 29 of 30: +[\d.]+ tokens/s +[\d.]+x"),
 }
 
 

@@ -104,6 +104,7 @@ RUN_ELSEWHERE: dict[str, str] = {
             "bench-eval",
             "bench-distill",
             "bench-train",
+            "bench-partial",
             "bench-hf-decode",
             "bench-spec",
         )
