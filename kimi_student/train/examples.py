@@ -69,12 +69,16 @@ class Example:
 
 # A Judge's decisions: the few tokens that decide, outweighed by the rationale around them unless weighted
 # themselves (process kind `verdict`). A Judge target is a JSON object; the verdict form opens with its status
-# or a pair's winner, the reasoned form with the budget or a pair's two statuses. Its decisions are the values
-# of these keys (a quote inside a string is escaped, so a rationale or a finding's detail never matches).
-_VERDICT = re.compile(r'\A\{"(?:status|winner|budget|a)": ')
+# or a pair's winner, the reasoned form with the budget or a pair's two statuses, the audit form with its
+# checks. Its decisions are the values of these keys (a quote inside a string is escaped, so a rationale or a
+# finding's detail never matches) and, in the audit form, each check's outcome: what follows the check
+# line's last ": " (`ok`, `valid`, a broken rule and its fate), where the copied facts before it end and the
+# comparison's result begins (a 135M audit Judge copied the figures right and wrote `ok` after them: stop 42).
+_VERDICT = re.compile(r'\A\{"(?:status|winner|budget|a|checks)": ')
 _DECISION = re.compile(
     r'"(?:status|clause|disposition|a|b|winner)": "([A-Za-z_]+)"|"violated_clauses": (\[[^\]]*\])'
 )
+_CHECK_OUTCOME = re.compile(r': ([^":\\]+)"(?=, "|\])')  # the rest of a check item after its last ": "
 
 
 def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[list[int]]]:
@@ -86,6 +90,9 @@ def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[l
         if _VERDICT.match(text)
         else []
     )
+    if text.startswith('{"checks": ['):
+        end = text.find('"], "') + 2  # the checks' closing quote and bracket; none: 1, nothing to find
+        decided += [m.span(1) for m in _CHECK_OUTCOME.finditer(text, 0, end)]
     return {
         "tool_name": [list(token_range(offsets, *c.name_span)) for c in t.calls if c.name_span],
         "json_args": [list(token_range(offsets, *c.args_span)) for c in t.calls if c.args_span],

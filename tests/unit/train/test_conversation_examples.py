@@ -208,3 +208,23 @@ def test_verdict_weighs_the_decisions_of_a_reasoned_target(world: dict[str, Any]
     assert "3" in got[1.0] and "PASS" in got[1.0] and "max_files" in got[1.0]
     pair = by_weight(b, build(b, '{"a": "FAIL", "b": "PASS", "winner": "b"}'))
     assert pair[5.0] == "FAILPASSb"
+
+
+def test_verdict_weighs_each_checks_outcome_in_an_audit_target(world: dict[str, Any]) -> None:
+    """The audit form copies facts, then compares: each check's outcome (after its last ": "), with a broken
+    rule's fate, weighs as a decision, and so do the clauses and the status; the copied facts do not."""
+    b = ExampleBuilder(AutoTokenizer.from_pretrained(str(world["tokenizer"])), {**WEIGHTS, "verdict": 5.0})
+    audit = (
+        '{"checks": ["waiver WV-1 on budget_limit: active; expires 2027-06-01 00:00 after now 2027-05-11 '
+        '05:00; for A-1: valid", "files 13, tier 2 max 10: max_files_exceeded -> BUDGET_ADHERENCE blocking", '
+        '"src/a.py: in src/a: ok"], "violated_clauses": ["BUDGET_ADHERENCE"], "status": "FAIL", '
+        '"rationale": "FAIL: budget: over."}'
+    )
+    got = by_weight(b, build(b, audit))
+    weighed = got[5.0].replace('"', "").replace(",", "").replace(" ", "")
+    assert weighed == "validmax_files_exceeded->BUDGET_ADHERENCEblockingok[BUDGET_ADHERENCE]FAIL"
+    assert "13" in got[1.0] and "2027" in got[1.0] and "over." in got[1.0]
+    empty = by_weight(
+        b, build(b, '{"checks": [], "violated_clauses": [], "status": "PASS", "rationale": "x"}')
+    )
+    assert empty[5.0].replace(", ", "") == "[]PASS"  # (a token that runs past the list's end comes with it)
