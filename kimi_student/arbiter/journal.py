@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_student.errors import InputError
-from kimi_student.jsonl import dumps_line
+from kimi_student.jsonl import atomic_writer, dumps_line
 
 
 def journal_path(report: Path) -> Path:
@@ -24,6 +24,8 @@ def journal_path(report: Path) -> Path:
 
 
 class Journal:
+    """The chunks decoded so far (`done`, by part and start), read back from `path` when it exists."""
+
     def __init__(self, path: Path, key: dict[str, Any]):
         self.path, self.key = path, key
         self.done: dict[tuple[str, int], list[Any]] = {}
@@ -40,11 +42,10 @@ class Journal:
         except json.JSONDecodeError:
             head = None
         if not isinstance(head, dict) or not head.get("__journal__"):
-            raise InputError(self.path, 1, "__journal__", "not a judge eval journal: remove it to start over")
+            raise InputError(self.path, 1, "__journal__", "not a judge eval journal: rerun with --fresh")
         if head.get("key") != self.key:
-            changed = sorted(
-                k for k in {**head.get("key", {}), **self.key} if head["key"].get(k) != self.key.get(k)
-            )
+            old = head["key"] if isinstance(head.get("key"), dict) else {}
+            changed = sorted(k for k in {**old, **self.key} if old.get(k) != self.key.get(k))
             raise InputError(
                 self.path,
                 1,
@@ -58,7 +59,8 @@ class Journal:
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise InputError(self.path, n, "outputs", f"unreadable ({e}): rerun with --fresh") from None
         if not text.endswith("\n"):  # keep the file appendable: drop the torn line
-            self.path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            with atomic_writer(self.path) as f:
+                f.write("".join(line + "\n" for line in lines))
 
     def get(self, part: str, start: int) -> list[Any] | None:
         return self.done.get((part, start))

@@ -63,6 +63,10 @@ class QatConfig:
     start_step: int = 0  # steps before it in full precision (fine-tuning a trained student: 0)
 
 
+# Keys added after runs were checkpointed: left out of the resume seal while unset, so those runs resume.
+_LATER_KEYS = ("trainable_layers",)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """One student's training recipe. `lr` and `max_steps` have no default: a config must say them."""
@@ -133,7 +137,11 @@ class TrainConfig:
         """What a checkpoint is sealed to: the student (architecture, init, tokenizer) and every setting
         but `max_steps` (a run may be extended) and `precision` (not read by the trainer). Resuming under
         another config is refused rather than silently mixing two recipes."""
-        train = {k: v for k, v in asdict(self).items() if k not in ("max_steps", "precision")}
+        train = {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ("max_steps", "precision") and not (k in _LATER_KEYS and v is None)
+        }
         return sha256_json(
             {"arch": spec.arch, "init": spec.init, "tokenizer": spec.tokenizer, "train": train}
         )

@@ -344,6 +344,22 @@ def test_config_defaults_are_the_trainers_historical_defaults(tmp_path: Path) ->
     assert (c.process_weights, c.checkpoint_every, c.keep_checkpoints, c.seed) == ({}, 0, 2, 0)
 
 
+def test_an_unset_later_key_leaves_the_resume_seal_as_it_was(tmp_path: Path) -> None:
+    """A run checkpointed before `trainable_layers` existed resumes: unset, the key is not in the seal; set,
+    it is (a run may not resume under another recipe)."""
+    from dataclasses import asdict
+
+    from kimi_student.fingerprint import sha256_json
+
+    spec = load_spec(_config(tmp_path), "toy")
+    c = TrainConfig.from_spec(spec)
+    before = {k: v for k, v in asdict(c).items() if k not in ("max_steps", "precision", "trainable_layers")}
+    seal = sha256_json({"arch": spec.arch, "init": spec.init, "tokenizer": spec.tokenizer, "train": before})
+    assert c.resume_sha256(spec) == seal
+    top = TrainConfig.from_spec(load_spec(_config(tmp_path, trainable_layers=1), "toy"))
+    assert top.resume_sha256(spec) != seal
+
+
 @pytest.mark.parametrize(
     ("config", "sizes"),
     [("worker", ("toy", "small", "full")), ("judge", ("toy", "full")), ("drafter", ("toy", "full"))],
