@@ -362,7 +362,11 @@ def test_an_unset_later_key_leaves_the_resume_seal_as_it_was(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     ("config", "sizes"),
-    [("worker", ("toy", "small", "full")), ("judge", ("toy", "smollm2", "full")), ("drafter", ("toy", "full"))],
+    [
+        ("worker", ("toy", "small", "full")),
+        ("judge", ("toy", "smollm2", "full")),
+        ("drafter", ("toy", "full")),
+    ],
 )
 def test_every_shipped_config_is_a_valid_train_config(config: str, sizes: tuple[str, ...]) -> None:
     for size in sizes:
