@@ -179,8 +179,14 @@ def test_the_worker_bpe_splits_digits(builder: ExampleBuilder) -> None:
     assert builder.tok.tokenize("58869.72") == ["5", "8", "8", "6", "9", ".", "7", "2"]
 
 
-def test_verdict_weighs_a_judges_decision_and_nothing_else(world: dict[str, Any]) -> None:
-    b = ExampleBuilder(AutoTokenizer.from_pretrained(str(world["tokenizer"])), {**WEIGHTS, "verdict": 5.0})
+@pytest.fixture(scope="module")
+def judge_builder(world: dict[str, Any]) -> ExampleBuilder:
+    """A builder that weighs a Judge's decisions 5 (process kind `verdict`)."""
+    return ExampleBuilder(AutoTokenizer.from_pretrained(str(world["tokenizer"])), {**WEIGHTS, "verdict": 5.0})
+
+
+def test_verdict_weighs_a_judges_decision_and_nothing_else(judge_builder: ExampleBuilder) -> None:
+    b = judge_builder
     verdict = '{"status": "FAIL", "violated_clauses": ["SCOPE_BOUNDARY"], "rationale": "FAIL: src/x is out."}'
     got = by_weight(b, build(b, verdict))
     # the status value and the clause list, in order (a token that runs past the list's end comes with it)
@@ -193,10 +199,10 @@ def test_verdict_weighs_a_judges_decision_and_nothing_else(world: dict[str, Any]
     assert 5.0 not in by_weight(b, build(b, f"{CALL1}\n{RESP1}\n{ANSWER}"))
 
 
-def test_verdict_weighs_the_decisions_of_a_reasoned_target(world: dict[str, Any]) -> None:
+def test_verdict_weighs_the_decisions_of_a_reasoned_target(judge_builder: ExampleBuilder) -> None:
     """The reasoned form writes the facts before it rules: the findings' clauses and dispositions, the
     violated clauses, the status (a pair's two statuses and its winner) weigh; the counts and details do not."""
-    b = ExampleBuilder(AutoTokenizer.from_pretrained(str(world["tokenizer"])), {**WEIGHTS, "verdict": 5.0})
+    b = judge_builder
     reasoned = (
         '{"budget": {"files_changed": 3, "lines_added": 9, "max_files": 2, "max_loc": 10}, "findings": '
         '[{"clause": "BUDGET_ADHERENCE", "rule": "max_files", "disposition": "blocking", "detail": '
@@ -210,10 +216,10 @@ def test_verdict_weighs_the_decisions_of_a_reasoned_target(world: dict[str, Any]
     assert pair[5.0] == "FAILPASSb"
 
 
-def test_verdict_weighs_each_checks_outcome_in_an_audit_target(world: dict[str, Any]) -> None:
+def test_verdict_weighs_each_checks_outcome_in_an_audit_target(judge_builder: ExampleBuilder) -> None:
     """The audit form copies facts, then compares: each check's outcome (after its last ": "), with a broken
     rule's fate, weighs as a decision, and so do the clauses and the status; the copied facts do not."""
-    b = ExampleBuilder(AutoTokenizer.from_pretrained(str(world["tokenizer"])), {**WEIGHTS, "verdict": 5.0})
+    b = judge_builder
     audit = (
         '{"checks": ["waiver WV-1 on budget_limit: active; expires 2027-06-01 00:00 after now 2027-05-11 '
         '05:00; for A-1: valid", "files 13, tier 2 max 10: max_files_exceeded -> BUDGET_ADHERENCE blocking", '
