@@ -232,7 +232,7 @@ def evaluate(
     from tqdm import tqdm
 
     from kimi_student.eval.report import created_at
-    from kimi_student.fingerprint import code_version, sha256_file
+    from kimi_student.fingerprint import sha256_file
 
     gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
     header, singles, pairs = read_set(data, limit)
@@ -301,11 +301,11 @@ def evaluate(
         "header": {
             "report": "caws-eval",
             "created_at": created_at(),
-            "code_version": code_version(),
+            "code_version": key["code_version"],
             "model": str(model),
             "model_fingerprint": gen.fingerprint,
             "dataset": str(data),
-            "dataset_sha256": sha256_file(data),
+            "dataset_sha256": key["dataset_sha256"],
             "dataset_header": header,
             "gates_sha256": sha256_file(gates_path or DEFAULT_GATES),
             "runner": runner,
