@@ -185,12 +185,13 @@ def _fate(f: Finding, valid: list[Waiver]) -> str:
     return f"{f.clause} blocking"
 
 
-def audit(change: Change, now: datetime, verdict: Verdict, dates: str = ISO_MINUTES) -> list[str]:
-    """The oracle's checks on `change` at `now`, in the oracle's order (waivers, budget, scope, gates,
-    provenance), each line that breaks a rule ending in `-> ` and that finding's fate in `verdict` (the
-    oracle's verdict on the same change). `dates`: the strftime format the case writes its times in, so that
-    a time is copied as the case shows it (a Judge that had to translate `13 Sep 2027` into another form
-    failed to: stop 41)."""
+FAMILIES = ("waivers", "budget", "scope", "gates", "provenance")  # the audit's groups of checks, in order
+
+
+def audit_parts(
+    change: Change, now: datetime, verdict: Verdict, dates: str = ISO_MINUTES
+) -> list[tuple[str, str]]:
+    """`audit`'s lines, each with the group of checks (`FAMILIES`) it belongs to."""
     findings, valid, _ = found(change, now)
     ruled = iter(verdict.findings)  # the findings in order, less those of a gate the policy skips
     fates = [
@@ -199,12 +200,29 @@ def audit(change: Change, now: datetime, verdict: Verdict, dates: str = ISO_MINU
         else _fate(next(ruled), valid)
         for f in findings
     ]
-    lines = [_waiver_line(w, change, now, dates) for w in change.waivers]
-    lines += _budget_lines(change, valid) + _scope_lines(change) + _gate_lines(change)
-    lines += _provenance_lines(change)
-    broken = [i for i, line in enumerate(lines) if line.rsplit(": ", 1)[-1] in RULES]
-    if [lines[i].rsplit(": ", 1)[-1] for i in broken] != [f.rule for f in findings]:
-        raise AssertionError(f"the audit's lines and the oracle's findings disagree: {lines} {findings}")
+    parts = [("waivers", _waiver_line(w, change, now, dates)) for w in change.waivers]
+    parts += [("budget", line) for line in _budget_lines(change, valid)]
+    parts += [("scope", line) for line in _scope_lines(change)]
+    parts += [("gates", line) for line in _gate_lines(change)]
+    parts += [("provenance", line) for line in _provenance_lines(change)]
+    broken = [i for i, (_, line) in enumerate(parts) if broken_rule(line) is not None]
+    if [broken_rule(parts[i][1]) for i in broken] != [f.rule for f in findings]:
+        raise AssertionError(f"the audit's lines and the oracle's findings disagree: {parts} {findings}")
     for i, fate in zip(broken, fates, strict=True):
-        lines[i] += f" -> {fate}"
-    return lines
+        parts[i] = (parts[i][0], f"{parts[i][1]} -> {fate}")
+    return parts
+
+
+def broken_rule(line: str) -> str | None:
+    """The rule a check line (before its fate) breaks, if it breaks one."""
+    end = line.rsplit(": ", 1)[-1]
+    return end if end in RULES else None
+
+
+def audit(change: Change, now: datetime, verdict: Verdict, dates: str = ISO_MINUTES) -> list[str]:
+    """The oracle's checks on `change` at `now`, in the oracle's order (waivers, budget, scope, gates,
+    provenance), each line that breaks a rule ending in `-> ` and that finding's fate in `verdict` (the
+    oracle's verdict on the same change). `dates`: the strftime format the case writes its times in, so that
+    a time is copied as the case shows it (a Judge that had to translate `13 Sep 2027` into another form
+    failed to: stop 41)."""
+    return [line for _, line in audit_parts(change, now, verdict, dates)]

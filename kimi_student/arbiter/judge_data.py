@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kimi_student.arbiter.audit import audit
+from kimi_student.arbiter.audit import audit, audit_parts
 from kimi_student.arbiter.cases import (
     Candidate,
     Context,
@@ -28,7 +28,15 @@ from kimi_student.arbiter.cases import (
 )
 from kimi_student.arbiter.documents import CLAUSES, schema
 from kimi_student.arbiter.oracle import check
-from kimi_student.arbiter.render import DATES, Wording, render_pair, render_single, wording
+from kimi_student.arbiter.render import (
+    DATES,
+    DRILL_PARTS,
+    Wording,
+    render_drill,
+    render_pair,
+    render_single,
+    wording,
+)
 from kimi_student.data.world import rng_for
 from kimi_student.fingerprint import sha256_json
 
@@ -96,6 +104,31 @@ def pair(seed: int, split: str, i: int) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+DRILL_ON_BROKEN = 0.9  # drills whose group is drawn among the groups where the case breaks a rule
+
+
+def drill(seed: int, i: int) -> dict[str, Any]:
+    """A training row (prompt and target, as `sft_row`) that teaches one group of the audit's checks alone: the
+    waiver lines and the group's lines for a fresh training case, read from the lines of the case that group
+    compares (`render.render_drill`). Nine in ten drill a group where the case breaks a rule, so the
+    comparisons a whole case rarely breaks (files over the maximum, a path under scope out, an expired waiver)
+    come often: a whole case has ~13 check lines and one or two broken ones, a drill a third of its tokens."""
+    r = rng_for("judge-drill", seed, "train", i)
+    ctx = draw_context(r, "train")
+    cand = draw_candidate(r, ctx, AIMS[i % len(AIMS)])
+    w = wording(r, "train")
+    change, now = change_of(ctx, cand)
+    parts = audit_parts(change, now, check(change, now), DATES[w.dates])
+    broken = sorted({group for group, line in parts if " -> " in line and group in DRILL_PARTS})
+    family = r.choice(broken) if broken and r.random() < DRILL_ON_BROKEN else r.choice(sorted(DRILL_PARTS))
+    checks = [line for group, line in parts if group in ("waivers", family)]
+    return {
+        "id": f"train-drill-{i:06d}",
+        "prompt": render_drill(ctx, cand, w, family),
+        "teacher_text": json.dumps({"checks": checks}, ensure_ascii=False),
+    }
 
 
 def records(seed: int, split: str, n_single: int, n_pairs: int) -> Iterator[dict[str, Any]]:
@@ -187,9 +220,8 @@ def balance(rows: list[dict[str, Any]]) -> dict[str, Any]:
     checks = {
         "status_share": min(status.values()) >= MIN_STATUS_SHARE,
         "clause_share": min(clauses.values()) >= MIN_CLAUSE_SHARE,
-        "winner_shares": all(
-            abs(winners[k] - t) <= WINNER_TOLERANCE for k, t in zip(("a", "b", "tie"), WINNER_SHARES)
-        ),
+        "winner_shares": not pairs  # a split without pairs (`--train-pairs 0`) has no shares to hold
+        or all(abs(winners[k] - t) <= WINNER_TOLERANCE for k, t in zip(("a", "b", "tie"), WINNER_SHARES)),
         "both_orders": both_orders,
     }
     return {
@@ -225,11 +257,12 @@ def write_dataset(
     n_heldout: int,
     progress: bool = False,
     train_pairs: int | None = None,
+    drills: int = 0,
 ) -> dict[str, Any]:
     """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
     single cases, or `train_pairs` in the training split, each in both orders), each with its `_sft.jsonl`,
     `_reasoned_sft.jsonl` and `_audit_sft.jsonl` (what `kimi-student train --data` reads: prompt and target,
-    per `target_text`'s forms), then `out/stats.json`: the balance of each split and the shortcut
+    per `target_text`'s forms; `drills` rows of `drill` after the records of train_audit_sft.jsonl), then `out/stats.json`: the balance of each split and the shortcut
     baselines. Each file is written whole or not at all; equal arguments give byte-identical files."""
     from tqdm import tqdm
 
@@ -251,7 +284,17 @@ def write_dataset(
         write_jsonl(out / f"{split}.jsonl", [header(seed, split, n, n_pairs), *rows])
         for target in TARGETS:  # train_sft.jsonl (verdict), train_reasoned_sft.jsonl, train_audit_sft.jsonl
             name = f"{split}_sft.jsonl" if target == "verdict" else f"{split}_{target}_sft.jsonl"
-            sft = [{**header(seed, split, n, n_pairs), "target": target}, *(sft_row(r, target) for r in rows)]
+            head = {**header(seed, split, n, n_pairs), "target": target}
+            sft = [head, *(sft_row(r, target) for r in rows)]
+            if split == "train" and target == "audit" and drills:
+                head["drills"] = drills
+                sft += tqdm(
+                    (drill(seed, i) for i in range(drills)),
+                    total=drills,
+                    desc="judge drills",
+                    unit="row",
+                    disable=not progress,
+                )
             write_jsonl(out / name, sft)
         splits[split] = rows
     stats = {split: balance(rows) for split, rows in splits.items()}

@@ -122,6 +122,17 @@ ASK_SINGLE = "Rule on this change under CAWS. Reply with the verdict as JSON."
 ASK_PAIR = (
     "Two changes for the same spec: which one should merge? Reply with JSON naming the winner: a, b or tie."
 )
+# A drill: one group of the audit's checks alone, on the lines of the case it reads (training only, issue 14
+# stop 43). Every drill keeps the spec's head, the policy's lines (tier, gate modes, approvals, check time) and
+# the waivers, which every check's fate depends on; DRILL_PARTS adds what its checks compare.
+ASK_DRILL = "Check this change's {family} under CAWS. Reply with the checks as JSON."
+DRILL_ALWAYS = frozenset(("spec", "policy", "waivers"))
+DRILL_PARTS = {
+    "budget": frozenset(("budget", "stat")),
+    "scope": frozenset(("scope", "stat")),
+    "gates": frozenset(("budget", "acceptance", "evidence", "stat")),
+    "provenance": frozenset(("words", "message", "stat", "evidence")),
+}
 TRAIN_VARIANTS = 4  # variants 0-3 of every axis are training wordings; 4-5 only held-out cases see
 AXES = ("sections", "budget", "evidence", "waiver", "dates")
 
@@ -157,50 +168,72 @@ def _date(text: str, w: Wording) -> str:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).strftime(DATES[w.dates])
 
 
-def _context_lines(ctx: Context, w: Wording) -> list[str]:
+def _context_parts(ctx: Context, w: Wording) -> list[tuple[str, str]]:
+    """The context's lines, each with the part of the case it states (what a drill keeps: `DRILL_PARTS`)."""
     sec = SECTIONS[w.sections]
     s = ctx.spec
     scope = s["scope"]
-    lines = [
-        sec[0],
-        f"{s['id']}: {s['title']} (risk tier {s['risk_tier']})",
-        f"scope in: {', '.join(scope['in'])}",
-        f"scope out: {', '.join(scope['out'])}",
-        f"support: {', '.join(scope['support'])}",
+    parts = [
+        ("spec", sec[0]),
+        ("spec", f"{s['id']}: {s['title']} (risk tier {s['risk_tier']})"),
+        ("scope", f"scope in: {', '.join(scope['in'])}"),
+        ("scope", f"scope out: {', '.join(scope['out'])}"),
+        ("scope", f"support: {', '.join(scope['support'])}"),
     ]
     if s["acceptance"]:
-        lines.append(
-            "acceptance: "
-            + "; ".join(f"{a['id']} when {a['when']} then {a['then']}" for a in s["acceptance"])
+        parts.append(
+            (
+                "acceptance",
+                "acceptance: "
+                + "; ".join(f"{a['id']} when {a['when']} then {a['then']}" for a in s["acceptance"]),
+            )
         )
-    lines.append(sec[1])
+    parts.append(("policy", sec[1]))
     tiers = sorted(ctx.policy["risk_tiers"]) if w.all_tiers else [str(s["risk_tier"])]
     for t in tiers:
         b = ctx.policy["risk_tiers"][t]
-        lines.append(
-            BUDGET[w.budget].format(t=t, f=b["max_files"], l=b["max_loc"], c=f"{b['coverage_min']:.2f}")
+        parts.append(
+            (
+                "budget",
+                BUDGET[w.budget].format(t=t, f=b["max_files"], l=b["max_loc"], c=f"{b['coverage_min']:.2f}"),
+            )
         )
     modes = [
         f"{g} {v['mode']}"
         for g, v in sorted(ctx.policy["gates"].items())
         if v.get("mode", "block") != "block"
     ]
-    lines.append("gates: all block" + (f" except {', '.join(modes)}" if modes else ""))
-    lines.append(f"budget raises need {ctx.policy['waivers']['min_approvers_for_budget_raise']} approver(s)")
-    lines.append(RATIONALE_WORDS[w.budget].format(n=ctx.policy["min_rationale_words"]))
-    lines.append(
-        f"{sec[2]}: {_date(ctx.now, w)}" if not sec[2].startswith("<") else f"{sec[2]} {_date(ctx.now, w)}"
+    parts.append(("policy", "gates: all block" + (f" except {', '.join(modes)}" if modes else "")))
+    parts.append(
+        (
+            "policy",
+            f"budget raises need {ctx.policy['waivers']['min_approvers_for_budget_raise']} approver(s)",
+        )
     )
-    return lines
+    parts.append(("words", RATIONALE_WORDS[w.budget].format(n=ctx.policy["min_rationale_words"])))
+    parts.append(
+        (
+            "policy",
+            f"{sec[2]}: {_date(ctx.now, w)}"
+            if not sec[2].startswith("<")
+            else f"{sec[2]} {_date(ctx.now, w)}",
+        )
+    )
+    return parts
 
 
-def _candidate_lines(ctx: Context, c: Candidate, w: Wording, label: str = "") -> list[str]:
+def _context_lines(ctx: Context, w: Wording) -> list[str]:
+    return [line for _, line in _context_parts(ctx, w)]
+
+
+def _candidate_parts(ctx: Context, c: Candidate, w: Wording, label: str = "") -> list[tuple[str, str]]:
+    """A candidate's lines, each with the part of the case it states."""
     sec = SECTIONS[w.sections]
     ev = EVIDENCE[w.evidence]
     head = (lambda name: f"{name} ({label})") if label else (lambda name: name)
-    lines = [head(sec[3]), f"{c.rationale} (commit {c.commit_sha[:12]})", head(sec[4])]
-    lines += parse_diff(c.diff).stat().splitlines()
-    lines.append(head(sec[5]))
+    parts = [("message", head(sec[3])), ("message", f"{c.rationale} (commit {c.commit_sha[:12]})")]
+    parts += [("stat", line) for line in [head(sec[4]), *parse_diff(c.diff).stat().splitlines()]]
+    lines = [head(sec[5])]
     if c.evidence is None:
         lines.append("(none)")
     else:
@@ -215,7 +248,8 @@ def _candidate_lines(ctx: Context, c: Candidate, w: Wording, label: str = "") ->
                 lines.append(
                     ev[0 if it["status"] == "pass" else 1].format(k=it["kind"], e=it.get("exit_code", 0))
                 )
-    lines.append(head(sec[6]))
+    parts += [("evidence", line) for line in lines]
+    lines = [head(sec[6])]
     if not c.waivers:
         lines.append("(none)")
     for wv in c.waivers:
@@ -233,7 +267,11 @@ def _candidate_lines(ctx: Context, c: Candidate, w: Wording, label: str = "") ->
                 reason=wv["reason_code"],
             )
         )
-    return lines
+    return parts + [("waivers", line) for line in lines]
+
+
+def _candidate_lines(ctx: Context, c: Candidate, w: Wording, label: str = "") -> list[str]:
+    return [line for _, line in _candidate_parts(ctx, c, w, label)]
 
 
 def render_single(ctx: Context, c: Candidate, w: Wording, diff_chars: int = 600) -> str:
@@ -248,6 +286,14 @@ def render_single(ctx: Context, c: Candidate, w: Wording, diff_chars: int = 600)
         body.append(line)
         used += len(line) + 1
     return "\n".join(lines + body)
+
+
+def render_drill(ctx: Context, c: Candidate, w: Wording, family: str) -> str:
+    """The lines of a single case that one group of checks reads (`DRILL_PARTS`), in the case's order and
+    wording: a drill is a few hundred tokens where a whole case is over a thousand."""
+    keep = DRILL_ALWAYS | DRILL_PARTS[family]
+    parts = _context_parts(ctx, w) + _candidate_parts(ctx, c, w)
+    return "\n".join([ASK_DRILL.format(family=family)] + [line for part, line in parts if part in keep])
 
 
 def render_pair(ctx: Context, a: Candidate, b: Candidate, w: Wording) -> str:

@@ -33,12 +33,22 @@ def judge_data(
     train_pairs: Annotated[
         int | None,
         typer.Option(
-            min=1,
+            min=0,
             help="Training pairs, each in both orders (default: half of --train). A pair's target is its "
             "statuses and winner, while its prompt costs as many tokens as a case's: fewer pairs leave a "
-            "short training run more single cases, whose targets carry the checks.",
+            "short training run more single cases, whose targets carry the checks. 0: none, for a Judge "
+            "that rules pairs from its two single rulings (judge eval --pairwise rulings).",
         ),
     ] = None,
+    drills: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Drill rows added to train_audit_sft.jsonl: one group of checks (budget, scope, gates or "
+            "provenance, with the waivers) on the few lines of a fresh training case it reads, mostly a "
+            "group that breaks a rule. A third of a case's tokens: a short run sees more of the comparisons.",
+        ),
+    ] = 0,
 ) -> None:
     """Build the Judge dataset: single cases (a change -> PASS / FAIL / WAIVER_REQUIRED and its violated
     clauses) and pairs (two changes for one spec -> a, b or tie), every label from `caws check`'s oracle.
@@ -53,7 +63,9 @@ def judge_data(
     if train < 2 or heldout < 2:
         raise typer.BadParameter("--train and --heldout need at least 2 cases each")
     check_outputs({}, {}, folders={"--out": out})
-    stats = write_dataset(out, seed, train, heldout, progress=show_progress(), train_pairs=train_pairs)
+    stats = write_dataset(
+        out, seed, train, heldout, progress=show_progress(), train_pairs=train_pairs, drills=drills
+    )
     for split in ("train", "heldout"):
         s = stats[split]
         shares = " ".join(f"{k} {v:.3f}" for k, v in {**s["status"], **s["clauses"]}.items())
