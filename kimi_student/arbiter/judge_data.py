@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from kimi_student.arbiter.audit import audit, audit_parts
+from kimi_student.arbiter.audit import audit_parts
 from kimi_student.arbiter.cases import (
     Candidate,
     Context,
@@ -109,24 +109,35 @@ def pair(seed: int, split: str, i: int) -> list[dict[str, Any]]:
 DRILL_ON_BROKEN = 0.9  # drills whose group is drawn among the groups where the case breaks a rule
 
 
+def case_parts(ctx: Context, cand: Candidate, w: Wording) -> list[tuple[str, str]]:
+    """The audit's check lines of a case, each with its group (`audit.FAMILIES`), times as `w` writes them."""
+    change, now = change_of(ctx, cand)
+    return audit_parts(change, now, check(change, now), DATES[w.dates])
+
+
+def drill_of(ctx: Context, cand: Candidate, w: Wording, family: str) -> tuple[str, list[str]]:
+    """A drill of one group of a case's checks: the prompt (`render.render_drill`) and the checks, the waiver
+    lines then the group's, as the case's audit target writes them."""
+    checks = [line for group, line in case_parts(ctx, cand, w) if group in ("waivers", family)]
+    return render_drill(ctx, cand, w, family), checks
+
+
 def drill(seed: int, i: int) -> dict[str, Any]:
-    """A training row (prompt and target, as `sft_row`) that teaches one group of the audit's checks alone: the
-    waiver lines and the group's lines for a fresh training case, read from the lines of the case that group
-    compares (`render.render_drill`). Nine in ten drill a group where the case breaks a rule, so the
+    """A training row (prompt and target, as `sft_row`) that teaches one group of the audit's checks alone,
+    on a fresh training case (`drill_of`). Nine in ten drill a group where the case breaks a rule, so the
     comparisons a whole case rarely breaks (files over the maximum, a path under scope out, an expired waiver)
-    come often: a whole case has ~13 check lines and one or two broken ones, a drill a third of its tokens."""
+    come often: a whole case has ~13 check lines and one broken, a drill half of a case's tokens."""
     r = rng_for("judge-drill", seed, "train", i)
     ctx = draw_context(r, "train")
     cand = draw_candidate(r, ctx, AIMS[i % len(AIMS)])
     w = wording(r, "train")
-    change, now = change_of(ctx, cand)
-    parts = audit_parts(change, now, check(change, now), DATES[w.dates])
+    parts = case_parts(ctx, cand, w)
     broken = sorted({group for group, line in parts if " -> " in line and group in DRILL_PARTS})
     family = r.choice(broken) if broken and r.random() < DRILL_ON_BROKEN else r.choice(sorted(DRILL_PARTS))
-    checks = [line for group, line in parts if group in ("waivers", family)]
+    prompt, checks = drill_of(ctx, cand, w, family)
     return {
         "id": f"train-drill-{i:06d}",
-        "prompt": render_drill(ctx, cand, w, family),
+        "prompt": prompt,
         "teacher_text": json.dumps({"checks": checks}, ensure_ascii=False),
     }
 
@@ -174,9 +185,9 @@ def target_text(rec: dict[str, Any], target: str = "verdict") -> str:
         return json.dumps(obj, ensure_ascii=False)
     v = rec["verdict"]
     if target == "audit":
-        change, now = change_of(Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0]))
-        dates = DATES[Wording.from_key(rec["wording"]).dates]  # times as the prompt writes them
-        obj = {"checks": audit(change, now, check(change, now), dates), **_ruling(v)}
+        ctx, cand = Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0])
+        parts = case_parts(ctx, cand, Wording.from_key(rec["wording"]))  # times as the prompt writes them
+        obj = {"checks": [line for _, line in parts], **_ruling(v)}
     elif target == "verdict":
         obj = {"status": v["status"], "violated_clauses": v["violated_clauses"], "rationale": v["rationale"]}
     else:

@@ -4,7 +4,7 @@ checkpoint in PyTorch (`--runner hf_local`) or as its Core ML export in the MIL 
 `make caws-eval-coreml`); `judge compare` says whether two runs gave the same verdicts.
 
 Three runs of the model over the set: greedy verdicts for the single cases and winners for the pairs (both
-orders); the single cases again with each author's rationale written twice (a verdict must not move with
+orders; `--pairwise rulings`: each pair's two candidates ruled as single cases and the better status wins); the single cases again with each author's rationale written twice (a verdict must not move with
 the length of the prose); and the probability of each status given the case and what the model wrote before
 its status (the sequence probability of the status word after `"status": "`, normalised over the three), which calibration is
 measured on.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kimi_student.arbiter.cases import Candidate, Context, label
+from kimi_student.arbiter.cases import STATUS_RANK, Candidate, Context, label
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.journal import Journal
 from kimi_student.arbiter.judge_scores import flip_rate, read_verdict, read_winner, score_pairs, score_singles
@@ -159,6 +159,30 @@ def status_probabilities(
 
 
 RUNNERS = ("hf_local", "coreml")
+# How a pair is ruled. direct: the Judge reads both candidates in one prompt and names the winner. rulings:
+# the Judge rules each candidate as a single case (the pair's spec, policy and wording) and the candidate of
+# the higher status wins, equal statuses tie, as the oracle ranks them (`cases.winner`): swapping the two
+# cannot change the ruling, and a pair costs two single decodes.
+PAIRWISE = ("direct", "rulings")
+
+
+def pair_candidates(rec: dict[str, Any]) -> list[str]:
+    """A pair record's two candidates as single cases, in its order (a, b)."""
+    ctx = Context(**rec["case"]["context"])
+    w = Wording.from_key(rec["wording"])
+    return [render_single(ctx, Candidate(**c), w) for c in rec["case"]["candidates"]]
+
+
+def ruled_pair(a: str, b: str) -> str:
+    """A pair's ruling from its two candidates' verdicts, written as a reasoned pair target (each status, then
+    the winner). Each verdict is read as a single case's is (`read_verdict`: one repaired from a lone status
+    word counts); a candidate whose verdict cannot be read leaves the pair unreadable too."""
+    va, vb = read_verdict(a).value, read_verdict(b).value
+    if va is None or vb is None:
+        return f"no ruling: candidate {'a' if va is None else 'b'}'s verdict is unreadable"
+    ra, rb = STATUS_RANK[va["status"]], STATUS_RANK[vb["status"]]
+    won = "a" if ra > rb else "b" if rb > ra else "tie"
+    return json.dumps({"a": va["status"], "b": vb["status"], "winner": won})
 
 
 def judge_generator(runner: str, model: Path, max_new_tokens: int, batch_size: int, dtype: str) -> Any:
@@ -198,6 +222,7 @@ def run_key(
     dtype: str,
     max_new_tokens: int,
     runner: str,
+    pairwise: str = "direct",
 ) -> dict[str, Any]:
     """Everything a Judge's outputs on a set depend on: a journal of another key is not resumed from."""
     from kimi_student.fingerprint import code_version, sha256_file
@@ -210,6 +235,7 @@ def run_key(
         "dtype": dtype,
         "max_new_tokens": max_new_tokens,
         "runner": runner,
+        "pairwise": pairwise,
         "code_version": code_version(),
     }
 
@@ -225,25 +251,34 @@ def evaluate(
     runner: str = "hf_local",
     progress: bool = False,
     journal: Path | None = None,
+    pairwise: str = "direct",
 ) -> tuple[dict[str, Any], list[dict]]:
     """The report and the per-record results. `journal`: where each decoded chunk is appended (and read
     back from, when a killed run of the same key left it); removed by the caller once the report is
-    written."""
+    written. `pairwise`: how pairs are ruled (`PAIRWISE`)."""
     from tqdm import tqdm
 
     from kimi_student.eval.report import created_at
     from kimi_student.fingerprint import sha256_file
 
+    if pairwise not in PAIRWISE:
+        raise InputError(None, None, "pairwise", f"{pairwise!r}: use one of {', '.join(PAIRWISE)}")
     gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
     header, singles, pairs = read_set(data, limit)
+    # rulings: each candidate once (both orders of a pair hold the same two), in the order first met
+    ruled = (
+        {p: i for i, p in enumerate(dict.fromkeys(p for r in pairs for p in pair_candidates(r)))}
+        if pairwise == "rulings"
+        else {}
+    )
     padded_cases = [padded_case(r) for r in singles]  # a bad record fails here, before the model loads
     same_status = [same for _, same in padded_cases]
     flip_cases = sum(same_status)
     gen = judge_generator(runner, model, max_new_tokens, batch_size, dtype)
     gen.stop = LoopGuard(gen.stop, gen.chat.tok)
-    key = run_key(gen.fingerprint, data, limit, batch_size, dtype, max_new_tokens, runner)
+    key = run_key(gen.fingerprint, data, limit, batch_size, dtype, max_new_tokens, runner, pairwise)
     book = Journal(journal, key) if journal is not None else None
-    total = 3 * len(singles) + len(pairs)
+    total = 3 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
     bar = tqdm(total=total, disable=not progress, unit="case", desc=f"judge {runner}")
     decoded = {"singles": 0, "seconds": 0.0}  # what this process decoded itself, for the time a case takes
 
@@ -275,7 +310,13 @@ def evaluate(
     if book is not None and book.done:
         bar.write(f"resuming from {journal}: {sum(map(len, book.done.values()))} of {total} outputs kept")
     single_out = chunked("singles", [r["prompt"] for r in singles], decode(max_new_tokens))
-    pair_out = chunked("pairs", [r["prompt"] for r in pairs], decode(min(max_new_tokens, PAIR_TOKENS)))
+    rulings: list[list[str]] = []
+    if pairwise == "rulings":
+        said = chunked("rulings", list(ruled), decode(max_new_tokens))
+        rulings = [[said[ruled[p]] for p in pair_candidates(r)] for r in pairs]
+        pair_out = [ruled_pair(a, b) for a, b in rulings]
+    else:
+        pair_out = chunked("pairs", [r["prompt"] for r in pairs], decode(min(max_new_tokens, PAIR_TOKENS)))
     padded_out = chunked("padded", [prompt for prompt, _ in padded_cases], decode(max_new_tokens))
     probs = chunked(
         "probabilities",
@@ -309,6 +350,7 @@ def evaluate(
             "dataset_header": header,
             "gates_sha256": sha256_file(gates_path or DEFAULT_GATES),
             "runner": runner,
+            "pairwise": pairwise,
             "decoding": gen.decoding() if runner == "coreml" else {"dtype": gen.dtype},
             "single_cases": len(singles),
             "pair_records": len(pairs),
@@ -337,8 +379,14 @@ def evaluate(
         for r, o, po, p in zip(singles, single_out, padded_out, probs)
     ]
     results += [
-        {"id": r["id"], "label": r["label"], "output": o, "read": read_winner(o).how}
-        for r, o in zip(pairs, pair_out)
+        {
+            "id": r["id"],
+            "label": r["label"],
+            "output": o,
+            "read": read_winner(o).how,
+            **({"rulings": rulings[i]} if rulings else {}),
+        }
+        for i, (r, o) in enumerate(zip(pairs, pair_out))
     ]
     gen.close()
     return report, results

@@ -128,6 +128,15 @@ def judge_eval(
             "executor (its stateful decoder where the folder holds one)."
         ),
     ] = "hf_local",
+    pairwise: Annotated[
+        str,
+        typer.Option(
+            help="How a pair is ruled. direct: the Judge reads both changes in one prompt and names the "
+            "winner. rulings: it rules each change as a single case and the better status wins (PASS over "
+            "WAIVER_REQUIRED over FAIL; equal: tie), the oracle's own ranking: swap-consistent by "
+            "construction, for a Judge trained without pairs (judge data --train-pairs 0).",
+        ),
+    ] = "direct",
     fresh: Annotated[
         bool,
         typer.Option(
@@ -144,13 +153,15 @@ def judge_eval(
     An output that cannot be read as a verdict is an error: counted apart and as a miss, never a status.
     `judge compare` checks two runs' verdicts against each other (PyTorch against Core ML)."""
     from kimi_student.arbiter.journal import journal_path
-    from kimi_student.arbiter.judge_eval import RUNNERS, evaluate
+    from kimi_student.arbiter.judge_eval import PAIRWISE, RUNNERS, evaluate
     from kimi_student.eval.gates import gate_table
     from kimi_student.jsonl import write_json, write_jsonl
     from kimi_student.outputs import check_outputs
 
     if runner not in RUNNERS:
         raise typer.BadParameter(f"{runner!r}: use one of {', '.join(RUNNERS)}", param_hint="--runner")
+    if pairwise not in PAIRWISE:
+        raise typer.BadParameter(f"{pairwise!r}: use one of {', '.join(PAIRWISE)}", param_hint="--pairwise")
     results = report.with_suffix(".results.jsonl")
     journal = journal_path(report)
     check_outputs(
@@ -170,6 +181,7 @@ def judge_eval(
         runner,
         progress=show_progress(),
         journal=journal,
+        pairwise=pairwise,
     )
     write_jsonl(results, rows)
     write_json(report, rep)

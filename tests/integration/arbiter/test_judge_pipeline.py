@@ -189,3 +189,40 @@ def test_the_core_ml_judge_is_gated_and_compared_with_pytorch(
     bad.write_text("\n".join(results[0].read_text().splitlines()[:-1]) + "\n")
     r = ks_here("judge", "compare", results[0], bad)
     assert r.returncode == 2 and "not comparable" in r.stderr
+
+
+def test_judge_eval_rules_pairs_from_single_rulings(judge_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """--pairwise rulings: each candidate decoded once as a single case, both orders of a pair ruled from the
+    same two outputs. Then the same run with its rulings forged in the journal (PASS for a, FAIL for b): the
+    pair's ruling is the better status, swap-consistent, scored against the oracle's winner."""
+    from kimi_student.arbiter.journal import Journal, journal_path
+    from kimi_student.arbiter.judge_eval import ruled_pair, run_key
+    from kimi_student.fingerprint import model_folder_sha256
+
+    data, model = judge_run
+    args = ("judge", "eval", "--model", model, "--data", data / "heldout.jsonl", *EVAL_ARGS)
+    report = tmp_path / "decoded.json"
+    r = ks_here(*args, "--report", report, "--pairwise", "rulings")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert json.loads(report.read_text())["header"]["pairwise"] == "rulings"
+    ab, ba = [json.loads(x) for x in report.with_suffix(".results.jsonl").read_text().splitlines()][1:]
+    assert ab["rulings"] == ba["rulings"][::-1] and ab["rulings"][0] != ""
+    assert [ab["output"], ba["output"]] == [ruled_pair(*ab["rulings"]), ruled_pair(*ba["rulings"])]
+
+    report = tmp_path / "forged.json"
+    said = [
+        json.dumps({"status": s, "violated_clauses": c, "rationale": "forged"})
+        for s, c in (("PASS", []), ("FAIL", ["GATE_INTEGRITY"]))
+    ]
+    key = run_key(model_folder_sha256(model), data / "heldout.jsonl", 1, 2, "fp32", 12, "hf_local", "rulings")
+    Journal(journal_path(report), key).add("rulings", 0, said)
+    r = ks_here(*args, "--report", report, "--pairwise", "rulings")
+    assert r.returncode == 1, r.stderr[-2000:]
+    rep = json.loads(report.read_text())
+    ab, ba = [json.loads(x) for x in report.with_suffix(".results.jsonl").read_text().splitlines()][1:]
+    assert ab["rulings"] == said == ba["rulings"][::-1]
+    assert json.loads(ab["output"]) == {"a": "PASS", "b": "FAIL", "winner": "a"}
+    assert json.loads(ba["output"]) == {"a": "FAIL", "b": "PASS", "winner": "b"}
+    assert rep["pairs"]["swap_consistency"] == 1.0 and rep["pairs"]["errors"] == 0
+    # the heldout's first pair as the oracle rules it (a tie is no decided pair: accuracy 0 of 0 reads 0)
+    assert rep["pairs"]["pairwise_accuracy"] == float(ab["label"]["winner"] == "a")

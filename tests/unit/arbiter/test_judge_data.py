@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from kimi_student.arbiter.baselines import bow_baseline, length_baseline
-from kimi_student.arbiter.cases import OBJECTS, STATUS_RANK, VERBS, WHYS
+from kimi_student.arbiter.cases import OBJECTS, STATUS_RANK, VERBS, WHYS, Candidate, Context
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.judge_data import (
     balance,
+    drill,
+    drill_of,
     pair,
     records,
     relabel,
@@ -23,6 +25,7 @@ from kimi_student.arbiter.judge_data import (
     write_dataset,
 )
 from kimi_student.arbiter.judge_scores import read_verdict, read_winner
+from kimi_student.arbiter.render import ASK_DRILL, DRILL_PARTS, SECTIONS, Wording
 from kimi_student.arbiter.verdict import verdict_problems
 
 
@@ -219,3 +222,54 @@ def test_the_ridge_of_the_bag_of_words_baseline_is_one_solution_in_either_form()
         x, y = rng.integers(0, 2, (n, d)).astype(np.float64), rng.normal(size=n)
         want = np.linalg.solve(x.T @ x + 10.0 * np.eye(d), x.T @ y)
         assert np.allclose(_ridge(x, y, 10.0), want, atol=1e-10)
+
+
+def _is_subsequence(short: list[str], long: list[str]) -> bool:
+    it = iter(long)
+    return all(line in it for line in short)
+
+
+def test_a_cases_drills_split_its_audit_and_read_only_its_lines(sample: dict[str, list[dict]]) -> None:
+    """The four drills of a case: their checks, the waiver lines once, are the case's audit target's checks
+    in its order; each prompt is the ask and then lines of the case's own prompt, in its order, without the
+    diff's body; each holds the lines its checks compare."""
+    singles = [r for r in sample["train"] if r["mode"] == "single"][:60]
+    for rec in singles:
+        ctx, cand = Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0])
+        w = Wording.from_key(rec["wording"])
+        want = json.loads(target_text(rec, "audit"))["checks"]
+        drills = {f: drill_of(ctx, cand, w, f) for f in DRILL_PARTS}
+        waivers = [x for x in want if x.startswith("waiver ")]
+        joined = list(waivers)
+        for family in ("budget", "scope", "gates", "provenance"):
+            prompt, checks = drills[family]
+            assert checks[: len(waivers)] == waivers, rec["id"]
+            joined += checks[len(waivers) :]
+            head, *lines = prompt.splitlines()
+            assert head == ASK_DRILL.format(family=family)
+            case_lines = rec["prompt"].splitlines()
+            assert _is_subsequence(lines, case_lines[1:]), (rec["id"], family)
+            assert SECTIONS[w.sections][7] not in lines and not any(x.startswith("@@") for x in lines)
+            if family in ("budget", "scope", "gates"):
+                stat = cand.diff and next(x for x in case_lines if "changed" in x)
+                assert not cand.diff or stat in lines
+            if family == "scope":
+                scope = [x for x in case_lines if x.startswith(("scope in:", "scope out:", "support:"))]
+                assert len(scope) == 3 and _is_subsequence(scope, lines)
+            if family == "provenance":
+                assert any(cand.commit_sha[:12] in x for x in lines)
+        assert joined == want, rec["id"]
+
+
+def test_drills_mostly_drill_a_group_that_breaks_a_rule_and_are_reproducible() -> None:
+    rows = [drill(0, i) for i in range(200)]
+    assert rows == [drill(0, i) for i in range(200)] and rows != [drill(1, i) for i in range(200)]
+    families = [r["prompt"].splitlines()[0].split("'s ")[1].split()[0] for r in rows]
+    assert {f: families.count(f) for f in DRILL_PARTS} == {f: families.count(f) for f in set(families)}
+    assert min(families.count(f) for f in DRILL_PARTS) >= 30
+    broken = sum(" -> " in r["teacher_text"] for r in rows) / len(rows)
+    assert 0.55 <= broken <= 0.85  # a whole case: 0.70 have one (PASS aims have none)
+    for r in rows:
+        checks = json.loads(r["teacher_text"])["checks"]
+        assert checks and all(isinstance(x, str) for x in checks)
+        assert r["id"].startswith("train-drill-") and "### " not in r["prompt"]  # training wordings only
