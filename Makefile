@@ -279,14 +279,17 @@ caws-check: install
 # ---- the Judge: dataset labelled by the rule oracle -> toy Judge -> gated evaluation against the oracle
 JUDGE_DATA ?= data/judge
 JUDGE_RUN ?= runs/judge-$(or $(SIZE),toy)
-JUDGE_DATA_ARGS = --out $(JUDGE_DATA) --seed $(SEED) $(if $(JUDGE_TRAIN_PAIRS),--train-pairs $(JUDGE_TRAIN_PAIRS))
-judge_data: install  # JUDGE_TRAIN_PAIRS=500: a quarter of the default's training pairs
+JUDGE_DATA_ARGS = --out $(JUDGE_DATA) --seed $(SEED) $(if $(JUDGE_TRAIN_PAIRS),--train-pairs $(JUDGE_TRAIN_PAIRS)) \
+	$(if $(JUDGE_DRILLS),--drills $(JUDGE_DRILLS))
+# JUDGE_TRAIN_PAIRS=500: a quarter of the default's training pairs (0: none, for JUDGE_PAIRWISE=rulings);
+# JUDGE_DRILLS=8000: drill rows of one group of checks each in train_audit_sft.jsonl
+judge_data: install
 	$(KS) judge data $(JUDGE_DATA_ARGS)
 
 # JUDGE_TARGET=reasoned: the Judge writes the budget and the findings before its status (train_reasoned_sft.jsonl);
 # JUDGE_TARGET=audit: every check the oracle makes, with its values, before the ruling (train_audit_sft.jsonl)
 JUDGE_SFT = $(JUDGE_DATA)/train$(if $(filter reasoned audit,$(JUDGE_TARGET)),_$(JUDGE_TARGET))_sft.jsonl
-JUDGE_TOKENS = $(if $(filter audit,$(JUDGE_TARGET)),--max-new-tokens 900)
+JUDGE_TOKENS = $(if $(filter audit,$(JUDGE_TARGET)),--max-new-tokens 900) $(if $(JUDGE_PAIRWISE),--pairwise $(JUDGE_PAIRWISE))
 judge_train: install
 	test -f $(JUDGE_SFT) || $(KS) judge data $(JUDGE_DATA_ARGS)
 	$(KS) train --config judge --size $(or $(SIZE),toy) --data $(JUDGE_SFT) --out $(JUDGE_RUN)
