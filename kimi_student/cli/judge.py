@@ -196,6 +196,62 @@ def judge_eval(
     raise typer.Exit(0 if rep["passed"] else 1)
 
 
+@app.command("lines")
+@guarded
+def judge_lines(
+    model: Annotated[
+        Path, typer.Option(help="An audit Judge: an HF checkpoint folder (runs/judge-*/final).")
+    ],
+    data: Annotated[Path, typer.Option(help="A Judge set (judge data's heldout.jsonl).")] = Path(
+        "data/judge/heldout.jsonl"
+    ),
+    limit: Annotated[int, typer.Option(min=1, help="The first N single cases.")] = 40,
+    dtype: Annotated[str, typer.Option(help="auto (bf16 where the CPU has it), bf16 or fp32.")] = "fp32",
+    report: Annotated[
+        Path | None, typer.Option(help="Write the table and every line's row here (JSON).")
+    ] = None,
+    show: Annotated[
+        int, typer.Option(min=0, help="Print the first N lines that break a rule and were missed.")
+    ] = 12,
+) -> None:
+    """Read an audit Judge teacher-forced: one forward pass a case over the oracle's audit target, and for each
+    check line whether the Judge's most likely token is the oracle's at every token of it. Printed per group
+    of checks (waivers, budget, scope, gates, provenance), the lines that break a rule apart (the decisions)
+    from the others (mostly copies), then the status; and the first token each missed decision wanted and got.
+    A minute or two where `judge eval` takes half an hour: what a run learned, before it is evaluated. Exit 0
+    (it gates nothing), 2 on bad input."""
+    from kimi_student.arbiter.judge_eval import read_set
+    from kimi_student.arbiter.judge_lines import read_lines, summarise
+    from kimi_student.eval.runners.hf_local import HFGenerator
+    from kimi_student.jsonl import write_json
+    from kimi_student.outputs import check_outputs
+
+    check_outputs({"--model": model, "--data": data}, {"--report": report} if report else {})
+    _, singles, _ = read_set(data, limit)
+    gen = HFGenerator(model, dtype=dtype)
+    rows = read_lines(gen, singles)
+    table = summarise(rows)
+    typer.echo(f"judge {model}, teacher-forced on {len(singles)} single cases: exact lines / lines")
+    for name, v in table.items():
+        typer.echo(f"  {name:<18} {v['exact']:>5} / {v['lines']:<5} {v['share']:.2f}")
+    missed = [r for r in rows if r.get("broken") and "want" in r][:show]
+    for r in missed:
+        typer.echo(f"  {r['id']}: ...{r['before'][-50:]!r} wants {r['want']!r}, gets {r['got']!r}")
+    if report is not None:
+        write_json(
+            report,
+            {
+                "model": str(model),
+                "model_fingerprint": gen.fingerprint,
+                "data": str(data),
+                "single_cases": len(singles),
+                "table": table,
+                "lines": rows,
+            },
+        )
+        typer.echo(f"-> {report}")
+
+
 @app.command("compare")
 @guarded
 def judge_compare(

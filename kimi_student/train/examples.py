@@ -73,12 +73,21 @@ class Example:
 # checks. Its decisions are the values of these keys (a quote inside a string is escaped, so a rationale or a
 # finding's detail never matches) and, in the audit form, each check's outcome: what follows the check
 # line's last ": " (`ok`, `valid`, a broken rule and its fate), where the copied facts before it end and the
-# comparison's result begins (a 135M audit Judge copied the figures right and wrote `ok` after them: stop 42).
+# comparison's result begins (a 135M audit Judge copied the figures right and wrote `ok` after them: stop 42);
+# and the decisions a line takes before its outcome: the first word after its first ": " (a path `in`,
+# `under` scope out or `not` in scope in; a waiver's state), an expiry `after` or `not after` the check time,
+# and the mark after a budget's maximum (`,` where a waiver raises it, `:` where none does). Read
+# teacher-forced, a 135M audit Judge missed those first (`judge lines`, stop 43).
 _VERDICT = re.compile(r'\A\{"(?:status|winner|budget|a|checks)": ')
 _DECISION = re.compile(
     r'"(?:status|clause|disposition|a|b|winner)": "([A-Za-z_]+)"|"violated_clauses": (\[[^\]]*\])'
 )
-_CHECK_OUTCOME = re.compile(r': ([^":\\]+)"(?=, "|\])')  # the rest of a check item after its last ": "
+_CHECK_DECISIONS = (
+    re.compile(r': ([^":\\]+)"(?=, "|\])'),  # the rest of a check item after its last ": "
+    re.compile(r'(?:(?<=\[")|(?<=", "))[^":\\]*?: ([^ ;:,"\\]+)'),  # the first word after its first ": "
+    re.compile(r" (after|not after) now "),
+    re.compile(r"max \d+([,:])"),
+)
 
 
 def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[list[int]]]:
@@ -91,8 +100,8 @@ def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[l
         else []
     )
     if text.startswith('{"checks": ['):
-        end = text.find('"], "') + 2  # the checks' closing quote and bracket; none: 1, nothing to find
-        decided += [m.span(1) for m in _CHECK_OUTCOME.finditer(text, 0, end)]
+        end = text.find('"]') + 2  # the checks' closing quote and bracket; none: 1, nothing to find
+        decided += [m.span(1) for rule in _CHECK_DECISIONS for m in rule.finditer(text, 0, end)]
     return {
         "tool_name": [list(token_range(offsets, *c.name_span)) for c in t.calls if c.name_span],
         "json_args": [list(token_range(offsets, *c.args_span)) for c in t.calls if c.args_span],

@@ -218,18 +218,34 @@ def test_verdict_weighs_the_decisions_of_a_reasoned_target(judge_builder: Exampl
 
 def test_verdict_weighs_each_checks_outcome_in_an_audit_target(judge_builder: ExampleBuilder) -> None:
     """The audit form copies facts, then compares: each check's outcome (after its last ": "), with a broken
-    rule's fate, weighs as a decision, and so do the clauses and the status; the copied facts do not."""
+    rule's fate, weighs as a decision, and so do the decisions a line takes before it (the first word after
+    its first ": ", an expiry after or not after now, the mark after a budget's maximum), the clauses and the
+    status; the copied facts do not. A drill (its checks alone) weighs the same."""
     b = judge_builder
-    audit = (
-        '{"checks": ["waiver WV-1 on budget_limit: active; expires 2027-06-01 00:00 after now 2027-05-11 '
-        '05:00; for A-1: valid", "files 13, tier 2 max 10: max_files_exceeded -> BUDGET_ADHERENCE blocking", '
-        '"src/a.py: in src/a: ok"], "violated_clauses": ["BUDGET_ADHERENCE"], "status": "FAIL", '
-        '"rationale": "FAIL: budget: over."}'
+    checks = (
+        '{"checks": ["waiver WV-1 on budget_limit: active; expires 2027-06-01T00:00:00Z not after now '
+        '2027-06-11T05:00:00Z; for A-1: waiver_invalid -> WAIVER_VALIDITY blocking", "files 13, tier 2 max 10: '
+        'max_files_exceeded -> BUDGET_ADHERENCE blocking", "lines added 9, tier 2 max 50, 60 with WV-2: ok", '
+        '"src/a.py: in src/a: ok", "src/b/c.py: under scope out src/b: path_in_scope_out -> SCOPE_BOUNDARY '
+        'blocking"]'
     )
+    audit = (
+        checks + ', "violated_clauses": ["BUDGET_ADHERENCE"], "status": "FAIL", "rationale": "FAIL: x: y."}'
+    )
+    weighed = by_weight(b, build(b, audit))[5.0].replace('"', "").replace(" ", "")
+    lines = (
+        "activenotafterwaiver_invalid->WAIVER_VALIDITYblocking",  # state, expiry, outcome
+        ":max_files_exceeded->BUDGET_ADHERENCEblocking",  # no raise after the maximum, outcome
+        ",ok",  # a raise after it
+        "inok",
+        "underpath_in_scope_out->SCOPE_BOUNDARYblocking",
+    )
+    # (the token after the clause list runs past its end and comes with it: "],")
+    assert weighed == "".join(lines) + "[BUDGET_ADHERENCE],FAIL"
     got = by_weight(b, build(b, audit))
-    weighed = got[5.0].replace('"', "").replace(",", "").replace(" ", "")
-    assert weighed == "validmax_files_exceeded->BUDGET_ADHERENCEblockingok[BUDGET_ADHERENCE]FAIL"
-    assert "13" in got[1.0] and "2027" in got[1.0] and "over." in got[1.0]
+    assert "13" in got[1.0] and "2027" in got[1.0] and "y." in got[1.0] and "src/b" in got[1.0]
+    drill = by_weight(b, build(b, checks + "}"))
+    assert drill[5.0].replace('"', "").replace(" ", "") == "".join(lines)
     empty = by_weight(
         b, build(b, '{"checks": [], "violated_clauses": [], "status": "PASS", "rationale": "x"}')
     )
