@@ -226,3 +226,32 @@ def test_judge_eval_rules_pairs_from_single_rulings(judge_run: tuple[Path, Path]
     assert rep["pairs"]["swap_consistency"] == 1.0 and rep["pairs"]["errors"] == 0
     # the heldout's first pair as the oracle rules it (a tie is no decided pair: accuracy 0 of 0 reads 0)
     assert rep["pairs"]["pairwise_accuracy"] == float(ab["label"]["winner"] == "a")
+
+
+def test_judge_lines_reads_every_check_line_of_the_cases(
+    judge_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`judge lines` on the first two held-out cases: a row for each check line of their audit targets and one
+    for each status, the table's counts are those rows', and a missed line names the token it wanted, which is
+    the oracle's next token there."""
+    from kimi_student.arbiter.judge_data import target_text
+
+    data, model = judge_run
+    report = tmp_path / "lines.json"
+    args = ("--model", model, "--data", data / "heldout.jsonl", "--limit", "2", "--report", report)
+    r = ks_here("judge", "lines", *args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(report.read_text())
+    records = [json.loads(x) for x in (data / "heldout.jsonl").read_text().splitlines()[1:3]]
+    checks = [line for rec in records for line in json.loads(target_text(rec, "audit"))["checks"]]
+    lines = [x for x in rep["lines"] if "group" in x]
+    assert [x["line"] for x in lines] == checks
+    assert rep["table"]["all broken"]["lines"] + rep["table"]["all ok"]["lines"] == len(checks)
+    assert rep["table"]["status"]["lines"] == 2 and rep["single_cases"] == 2
+    targets = {rec["id"]: target_text(rec, "audit") for rec in records}
+    for x in lines:
+        assert x["exact"] is ("want" not in x)
+        if not x["exact"]:  # what it wanted is the oracle's text at that point of the line
+            assert x["line"].startswith(x["before"]) and x["before"] + x["want"] in targets[x["id"]]
+    assert sum(not x["exact"] for x in lines) > 0  # six steps of a toy Judge on verdicts: no audit learned
+    assert "teacher-forced on 2 single cases" in r.stdout

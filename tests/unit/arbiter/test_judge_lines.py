@@ -1,0 +1,63 @@
+"""`judge lines`' scoring, pure: where each check line stands in the audit target, which lines a Judge's
+most likely tokens write exactly and where the first miss is, and the table per group with the lines that
+break a rule apart."""
+
+from __future__ import annotations
+
+import json
+
+from kimi_student.arbiter.cases import Candidate, Context
+from kimi_student.arbiter.judge_data import case_parts, single, target_text
+from kimi_student.arbiter.judge_lines import line_misses, line_spans, summarise
+from kimi_student.arbiter.render import Wording
+
+
+def _case(i: int) -> tuple[str, list[tuple[str, str]]]:
+    rec = single(0, "heldout", i)
+    ctx, cand = Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0])
+    return target_text(rec, "audit"), case_parts(ctx, cand, Wording.from_key(rec["wording"]))
+
+
+def test_spans_find_each_line_in_the_targets_text() -> None:
+    for i in range(30):
+        target, parts = _case(i)
+        spans = line_spans(target, parts)
+        assert [target[s:e] for _, _, s, e in spans] == [
+            json.dumps(x, ensure_ascii=False)[1:-1] for _, x in parts
+        ]
+        assert [s for _, _, s, _ in spans] == sorted(s for _, _, s, _ in spans)  # in order, none found twice
+    # a line written twice is found twice, each where it stands
+    twice = '{"checks": ["tests: pass", "tests: pass"]}'
+    assert [s for *_, s, _ in line_spans(twice, [("gates", "tests: pass")] * 2)] == [13, 28]
+
+
+def _tokens(text: str) -> tuple[list[tuple[int, int]], list[int]]:
+    """A character per token: offsets and ids."""
+    return [(i, i + 1) for i in range(len(text))], [ord(c) for c in text]
+
+
+def test_a_line_is_exact_only_when_every_token_of_it_is_and_the_first_miss_is_named() -> None:
+    target = '{"checks": ["files 13, tier 2 max 10: max_files_exceeded -> BUDGET_ADHERENCE blocking", "a.py: in a: ok"]}'
+    parts = [
+        ("budget", "files 13, tier 2 max 10: max_files_exceeded -> BUDGET_ADHERENCE blocking"),
+        ("scope", "a.py: in a: ok"),
+    ]
+    spans = line_spans(target, parts)
+    offsets, gold = _tokens(target)
+    rows = line_misses(spans, offsets, gold, list(gold))
+    assert [(r["group"], r["broken"], r["exact"], r["at"]) for r in rows] == [
+        ("budget", True, True, None),
+        ("scope", False, True, None),
+    ]
+    pred = list(gold)
+    at = target.index(": max_files") + 2
+    pred[at] = ord("o")  # "ok" where the rule stands: the budget line's decision, missed
+    pred[target.index("}")] = ord("x")  # outside every line: no line's miss
+    rows = line_misses(spans, offsets, gold, pred)
+    assert [(r["exact"], r["at"]) for r in rows] == [(False, at), (True, None)]
+    table = summarise(rows + [{"status": "FAIL", "broken": False, "exact": True}])
+    assert table["budget broken"] == {"lines": 1, "exact": 0, "share": 0.0}
+    assert table["scope ok"] == {"lines": 1, "exact": 1, "share": 1.0}
+    assert table["all broken"]["lines"] == 1 and table["all ok"]["lines"] == 1
+    assert table["status"] == {"lines": 1, "exact": 1, "share": 1.0}
+    assert "waivers ok" not in table  # a group with no lines is not listed
