@@ -689,5 +689,10 @@ def label(ctx: Context, cand: Candidate) -> Verdict:
 
 def winner(a: Verdict, b: Verdict) -> str:
     """Pairwise: the candidate whose status ranks higher (PASS > WAIVER_REQUIRED > FAIL); equal: tie."""
-    ra, rb = STATUS_RANK[a.status], STATUS_RANK[b.status]
+    return status_winner(a.status, b.status)
+
+
+def status_winner(a: str, b: str) -> str:
+    """`winner` of two statuses."""
+    ra, rb = STATUS_RANK[a], STATUS_RANK[b]
     return "a" if ra > rb else "b" if rb > ra else "tie"

@@ -273,8 +273,8 @@ def write_dataset(
     """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
     single cases, or `train_pairs` in the training split, each in both orders), each with its `_sft.jsonl`,
     `_reasoned_sft.jsonl` and `_audit_sft.jsonl` (what `kimi-student train --data` reads: prompt and target,
-    per `target_text`'s forms; `drills` rows of `drill` after the records of train_audit_sft.jsonl), then `out/stats.json`: the balance of each split and the shortcut
-    baselines. Each file is written whole or not at all; equal arguments give byte-identical files."""
+    per `target_text`'s forms; `drills` rows of `drill` after the records of train_audit_sft.jsonl), then
+    `out/stats.json`: the balance of each split and the shortcut baselines. Each file is written whole or not at all; equal arguments give byte-identical files."""
     from tqdm import tqdm
 
     from kimi_student.arbiter.baselines import bow_baseline, length_baseline

@@ -4,8 +4,9 @@ checkpoint in PyTorch (`--runner hf_local`) or as its Core ML export in the MIL 
 `make caws-eval-coreml`); `judge compare` says whether two runs gave the same verdicts.
 
 Three runs of the model over the set: greedy verdicts for the single cases and winners for the pairs (both
-orders; `--pairwise rulings`: each pair's two candidates ruled as single cases and the better status wins); the single cases again with each author's rationale written twice (a verdict must not move with
-the length of the prose); and the probability of each status given the case and what the model wrote before
+orders; `--pairwise rulings`: each pair's two candidates ruled as single cases and the better status wins);
+the single cases again with each author's rationale written twice (a verdict must not move with the length
+of the prose); and the probability of each status given the case and what the model wrote before
 its status (the sequence probability of the status word after `"status": "`, normalised over the three), which calibration is
 measured on.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kimi_student.arbiter.cases import STATUS_RANK, Candidate, Context, label
+from kimi_student.arbiter.cases import Candidate, Context, label, status_winner
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.journal import Journal
 from kimi_student.arbiter.judge_scores import flip_rate, read_verdict, read_winner, score_pairs, score_singles
@@ -180,9 +181,9 @@ def ruled_pair(a: str, b: str) -> str:
     va, vb = read_verdict(a).value, read_verdict(b).value
     if va is None or vb is None:
         return f"no ruling: candidate {'a' if va is None else 'b'}'s verdict is unreadable"
-    ra, rb = STATUS_RANK[va["status"]], STATUS_RANK[vb["status"]]
-    won = "a" if ra > rb else "b" if rb > ra else "tie"
-    return json.dumps({"a": va["status"], "b": vb["status"], "winner": won})
+    return json.dumps(
+        {"a": va["status"], "b": vb["status"], "winner": status_winner(va["status"], vb["status"])}
+    )
 
 
 def judge_generator(runner: str, model: Path, max_new_tokens: int, batch_size: int, dtype: str) -> Any:
