@@ -115,10 +115,13 @@ def case_parts(ctx: Context, cand: Candidate, w: Wording) -> list[tuple[str, str
     return audit_parts(change, now, check(change, now), DATES[w.dates])
 
 
-def drill_of(ctx: Context, cand: Candidate, w: Wording, family: str) -> tuple[str, list[str]]:
-    """A drill of one group of a case's checks: the prompt (`render.render_drill`) and the checks, the waiver
-    lines then the group's, as the case's audit target writes them."""
-    checks = [line for group, line in case_parts(ctx, cand, w) if group in ("waivers", family)]
+def drill_of(
+    ctx: Context, cand: Candidate, w: Wording, parts: list[tuple[str, str]], family: str
+) -> tuple[str, list[str]]:
+    """A drill of one group of a case's checks (`parts`: its `case_parts`): the prompt
+    (`render.render_drill`) and the checks, the waiver lines then the group's, as the case's audit target
+    writes them."""
+    checks = [line for group, line in parts if group in ("waivers", family)]
     return render_drill(ctx, cand, w, family), checks
 
 
@@ -134,7 +137,7 @@ def drill(seed: int, i: int) -> dict[str, Any]:
     parts = case_parts(ctx, cand, w)
     broken = sorted({group for group, line in parts if " -> " in line and group in DRILL_PARTS})
     family = r.choice(broken) if broken and r.random() < DRILL_ON_BROKEN else r.choice(sorted(DRILL_PARTS))
-    prompt, checks = drill_of(ctx, cand, w, family)
+    prompt, checks = drill_of(ctx, cand, w, parts, family)
     return {
         "id": f"train-drill-{i:06d}",
         "prompt": prompt,
@@ -163,6 +166,14 @@ TARGETS = ("verdict", "reasoned", "audit")
 FINDING_KEYS = ("clause", "rule", "disposition", "detail")  # a finding's subject and gate are in its detail
 
 
+def audit_target(rec: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+    """A single case's audit target (`target_text`) and the grouped check lines it writes (`case_parts`)."""
+    ctx, cand = Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0])
+    parts = case_parts(ctx, cand, Wording.from_key(rec["wording"]))  # times as the prompt writes them
+    obj = {"checks": [line for _, line in parts], **_ruling(rec["verdict"])}
+    return json.dumps(obj, ensure_ascii=False), parts
+
+
 def target_text(rec: dict[str, Any], target: str = "verdict") -> str:
     """What the Judge is trained to write, as JSON on one line.
 
@@ -183,12 +194,10 @@ def target_text(rec: dict[str, Any], target: str = "verdict") -> str:
         if target != "verdict":
             obj = {"a": lab["a"]["status"], "b": lab["b"]["status"], **obj}
         return json.dumps(obj, ensure_ascii=False)
-    v = rec["verdict"]
     if target == "audit":
-        ctx, cand = Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0])
-        parts = case_parts(ctx, cand, Wording.from_key(rec["wording"]))  # times as the prompt writes them
-        obj = {"checks": [line for _, line in parts], **_ruling(v)}
-    elif target == "verdict":
+        return audit_target(rec)[0]
+    v = rec["verdict"]
+    if target == "verdict":
         obj = {"status": v["status"], "violated_clauses": v["violated_clauses"], "rationale": v["rationale"]}
     else:
         obj = {

@@ -267,11 +267,8 @@ def evaluate(
     gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
     header, singles, pairs = read_set(data, limit)
     # rulings: each candidate once (both orders of a pair hold the same two), in the order first met
-    ruled = (
-        {p: i for i, p in enumerate(dict.fromkeys(p for r in pairs for p in pair_candidates(r)))}
-        if pairwise == "rulings"
-        else {}
-    )
+    candidates = [pair_candidates(r) for r in pairs] if pairwise == "rulings" else []
+    ruled = {p: i for i, p in enumerate(dict.fromkeys(p for two in candidates for p in two))}
     padded_cases = [padded_case(r) for r in singles]  # a bad record fails here, before the model loads
     same_status = [same for _, same in padded_cases]
     flip_cases = sum(same_status)
@@ -314,7 +311,7 @@ def evaluate(
     rulings: list[list[str]] = []
     if pairwise == "rulings":
         said = chunked("rulings", list(ruled), decode(max_new_tokens))
-        rulings = [[said[ruled[p]] for p in pair_candidates(r)] for r in pairs]
+        rulings = [[said[ruled[p]] for p in two] for two in candidates]
         pair_out = [ruled_pair(a, b) for a, b in rulings]
     else:
         pair_out = chunked("pairs", [r["prompt"] for r in pairs], decode(min(max_new_tokens, PAIR_TOKENS)))

@@ -17,9 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kimi_student.arbiter.audit import FAMILIES
-from kimi_student.arbiter.cases import Candidate, Context
-from kimi_student.arbiter.judge_data import case_parts, target_text
-from kimi_student.arbiter.render import Wording
+from kimi_student.arbiter.judge_data import audit_target
 
 STATUS_AT = '"status": "'
 
@@ -80,9 +78,8 @@ def read_lines(gen: Any, records: Sequence[dict[str, Any]]) -> list[dict[str, An
 
     chat, rows = gen.chat, []
     for rec in records:
-        target = target_text(rec, "audit")
-        ctx, cand = Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0])
-        spans = line_spans(target, case_parts(ctx, cand, Wording.from_key(rec["wording"])))
+        target, parts = audit_target(rec)
+        spans = line_spans(target, parts)
         prompt = chat.prompt_ids([{"role": "user", "content": rec["prompt"]}])
         enc = chat.tok(target, add_special_tokens=False, return_offsets_mapping=True)
         gold, offsets = enc["input_ids"], enc["offset_mapping"]

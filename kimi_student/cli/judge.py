@@ -46,7 +46,7 @@ def judge_data(
             min=0,
             help="Drill rows added to train_audit_sft.jsonl: one group of checks (budget, scope, gates or "
             "provenance, with the waivers) on the few lines of a fresh training case it reads, mostly a "
-            "group that breaks a rule. A third of a case's tokens: a short run sees more of the comparisons.",
+            "group that breaks a rule. About half a case's tokens: a short run sees more of the comparisons.",
         ),
     ] = 0,
 ) -> None:

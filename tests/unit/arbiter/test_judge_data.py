@@ -15,6 +15,7 @@ from kimi_student.arbiter.cases import OBJECTS, STATUS_RANK, VERBS, WHYS, Candid
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.judge_data import (
     balance,
+    case_parts,
     drill,
     drill_of,
     pair,
@@ -238,7 +239,8 @@ def test_a_cases_drills_split_its_audit_and_read_only_its_lines(sample: dict[str
         ctx, cand = Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0])
         w = Wording.from_key(rec["wording"])
         want = json.loads(target_text(rec, "audit"))["checks"]
-        drills = {f: drill_of(ctx, cand, w, f) for f in DRILL_PARTS}
+        parts = case_parts(ctx, cand, w)
+        drills = {f: drill_of(ctx, cand, w, parts, f) for f in DRILL_PARTS}
         waivers = [x for x in want if x.startswith("waiver ")]
         joined = list(waivers)
         for family in ("budget", "scope", "gates", "provenance"):
