@@ -5,7 +5,9 @@ Judge's most likely next token the oracle's? A line is *exact* when every one of
 counted per group of checks (`audit.FAMILIES`) and apart for the lines that break a rule, since those are the
 Judge's decisions and a line that holds `ok` is mostly a copy; the first token a line misses says which
 decision failed (`src/x/legacy/a.py:` wanting ` under` and getting ` in`: the path's scope entry was not
-found). A case costs one forward pass where `judge eval` decodes ~400 tokens, so a trained Judge is read in
+found). A line is *decided* when its decision tokens (the process kind `verdict`'s: its outcome and the choices
+before it) are the oracle's, read after the oracle's own facts: whether the Judge compares right where it copied
+right, apart from whether it copies. A case costs one forward pass where `judge eval` decodes ~400 tokens, so a trained Judge is read in
 a minute or two before its eval (issue 14, stop 43). Scores are pure (`line_misses`, `summarise`); the model
 runs in `read_lines`.
 """
@@ -18,6 +20,7 @@ from typing import Any
 
 from kimi_student.arbiter.audit import FAMILIES
 from kimi_student.arbiter.judge_data import audit_target
+from kimi_student.train.examples import process_spans
 
 STATUS_AT = '"status": "'
 
@@ -38,32 +41,45 @@ def line_misses(
     offsets: Sequence[tuple[int, int]],
     gold: Sequence[int],
     pred: Sequence[int],
+    decisions: Sequence[Sequence[int]],
 ) -> list[dict[str, Any]]:
-    """Each line's verdict: its group, whether it breaks a rule, whether every token of it was predicted, and
-    the first token that was not (`at`: its index in `gold`). `offsets`: each gold token's character span in
-    the target; `pred[i]`: the model's most likely token where `gold[i]` stands. A token that straddles a
-    line's edge (a quote and its first letter) counts with the line."""
+    """Each line's verdict: its group, whether it breaks a rule, whether every token of it was predicted, the
+    first token that was not (`at`: its index in `gold`), and whether every decision token of it was
+    (`decided`). `offsets`: each gold token's character span in the target; `pred[i]`: the model's most likely
+    token where `gold[i]` stands; `decisions`: token ranges [start, end) of the target's decisions. A token that
+    straddles a line's edge (a quote and its first letter) counts with the line."""
+    decided_at = {i for a, b in decisions for i in range(a, b)}
     rows = []
     for group, line, start, end in spans:
         toks = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
         miss = next((i for i in toks if pred[i] != gold[i]), None)
-        rows.append({"group": group, "broken": " -> " in line, "exact": miss is None, "at": miss})
+        decided = all(pred[i] == gold[i] for i in toks if i in decided_at)
+        rows.append(
+            {"group": group, "broken": " -> " in line, "exact": miss is None, "at": miss, "decided": decided}
+        )
     return rows
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Lines and exact lines per group, the broken and the other lines apart; then the status."""
+    """Lines, exact lines and decided lines per group, the broken and the other lines apart; then the status
+    (a single token: decided when exact)."""
+
+    def count(mine: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "lines": len(mine),
+            "exact": sum(r["exact"] for r in mine),
+            "decided": sum(r.get("decided", r["exact"]) for r in mine),
+        }
+
     table: dict[str, Any] = {}
     for group in FAMILIES:
         for kind, broken in (("broken", True), ("ok", False)):
             mine = [r for r in rows if r.get("group") == group and r["broken"] is broken]
             if mine:
-                table[f"{group} {kind}"] = {"lines": len(mine), "exact": sum(r["exact"] for r in mine)}
+                table[f"{group} {kind}"] = count(mine)
     for kind, broken in (("broken", True), ("ok", False)):
-        mine = [r for r in rows if "group" in r and r["broken"] is broken]
-        table[f"all {kind}"] = {"lines": len(mine), "exact": sum(r["exact"] for r in mine)}
-    status = [r for r in rows if "status" in r]
-    table["status"] = {"lines": len(status), "exact": sum(r["exact"] for r in status)}
+        table[f"all {kind}"] = count([r for r in rows if "group" in r and r["broken"] is broken])
+    table["status"] = count([r for r in rows if "status" in r])
     for v in table.values():
         v["share"] = v["exact"] / v["lines"] if v["lines"] else 0.0
     return table
@@ -89,7 +105,9 @@ def read_lines(gen: Any, records: Sequence[dict[str, Any]]) -> list[dict[str, An
             logits = gen.model(torch.tensor([prompt + gold])).logits[0]
         # the token at gold[i] is predicted from the position before it
         pred = logits[len(prompt) - 1 : len(prompt) + len(gold) - 1].argmax(-1).tolist()
-        for (_, line, start, _), row in zip(spans, line_misses(spans, offsets, gold, pred), strict=True):
+        decisions = process_spans(target, offsets)["verdict"]
+        misses = line_misses(spans, offsets, gold, pred, decisions)
+        for (_, line, start, _), row in zip(spans, misses, strict=True):
             row.update(id=rec["id"], line=line)
             if row["at"] is not None:
                 i = row["at"]

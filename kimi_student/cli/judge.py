@@ -218,6 +218,8 @@ def judge_lines(
     check line whether the Judge's most likely token is the oracle's at every token of it. Printed per group
     of checks (waivers, budget, scope, gates, provenance), the lines that break a rule apart (the decisions)
     from the others (mostly copies), then the status; and the first token each missed decision wanted and got.
+    A line is decided when its decision tokens (a comparison's outcome, a path's `in` / `under` / `not`, an
+    expiry's `after`) are right, each read after the oracle's own text: the comparisons apart from the copying.
     A minute or two where `judge eval` takes half an hour: what a run learned, before it is evaluated. Exit 0
     (it gates nothing), 2 on bad input."""
     from kimi_student.arbiter.judge_eval import read_set
@@ -231,9 +233,12 @@ def judge_lines(
     gen = HFGenerator(model, dtype=dtype)
     rows = read_lines(gen, singles)
     table = summarise(rows)
-    typer.echo(f"judge {model}, teacher-forced on {len(singles)} single cases: exact lines / lines")
+    typer.echo(
+        f"judge {model}, teacher-forced on {len(singles)} single cases: exact lines, decided lines (every "
+        "decision token right after the oracle's facts), lines"
+    )
     for name, v in table.items():
-        typer.echo(f"  {name:<18} {v['exact']:>5} / {v['lines']:<5} {v['share']:.2f}")
+        typer.echo(f"  {name:<18} {v['exact']:>5} {v['decided']:>5} / {v['lines']:<5} {v['share']:.2f}")
     missed = [r for r in rows if r.get("broken") and "want" in r][:show]
     for r in missed:
         typer.echo(f"  {r['id']}: ...{r['before'][-50:]!r} wants {r['want']!r}, gets {r['got']!r}")

@@ -10,6 +10,7 @@ from kimi_student.arbiter.cases import Candidate, Context
 from kimi_student.arbiter.judge_data import case_parts, single, target_text
 from kimi_student.arbiter.judge_lines import line_misses, line_spans, summarise
 from kimi_student.arbiter.render import Wording
+from kimi_student.train.examples import process_spans
 
 
 def _case(i: int) -> tuple[str, list[tuple[str, str]]]:
@@ -44,7 +45,8 @@ def test_a_line_is_exact_only_when_every_token_of_it_is_and_the_first_miss_is_na
     ]
     spans = line_spans(target, parts)
     offsets, gold = _tokens(target)
-    rows = line_misses(spans, offsets, gold, list(gold))
+    decisions = process_spans(target, offsets)["verdict"]
+    rows = line_misses(spans, offsets, gold, list(gold), decisions)
     assert [(r["group"], r["broken"], r["exact"], r["at"]) for r in rows] == [
         ("budget", True, True, None),
         ("scope", False, True, None),
@@ -53,11 +55,38 @@ def test_a_line_is_exact_only_when_every_token_of_it_is_and_the_first_miss_is_na
     at = target.index(": max_files") + 2
     pred[at] = ord("o")  # "ok" where the rule stands: the budget line's decision, missed
     pred[target.index("}")] = ord("x")  # outside every line: no line's miss
-    rows = line_misses(spans, offsets, gold, pred)
+    rows = line_misses(spans, offsets, gold, pred, decisions)
     assert [(r["exact"], r["at"]) for r in rows] == [(False, at), (True, None)]
     table = summarise(rows + [{"status": "FAIL", "broken": False, "exact": True}])
-    assert table["budget broken"] == {"lines": 1, "exact": 0, "share": 0.0}
-    assert table["scope ok"] == {"lines": 1, "exact": 1, "share": 1.0}
+    assert table["budget broken"] == {"lines": 1, "exact": 0, "decided": 0, "share": 0.0}
+    assert table["scope ok"] == {"lines": 1, "exact": 1, "decided": 1, "share": 1.0}
     assert table["all broken"]["lines"] == 1 and table["all ok"]["lines"] == 1
-    assert table["status"] == {"lines": 1, "exact": 1, "share": 1.0}
+    assert table["status"] == {"lines": 1, "exact": 1, "decided": 1, "share": 1.0}
     assert "waivers ok" not in table  # a group with no lines is not listed
+
+
+def test_a_line_is_decided_when_its_decision_tokens_are_right_whatever_it_copied() -> None:
+    """The decisions are the process kind `verdict`'s spans of the audit target: a missed copy leaves a line
+    decided, a missed comparison does not, and the table counts both."""
+    target = (
+        '{"checks": ["files 13, tier 2 max 10: max_files_exceeded -> BUDGET_ADHERENCE blocking", '
+        '"src/a.py: in src: ok", "tests: pass"]}'
+    )
+    parts = [
+        ("budget", "files 13, tier 2 max 10: max_files_exceeded -> BUDGET_ADHERENCE blocking"),
+        ("scope", "src/a.py: in src: ok"),
+        ("gates", "tests: pass"),
+    ]
+    spans = line_spans(target, parts)
+    offsets, gold = _tokens(target)
+    decisions = process_spans(target, offsets)["verdict"]
+    pred = list(gold)
+    pred[target.index("13")] = ord("9")  # a copy missed: 93 files
+    pred[target.index(" in src") + 1] = ord("u")  # the scope decision missed: `under`
+    rows = line_misses(spans, offsets, gold, pred, decisions)
+    assert [(r["exact"], r["decided"]) for r in rows] == [(False, True), (False, False), (True, True)]
+    pred = list(gold)
+    pred[target.index("pass")] = ord("f")  # the outcome missed
+    rows = line_misses(spans, offsets, gold, pred, decisions)
+    assert [(r["exact"], r["decided"]) for r in rows] == [(True, True), (True, True), (False, False)]
+    assert summarise(rows)["all ok"] == {"lines": 2, "exact": 1, "decided": 1, "share": 0.5}
