@@ -44,8 +44,8 @@ def line_misses(
     decisions: Sequence[Sequence[int]],
 ) -> list[dict[str, Any]]:
     """Each line's verdict: its group, whether it breaks a rule, whether every token of it was predicted, the
-    first token that was not (`at`: its index in `gold`), and whether every decision token of it was
-    (`decided`). `offsets`: each gold token's character span in the target; `pred[i]`: the model's most likely
+    first token that was not (`at`: its index in `gold`), whether every decision token of it was (`decided`)
+    and every other token (`copied`: exact = copied and decided). `offsets`: each gold token's character span in the target; `pred[i]`: the model's most likely
     token where `gold[i]` stands; `decisions`: token ranges [start, end) of the target's decisions. A token that
     straddles a line's edge (a quote and its first letter) counts with the line."""
     decided_at = {i for a, b in decisions for i in range(a, b)}
@@ -53,15 +53,22 @@ def line_misses(
     for group, line, start, end in spans:
         toks = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
         miss = next((i for i in toks if pred[i] != gold[i]), None)
-        decided = all(pred[i] == gold[i] for i in toks if i in decided_at)
+        right = {i: pred[i] == gold[i] for i in toks}
         rows.append(
-            {"group": group, "broken": " -> " in line, "exact": miss is None, "at": miss, "decided": decided}
+            {
+                "group": group,
+                "broken": " -> " in line,
+                "exact": miss is None,
+                "at": miss,
+                "decided": all(ok for i, ok in right.items() if i in decided_at),
+                "copied": all(ok for i, ok in right.items() if i not in decided_at),
+            }
         )
     return rows
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Lines, exact lines and decided lines per group, the broken and the other lines apart; then the status
+    """Lines, exact, decided and copied lines per group, the broken and the other lines apart; then the status
     (a single token: decided when exact)."""
 
     def count(mine: list[dict[str, Any]]) -> dict[str, Any]:
@@ -69,6 +76,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "lines": len(mine),
             "exact": sum(r["exact"] for r in mine),
             "decided": sum(r.get("decided", r["exact"]) for r in mine),
+            "copied": sum(r.get("copied", r["exact"]) for r in mine),
         }
 
     table: dict[str, Any] = {}

@@ -234,11 +234,13 @@ def judge_lines(
     rows = read_lines(gen, singles)
     table = summarise(rows)
     typer.echo(
-        f"judge {model}, teacher-forced on {len(singles)} single cases: exact lines, decided lines (every "
-        "decision token right after the oracle's facts), lines"
+        f"judge {model}, teacher-forced on {len(singles)} single cases: lines exact, decided (every decision "
+        "token right, after the oracle's text), copied (every other token right) / lines, share exact"
     )
     for name, v in table.items():
-        typer.echo(f"  {name:<18} {v['exact']:>5} {v['decided']:>5} / {v['lines']:<5} {v['share']:.2f}")
+        typer.echo(
+            f"  {name:<18} {v['exact']:>5} {v['decided']:>5} {v['copied']:>5} / {v['lines']:<5} {v['share']:.2f}"
+        )
     missed = [r for r in rows if r.get("broken") and "want" in r][:show]
     for r in missed:
         typer.echo(f"  {r['id']}: ...{r['before'][-50:]!r} wants {r['want']!r}, gets {r['got']!r}")

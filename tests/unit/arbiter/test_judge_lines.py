@@ -58,16 +58,16 @@ def test_a_line_is_exact_only_when_every_token_of_it_is_and_the_first_miss_is_na
     rows = line_misses(spans, offsets, gold, pred, decisions)
     assert [(r["exact"], r["at"]) for r in rows] == [(False, at), (True, None)]
     table = summarise(rows + [{"status": "FAIL", "broken": False, "exact": True}])
-    assert table["budget broken"] == {"lines": 1, "exact": 0, "decided": 0, "share": 0.0}
-    assert table["scope ok"] == {"lines": 1, "exact": 1, "decided": 1, "share": 1.0}
+    assert table["budget broken"] == {"lines": 1, "exact": 0, "decided": 0, "copied": 1, "share": 0.0}
+    assert table["scope ok"] == {"lines": 1, "exact": 1, "decided": 1, "copied": 1, "share": 1.0}
     assert table["all broken"]["lines"] == 1 and table["all ok"]["lines"] == 1
-    assert table["status"] == {"lines": 1, "exact": 1, "decided": 1, "share": 1.0}
+    assert table["status"] == {"lines": 1, "exact": 1, "decided": 1, "copied": 1, "share": 1.0}
     assert "waivers ok" not in table  # a group with no lines is not listed
 
 
-def test_a_line_is_decided_when_its_decision_tokens_are_right_whatever_it_copied() -> None:
+def test_a_line_is_decided_when_its_decision_tokens_are_right_and_copied_when_the_others_are() -> None:
     """The decisions are the process kind `verdict`'s spans of the audit target: a missed copy leaves a line
-    decided, a missed comparison does not, and the table counts both."""
+    decided but not copied, a missed comparison copied but not decided, and the table counts each."""
     target = (
         '{"checks": ["files 13, tier 2 max 10: max_files_exceeded -> BUDGET_ADHERENCE blocking", '
         '"src/a.py: in src: ok", "tests: pass"]}'
@@ -84,9 +84,17 @@ def test_a_line_is_decided_when_its_decision_tokens_are_right_whatever_it_copied
     pred[target.index("13")] = ord("9")  # a copy missed: 93 files
     pred[target.index(" in src") + 1] = ord("u")  # the scope decision missed: `under`
     rows = line_misses(spans, offsets, gold, pred, decisions)
-    assert [(r["exact"], r["decided"]) for r in rows] == [(False, True), (False, False), (True, True)]
+    assert [(r["exact"], r["decided"], r["copied"]) for r in rows] == [
+        (False, True, False),
+        (False, False, True),
+        (True, True, True),
+    ]
     pred = list(gold)
     pred[target.index("pass")] = ord("f")  # the outcome missed
     rows = line_misses(spans, offsets, gold, pred, decisions)
-    assert [(r["exact"], r["decided"]) for r in rows] == [(True, True), (True, True), (False, False)]
-    assert summarise(rows)["all ok"] == {"lines": 2, "exact": 1, "decided": 1, "share": 0.5}
+    assert [(r["exact"], r["decided"], r["copied"]) for r in rows] == [
+        (True, True, True),
+        (True, True, True),
+        (False, False, True),
+    ]
+    assert summarise(rows)["all ok"] == {"lines": 2, "exact": 1, "decided": 1, "copied": 2, "share": 0.5}
