@@ -5,11 +5,11 @@ Judge's most likely next token the oracle's? A line is *exact* when every one of
 counted per group of checks (`audit.FAMILIES`) and apart for the lines that break a rule, since those are the
 Judge's decisions and a line that holds `ok` is mostly a copy; the first token a line misses says which
 decision failed (`src/x/legacy/a.py:` wanting ` under` and getting ` in`: the path's scope entry was not
-found). A line is *decided* when its decision tokens (the process kind `verdict`'s: its outcome and the choices
-before it) are the oracle's, read after the oracle's own facts: whether the Judge compares right where it copied
-right, apart from whether it copies. A case costs one forward pass where `judge eval` decodes ~400 tokens, so a trained Judge is read in
-a minute or two before its eval (issue 14, stop 43). Scores are pure (`line_misses`, `summarise`); the model
-runs in `read_lines`.
+found). A line is *decided* when its decision tokens (the process kind `verdict`'s: its outcome and the
+choices before it) are the oracle's, each read after the oracle's own text: whether the Judge compares right,
+apart from whether it copies; *copied* when its other tokens are (stop 44). A case costs one forward pass where
+`judge eval` decodes ~400 tokens, so a trained Judge is read in a minute or two before its eval (issue 14,
+stop 43). Scores are pure (`line_misses`, `summarise`); the model runs in `read_lines`.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ def line_misses(
 ) -> list[dict[str, Any]]:
     """Each line's verdict: its group, whether it breaks a rule, whether every token of it was predicted, the
     first token that was not (`at`: its index in `gold`), whether every decision token of it was (`decided`)
-    and every other token (`copied`: exact = copied and decided). `offsets`: each gold token's character span in the target; `pred[i]`: the model's most likely
-    token where `gold[i]` stands; `decisions`: token ranges [start, end) of the target's decisions. A token that
-    straddles a line's edge (a quote and its first letter) counts with the line."""
+    and every other token (`copied`: exact = copied and decided). `offsets`: each gold token's character span
+    in the target; `pred[i]`: the model's most likely token where `gold[i]` stands; `decisions`: token ranges
+    [start, end) of the target's decisions. A token that straddles a line's edge (a quote and its first
+    letter) counts with the line."""
     decided_at = {i for a, b in decisions for i in range(a, b)}
     rows = []
     for group, line, start, end in spans:
