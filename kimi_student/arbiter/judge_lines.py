@@ -53,8 +53,8 @@ def line_misses(
     rows = []
     for group, line, start, end in spans:
         toks = [i for i, (a, b) in enumerate(offsets) if a < end and b > start]
-        miss = next((i for i in toks if pred[i] != gold[i]), None)
         right = {i: pred[i] == gold[i] for i in toks}
+        miss = next((i for i, ok in right.items() if not ok), None)
         rows.append(
             {
                 "group": group,
