@@ -92,7 +92,8 @@ def save(
     config_sha256: str,
     keep: int = 2,
 ) -> Path:
-    """A checkpoint of the (unwrapped) model and the training state; only the newest `keep` stay."""
+    """A checkpoint of the (unwrapped) model and the training state; only the newest `keep` stay (0: all of
+    them, for a learning curve read checkpoint by checkpoint)."""
     name = f"step-{step:06d}"
     dest = paths.checkpoints / name
     for stale in paths.checkpoints.glob(".step-*.tmp"):  # left by a killed run (_HALF_WRITTEN)
@@ -111,8 +112,9 @@ def save(
     os.replace(tmp, dest)
     with atomic_writer(paths.checkpoints / "LATEST") as fh:
         fh.write(name)
-    for old in sorted(paths.checkpoints.glob("step-*"))[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    if keep > 0:
+        for old in sorted(paths.checkpoints.glob("step-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
     return dest
 
 

@@ -85,7 +85,7 @@ class TrainConfig:
     loss: LossWeights = LossWeights(ce_teacher=1.0, ce_ground_truth=1.0)
     process_weights: dict[str, float] = field(default_factory=dict)  # per kind in PROCESS_KINDS; absent: 1
     checkpoint_every: int = 0  # steps between checkpoints; 0: only the final one
-    keep_checkpoints: int = 2  # the newest N checkpoints are kept
+    keep_checkpoints: int = 2  # the newest N checkpoints are kept; 0: every one (a learning curve)
     seed: int = 0  # model init, data order
     # None: the thread policy's fixed count; "adaptive": all cores while the machine is otherwise idle, one
     # thread while other work shares them (train/threads.py ThreadGovernor)
@@ -126,6 +126,11 @@ class TrainConfig:
         if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
             raise InputError(
                 spec.source, None, "train.trainable_layers", f"must be a whole number >= 1, got {top!r}"
+            )
+        keep = raw.get("keep_checkpoints", 2)
+        if not isinstance(keep, int) or isinstance(keep, bool) or keep < 0:
+            raise InputError(
+                spec.source, None, "train.keep_checkpoints", f"must be a whole number >= 0, got {keep!r}"
             )
         if raw.get("threads") not in (None, "adaptive"):
             raise InputError(

@@ -276,6 +276,22 @@ def test_init_from_starts_at_a_trained_checkpoint_and_qat_is_a_flag(
         assert r.returncode == 2 and why in r.stderr and not (tmp_path / "bad").exists()
 
 
+def test_keep_checkpoints_zero_keeps_every_one_and_a_negative_count_is_refused(
+    dataset: dict[str, Path], tmp_path: Path
+) -> None:
+    """`keep_checkpoints: 0` keeps every checkpoint (a learning curve to read step by step); a negative
+    count is refused by name before anything is written (it once deleted the newest)."""
+    args = ("train", "--data", dataset["final"], "--precision", "no", "--config")
+    cfg = _config(tmp_path, max_steps=7, checkpoint_every=2, keep_checkpoints=0)
+    r = ks_here(*args, cfg, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert kept == ["step-000002", "step-000004", "step-000006"]
+    r = ks_here(*args, _config(tmp_path, keep_checkpoints=-1), "--out", tmp_path / "bad")
+    assert r.returncode == 2 and "train.keep_checkpoints" in r.stderr and ">= 0" in r.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 def test_trainable_layers_trains_the_top_and_leaves_the_rest_as_they_were(
     dataset: dict[str, Path], toy_checkpoint: Path, tmp_path: Path
 ) -> None:
