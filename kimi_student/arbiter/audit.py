@@ -68,21 +68,35 @@ def _budget_lines(change: Change, valid: list[Waiver]) -> list[str]:
     raising = [w for w in valid if "budget_limit" in w.gates]
     ids = ", ".join(w.id for w in raising)
     out = []
-    for what, seen, limit, delta, rule in (
-        (
-            "files",
-            change.diff.files_changed,
-            tier.max_files,
-            sum(w.delta_files for w in raising),
-            "max_files",
-        ),
-        ("lines added", change.diff.lines_added, tier.max_loc, sum(w.delta_loc for w in raising), "max_loc"),
+    for what, seen, limit, delta in (
+        ("files", change.diff.files_changed, tier.max_files, sum(w.delta_files for w in raising)),
+        ("lines added", change.diff.lines_added, tier.max_loc, sum(w.delta_loc for w in raising)),
     ):
-        raised = f", {limit + delta} with {ids}" if raising else ""
-        out.append(
-            f"{what} {seen}, tier {tier_no} max {limit}{raised}: {OK if seen <= limit else rule + '_exceeded'}"
-        )
+        out.append(budget_line(what, seen, tier_no, limit, (limit + delta, ids) if raising else None))
     return out
+
+
+def budget_line(what: str, seen: int, tier: int, limit: int, raised: tuple[int, str] | None = None) -> str:
+    """`what` (files, lines added) against the tier's maximum; `raised`: the maximum valid waivers raise it
+    to and their ids (the rule still compares with the tier's maximum: the waivers lift its finding)."""
+    rule = "max_files" if what == "files" else "max_loc"
+    mark = f", {raised[0]} with {raised[1]}" if raised else ""
+    return f"{what} {seen}, tier {tier} max {limit}{mark}: {OK if seen <= limit else rule + '_exceeded'}"
+
+
+def score_line(kind: str, low: float, floor: float) -> str:
+    """The lowest `kind` (coverage, mutation) score against the tier's floor."""
+    return f"{kind} {low:.2f}, tier floor {floor:.2f}: {OK if low >= floor else kind + '_below_floor'}"
+
+
+def spec_line(evidence_for: str, spec_id: str) -> str:
+    return f"evidence for {evidence_for}, change for {spec_id}: {OK if evidence_for == spec_id else 'evidence_other_spec'}"
+
+
+def commit_line(evidence_on: str, change: str) -> str:
+    """Two commit shas agree when one is a prefix of the other (a short sha names its commit)."""
+    same = evidence_on.startswith(change) or change.startswith(evidence_on)
+    return f"evidence on {evidence_on[:12]}, change {change[:12]}: {OK if same else 'evidence_other_commit'}"
 
 
 def _scope_lines(change: Change) -> list[str]:
@@ -130,9 +144,7 @@ def _gate_lines(change: Change) -> list[str]:
         elif floor is None:
             out.append(f"{kind} {min(values):.2f}: no floor")
         else:
-            low = min(values)
-            verdict = OK if low >= floor else f"{kind}_below_floor"
-            out.append(f"{kind} {low:.2f}, tier floor {floor:.2f}: {verdict}")
+            out.append(score_line(kind, min(values), floor))
     passed = {i.criterion_id for i in ev.of("acceptance") if i.passed}
     seen = {i.criterion_id for i in ev.of("acceptance")}
     for c in change.spec.acceptance:
@@ -143,7 +155,7 @@ def _gate_lines(change: Change) -> list[str]:
     return out
 
 
-def _rationale_line(words: list[str], need: int) -> str:
+def rationale_line(words: list[str], need: int) -> str:
     """The words numbered up to the minimum: counting becomes copying with a running number (a 135M Judge
     got no bare word count right, stop 41), and the line stays short however long the message."""
     if need == 0:
@@ -157,7 +169,7 @@ def _provenance_lines(change: Change) -> list[str]:
     out = []
     if not change.diff.files:
         out.append("diff: none: diff_missing")
-    out.append(_rationale_line(change.rationale.split(), change.policy.min_rationale_words))
+    out.append(rationale_line(change.rationale.split(), change.policy.min_rationale_words))
     ev, spec = change.evidence, change.spec
     if ev is None:
         out.append("evidence: none: evidence_missing")
@@ -165,24 +177,24 @@ def _provenance_lines(change: Change) -> list[str]:
     if ev.problems:
         out.append("evidence: not schema-valid: evidence_invalid")
     if ev.spec_id is not None:
-        same = ev.spec_id == spec.id
-        out.append(
-            f"evidence for {ev.spec_id}, change for {spec.id}: {OK if same else 'evidence_other_spec'}"
-        )
-    a, b = ev.commit_sha, change.commit_sha
-    if a and b:
-        same = a.startswith(b) or b.startswith(a)
-        out.append(f"evidence on {a[:12]}, change {b[:12]}: {OK if same else 'evidence_other_commit'}")
+        out.append(spec_line(ev.spec_id, spec.id))
+    if ev.commit_sha and change.commit_sha:
+        out.append(commit_line(ev.commit_sha, change.commit_sha))
     return out
 
 
 def _fate(f: Finding, valid: list[Waiver]) -> str:
     """What the verdict made of a finding `f` (as ruled: its disposition set)."""
     if f.disposition == "waived":
-        return f"{f.clause} waived by {', '.join(w.id for w in valid if f.gate in w.gates)}"
+        return fate(f.clause, ", ".join(w.id for w in valid if f.gate in w.gates))
     if f.disposition == "warning":
         return f"{f.clause} warning ({f.gate} warns)"
-    return f"{f.clause} blocking"
+    return fate(f.clause)
+
+
+def fate(clause: str, waived_by: str = "") -> str:
+    """A blocking finding's fate, or one lifted by the waivers `waived_by` names."""
+    return f"{clause} waived by {waived_by}" if waived_by else f"{clause} blocking"
 
 
 FAMILIES = ("waivers", "budget", "scope", "gates", "provenance")  # the audit's groups of checks, in order

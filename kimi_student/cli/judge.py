@@ -49,6 +49,16 @@ def judge_data(
             "group that breaks a rule. About half a case's tokens: a short run sees more of the comparisons.",
         ),
     ] = 0,
+    line_drills: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Line-drill rows added to train_audit_sft.jsonl: 4-8 check lines each whose operands come "
+            "before the decision (files or lines added against the maximum, coverage against the floor, two "
+            "spec ids, two commits, a rationale's words), half of them breaking their rule, near misses "
+            "often, with no case around them (~120 tokens a row). Train with `process_weights: {verdict: 5}`.",
+        ),
+    ] = 0,
 ) -> None:
     """Build the Judge dataset: single cases (a change -> PASS / FAIL / WAIVER_REQUIRED and its violated
     clauses) and pairs (two changes for one spec -> a, b or tie), every label from `caws check`'s oracle.
@@ -64,7 +74,14 @@ def judge_data(
         raise typer.BadParameter("--train and --heldout need at least 2 cases each")
     check_outputs({}, {}, folders={"--out": out})
     stats = write_dataset(
-        out, seed, train, heldout, progress=show_progress(), train_pairs=train_pairs, drills=drills
+        out,
+        seed,
+        train,
+        heldout,
+        progress=show_progress(),
+        train_pairs=train_pairs,
+        drills=drills,
+        line_drills=line_drills,
     )
     for split in ("train", "heldout"):
         s = stats[split]
