@@ -13,6 +13,7 @@ dozens of balanced decisions.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from typing import Any
@@ -33,7 +34,11 @@ CLAUSES = {  # the clause each drilled rule belongs to (oracle.py's table)
     "evidence_other_commit": "PROVENANCE",
     "rationale_missing": "PROVENANCE",
 }
-RAISED = 0.3  # budget lines a waiver raises the maximum of
+# Budget lines a waiver raises the maximum of, by default none: with a third raised (`files 11, tier 3 max 10,
+# 11 with WV-7638: max_files_exceeded`, the rule compares with the tier's maximum though a larger number
+# follows it) a 135M Judge learned the drills less well and decided 5 of 42 broken case lines; with none, 15
+# of 42, its status token 40 of 40 (stop 45, README).
+RAISED = 0.0
 LINES = (4, 8)  # lines a drill
 
 
@@ -43,13 +48,13 @@ def _near(r: random.Random, bound: int, lo: int) -> int:
     return bound + step if r.random() < 0.5 else max(lo, bound - step + 1)
 
 
-def _budget(r: random.Random) -> tuple[str, str]:
+def _budget(r: random.Random, raised_share: float) -> tuple[str, str]:
     """As the case world draws them: 2-15 files, 10-155 lines added, tiers 1-3 (cases.draw_context)."""
     files = r.random() < 0.5
     limit = r.randint(2, 15) if files else r.randrange(10, 160, 5)
     seen = _near(r, limit, 1)
     raised, waived = None, ""
-    if r.random() < RAISED:
+    if r.random() < raised_share:
         wid = f"WV-{r.randint(1000, 9999)}"
         raised = (limit + (r.randint(1, 8) if files else r.randrange(5, 100, 5)), wid)
         waived = wid if seen <= raised[0] else ""  # over the raised maximum too: nothing lifts it
@@ -103,12 +108,14 @@ def _with_fate(line: str, waived_by: str) -> str:
     return f"{line} -> {fate(CLAUSES[rule], waived_by)}" if rule in CLAUSES else line
 
 
-def line_drill(seed: int, i: int) -> dict[str, Any]:
-    """Drill row `i` (prompt and target, as `judge_data.sft_row`): 4-8 lines, budgets a third of them."""
+def line_drill(seed: int, i: int, raised: float = RAISED) -> dict[str, Any]:
+    """Drill row `i` (prompt and target, as `judge_data.sft_row`): 4-8 lines, budgets a third of them,
+    `raised` of those with a raised maximum."""
     r = rng_for("judge-line-drill", seed, "train", i)
     with split_world("train"):
         modules = pool(MODULES)
-    draws = (_budget, _budget, _coverage, _commit, _rationale)
+    budget = functools.partial(_budget, raised_share=raised)
+    draws = (budget, budget, _coverage, _commit, _rationale)
     lines = []
     for _ in range(r.randint(*LINES)):
         kind = r.randrange(len(draws) + 1)

@@ -95,12 +95,16 @@ def test_every_decision_and_fate_follows_from_the_lines_own_operands(drills: lis
         assert kinds[kind, "near"] >= 0.2 * (kinds[kind, False] + kinds[kind, True]), kind
 
 
-def test_a_raised_maximum_is_drilled_both_lifted_and_not() -> None:
+def test_a_raised_maximum_is_drilled_both_lifted_and_not_where_asked() -> None:
+    """None by default (stop 45: they confused a 135M Judge); where asked, lifted exactly when the raised
+    maximum admits the count (checked above), and both ways."""
+    assert not any(" with WV-" in row["teacher_text"] for row in (line_drill(0, i) for i in range(300)))
     lifted = over = 0
     for i in range(600):
-        for line in json.loads(line_drill(0, i)["teacher_text"])["checks"]:
+        for line in json.loads(line_drill(0, i, raised=0.3)["teacher_text"])["checks"]:
             kind, m = _read(line)
             if kind == "budget" and m["raised"] and m["out"] != "ok":
+                assert (m["by"] is not None) == (int(m["seen"]) <= int(m["raised"])), line
                 lifted += m["by"] is not None
                 over += m["by"] is None
     assert lifted >= 20 and over >= 20
