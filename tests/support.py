@@ -147,8 +147,13 @@ def serve_json(answer: Callable[[dict, Any], tuple[int, bytes]]) -> tuple[Thread
             pass
 
         def do_POST(self) -> None:  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            status, data = answer(body, self.headers)
+            n = int(self.headers.get("content-length") or 0)
+            raw = self.rfile.read(n)
+            # A client killed mid-request (the kill tests) leaves a short body: nothing to answer, and no
+            # traceback into an in-process command's captured stderr (a CI flake, stop 45).
+            if not raw or len(raw) < n:
+                return
+            status, data = answer(json.loads(raw), self.headers)
             send_json(self, data, status)
 
     return serve(Handler)
