@@ -26,7 +26,7 @@ ASK_LINES = (
     "Check each line under CAWS: every gate blocks, and a raised maximum names the waiver that raises it. "
     "Reply with the checks as JSON."
 )
-CLAUSES = {  # the clause each drilled rule belongs to (oracle.py's table)
+RULE_CLAUSE = {  # the clause each drilled rule belongs to (oracle.py's table)
     "max_files_exceeded": "BUDGET_ADHERENCE",
     "max_loc_exceeded": "BUDGET_ADHERENCE",
     "coverage_below_floor": "GATE_INTEGRITY",
@@ -103,17 +103,23 @@ def _rationale(r: random.Random) -> tuple[str, str]:
     return rationale_line(words, need), ""
 
 
+@functools.cache
+def _train_modules() -> list[str]:
+    """The training split's module names (drawn once, not once a row)."""
+    with split_world("train"):
+        return pool(MODULES)
+
+
 def _with_fate(line: str, waived_by: str) -> str:
     rule = line.rsplit(": ", 1)[-1]
-    return f"{line} -> {fate(CLAUSES[rule], waived_by)}" if rule in CLAUSES else line
+    return f"{line} -> {fate(RULE_CLAUSE[rule], waived_by)}" if rule in RULE_CLAUSE else line
 
 
 def line_drill(seed: int, i: int, raised: float = RAISED) -> dict[str, Any]:
     """Drill row `i` (prompt and target, as `judge_data.sft_row`): 4-8 lines, budgets a third of them,
     `raised` of those with a raised maximum."""
     r = rng_for("judge-line-drill", seed, "train", i)
-    with split_world("train"):
-        modules = pool(MODULES)
+    modules = _train_modules()
     budget = functools.partial(_budget, raised_share=raised)
     draws = (budget, budget, _coverage, _commit, _rationale)
     lines = []
