@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from kimi_student.arbiter.documents import Waiver, parse_time
+from kimi_student.arbiter.documents import Spec, Waiver, parse_time
 from kimi_student.arbiter.oracle import Change, found, waiver_problems
 from kimi_student.arbiter.scope import matching_entry
 from kimi_student.arbiter.verdict import Finding, Verdict
@@ -100,20 +100,25 @@ def commit_line(evidence_on: str, change: str) -> str:
 
 
 def _scope_lines(change: Change) -> list[str]:
-    spec, out = change.spec, []
-    for path in dict.fromkeys(change.diff.paths):
-        governed = matching_entry(path, change.policy.governed_paths)
-        excluded = matching_entry(path, spec.scope_out)
-        admitted = matching_entry(path, spec.scope_in + spec.scope_support)
-        if governed is not None:
-            out.append(f"{path}: governed ({governed})")
-        elif excluded is not None:
-            out.append(f"{path}: under scope out {excluded}: path_in_scope_out")
-        elif admitted is not None:
-            out.append(f"{path}: in {admitted}: {OK}")
-        else:
-            out.append(f"{path}: not in scope in or support: path_outside_scope_in")
-    return out
+    return [
+        path_line(path, change.spec, change.policy.governed_paths)
+        for path in dict.fromkeys(change.diff.paths)
+    ]
+
+
+def path_line(path: str, spec: Spec, governed_paths: tuple[str, ...] = ()) -> str:
+    """A changed path against the policy's governed paths and the spec's scope: out first, then in or
+    support."""
+    governed = matching_entry(path, governed_paths)
+    excluded = matching_entry(path, spec.scope_out)
+    admitted = matching_entry(path, spec.scope_in + spec.scope_support)
+    if governed is not None:
+        return f"{path}: governed ({governed})"
+    if excluded is not None:
+        return f"{path}: under scope out {excluded}: path_in_scope_out"
+    if admitted is not None:
+        return f"{path}: in {admitted}: {OK}"
+    return f"{path}: not in scope in or support: path_outside_scope_in"
 
 
 def _gate_lines(change: Change) -> list[str]:

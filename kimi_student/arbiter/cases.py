@@ -422,9 +422,15 @@ def _in_scope(ctx: Context, path: str) -> bool:
 
 
 def draw_diff(
-    r: random.Random, ctx: Context, over_budget: str, outside: int = 0, governed: bool = False
+    r: random.Random,
+    ctx: Context,
+    over_budget: str,
+    outside: int = 0,
+    governed: bool = False,
+    files: int | None = None,
 ) -> str:
-    """A diff within the spec's tier budget, or over it (`over_budget`: "files" or "loc")."""
+    """A diff within the spec's tier budget, or over it (`over_budget`: "files" or "loc"); `files`: exactly
+    that many files, whatever the budget (a path drill's)."""
     tier = ctx.tier
     max_files, max_loc = tier["max_files"], tier["max_loc"]
     if over_budget == "files":
@@ -439,6 +445,8 @@ def draw_diff(
     n = max(n, outside + governed + 1)
     if over_budget != "files":
         n = min(n, max_files)
+    if files is not None:
+        n = max(files, outside + governed + 1)
     # deletions are free (insertions count): a change within budget often deletes more, so that the length of
     # a diff says little about its verdict (the length baseline of judge_data)
     removed = int(added * r.choice((0.0, 0.1, 0.3, 0.6) if over_budget else (0.0, 0.5, 1.0, 2.0, 3.0)))

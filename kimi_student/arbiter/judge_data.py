@@ -27,7 +27,7 @@ from kimi_student.arbiter.cases import (
     winner,
 )
 from kimi_student.arbiter.documents import CLAUSES, schema
-from kimi_student.arbiter.line_drills import line_drill
+from kimi_student.arbiter.line_drills import line_drill, path_drill
 from kimi_student.arbiter.oracle import check
 from kimi_student.arbiter.render import (
     DATES,
@@ -280,12 +280,13 @@ def write_dataset(
     train_pairs: int | None = None,
     drills: int = 0,
     line_drills: int = 0,
+    path_drills: int = 0,
 ) -> dict[str, Any]:
     """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
     single cases, or `train_pairs` in the training split, each in both orders), each with its `_sft.jsonl`,
     `_reasoned_sft.jsonl` and `_audit_sft.jsonl` (what `kimi-student train --data` reads: prompt and target,
-    per `target_text`'s forms; `drills` rows of `drill`, then `line_drills` rows of `line_drills.line_drill`,
-    after the records of train_audit_sft.jsonl), then
+    per `target_text`'s forms; `drills` rows of `drill`, then `line_drills` rows of `line_drills.line_drill`, then
+    `path_drills` rows of `line_drills.path_drill`, after the records of train_audit_sft.jsonl), then
     `out/stats.json`: the balance of each split and the shortcut baselines. Each file is written whole or not at all; equal arguments give byte-identical files."""
     from tqdm import tqdm
 
@@ -321,6 +322,9 @@ def write_dataset(
             if split == "train" and target == "audit" and line_drills:
                 head["line_drills"] = line_drills
                 sft += (line_drill(seed, i) for i in range(line_drills))
+            if split == "train" and target == "audit" and path_drills:
+                head["path_drills"] = path_drills
+                sft += (path_drill(seed, i) for i in range(path_drills))
             write_jsonl(out / name, sft)
         splits[split] = rows
     stats = {split: balance(rows) for split, rows in splits.items()}

@@ -18,8 +18,19 @@ import json
 import random
 from typing import Any
 
-from kimi_student.arbiter.audit import budget_line, commit_line, fate, rationale_line, score_line, spec_line
-from kimi_student.arbiter.cases import MODULES, rationale
+from kimi_student.arbiter.audit import (
+    budget_line,
+    commit_line,
+    fate,
+    path_line,
+    rationale_line,
+    score_line,
+    spec_line,
+)
+from kimi_student.arbiter.cases import MODULES, draw_context, draw_diff, rationale
+from kimi_student.arbiter.diff import parse_diff
+from kimi_student.arbiter.documents import spec_from
+from kimi_student.arbiter.render import render_paths, wording
 from kimi_student.data.world import pool, rng_for, split_world
 
 ASK_LINES = (
@@ -33,6 +44,8 @@ RULE_CLAUSE = {  # the clause each drilled rule belongs to (oracle.py's table)
     "evidence_other_spec": "PROVENANCE",
     "evidence_other_commit": "PROVENANCE",
     "rationale_missing": "PROVENANCE",
+    "path_in_scope_out": "SCOPE_BOUNDARY",
+    "path_outside_scope_in": "SCOPE_BOUNDARY",
 }
 # Budget lines a waiver raises the maximum of, by default none: with a third raised (`files 11, tier 3 max 10,
 # 11 with WV-7638: max_files_exceeded`, the rule compares with the tier's maximum though a larger number
@@ -40,6 +53,8 @@ RULE_CLAUSE = {  # the clause each drilled rule belongs to (oracle.py's table)
 # of 42, its status token 40 of 40 (stop 45, README).
 RAISED = 0.0
 LINES = (4, 8)  # lines a drill
+PATHS = (3, 8)  # changed paths a path drill
+OUT_OF_SCOPE = 0.5  # the share of a path drill's paths out of scope
 
 
 def _near(r: random.Random, bound: int, lo: int) -> int:
@@ -130,5 +145,25 @@ def line_drill(seed: int, i: int, raised: float = RAISED) -> dict[str, Any]:
     return {
         "id": f"train-line-drill-{i:06d}",
         "prompt": ASK_LINES,
+        "teacher_text": json.dumps({"checks": lines}, ensure_ascii=False),
+    }
+
+
+def path_drill(seed: int, i: int) -> dict[str, Any]:
+    """Path drill row `i`: a training case's spec and scope and the stat of a change of 3-8 files, about half
+    of them out of scope (under a scope-out entry, another module's code, scripts the spec does not name),
+    and its scope check lines, each broken one blocking. Why: a path's check is not line-local (the entry
+    it falls under is in the spec), so line drills cannot hold it, and in a case one path in ~27 is out of
+    scope: every 135M Judge wrote ` in` where the oracle wrote ` under` or ` not` (0 of 10, stop 45)."""
+    r = rng_for("judge-path-drill", seed, "train", i)
+    ctx = draw_context(r, "train")
+    n = r.randint(*PATHS)
+    outside = min(n - 1, sum(r.random() < OUT_OF_SCOPE for _ in range(n)))
+    diff = draw_diff(r, ctx, "", outside, files=n)
+    spec = spec_from(ctx.spec)
+    lines = [_with_fate(path_line(p, spec), "") for p in dict.fromkeys(parse_diff(diff).paths)]
+    return {
+        "id": f"train-path-drill-{i:06d}",
+        "prompt": render_paths(ctx, diff, wording(r, "train")),
         "teacher_text": json.dumps({"checks": lines}, ensure_ascii=False),
     }

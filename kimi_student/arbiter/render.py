@@ -126,6 +126,11 @@ ASK_PAIR = (
 # stop 43). Every drill keeps the spec's head, the policy's lines (tier, gate modes, approvals, check time) and
 # the waivers, which every check's fate depends on; DRILL_PARTS adds what its checks compare.
 ASK_DRILL = "Check this change's {family} under CAWS. Reply with the checks as JSON."
+# A path drill: the scope checks alone on a change whose paths are half out of scope (stop 46)
+ASK_PATHS = (
+    "Check each changed path against the spec's scope under CAWS: every gate blocks. "
+    "Reply with the checks as JSON."
+)
 DRILL_ALWAYS = frozenset(("spec", "policy", "waivers"))
 DRILL_PARTS = {
     "budget": frozenset(("budget", "stat")),
@@ -294,6 +299,14 @@ def render_drill(ctx: Context, c: Candidate, w: Wording, family: str) -> str:
     keep = DRILL_ALWAYS | DRILL_PARTS[family]
     parts = _context_parts(ctx, w) + _candidate_parts(ctx, c, w)
     return "\n".join([ASK_DRILL.format(family=family)] + [line for part, line in parts if part in keep])
+
+
+def render_paths(ctx: Context, diff: str, w: Wording) -> str:
+    """A path drill's prompt (training only, `line_drills.path_drill`): the spec's head and scope and a diff's
+    stat, in the case's order and wording, and nothing else a case states."""
+    spec = [line for part, line in _context_parts(ctx, w) if part in ("spec", "scope")]
+    stat = parse_diff(diff).stat().splitlines()
+    return "\n".join([ASK_PATHS, *spec, SECTIONS[w.sections][4], *stat])
 
 
 def render_pair(ctx: Context, a: Candidate, b: Candidate, w: Wording) -> str:

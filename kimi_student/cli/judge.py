@@ -59,6 +59,16 @@ def judge_data(
             "often, with no case around them (~120 tokens a row). Train with `process_weights: {verdict: 5}`.",
         ),
     ] = 0,
+    path_drills: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Path-drill rows added to train_audit_sft.jsonl after the line drills: a training spec's "
+            "scope and the stat of a change of 3-8 files, about half of them out of scope, and only the "
+            "scope check lines (~300 tokens a row). A path's check reads the spec, so line drills cannot "
+            "hold it.",
+        ),
+    ] = 0,
 ) -> None:
     """Build the Judge dataset: single cases (a change -> PASS / FAIL / WAIVER_REQUIRED and its violated
     clauses) and pairs (two changes for one spec -> a, b or tie), every label from `caws check`'s oracle.
@@ -82,6 +92,7 @@ def judge_data(
         train_pairs=train_pairs,
         drills=drills,
         line_drills=line_drills,
+        path_drills=path_drills,
     )
     for split in ("train", "heldout"):
         s = stats[split]

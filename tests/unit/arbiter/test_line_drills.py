@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 
 from kimi_student.arbiter.judge_data import audit_target, records
-from kimi_student.arbiter.line_drills import line_drill
+from kimi_student.arbiter.line_drills import line_drill, path_drill
 from kimi_student.train.examples import process_spans
 
 FATE = r"(?: -> (?P<clause>[A-Z_]+) (?:blocking|waived by (?P<by>WV-\d+)))?"
@@ -152,4 +152,94 @@ def test_verdict_weighs_each_drilled_decision(drills: list[dict]) -> None:
             toks = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + len(line) and b > out]
             assert toks and all(i in weighed for i in toks), line
             head = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + 5 and b > start]
+            assert head and not any(i in weighed for i in head), line
+
+
+PATH = re.compile(
+    r"(?P<path>\S+): (?:in (?P<entry>\S+): ok|under scope out (?P<out>\S+): path_in_scope_out"
+    r"|not in scope in or support: path_outside_scope_in)(?P<fate> -> SCOPE_BOUNDARY blocking)?"
+)
+
+
+def _scope(prompt: str) -> dict[str, list[str]]:
+    """The scope lists a path drill's prompt states, read back from its text."""
+    lists = dict(re.findall(r"^(scope in|scope out|support): (.*)$", prompt, re.M))
+    assert set(lists) == {"scope in", "scope out", "support"}, prompt
+    return {k: v.split(", ") for k, v in lists.items()}
+
+
+def _under(path: str, entry: str) -> bool:
+    """Folder entries only (a glob entry is left to the oracle's own matcher, tested in test_scope)."""
+    return path == entry or path.startswith(entry.rstrip("/") + "/")
+
+
+def test_a_path_drill_checks_every_path_of_its_stat_against_the_scope_its_prompt_states() -> None:
+    """Each line's path is a path of the prompt's stat, in the stat's order; its outcome follows from the
+    prompt's scope lists (read independently: a path under a scope-out entry is out, whatever scope in
+    says); about half of the paths break a rule, both rules come, and near misses (a path of the spec's own
+    module under its scope-out `legacy` folder) are among them."""
+    kinds: Counter = Counter()
+    for i in range(300):
+        row = path_drill(0, i)
+        prompt, checks = row["prompt"], json.loads(row["teacher_text"])["checks"]
+        scope = _scope(prompt)
+        stat = re.findall(r"^ (\S+) \| \d+ [+-]*$", prompt, re.M)
+        assert 3 <= len(stat) <= 8 and [PATH.fullmatch(c)["path"] for c in checks] == stat, row
+        for line in checks:
+            m = PATH.fullmatch(line)
+            assert m, line
+            out = [e for e in scope["scope out"] if _under(m["path"], e)]
+            if m["out"]:
+                kinds["out"] += 1
+                kinds["near"] += "/legacy" in m["out"]
+                assert m["out"] in out and m["fate"], line
+            elif m["entry"]:
+                kinds["in"] += 1
+                assert not out and not m["fate"], line
+                assert m["entry"] in scope["scope in"] + scope["support"], line
+                assert "*" in m["entry"] or _under(m["path"], m["entry"]), line
+            else:
+                kinds["outside"] += 1
+                assert not out and m["fate"], line
+                assert not any(_under(m["path"], e) for e in scope["scope in"] + scope["support"]), line
+    broken = kinds["out"] + kinds["outside"]
+    assert 0.35 <= broken / (broken + kinds["in"]) <= 0.6, kinds
+    assert kinds["out"] >= 150 and kinds["outside"] >= 150 and kinds["near"] >= 40, kinds
+
+
+def test_a_path_drill_is_a_training_case_s_scope_in_a_training_wording() -> None:
+    """Its prompt holds the spec's head and scope and the stat, nothing else a case states (no policy, no
+    evidence, no waivers, no diff body); the module names are the training split's; seeded."""
+    from kimi_student.arbiter.render import SECTIONS, TRAIN_VARIANTS
+
+    heldout = {s[0] for s in SECTIONS[TRAIN_VARIANTS:]}
+    for i in range(60):
+        prompt = path_drill(0, i)["prompt"]
+        lines = prompt.splitlines()
+        assert lines[1] in {s[0] for s in SECTIONS[:TRAIN_VARIANTS]} and lines[1] not in heldout
+        assert not re.search(r"budget|coverage|waiver|exit code|^diff --git|^@@", prompt, re.I | re.M), prompt
+    assert path_drill(0, 7) == path_drill(0, 7) and path_drill(0, 7) != path_drill(1, 7)
+    assert path_drill(0, 7)["id"] == "train-path-drill-000007"
+
+
+def test_verdict_weighs_a_path_drill_s_decisions() -> None:
+    """The word after the path (` in`, ` under`, ` not`: where every 135M Judge went wrong) and the outcome
+    are inside the `verdict` spans; the path itself is not."""
+    from transformers import AutoTokenizer
+
+    from kimi_student.backends.embedded import smollm2_folder
+
+    tok = AutoTokenizer.from_pretrained(smollm2_folder())
+    for i in range(20):
+        text = path_drill(0, i)["teacher_text"]
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        weighed = {i for s, e in process_spans(text, enc["offset_mapping"])["verdict"] for i in range(s, e)}
+        for line in json.loads(text)["checks"]:
+            start = text.index(line)
+            first = start + line.index(": ") + 2  # the word after the path
+            last = start + line.split(" -> ")[0].rindex(": ") + 2  # the outcome
+            for at in (first, last):
+                toks = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a <= at < b or a == at - 1]
+                assert toks and any(i in weighed for i in toks), (line, at)
+            head = [i for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + 3 and b > start]
             assert head and not any(i in weighed for i in head), line
