@@ -85,8 +85,16 @@ def budget_line(what: str, seen: int, tier: int, limit: int, raised: tuple[int, 
 
 
 def score_line(kind: str, low: float, floor: float) -> str:
-    """The lowest `kind` (coverage, mutation) score against the tier's floor."""
-    return f"{kind} {low:.2f}, tier floor {floor:.2f}: {OK if low >= floor else kind + '_below_floor'}"
+    """The lowest `kind` (coverage, mutation) score against the tier's floor, each with two decimals, or with
+    as many as it takes for the printed values to compare as the unrounded ones do (0.7299 against 0.73 is
+    under the floor, and `0.73, tier floor 0.73: coverage_below_floor` would teach a wrong comparison)."""
+    digits = 2
+    while digits < 6 and (round(low, digits) >= round(floor, digits)) != (low >= floor):
+        digits += 1
+    return (
+        f"{kind} {low:.{digits}f}, tier floor {floor:.{digits}f}: "
+        f"{OK if low >= floor else kind + '_below_floor'}"
+    )
 
 
 def spec_line(evidence_for: str, spec_id: str) -> str:

@@ -88,6 +88,10 @@ def _lines(**kw: object) -> list[str]:
     return audit(change, NOW, check(change, NOW))
 
 
+def _coverage(value: float) -> Evidence:
+    return Evidence("A-1", "abc1234", (*EVIDENCE.items[:2], EvidenceItem("coverage", "pass", value=value)))
+
+
 def _raise(wid: str, expires: str, approvers: tuple[str, ...], spec: str | None) -> dict:
     """A change carrying one budget waiver (+5 lines)."""
     return {"waivers": (Waiver(wid, ("budget_limit",), "active", expires, approvers, spec, 0, 5, True),)}
@@ -102,6 +106,11 @@ def _raise(wid: str, expires: str, approvers: tuple[str, ...], spec: str | None)
         ({}, "src/b/y.py: not in scope in or support: path_outside_scope_in -> SCOPE_BOUNDARY blocking"),
         ({}, "lint: fail (exit 2): lint_failed -> GATE_INTEGRITY blocking"),
         ({}, "coverage 0.80, tier floor 0.80: ok"),  # at the floor: enough
+        (  # under the floor by less than a cent: printed with the digits that show it
+            {"evidence": _coverage(0.7999)},
+            "coverage 0.7999, tier floor 0.8000: coverage_below_floor -> GATE_INTEGRITY blocking",
+        ),
+        ({"evidence": _coverage(0.8049)}, "coverage 0.80, tier floor 0.80: ok"),  # over it: two decimals do
         (
             {"rationale": "fix it"},
             "rationale fix(1) it(2): 2 of 3 needed: rationale_missing -> PROVENANCE blocking",
