@@ -153,8 +153,10 @@ def path_drill(seed: int, i: int) -> dict[str, Any]:
     """Path drill row `i`: a training case's spec and scope and the stat of a change of 3-8 files, about half
     of them out of scope (under a scope-out entry, another module's code, scripts the spec does not name),
     and its scope check lines, each broken one blocking. Why: a path's check is not line-local (the entry
-    it falls under is in the spec), so line drills cannot hold it, and in a case one path in ~27 is out of
-    scope: every 135M Judge wrote ` in` where the oracle wrote ` under` or ` not` (0 of 10, stop 45)."""
+    it falls under is in the spec), so line drills cannot hold it, and in a held-out case one path in 18 is
+    out of scope: every 135M Judge wrote ` in` where the oracle wrote ` under` or ` not` (0 of 38). Learned
+    in the drills, they moved the cases' path lines only beside `--drills`, which carry half a case's context
+    (19 of 38; 4 alone: stop 46, README)."""
     r = rng_for("judge-path-drill", seed, "train", i)
     ctx = draw_context(r, "train")
     n = r.randint(*PATHS)

@@ -66,7 +66,7 @@ def judge_data(
             help="Path-drill rows added to train_audit_sft.jsonl after the line drills: a training spec's "
             "scope and the stat of a change of 3-8 files, about half of them out of scope, and only the "
             "scope check lines (~300 tokens a row). A path's check reads the spec, so line drills cannot "
-            "hold it.",
+            "hold it. Measured with --drills beside them (alone, learned in drills but not carried into cases).",
         ),
     ] = 0,
 ) -> None:
