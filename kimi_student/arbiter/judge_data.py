@@ -293,6 +293,12 @@ def write_dataset(
     from kimi_student.arbiter.baselines import bow_baseline, length_baseline
     from kimi_student.jsonl import write_json, write_jsonl
 
+    # training rows after the audit records, in this order, each counted in the header
+    extras = (
+        ("drills", drills, drill),
+        ("line_drills", line_drills, line_drill),
+        ("path_drills", path_drills, path_drill),
+    )
     splits: dict[str, list[dict[str, Any]]] = {}
     for split, n in (("train", n_train), ("heldout", n_heldout)):
         n_pairs = train_pairs if split == "train" and train_pairs is not None else n // 2
@@ -310,21 +316,16 @@ def write_dataset(
             name = f"{split}_sft.jsonl" if target == "verdict" else f"{split}_{target}_sft.jsonl"
             head = {**header(seed, split, n, n_pairs), "target": target}
             sft = [head, *(sft_row(r, target) for r in rows)]
-            if split == "train" and target == "audit" and drills:
-                head["drills"] = drills
-                sft += tqdm(
-                    (drill(seed, i) for i in range(drills)),
-                    total=drills,
-                    desc="judge drills",
-                    unit="row",
-                    disable=not progress,
-                )
-            if split == "train" and target == "audit" and line_drills:
-                head["line_drills"] = line_drills
-                sft += (line_drill(seed, i) for i in range(line_drills))
-            if split == "train" and target == "audit" and path_drills:
-                head["path_drills"] = path_drills
-                sft += (path_drill(seed, i) for i in range(path_drills))
+            for key, count, make in extras:
+                if split == "train" and target == "audit" and count:
+                    head[key] = count
+                    sft += tqdm(
+                        (make(seed, i) for i in range(count)),
+                        total=count,
+                        desc=f"judge {key.replace('_', ' ')}",
+                        unit="row",
+                        disable=not progress,
+                    )
             write_jsonl(out / name, sft)
         splits[split] = rows
     stats = {split: balance(rows) for split, rows in splits.items()}

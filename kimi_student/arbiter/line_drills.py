@@ -161,9 +161,9 @@ def path_drill(seed: int, i: int) -> dict[str, Any]:
     ctx = draw_context(r, "train")
     n = r.randint(*PATHS)
     outside = min(n - 1, sum(r.random() < OUT_OF_SCOPE for _ in range(n)))
-    diff = draw_diff(r, ctx, "", outside, files=n)
+    diff = parse_diff(draw_diff(r, ctx, "", outside, files=n))
     spec = spec_from(ctx.spec)
-    lines = [_with_fate(path_line(p, spec), "") for p in dict.fromkeys(parse_diff(diff).paths)]
+    lines = [_with_fate(path_line(p, spec), "") for p in dict.fromkeys(diff.paths)]
     return {
         "id": f"train-path-drill-{i:06d}",
         "prompt": render_paths(ctx, diff, wording(r, "train")),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from kimi_student.arbiter.cases import Candidate, Context
-from kimi_student.arbiter.diff import parse_diff
+from kimi_student.arbiter.diff import Diff, parse_diff
 
 SECTIONS = (  # spec, policy, time, rationale, stat, evidence, waivers, diff
     (
@@ -301,12 +301,11 @@ def render_drill(ctx: Context, c: Candidate, w: Wording, family: str) -> str:
     return "\n".join([ASK_DRILL.format(family=family)] + [line for part, line in parts if part in keep])
 
 
-def render_paths(ctx: Context, diff: str, w: Wording) -> str:
+def render_paths(ctx: Context, diff: Diff, w: Wording) -> str:
     """A path drill's prompt (training only, `line_drills.path_drill`): the spec's head and scope and a diff's
     stat, in the case's order and wording, and nothing else a case states."""
     spec = [line for part, line in _context_parts(ctx, w) if part in ("spec", "scope")]
-    stat = parse_diff(diff).stat().splitlines()
-    return "\n".join([ASK_PATHS, *spec, SECTIONS[w.sections][4], *stat])
+    return "\n".join([ASK_PATHS, *spec, SECTIONS[w.sections][4], *diff.stat().splitlines()])
 
 
 def render_pair(ctx: Context, a: Candidate, b: Candidate, w: Wording) -> str:
