@@ -281,11 +281,13 @@ JUDGE_DATA ?= data/judge
 JUDGE_RUN ?= runs/judge-$(or $(SIZE),toy)
 JUDGE_DATA_ARGS = --out $(JUDGE_DATA) --seed $(SEED) $(if $(JUDGE_TRAIN_PAIRS),--train-pairs $(JUDGE_TRAIN_PAIRS)) \
 	$(if $(JUDGE_DRILLS),--drills $(JUDGE_DRILLS)) $(if $(JUDGE_LINE_DRILLS),--line-drills $(JUDGE_LINE_DRILLS)) \
-	$(if $(JUDGE_PATH_DRILLS),--path-drills $(JUDGE_PATH_DRILLS))
+	$(if $(JUDGE_PATH_DRILLS),--path-drills $(JUDGE_PATH_DRILLS)) \
+	$(if $(JUDGE_BOUNDARY_CASES),--boundary-cases $(JUDGE_BOUNDARY_CASES))
 # JUDGE_TRAIN_PAIRS=500: a quarter of the default's training pairs (0: none, for JUDGE_PAIRWISE=rulings);
 # JUDGE_DRILLS=8000: drill rows of one group of checks each in train_audit_sft.jsonl;
 # JUDGE_LINE_DRILLS=12000: rows of check lines alone, half of them breaking their rule;
-# JUDGE_PATH_DRILLS=3000: rows of a spec's scope and a change's paths, half of them out of scope
+# JUDGE_PATH_DRILLS=3000: rows of a spec's scope and a change's paths, half of them out of scope;
+# JUDGE_BOUNDARY_CASES=3000: whole training cases drawn at their rules' edges
 judge_data: install
 	$(KS) judge data $(JUDGE_DATA_ARGS)
 

@@ -428,12 +428,22 @@ def draw_diff(
     outside: int = 0,
     governed: bool = False,
     files: int | None = None,
+    edge: bool = False,
 ) -> str:
     """A diff within the spec's tier budget, or over it (`over_budget`: "files" or "loc"); `files`: exactly
-    that many files, whatever the budget (a path drill's)."""
+    that many files, whatever the budget (a path drill's). `edge`: at the budget's edge (a count within 3 of
+    its maximum, over or under as `over_budget` says, lines added counted exactly) and, with paths `outside`,
+    up to half of the change's paths out of scope (a boundary case's, `judge_data.boundary_case`)."""
     tier = ctx.tier
     max_files, max_loc = tier["max_files"], tier["max_loc"]
-    if over_budget == "files":
+    if edge:
+        n = max_files + r.randint(1, 3) if over_budget == "files" else max(1, max_files - r.randint(0, 2))
+        added = max_loc + r.randint(1, 3) if over_budget == "loc" else max(n, max_loc - r.randint(0, 3))
+        if over_budget == "files":  # the lines are not what breaks the budget here
+            added = r.randint(n, max(n, max_loc))
+        if outside:
+            outside = max(outside, r.randint(1, max(1, (n - governed) // 2)))
+    elif over_budget == "files":
         n = max_files + r.randint(1, 4)
         added = r.randint(n, max(n, int(max_loc * r.uniform(0.3, 1.0))))
     elif over_budget == "loc":
@@ -451,7 +461,13 @@ def draw_diff(
     # a diff says little about its verdict (the length baseline of judge_data)
     removed = int(added * r.choice((0.0, 0.1, 0.3, 0.6) if over_budget else (0.0, 0.5, 1.0, 2.0, 3.0)))
     paths = _paths(r, ctx, n, outside, governed)
-    adds, dels = _split_count(r, added, len(paths)), _split_count(r, removed, len(paths))
+    # at the edge one line or more a file, `added` in all (a file left with none gets one: the count moves)
+    adds = (
+        [1 + a for a in _split_count(r, max(0, added - len(paths)), len(paths))]
+        if edge
+        else _split_count(r, added, len(paths))
+    )
+    dels = _split_count(r, removed, len(paths))
     parts = []
     for p, a, d in zip(paths, adds, dels):
         status = "added" if d == 0 and a > 0 and r.random() < 0.4 else "modified"
@@ -470,10 +486,14 @@ def rationale(r: random.Random, split: str) -> str:
     return s
 
 
-def _evidence(r: random.Random, ctx: Context, sha: str, breach: str = "") -> dict[str, Any] | None:
+def _evidence(
+    r: random.Random, ctx: Context, sha: str, breach: str = "", edge: bool = False
+) -> dict[str, Any] | None:
+    """An evidence manifest for commit `sha`, with `breach` if any; `edge`: coverage within 0.03 of the floor."""
     if breach == "evidence_missing":
         return None
     floor = ctx.tier["coverage_min"]
+    above, below = (0.03, 0.03) if edge else (0.15, 0.3)  # how far a passing / failing score strays
     items: list[dict[str, Any]] = [
         {
             "kind": "tests",
@@ -482,7 +502,7 @@ def _evidence(r: random.Random, ctx: Context, sha: str, breach: str = "") -> dic
             "command": r.choice(("pytest -q", "go test ./...", "npm test")),
         },
         {"kind": "lint", "status": "pass", "exit_code": 0},
-        {"kind": "coverage", "status": "pass", "value": round(r.uniform(floor, min(1.0, floor + 0.15)), 2)},
+        {"kind": "coverage", "status": "pass", "value": round(r.uniform(floor, min(1.0, floor + above)), 2)},
     ]
     items += [
         {"kind": "acceptance", "status": "pass", "criterion_id": a["id"]} for a in ctx.spec["acceptance"]
@@ -496,7 +516,7 @@ def _evidence(r: random.Random, ctx: Context, sha: str, breach: str = "") -> dic
     elif breach == "lint_missing":
         items.pop(1)
     elif breach == "coverage_below_floor":
-        items[2]["value"] = round(r.uniform(max(0.0, floor - 0.3), floor - 0.01), 2)
+        items[2]["value"] = round(r.uniform(max(0.0, floor - below), floor - 0.01), 2)
     elif breach == "acceptance_unverified":
         acc = [i for i in items if i["kind"] == "acceptance"]
         if acc:
@@ -557,8 +577,9 @@ def _flaw(r: random.Random, gate: str) -> str:
     return r.choice(kinds)
 
 
-def draw_candidate(r: random.Random, ctx: Context, aim: str) -> Candidate:
-    """A change aimed at status `aim` (PASS, WAIVER_REQUIRED or FAIL) under `ctx`."""
+def draw_candidate(r: random.Random, ctx: Context, aim: str, edge: bool = False) -> Candidate:
+    """A change aimed at status `aim` (PASS, WAIVER_REQUIRED or FAIL) under `ctx`; `edge`: its counts, coverage
+    and paths drawn at their rules' boundaries (`draw_diff`, `_evidence`)."""
     sha = _sha(r)
     tier = ctx.tier
     if aim == "PASS":
@@ -620,11 +641,11 @@ def draw_candidate(r: random.Random, ctx: Context, aim: str) -> Candidate:
             options.append("evidence_missing")
         prov = r.choice(options)
         short = prov == "rationale"
-    diff = draw_diff(r, ctx, over, outside, governed)
+    diff = draw_diff(r, ctx, over, outside, governed, edge=edge)
     d = parse_diff(diff)
-    evidence = _evidence(r, ctx, sha, prov if prov.startswith("evidence") else breach)
+    evidence = _evidence(r, ctx, sha, prov if prov.startswith("evidence") else breach, edge)
     if prov.startswith("evidence") and breach and evidence is not None:
-        evidence = _evidence(r, ctx, sha, breach)
+        evidence = _evidence(r, ctx, sha, breach, edge)
         if prov == "evidence_other_commit":
             evidence["commit_sha"] = _sha(r)[:12]
         else:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,13 +64,18 @@ def _label(v: Any) -> dict[str, Any]:
 
 
 def single(seed: int, split: str, i: int) -> dict[str, Any]:
-    r = rng_for("judge-single", seed, split, i)
+    return _single(rng_for("judge-single", seed, split, i), split, i, f"{split}-single-{i:06d}")
+
+
+def _single(r: random.Random, split: str, i: int, rid: str, edge: bool = False) -> dict[str, Any]:
     ctx = draw_context(r, split)
-    cand = draw_candidate(r, ctx, AIMS[i % len(AIMS)])  # aims in fixed proportions: shares hold in small sets
+    cand = draw_candidate(
+        r, ctx, AIMS[i % len(AIMS)], edge
+    )  # aims in fixed proportions: shares hold in small sets
     w = wording(r, split)
     v = label(ctx, cand)
     return {
-        "id": f"{split}-single-{i:06d}",
+        "id": rid,
         "split": split,
         "mode": "single",
         "wording": w.key,
@@ -144,6 +150,17 @@ def drill(seed: int, i: int) -> dict[str, Any]:
         "prompt": prompt,
         "teacher_text": json.dumps({"checks": checks}, ensure_ascii=False),
     }
+
+
+def boundary_case(seed: int, i: int) -> dict[str, Any]:
+    """A training row (as `sft_row`, audit target) that is a whole training case drawn at its rules'
+    boundaries (`cases.draw_candidate(edge=True)`): counts within 3 of the budget's maxima, coverage within
+    0.03 of the floor, and up to half of the paths out of scope where the case breaks scope. Why: drills teach
+    a comparison in their own short context, and what failed to carry into a case was the context (stop 46:
+    path drills 165 of 183 in drills, 4 of 38 in cases); here the comparisons are at their hardest inside a
+    case's own prompt and audit, so the context is the real one."""
+    rec = _single(rng_for("judge-boundary", seed, "train", i), "train", i, f"train-boundary-{i:06d}", True)
+    return sft_row(rec, "audit")
 
 
 def records(seed: int, split: str, n_single: int, n_pairs: int) -> Iterator[dict[str, Any]]:
@@ -281,12 +298,13 @@ def write_dataset(
     drills: int = 0,
     line_drills: int = 0,
     path_drills: int = 0,
+    boundary_cases: int = 0,
 ) -> dict[str, Any]:
     """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
     single cases, or `train_pairs` in the training split, each in both orders), each with its `_sft.jsonl`,
     `_reasoned_sft.jsonl` and `_audit_sft.jsonl` (what `kimi-student train --data` reads: prompt and target,
     per `target_text`'s forms; `drills` rows of `drill`, then `line_drills` rows of `line_drills.line_drill`, then
-    `path_drills` rows of `line_drills.path_drill`, after the records of train_audit_sft.jsonl), then
+    `path_drills` rows of `line_drills.path_drill`, then `boundary_cases` rows of `boundary_case`, after the records of train_audit_sft.jsonl), then
     `out/stats.json`: the balance of each split and the shortcut baselines. Each file is written whole or not at all; equal arguments give byte-identical files."""
     from tqdm import tqdm
 
@@ -298,6 +316,7 @@ def write_dataset(
         ("drills", drills, drill),
         ("line_drills", line_drills, line_drill),
         ("path_drills", path_drills, path_drill),
+        ("boundary_cases", boundary_cases, boundary_case),
     )
     splits: dict[str, list[dict[str, Any]]] = {}
     for split, n in (("train", n_train), ("heldout", n_heldout)):

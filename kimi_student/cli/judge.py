@@ -69,6 +69,16 @@ def judge_data(
             "hold it. Measured with --drills beside them (alone, learned in drills but not carried into cases).",
         ),
     ] = 0,
+    boundary_cases: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Boundary-case rows added to train_audit_sft.jsonl after the path drills: whole training "
+            "cases (prompt and audit target) drawn at their rules' edges: counts within 3 of the budget's "
+            "maxima, coverage within 0.03 of the floor, up to half of the paths out of scope where scope "
+            "breaks (~1,100 tokens a row). The comparisons drills teach, in a case's own context.",
+        ),
+    ] = 0,
 ) -> None:
     """Build the Judge dataset: single cases (a change -> PASS / FAIL / WAIVER_REQUIRED and its violated
     clauses) and pairs (two changes for one spec -> a, b or tie), every label from `caws check`'s oracle.
@@ -93,6 +103,7 @@ def judge_data(
         drills=drills,
         line_drills=line_drills,
         path_drills=path_drills,
+        boundary_cases=boundary_cases,
     )
     for split in ("train", "heldout"):
         s = stats[split]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kimi_student.arbiter.judge_data import drill
+from kimi_student.arbiter.judge_data import boundary_case, drill
 from kimi_student.arbiter.line_drills import line_drill, path_drill
 from tests.support import ks_here
 
@@ -57,12 +57,15 @@ def test_train_pairs_sets_the_training_pairs_alone(tmp_path: Path) -> None:
 
 
 def test_drills_join_the_training_audit_set_alone(tmp_path: Path) -> None:
-    """--drills 25 --line-drills 30 --path-drills 10: 25 drill rows, 30 line drills, 10 path drills, after the records of
-    train_audit_sft.jsonl, its header says so; every other file as without drills. --train-pairs 0: no
-    training pairs, and no winner shares to fail on."""
+    """--drills 25 --line-drills 30 --path-drills 10 --boundary-cases 5: 25 drill rows, 30 line drills, 10 path
+    drills, 5 boundary cases, after the records of train_audit_sft.jsonl, its header says so; every other file
+    as without drills. --train-pairs 0: no training pairs, and no winner shares to fail on."""
     for name, more in (
         ("plain", ()),
-        ("drilled", ("--drills", "25", "--line-drills", "30", "--path-drills", "10")),
+        (
+            "drilled",
+            ("--drills", "25", "--line-drills", "30", "--path-drills", "10", "--boundary-cases", "5"),
+        ),
     ):
         args = ("--out", tmp_path / name, "--train", "40", "--heldout", "10", "--train-pairs", "0", *more)
         r = ks_here("judge", "data", *args)
@@ -75,8 +78,9 @@ def test_drills_join_the_training_audit_set_alone(tmp_path: Path) -> None:
             assert f.read_bytes() == (drilled / f.name).read_bytes(), f.name
     before = [json.loads(x) for x in (plain / "train_audit_sft.jsonl").read_text().splitlines()]
     after = [json.loads(x) for x in (drilled / "train_audit_sft.jsonl").read_text().splitlines()]
-    assert after[0] == {**before[0], "drills": 25, "line_drills": 30, "path_drills": 10}
-    assert after[1:41] == before[1:] and len(after) == 1 + 40 + 25 + 30 + 10
+    assert after[0] == {**before[0], "drills": 25, "line_drills": 30, "path_drills": 10, "boundary_cases": 5}
+    assert after[1:41] == before[1:] and len(after) == 1 + 40 + 25 + 30 + 10 + 5
     assert after[41:66] == [drill(0, i) for i in range(25)]
     assert after[66:96] == [line_drill(0, i) for i in range(30)]
-    assert after[96:] == [path_drill(0, i) for i in range(10)]
+    assert after[96:106] == [path_drill(0, i) for i in range(10)]
+    assert after[106:] == [boundary_case(0, i) for i in range(5)]

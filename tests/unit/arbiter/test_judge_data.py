@@ -11,16 +11,30 @@ from pathlib import Path
 import pytest
 
 from kimi_student.arbiter.baselines import bow_baseline, length_baseline
-from kimi_student.arbiter.cases import OBJECTS, STATUS_RANK, VERBS, WHYS, Candidate, Context
+from kimi_student.arbiter.cases import (
+    OBJECTS,
+    STATUS_RANK,
+    VERBS,
+    WHYS,
+    Candidate,
+    Context,
+    draw_candidate,
+    draw_context,
+    label,
+)
+from kimi_student.arbiter.diff import parse_diff
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.judge_data import (
+    AIMS,
     balance,
+    boundary_case,
     case_parts,
     drill,
     drill_of,
     pair,
     records,
     relabel,
+    sft_row,
     single,
     target_text,
     write_dataset,
@@ -28,6 +42,7 @@ from kimi_student.arbiter.judge_data import (
 from kimi_student.arbiter.judge_scores import read_verdict, read_winner
 from kimi_student.arbiter.render import ASK_DRILL, DRILL_PARTS, SECTIONS, Wording
 from kimi_student.arbiter.verdict import verdict_problems
+from kimi_student.data.world import rng_for
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +290,68 @@ def test_drills_mostly_drill_a_group_that_breaks_a_rule_and_are_reproducible() -
         checks = json.loads(r["teacher_text"])["checks"]
         assert checks and all(isinstance(x, str) for x in checks)
         assert r["id"].startswith("train-drill-") and "### " not in r["prompt"]  # training wordings only
+
+
+def _edge_candidates(edge: bool, n: int = 300) -> list[tuple[Context, Candidate]]:
+    out = []
+    for i in range(n):
+        r = rng_for("test-edge", 0, "train", i)
+        ctx = draw_context(r, "train")
+        out.append((ctx, draw_candidate(r, ctx, AIMS[i % len(AIMS)], edge=edge)))
+    return out
+
+
+def _budget_and_coverage_gaps(pairs: list[tuple[Context, Candidate]]) -> tuple[list[int], list[float]]:
+    counts, scores = [], []
+    for ctx, cand in pairs:
+        d, tier = parse_diff(cand.diff), ctx.tier
+        counts += [abs(d.files_changed - tier["max_files"]), abs(d.lines_added - tier["max_loc"])]
+        cov = [i["value"] for i in (cand.evidence or {}).get("items", []) if i["kind"] == "coverage"]
+        scores += [abs(v - tier["coverage_min"]) for v in cov]
+    return counts, scores
+
+
+def test_an_edge_candidate_stands_at_its_rules_boundaries() -> None:
+    """`draw_candidate(edge=True)`: files and lines added within 3 of the tier's maxima (over or under as the
+    aim says), coverage within 0.03 of the floor, where a plain draw strays far; the statuses still come in
+    the aims' shares, and a scope break carries more paths out of scope."""
+    edge, plain = _edge_candidates(True), _edge_candidates(False)
+    (e_counts, e_scores), (p_counts, p_scores) = map(_budget_and_coverage_gaps, (edge, plain))
+    near = sum(g <= 3 for g in e_counts) / len(e_counts)  # over on files: its lines added may be anything
+    assert near >= 0.9 and sum(g <= 3 for g in p_counts) / len(p_counts) <= 0.5
+    assert max(e_scores) <= 0.03 + 1e-9 and max(p_scores) >= 0.1
+    verdicts = [label(ctx, cand) for ctx, cand in edge]
+    assert all(sum(v.status == s for v in verdicts) >= 0.2 * len(verdicts) for s in STATUS_RANK)
+
+    def paths_out(pairs: list[tuple[Context, Candidate]]) -> float:  # a scope break's paths out, on average
+        counts = [sum(f.clause == "SCOPE_BOUNDARY" for f in label(ctx, cand).findings) for ctx, cand in pairs]
+        return sum(counts) / max(1, sum(c > 0 for c in counts))
+
+    assert paths_out(edge) >= 1.2 * paths_out(plain)
+
+
+def test_boundary_cases_are_whole_training_cases_with_audit_targets() -> None:
+    """A boundary case is a training case's prompt (training wordings, the stat, the spec) and a valid audit
+    target; reproducible, its own stream (not a training record's), and its budget lines near their maxima."""
+    rows = [boundary_case(0, i) for i in range(120)]
+    assert rows == [boundary_case(0, i) for i in range(120)] and rows != [
+        boundary_case(1, i) for i in range(120)
+    ]
+    plain = [sft_row(single(0, "train", i), "audit") for i in range(120)]
+    assert not {r["prompt"] for r in rows} & {r["prompt"] for r in plain}
+    gaps, statuses = [], set()
+    for r in rows:
+        assert r["id"].startswith("train-boundary-") and "### " not in r["prompt"]
+        assert "changed" in r["prompt"] and "scope in:" in r["prompt"]
+        obj = json.loads(r["teacher_text"])
+        assert verdict_problems(obj) == () and list(obj) == [
+            "checks",
+            "violated_clauses",
+            "status",
+            "rationale",
+        ]
+        statuses.add(obj["status"])
+        for line in obj["checks"]:
+            m = re.match(r"(files|lines added) (\d+), tier \d max (\d+)", line)
+            gaps += [abs(int(m[2]) - int(m[3]))] if m else []
+    assert statuses == set(STATUS_RANK) and sum(g <= 3 for g in gaps) / len(gaps) >= 0.9
