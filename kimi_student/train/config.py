@@ -22,8 +22,10 @@ PRECISIONS = ("auto", "bf16", "fp16", "no")  # train --precision: auto is bf16 w
 
 # The spans train.examples weighs: tool names, JSON arguments, integration spans (process_spans), the
 # first token of each assistant turn, where the model decides to call a tool or answer (turn_start), and a
-# Judge's decision: the status and violated clauses of its verdict, or the winner of a pair (verdict).
-PROCESS_KINDS = ("tool_name", "json_args", "integration", "turn_start", "verdict")
+# Judge's decision: the status and violated clauses of its verdict, or the winner of a pair (verdict), and
+# of its audit's check lines, the decisions of those that break a rule (broken: in a case ~1 line in 16, so
+# weighted apart they are not drowned by the `ok`s).
+PROCESS_KINDS = ("tool_name", "json_args", "integration", "turn_start", "verdict", "broken")
 # export/quant.py's schemes (named here: a config is checked before torch loads)
 QAT_WEIGHTS = ("int8", "int4", "int4emb8")
 

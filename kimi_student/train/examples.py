@@ -88,25 +88,32 @@ _CHECK_DECISIONS = (
     re.compile(r" (after|not after) now "),
     re.compile(r"max \d+([,:])"),
 )
+_CHECK_ITEM = re.compile(r'"((?:[^"\\]|\\.)*)"')  # one check line, a JSON string
 
 
 def process_spans(text: str, offsets: list[tuple[int, int]]) -> dict[str, list[list[int]]]:
     """Token ranges of tool names, JSON arguments and integration spans in a response, and of a Judge's
-    decision when the response is a verdict or a pair ruling."""
+    decision when the response is a verdict or a pair ruling (verdict); of an audit's check lines, the
+    decisions of those that break a rule (broken: `... -> CLAUSE blocking`) are also a kind of their own."""
     t = parse_transcript(text)
     decided = (
         [m.span(g) for m in _DECISION.finditer(text) for g in (1, 2) if m.start(g) >= 0]
         if _VERDICT.match(text)
         else []
     )
+    broken: list[tuple[int, int]] = []
     if text.startswith('{"checks": ['):
         end = text.find('"]') + 2  # the checks' closing quote and bracket; none: 1, nothing to find
-        decided += [m.span(1) for rule in _CHECK_DECISIONS for m in rule.finditer(text, 0, end)]
+        checks = [m.span(1) for rule in _CHECK_DECISIONS for m in rule.finditer(text, 0, end)]
+        lines = [m.span(1) for m in _CHECK_ITEM.finditer(text, len('{"checks": ['), end) if " -> " in m[1]]
+        broken = [(s, e) for s, e in checks if any(a <= s and e <= b for a, b in lines)]
+        decided += checks
     return {
         "tool_name": [list(token_range(offsets, *c.name_span)) for c in t.calls if c.name_span],
         "json_args": [list(token_range(offsets, *c.args_span)) for c in t.calls if c.args_span],
         "integration": [list(token_range(offsets, s, e)) for s, e in t.spans],
         "verdict": [list(token_range(offsets, s, e)) for s, e in decided],
+        "broken": [list(token_range(offsets, s, e)) for s, e in broken],
     }
 
 

@@ -98,3 +98,21 @@ def test_a_line_is_decided_when_its_decision_tokens_are_right_and_copied_when_th
         (False, False, True),
     ]
     assert summarise(rows)["all ok"] == {"lines": 2, "exact": 1, "decided": 1, "copied": 2, "share": 0.5}
+
+
+def test_the_broken_kind_is_the_decisions_of_the_lines_that_break_a_rule() -> None:
+    """process kind `broken`: of the `verdict` spans of an audit target, those inside a line that breaks a
+    rule (`-> CLAUSE ...`), each such line holding one or more, every other line none."""
+    seen = 0
+    for i in range(40):
+        target, parts = _case(i)
+        offsets, _ = _tokens(target)
+        spans = process_spans(target, offsets)
+        assert set(map(tuple, spans["broken"])) <= set(map(tuple, spans["verdict"]))
+        for _, line, start, end in line_spans(target, parts):
+            inside = [s for s, e in spans["broken"] if start <= s and e <= end]
+            assert bool(inside) == (" -> " in line), line
+            seen += bool(inside)
+        assert all(any(s <= a < e for *_, s, e in line_spans(target, parts)) for a, _ in spans["broken"])
+    assert seen >= 20
+    assert process_spans('{"status": "FAIL", "violated_clauses": []}', _tokens("x" * 40)[0])["broken"] == []
