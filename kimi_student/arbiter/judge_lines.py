@@ -94,26 +94,38 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return table
 
 
+def teacher_forced(
+    gen: Any, prompt: str, target: str
+) -> tuple[list[tuple[int, int]], list[int], list[int]] | None:
+    """One forward pass of `gen` (an `HFGenerator`) over the user turn `prompt` and the answer `target`: the
+    target's token offsets, its tokens, and at each of them the Judge's most likely token; None when the two
+    outgrow the model's context."""
+    import torch
+
+    ids = gen.chat.prompt_ids([{"role": "user", "content": prompt}])
+    enc = gen.chat.tok(target, add_special_tokens=False, return_offsets_mapping=True)
+    gold, offsets = enc["input_ids"], enc["offset_mapping"]
+    if len(ids) + len(gold) > gen.context:
+        return None
+    with torch.inference_mode():
+        logits = gen.model(torch.tensor([ids + gold])).logits[0]
+    # the token at gold[i] is predicted from the position before it
+    return offsets, gold, logits[len(ids) - 1 : len(ids) + len(gold) - 1].argmax(-1).tolist()
+
+
 def read_lines(gen: Any, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every check line of every single case in `records`, teacher-forced through `gen` (an `HFGenerator`):
     `line_misses`' rows with the case id, the line, and for a miss the text before it, the token wanted and
     the token the Judge would write; then one row a case for its status (the first token after `"status": "`).
     A case whose prompt and target outgrow the model's context is skipped (none of the default set's do)."""
-    import torch
-
     chat, rows = gen.chat, []
     for rec in records:
         target, parts = audit_target(rec)
         spans = line_spans(target, parts)
-        prompt = chat.prompt_ids([{"role": "user", "content": rec["prompt"]}])
-        enc = chat.tok(target, add_special_tokens=False, return_offsets_mapping=True)
-        gold, offsets = enc["input_ids"], enc["offset_mapping"]
-        if len(prompt) + len(gold) > gen.context:
+        read = teacher_forced(gen, rec["prompt"], target)
+        if read is None:
             continue
-        with torch.inference_mode():
-            logits = gen.model(torch.tensor([prompt + gold])).logits[0]
-        # the token at gold[i] is predicted from the position before it
-        pred = logits[len(prompt) - 1 : len(prompt) + len(gold) - 1].argmax(-1).tolist()
+        offsets, gold, pred = read
         decisions = process_spans(target, offsets)["verdict"]
         misses = line_misses(spans, offsets, gold, pred, decisions)
         for (_, line, start, _), row in zip(spans, misses, strict=True):

@@ -298,6 +298,81 @@ def judge_lines(
         typer.echo(f"-> {report}")
 
 
+@app.command("sweep")
+@guarded
+def judge_sweep(
+    model: Annotated[
+        Path, typer.Option(help="An audit Judge: an HF checkpoint folder (runs/judge-*/final).")
+    ],
+    data: Annotated[Path, typer.Option(help="A Judge set (judge data's heldout.jsonl).")] = Path(
+        "data/judge/heldout.jsonl"
+    ),
+    rule: Annotated[
+        str,
+        typer.Option(
+            help="The check to sweep: coverage (against the floor), files or lines (against the maximum)."
+        ),
+    ] = "coverage",
+    limit: Annotated[
+        int, typer.Option(min=1, help="The first N single cases (those without the check are skipped).")
+    ] = 15,
+    context: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="case (the whole case, as judge lines reads it), drill (the line alone); both by default."
+        ),
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="auto (bf16 where the CPU has it), bf16 or fp32.")] = "fp32",
+    report: Annotated[
+        Path | None, typer.Option(help="Write the table and every read's row here (JSON).")
+    ] = None,
+) -> None:
+    """Does an audit Judge compare, or guess? Each case keeps its own count or score and the tier's limit is
+    moved so that the two stand up to 20 apart (files up to 8, lines added over the maximum; coverage in
+    hundredths over the floor); the one check line is read teacher-forced, in the case and as a line drill. Printed: lines
+    decided per distance, then those that break the rule apart from those that hold it. A Judge that compares
+    decides both sides; one that writes a prior decides one side, however far the values stand. Exit 0 (it
+    gates nothing), 2 on bad input."""
+    from kimi_student.arbiter.judge_eval import read_set
+    from kimi_student.arbiter.judge_sweep import CONTEXTS, RULES, read_sweep, summarise, variants
+    from kimi_student.eval.runners.hf_local import HFGenerator
+    from kimi_student.jsonl import write_json
+    from kimi_student.outputs import check_outputs
+
+    contexts = context or list(CONTEXTS)
+    if rule not in RULES:
+        raise typer.BadParameter(f"{rule!r}: use one of {', '.join(RULES)}", param_hint="--rule")
+    if not set(contexts) <= set(CONTEXTS):
+        raise typer.BadParameter(f"{contexts}: use {' or '.join(CONTEXTS)}", param_hint="--context")
+    check_outputs({"--model": model, "--data": data}, {"--report": report} if report else {})
+    _, singles, _ = read_set(data, limit)
+    swept = [v for rec in singles for v in variants(rec, rule)]
+    gen = HFGenerator(model, dtype=dtype)
+    rows = read_sweep(gen, swept, contexts)
+    table = summarise(rows)
+    cases = len({v["id"] for v in swept})
+    typer.echo(
+        f"judge {model}, {rule} swept on {cases} of {len(singles)} single cases: lines decided / lines"
+    )
+    for ctx_name, t in table.items():
+        cells = "  ".join(f"{k} {v['decided']}/{v['lines']}" for k, v in t.items())
+        typer.echo(f"  {ctx_name:<6} {cells}")
+    if report is not None:
+        write_json(
+            report,
+            {
+                "model": str(model),
+                "model_fingerprint": gen.fingerprint,
+                "data": str(data),
+                "rule": rule,
+                "single_cases": cases,
+                "table": table,
+                "reads": rows,
+            },
+        )
+        typer.echo(f"-> {report}")
+
+
 @app.command("compare")
 @guarded
 def judge_compare(

@@ -255,3 +255,36 @@ def test_judge_lines_reads_every_check_line_of_the_cases(
             assert x["line"].startswith(x["before"]) and x["before"] + x["want"] in targets[x["id"]]
     assert sum(not x["exact"] for x in lines) > 0  # six steps of a toy Judge on verdicts: no audit learned
     assert "teacher-forced on 2 single cases" in r.stdout
+
+
+def test_judge_sweep_reads_each_variant_in_both_contexts(
+    judge_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`judge sweep --rule files` on the first two held-out cases: one read a variant and context, in the
+    variants' order, the table's counts are those reads'; a rule it does not know exits 2 and names the rules."""
+    from kimi_student.arbiter.judge_sweep import variants
+
+    data, model = judge_run
+    report = tmp_path / "sweep.json"
+    args = ("--model", model, "--data", data / "heldout.jsonl", "--limit", "2", "--rule", "files")
+    r = ks_here("judge", "sweep", *args, "--report", report)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(report.read_text())
+    records = [json.loads(x) for x in (data / "heldout.jsonl").read_text().splitlines()[1:3]]
+    want = [
+        (v["id"], v["delta"], v["line"], c)
+        for rec in records
+        for v in variants(rec, "files")
+        for c in ("case", "drill")
+    ]
+    assert [(x["id"], x["delta"], x["line"], x["context"]) for x in rep["reads"]] == want
+    for context in ("case", "drill"):
+        mine = [x for x in rep["reads"] if x["context"] == context]
+        t = rep["table"][context]
+        assert t["breaks"]["lines"] + t["holds"]["lines"] == len(mine)
+        assert t["breaks"]["decided"] + t["holds"]["decided"] == sum(x["decided"] for x in mine)
+    assert "files swept on 2 of 2 single cases" in r.stdout
+    bad = ks_here("judge", "sweep", "--model", model, "--data", data / "heldout.jsonl", "--rule", "tests")
+    assert (
+        bad.returncode == 2 and "coverage, files" not in bad.stderr and "files, lines, coverage" in bad.stderr
+    )
