@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -151,7 +151,7 @@ def judge_eval(
         int | None, typer.Option(min=1, help="Only the first N single cases and N pairs.")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Cases decoded together.")] = 8,
-    dtype: Annotated[str, typer.Option(help="auto (bf16 where the CPU has it), bf16 or fp32.")] = "fp32",
+    dtype: DType = "fp32",
     max_new_tokens: Annotated[
         int,
         typer.Option(
@@ -235,17 +235,21 @@ def judge_eval(
     raise typer.Exit(0 if rep["passed"] else 1)
 
 
+# the options `judge lines` and `judge sweep` share
+AuditJudge = Annotated[
+    Path, typer.Option(help="An audit Judge: an HF checkpoint folder (runs/judge-*/final).")
+]
+HeldOut = Annotated[Path, typer.Option(help="A Judge set (judge data's heldout.jsonl).")]
+DType = Annotated[str, typer.Option(help="auto (bf16 where the CPU has it), bf16 or fp32.")]
+
+
 @app.command("lines")
 @guarded
 def judge_lines(
-    model: Annotated[
-        Path, typer.Option(help="An audit Judge: an HF checkpoint folder (runs/judge-*/final).")
-    ],
-    data: Annotated[Path, typer.Option(help="A Judge set (judge data's heldout.jsonl).")] = Path(
-        "data/judge/heldout.jsonl"
-    ),
+    model: AuditJudge,
+    data: HeldOut = Path("data/judge/heldout.jsonl"),
     limit: Annotated[int, typer.Option(min=1, help="The first N single cases.")] = 40,
-    dtype: Annotated[str, typer.Option(help="auto (bf16 where the CPU has it), bf16 or fp32.")] = "fp32",
+    dtype: DType = "fp32",
     report: Annotated[
         Path | None, typer.Option(help="Write the table and every line's row here (JSON).")
     ] = None,
@@ -264,7 +268,6 @@ def judge_lines(
     from kimi_student.arbiter.judge_eval import read_set
     from kimi_student.arbiter.judge_lines import read_lines, summarise
     from kimi_student.eval.runners.hf_local import HFGenerator
-    from kimi_student.jsonl import write_json
     from kimi_student.outputs import check_outputs
 
     check_outputs({"--model": model, "--data": data}, {"--report": report} if report else {})
@@ -283,30 +286,14 @@ def judge_lines(
     missed = [r for r in rows if r.get("broken") and "want" in r][:show]
     for r in missed:
         typer.echo(f"  {r['id']}: ...{r['before'][-50:]!r} wants {r['want']!r}, gets {r['got']!r}")
-    if report is not None:
-        write_json(
-            report,
-            {
-                "model": str(model),
-                "model_fingerprint": gen.fingerprint,
-                "data": str(data),
-                "single_cases": len(singles),
-                "table": table,
-                "lines": rows,
-            },
-        )
-        typer.echo(f"-> {report}")
+    _write_read(report, model, gen, data, single_cases=len(singles), table=table, lines=rows)
 
 
 @app.command("sweep")
 @guarded
 def judge_sweep(
-    model: Annotated[
-        Path, typer.Option(help="An audit Judge: an HF checkpoint folder (runs/judge-*/final).")
-    ],
-    data: Annotated[Path, typer.Option(help="A Judge set (judge data's heldout.jsonl).")] = Path(
-        "data/judge/heldout.jsonl"
-    ),
+    model: AuditJudge,
+    data: HeldOut = Path("data/judge/heldout.jsonl"),
     rule: Annotated[
         str,
         typer.Option(
@@ -322,7 +309,7 @@ def judge_sweep(
             help="case (the whole case, as judge lines reads it), drill (the line alone); both by default."
         ),
     ] = None,
-    dtype: Annotated[str, typer.Option(help="auto (bf16 where the CPU has it), bf16 or fp32.")] = "fp32",
+    dtype: DType = "fp32",
     report: Annotated[
         Path | None, typer.Option(help="Write the table and every read's row here (JSON).")
     ] = None,
@@ -336,7 +323,6 @@ def judge_sweep(
     from kimi_student.arbiter.judge_eval import read_set
     from kimi_student.arbiter.judge_sweep import CONTEXTS, RULES, read_sweep, summarise, variants
     from kimi_student.eval.runners.hf_local import HFGenerator
-    from kimi_student.jsonl import write_json
     from kimi_student.outputs import check_outputs
 
     contexts = context or list(CONTEXTS)
@@ -357,18 +343,17 @@ def judge_sweep(
     for ctx_name, t in table.items():
         cells = "  ".join(f"{k} {v['decided']}/{v['lines']}" for k, v in t.items())
         typer.echo(f"  {ctx_name:<6} {cells}")
+    _write_read(report, model, gen, data, rule=rule, single_cases=cases, table=table, reads=rows)
+
+
+def _write_read(report: Path | None, model: Path, gen: Any, data: Path, **read: Any) -> None:
+    """A teacher-forced read's report (`judge lines`, `judge sweep`): the model and its fingerprint, the set, and
+    what the read found; nothing without --report."""
+    from kimi_student.jsonl import write_json
+
     if report is not None:
         write_json(
-            report,
-            {
-                "model": str(model),
-                "model_fingerprint": gen.fingerprint,
-                "data": str(data),
-                "rule": rule,
-                "single_cases": cases,
-                "table": table,
-                "reads": rows,
-            },
+            report, {"model": str(model), "model_fingerprint": gen.fingerprint, "data": str(data), **read}
         )
         typer.echo(f"-> {report}")
 
