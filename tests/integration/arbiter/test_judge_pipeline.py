@@ -260,8 +260,9 @@ def test_judge_lines_reads_every_check_line_of_the_cases(
 def test_judge_sweep_reads_each_variant_in_both_contexts(
     judge_run: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """`judge sweep --rule files` on the first two held-out cases: one read a variant and context, in the
-    variants' order, the table's counts are those reads'; a rule it does not know exits 2 and names the rules."""
+    """`judge sweep --rule files` on the first two held-out cases: one read a variant and context (`--context
+    drill`: the drill's alone), in the variants' order, the table's counts are those reads'; a rule it does not
+    know exits 2 and names the rules."""
     from kimi_student.arbiter.judge_sweep import variants
 
     data, model = judge_run
@@ -284,6 +285,10 @@ def test_judge_sweep_reads_each_variant_in_both_contexts(
         assert t["breaks"]["lines"] + t["holds"]["lines"] == len(mine)
         assert t["breaks"]["decided"] + t["holds"]["decided"] == sum(x["decided"] for x in mine)
     assert "files swept on 2 of 2 single cases" in r.stdout
+    drill = ks_here("judge", "sweep", *args, "--context", "drill", "--report", report)
+    assert drill.returncode == 0, drill.stderr[-2000:]
+    reads = json.loads(report.read_text())["reads"]
+    assert [x["context"] for x in reads] == ["drill"] * (len(want) // 2)
     bad = ks_here("judge", "sweep", "--model", model, "--data", data / "heldout.jsonl", "--rule", "tests")
     assert (
         bad.returncode == 2 and "coverage, files" not in bad.stderr and "files, lines, coverage" in bad.stderr
