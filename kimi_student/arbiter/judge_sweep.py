@@ -1,12 +1,12 @@
 """`kimi-student judge sweep`: does an audit Judge compare, or guess? Each held-out case's own count or score
 is kept and the tier's limit it is checked against is moved so that the two stand `delta` apart (files or
-lines added `delta` over the maximum, coverage `delta` hundredths over the floor), then the one check line is
-read teacher-forced, in the whole case (its prompt and its audit's check lines, as `judge lines` reads them) and as
-a line drill (the line alone under `line_drills.ASK_LINES`). A Judge that compares decides right on both
-sides of the limit; one that writes its prior decides one side only, whatever the distance (stop 47: a 135M
-Judge wrote `ok` after every coverage line of a case, 0.20 under its floor included, and after line drills
-wrote `coverage_below_floor` wherever the two numbers differed). Variants are pure (`variants`); the model
-runs in `read_sweep`.
+lines added `delta` over the maximum, coverage `delta` hundredths over the floor); the one check line is then
+read teacher-forced at its outcome (` ok`, or the rule it breaks: the comparison, not the fate after ` -> `,
+which reads the waivers), in the whole case (its prompt and its audit's check lines, as `judge lines` reads
+them) and as a line drill (the line alone under `line_drills.ASK_LINES`). A Judge that compares is right on
+both sides of the limit; one that writes its prior is right on one side only, whatever the distance (stop 47:
+a 135M Judge wrote `ok` after every coverage line of a case, 0.20 under its floor included). Variants are pure
+(`variants`, `outcome_at`); the model runs in `read_sweep`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from kimi_student.arbiter.cases import Candidate, Context
 from kimi_student.arbiter.diff import parse_diff
 from kimi_student.arbiter.judge_data import case_parts
-from kimi_student.arbiter.judge_lines import line_misses, line_spans, teacher_forced
+from kimi_student.arbiter.judge_lines import teacher_forced
 from kimi_student.arbiter.line_drills import ASK_LINES
 from kimi_student.arbiter.render import Wording, render_single
 
@@ -82,22 +82,28 @@ def variants(rec: dict[str, Any], rule: str, deltas: Sequence[int] | None = None
     return out
 
 
-def decided(
+def outcome_at(target: str, line: str) -> int:
+    """Where `line`'s outcome (`ok`, or the rule it breaks) starts in `target`: after its last `: ` before any
+    ` -> ` (a broken line's fate, which reads the waivers and the gate's mode, is not the comparison)."""
+    start = target.index(json.dumps(line, ensure_ascii=False)) + 1  # a swept line is written once
+    head = line.split(" -> ")[0]
+    return start + head.rindex(": ") + 2
+
+
+def outcome_right(
     target: str, line: str, offsets: Sequence[tuple[int, int]], gold: list[int], pred: list[int]
 ) -> bool:
-    """Whether every decision token of `line` (the process kind `verdict`'s spans) in `target` is right."""
-    from kimi_student.train.examples import process_spans
-
-    spans = line_spans(target, [("", line)])  # its first place in the target: a swept line is written once
-    return bool(
-        line_misses(spans, offsets, gold, pred, process_spans(target, offsets)["verdict"])[0]["decided"]
-    )
+    """Whether the Judge's most likely token where `line`'s outcome starts is the oracle's: the comparison's
+    decision (` ok` against ` coverage`, ` max`), read after the oracle's own text."""
+    at = outcome_at(target, line)
+    i = next(i for i, (a, b) in enumerate(offsets) if a <= at < b)
+    return pred[i] == gold[i]
 
 
 def read_sweep(
     gen: Any, rows: Sequence[dict[str, Any]], contexts: Sequence[str] = CONTEXTS
 ) -> list[dict[str, Any]]:
-    """Each variant read teacher-forced through `gen` in each context: whether its line was decided."""
+    """Each variant read teacher-forced through `gen` in each context: whether its line's outcome is right."""
     out = []
     for v in rows:
         for context in contexts:
@@ -107,23 +113,23 @@ def read_sweep(
                 continue
             out.append(
                 {k: v[k] for k in ("id", "rule", "delta", "breaks", "line")}
-                | {"context": context, "decided": decided(target, v["line"], *read)}
+                | {"context": context, "right": outcome_right(target, v["line"], *read)}
             )
     return out
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per context and delta: lines decided of lines; and per context, the lines that break their rule apart
-    from the ones that hold it (`breaks`, `holds`): a Judge that compares decides both."""
+    """Per context and delta: outcomes right of lines; and per context, the lines that break their rule apart
+    from the ones that hold it (`breaks`, `holds`): a Judge that compares is right on both."""
     table: dict[str, dict[str, Any]] = {}
     for context in sorted({r["context"] for r in rows}, key=CONTEXTS.index):
         mine = [r for r in rows if r["context"] == context]
         t: dict[str, Any] = {}
         for delta in sorted({r["delta"] for r in mine}):
             at = [r for r in mine if r["delta"] == delta]
-            t[f"{delta:+d}"] = {"decided": sum(r["decided"] for r in at), "lines": len(at)}
+            t[f"{delta:+d}"] = {"right": sum(r["right"] for r in at), "lines": len(at)}
         for side, breaks in (("breaks", True), ("holds", False)):
             at = [r for r in mine if r["breaks"] is breaks]
-            t[side] = {"decided": sum(r["decided"] for r in at), "lines": len(at)}
+            t[side] = {"right": sum(r["right"] for r in at), "lines": len(at)}
         table[context] = t
     return table

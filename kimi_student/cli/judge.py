@@ -316,10 +316,10 @@ def judge_sweep(
 ) -> None:
     """Does an audit Judge compare, or guess? Each case keeps its own count or score and the tier's limit is
     moved so that the two stand up to 20 apart (files up to 8, lines added over the maximum; coverage in
-    hundredths over the floor); the one check line is read teacher-forced, in the case and as a line drill. Printed: lines
-    decided per distance, then those that break the rule apart from those that hold it. A Judge that compares
-    decides both sides; one that writes a prior decides one side, however far the values stand. Exit 0 (it
-    gates nothing), 2 on bad input."""
+    hundredths over the floor); the one check line is read teacher-forced at its outcome (` ok` or the rule it
+    breaks), in the case and as a line drill. Printed: outcomes right per distance, then the lines that break
+    the rule apart from those that hold it. A Judge that compares is right on both sides; one that writes a
+    prior on one side, however far apart the values are. Exit 0 (it gates nothing), 2 on bad input."""
     from kimi_student.arbiter.judge_eval import read_set
     from kimi_student.arbiter.judge_sweep import CONTEXTS, RULES, read_sweep, summarise, variants
     from kimi_student.eval.runners.hf_local import HFGenerator
@@ -338,10 +338,10 @@ def judge_sweep(
     table = summarise(rows)
     cases = len({v["id"] for v in swept})
     typer.echo(
-        f"judge {model}, {rule} swept on {cases} of {len(singles)} single cases: lines decided / lines"
+        f"judge {model}, {rule} swept on {cases} of {len(singles)} single cases: outcomes right / lines"
     )
     for ctx_name, t in table.items():
-        cells = "  ".join(f"{k} {v['decided']}/{v['lines']}" for k, v in t.items())
+        cells = "  ".join(f"{k} {v['right']}/{v['lines']}" for k, v in t.items())
         typer.echo(f"  {ctx_name:<6} {cells}")
     _write_read(report, model, gen, data, rule=rule, single_cases=cases, table=table, reads=rows)
 

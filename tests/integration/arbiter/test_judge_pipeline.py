@@ -283,7 +283,7 @@ def test_judge_sweep_reads_each_variant_in_both_contexts(
         mine = [x for x in rep["reads"] if x["context"] == context]
         t = rep["table"][context]
         assert t["breaks"]["lines"] + t["holds"]["lines"] == len(mine)
-        assert t["breaks"]["decided"] + t["holds"]["decided"] == sum(x["decided"] for x in mine)
+        assert t["breaks"]["right"] + t["holds"]["right"] == sum(x["right"] for x in mine)
     assert "files swept on 2 of 2 single cases" in r.stdout
     drill = ks_here("judge", "sweep", *args, "--context", "drill", "--report", report)
     assert drill.returncode == 0, drill.stderr[-2000:]

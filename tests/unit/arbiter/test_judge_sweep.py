@@ -10,7 +10,7 @@ import re
 import pytest
 
 from kimi_student.arbiter.judge_data import audit_target, single
-from kimi_student.arbiter.judge_sweep import DELTAS, RULES, decided, summarise, variants
+from kimi_student.arbiter.judge_sweep import DELTAS, RULES, outcome_at, outcome_right, summarise, variants
 from kimi_student.arbiter.line_drills import ASK_LINES
 
 _NUMBERS = {
@@ -60,37 +60,46 @@ def test_a_case_without_the_check_has_no_variant_and_an_invalid_limit_is_skipped
         assert {v["delta"] for v in files} == {d for d in DELTAS["files"] if value - d >= 0}
 
 
-def test_a_line_is_decided_on_its_decision_tokens_alone() -> None:
-    target = '{"checks": ["tests: pass", "coverage 0.60, tier floor 0.70: coverage_below_floor -> GATE_INTEGRITY blocking"]}'
+def test_a_line_is_read_at_its_outcome_alone() -> None:
+    """The outcome's first token decides: a copied digit missed or a wrong fate after ` -> ` does not count
+    (a fate reads the waivers, which a drill does not show), another line's outcome does not either."""
+    target = (
+        '{"checks": ["tests: pass", "coverage 0.60, tier floor 0.70: coverage_below_floor -> GATE_INTEGRITY '
+        'waived by WV-0042"]}'
+    )
     line = json.loads(target)["checks"][1]
+    at = outcome_at(target, line)
+    assert target[at:].startswith("coverage_below_floor ->")
     offsets, gold = [(i, i + 1) for i in range(len(target))], [ord(c) for c in target]
-    assert decided(target, line, offsets, gold, list(gold))
-    copy_missed = list(gold)
-    copy_missed[target.index("0.60") + 2] = ord("9")  # a copied digit, not a decision
-    assert decided(target, line, offsets, gold, copy_missed)
+    assert outcome_right(target, line, offsets, gold, list(gold))
+    for text, char in (("0.60", "9"), ("waived", "b"), (": pass", "f")):
+        pred = list(gold)
+        pred[target.index(text) + 2] = ord(char)
+        assert outcome_right(target, line, offsets, gold, pred), text
     wrong = list(gold)
-    wrong[target.index(": coverage_below") + 2] = ord("o")  # `ok` where the rule breaks
-    assert not decided(target, line, offsets, gold, wrong)
-    elsewhere = list(gold)
-    elsewhere[target.index(": pass") + 2] = ord("f")  # another line's decision
-    assert decided(target, line, offsets, gold, elsewhere)
+    wrong[at] = ord("o")  # `ok` where the rule breaks
+    assert not outcome_right(target, line, offsets, gold, wrong)
+    ok_line = "files 3, tier 1 max 4: ok"
+    assert (
+        json.dumps({"checks": [ok_line]})[outcome_at(json.dumps({"checks": [ok_line]}), ok_line) :] == 'ok"]}'
+    )
 
 
 def test_the_table_counts_each_distance_and_each_side() -> None:
     rows = [
-        {"context": "case", "delta": d, "breaks": d < 0, "decided": ok}
+        {"context": "case", "delta": d, "breaks": d < 0, "right": ok}
         for d, ok in ((-3, False), (-3, False), (0, True), (3, True), (3, False))
-    ] + [{"context": "drill", "delta": -3, "breaks": True, "decided": True}]
+    ] + [{"context": "drill", "delta": -3, "breaks": True, "right": True}]
     table = summarise(rows)
     assert list(table) == ["case", "drill"]
-    assert table["case"]["-3"] == {"decided": 0, "lines": 2} and table["case"]["+3"] == {
-        "decided": 1,
+    assert table["case"]["-3"] == {"right": 0, "lines": 2} and table["case"]["+3"] == {
+        "right": 1,
         "lines": 2,
     }
-    assert table["case"]["breaks"] == {"decided": 0, "lines": 2}
-    assert table["case"]["holds"] == {"decided": 2, "lines": 3}
+    assert table["case"]["breaks"] == {"right": 0, "lines": 2}
+    assert table["case"]["holds"] == {"right": 2, "lines": 3}
     assert table["drill"] == {
-        "-3": {"decided": 1, "lines": 1},
-        "breaks": {"decided": 1, "lines": 1},
-        "holds": {"decided": 0, "lines": 0},
+        "-3": {"right": 1, "lines": 1},
+        "breaks": {"right": 1, "lines": 1},
+        "holds": {"right": 0, "lines": 0},
     }
