@@ -82,6 +82,9 @@ RUN_ELSEWHERE: dict[str, str] = {
         "tests/integration/test_workflows.py::test_the_pr_smoke_targets_run_and_a_regression_against_the_baseline_fails"
     ),
     "make actionlint": "tests/integration/test_workflows.py::test_the_workflows_pass_actionlint_and_a_broken_one_does_not",
+    "kimi-student judge sweep --model runs/judge-smollm2/final --data data/judge/heldout.jsonl --rule coverage "
+    "--limit 15 --dtype auto": "tests/integration/arbiter/test_judge_pipeline.py::"
+    + "test_judge_sweep_reads_each_variant_in_both_contexts",
     "make drafter": "tests/integration/drafter/test_drafter.py::test_training_learns_the_workers_next_tokens",
     "make bench-spec BENCH_SPEC_ARGS=--draft=prompt-lookup:2+runs/drafter/kd": SLOW_BENCH,
     "make coreml-drafter": "tests/integration/drafter/test_drafter.py::"
