@@ -19,7 +19,7 @@ from typing import Any
 from kimi_student.arbiter.cases import Candidate, Context
 from kimi_student.arbiter.diff import parse_diff
 from kimi_student.arbiter.judge_data import case_parts
-from kimi_student.arbiter.judge_lines import teacher_forced
+from kimi_student.arbiter.judge_lines import line_spans, teacher_forced
 from kimi_student.arbiter.line_drills import ASK_LINES
 from kimi_student.arbiter.render import Wording, render_single
 
@@ -85,7 +85,7 @@ def variants(rec: dict[str, Any], rule: str, deltas: Sequence[int] | None = None
 def outcome_at(target: str, line: str) -> int:
     """Where `line`'s outcome (`ok`, or the rule it breaks) starts in `target`: after its last `: ` before any
     ` -> ` (a broken line's fate, which reads the waivers and the gate's mode, is not the comparison)."""
-    start = target.index(json.dumps(line, ensure_ascii=False)) + 1  # a swept line is written once
+    start = line_spans(target, [("", line)])[0][2]  # its first place: a swept line is written once
     head = line.split(" -> ")[0]
     return start + head.rindex(": ") + 2
 
