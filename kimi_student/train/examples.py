@@ -23,6 +23,7 @@ their tool names, JSON arguments and integration spans.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -320,14 +321,32 @@ def load_examples(
 
 class ExampleStream:
     """Example indices, epoch after epoch, each epoch a seeded permutation. Its state is two integers,
-    saved in every checkpoint, so a resumed run sees exactly the examples the uninterrupted one would."""
+    saved in every checkpoint, so a resumed run sees exactly the examples the uninterrupted one would.
 
-    def __init__(self, n: int, seed: int, epoch: int = 0, pos: int = 0):
+    With `lengths` and `seq_len` (packing that never cuts an example), each epoch's permutation is put in
+    row order by `fill_order`: short examples later in the epoch fill the room a long one leaves, so rows
+    carry examples where they would carry padding (a Judge's mix of 1,200-token cases and 200-token drills
+    wasted ~19% of every row)."""
+
+    def __init__(
+        self,
+        n: int,
+        seed: int,
+        epoch: int = 0,
+        pos: int = 0,
+        lengths: Sequence[int] | None = None,
+        seq_len: int = 0,
+    ):
         self.n, self.seed, self.epoch, self.pos = n, seed, epoch, pos
+        self.lengths = np.asarray(lengths, dtype=np.int64) if lengths is not None else None
+        self.seq_len = seq_len
         self._perm = self._permutation()
 
     def _permutation(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        if self.lengths is None or self.seq_len <= 0:
+            return perm
+        return fill_order(perm, self.lengths, self.seq_len)
 
     def next(self) -> int:
         if self.pos >= self.n:
@@ -339,6 +358,34 @@ class ExampleStream:
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "pos": self.pos}
+
+
+def fill_order(perm: np.ndarray, lengths: np.ndarray, seq_len: int, window: int = 64) -> np.ndarray:
+    """`perm` reordered so that `pack(truncate=False)` reading it in turn fills its rows: each row starts with
+    the first example not yet placed, then takes, while any fits, the first of the next `window` unplaced
+    examples that fits the room left. Every example once, the row starts in `perm`'s order; pure."""
+    placed = np.zeros(len(perm), dtype=bool)
+    out: list[int] = []
+    head = 0  # every position before it is placed
+    while head < len(perm):
+        out.append(int(perm[head]))
+        placed[head] = True
+        room = seq_len - int(lengths[perm[head]])
+        while head < len(perm) and placed[head]:
+            head += 1
+        while room > 0 and head < len(perm):
+            stop = min(len(perm), head + window)
+            free = head + np.flatnonzero(~placed[head:stop])
+            fits = free[lengths[perm[free]] <= room]
+            if not len(fits):
+                break
+            j = int(fits[0])
+            out.append(int(perm[j]))
+            placed[j] = True
+            room -= int(lengths[perm[j]])
+            while head < len(perm) and placed[head]:
+                head += 1
+    return np.asarray(out, dtype=perm.dtype)
 
 
 def pack(

@@ -314,7 +314,15 @@ def _setup(
         weight_decay=config.weight_decay,
         betas=(0.9, 0.95),
     )
-    stream = ExampleStream(len(examples), config.seed, **(resumed.stream if resumed else {}))
+    fill = (
+        {}
+        if config.pack_truncate
+        else {  # rows in fill order: short examples where padding would be
+            "lengths": [len(e.input_ids) for e in examples],
+            "seq_len": config.seq_len_at(config.max_steps - 1),
+        }
+    )
+    stream = ExampleStream(len(examples), config.seed, **(resumed.stream if resumed else {}), **fill)
     if resumed is not None:
         optimizer.load_state_dict(resumed.optimizer)
         torch.set_rng_state(resumed.torch_rng)
@@ -357,7 +365,7 @@ def _loop(s: Session, end: int, progress: bool, governor: ThreadGovernor | None 
             seq_len = config.seq_len_at(step)
             for group in s.optimizer.param_groups:
                 group["lr"] = config.lr_at(step)
-            step_loss, parts, tokens = _optimizer_step(s, step, seq_len)
+            step_loss, parts, tokens, padded = _optimizer_step(s, step, seq_len)
             tokens_seen += tokens
             record = {
                 "step": step + 1,
@@ -366,6 +374,7 @@ def _loop(s: Session, end: int, progress: bool, governor: ThreadGovernor | None 
                 "seq_len": seq_len,
                 **parts,
                 "tokens": tokens_seen,  # since this process started (a resumed run counts afresh)
+                "padding": round(padded / tokens, 4),  # this step's row positions that hold no example
                 "elapsed_s": round(time.perf_counter() - t0, 4),
             }
             s.history.append(record)
@@ -384,19 +393,21 @@ def _loop(s: Session, end: int, progress: bool, governor: ThreadGovernor | None 
     return tokens_seen, time.perf_counter() - t0
 
 
-def _optimizer_step(s: Session, step: int, seq_len: int) -> tuple[float, dict[str, float], int]:
-    """`grad_accum` micro-batches, then one AdamW step: (mean loss, mean loss terms, tokens)."""
+def _optimizer_step(s: Session, step: int, seq_len: int) -> tuple[float, dict[str, float], int, int]:
+    """`grad_accum` micro-batches, then one AdamW step: (mean loss, mean loss terms, row positions, those of
+    them that are padding)."""
     accum = s.config.grad_accum
-    step_loss, parts_sum, tokens = 0.0, {}, 0
+    step_loss, parts_sum, tokens, padded = 0.0, {}, 0, 0
     for _ in range(accum):
-        batch, ids = _batch(s, s.stream, seq_len)
+        batch, source = _batch(s, s.stream, seq_len)
         with s.accelerator.accumulate(s.model), s.accelerator.autocast():
             loss, parts = _micro_step(s, batch, step)
         step_loss += float(loss.detach()) / accum
         for k, v in parts.items():
             parts_sum[k] = parts_sum.get(k, 0.0) + v / accum
-        tokens += int(np.count_nonzero(ids >= 0))
-    return step_loss, parts_sum, tokens
+        tokens += source.size
+        padded += int(np.count_nonzero(source == 0))
+    return step_loss, parts_sum, tokens, padded
 
 
 def _loss(s: Session, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -412,11 +423,11 @@ def _loss(s: Session, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, fl
 
 
 def _batch(s: Session, stream: ExampleStream, seq_len: int) -> tuple[dict[str, Any], np.ndarray]:
-    """The next packed micro-batch of `stream` as tensors, and its input ids."""
+    """The next packed micro-batch of `stream` as tensors, and its source array (0: padding)."""
     batch_np = pack(s.examples, stream, seq_len, s.config.batch_size, s.config.pack_truncate)
     batch = {k: torch.from_numpy(v).to(s.accelerator.device) for k, v in batch_np.items()}
     batch["logprob_temperature"] = s.examples[0].logprob_temperature
-    return batch, batch_np["input_ids"]
+    return batch, batch_np["source"]
 
 
 def freeze_below(model: Any, trainable: int) -> None:
