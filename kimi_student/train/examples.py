@@ -348,11 +348,15 @@ class ExampleStream:
             return perm
         return fill_order(perm, self.lengths, self.seq_len)
 
-    def next(self) -> int:
+    def peek(self) -> int:
+        """The index `next` returns, without taking it."""
         if self.pos >= self.n:
             self.epoch, self.pos = self.epoch + 1, 0
             self._perm = self._permutation()
-        idx = int(self._perm[self.pos])
+        return int(self._perm[self.pos])
+
+    def next(self) -> int:
+        idx = self.peek()
         self.pos += 1
         return idx
 
@@ -396,8 +400,9 @@ def pack(
     Position ids restart at every example, so each keeps its own positions; an example longer than
     the room left in a row loses the start of its prompt, then the end of its response. With
     `truncate=False` an example that fits a whole row but not the room left starts the next row instead
-    (the rest of the row is padding without loss), so short examples are never cut; the one left over
-    after the last row is skipped, which keeps the stream's state two integers.
+    (the rest of the row is padding without loss), so short examples are never cut; it stays in the stream
+    (`peek`) and starts the next batch's first row when it is the last row's (before stop 48 it was skipped:
+    a long case more often than a short drill).
     """
     k = max((e.topk_ids.shape[1] for e in examples if e.topk_ids is not None), default=1)
     ids = np.zeros((batch_size, seq_len), dtype=np.int64)
@@ -406,16 +411,15 @@ def pack(
     src = np.zeros((batch_size, seq_len), dtype=np.int8)  # 1 gold, 2 teacher
     tk_ids = np.full((batch_size, seq_len, k), -1, dtype=np.int32)
     tk_lp = np.zeros((batch_size, seq_len, k), dtype=np.float32)
-    carry: Example | None = None
     for row in range(batch_size):
         filled = 0
         while filled < seq_len:
-            e, carry = carry or examples[stream.next()], None
+            e = examples[stream.peek()]
             room = seq_len - filled
-            if not truncate and filled and len(e.input_ids) > room:
-                carry = e  # whole in the next row
+            if not truncate and filled and len(e.input_ids) > room:  # whole in the next row (or batch)
                 pos[row, filled:] = np.arange(room)  # padding: its own "sequence", weight 0
                 break
+            stream.next()
             n = min(len(e.input_ids), room)
             # Too long for the room: drop the start of the prompt first, then the end of the response.
             a = min(len(e.input_ids) - n, e.response_start)
