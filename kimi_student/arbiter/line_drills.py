@@ -24,7 +24,6 @@ from kimi_student.arbiter.audit import (
     fate,
     path_line,
     rationale_line,
-    scope_out_lines,
     score_line,
     spec_line,
 )
@@ -164,8 +163,7 @@ def path_drill(seed: int, i: int) -> dict[str, Any]:
     outside = min(n - 1, sum(r.random() < OUT_OF_SCOPE for _ in range(n)))
     diff = parse_diff(draw_diff(r, ctx, "", outside, files=n))
     spec = spec_from(ctx.spec)
-    paths = list(dict.fromkeys(diff.paths))
-    lines = scope_out_lines(paths, spec) + [_with_fate(path_line(p, spec), "") for p in paths]
+    lines = [_with_fate(path_line(p, spec), "") for p in dict.fromkeys(diff.paths)]
     return {
         "id": f"train-path-drill-{i:06d}",
         "prompt": render_paths(ctx, diff, wording(r, "train")),
