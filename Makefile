@@ -20,7 +20,7 @@ RESULTS ?= eval/results
 
 .PHONY: help install test test-fast test-slow lint demo tools-list fixtures contextual-gen contextual-extract \
 	contextual-verify contextual-pipeline gen-scale-1k verify-scale-1k gen-scale-10k verify-scale-10k \
-	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-hostile bench-eval bench-distill bench-train bench-train-head bench-partial bench-hf-decode bench-qat bench-quant-damage bench-spec bench-mil-decode bench-judge clean \
+	eval-verification eval-predictions eval-fixture-stats kd-mix worker bench bench-data bench-score bench-hostile bench-eval bench-distill bench-train bench-train-head bench-partial bench-hf-decode bench-qat bench-quant-damage bench-spec bench-mil-decode bench-judge bench-packing clean \
 	pytorch-worker coreml-worker qat probes proc onnx-worker toy-e2e toy-e2e-multi worker-e2e demo-eval \
 	eval-runner-local eval-runner-openai eval-runner-coreml eval-smoke caws-check judge_data judge_train caws-eval \
 	judge_coreml judge_onnx caws-eval-coreml drafter coreml-drafter report-diff dashboard browser pr-smoke pr-smoke-coverage pr-smoke-student \
@@ -66,6 +66,7 @@ help:
 	@echo "make bench-eval      eval items/s with 1 vs 2 worker processes, 10k verification_only time"
 	@echo "make bench-distill   KD vs SFT held-out quality;  make bench-train: tokens/s vs TRL GKDTrainer"
 	@echo "make bench-train-head a training step with the LM head at the loss positions only vs every position"
+	@echo "make bench-packing   padding and examples a run's rows carry: fill order vs the plain permutation (BENCH_PACKING_ARGS=--data F)"
 	@echo "make bench-partial   SmolLM2-135M training tokens/s with only the top layers trainable vs all"
 	@echo "make proc            process supervision: the worker-e2e student with and without process weights, 3 seeds each"
 	@echo "make bench-qat       fp16, INT8/INT4 PTQ and QAT packages of the worker-e2e student through --runner coreml"
@@ -441,6 +442,9 @@ bench-partial: install
 
 bench-train-head: install
 	$(VENV)/bin/python bench/train_head.py $(BENCH_HEAD_ARGS)  # e.g. BENCH_HEAD_ARGS="--layers 12 --seq-len 512"
+
+bench-packing: install
+	$(VENV)/bin/python bench/packing.py $(or $(BENCH_PACKING_ARGS),--data $(JUDGE_DATA)/train_audit_sft.jsonl)
 
 bench-train: install
 	$(VENV)/bin/pip install -q -e '.[bench]'
