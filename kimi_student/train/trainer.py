@@ -317,7 +317,8 @@ def _setup(
     fill = (
         {}
         if config.pack_truncate
-        else {  # rows in fill order: short examples where padding would be
+        else {  # rows in fill order: short examples where padding would be (planned for the last
+            # stage's rows: a curriculum's shorter ones are filled less)
             "lengths": [len(e.input_ids) for e in examples],
             "seq_len": config.seq_len_at(config.max_steps - 1),
         }
