@@ -32,9 +32,7 @@ def main() -> None:
     ap.add_argument(
         "--data", type=Path, required=True, help="An SFT file (judge data's train_audit_sft.jsonl)."
     )
-    ap.add_argument(
-        "--config", default="judge", help="The student config whose tokenizer and weights build rows."
-    )
+    ap.add_argument("--config", default="judge", help="The student config whose tokenizer builds the rows.")
     ap.add_argument("--size", default="smollm2")
     ap.add_argument("--rows", type=int, default=150, help="Rows packed (one a step in the smollm2 recipe).")
     ap.add_argument("--seq-len", type=int, default=2048)
