@@ -28,6 +28,7 @@ from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.journal import Journal
 from kimi_student.arbiter.judge_scores import flip_rate, read_verdict, read_winner, score_pairs, score_singles
 from kimi_student.arbiter.render import Wording, render_single
+from kimi_student.arbiter.ruling import rule_constrained
 from kimi_student.arbiter.verdict import STATUSES
 from kimi_student.errors import InputError
 from kimi_student.eval.gates import evaluate_gates, load_gates, run_passed
@@ -165,6 +166,11 @@ RUNNERS = ("hf_local", "coreml")
 # the higher status wins, equal statuses tie, as the oracle ranks them (`cases.winner`): swapping the two
 # cannot change the ruling, and a pair costs two single decodes.
 PAIRWISE = ("direct", "rulings")
+# How a single case's ruling is decoded. grammar: an output that is not a valid verdict is ruled again, its
+# ruling (violated clauses, status, rationale) decoded greedily over the valid rulings only, after the check
+# lines it completed (`ruling.rule_constrained`): every verdict is schema-valid; raw validity is still the
+# free output's. free: the free output alone (one that breaks the schema is an error).
+RULING = ("grammar", "free")
 
 
 def pair_candidates(rec: dict[str, Any]) -> list[str]:
@@ -224,6 +230,7 @@ def run_key(
     max_new_tokens: int,
     runner: str,
     pairwise: str = "direct",
+    ruling: str = "grammar",
 ) -> dict[str, Any]:
     """Everything a Judge's outputs on a set depend on: a journal of another key is not resumed from."""
     from kimi_student.fingerprint import code_version, sha256_file
@@ -237,6 +244,7 @@ def run_key(
         "max_new_tokens": max_new_tokens,
         "runner": runner,
         "pairwise": pairwise,
+        "ruling": ruling,
         "code_version": code_version(),
     }
 
@@ -253,10 +261,12 @@ def evaluate(
     progress: bool = False,
     journal: Path | None = None,
     pairwise: str = "direct",
+    ruling: str = "grammar",
 ) -> tuple[dict[str, Any], list[dict]]:
     """The report and the per-record results. `journal`: where each decoded chunk is appended (and read
     back from, when a killed run of the same key left it); removed by the caller once the report is
-    written. `pairwise`: how pairs are ruled (`PAIRWISE`)."""
+    written. `pairwise`: how pairs are ruled (`PAIRWISE`); `ruling`: how a single case's ruling is
+    decoded (`RULING`)."""
     from tqdm import tqdm
 
     from kimi_student.eval.report import created_at
@@ -264,6 +274,8 @@ def evaluate(
 
     if pairwise not in PAIRWISE:
         raise InputError(None, None, "pairwise", f"{pairwise!r}: use one of {', '.join(PAIRWISE)}")
+    if ruling not in RULING:
+        raise InputError(None, None, "ruling", f"{ruling!r}: use one of {', '.join(RULING)}")
     gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
     header, singles, pairs = read_set(data, limit)
     # rulings: each candidate once (both orders of a pair hold the same two), in the order first met
@@ -274,9 +286,11 @@ def evaluate(
     flip_cases = sum(same_status)
     gen = judge_generator(runner, model, max_new_tokens, batch_size, dtype)
     gen.stop = LoopGuard(gen.stop, gen.chat.tok)
-    key = run_key(gen.fingerprint, data, limit, batch_size, dtype, max_new_tokens, runner, pairwise)
+    key = run_key(gen.fingerprint, data, limit, batch_size, dtype, max_new_tokens, runner, pairwise, ruling)
     book = Journal(journal, key) if journal is not None else None
     total = 3 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
+    if ruling == "grammar":  # each single output again: ruled where it is not a valid verdict
+        total += 2 * len(singles) + (len(ruled) if pairwise == "rulings" else 0)
     bar = tqdm(total=total, disable=not progress, unit="case", desc=f"judge {runner}")
     decoded = {"singles": 0, "seconds": 0.0}  # what this process decoded itself, for the time a case takes
 
@@ -305,24 +319,45 @@ def evaluate(
 
         return work
 
+    def constrained(part: str, prompts: list[str], raw: list[str]) -> list[str]:
+        """The outputs as scored: each raw one that is a valid verdict, else the case ruled under the grammar
+        (the raw one where the case leaves no room for a ruling in the context)."""
+        if ruling == "free":
+            return raw
+
+        def work(chunk: list[tuple[str, str]]) -> list[str]:
+            return [
+                o if read_verdict(o).how == "raw" else rule_constrained(gen, p, o, looping(o)) or o
+                for p, o in chunk
+            ]
+
+        return chunked(f"{part}-ruled", list(zip(prompts, raw, strict=True)), work)
+
     if book is not None and book.done:
         bar.write(f"resuming from {journal}: {sum(map(len, book.done.values()))} of {total} outputs kept")
-    single_out = chunked("singles", [r["prompt"] for r in singles], decode(max_new_tokens))
+    single_prompts = [r["prompt"] for r in singles]
+    single_raw = chunked("singles", single_prompts, decode(max_new_tokens))
     rulings: list[list[str]] = []
+    raw_rulings: list[list[str]] = []
     if pairwise == "rulings":
-        said = chunked("rulings", list(ruled), decode(max_new_tokens))
+        said_raw = chunked("rulings", list(ruled), decode(max_new_tokens))
+        said = constrained("rulings", list(ruled), said_raw)
         rulings = [[said[ruled[p]] for p in two] for two in candidates]
+        raw_rulings = [[said_raw[ruled[p]] for p in two] for two in candidates]
         pair_out = [ruled_pair(a, b) for a, b in rulings]
     else:
         pair_out = chunked("pairs", [r["prompt"] for r in pairs], decode(min(max_new_tokens, PAIR_TOKENS)))
-    padded_out = chunked("padded", [prompt for prompt, _ in padded_cases], decode(max_new_tokens))
+    padded_prompts = [prompt for prompt, _ in padded_cases]
+    padded_raw = chunked("padded", padded_prompts, decode(max_new_tokens))
+    single_out = constrained("singles", single_prompts, single_raw)
+    padded_out = constrained("padded", padded_prompts, padded_raw)
     probs = chunked(
         "probabilities",
         list(zip([r["prompt"] for r in singles], single_out, strict=True)),
         lambda chunk: status_probabilities(gen, [p for p, _ in chunk], [o for _, o in chunk]),
     )
     bar.close()
-    singles_score = score_singles([r["label"] for r in singles], single_out, probs)
+    singles_score = score_singles([r["label"] for r in singles], single_out, probs, single_raw)
     pairs_score = score_pairs(pairs, pair_out)
     summary = {k: singles_score[k] for k in singles_score if k in METRICS}
     summary.update(
@@ -349,12 +384,18 @@ def evaluate(
             "gates_sha256": sha256_file(gates_path or DEFAULT_GATES),
             "runner": runner,
             "pairwise": pairwise,
+            "ruling": ruling,
             "decoding": gen.decoding() if runner == "coreml" else {"dtype": gen.dtype},
             "single_cases": len(singles),
             "pair_records": len(pairs),
             "max_new_tokens": max_new_tokens,
             "flip_cases": flip_cases,  # the padded case's right status is the case's
-            "loops_cut": sum(map(looping, single_out + padded_out)),  # outputs LoopGuard stopped
+            "loops_cut": sum(map(looping, single_raw + padded_raw)),  # outputs LoopGuard stopped
+            # outputs that were no valid verdict, ruled again under the grammar (single cases, padded ones)
+            "ruled_under_grammar": [
+                sum(o != r for o, r in zip(single_out, single_raw)),
+                sum(o != r for o, r in zip(padded_out, padded_raw)),
+            ],
         },
         "summary": summary,
         "singles": singles_score,
@@ -368,13 +409,15 @@ def evaluate(
         {
             "id": r["id"],
             "label": r["label"],
-            "output": o,
-            "read": read_verdict(o).how,
-            "looping": looping(o),
+            "output": o,  # what is scored: the raw output, or the case ruled under the grammar
+            **({"raw_output": ro} if ro != o else {}),
+            "read": "constrained" if ro != o else read_verdict(o).how,
+            "looping": looping(ro),
             "padded_output": po,
+            **({"padded_raw_output": pro} if pro != po else {}),
             "status_probabilities": p,
         }
-        for r, o, po, p in zip(singles, single_out, padded_out, probs)
+        for r, o, ro, po, pro, p in zip(singles, single_out, single_raw, padded_out, padded_raw, probs)
     ]
     results += [
         {
@@ -383,6 +426,7 @@ def evaluate(
             "output": o,
             "read": read_winner(o).how,
             **({"rulings": rulings[i]} if rulings else {}),
+            **({"raw_rulings": raw_rulings[i]} if rulings and raw_rulings[i] != rulings[i] else {}),
         }
         for i, (r, o) in enumerate(zip(pairs, pair_out))
     ]

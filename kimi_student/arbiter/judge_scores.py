@@ -119,10 +119,15 @@ def calibration(gold: Sequence[str], probs: Sequence[dict[str, float]], bins: in
 
 
 def score_singles(
-    gold: Sequence[dict[str, Any]], outputs: Sequence[str], probs: Sequence[dict[str, float]] | None = None
+    gold: Sequence[dict[str, Any]],
+    outputs: Sequence[str],
+    probs: Sequence[dict[str, float]] | None = None,
+    raw: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """`gold`: the oracle's labels ({status, violated_clauses}); `outputs`: the judge's texts, same order."""
+    """`gold`: the oracle's labels ({status, violated_clauses}); `outputs`: the judge's texts, same order;
+    `raw`: its free outputs where `outputs` were ruled again under a grammar (raw validity is theirs)."""
     readings = [read_verdict(t) for t in outputs]
+    raw_readings = readings if raw is None else [read_verdict(t) for t in raw]
     g_status = [g["status"] for g in gold]
     p_status = [r.value["status"] if r.value else "ERROR" for r in readings]
     n = len(gold)
@@ -141,7 +146,7 @@ def score_singles(
         per_clause[c] = {"f1": _f1(tp, fp, fn), "support": tp + fn}
     out = {
         "cases": n,
-        "raw_valid_rate": sum(r.how == "raw" for r in readings) / max(1, n),
+        "raw_valid_rate": sum(r.how == "raw" for r in raw_readings) / max(1, n),
         "valid_rate": sum(r.how != "error" for r in readings) / max(1, n),
         "errors": sum(r.how == "error" for r in readings),
         "agreement": sum(g == p for g, p in zip(g_status, p_status)) / max(1, n),

@@ -176,6 +176,15 @@ def judge_eval(
             "construction, for a Judge trained without pairs (judge data --train-pairs 0).",
         ),
     ] = "direct",
+    ruling: Annotated[
+        str,
+        typer.Option(
+            help="How a single case's ruling is decoded. grammar: an output that is no valid verdict is "
+            "ruled again, its violated clauses, status and rationale decoded greedily over the valid rulings "
+            "only, after the check lines it completed (each choice the model's most likely allowed token): "
+            "every verdict is valid, raw validity is still the free output's. free: the free output alone.",
+        ),
+    ] = "grammar",
     fresh: Annotated[
         bool,
         typer.Option(
@@ -192,7 +201,7 @@ def judge_eval(
     An output that cannot be read as a verdict is an error: counted apart and as a miss, never a status.
     `judge compare` checks two runs' verdicts against each other (PyTorch against Core ML)."""
     from kimi_student.arbiter.journal import journal_path
-    from kimi_student.arbiter.judge_eval import PAIRWISE, RUNNERS, evaluate
+    from kimi_student.arbiter.judge_eval import PAIRWISE, RULING, RUNNERS, evaluate
     from kimi_student.eval.gates import gate_table
     from kimi_student.jsonl import write_json, write_jsonl
     from kimi_student.outputs import check_outputs
@@ -201,6 +210,8 @@ def judge_eval(
         raise typer.BadParameter(f"{runner!r}: use one of {', '.join(RUNNERS)}", param_hint="--runner")
     if pairwise not in PAIRWISE:
         raise typer.BadParameter(f"{pairwise!r}: use one of {', '.join(PAIRWISE)}", param_hint="--pairwise")
+    if ruling not in RULING:
+        raise typer.BadParameter(f"{ruling!r}: use one of {', '.join(RULING)}", param_hint="--ruling")
     results = report.with_suffix(".results.jsonl")
     journal = journal_path(report)
     check_outputs(
@@ -221,6 +232,7 @@ def judge_eval(
         progress=show_progress(),
         journal=journal,
         pairwise=pairwise,
+        ruling=ruling,
     )
     write_jsonl(results, rows)
     write_json(report, rep)
@@ -228,7 +240,8 @@ def judge_eval(
     s = rep["summary"]
     typer.echo(
         f"judge {model}: {rep['header']['single_cases']} single cases, {rep['header']['pair_records']} pair "
-        f"records; {s['agreement']:.4f} agreement, {rep['singles']['errors']} unreadable verdicts"
+        f"records; {s['agreement']:.4f} agreement, {rep['singles']['errors']} unreadable verdicts, "
+        f"raw valid {s['raw_valid_rate']:.4f} ({rep['header']['ruled_under_grammar'][0]} ruled under the grammar)"
     )
     typer.echo(gate_table(rep["gates"]))
     typer.echo(f"-> {report} ({'passed' if rep['passed'] else 'FAILED'})")

@@ -171,6 +171,19 @@ class CoreMLGenerator:
             ]
         return [token_logprobs(r, c) for r, c in zip(rows, conts, strict=True)]
 
+    def next_logits(self, ids: list[int]) -> np.ndarray:
+        """The logits (V) of the token after `ids`: the stateful decoder's session that holds them (only what
+        it lacks is fed), else the smallest package that holds them."""
+        from kimi_student.export.greedy import DecodeStats, _forward
+
+        if self.kv is not None:
+            s = self.kv.session(ids)
+            return self.kv.prefill(s, ids[len(s.ids) :], DecodeStats())
+        size = next((n for n in sorted(self.programs) if n >= len(ids)), None)
+        if size is None:
+            raise MilExecError(f"no package holds {len(ids)} tokens (shapes {sorted(self.programs)})")
+        return _forward(self.programs[size], ids, size, self.chat.pad_id, DecodeStats())[len(ids) - 1]
+
     def close(self) -> None:
         self.programs.clear()
         if self.kv is not None:

@@ -102,6 +102,7 @@ class HFGenerator:
         self.context = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.fingerprint = model_folder_sha256(folder)
+        self._prefix: tuple[list[int], Any] | None = None  # next_logits' last ids and their KV cache
 
     def generate(self, conversations: list[Messages]) -> list[Generation]:
         prompts = [self.chat.prompt_ids(c) for c in conversations]
@@ -157,5 +158,34 @@ class HFGenerator:
         logp = torch.log_softmax(logits.double(), dim=-1)
         return [[float(logp[r, j, t]) for j, t in enumerate(c)] for r, c in enumerate(conts)]
 
+    def next_logits(self, ids: list[int]) -> Any:
+        """The logits (float64 numpy, V) of the token after `ids`. The KV cache of the last call is kept and
+        cut back to what `ids` shares with it: a walk that extends its ids a few tokens a call (a constrained
+        ruling) computes each token once."""
+        import torch
+        from transformers import DynamicCache
+
+        keep = 0
+        if self._prefix is not None:
+            seen, cache = self._prefix
+            limit = min(len(seen), len(ids) - 1)  # the last token is fed again: its logits are wanted
+            while keep < limit and seen[keep] == ids[keep]:
+                keep += 1
+        if keep == 0:
+            cache = DynamicCache(config=self.model.config)
+        elif keep < len(seen):
+            cache.crop(keep - len(seen))  # this transformers takes the number of entries to drop, negated
+        with torch.no_grad():
+            logits = self.model(
+                input_ids=torch.tensor([ids[keep:]]),
+                position_ids=torch.arange(keep, len(ids))[None],
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits
+        self._prefix = (list(ids), cache)
+        return logits[0, -1].double().numpy()
+
     def close(self) -> None:
         self.model = None
+        self._prefix = None

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kimi_student.arbiter.judge_scores import score_pairs, score_singles
+from kimi_student.arbiter.judge_scores import read_verdict, read_winner, score_pairs, score_singles
 from kimi_student.resources import config_path
 from tests.support import ks_here
 
@@ -76,8 +76,15 @@ def test_judge_eval_reports_what_its_results_say(hf_eval: tuple[Path, str]) -> N
         [x["label"] for x in singles],
         [x["output"] for x in singles],
         [x["status_probabilities"] for x in singles],
+        [x.get("raw_output", x["output"]) for x in singles],
     )
     assert again == rep["singles"]
+    # six steps teach no verdict: the free output is none, and the case is ruled under the grammar
+    assert rep["header"]["ruling"] == "grammar" and rep["header"]["ruled_under_grammar"] == [1, 1]
+    assert rep["singles"]["raw_valid_rate"] == 0.0 and rep["singles"]["valid_rate"] == 1.0
+    for x in singles:
+        assert x["read"] == "constrained" and read_verdict(x["raw_output"]).how != "raw"
+        assert read_verdict(x["output"]).how == read_verdict(x["padded_output"]).how == "raw"
     assert score_pairs(pairs, [x["output"] for x in pairs]) == rep["pairs"]
     for x in singles:
         p = x["status_probabilities"]
@@ -208,6 +215,9 @@ def test_judge_eval_rules_pairs_from_single_rulings(judge_run: tuple[Path, Path]
     ab, ba = [json.loads(x) for x in report.with_suffix(".results.jsonl").read_text().splitlines()][1:]
     assert ab["rulings"] == ba["rulings"][::-1] and ab["rulings"][0] != ""
     assert [ab["output"], ba["output"]] == [ruled_pair(*ab["rulings"]), ruled_pair(*ba["rulings"])]
+    # the toy's free rulings are no verdicts; each candidate was ruled again under the grammar
+    assert ab["raw_rulings"] == ba["raw_rulings"][::-1] != ab["rulings"]
+    assert all(read_verdict(x).how == "raw" for x in ab["rulings"]) and read_winner(ab["output"]).how == "raw"
 
     report = tmp_path / "forged.json"
     said = [
