@@ -26,9 +26,17 @@ from typing import Any
 from kimi_student.arbiter.cases import Candidate, Context, label, status_winner
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.journal import Journal
-from kimi_student.arbiter.judge_scores import flip_rate, read_verdict, read_winner, score_pairs, score_singles
+from kimi_student.arbiter.judge_data import audit_target
+from kimi_student.arbiter.judge_scores import (
+    flip_rate,
+    read_verdict,
+    read_winner,
+    score_pairs,
+    score_singles,
+    score_worksheets,
+)
 from kimi_student.arbiter.render import Wording, render_single
-from kimi_student.arbiter.ruling import rule_constrained
+from kimi_student.arbiter.ruling import implied_ruling, rule_constrained, worksheet
 from kimi_student.arbiter.verdict import STATUSES
 from kimi_student.errors import InputError
 from kimi_student.eval.gates import evaluate_gates, load_gates, run_passed
@@ -370,6 +378,15 @@ def evaluate(
         for k in METRICS
     }
     counts["flip_rate"] = flip_cases
+    free_sheets = [worksheet(o, looping(o)) for o in single_raw]
+    sheets = [worksheet(o) for o in single_out]
+    follows = [  # status and violated clauses as the worksheet's fates imply them
+        (v := read_verdict(o).value) is not None
+        and implied_ruling(sheet)[:2]
+        == (v["status"], tuple(c for c in CLAUSES if c in v["violated_clauses"]))
+        for o, sheet in zip(single_out, sheets)
+        if sheet is not None
+    ]
     gates = evaluate_gates(summary, counts, gates_cfg)
     report = {
         "header": {
@@ -400,6 +417,14 @@ def evaluate(
         "summary": summary,
         "singles": singles_score,
         "pairs": pairs_score,
+        # the free check lines against the oracle's, and whether each verdict's ruling is the one its own
+        # check lines' fates imply (diagnostics, not gated; an audit Judge's outputs only)
+        "worksheets": {
+            **score_worksheets(
+                free_sheets, [audit_target(r)[1] if s else [] for r, s in zip(singles, free_sheets)]
+            ),
+            "ruling_follows_checks": sum(follows) / len(follows) if follows else None,
+        },
         # greedy decoding of the cases this process decoded (none: all were read back from the journal)
         "seconds_per_single_case": decoded["seconds"] / decoded["singles"] if decoded["singles"] else None,
         "gates": gates,

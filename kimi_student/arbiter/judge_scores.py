@@ -164,6 +164,36 @@ def score_singles(
     return out
 
 
+def score_worksheets(
+    said: Sequence[Sequence[str] | None], want: Sequence[Sequence[tuple[str, str]]]
+) -> dict[str, Any]:
+    """Free check lines against the oracle's, for the cases whose output opens a worksheet (`said`: its
+    complete lines, None: no worksheet; `want`: the oracle's lines with their families): how many are the
+    oracle's exactly, and where each other one first parts from them, by the family of the oracle's line
+    there (`missing`: it stopped early, `extra`: it wrote more); `lines_right_before_first_error`: the mean
+    share of the oracle's lines written before that point. Diagnostics of free decoding, not gated."""
+    first: dict[str, int] = {}
+    exact, shares, n = 0, [], 0
+    for got, parts in zip(said, want, strict=True):
+        if got is None:
+            continue
+        n += 1
+        lines = [line for _, line in parts]
+        j = next((i for i, (a, b) in enumerate(zip(got, lines)) if a != b), min(len(got), len(lines)))
+        shares.append(j / max(1, len(lines)))
+        if j == len(got) == len(lines):
+            exact += 1
+            continue
+        where = parts[j][0] if j < len(got) and j < len(lines) else "missing" if j < len(lines) else "extra"
+        first[where] = first.get(where, 0) + 1
+    return {
+        "cases": n,
+        "exact": exact,
+        "first_error_by_family": dict(sorted(first.items())),
+        "lines_right_before_first_error": sum(shares) / max(1, n),
+    }
+
+
 def score_pairs(records: Sequence[dict[str, Any]], outputs: Sequence[str]) -> dict[str, Any]:
     """`records`: pair records (id ending -ab/-ba, label.winner); `outputs`: the judge's texts, same order."""
     readings = [read_winner(t) for t in outputs]

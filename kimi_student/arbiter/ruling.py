@@ -79,6 +79,23 @@ def worksheet(text: str, looped: bool = False) -> list[str] | None:
     return items
 
 
+_FATE = re.compile(r" -> (" + "|".join(CLAUSES) + r") (blocking|waived by )")
+
+
+def implied_ruling(checks: Sequence[str]) -> tuple[str, tuple[str, ...], frozenset[str]]:
+    """The ruling the fates at the ends of `checks` imply, as the oracle rules from its findings: a clause
+    with a blocking fate or one waived is violated, waived when none of its fates blocks; FAIL when one
+    blocks, WAIVER_REQUIRED when some are waived and none blocks, else PASS (warnings and skipped gates
+    violate nothing)."""
+    blocking, waived = set(), set()
+    for line in checks:
+        for clause, how in _FATE.findall(line):
+            (blocking if how == "blocking" else waived).add(clause)
+    violated = tuple(c for c in CLAUSES if c in blocking | waived)
+    status = "FAIL" if blocking else "WAIVER_REQUIRED" if violated else "PASS"
+    return status, violated, frozenset(waived - blocking)
+
+
 def constrained_choice(
     next_logits: Callable[[list[int]], Any], base: list[int], suffixes: Sequence[Sequence[int]]
 ) -> int:

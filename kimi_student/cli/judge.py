@@ -243,6 +243,14 @@ def judge_eval(
         f"records; {s['agreement']:.4f} agreement, {rep['singles']['errors']} unreadable verdicts, "
         f"raw valid {s['raw_valid_rate']:.4f} ({rep['header']['ruled_under_grammar'][0]} ruled under the grammar)"
     )
+    w = rep["worksheets"]
+    if w["cases"]:
+        follows = w["ruling_follows_checks"]
+        typer.echo(
+            f"worksheets: {w['exact']} of {w['cases']} the oracle's check lines exactly; first wrong line by "
+            f"family {w['first_error_by_family']}; rulings that follow their own checks "
+            f"{'-' if follows is None else f'{follows:.4f}'}"
+        )
     typer.echo(gate_table(rep["gates"]))
     typer.echo(f"-> {report} ({'passed' if rep['passed'] else 'FAILED'})")
     raise typer.Exit(0 if rep["passed"] else 1)

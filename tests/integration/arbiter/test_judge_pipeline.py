@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kimi_student.arbiter.judge_scores import read_verdict, read_winner, score_pairs, score_singles
+from kimi_student.arbiter.judge_scores import (
+    read_verdict,
+    read_winner,
+    score_pairs,
+    score_singles,
+    score_worksheets,
+)
 from kimi_student.resources import config_path
 from tests.support import ks_here
 
@@ -63,7 +69,13 @@ def hf_eval(judge_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFacto
     return report, r.stdout
 
 
-def test_judge_eval_reports_what_its_results_say(hf_eval: tuple[Path, str]) -> None:
+def test_judge_eval_reports_what_its_results_say(
+    judge_run: tuple[Path, Path], hf_eval: tuple[Path, str]
+) -> None:
+    from kimi_student.arbiter.judge_data import audit_target
+    from kimi_student.arbiter.ruling import worksheet
+    from kimi_student.jsonl import read_jsonl
+
     report, stdout = hf_eval
     rep = json.loads(report.read_text())
     rows = [json.loads(line) for line in report.with_suffix(".results.jsonl").read_text().splitlines()]
@@ -94,6 +106,12 @@ def test_judge_eval_reports_what_its_results_say(hf_eval: tuple[Path, str]) -> N
         "inconclusive",
         "pass",
     }
+    recs = {r["id"]: r for _, r in read_jsonl(judge_run[0] / "heldout.jsonl") if r.get("mode") == "single"}
+    sheets = [worksheet(x["raw_output"], x["looping"]) for x in singles]
+    oracle = [audit_target(recs[x["id"]])[1] for x in singles]
+    w = rep["worksheets"]
+    assert {k: w[k] for k in w if k != "ruling_follows_checks"} == score_worksheets(sheets, oracle)
+    assert w["cases"] == sum(s is not None for s in sheets)
     assert rep["gates"]["agreement"]["status"] == "inconclusive"  # 1 case < min_items 600
     assert rep["header"]["model_fingerprint"] and len(rep["header"]["dataset_sha256"]) == 64
     assert "agreement" in stdout and "FAILED" in stdout

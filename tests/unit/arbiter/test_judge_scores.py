@@ -15,6 +15,7 @@ from kimi_student.arbiter.judge_scores import (
     read_winner,
     score_pairs,
     score_singles,
+    score_worksheets,
 )
 
 
@@ -99,6 +100,37 @@ def test_single_case_metrics_by_hand() -> None:
         1.0,
         0,
     )
+
+
+def test_raw_validity_is_the_free_outputs_where_the_verdicts_were_ruled_again() -> None:
+    ruled = [v("FAIL", "BUDGET_ADHERENCE"), v("PASS"), v("PASS"), v("FAIL", "SCOPE_BOUNDARY")]
+    free = [ruled[0], "PASS or", '{"status": "PASS", "violated_clauses": ["SCOPE_BOUNDARY"]', "garbage"]
+    s = score_singles(GOLD, ruled, raw=free)
+    # gold F, F, P, W; ruled F, P, P, F: two agree; only the first free output was a verdict
+    assert (s["raw_valid_rate"], s["valid_rate"], s["errors"], s["agreement"]) == (0.25, 1.0, 0, 0.5)
+    assert score_singles(GOLD, ruled)["raw_valid_rate"] == 1.0
+
+
+def test_worksheets_by_hand() -> None:
+    want = [("budget", "files 1: ok"), ("scope", "a: in src: ok"), ("gates", "tests: pass")]
+    said = [
+        ["files 1: ok", "a: in src: ok", "tests: pass"],  # exact
+        ["files 1: ok", "b: in src: ok", "tests: pass"],  # parts at the scope line (1 of 3 right before)
+        ["files 1: ok"],  # stops early (1 of 3)
+        ["files 1: ok", "a: in src: ok", "tests: pass", "tests: pass"],  # writes more (3 of 3)
+        ["files 2: ok"],  # parts at once
+        None,  # no worksheet: not counted
+    ]
+    w = score_worksheets(said, [want] * len(said))
+    assert (w["cases"], w["exact"]) == (5, 1)
+    assert w["first_error_by_family"] == {"budget": 1, "extra": 1, "missing": 1, "scope": 1}
+    assert w["lines_right_before_first_error"] == pytest.approx((3 + 1 + 1 + 3 + 0) / 3 / 5)
+    assert score_worksheets([None], [want]) == {
+        "cases": 0,
+        "exact": 0,
+        "first_error_by_family": {},
+        "lines_right_before_first_error": 0.0,
+    }
 
 
 def test_calibration_by_hand() -> None:

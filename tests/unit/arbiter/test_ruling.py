@@ -16,7 +16,14 @@ import pytest
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.judge_data import records, target_text
 from kimi_student.arbiter.judge_scores import read_verdict
-from kimi_student.arbiter.ruling import RULINGS, constrained_choice, rule_constrained, ruling_text, worksheet
+from kimi_student.arbiter.ruling import (
+    RULINGS,
+    constrained_choice,
+    implied_ruling,
+    rule_constrained,
+    ruling_text,
+    worksheet,
+)
 from kimi_student.arbiter.verdict import verdict_problems
 from kimi_student.backends.embedded import smollm2_folder
 from kimi_student.chat.template import ChatTokenizer
@@ -54,6 +61,42 @@ def test_the_grammar_holds_every_oracle_target() -> None:
         assert (lab["status"], tuple(lab["violated_clauses"]), frozenset(lab["waived_clauses"])) in RULINGS
         statuses.add(lab["status"])
     assert statuses == {"PASS", "FAIL", "WAIVER_REQUIRED"}
+
+
+def test_the_oracles_check_lines_imply_its_ruling() -> None:
+    """What `ruling_follows_checks` holds a Judge to: the fates at the ends of the oracle's own check lines
+    give its status, violated and waived clauses, in every case (warnings and skipped gates included)."""
+    recs = [r for split in ("train", "heldout") for r in records(6, split, 300, 0)]
+    seen = set()
+    for r in recs:
+        checks = json.loads(target_text(r, "audit"))["checks"]
+        lab = r["label"]
+        want = (lab["status"], tuple(lab["violated_clauses"]), frozenset(lab["waived_clauses"]))
+        assert implied_ruling(checks) == want, r["id"]
+        seen |= {w for line in checks for w in ("warning", "skipped", "waived by") if f" {w} " in line}
+        seen |= {lab["status"]}
+    assert seen >= {"PASS", "FAIL", "WAIVER_REQUIRED", "waived by", "warning"}
+
+
+def test_a_fate_in_a_line_decides_as_the_oracle_would() -> None:
+    assert implied_ruling([]) == ("PASS", (), frozenset())
+    lines = [
+        "x: path_outside_scope_in -> SCOPE_BOUNDARY waived by WV-1",
+        "tests: failed: tests_failed -> GATE_INTEGRITY blocking",
+        "lint: failed: lint_failed -> GATE_INTEGRITY waived by WV-2",
+        "coverage 0.5, tier floor 0.7: coverage_below_floor -> GATE_INTEGRITY warning (coverage_threshold warns)",
+    ]
+    assert implied_ruling(lines) == (
+        "FAIL",
+        ("SCOPE_BOUNDARY", "GATE_INTEGRITY"),
+        frozenset({"SCOPE_BOUNDARY"}),
+    )
+    assert implied_ruling(lines[:1] + lines[2:]) == (
+        "WAIVER_REQUIRED",
+        ("SCOPE_BOUNDARY", "GATE_INTEGRITY"),
+        frozenset({"SCOPE_BOUNDARY", "GATE_INTEGRITY"}),
+    )
+    assert implied_ruling(lines[3:]) == ("PASS", (), frozenset())
 
 
 @pytest.mark.parametrize(
