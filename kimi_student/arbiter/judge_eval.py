@@ -36,7 +36,7 @@ from kimi_student.arbiter.judge_scores import (
     score_worksheets,
 )
 from kimi_student.arbiter.render import Wording, render_single
-from kimi_student.arbiter.ruling import implied_ruling, rule_constrained, worksheet
+from kimi_student.arbiter.ruling import implied_ruling, rule_constrained, shared_prefix, worksheet
 from kimi_student.arbiter.verdict import STATUSES
 from kimi_student.errors import InputError
 from kimi_student.eval.gates import evaluate_gates, load_gates, run_passed
@@ -154,9 +154,7 @@ def status_probabilities(
         conts = [
             chat.tok(f"{before}{STATUS_KEY}{s}", add_special_tokens=False)["input_ids"] for s in STATUSES
         ]
-        common = 0
-        while all(len(c) > common and c[common] == conts[0][common] for c in conts):
-            common += 1
+        common = shared_prefix(conts)
         base = chat.prompt_ids([{"role": "user", "content": prompt}]) + conts[0][:common]
         rest = [c[common:] for c in conts]
         if len(base) + max(map(len, rest)) - 1 > gen.context:  # a case the Judge cannot read: no preference

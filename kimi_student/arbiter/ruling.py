@@ -120,6 +120,14 @@ def constrained_choice(
         live = [i for i in live if suffixes[i][len(path) - 1] == tok]
 
 
+def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every one of `seqs` shares."""
+    common = 0
+    while all(len(s) > common and s[common] == seqs[0][common] for s in seqs):
+        common += 1
+    return common
+
+
 def rule_constrained(gen: Any, prompt: str, output: str, looped: bool = False) -> str | None:
     """The Judge's verdict on `prompt` with its ruling decoded under the grammar, after the check lines its
     free `output` completed; None when the case and verdict do not fit the Judge's context (as the free
@@ -128,9 +136,7 @@ def rule_constrained(gen: Any, prompt: str, output: str, looped: bool = False) -
     texts = [ruling_text(checks, *r) for r in RULINGS]
     tok = gen.chat.tok
     seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    common = 0
-    while all(len(s) > common and s[common] == seqs[0][common] for s in seqs):
-        common += 1
+    common = shared_prefix(seqs)
     base = gen.chat.prompt_ids([{"role": "user", "content": prompt}]) + seqs[0][:common]
     if len(base) + max(len(s) for s in seqs) - common >= gen.context:
         return None

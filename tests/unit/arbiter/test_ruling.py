@@ -22,6 +22,7 @@ from kimi_student.arbiter.ruling import (
     implied_ruling,
     rule_constrained,
     ruling_text,
+    shared_prefix,
     worksheet,
 )
 from kimi_student.arbiter.verdict import verdict_problems
@@ -142,9 +143,7 @@ def test_the_walk_writes_greedy_over_the_allowed_tokens(chat: ChatTokenizer, sig
     model = TableModel(chat, sign)
     texts = [ruling_text(CHECKS, *r) for r in RULINGS]
     seqs = [chat.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    common = 0
-    while all(s[common] == seqs[0][common] for s in seqs):
-        common += 1
+    common = shared_prefix(seqs)
     rests = [tuple(s[common:]) for s in seqs]
     base = [1, 2, 3]
     got = constrained_choice(model.next_logits, base, rests)
