@@ -36,7 +36,13 @@ from kimi_student.arbiter.judge_scores import (
     score_worksheets,
 )
 from kimi_student.arbiter.render import Wording, render_single
-from kimi_student.arbiter.ruling import implied_ruling, rule_constrained, shared_prefix, worksheet
+from kimi_student.arbiter.ruling import (
+    implied_ruling,
+    rule_constrained,
+    rule_pair_constrained,
+    shared_prefix,
+    worksheet,
+)
 from kimi_student.arbiter.verdict import STATUSES
 from kimi_student.errors import InputError
 from kimi_student.eval.gates import evaluate_gates, load_gates, run_passed
@@ -295,8 +301,8 @@ def evaluate(
     key = run_key(gen.fingerprint, data, limit, batch_size, dtype, max_new_tokens, runner, pairwise, ruling)
     book = Journal(journal, key) if journal is not None else None
     total = 3 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
-    if ruling == "grammar":  # each single output again: ruled where it is not a valid verdict
-        total += 2 * len(singles) + (len(ruled) if pairwise == "rulings" else 0)
+    if ruling == "grammar":  # each output again: ruled where it is not a valid verdict (or winner)
+        total += 2 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
     bar = tqdm(total=total, disable=not progress, unit="case", desc=f"judge {runner}")
     decoded = {"singles": 0, "seconds": 0.0}  # what this process decoded itself, for the time a case takes
 
@@ -345,6 +351,7 @@ def evaluate(
     single_raw = chunked("singles", single_prompts, decode(max_new_tokens))
     rulings: list[list[str]] = []
     raw_rulings: list[list[str]] = []
+    pair_raw: list[str] = []  # a direct pair's free output (rulings: the pair's ruling is computed)
     if pairwise == "rulings":
         said_raw = chunked("rulings", list(ruled), decode(max_new_tokens))
         said = constrained("rulings", list(ruled), said_raw)
@@ -352,7 +359,17 @@ def evaluate(
         raw_rulings = [[said_raw[ruled[p]] for p in two] for two in candidates]
         pair_out = [ruled_pair(a, b) for a, b in rulings]
     else:
-        pair_out = chunked("pairs", [r["prompt"] for r in pairs], decode(min(max_new_tokens, PAIR_TOKENS)))
+        pair_prompts = [r["prompt"] for r in pairs]
+        pair_raw = chunked("pairs", pair_prompts, decode(min(max_new_tokens, PAIR_TOKENS)))
+        pair_out = pair_raw
+        if ruling == "grammar":
+            pair_out = chunked(
+                "pairs-ruled",
+                list(zip(pair_prompts, pair_raw, strict=True)),
+                lambda chunk: [
+                    o if read_winner(o).how == "raw" else rule_pair_constrained(gen, p) or o for p, o in chunk
+                ],
+            )
     padded_prompts = [prompt for prompt, _ in padded_cases]
     padded_raw = chunked("padded", padded_prompts, decode(max_new_tokens))
     single_out = constrained("singles", single_prompts, single_raw)
@@ -364,7 +381,7 @@ def evaluate(
     )
     bar.close()
     singles_score = score_singles([r["label"] for r in singles], single_out, probs, single_raw)
-    pairs_score = score_pairs(pairs, pair_out)
+    pairs_score = score_pairs(pairs, pair_out, pair_raw or None)
     summary = {k: singles_score[k] for k in singles_score if k in METRICS}
     summary.update(
         pairwise_accuracy=pairs_score["pairwise_accuracy"],
@@ -406,11 +423,13 @@ def evaluate(
             "max_new_tokens": max_new_tokens,
             "flip_cases": flip_cases,  # the padded case's right status is the case's
             "loops_cut": sum(map(looping, single_raw + padded_raw)),  # outputs LoopGuard stopped
-            # outputs that were no valid verdict, ruled again under the grammar (single cases, padded ones)
-            "ruled_under_grammar": [
-                sum(o != r for o, r in zip(single_out, single_raw)),
-                sum(o != r for o, r in zip(padded_out, padded_raw)),
-            ],
+            # outputs that were no valid verdict (or winner), ruled again under the grammar
+            "ruled_under_grammar": {
+                "singles": sum(o != r for o, r in zip(single_out, single_raw)),
+                "padded": sum(o != r for o, r in zip(padded_out, padded_raw)),
+                "candidates": sum(o != r for x, y in zip(rulings, raw_rulings) for o, r in zip(x, y)),
+                "pairs": sum(o != r for o, r in zip(pair_out, pair_raw)),
+            },
         },
         "summary": summary,
         "singles": singles_score,
@@ -447,7 +466,8 @@ def evaluate(
             "id": r["id"],
             "label": r["label"],
             "output": o,
-            "read": read_winner(o).how,
+            **({"raw_output": pair_raw[i]} if pair_raw and pair_raw[i] != o else {}),
+            "read": "constrained" if pair_raw and pair_raw[i] != o else read_winner(o).how,
             **({"rulings": rulings[i]} if rulings else {}),
             **({"raw_rulings": raw_rulings[i]} if rulings and raw_rulings[i] != rulings[i] else {}),
         }

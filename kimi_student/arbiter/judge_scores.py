@@ -194,9 +194,13 @@ def score_worksheets(
     }
 
 
-def score_pairs(records: Sequence[dict[str, Any]], outputs: Sequence[str]) -> dict[str, Any]:
-    """`records`: pair records (id ending -ab/-ba, label.winner); `outputs`: the judge's texts, same order."""
+def score_pairs(
+    records: Sequence[dict[str, Any]], outputs: Sequence[str], raw: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """`records`: pair records (id ending -ab/-ba, label.winner); `outputs`: the judge's texts, same order;
+    `raw`: its free outputs where `outputs` were ruled again under a grammar (raw validity is theirs)."""
     readings = [read_winner(t) for t in outputs]
+    raw_readings = readings if raw is None else [read_winner(t) for t in raw]
     pred = {r["id"]: (x.value["winner"] if x.value else "ERROR") for r, x in zip(records, readings)}
     gold = {r["id"]: r["label"]["winner"] for r in records}
     decided = [i for i in gold if gold[i] != "tie"]
@@ -204,7 +208,7 @@ def score_pairs(records: Sequence[dict[str, Any]], outputs: Sequence[str]) -> di
     consistent = sum(pred[s + "-ba"] == MIRROR.get(pred[s + "-ab"], "") for s in stems)
     return {
         "pair_records": len(records),
-        "raw_valid_rate": sum(x.how == "raw" for x in readings) / max(1, len(readings)),
+        "raw_valid_rate": sum(x.how == "raw" for x in raw_readings) / max(1, len(readings)),
         "errors": sum(x.how == "error" for x in readings),
         "pairwise_accuracy": sum(pred[i] == gold[i] for i in decided) / max(1, len(decided)),
         "swap_consistency": consistent / max(1, len(stems)),

@@ -20,8 +20,9 @@ from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import Any
 
+from kimi_student.arbiter.cases import status_winner
 from kimi_student.arbiter.documents import CLAUSES
-from kimi_student.arbiter.verdict import verdict_problems
+from kimi_student.arbiter.verdict import STATUSES, verdict_problems
 
 CHECKS_OPEN = '{"checks": ['
 _ITEM = re.compile(r'\s*"((?:[^"\\]|\\.)*)"\s*(,|\])')
@@ -128,18 +129,35 @@ def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return common
 
 
-def rule_constrained(gen: Any, prompt: str, output: str, looped: bool = False) -> str | None:
-    """The Judge's verdict on `prompt` with its ruling decoded under the grammar, after the check lines its
-    free `output` completed; None when the case and verdict do not fit the Judge's context (as the free
-    decode, the model could not read it). `gen`: a generator with `chat`, `context` and `next_logits`."""
-    checks = worksheet(output, looped)
-    texts = [ruling_text(checks, *r) for r in RULINGS]
+def _decode_among(gen: Any, prompt: str, texts: Sequence[str]) -> str | None:
+    """The one of `texts` (none a prefix of another) that greedy decoding restricted to them writes after
+    `prompt`; None when the prompt and the longest text do not fit the generator's context."""
     tok = gen.chat.tok
     seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
     common = shared_prefix(seqs)
     base = gen.chat.prompt_ids([{"role": "user", "content": prompt}]) + seqs[0][:common]
     if len(base) + max(len(s) for s in seqs) - common >= gen.context:
         return None
-    chosen = texts[constrained_choice(gen.next_logits, base, [s[common:] for s in seqs])]
-    assert not verdict_problems(json.loads(chosen))  # by construction
+    return texts[constrained_choice(gen.next_logits, base, [s[common:] for s in seqs])]
+
+
+def rule_constrained(gen: Any, prompt: str, output: str, looped: bool = False) -> str | None:
+    """The Judge's verdict on `prompt` with its ruling decoded under the grammar, after the check lines its
+    free `output` completed; None when the case and verdict do not fit the Judge's context (as the free
+    decode, the model could not read it). `gen`: a generator with `chat`, `context` and `next_logits`."""
+    checks = worksheet(output, looped)
+    chosen = _decode_among(gen, prompt, [ruling_text(checks, *r) for r in RULINGS])
+    assert chosen is None or not verdict_problems(json.loads(chosen))  # by construction
     return chosen
+
+
+# A direct pair's rulings as its targets write them: the winner alone, or each candidate's status and the
+# winner those statuses give (the reasoned and audit targets' form); the Judge's greedy choice picks the form.
+PAIR_RULINGS = tuple(json.dumps({"winner": w}) for w in ("a", "b", "tie")) + tuple(
+    json.dumps({"a": a, "b": b, "winner": status_winner(a, b)}) for a in STATUSES for b in STATUSES
+)
+
+
+def rule_pair_constrained(gen: Any, prompt: str) -> str | None:
+    """A direct pair's ruling decoded greedily over `PAIR_RULINGS` only; None where it does not fit."""
+    return _decode_among(gen, prompt, PAIR_RULINGS)

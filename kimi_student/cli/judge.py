@@ -241,7 +241,7 @@ def judge_eval(
     typer.echo(
         f"judge {model}: {rep['header']['single_cases']} single cases, {rep['header']['pair_records']} pair "
         f"records; {s['agreement']:.4f} agreement, {rep['singles']['errors']} unreadable verdicts, "
-        f"raw valid {s['raw_valid_rate']:.4f} ({rep['header']['ruled_under_grammar'][0]} ruled under the grammar)"
+        f"raw valid {s['raw_valid_rate']:.4f} ({rep['header']['ruled_under_grammar']['singles']} ruled under the grammar)"
     )
     w = rep["worksheets"]
     if w["cases"]:

@@ -73,7 +73,7 @@ def test_judge_eval_reports_what_its_results_say(
     judge_run: tuple[Path, Path], hf_eval: tuple[Path, str]
 ) -> None:
     from kimi_student.arbiter.judge_data import audit_target
-    from kimi_student.arbiter.ruling import worksheet
+    from kimi_student.arbiter.ruling import PAIR_RULINGS, worksheet
     from kimi_student.jsonl import read_jsonl
 
     report, stdout = hf_eval
@@ -92,12 +92,24 @@ def test_judge_eval_reports_what_its_results_say(
     )
     assert again == rep["singles"]
     # six steps teach no verdict: the free output is none, and the case is ruled under the grammar
-    assert rep["header"]["ruling"] == "grammar" and rep["header"]["ruled_under_grammar"] == [1, 1]
+    ruled = rep["header"]["ruled_under_grammar"]
+    assert rep["header"]["ruling"] == "grammar" and (
+        ruled["singles"],
+        ruled["padded"],
+        ruled["candidates"],
+    ) == (1, 1, 0)
+    assert ruled["pairs"] == sum("raw_output" in x for x in pairs) == 2  # six steps name no winner
     assert rep["singles"]["raw_valid_rate"] == 0.0 and rep["singles"]["valid_rate"] == 1.0
     for x in singles:
         assert x["read"] == "constrained" and read_verdict(x["raw_output"]).how != "raw"
         assert read_verdict(x["output"]).how == read_verdict(x["padded_output"]).how == "raw"
-    assert score_pairs(pairs, [x["output"] for x in pairs]) == rep["pairs"]
+    assert (
+        score_pairs(pairs, [x["output"] for x in pairs], [x.get("raw_output", x["output"]) for x in pairs])
+        == rep["pairs"]
+    )
+    for x in pairs:  # a pair's free output that names no winner is ruled over the pair rulings
+        assert (x["read"] == "constrained") == ("raw_output" in x)
+        assert x["output"] in PAIR_RULINGS or x["read"] == "raw"
     for x in singles:
         p = x["status_probabilities"]
         assert set(p) == {"PASS", "FAIL", "WAIVER_REQUIRED"} and abs(sum(p.values()) - 1) < 1e-5

@@ -111,6 +111,18 @@ def test_raw_validity_is_the_free_outputs_where_the_verdicts_were_ruled_again() 
     assert score_singles(GOLD, ruled)["raw_valid_rate"] == 1.0
 
 
+def test_a_pairs_raw_validity_is_its_free_outputs() -> None:
+    recs = [{"id": "p-ab", "label": {"winner": "a"}}, {"id": "p-ba", "label": {"winner": "b"}}]
+    ruled = ['{"winner": "a"}', '{"winner": "b"}']
+    s = score_pairs(recs, ruled, raw=['{"winner": "a"}', "b, I think"])
+    assert (s["raw_valid_rate"], s["errors"], s["pairwise_accuracy"], s["swap_consistency"]) == (
+        0.5,
+        0,
+        1.0,
+        1.0,
+    )
+
+
 def test_worksheets_by_hand() -> None:
     want = [("budget", "files 1: ok"), ("scope", "a: in src: ok"), ("gates", "tests: pass")]
     said = [

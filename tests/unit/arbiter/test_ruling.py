@@ -13,14 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kimi_student.arbiter.cases import status_winner
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.judge_data import records, target_text
-from kimi_student.arbiter.judge_scores import read_verdict
+from kimi_student.arbiter.judge_scores import read_verdict, read_winner
 from kimi_student.arbiter.ruling import (
+    PAIR_RULINGS,
     RULINGS,
     constrained_choice,
     implied_ruling,
     rule_constrained,
+    rule_pair_constrained,
     ruling_text,
     shared_prefix,
     worksheet,
@@ -168,6 +171,21 @@ def test_rule_constrained_rules_after_the_judges_own_checks(chat: ChatTokenizer)
     assert (
         rule_constrained(TableModel(chat, 1, context=len(prompt) + 20), "Rule on this change.", out) is None
     )
+
+
+def test_a_direct_pair_is_ruled_over_the_pair_rulings(chat: ChatTokenizer) -> None:
+    """Twelve rulings: the winner alone, or both statuses and the winner they give (so the walk cannot write
+    a winner its own statuses contradict); greedy over them is, here, the one first in token order."""
+    assert len(set(PAIR_RULINGS)) == 12
+    for text in PAIR_RULINGS:
+        obj = json.loads(text)
+        assert read_winner(text).how == "raw"
+        if "a" in obj:
+            assert obj["winner"] == status_winner(obj["a"], obj["b"])
+    for sign in (1, -1):
+        said = rule_pair_constrained(TableModel(chat, sign), "Which change is better?")
+        rests = [tuple(chat.tok(t, add_special_tokens=False)["input_ids"]) for t in PAIR_RULINGS]
+        assert said == PAIR_RULINGS[rests.index(max(rests) if sign > 0 else min(rests))]
 
 
 def test_the_pytorch_runners_cached_logits_are_a_fresh_forwards(toy_checkpoint: Path) -> None:
