@@ -8,7 +8,9 @@ orders; `--pairwise rulings`: each pair's two candidates ruled as single cases a
 the single cases again with each author's rationale written twice (a verdict must not move with the length
 of the prose); and the probability of each status given the case and what the model wrote before
 its status (the sequence probability of the status word after `"status": "`, normalised over the three), which calibration is
-measured on.
+measured on. An output that is not a valid verdict (or winner) is ruled again under a grammar
+(`--ruling grammar`, `arbiter/ruling.py`): its ruling decoded over the valid rulings only, after the check
+lines it completed; raw validity is still counted on the free outputs.
 """
 
 from __future__ import annotations
