@@ -1,8 +1,8 @@
 """Constrained decoding of a Judge's ruling: the part of a verdict after its checks (violated clauses, status,
 rationale), decoded greedily over the valid rulings only.
 
-A small Judge writes its check lines well and its ruling badly (stop 48: 35 of 50 verdicts of a 135M audit
-Judge unreadable, a clause listed once per broken line, statuses listed as clauses). The ruling is a choice
+A small Judge often ends its check lines with a ruling that is no verdict (stop 48: 35 of 50 verdicts of a
+135M audit Judge unreadable, a clause listed once per broken line, statuses listed as clauses). The ruling is a choice
 among few texts: every status, every set of clauses in canonical order (none for PASS, some for the others),
 every clause waived or not (all for WAIVER_REQUIRED, not all for FAIL), the rationale naming them as the
 training targets do: 243 texts. Each is written after what the Judge wrote before its ruling (its complete
