@@ -41,9 +41,7 @@ def main() -> None:
     import torch
 
     from kimi_student.arbiter.cases import Candidate, Context, label
-    from kimi_student.arbiter.judge_eval import judge_generator, looping
-    from kimi_student.arbiter.judge_scores import read_verdict
-    from kimi_student.arbiter.ruling import rule_constrained
+    from kimi_student.arbiter.judge_eval import judge_generator, scored_verdict
 
     rows = [json.loads(line) for line in args.data.read_text(encoding="utf-8").splitlines()]
     cases = [r for r in rows if r.get("mode") == "single"][: args.warmup + args.n]
@@ -55,9 +53,7 @@ def main() -> None:
     for i, r in enumerate(cases):
         t = time.perf_counter()
         out = gen.generate([[{"role": "user", "content": r["prompt"]}]])[0]
-        again = args.ruling == "grammar" and read_verdict(out.text).how != "raw"
-        if again:
-            rule_constrained(gen, r["prompt"], out.text, looping(out.text))
+        again = args.ruling == "grammar" and scored_verdict(gen, r["prompt"], out.text) != out.text
         dt = time.perf_counter() - t
         ctx, cand = Context(**r["case"]["context"]), Candidate(**r["case"]["candidates"][0])
         t = time.perf_counter()

@@ -191,7 +191,7 @@ def audit_target(rec: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     """A single case's audit target (`target_text`) and the grouped check lines it writes (`case_parts`)."""
     ctx, cand = Context(**rec["case"]["context"]), Candidate(**rec["case"]["candidates"][0])
     parts = case_parts(ctx, cand, Wording.from_key(rec["wording"]))  # times as the prompt writes them
-    obj = {"checks": [line for _, line in parts], **_ruling(rec["verdict"])}
+    obj = {"checks": [line for _, line in parts], **ruling_fields(rec["verdict"])}
     return json.dumps(obj, ensure_ascii=False), parts
 
 
@@ -224,12 +224,12 @@ def target_text(rec: dict[str, Any], target: str = "verdict") -> str:
         obj = {
             "budget": {k: v["budget"][k] for k in ("files_changed", "lines_added", "max_files", "max_loc")},
             "findings": [{k: f[k] for k in FINDING_KEYS} for f in v["findings"]],
-            **_ruling(v),
+            **ruling_fields(v),
         }
     return json.dumps(obj, ensure_ascii=False)
 
 
-def _ruling(v: dict[str, Any]) -> dict[str, Any]:
+def ruling_fields(v: dict[str, Any]) -> dict[str, Any]:
     """The end of a reasoned or audit target: violated clauses, status, a rationale naming each clause."""
     waived = set(v.get("waived_clauses", []))
     named = ", ".join(f"{c} {'waived' if c in waived else 'violated'}" for c in v["violated_clauses"])

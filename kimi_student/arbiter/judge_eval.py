@@ -39,10 +39,10 @@ from kimi_student.arbiter.judge_scores import (
 )
 from kimi_student.arbiter.render import Wording, render_single
 from kimi_student.arbiter.ruling import (
+    continuations,
     implied_ruling,
     rule_constrained,
     rule_pair_constrained,
-    shared_prefix,
     worksheet,
 )
 from kimi_student.arbiter.verdict import STATUSES
@@ -154,17 +154,11 @@ def status_probabilities(
     than the Judge's context gets 1/3 each, as its verdict is an error: the model never saw it."""
     import numpy as np
 
-    chat = gen.chat
     out = []
     for i, prompt in enumerate(prompts):
         said = outputs[i] if outputs is not None else ""
         before = said[: said.index(STATUS_KEY)] if STATUS_KEY in said else "{"
-        conts = [
-            chat.tok(f"{before}{STATUS_KEY}{s}", add_special_tokens=False)["input_ids"] for s in STATUSES
-        ]
-        common = shared_prefix(conts)
-        base = chat.prompt_ids([{"role": "user", "content": prompt}]) + conts[0][:common]
-        rest = [c[common:] for c in conts]
+        base, rest = continuations(gen.chat, prompt, [f"{before}{STATUS_KEY}{s}" for s in STATUSES])
         if len(base) + max(map(len, rest)) - 1 > gen.context:  # a case the Judge cannot read: no preference
             out.append({s: 1 / len(STATUSES) for s in STATUSES})
             continue
@@ -185,6 +179,23 @@ PAIRWISE = ("direct", "rulings")
 # lines it completed (`ruling.rule_constrained`): every verdict is schema-valid; raw validity is still the
 # free output's. free: the free output alone (one that breaks the schema is an error).
 RULING = ("grammar", "free")
+
+
+def scored_verdict(gen: Any, prompt: str, output: str) -> str:
+    """A single case's output as scored under `--ruling grammar`: the output where it is a valid verdict,
+    else the case ruled under the grammar after the check lines it completed (the output where the context
+    leaves no room for a ruling)."""
+    if read_verdict(output).how == "raw":
+        return output
+    return rule_constrained(gen, prompt, output, looping(output)) or output
+
+
+def scored_winner(gen: Any, prompt: str, output: str) -> str:
+    """A direct pair's output as scored under `--ruling grammar`: the output where it names a winner, else the
+    pair ruled over the pair rulings."""
+    if read_winner(output).how == "raw":
+        return output
+    return rule_pair_constrained(gen, prompt) or output
 
 
 def pair_candidates(rec: dict[str, Any]) -> list[str]:
@@ -333,19 +344,17 @@ def evaluate(
 
         return work
 
-    def constrained(part: str, prompts: list[str], raw: list[str]) -> list[str]:
-        """The outputs as scored: each raw one that is a valid verdict, else the case ruled under the grammar
-        (the raw one where the case leaves no room for a ruling in the context)."""
+    def constrained(
+        part: str, prompts: list[str], raw: list[str], scored: Callable = scored_verdict
+    ) -> list[str]:
+        """The outputs as scored (`scored_verdict`, `scored_winner`): the raw ones under `--ruling free`."""
         if ruling == "free":
             return raw
-
-        def work(chunk: list[tuple[str, str]]) -> list[str]:
-            return [
-                o if read_verdict(o).how == "raw" else rule_constrained(gen, p, o, looping(o)) or o
-                for p, o in chunk
-            ]
-
-        return chunked(f"{part}-ruled", list(zip(prompts, raw, strict=True)), work)
+        return chunked(
+            f"{part}-ruled",
+            list(zip(prompts, raw, strict=True)),
+            lambda chunk: [scored(gen, p, o) for p, o in chunk],
+        )
 
     if book is not None and book.done:
         bar.write(f"resuming from {journal}: {sum(map(len, book.done.values()))} of {total} outputs kept")
@@ -363,15 +372,7 @@ def evaluate(
     else:
         pair_prompts = [r["prompt"] for r in pairs]
         pair_raw = chunked("pairs", pair_prompts, decode(min(max_new_tokens, PAIR_TOKENS)))
-        pair_out = pair_raw
-        if ruling == "grammar":
-            pair_out = chunked(
-                "pairs-ruled",
-                list(zip(pair_prompts, pair_raw, strict=True)),
-                lambda chunk: [
-                    o if read_winner(o).how == "raw" else rule_pair_constrained(gen, p) or o for p, o in chunk
-                ],
-            )
+        pair_out = constrained("pairs", pair_prompts, pair_raw, scored_winner)
     padded_prompts = [prompt for prompt, _ in padded_cases]
     padded_raw = chunked("padded", padded_prompts, decode(max_new_tokens))
     single_out = constrained("singles", single_prompts, single_raw)

@@ -22,6 +22,7 @@ from typing import Any
 
 from kimi_student.arbiter.cases import status_winner
 from kimi_student.arbiter.documents import CLAUSES
+from kimi_student.arbiter.judge_data import ruling_fields
 from kimi_student.arbiter.verdict import STATUSES, verdict_problems
 
 CHECKS_OPEN = '{"checks": ['
@@ -45,16 +46,16 @@ RULINGS = _rulings()  # 243: PASS, and 3 ** 5 - 1 clause sets each clause of whi
 
 
 def ruling_text(checks: list[str] | None, status: str, clauses: Sequence[str], waived: frozenset[str]) -> str:
-    """A verdict as the training targets write it: after the checks (an audit Judge: violated clauses, status,
-    rationale) or alone (status first), the rationale naming each clause waived or violated."""
-    named = ", ".join(f"{c} {'waived' if c in waived else 'violated'}" for c in clauses)
-    rationale = f"{status}: {named or 'no clause is violated'}."
-    obj: dict[str, Any]
+    """A verdict as the training targets write it (`judge_data.ruling_fields`): after the checks (an audit
+    Judge: violated clauses, status, rationale) or alone (status first), the rationale naming each clause
+    waived or violated."""
+    fields = ruling_fields(
+        {"status": status, "violated_clauses": list(clauses), "waived_clauses": list(waived)}
+    )
     if checks is None:
-        obj = {"status": status, "violated_clauses": list(clauses), "rationale": rationale}
-    else:
-        obj = {"checks": checks, "violated_clauses": list(clauses), "status": status, "rationale": rationale}
-    return json.dumps(obj, ensure_ascii=False)
+        fields = {k: fields[k] for k in ("status", "violated_clauses", "rationale")}
+        return json.dumps(fields, ensure_ascii=False)
+    return json.dumps({"checks": checks, **fields}, ensure_ascii=False)
 
 
 def worksheet(text: str, looped: bool = False) -> list[str] | None:
@@ -129,16 +130,22 @@ def shared_prefix(seqs: Sequence[Sequence[int]]) -> int:
     return common
 
 
+def continuations(chat: Any, prompt: str, texts: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+    """`texts` written after the user turn `prompt`, each tokenized whole: (the prompt's ids and the tokens all
+    texts share, each text's remaining tokens)."""
+    seqs = [chat.tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    common = shared_prefix(seqs)
+    base = chat.prompt_ids([{"role": "user", "content": prompt}]) + seqs[0][:common]
+    return base, [s[common:] for s in seqs]
+
+
 def _decode_among(gen: Any, prompt: str, texts: Sequence[str]) -> str | None:
     """The one of `texts` (none a prefix of another) that greedy decoding restricted to them writes after
     `prompt`; None when the prompt and the longest text do not fit the generator's context."""
-    tok = gen.chat.tok
-    seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
-    common = shared_prefix(seqs)
-    base = gen.chat.prompt_ids([{"role": "user", "content": prompt}]) + seqs[0][:common]
-    if len(base) + max(len(s) for s in seqs) - common >= gen.context:
+    base, rests = continuations(gen.chat, prompt, texts)
+    if len(base) + max(map(len, rests)) >= gen.context:
         return None
-    return texts[constrained_choice(gen.next_logits, base, [s[common:] for s in seqs])]
+    return texts[constrained_choice(gen.next_logits, base, rests)]
 
 
 def rule_constrained(gen: Any, prompt: str, output: str, looped: bool = False) -> str | None:

@@ -160,16 +160,20 @@ class CoreMLGenerator:
         if self.kv is not None:
             rows = self.kv.continuation_logits(prompt, conts)
         else:
-            longest = len(prompt) + max(map(len, conts), default=0)
-            s = next((s for s in sorted(self.programs) if s >= longest), None)
-            if s is None:
-                raise MilExecError(f"no package holds {longest} tokens (shapes {sorted(self.programs)})")
+            s = self._package_holding(len(prompt) + max(map(len, conts), default=0))
             n, stats = len(prompt), DecodeStats()
             rows = [
                 _forward(self.programs[s], prompt + c, s, self.chat.pad_id, stats)[n - 1 : n - 1 + len(c)]
                 for c in conts
             ]
         return [token_logprobs(r, c) for r, c in zip(rows, conts, strict=True)]
+
+    def _package_holding(self, n: int) -> int:
+        """The smallest full-sequence package that holds `n` tokens."""
+        size = next((s for s in sorted(self.programs) if s >= n), None)
+        if size is None:
+            raise MilExecError(f"no package holds {n} tokens (shapes {sorted(self.programs)})")
+        return size
 
     def next_logits(self, ids: list[int]) -> np.ndarray:
         """The logits (V) of the token after `ids`: the stateful decoder's session that holds them (only what
@@ -179,9 +183,7 @@ class CoreMLGenerator:
         if self.kv is not None:
             s = self.kv.session(ids)
             return self.kv.prefill(s, ids[len(s.ids) :], DecodeStats())
-        size = next((n for n in sorted(self.programs) if n >= len(ids)), None)
-        if size is None:
-            raise MilExecError(f"no package holds {len(ids)} tokens (shapes {sorted(self.programs)})")
+        size = self._package_holding(len(ids))
         return _forward(self.programs[size], ids, size, self.chat.pad_id, DecodeStats())[len(ids) - 1]
 
     def close(self) -> None:
