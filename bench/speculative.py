@@ -6,6 +6,8 @@ tool response, which it answers with the integration sentences). For each drafte
 
   exact   prompts whose speculative output equals target-only greedy token for token (must be all: exit 1)
   alpha   drafts kept / drafts proposed;  tau: tokens emitted per target call
+  a/rch   drafts kept / drafts a check reached (up to its first rejected one): the per-token acceptance rate
+          of Leviathan et al., under which tau = (1 - a^(K+1)) / (1 - a) for independent drafts
   c(K)    one target call on K+1 tokens / one on 1 token (the cost of a check), measured here
   r       one drafter step / one target step (0 for prompt lookup)
   pred    the speed-up tau / (c(K) + K r) predicts, with c and K of each check as it came (a drafter may
@@ -235,7 +237,7 @@ def main() -> int:
                 spec_s[j].append(time.perf_counter() - t)
             stats[j] = per
     print(
-        f"{'drafter':<22} {'K':>2} {'exact':>7} {'alpha':>6} {'tau':>5} {'c(K)':>5} {'r':>5} {'pred':>6} "
+        f"{'drafter':<22} {'K':>2} {'exact':>7} {'alpha':>6} {'a/rch':>6} {'tau':>5} {'c(K)':>5} {'r':>5} {'pred':>6} "
         f"{'meas':>6} {'alpha new':>9} {'tau new':>7} {'drafts':>6}"
     )
     bad = 0
@@ -257,12 +259,13 @@ def main() -> int:
         pred = st.tau / ((cost + (st.target_calls - checks)) / st.target_calls)
         bad += exact[j] != len(prompts)
         print(
-            f"{spec:<22} {k:>2} {exact[j]:>3}/{len(prompts):<3} {st.alpha:6.3f} {st.tau:5.2f} {c:5.2f} "
+            f"{spec:<22} {k:>2} {exact[j]:>3}/{len(prompts):<3} {st.alpha:6.3f} {st.alpha_reached:6.3f} {st.tau:5.2f} {c:5.2f} "
             f"{r:5.2f} {pred:5.2f}x {meas:5.2f}x {new.alpha:9.3f} {new.tau:7.2f} {st.proposed / max(checks, 1):6.2f}"
         )
         summary[f"{spec} K={k}"] = {
             "exact": exact[j] / len(prompts),
             "alpha": round(st.alpha, 4),
+            "alpha_reached": round(st.alpha_reached, 4),
             "tau": round(st.tau, 3),
             "c": round(c, 3),
             "r": round(r, 3),

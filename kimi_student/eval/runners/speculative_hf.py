@@ -27,11 +27,16 @@ from kimi_student.models.feature_drafter import KVCache
 
 @dataclass
 class SpecStats:
-    """α = accepted / proposed drafts; τ = tokens emitted per target call (the bonus token included)."""
+    """α = accepted / proposed drafts; τ = tokens emitted per target call (the bonus token included).
+
+    `alpha_reached` is the other reading of α (Leviathan et al.'s acceptance rate, the one under which
+    τ = (1 − α^(K+1)) / (1 − α)): kept drafts over the drafts the check reached, a check reaching its drafts up
+    to and including the first one it rejects (those after it were never judged)."""
 
     target_calls: int = 0
     proposed: int = 0
     accepted: int = 0
+    rejected: int = 0  # checks that rejected a draft: one each
     emitted: int = 0
     checks: dict[int, int] = field(
         default_factory=dict
@@ -42,11 +47,16 @@ class SpecStats:
         return self.accepted / self.proposed if self.proposed else 0.0
 
     @property
+    def alpha_reached(self) -> float:
+        reached = self.accepted + self.rejected
+        return self.accepted / reached if reached else 0.0
+
+    @property
     def tau(self) -> float:
         return self.emitted / self.target_calls if self.target_calls else 0.0
 
     def add(self, other: SpecStats) -> None:
-        for f in ("target_calls", "proposed", "accepted", "emitted"):
+        for f in ("target_calls", "proposed", "accepted", "rejected", "emitted"):
             setattr(self, f, getattr(self, f) + getattr(other, f))
         for n, c in other.checks.items():
             self.checks[n] = self.checks.get(n, 0) + c
@@ -304,6 +314,7 @@ def speculative_decode(
         stats.proposed += len(drafts)
         stats.checks[len(drafts)] = stats.checks.get(len(drafts), 0) + 1
         stats.accepted += kept
+        stats.rejected += kept < len(drafts)
         if len(drafts) > kept:  # the rejected drafts' keys and values go; the next write overwrites them
             cache.crop(kept - len(drafts))
         for t in [*drafts[:kept], new]:

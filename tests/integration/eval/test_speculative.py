@@ -88,9 +88,12 @@ def test_greedy_speculative_decoding_is_the_targets_greedy_output(
                 got, st = speculative_decode(target, drafter, p, stop, 40, k=k)
                 assert got == want, (name, k, len(p))
                 assert st.emitted == len(got) and 0 <= st.accepted <= st.proposed
+                # a check rejects at most once, and only where it drafted more than it kept
+                assert st.rejected <= st.target_calls - 1 and st.accepted + st.rejected <= st.proposed
+                assert st.alpha_reached >= st.alpha
                 totals[name].add(st)
                 if name == "itself":  # every draft kept: K+1 tokens a call, after the prompt's
-                    assert st.accepted == st.proposed
+                    assert st.accepted == st.proposed and st.rejected == 0
                     assert st.target_calls == 1 + math.ceil((len(got) - 1) / (k + 1))
                 if name == "features":  # it was handed the target's state at every token but the newest,
                     # as one forward over the whole sequence computes them (the rejected drafts' dropped)
@@ -100,6 +103,11 @@ def test_greedy_speculative_decoding_is_the_targets_greedy_output(
     assert totals["itself"].proposed > 50 and totals["itself"].alpha == 1.0
     assert totals["first layer"].proposed > 50 and drafters["first layer"].calls > 0
     assert totals["features"].proposed > 50 and features.calls > 0
+    # untrained, it drafts wrong: nearly every check rejects, and what a check reaches is little of what it drafts
+    f = totals["features"]
+    assert (
+        f.rejected >= 0.8 * sum(n for k, n in f.checks.items() if k) and f.accepted + f.rejected < f.proposed
+    )
 
 
 def test_a_feature_drafter_stops_drafting_where_it_is_unsure(
