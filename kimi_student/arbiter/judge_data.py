@@ -10,6 +10,7 @@ separate wordings (render.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import random
 from collections import Counter
@@ -33,6 +34,7 @@ from kimi_student.arbiter.oracle import check
 from kimi_student.arbiter.render import (
     DATES,
     DRILL_PARTS,
+    TRAIN_WORDINGS,
     Wording,
     render_drill,
     render_pair,
@@ -63,17 +65,22 @@ def _label(v: Any) -> dict[str, Any]:
     }
 
 
-def single(seed: int, split: str, i: int) -> dict[str, Any]:
-    """Single case `i` of `split`: a change, its prompt and the oracle's verdict."""
-    return _single(rng_for("judge-single", seed, split, i), split, i, f"{split}-single-{i:06d}")
+def single(seed: int, split: str, i: int, wordings: int = TRAIN_WORDINGS) -> dict[str, Any]:
+    """Single case `i` of `split`: a change, its prompt and the oracle's verdict (a training case in one of the
+    first `wordings` training wordings: `render.wording`)."""
+    return _single(
+        rng_for("judge-single", seed, split, i), split, i, f"{split}-single-{i:06d}", wordings=wordings
+    )
 
 
-def _single(r: random.Random, split: str, i: int, rid: str, edge: bool = False) -> dict[str, Any]:
+def _single(
+    r: random.Random, split: str, i: int, rid: str, edge: bool = False, wordings: int = TRAIN_WORDINGS
+) -> dict[str, Any]:
     """A single case drawn from `r` (`edge`: at its rules' boundaries, `cases.draw_candidate`)."""
     ctx = draw_context(r, split)
     # aims in fixed proportions: shares hold in small sets
     cand = draw_candidate(r, ctx, AIMS[i % len(AIMS)], edge)
-    w = wording(r, split)
+    w = wording(r, split, wordings)
     v = label(ctx, cand)
     return {
         "id": rid,
@@ -87,7 +94,7 @@ def _single(r: random.Random, split: str, i: int, rid: str, edge: bool = False) 
     }
 
 
-def pair(seed: int, split: str, i: int) -> list[dict[str, Any]]:
+def pair(seed: int, split: str, i: int, wordings: int = TRAIN_WORDINGS) -> list[dict[str, Any]]:
     """Two candidates of different aimed status (or, for a tenth of pairs, the same one: a tie), both orders."""
     r = rng_for("judge-pair", seed, split, i)
     ctx = draw_context(r, split)
@@ -97,7 +104,7 @@ def pair(seed: int, split: str, i: int) -> list[dict[str, Any]]:
         aims = r.sample(STATUSES, 2)
     a, b = (draw_candidate(r, ctx, aim) for aim in aims)
     va, vb = label(ctx, a), label(ctx, b)
-    w = wording(r, split)
+    w = wording(r, split, wordings)
     out = []
     for order, (x, y, vx, vy) in (("ab", (a, b, va, vb)), ("ba", (b, a, vb, va))):
         out.append(
@@ -133,7 +140,7 @@ def drill_of(
     return render_drill(ctx, cand, w, family), checks
 
 
-def drill(seed: int, i: int) -> dict[str, Any]:
+def drill(seed: int, i: int, wordings: int = TRAIN_WORDINGS) -> dict[str, Any]:
     """A training row (prompt and target, as `sft_row`) that teaches one group of the audit's checks alone,
     on a fresh training case (`drill_of`). Nine in ten drill a group where the case breaks a rule, so the
     comparisons a whole case rarely breaks (files over the maximum, a path under scope out, an expired waiver)
@@ -141,7 +148,7 @@ def drill(seed: int, i: int) -> dict[str, Any]:
     r = rng_for("judge-drill", seed, "train", i)
     ctx = draw_context(r, "train")
     cand = draw_candidate(r, ctx, AIMS[i % len(AIMS)])
-    w = wording(r, "train")
+    w = wording(r, "train", wordings)
     parts = case_parts(ctx, cand, w)
     broken = sorted({group for group, line in parts if " -> " in line and group in DRILL_PARTS})
     family = r.choice(broken) if broken and r.random() < DRILL_ON_BROKEN else r.choice(sorted(DRILL_PARTS))
@@ -153,7 +160,7 @@ def drill(seed: int, i: int) -> dict[str, Any]:
     }
 
 
-def boundary_case(seed: int, i: int) -> dict[str, Any]:
+def boundary_case(seed: int, i: int, wordings: int = TRAIN_WORDINGS) -> dict[str, Any]:
     """A training row (as `sft_row`, audit target) that is a whole training case drawn at its rules'
     boundaries (`cases.draw_candidate(edge=True)`): counts within 3 of the budget's maxima, coverage within
     0.03 of the floor, and up to half of the paths out of scope where the case breaks scope. Why: drills teach
@@ -162,15 +169,18 @@ def boundary_case(seed: int, i: int) -> dict[str, Any]:
     case's own prompt and audit, so the context is the real one. Measured beside 12,000 line drills, 4,000 path
     drills and 3,000 drills, 3,000 of them did not help (48 and 35 broken lines decided over two seeds, against
     56 and 51: stop 47, README)."""
-    rec = _single(rng_for("judge-boundary", seed, "train", i), "train", i, f"train-boundary-{i:06d}", True)
+    r = rng_for("judge-boundary", seed, "train", i)
+    rec = _single(r, "train", i, f"train-boundary-{i:06d}", True, wordings)
     return sft_row(rec, "audit")
 
 
-def records(seed: int, split: str, n_single: int, n_pairs: int) -> Iterator[dict[str, Any]]:
+def records(
+    seed: int, split: str, n_single: int, n_pairs: int, wordings: int = TRAIN_WORDINGS
+) -> Iterator[dict[str, Any]]:
     for i in range(n_single):
-        yield single(seed, split, i)
+        yield single(seed, split, i, wordings)
     for i in range(n_pairs):
-        yield from pair(seed, split, i)
+        yield from pair(seed, split, i, wordings)
 
 
 def relabel(rec: dict[str, Any]) -> dict[str, Any]:
@@ -302,13 +312,16 @@ def write_dataset(
     line_drills: int = 0,
     path_drills: int = 0,
     boundary_cases: int = 0,
+    train_wordings: int = TRAIN_WORDINGS,
 ) -> dict[str, Any]:
     """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
     single cases, or `train_pairs` in the training split, each in both orders), each with its `_sft.jsonl`,
     `_reasoned_sft.jsonl` and `_audit_sft.jsonl` (what `kimi-student train --data` reads: prompt and target,
     per `target_text`'s forms; `drills` rows of `drill`, then `line_drills` rows of `line_drills.line_drill`, then
     `path_drills` rows of `line_drills.path_drill`, then `boundary_cases` rows of `boundary_case`, after the records of train_audit_sft.jsonl), then
-    `out/stats.json`: the balance of each split and the shortcut baselines. Each file is written whole or not at all; equal arguments give byte-identical files."""
+    `out/stats.json`: the balance of each split and the shortcut baselines. Training records and rows are
+    written in the first `train_wordings` training wordings (`render.wording`; the held-out split is the same
+    for any). Each file is written whole or not at all; equal arguments give byte-identical files."""
     from tqdm import tqdm
 
     from kimi_student.arbiter.baselines import bow_baseline, length_baseline
@@ -316,27 +329,32 @@ def write_dataset(
 
     # training rows after the audit records, in this order, each counted in the header
     extras = (
-        ("drills", drills, drill),
-        ("line_drills", line_drills, line_drill),
-        ("path_drills", path_drills, path_drill),
-        ("boundary_cases", boundary_cases, boundary_case),
+        ("drills", drills, functools.partial(drill, wordings=train_wordings)),
+        ("line_drills", line_drills, line_drill),  # one fixed question, no wording
+        ("path_drills", path_drills, functools.partial(path_drill, wordings=train_wordings)),
+        ("boundary_cases", boundary_cases, functools.partial(boundary_case, wordings=train_wordings)),
     )
     splits: dict[str, list[dict[str, Any]]] = {}
     for split, n in (("train", n_train), ("heldout", n_heldout)):
         n_pairs = train_pairs if split == "train" and train_pairs is not None else n // 2
         rows = list(
             tqdm(
-                records(seed, split, n, n_pairs),
+                records(seed, split, n, n_pairs, train_wordings),
                 total=n + 2 * n_pairs,
                 desc=f"judge data {split}",
                 unit="record",
                 disable=not progress,
             )
         )
-        write_jsonl(out / f"{split}.jsonl", [header(seed, split, n, n_pairs), *rows])
+        head = header(seed, split, n, n_pairs) | (
+            {"train_wordings": train_wordings} if split == "train" else {}
+        )
+        write_jsonl(out / f"{split}.jsonl", [head, *rows])
         for target in TARGETS:  # train_sft.jsonl (verdict), train_reasoned_sft.jsonl, train_audit_sft.jsonl
             name = f"{split}_sft.jsonl" if target == "verdict" else f"{split}_{target}_sft.jsonl"
             head = {**header(seed, split, n, n_pairs), "target": target}
+            if split == "train":
+                head["train_wordings"] = train_wordings
             sft = [head, *(sft_row(r, target) for r in rows)]
             for key, count, make in extras:
                 if split == "train" and target == "audit" and count:

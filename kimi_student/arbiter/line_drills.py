@@ -30,7 +30,7 @@ from kimi_student.arbiter.audit import (
 from kimi_student.arbiter.cases import MODULES, draw_context, draw_diff, rationale
 from kimi_student.arbiter.diff import parse_diff
 from kimi_student.arbiter.documents import spec_from
-from kimi_student.arbiter.render import render_paths, wording
+from kimi_student.arbiter.render import TRAIN_WORDINGS, render_paths, wording
 from kimi_student.data.world import pool, rng_for, split_world
 
 ASK_LINES = (
@@ -149,7 +149,7 @@ def line_drill(seed: int, i: int, raised: float = RAISED) -> dict[str, Any]:
     }
 
 
-def path_drill(seed: int, i: int) -> dict[str, Any]:
+def path_drill(seed: int, i: int, wordings: int = TRAIN_WORDINGS) -> dict[str, Any]:
     """Path drill row `i`: a training case's spec and scope and the stat of a change of 3-8 files, about half
     of them out of scope (under a scope-out entry, another module's code, scripts the spec does not name),
     and its scope check lines, each broken one blocking. Why: a path's check is not line-local (the entry
@@ -166,6 +166,6 @@ def path_drill(seed: int, i: int) -> dict[str, Any]:
     lines = [_with_fate(path_line(p, spec), "") for p in dict.fromkeys(diff.paths)]
     return {
         "id": f"train-path-drill-{i:06d}",
-        "prompt": render_paths(ctx, diff, wording(r, "train")),
+        "prompt": render_paths(ctx, diff, wording(r, "train", wordings)),
         "teacher_text": json.dumps({"checks": lines}, ensure_ascii=False),
     }

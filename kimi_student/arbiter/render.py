@@ -44,6 +44,29 @@ SECTIONS = (  # spec, policy, time, rationale, stat, evidence, waivers, diff
         "### Hunks",
     ),
     ("<spec>", "<limits>", "<time>", "<note>", "<files>", "<checks>", "<waivers>", "<diff>"),
+    # training again (stop 50: `--train-wordings 8`)
+    ("# SPEC", "# POLICY", "Check time", "# COMMIT MESSAGE", "# STAT", "# EVIDENCE", "# WAIVERS", "# DIFF"),
+    (
+        "== spec ==",
+        "== policy ==",
+        "As of",
+        "== message ==",
+        "== diffstat ==",
+        "== evidence ==",
+        "== waivers ==",
+        "== diff ==",
+    ),
+    (
+        "Specification",
+        "Risk policy",
+        "Timestamp",
+        "Commit message",
+        "Files in the change",
+        "Evidence manifest",
+        "Waivers on file",
+        "Unified diff",
+    ),
+    ("spec>", "policy>", "at", "msg>", "stat>", "evidence>", "waivers>", "diff>"),
 )
 BUDGET = (
     "risk tier {t}: at most {f} files and {l} lines added; coverage at least {c}",
@@ -53,6 +76,11 @@ BUDGET = (
     # held out
     "the budget for tier {t} is {f} files with {l} insertions, minimum coverage {c}",
     "T{t}: files<={f} loc<={l} cov>={c}",
+    # training again
+    "tier {t} limits: files {f}, lines added {l}, coverage {c} minimum",
+    "[tier {t}] max_files {f} | max_loc {l} | min_coverage {c}",
+    "Risk tier {t} allows up to {f} files and {l} new lines; coverage must reach {c}",
+    "tier{t}.max_files={f} tier{t}.max_loc={l} tier{t}.coverage_min={c}",
 )
 EVIDENCE = (  # (check passed, check failed, score, acceptance passed, acceptance failed, manifest line)
     (
@@ -90,6 +118,39 @@ EVIDENCE = (  # (check passed, check failed, score, acceptance passed, acceptanc
         "- {a}: red",
         "run for {s} on {h}",
     ),
+    # training again
+    (
+        "[pass] {k} (code {e})",
+        "[fail] {k} (code {e})",
+        "[score] {k} {v}",
+        "[pass] {a}",
+        "[fail] {a}",
+        "evidence: spec {s}, sha {h}",
+    ),
+    (
+        "{k}: OK, exit status {e}",
+        "{k}: FAILURE, exit status {e}",
+        "{k} value {v}",
+        "{a}: met",
+        "{a}: not met",
+        "for {s} at {h}",
+    ),
+    (
+        "{k} passing rc={e}",
+        "{k} failing rc={e}",
+        "{k} {v}",
+        "{a} passing",
+        "{a} failing",
+        "recorded for {s} / {h}",
+    ),
+    (
+        "{k} succeeded (exit {e})",
+        "{k} did not succeed (exit {e})",
+        "{k} came out at {v}",
+        "acceptance criterion {a} met",
+        "acceptance criterion {a} unmet",
+        "collected for spec {s}, commit {h}",
+    ),
 )
 WAIVER = (
     "{id}: lifts {gates}{delta} for {spec}; {status}; expires {exp}; approved by {appr}; reason {reason}",
@@ -99,14 +160,24 @@ WAIVER = (
     # held out
     "exception {id} covers {gates}{delta} of {spec}, state {status}, valid through {exp}, approvers: {appr}",
     "{id}: {gates}{delta}; for={spec}; {status}; ends {exp}; by {appr}",
+    # training again
+    "{id} on {gates}{delta}, for {spec}, status {status}, expiring {exp}, approvers {appr} ({reason})",
+    "- {id} [{gates}{delta}] spec={spec} state={status} expiry={exp} approved_by={appr}",
+    "Waiver {id} ({reason}): {gates}{delta} | applies to {spec} | {status} | until {exp} | {appr}",
+    "{id}; gates: {gates}{delta}; spec: {spec}; status: {status}; expires: {exp}; approvers: {appr}",
 )
-DATES = (
+DATES = (  # 0-3 write two forms (a 135M Judge copied held-out forms badly: stop 49); 6-9 four more
     "%Y-%m-%dT%H:%M:%SZ",
     "%Y-%m-%dT%H:%M:%SZ",
     "%Y-%m-%d %H:%M UTC",
     "%Y-%m-%dT%H:%M:%SZ",
     "%d %b %Y %H:%M UTC",
     "%Y-%m-%d %H:%M:%S +00:00",
+    # training again
+    "%a, %d %b %Y %H:%M:%S GMT",
+    "%B %d, %Y %H:%M UTC",
+    "%Y/%m/%d %H:%M UTC",
+    "%d.%m.%Y %H:%M UTC",
 )
 RATIONALE_WORDS = (  # the policy's min_rationale_words: without it a terse message's ruling is a guess
     "rationale: at least {n} words",
@@ -116,6 +187,11 @@ RATIONALE_WORDS = (  # the policy's min_rationale_words: without it a terse mess
     # held out
     "the author's note needs {n}+ words",
     "note>={n} words",
+    # training again
+    "rationale needs {n} words or more",
+    "min words in rationale: {n}",
+    "The commit message must have at least {n} words",
+    "rationale.min_words={n}",
 )
 # What the Judge is asked, the same in every case (no status or clause word: the targets teach those)
 ASK_SINGLE = "Rule on this change under CAWS. Reply with the verdict as JSON."
@@ -138,7 +214,12 @@ DRILL_PARTS = {
     "gates": frozenset(("budget", "acceptance", "evidence", "stat")),
     "provenance": frozenset(("words", "message", "stat", "evidence")),
 }
-TRAIN_VARIANTS = 4  # variants 0-3 of every axis are training wordings; 4-5 only held-out cases see
+# Variants 4-5 of every axis are held-out wordings; training cases draw from the first `train_wordings` of
+# TRAIN_VARIANTS (4: the wordings of stops 40-49, whose datasets stay byte-identical; 8, the default since
+# stop 50: a 135M Judge trained on four wordings copied held-out forms worse, stop 49)
+TRAIN_VARIANTS = (0, 1, 2, 3, 6, 7, 8, 9)
+HELDOUT_VARIANTS = (4, 5)
+TRAIN_WORDINGS = len(TRAIN_VARIANTS)
 AXES = ("sections", "budget", "evidence", "waiver", "dates")
 
 
@@ -163,9 +244,14 @@ class Wording:
         return cls(*(int(g) for g in m.groups()[:5]), all_tiers=m.group(6) == "t")
 
 
-def wording(r: random.Random, split: str) -> Wording:
-    """Training: every axis from the training variants. Held-out: every axis from the held-out variants."""
-    lo, hi = (0, TRAIN_VARIANTS) if split == "train" else (TRAIN_VARIANTS, len(SECTIONS))
+def wording(r: random.Random, split: str, train_wordings: int = TRAIN_WORDINGS) -> Wording:
+    """Training: every axis from the first `train_wordings` training variants. Held-out: every axis from the
+    held-out variants."""
+    if split == "train":
+        return Wording(
+            *(TRAIN_VARIANTS[r.randrange(train_wordings)] for _ in AXES), all_tiers=r.random() < 0.3
+        )
+    lo, hi = HELDOUT_VARIANTS[0], HELDOUT_VARIANTS[-1] + 1
     return Wording(*(r.randrange(lo, hi) for _ in AXES), all_tiers=r.random() < 0.3)
 
 

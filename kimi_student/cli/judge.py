@@ -79,6 +79,16 @@ def judge_data(
             "breaks (~1,100 tokens a row). The comparisons drills teach, in a case's own context.",
         ),
     ] = 0,
+    train_wordings: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=8,
+            help="How many of the eight training wordings (section names, budget, evidence and waiver lines, "
+            "date forms) training rows draw from; held-out cases keep their own two whatever this is. 4 gives "
+            "the training sets of stops 40-49 record for record; 8 copies held-out dates better (stop 50).",
+        ),
+    ] = 8,
 ) -> None:
     """Build the Judge dataset: single cases (a change -> PASS / FAIL / WAIVER_REQUIRED and its violated
     clauses) and pairs (two changes for one spec -> a, b or tie), every label from `caws check`'s oracle.
@@ -104,6 +114,7 @@ def judge_data(
         line_drills=line_drills,
         path_drills=path_drills,
         boundary_cases=boundary_cases,
+        train_wordings=train_wordings,
     )
     for split in ("train", "heldout"):
         s = stats[split]

@@ -4,6 +4,7 @@ too small to gate on exits 1 and names the check; the files are whole JSONL with
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from kimi_student.arbiter.judge_data import boundary_case, drill
@@ -84,3 +85,23 @@ def test_drills_join_the_training_audit_set_alone(tmp_path: Path) -> None:
     assert after[66:96] == [line_drill(0, i) for i in range(30)]
     assert after[96:106] == [path_drill(0, i) for i in range(10)]
     assert after[106:] == [boundary_case(0, i) for i in range(5)]
+
+
+def test_train_wordings_narrows_the_training_split_alone(tmp_path: Path) -> None:
+    """--train-wordings 4: the training split in the first four training wordings (the sets of stops 40-49),
+    its header says so; the held-out split as the default (8) writes it, byte for byte."""
+    rows = {}
+    for name, more in (("default", ()), ("four", ("--train-wordings", "4"))):
+        r = ks_here("judge", "data", "--out", tmp_path / name, "--train", "40", "--heldout", "10", *more)
+        assert r.returncode == 1 and "heldout_size" in r.stdout, r.stderr[-2000:]
+        rows[name] = [json.loads(x) for x in (tmp_path / name / "train.jsonl").read_text().splitlines()]
+    assert (tmp_path / "four/heldout.jsonl").read_bytes() == (tmp_path / "default/heldout.jsonl").read_bytes()
+    assert (rows["default"][0]["train_wordings"], rows["four"][0]["train_wordings"]) == (8, 4)
+    digits = {
+        name: {int(d) for r in rs[1:] for d in re.findall(r"\d+", r["wording"])} for name, rs in rows.items()
+    }
+    assert digits["four"] <= {0, 1, 2, 3} and digits["default"] - {0, 1, 2, 3}
+    r = ks_here(
+        "judge", "data", "--out", tmp_path / "x", "--train", "40", "--heldout", "10", "--train-wordings", "9"
+    )
+    assert r.returncode == 2 and "--train-wordings" in r.stdout + r.stderr

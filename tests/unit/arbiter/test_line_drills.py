@@ -210,14 +210,21 @@ def test_a_path_drill_checks_every_path_of_its_stat_against_the_scope_its_prompt
 def test_a_path_drill_is_a_training_case_s_scope_in_a_training_wording() -> None:
     """Its prompt holds the spec's head and scope and the stat, nothing else a case states (no policy, no
     evidence, no waivers, no diff body); the module names are the training split's; seeded."""
-    from kimi_student.arbiter.render import SECTIONS, TRAIN_VARIANTS
+    from kimi_student.arbiter.render import HELDOUT_VARIANTS, SECTIONS, TRAIN_VARIANTS
 
-    heldout = {s[0] for s in SECTIONS[TRAIN_VARIANTS:]}
+    heldout = {SECTIONS[i][0] for i in HELDOUT_VARIANTS}
+    seen = set()
     for i in range(60):
         prompt = path_drill(0, i)["prompt"]
         lines = prompt.splitlines()
-        assert lines[1] in {s[0] for s in SECTIONS[:TRAIN_VARIANTS]} and lines[1] not in heldout
+        assert lines[1] in {SECTIONS[i][0] for i in TRAIN_VARIANTS} and lines[1] not in heldout
+        seen.add(lines[1])
         assert not re.search(r"budget|coverage|waiver|exit code|^diff --git|^@@", prompt, re.I | re.M), prompt
+    assert len(seen) == len(TRAIN_VARIANTS)  # every training wording, by default
+    assert {path_drill(0, i, wordings=2)["prompt"].splitlines()[1] for i in range(30)} == {
+        SECTIONS[0][0],
+        SECTIONS[1][0],
+    }
     assert path_drill(0, 7) == path_drill(0, 7) and path_drill(0, 7) != path_drill(1, 7)
     assert path_drill(0, 7)["id"] == "train-path-drill-000007"
 
