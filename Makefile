@@ -285,7 +285,7 @@ JUDGE_DATA_ARGS = --out $(JUDGE_DATA) --seed $(SEED) $(if $(JUDGE_TRAIN_PAIRS),-
 	$(if $(JUDGE_PATH_DRILLS),--path-drills $(JUDGE_PATH_DRILLS)) \
 	$(if $(JUDGE_BOUNDARY_CASES),--boundary-cases $(JUDGE_BOUNDARY_CASES)) \
 	$(if $(JUDGE_TRAIN_WORDINGS),--train-wordings $(JUDGE_TRAIN_WORDINGS))
-# JUDGE_TRAIN_WORDINGS=4: training cases in the four wordings of stops 40-49 (default 8);
+# JUDGE_TRAIN_WORDINGS=8: training cases in eight wordings, not the four of stops 40-49;
 # JUDGE_TRAIN_PAIRS=500: a quarter of the default's training pairs (0: none, for JUDGE_PAIRWISE=rulings);
 # JUDGE_DRILLS=8000: drill rows of one group of checks each in train_audit_sft.jsonl;
 # JUDGE_LINE_DRILLS=12000: rows of check lines alone, half of them breaking their rule;

@@ -37,31 +37,29 @@ ISO_MINUTES = "%Y-%m-%d %H:%M"  # times when the caller does not say how its cas
 
 
 def _waiver_line(w: Waiver, change: Change, now: datetime, dates: str) -> str:
-    """A waiver's facts in the order every wording of a waiver states them (id, gates and delta, spec, status,
-    expiry, approvers): each is copied from the next part of the same waiver line, not looked for elsewhere
-    (stop 49: a 135M Judge's first wrong line was a waiver's in two cases of three, a fact copied from the
-    wrong place)."""
     spec, policy = change.spec, change.policy
-    gates = ", ".join(w.gates) or "no gate"
+    head = f"waiver {w.id} on {', '.join(w.gates) or 'no gate'}"
     if w.problems:
-        return f"waiver {w.id} on {gates}: not schema-valid: waiver_invalid"
-    if "budget_limit" in w.gates:
-        # written as the waiver writes it, so that the copy is verbatim
-        gates += f" (+{w.delta_files} files, +{w.delta_loc} lines)" if w.has_delta else " (no delta)"
-    facts = ["for any spec" if w.applies_to is None else f"for {w.applies_to}"]
-    if w.applies_to not in (None, spec.id):
-        facts[0] += f", not {spec.id}"
-    facts.append(w.status if w.status == "active" else f"{w.status}, not active")
+        return f"{head}: not schema-valid: waiver_invalid"
+    facts = [w.status if w.status == "active" else f"{w.status}, not active"]
     try:
         exp = parse_time(w.expires_at)
         after = exp > now
         facts.append(f"expires {exp:{dates}} {'after' if after else 'not after'} now {now:{dates}}")
     except ValueError:
         facts.append("expiry unreadable")
-    if "budget_limit" in w.gates and w.has_delta:
-        facts.append(f"{len(w.approvers)} approver(s), {policy.min_approvers_for_budget_raise} needed")
+    if w.applies_to is None:
+        facts.append("for any spec")
+    else:
+        facts.append(f"for {w.applies_to}" + ("" if w.applies_to == spec.id else f", not {spec.id}"))
+    if "budget_limit" in w.gates:
+        if w.has_delta:
+            facts.append(f"+{w.delta_files} files +{w.delta_loc} lines")
+            facts.append(f"{len(w.approvers)} approver(s), {policy.min_approvers_for_budget_raise} needed")
+        else:
+            facts.append("no delta")
     ok = not waiver_problems(w, spec, policy, now)
-    return f"waiver {w.id} on {gates}: {'; '.join(facts)}: {'valid' if ok else 'waiver_invalid'}"
+    return f"{head}: {'; '.join(facts)}: {'valid' if ok else 'waiver_invalid'}"
 
 
 def _budget_lines(change: Change, valid: list[Waiver]) -> list[str]:

@@ -88,19 +88,21 @@ def test_drills_join_the_training_audit_set_alone(tmp_path: Path) -> None:
 
 
 def test_train_wordings_narrows_the_training_split_alone(tmp_path: Path) -> None:
-    """--train-wordings 4: the training split in the first four training wordings (the sets of stops 40-49),
-    its header says so; the held-out split as the default (8) writes it, byte for byte."""
+    """--train-wordings 8: the training split in eight training wordings, not the default's first four (the
+    sets of stops 40-49); its header says so; the held-out split as the default writes it, byte for byte."""
     rows = {}
-    for name, more in (("default", ()), ("four", ("--train-wordings", "4"))):
+    for name, more in (("default", ()), ("eight", ("--train-wordings", "8"))):
         r = ks_here("judge", "data", "--out", tmp_path / name, "--train", "40", "--heldout", "10", *more)
         assert r.returncode == 1 and "heldout_size" in r.stdout, r.stderr[-2000:]
         rows[name] = [json.loads(x) for x in (tmp_path / name / "train.jsonl").read_text().splitlines()]
-    assert (tmp_path / "four/heldout.jsonl").read_bytes() == (tmp_path / "default/heldout.jsonl").read_bytes()
-    assert (rows["default"][0]["train_wordings"], rows["four"][0]["train_wordings"]) == (8, 4)
+    assert (tmp_path / "eight/heldout.jsonl").read_bytes() == (
+        tmp_path / "default/heldout.jsonl"
+    ).read_bytes()
+    assert (rows["default"][0]["train_wordings"], rows["eight"][0]["train_wordings"]) == (4, 8)
     digits = {
         name: {int(d) for r in rs[1:] for d in re.findall(r"\d+", r["wording"])} for name, rs in rows.items()
     }
-    assert digits["four"] <= {0, 1, 2, 3} and digits["default"] - {0, 1, 2, 3}
+    assert digits["default"] <= {0, 1, 2, 3} and digits["eight"] - {0, 1, 2, 3}
     r = ks_here(
         "judge", "data", "--out", tmp_path / "x", "--train", "40", "--heldout", "10", "--train-wordings", "9"
     )

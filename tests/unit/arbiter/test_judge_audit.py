@@ -133,9 +133,8 @@ def _raise(wid: str, expires: str, approvers: tuple[str, ...], spec: str | None)
         ({"evidence": None}, "evidence: none: evidence_missing -> PROVENANCE blocking"),
         (
             _raise("WV-1", "2027-05-11T05:00:00Z", ("x", "y"), "A-1"),
-            "waiver WV-1 on budget_limit (+0 files, +5 lines): for A-1; active; "
-            "expires 2027-05-11 05:00 not after now 2027-05-11 05:00; 2 approver(s), 2 needed: "
-            "waiver_invalid -> WAIVER_VALIDITY blocking",
+            "waiver WV-1 on budget_limit: active; expires 2027-05-11 05:00 not after now 2027-05-11 05:00; for A-1; "
+            "+0 files +5 lines; 2 approver(s), 2 needed: waiver_invalid -> WAIVER_VALIDITY blocking",
         ),  # expiring at the check time is expired
         (
             _raise("WV-2", "2027-06-01T00:00:00Z", ("x", "y"), None),
@@ -143,9 +142,8 @@ def _raise(wid: str, expires: str, approvers: tuple[str, ...], spec: str | None)
         ),
         (
             _raise("WV-3", "2027-06-01T00:00:00Z", ("x",), "B-2"),
-            "waiver WV-3 on budget_limit (+0 files, +5 lines): for B-2, not A-1; active; "
-            "expires 2027-06-01 00:00 after now 2027-05-11 05:00; 1 approver(s), 2 needed: "
-            "waiver_invalid -> WAIVER_VALIDITY blocking",
+            "waiver WV-3 on budget_limit: active; expires 2027-06-01 00:00 after now 2027-05-11 05:00; for B-2, not A-1; "
+            "+0 files +5 lines; 1 approver(s), 2 needed: waiver_invalid -> WAIVER_VALIDITY blocking",
         ),
     ],
 )
@@ -180,7 +178,7 @@ def test_every_prompt_states_the_rationale_minimum() -> None:
     (a case whose minimum the Judge cannot see has a label it can only guess)."""
     seen = set()
     for split in ("train", "heldout"):
-        for r in records(2, split, 60, 0):
+        for r in records(2, split, 60, 0, 8):
             n = r["case"]["context"]["policy"]["min_rationale_words"]
             shown = [v.format(n=n) for v in RATIONALE_WORDS if v.format(n=n) in r["prompt"]]
             assert len(shown) == 1, r["id"]
@@ -206,30 +204,28 @@ def test_a_rationale_that_doubles_over_the_minimum_is_no_flip_case() -> None:
     assert kinds[False] >= 1 and kinds[True] >= 300
 
 
-def test_a_waivers_facts_are_copied_as_the_prompt_writes_them() -> None:
-    """The audit target writes a waiver's gates (with a budget raise's delta), its expiry and the check time
-    as the case writes them, so that they are copies: each appears in its prompt word for word, and the
-    gates with their delta as one piece of the waiver's own line, in every wording."""
+def test_a_waivers_times_are_copied_as_the_prompt_writes_them() -> None:
+    """The audit target writes a waiver's expiry and the check time in the case's own date wording, so that
+    they are copies: every wording's times appear in its prompt word for word, in every date form."""
     wordings, dates = set(), set()
     for split in ("train", "heldout"):
         for r in records(4, split, 120, 0):
             for line in json.loads(target_text(r, "audit"))["checks"]:
                 m = re.match(
-                    r"waiver (\S+) on ([^:]+): for [^;]+; [^;]+; expires (.+?) (?:after|not after) now "
-                    r"(.+?)(?:; \d+ approver|: valid|: waiver_invalid)",
-                    line,
+                    r"waiver \S+ on [^:]+: [^;]+; expires (.+?) (?:after|not after) now (.+?); ", line
                 )
                 if m is None:
-                    assert (
-                        "not schema-valid" in line
-                        or "expiry unreadable" in line
-                        or not line.startswith("waiver ")
-                    ), line
                     continue
-                waiver = next(x for x in r["prompt"].splitlines() if m.group(1) in x)
-                assert m.group(2) in waiver, (r["id"], line, waiver)
-                assert m.group(3) in waiver and m.group(4) in r["prompt"], (r["id"], line)
-                wordings.add(r["wording"][r["wording"].index("w") :][:2])
-                dates.add(re.sub(r"[A-Z][a-z]+", "M", re.sub(r"\d", "9", m.group(3))))
-    assert len(wordings) == 10  # the waiver axis of training and held-out wordings
-    assert len(dates) == 8  # six training date forms (three wordings share one), two held-out ones
+                assert m.group(1) in r["prompt"] and m.group(2) in r["prompt"], (r["id"], line)
+                wordings.add(r["wording"][r["wording"].index("d") :][:2])
+                dates.add(re.sub(r"[A-Z][a-z]+", "M", re.sub(r"\d", "9", m.group(1))))
+    assert len(wordings) == 6  # the date axis: four training wordings by default, two held-out ones
+    assert len(dates) == 4  # two training date forms (three wordings share one), two held-out ones
+    eight = {
+        re.sub(r"[A-Z][a-z]+", "M", re.sub(r"\d", "9", m.group(1)))
+        for r in records(4, "train", 200, 0, 8)
+        for line in json.loads(target_text(r, "audit"))["checks"]
+        if (m := re.match(r"waiver \S+ on [^:]+: [^;]+; expires (.+?) (?:after|not after) now (.+?); ", line))
+        and m.group(1) in r["prompt"]
+    }
+    assert len(eight) == 6  # with --train-wordings 8: six training date forms

@@ -86,17 +86,17 @@ def test_heldout_shares_no_module_file_name_rationale_or_wording_with_training(
 
 
 def test_training_wordings_are_the_first_n_of_eight_and_held_out_ones_stay_their_own() -> None:
-    """`train_wordings` picks how many training variants training cases draw from (4: the sets of stops
-    40-49, 8: the default); held-out cases are the same whatever it is, and no held-out text is a training one."""
+    """`train_wordings` picks how many training variants training cases draw from (4, the default:
+    the sets of stops 40-49; 8); held-out cases are the same whatever it is, and no held-out text is a training one."""
     from kimi_student.arbiter import render
 
     def variants(rows: list[dict]) -> set[int]:
         return {int(d) for r in rows for d in re.findall(r"\d+", r["wording"])}
 
-    four = list(records(3, "train", 40, 10, 4))
+    four = list(records(3, "train", 40, 10))
     assert variants(four) == {0, 1, 2, 3}
-    assert variants(list(records(3, "train", 40, 10))) == set(render.TRAIN_VARIANTS)
-    assert list(records(3, "heldout", 20, 5, 4)) == list(records(3, "heldout", 20, 5))
+    assert variants(list(records(3, "train", 40, 10, 8))) == set(render.TRAIN_VARIANTS)
+    assert list(records(3, "heldout", 20, 5, 8)) == list(records(3, "heldout", 20, 5))
     for axis in (render.SECTIONS, render.BUDGET, render.EVIDENCE, render.WAIVER, render.RATIONALE_WORDS):
         train = {axis[i] for i in render.TRAIN_VARIANTS}
         assert len(train) == len(render.TRAIN_VARIANTS) and not train & {
