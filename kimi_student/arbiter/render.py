@@ -3,8 +3,8 @@ author's rationale, `git diff --stat`, evidence, waivers, then the diff cut to f
 several wordings. Pure.
 
 A wording picks a variant on each axis (section names, budget line, evidence lines, waiver lines, dates).
-Training cases use the first variants of every axis; held-out cases use variants no training case uses
-(`wording(r, split)`), so a judge cannot key on a phrase. Every variant states the same facts, and no
+Training cases use the training variants of every axis (`TRAIN_VARIANTS`, the first four by default);
+held-out cases use variants no training case uses (`wording(r, split)`), so a judge cannot key on a phrase. Every variant states the same facts, and no
 variant states a finding: the text says "12 files" and "at most 10", never "over budget".
 """
 
