@@ -346,15 +346,11 @@ def write_dataset(
                 disable=not progress,
             )
         )
-        head = header(seed, split, n, n_pairs) | (
-            {"train_wordings": train_wordings} if split == "train" else {}
-        )
-        write_jsonl(out / f"{split}.jsonl", [head, *rows])
+        wordings = {"train_wordings": train_wordings} if split == "train" else {}
+        write_jsonl(out / f"{split}.jsonl", [header(seed, split, n, n_pairs) | wordings, *rows])
         for target in TARGETS:  # train_sft.jsonl (verdict), train_reasoned_sft.jsonl, train_audit_sft.jsonl
             name = f"{split}_sft.jsonl" if target == "verdict" else f"{split}_{target}_sft.jsonl"
-            head = {**header(seed, split, n, n_pairs), "target": target}
-            if split == "train":
-                head["train_wordings"] = train_wordings
+            head = {**header(seed, split, n, n_pairs), "target": target, **wordings}
             sft = [head, *(sft_row(r, target) for r in rows)]
             for key, count, make in extras:
                 if split == "train" and target == "audit" and count:
