@@ -132,6 +132,28 @@ def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: 
     return costs
 
 
+def prefill_units(target: Any, prompts: list[list[int]], step_s: float, reps: int = 3) -> float:
+    """Every prompt's prefill (a forward over the whole prompt into an empty cache, as decoding starts;
+    median of `reps`), summed, in one-token calls of `step_s` seconds. Both sides pay it and no drafter
+    shortens it, so a prediction that counts it as one call overstates the speed-up."""
+    import torch
+    from transformers import DynamicCache
+
+    from kimi_student.eval.runners.speculative_hf import cached_forward
+
+    total = 0.0
+    with torch.no_grad():
+        for prompt in prompts:
+            times = []
+            for _ in range(reps):
+                cache = DynamicCache(config=target.config)
+                t = time.perf_counter()
+                cached_forward(target, cache, prompt, 0, keep=1)
+                times.append(time.perf_counter() - t)
+            total += statistics.median(times)
+    return total / step_s
+
+
 def copied_share(prompt: list[int], answer: list[int]) -> float:
     """The share of the answer's tokens that end a trigram (over prompt + answer) found in the prompt: how
     much of the answer is a copy of its input, which prompt lookup drafts for free."""
@@ -211,6 +233,9 @@ def main() -> int:
         f"answers copied from their prompt (half their tokens or more end a trigram it holds): {sum(copied)} "
         f"of {len(prompts)}; 'new': the others"
     )
+    prefill = prefill_units(target, prompts, step_costs(target, None, median_prompt, [0])["target_1"])
+    summary["prefill_calls"] = round(prefill / len(prompts), 2)
+    print(f"a prompt's prefill costs {prefill / len(prompts):.1f} one-token calls (median prompt's cache)")
     arms = []  # (spec, drafter, k, c, r)
     for spec in a.draft or ["prompt-lookup", "layers:2"]:
         d = drafter(spec, target)
@@ -222,7 +247,14 @@ def main() -> int:
     spec_s: list[list[float]] = [[] for _ in arms]
     stats: list[list[SpecStats]] = [[] for _ in arms]
     exact = [0] * len(arms)
+    started = time.perf_counter()
     for run in range(a.runs + 1):  # run 0 warms up and checks exactness
+        print(  # a pass of every arm takes minutes at 135M: say where the bench is
+            f"run {run} of {a.runs} ({'warm-up, exactness' if run == 0 else 'timed'}), "
+            f"{time.perf_counter() - started:.0f} s in",
+            file=sys.stderr,
+            flush=True,
+        )
         _, tb = greedy_pass()
         if run:
             base_s.append(tb)
@@ -238,7 +270,7 @@ def main() -> int:
             stats[j] = per
     print(
         f"{'drafter':<22} {'K':>2} {'exact':>7} {'alpha':>6} {'a/rch':>6} {'tau':>5} {'c(K)':>5} {'r':>5} {'pred':>6} "
-        f"{'meas':>6} {'alpha new':>9} {'tau new':>7} {'drafts':>6}"
+        f"{'pred+pf':>7} {'meas':>6} {'alpha new':>9} {'tau new':>7} {'drafts':>6}"
     )
     bad = 0
     for j, (spec, _, k, c, r, costs) in enumerate(arms):
@@ -257,10 +289,13 @@ def main() -> int:
             for i, m in st.checks.items()
         )
         pred = st.tau / ((cost + (st.target_calls - checks)) / st.target_calls)
+        # the same with each prompt's prefill at its measured cost, on both sides (a call each above)
+        decoded = st.emitted - (st.target_calls - checks)  # tokens the baseline decodes one call each
+        pred_prefill = (prefill + decoded) / (prefill + cost)
         bad += exact[j] != len(prompts)
         print(
             f"{spec:<22} {k:>2} {exact[j]:>3}/{len(prompts):<3} {st.alpha:6.3f} {st.alpha_reached:6.3f} {st.tau:5.2f} {c:5.2f} "
-            f"{r:5.2f} {pred:5.2f}x {meas:5.2f}x {new.alpha:9.3f} {new.tau:7.2f} {st.proposed / max(checks, 1):6.2f}"
+            f"{r:5.2f} {pred:5.2f}x {pred_prefill:6.2f}x {meas:5.2f}x {new.alpha:9.3f} {new.tau:7.2f} {st.proposed / max(checks, 1):6.2f}"
         )
         summary[f"{spec} K={k}"] = {
             "exact": exact[j] / len(prompts),
@@ -270,6 +305,7 @@ def main() -> int:
             "c": round(c, 3),
             "r": round(r, 3),
             "predicted_speedup": round(pred, 3),
+            "predicted_speedup_prefill": round(pred_prefill, 3),
             "measured_speedup": round(meas, 3),
             "alpha_not_copied": round(new.alpha, 4),
             "tau_not_copied": round(new.tau, 3),
@@ -339,6 +375,7 @@ def coreml_main(a: argparse.Namespace) -> int:
         st.forwards - st.prefill_forwards + len(prompts)
     )  # a prompt's prefill counts as one call, as above
     alpha, tau = st.accepted / max(st.drafted, 1), st.new_tokens / calls
+    alpha_reached = st.accepted / max(st.accepted + st.rejected, 1)
     meas = statistics.median(plain_s) / statistics.median(spec_s)
     print(
         f"prompts {len(prompts)}  answer tokens {st.new_tokens}  K {k}  confidence {a.confidence}  runs {a.runs}"
@@ -351,7 +388,10 @@ def coreml_main(a: argparse.Namespace) -> int:
         f"plain Core ML greedy = PyTorch fp32 greedy: {vs_fp32.count(None)}/{len(prompts)}; first divergences "
         f"at {sorted(i for i in vs_fp32 if i is not None)}"
     )
-    print(f"feature drafter (Core ML): alpha {alpha:.3f}  tau {tau:.2f}  measured {meas:.2f}x plain greedy")
+    print(
+        f"feature drafter (Core ML): alpha {alpha:.3f}  alpha per reached draft {alpha_reached:.3f}  "
+        f"tau {tau:.2f}  measured {meas:.2f}x plain greedy"
+    )
     if a.report:
         write_bench_report(
             a.report,
@@ -362,6 +402,7 @@ def coreml_main(a: argparse.Namespace) -> int:
                 "k": k,
                 "confidence": a.confidence,
                 "alpha": round(alpha, 4),
+                "alpha_reached": round(alpha_reached, 4),
                 "tau": round(tau, 3),
                 "measured_speedup": round(meas, 3),
                 "equal_to_plain": vs_plain.count(None) / len(prompts),

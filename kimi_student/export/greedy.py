@@ -42,6 +42,7 @@ class DecodeStats:
     cached_tokens: int = 0  # prompt tokens whose keys and values were already cached (stateful decoder)
     drafted: int = 0  # draft tokens checked (stateful decoder with a drafter)
     accepted: int = 0  # of them, those kept
+    rejected: int = 0  # checks that rejected a draft, one each (alpha per reached draft: accepted / both)
 
     def record(self, seconds: float, real: np.ndarray) -> None:
         """One forward of `seconds` whose real positions' logits are `real` (positions, V)."""

@@ -207,6 +207,7 @@ class KVDecoder:
                         break
                     continue
                 pending = tok
+                stats.rejected += int(j < len(guess))  # past the drafts, `tok` is the bonus token
                 break
             stats.drafted += len(guess)
             stats.accepted += accepted

@@ -231,6 +231,32 @@ def test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_
     assert spec == plain
     assert spec_stats.drafted > 0 and spec_stats.accepted > 0, (spec_stats.drafted, spec_stats.accepted)
     assert spec_stats.forwards < plain_stats.forwards
+    # a check rejects at most one draft and judges none after it; plain greedy drafts nothing to reject
+    checks = spec_stats.forwards - spec_stats.prefill_forwards
+    assert spec_stats.rejected <= checks and plain_stats.rejected == 0, (spec_stats.rejected, checks)
+    assert spec_stats.accepted + spec_stats.rejected <= spec_stats.drafted
+
+    class RightThenWrong:  # a fault injected on purpose: the right next token, then a wrong one
+        def __init__(self, prompt: list[int], want: list[int]) -> None:
+            self.start, self.want = len(prompt), want
+
+        def propose(self, seq: list[int]) -> list[int]:
+            j = len(seq) - self.start  # `seq` ends with the token the check decodes from
+            return [self.want[j], abs(self.want[j + 1] - 1)] if j + 1 < len(self.want) else []
+
+    kv.clear()
+    wrong = DecodeStats()
+    assert [
+        kv.greedy(p, chat.stop_rule(), 12, drafter=RightThenWrong(p, w), stats=wrong)
+        for p, w in zip(prompts, plain, strict=True)
+    ] == plain
+    # every check keeps its first draft and rejects its second, once; a prompt's last check may end at the
+    # token limit on its kept draft, before it judges the wrong one
+    assert wrong.accepted == wrong.drafted // 2 > 0
+    assert 0 < wrong.rejected and wrong.accepted - len(prompts) <= wrong.rejected <= wrong.accepted, (
+        wrong.rejected,
+        wrong.accepted,
+    )
     # with a confidence floor it drafts fewer tokens, keeps no smaller a share of them, and changes nothing; the
     # floor: the median of this small drafter's first-draft confidences (a random toy's logits are flat)
     floor = float(torch.softmax(torch_drafter.logits(want), -1).max(-1).values.median())
@@ -249,7 +275,11 @@ def test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_
     )  # fmt: skip
     assert b.returncode == 0, b.stderr[-2000:]
     assert re.search(r"speculative = plain greedy \(Core ML\): (\d+)/\1;", b.stdout), b.stdout
-    assert re.search(r"feature drafter \(Core ML\): alpha [\d.]+ +tau [\d.]+ +measured [\d.]+x", b.stdout)
+    got = re.search(
+        r"feature drafter \(Core ML\): alpha ([\d.]+) +alpha per reached draft ([\d.]+) +tau [\d.]+ +measured",
+        b.stdout,
+    )
+    assert got and float(got[1]) <= float(got[2]) <= 1.0, b.stdout
 
     other = for_other_weights(drafter, tmp_path / "other")
     r = ks_here(

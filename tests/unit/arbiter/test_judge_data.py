@@ -105,6 +105,18 @@ def test_training_wordings_are_the_first_n_of_eight_and_held_out_ones_stay_their
     dates = {render.DATES[i] for i in render.TRAIN_VARIANTS}
     assert len(dates) == 6 and not dates & {render.DATES[i] for i in render.HELDOUT_VARIANTS}
 
+    # `judge data --train-wordings` states its range and default as literals (the CLI does not import the
+    # arbiter at start-up): they must be render's
+    import inspect
+    import typing
+
+    from kimi_student.cli.judge import judge_data
+
+    param = inspect.signature(judge_data).parameters["train_wordings"]
+    option = typing.get_type_hints(judge_data, include_extras=True)["train_wordings"].__metadata__[0]
+    assert (option.min, option.max) == (1, len(render.TRAIN_VARIANTS))
+    assert param.default == render.TRAIN_WORDINGS
+
 
 FINDING_WORDS = re.compile(
     r"exceed|violat|out of scope|outside|over budget|not allowed|invalid|\bPASS\b|\bFAIL\b|"
