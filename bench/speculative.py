@@ -11,7 +11,10 @@ tool response, which it answers with the integration sentences). For each drafte
   c(K)    one target call on K+1 tokens / one on 1 token (the cost of a check), measured here
   r       one drafter step / one target step (0 for prompt lookup)
   pred    the speed-up tau / (c(K) + K r) predicts, with c and K of each check as it came (a drafter may
-          propose fewer than K: prompt lookup often none);  meas: tokens/s against target-only greedy
+          propose fewer than K: prompt lookup often none), a prompt's prefill counted as one call
+  pred+pf the same with every prompt's prefill at its measured cost (printed above the table, in one-token
+          calls) on both sides: no drafter shortens it, so it pulls the speed-up toward 1x
+  meas    tokens/s against target-only greedy
   new     alpha and tau on the prompts whose answer is not a copy of the prompt (under half of its tokens end
           a trigram the prompt holds): where prompt lookup has little to copy
 
