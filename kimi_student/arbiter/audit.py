@@ -37,6 +37,8 @@ ISO_MINUTES = "%Y-%m-%d %H:%M"  # times when the caller does not say how its cas
 
 
 def _waiver_line(w: Waiver, change: Change, now: datetime, dates: str) -> str:
+    """A waiver's check line: each fact its validity rests on (status, expiry against the check time, the
+    spec it is for, a budget raise's delta and approvers), then valid or waiver_invalid."""
     spec, policy = change.spec, change.policy
     head = f"waiver {w.id} on {', '.join(w.gates) or 'no gate'}"
     if w.problems:

@@ -4,8 +4,9 @@ several wordings. Pure.
 
 A wording picks a variant on each axis (section names, budget line, evidence lines, waiver lines, dates).
 Training cases use the training variants of every axis (`TRAIN_VARIANTS`, the first four by default);
-held-out cases use variants no training case uses (`wording(r, split)`), so a judge cannot key on a phrase. Every variant states the same facts, and no
-variant states a finding: the text says "12 files" and "at most 10", never "over budget".
+held-out cases use variants no training case uses (`wording(r, split)`), so a judge cannot key on a phrase.
+Every variant states the same facts, and no variant states a finding: the text says "12 files" and "at most
+10", never "over budget".
 """
 
 from __future__ import annotations
