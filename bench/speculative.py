@@ -14,12 +14,13 @@ tool response, which it answers with the integration sentences). For each drafte
           propose fewer than K: prompt lookup often none), a prompt's prefill counted as one call
   pred+pf the same with every prompt's prefill at its measured cost (printed above the table, in one-token
           calls) on both sides: no drafter shortens it, so it pulls the speed-up toward 1x
-  meas    tokens/s against target-only greedy
+  meas    tokens/s against target-only greedy (the median run's);  runs: the lowest-highest single run
   new     alpha and tau on the prompts whose answer is not a copy of the prompt (under half of its tokens end
           a trigram the prompt holds): where prompt lookup has little to copy
 
-Timings are medians over `--runs` runs after a warm-up run; a run times the baseline once, then every drafter
-at every K over every prompt, so a load change on a shared machine moves every side alike.
+Timings are medians over `--runs` runs after a warm-up run; a run decodes each prompt with the baseline and
+then every drafter at every K before the next prompt, so a load change on a shared machine (minutes long)
+moves every side alike; `runs` prints the lowest and highest speed-up of a single run (the report keeps each).
 
     .venv/bin/python bench/speculative.py [--model DIR] [--draft prompt-lookup --draft DIR --draft layers:2]
         [--k 2,3,4] [--n 50] [--max-new 64] [--runs 5] [--report FILE]
@@ -222,12 +223,8 @@ def main() -> int:
         f"target: {a.model or 'SmolLM2-135M'}  prompts {len(prompts)} (tokens {lens[0]}-{lens[-1]})  max_new {a.max_new}"
     )
 
-    def greedy_pass() -> tuple[list[list[int]], float]:
-        t = time.perf_counter()
-        rows = [greedy_decode(target, [p], pad, stop, a.max_new)[0] for p in prompts]
-        return rows, time.perf_counter() - t
-
-    want, _ = greedy_pass()  # warm-up, and the outputs every drafter must give
+    # warm-up, and what every drafter must give
+    want = [greedy_decode(target, [p], pad, stop, a.max_new)[0] for p in prompts]
     tokens = sum(map(len, want))
     copied = [copied_share(p, w) >= 0.5 for p, w in zip(prompts, want, strict=True)]
     median_prompt = prompts[sorted(range(len(prompts)), key=lambda i: len(prompts[i]))[len(prompts) // 2]]
@@ -245,7 +242,8 @@ def main() -> int:
         costs = step_costs(target, draft_model(d), median_prompt, ks)
         r = costs.get("draft_1", 0.0) / costs["target_1"]
         arms += [(spec, d, k, costs[f"target_{k + 1}"] / costs["target_1"], r, costs) for k in ks]
-    # each run times the baseline once and then every arm, so a load change moves them alike
+    # each run decodes prompt by prompt, the baseline and then every arm on that prompt before the next, so a
+    # load change on a shared machine (minutes long; a pass of every arm takes minutes) moves every side alike
     base_s: list[float] = []
     spec_s: list[list[float]] = [[] for _ in arms]
     stats: list[list[SpecStats]] = [[] for _ in arms]
@@ -258,22 +256,26 @@ def main() -> int:
             file=sys.stderr,
             flush=True,
         )
-        _, tb = greedy_pass()
+        tb, ts = 0.0, [0.0] * len(arms)
+        per: list[list[SpecStats]] = [[] for _ in arms]
+        for p, w in zip(prompts, want, strict=True):
+            t = time.perf_counter()
+            greedy_decode(target, [p], pad, stop, a.max_new)
+            tb += time.perf_counter() - t
+            for j, (_, d, k, *_rest) in enumerate(arms):
+                t = time.perf_counter()
+                got, s = speculative_decode(target, d, p, stop, a.max_new, k=k)
+                ts[j] += time.perf_counter() - t
+                per[j].append(s)
+                exact[j] += run == 0 and got == w
         if run:
             base_s.append(tb)
-        for j, (_, d, k, *_rest) in enumerate(arms):
-            t = time.perf_counter()
-            per = []
-            for p, w in zip(prompts, want, strict=True):
-                got, s = speculative_decode(target, d, p, stop, a.max_new, k=k)
-                per.append(s)
-                exact[j] += run == 0 and got == w
-            if run:
-                spec_s[j].append(time.perf_counter() - t)
-            stats[j] = per
+            for j in range(len(arms)):
+                spec_s[j].append(ts[j])
+        stats = per
     print(
         f"{'drafter':<22} {'K':>2} {'exact':>7} {'alpha':>6} {'a/rch':>6} {'tau':>5} {'c(K)':>5} {'r':>5} {'pred':>6} "
-        f"{'pred+pf':>7} {'meas':>6} {'alpha new':>9} {'tau new':>7} {'drafts':>6}"
+        f"{'pred+pf':>7} {'meas':>6} {'runs':>9} {'alpha new':>9} {'tau new':>7} {'drafts':>6}"
     )
     bad = 0
     for j, (spec, _, k, c, r, costs) in enumerate(arms):
@@ -283,6 +285,7 @@ def main() -> int:
             if not cp:
                 new.add(s)
         meas = statistics.median(base_s) / statistics.median(spec_s[j])
+        runs = [b / t for b, t in zip(base_s, spec_s[j], strict=True)]  # each run's own speed-up
         # the cost of the checks as they came (prompt lookup often has fewer than K drafts, or none; a drafter
         # with a confidence floor stops early, after one more step than it drafted), per target call; the
         # prefill call of each prompt is in tau's calls and costs alike on both sides
@@ -298,7 +301,7 @@ def main() -> int:
         bad += exact[j] != len(prompts)
         print(
             f"{spec:<22} {k:>2} {exact[j]:>3}/{len(prompts):<3} {st.alpha:6.3f} {st.alpha_reached:6.3f} {st.tau:5.2f} {c:5.2f} "
-            f"{r:5.2f} {pred:5.2f}x {pred_prefill:6.2f}x {meas:5.2f}x {new.alpha:9.3f} {new.tau:7.2f} {st.proposed / max(checks, 1):6.2f}"
+            f"{r:5.2f} {pred:5.2f}x {pred_prefill:6.2f}x {meas:5.2f}x {min(runs):4.2f}-{max(runs):4.2f} {new.alpha:9.3f} {new.tau:7.2f} {st.proposed / max(checks, 1):6.2f}"
         )
         summary[f"{spec} K={k}"] = {
             "exact": exact[j] / len(prompts),
@@ -310,6 +313,7 @@ def main() -> int:
             "predicted_speedup": round(pred, 3),
             "predicted_speedup_prefill": round(pred_prefill, 3),
             "measured_speedup": round(meas, 3),
+            "measured_speedup_runs": [round(x, 3) for x in runs],
             "alpha_not_copied": round(new.alpha, 4),
             "tau_not_copied": round(new.tau, 3),
             "drafts_per_check": round(st.proposed / max(checks, 1), 3),
