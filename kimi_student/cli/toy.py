@@ -79,6 +79,14 @@ def worker_e2e_cmd(
     steps: Annotated[
         int | None, typer.Option(min=1, help="Student training steps (config; the teacher keeps its own).")
     ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="Stop after this stage: dataset, teacher, kd-mix or student (e.g. teacher: the fine-tuned "
+            "SmolLM2-135M alone, a Worker for `drafter data`); report.json holds the stages run, nothing "
+            "gated, exit 0."
+        ),
+    ] = None,
 ) -> None:
     """Worker end-to-end: contextual dataset -> teacher (SmolLM2-135M fine-tuned on the gold conversations,
     loss on the assistant turns) -> kd-mix --score-gold (the teacher's top-k at every assistant position) ->
@@ -93,11 +101,16 @@ def worker_e2e_cmd(
     """
     from kimi_student.eval.gates import gate_table
     from kimi_student.outputs import check_outputs
-    from kimi_student.recipes.worker_e2e import run_worker_e2e
+    from kimi_student.recipes.worker_e2e import STAGES, run_worker_e2e
 
+    if until is not None and until not in STAGES:
+        raise typer.BadParameter(f"--until must be one of {', '.join(STAGES)}, got {until!r}")
     check_outputs({"--config": config}, {}, folders={"--out": out})
-    rep = run_worker_e2e(out, seed, config, steps, progress=show_progress(), log=typer.echo)
+    rep = run_worker_e2e(out, seed, config, steps, progress=show_progress(), log=typer.echo, until=until)
     typer.echo("steps: " + "  ".join(f"{k} {v:.1f}s" for k, v in rep["steps_seconds"].items()))
+    if until is not None:
+        typer.echo(f"stopped after {until}, nothing gated  report -> {out / 'report.json'}")
+        raise typer.Exit(0)
     typer.echo(f"{'PASS' if rep['passed'] else 'FAIL'}  report -> {out / 'report.json'}")
     typer.echo(gate_table(rep["gates"]))
     raise typer.Exit(0 if rep["passed"] else 1)

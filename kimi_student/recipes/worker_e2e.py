@@ -250,6 +250,10 @@ def eval_command(run: ToyRun, o: RunnerOptions) -> str:
     )
 
 
+# the stages `until` may stop after (eval, export and parity run only in a whole run)
+STAGES = ("dataset", "teacher", "kd-mix", "student")
+
+
 def run_worker_e2e(
     out: str | Path,
     seed: int = 0,
@@ -257,31 +261,61 @@ def run_worker_e2e(
     max_steps: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda _m: None,
+    until: str | None = None,
 ) -> dict[str, Any]:
     """Run the whole pipeline into `out` and return the report (also written to out/report.json); the
     eval's own report and per-item results are out/eval_report.json and out/eval_results.jsonl.
-    `max_steps` overrides the student's steps (the teacher keeps its own)."""
+    `max_steps` overrides the student's steps (the teacher keeps its own). `until` (one of STAGES) stops
+    after that stage: the report then holds the stages run, `stopped_after`, and `passed` None (nothing
+    was gated), e.g. the fine-tuned teacher alone as a Worker for `drafter data`."""
+    if until is not None and until not in STAGES:
+        raise InputError(None, None, "until", f"{until!r} is not a stage; one of {', '.join(STAGES)}")
     run, config = ToyRun.at(out), Path(config)
     cfg = read_config(config)
     steps: dict[str, float] = {}
+    done: dict[str, Any] = {"header": {"config": shown_path(config), "seed": seed}, "steps_seconds": steps}
     t_all = time.perf_counter()
+
+    def stopped(stage: str) -> dict[str, Any] | None:
+        if stage != until:
+            return None
+        steps["total"] = round(time.perf_counter() - t_all, 3)
+        report = {**done, "stopped_after": stage, "passed": None}
+        write_json(run.report, report)
+        return report
+
     with timed(steps, "dataset"):
         data = prepare_data(run, cfg["data"], seed, config)
     log(
         f"dataset: {len(data['train'])} train (+{len(data['copies'])} copy-augmented), "
         f"{len(data['heldout'])} held-out items; disjoint {data['disjoint']}"
     )
+    done["data"] = {
+        "train_items": len(data["train"]),
+        "train_copy_augmented": len(data["copies"]),
+        "heldout_items": len(data["heldout"]),
+        "heldout_split": "heldout",
+        "disjoint": data["disjoint"],
+    }
+    if (rep := stopped("dataset")) is not None:
+        return rep
     threads = cfg.get("threads")
     with timed(steps, "teacher"), torch_threads(threads):
-        te = train_model(config, "teacher", teacher_run(run), data=run.train_jsonl, progress=progress)
+        te = done["teacher"] = train_model(
+            config, "teacher", teacher_run(run), data=run.train_jsonl, progress=progress
+        )
     log(stage_line("teacher", te, steps["teacher"]))
+    if (rep := stopped("teacher")) is not None:
+        return rep
     with timed(steps, "kd_mix"), torch_threads(threads):
-        kd = score_with_teacher(run, Path(te["checkpoint"]), cfg["kd"], progress)
+        kd = done["kd_mix"] = score_with_teacher(run, Path(te["checkpoint"]), cfg["kd"], progress)
     log(
         f"kd-mix: {kd['ok']}/{kd['records']} conversations scored, {kd['sequence_tokens']} tokens ({steps['kd_mix']:.1f} s)"
     )
+    if (rep := stopped("kd-mix")) is not None:
+        return rep
     with timed(steps, "student"), torch_threads(threads):
-        st = train_model(
+        st = done["train"] = train_model(
             config,
             "worker",
             run.run,
@@ -291,6 +325,8 @@ def run_worker_e2e(
             progress=progress,
         )
     log(stage_line("student", st, steps["student"]))
+    if (rep := stopped("student")) is not None:
+        return rep
     opts = eval_options(str(st["checkpoint"]), cfg["decode"])
     log(f"eval: {eval_command(run, opts)}")
     paths = EvalPaths(run.root / "eval_results.jsonl", run.root / "eval_report.json")
@@ -314,18 +350,7 @@ def run_worker_e2e(
             log(parity_line(runner, legs[runner]))
     steps["total"] = round(time.perf_counter() - t_all, 3)
     report = {
-        "header": {"config": shown_path(config), "seed": seed},
-        "steps_seconds": steps,
-        "data": {
-            "train_items": len(data["train"]),
-            "train_copy_augmented": len(data["copies"]),
-            "heldout_items": len(data["heldout"]),
-            "heldout_split": "heldout",
-            "disjoint": data["disjoint"],
-        },
-        "teacher": te,
-        "kd_mix": kd,
-        "train": st,
+        **done,
         "eval_command": eval_command(run, opts),
         "eval_summary": rep["summary"],
         "gates": rep["gates"],

@@ -114,3 +114,24 @@ def test_worker_e2e_computes_every_gate_on_the_students_output(legs: tuple[str, 
         for line in (out / "data" / "heldout.jsonl").read_text().splitlines()[1:]
     }
     assert sum(row["output"] != gold[row["id"]] for row in rows) > 0
+
+
+def test_worker_e2e_until_teacher_stops_with_the_fine_tuned_teacher_and_gates_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    r = ks_here("worker-e2e", "--out", out, "--config", tiny_config(tmp_path, 0), "--until", "teacher")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "stopped after teacher, nothing gated" in r.stdout
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["stopped_after"] == "teacher" and rep["passed"] is None
+    assert rep["teacher"]["steps"] == 3 and rep["data"]["heldout_items"] == 12
+    assert set(rep["steps_seconds"]) == {"dataset", "teacher", "total"}
+    # the teacher is a checkpoint `drafter data --model` reads; no later stage ran
+    assert (out / "teacher" / "final" / "model.safetensors").is_file()
+    assert not (out / "data" / "kd_scored.jsonl").exists() and not (out / "run").exists()
+    assert not {"kd_mix", "train", "gates"} & set(rep)
+
+
+def test_worker_e2e_refuses_a_stage_it_does_not_have(tmp_path: Path) -> None:
+    r = ks_here("worker-e2e", "--out", tmp_path / "run", "--until", "eval")
+    assert r.returncode == 2 and "--until must be one of dataset, teacher, kd-mix, student" in r.stderr
+    assert not (tmp_path / "run").exists()
