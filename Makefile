@@ -401,12 +401,18 @@ bench-hf-decode: install
 DRAFTER_DATA ?= data/drafter
 DRAFTER_RUN ?= runs/drafter
 DRAFTER_MODEL ?= smollm2
+# two folders of ~576 prompts (300 items each, seeds 11 and 12): the measured recipe (stop 53, README)
+DRAFTER_SEEDS ?= 11 12
 drafter: install
-	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/train --n $(or $(DRAFTER_N),300) --seed 11
-	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/train_data --n $(or $(DRAFTER_N),300) --seed 11 --answers data
+	for s in $(DRAFTER_SEEDS); do \
+		$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/train$$s --n $(or $(DRAFTER_N),300) --seed $$s && \
+		$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/train_data$$s --n $(or $(DRAFTER_N),300) --seed $$s --answers data \
+		|| exit 1; done
 	$(KS) drafter data --model $(DRAFTER_MODEL) --out $(DRAFTER_DATA)/heldout --n 20 --seed 8 --split heldout
-	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train --heldout $(DRAFTER_DATA)/heldout --out $(DRAFTER_RUN)/kd
-	$(KS) drafter train --model $(DRAFTER_MODEL) --data $(DRAFTER_DATA)/train_data --heldout $(DRAFTER_DATA)/heldout --objective ce --out $(DRAFTER_RUN)/ce
+	$(KS) drafter train --model $(DRAFTER_MODEL) $(foreach s,$(DRAFTER_SEEDS),--data $(DRAFTER_DATA)/train$(s)) \
+		--heldout $(DRAFTER_DATA)/heldout --out $(DRAFTER_RUN)/kd
+	$(KS) drafter train --model $(DRAFTER_MODEL) $(foreach s,$(DRAFTER_SEEDS),--data $(DRAFTER_DATA)/train_data$(s)) \
+		--heldout $(DRAFTER_DATA)/heldout --objective ce --out $(DRAFTER_RUN)/ce
 
 # The Worker's stateful decoder (also returning its final hidden states) and the kd drafter beside it, in one
 # folder and manifest; `bench/speculative.py --coreml $(COREML_DRAFTER)` decodes with them in the MIL executor

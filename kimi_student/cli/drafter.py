@@ -86,11 +86,11 @@ def drafter_train(
             help="kd: the Worker's states and distribution (the Drafter); ce: the data's tokens only."
         ),
     ] = "kd",
-    steps: Annotated[int, typer.Option(min=1)] = 500,
+    steps: Annotated[int, typer.Option(min=1)] = 1000,
     lr: Annotated[float, typer.Option()] = 1e-3,
     kd_weight: Annotated[
         float, typer.Option(min=0.0, help="kd: the weight of the forward KL beside the states' smooth-L1.")
-    ] = 0.1,
+    ] = 1.0,
     noise: Annotated[
         float, typer.Option(min=0.0, help="Uniform noise on the input states, times their spread.")
     ] = 0.1,
