@@ -11,6 +11,9 @@ from typing import Annotated
 import typer
 
 from kimi_student.cli.common import guarded, show_progress
+from kimi_student.drafter.config import DrafterTrainConfig
+
+DEFAULT = DrafterTrainConfig()  # one place for the defaults: --help shows these
 
 app = typer.Typer(
     help="The Drafter: a feature drafter for speculative decoding of the Worker.", no_args_is_help=True
@@ -85,19 +88,19 @@ def drafter_train(
         typer.Option(
             help="kd: the Worker's states and distribution (the Drafter); ce: the data's tokens only."
         ),
-    ] = "kd",
-    steps: Annotated[int, typer.Option(min=1)] = 1000,
-    lr: Annotated[float, typer.Option()] = 1e-3,
+    ] = DEFAULT.objective,
+    steps: Annotated[int, typer.Option(min=1)] = DEFAULT.steps,
+    lr: Annotated[float, typer.Option()] = DEFAULT.lr,
     kd_weight: Annotated[
         float, typer.Option(min=0.0, help="kd: the weight of the forward KL beside the states' smooth-L1.")
-    ] = 1.0,
+    ] = DEFAULT.kd_weight,
     noise: Annotated[
         float, typer.Option(min=0.0, help="Uniform noise on the input states, times their spread.")
-    ] = 0.1,
+    ] = DEFAULT.noise,
     second: Annotated[
         float,
         typer.Option(min=0.0, help="Weight of a second pass reading the first's predicted states (0: none)."),
-    ] = 1.0,
+    ] = DEFAULT.second,
     prompt_weight: Annotated[
         float,
         typer.Option(
@@ -105,12 +108,12 @@ def drafter_train(
             help="Weight of the positions that predict the prompt's tokens, beside the answer's 1 (drafting "
             "only ever drafts answers; 0: answers only).",
         ),
-    ] = 1.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    ] = DEFAULT.prompt_weight,
+    seed: Annotated[int, typer.Option()] = DEFAULT.seed,
 ) -> None:
     """Train a feature drafter: one decoder layer reading the Worker's final hidden states, with the
     Worker's head cut to the data's vocabulary."""
-    from kimi_student.drafter.train import DrafterTrainConfig, train_drafter
+    from kimi_student.drafter.train import train_drafter
 
     if objective not in ("kd", "ce"):
         raise typer.BadParameter(f"--objective must be kd or ce, got {objective!r}")

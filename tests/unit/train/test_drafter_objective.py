@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kimi_student.drafter.train import DrafterTrainConfig, padded, step_loss
+from kimi_student.drafter.config import DrafterTrainConfig
+from kimi_student.drafter.train import padded, step_loss
 from kimi_student.models.feature_drafter import DrafterConfig, FeatureDrafter
 
 D, V = 16, 40
