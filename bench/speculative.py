@@ -21,6 +21,8 @@ tool response, which it answers with the integration sentences). For each drafte
 Timings are medians over `--runs` runs after a warm-up run; a run decodes each prompt with the baseline and
 then every drafter at every K before the next prompt, so a load change on a shared machine (minutes long)
 moves every side alike; `runs` prints the lowest and highest speed-up of a single run (the report keeps each).
+`--runs 0` stops after the warm-up: exactness, alpha, tau and the predictions, no timing; a sweep of drafters
+or floors on prompts of another `--seed` than the ones measured chooses without looking at the measurement.
 
     .venv/bin/python bench/speculative.py [--model DIR] [--draft prompt-lookup --draft DIR --draft layers:2]
         [--k 2,3,4] [--n 50] [--max-new 64] [--runs 5] [--report FILE]
@@ -185,7 +187,13 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=50, help="held-out items (about 1.5 prompts each)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max-new", type=int, default=64)
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument(
+        "--runs",
+        type=int,
+        default=5,
+        help="timed runs after the warm-up; 0: acceptance only (exactness, alpha, tau, the prediction), no "
+        "timed run: a quick sweep of drafters or floors",
+    )
     ap.add_argument(
         "--report", type=Path, help="also write the figures as a bench report (the dashboard reads it)"
     )
@@ -284,8 +292,9 @@ def main() -> int:
             st.add(s)
             if not cp:
                 new.add(s)
-        meas = statistics.median(base_s) / statistics.median(spec_s[j])
         runs = [b / t for b, t in zip(base_s, spec_s[j], strict=True)]  # each run's own speed-up
+        meas = statistics.median(base_s) / statistics.median(spec_s[j]) if runs else None
+        timed = f"{meas:5.2f}x {min(runs):4.2f}-{max(runs):4.2f}" if meas else f"{'-':>6} {'-':>9}"
         # the cost of the checks as they came (prompt lookup often has fewer than K drafts, or none; a drafter
         # with a confidence floor stops early, after one more step than it drafted), per target call; the
         # prefill call of each prompt is in tau's calls and costs alike on both sides
@@ -301,7 +310,7 @@ def main() -> int:
         bad += exact[j] != len(prompts)
         print(
             f"{spec:<22} {k:>2} {exact[j]:>3}/{len(prompts):<3} {st.alpha:6.3f} {st.alpha_reached:6.3f} {st.tau:5.2f} {c:5.2f} "
-            f"{r:5.2f} {pred:5.2f}x {pred_prefill:6.2f}x {meas:5.2f}x {min(runs):4.2f}-{max(runs):4.2f} {new.alpha:9.3f} {new.tau:7.2f} {st.proposed / max(checks, 1):6.2f}"
+            f"{r:5.2f} {pred:5.2f}x {pred_prefill:6.2f}x {timed} {new.alpha:9.3f} {new.tau:7.2f} {st.proposed / max(checks, 1):6.2f}"
         )
         summary[f"{spec} K={k}"] = {
             "exact": exact[j] / len(prompts),
@@ -312,8 +321,11 @@ def main() -> int:
             "r": round(r, 3),
             "predicted_speedup": round(pred, 3),
             "predicted_speedup_prefill": round(pred_prefill, 3),
-            "measured_speedup": round(meas, 3),
-            "measured_speedup_runs": [round(x, 3) for x in runs],
+            **(
+                {"measured_speedup": round(meas, 3), "measured_speedup_runs": [round(x, 3) for x in runs]}
+                if meas
+                else {}
+            ),
             "alpha_not_copied": round(new.alpha, 4),
             "tau_not_copied": round(new.tau, 3),
             "drafts_per_check": round(st.proposed / max(checks, 1), 3),

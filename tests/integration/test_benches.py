@@ -154,3 +154,18 @@ def test_the_packing_bench_runs_on_a_small_judge_set(tmp_path: Path) -> None:
         tmp_path,
     )
     assert float(m[2]) < float(m[1]), m[0]
+
+
+def test_speculative_runs_0_measures_acceptance_without_timing(tmp_path: Path) -> None:
+    """`--runs 0`: the warm-up pass only (exactness, alpha, tau, the predictions), no timed figure printed or
+    reported, and the same alpha and tau as a timed run (they do not depend on timing)."""
+    import json
+
+    small = ("--n", "2", "--max-new", "8", "--k", "2", "--draft", "prompt-lookup")
+    row = r"prompt-lookup +2 +(\d+)/\1 +([\d.]+) +([\d.]+) +([\d.]+) .* ([\d.]+)x +([\d.]+)x +(\S+) +(\S+) "
+    quick = _runs_to_its_end("speculative.py", (*small, "--runs", "0", "--report", "r.json"), row, tmp_path)
+    assert quick[7] == quick[8] == "-", quick[0]
+    figures = json.loads((tmp_path / "r.json").read_text())["summary"]["prompt-lookup K=2"]
+    assert "measured_speedup" not in figures and figures["exact"] == 1.0
+    timed = _runs_to_its_end("speculative.py", (*small, "--runs", "1"), row, tmp_path)
+    assert quick.group(2, 3, 4) == timed.group(2, 3, 4)
