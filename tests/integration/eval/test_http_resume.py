@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from kimi_student.backends.openai_client import KEY_ENVS
+from kimi_student.eval.resume import _read_part
 from tests.support import files_holding, kill_when, ks, ks_here, read_rows, serve_json, write_rows
 
 pytestmark = [pytest.mark.slow]
@@ -56,15 +57,9 @@ def _args(dataset: dict, tmp: Path, url: str, name: str, *extra: str) -> list[st
 
 
 def _part_rows(parts: Path) -> list[dict]:
-    """The part files' rows as a resume reads them: a last line without its newline is one the runner is
-    still writing (or was killed writing), not a row yet."""
-    rows = []
-    for p in sorted(parts.glob("*.jsonl")):
-        done = p.read_text().rpartition("\n")[0]
-        rows += [
-            r for r in map(json.loads, filter(None, done.split("\n"))) if "id" in r and "__header__" not in r
-        ]
-    return rows
+    """The part files' rows as a resume reads them (a last line without its newline, one the runner is still
+    writing, is not a row yet)."""
+    return [r for p in sorted(parts.glob("*.jsonl")) for _, r in _read_part(p)[1] if "id" in r]
 
 
 def test_a_killed_model_runner_resumes_each_item_once_and_never_writes_the_key(
