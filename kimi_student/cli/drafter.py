@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from kimi_student.cli.common import guarded, show_progress
-from kimi_student.drafter.config import DrafterTrainConfig
+from kimi_student.drafter.config import DIVERGENCES, DrafterTrainConfig
 
 DEFAULT = DrafterTrainConfig()  # one place for the defaults: --help shows these
 
@@ -97,9 +97,23 @@ def drafter_train(
     noise: Annotated[
         float, typer.Option(min=0.0, help="Uniform noise on the input states, times their spread.")
     ] = DEFAULT.noise,
+    divergence: Annotated[
+        str,
+        typer.Option(
+            help="kd: forward_kl or tvd, from the Worker's next-token distribution to the drafter's."
+        ),
+    ] = DEFAULT.divergence,
+    passes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Passes over each batch, each after the first reading the one before's predicted states "
+            "(the k-th draft reads a state predicted k-1 times: 3 trains all of K = 3's).",
+        ),
+    ] = DEFAULT.passes,
     second: Annotated[
         float,
-        typer.Option(min=0.0, help="Weight of a second pass reading the first's predicted states (0: none)."),
+        typer.Option(min=0.0, help="Weight of each pass after the first (0: the first alone)."),
     ] = DEFAULT.second,
     prompt_weight: Annotated[
         float,
@@ -117,13 +131,17 @@ def drafter_train(
 
     if objective not in ("kd", "ce"):
         raise typer.BadParameter(f"--objective must be kd or ce, got {objective!r}")
+    if divergence not in DIVERGENCES:
+        raise typer.BadParameter(f"--divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}")
     cfg = DrafterTrainConfig(
         objective=objective,
         steps=steps,
         lr=lr,
         kd_weight=kd_weight,
         noise=noise,
+        divergence=divergence,
         second=second,
+        passes=passes,
         prompt_weight=prompt_weight,
         seed=seed,
     )

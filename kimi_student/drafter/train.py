@@ -5,11 +5,13 @@ Each sequence (prompt + the Worker's greedy answer, with the Worker's final hidd
 the pairs (f_j, token j+1) -> f_{j+1}. Two objectives:
 
 - `kd` (the Drafter, distilled from the Worker): smooth-L1 from the predicted state to f_{j+1}, plus
-  `kd_weight` x the forward KL from the Worker's next-token distribution (its head on f_{j+1}, over the cut
-  vocabulary) to the drafter's. Input states get uniform noise (`noise` x their spread): while drafting, the
-  drafter reads its own predictions, which are never exact.
+  `kd_weight` x the forward KL (or, `divergence` tvd, the total variation) from the Worker's next-token
+  distribution (its head on f_{j+1}, over the cut vocabulary) to the drafter's.
 - `ce` (the data-only baseline): cross-entropy of the next token in the data, nothing of the Worker's
   distribution or states as targets (its states stay the inputs: the architecture is the same).
+
+Both read what drafting reads: input states get uniform noise (`noise` x their spread), and `passes` > 1 runs
+the layer again on its own predicted states (the k-th draft reads a state predicted k-1 times).
 
 The vocabulary is cut to the tokens the data holds (the drafter can only propose those). Deterministic for a
 seed; writes the drafter folder and train_log.jsonl (one row per `log_every` steps, with held-out accuracy
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kimi_student.drafter.config import DrafterTrainConfig
+from kimi_student.drafter.config import DIVERGENCES, DrafterTrainConfig
 from kimi_student.drafter.data import read_sequences
 
 Sequence = tuple[list[int], int, torch.Tensor]
@@ -74,9 +76,9 @@ def padded(seqs: list[Sequence], idx: list[int], d: int) -> dict[str, torch.Tens
 def step_loss(
     model: Any, b: dict[str, torch.Tensor], cfg: DrafterTrainConfig, spread: float
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The objective on one batch; with `second`, also on a second pass whose input at j+1 is the first
-    pass's prediction of f_{j+1} (what the drafter reads from its second draft on), its earlier inputs the
-    Worker's own states."""
+    """The objective on one batch; with `second` and `passes` > 1, also on later passes: pass p (from 2) reads
+    at j+1 the pass before's prediction of f_{j+1} (what the drafter reads from its p-th draft on), at 0 the
+    Worker's own state, and is scored from position p-1 on (where its input has been predicted p-1 times)."""
     states, pair = b["states"], b["pair"]
     if not cfg.prompt_weight:
         pair = pair & b["answer"]
@@ -85,14 +87,15 @@ def step_loss(
     want = torch.roll(states, -1, dims=1)  # f_{j+1} beside pair j
     pred = model(x, b["next"], pos)
     loss, parts = _objective(model, pred, want, b, pair, cfg)
-    if cfg.second:
-        later = pair.clone()
-        later[:, 0] = False
-        x2 = torch.cat([x[:, :1], pred[:, :-1]], 1)
-        pred2 = model(x2, b["next"], pos)
-        loss2, parts2 = _objective(model, pred2, want, b, later, cfg)
-        loss = loss + cfg.second * loss2
-        parts |= {f"{k}_second": v for k, v in parts2.items()}
+    later = pair
+    for p in range(2, cfg.passes + 1) if cfg.second else ():
+        later = later.clone()
+        later[:, p - 2] = False
+        pred = model(torch.cat([x[:, :1], pred[:, :-1]], 1), b["next"], pos)
+        loss_p, parts_p = _objective(model, pred, want, b, later, cfg)
+        loss = loss + cfg.second * loss_p
+        name = "second" if p == 2 else "third" if p == 3 else f"pass{p}"
+        parts |= {f"{k}_{name}": v for k, v in parts_p.items()}
     return loss, parts
 
 
@@ -109,13 +112,22 @@ def _objective(
     w = w / w.sum()  # a weighted mean over the pairs (all weights 1: the plain mean)
     if cfg.objective == "kd":
         teacher = F.log_softmax(model.logits(want[mask]), -1)
-        kl = (
-            F.kl_div(F.log_softmax(logits, -1), teacher, log_target=True, reduction="none").sum(-1) * w
-        ).sum()
+        div = (divergence(cfg.divergence, teacher, F.log_softmax(logits, -1)) * w).sum()
         reg = (F.smooth_l1_loss(pred[mask], want[mask], reduction="none").mean(-1) * w).sum()
-        return reg + cfg.kd_weight * kl, {"state_l1": float(reg.detach()), "kl_forward": float(kl.detach())}
+        name = "kl_forward" if cfg.divergence == "forward_kl" else cfg.divergence
+        return reg + cfg.kd_weight * div, {"state_l1": float(reg.detach()), name: float(div.detach())}
     ce = (F.cross_entropy(logits, model.cut[b["after"][mask]], reduction="none") * w).sum()
     return ce, {"ce": float(ce.detach())}
+
+
+def divergence(kind: str, teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """Per row, from the Worker's log-probabilities to the drafter's: forward KL (mass where the Worker puts
+    it) or the total variation distance (1 - TVD is a sampled check's acceptance rate; DistillSpec)."""
+    if kind == "forward_kl":
+        return F.kl_div(student, teacher, log_target=True, reduction="none").sum(-1)
+    if kind == "tvd":
+        return 0.5 * (teacher.exp() - student.exp()).abs().sum(-1)
+    raise ValueError(f"divergence {kind!r}: choose one of {', '.join(DIVERGENCES)}")
 
 
 @torch.no_grad()

@@ -124,6 +124,12 @@ def test_training_learns_the_workers_next_tokens(toy_checkpoint: Path, data: dic
     assert got["kd"] > 0.5 and got["ce"] > 0.5, got
 
 
+def test_train_refuses_an_unknown_divergence_before_loading_anything(tmp_path: Path) -> None:
+    r = ks_here("drafter", "train", "--data", tmp_path, "--out", tmp_path / "d", "--divergence", "js")
+    assert r.returncode == 2 and "forward_kl, tvd" in r.stderr and "js" in r.stderr
+    assert not (tmp_path / "d").exists()
+
+
 def test_eval_with_the_feature_drafter_writes_the_bytes_of_a_run_without_it(
     toy_checkpoint: Path, data: dict, tmp_path: Path
 ) -> None:
