@@ -210,6 +210,8 @@ def main() -> int:
         "default: eval's --draft-confidence)",
     )
     a = ap.parse_args()
+    if a.runs < 0:
+        ap.error(f"--runs {a.runs}: 0 or more timed runs")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.coreml:
         return coreml_main(a)

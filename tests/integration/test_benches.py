@@ -162,6 +162,11 @@ def test_speculative_runs_0_measures_acceptance_without_timing(tmp_path: Path) -
     import json
 
     small = ("--n", "2", "--max-new", "8", "--k", "2", "--draft", "prompt-lookup")
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "speculative.py"), *small, "--runs", "-1", "--report", "r.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--runs -1: 0 or more" in bad.stderr and not (tmp_path / "r.json").exists()
     row = r"prompt-lookup +2 +(\d+)/\1 +([\d.]+) +([\d.]+) +([\d.]+) .* ([\d.]+)x +([\d.]+)x +(\S+) +(\S+) "
     quick = _runs_to_its_end("speculative.py", (*small, "--runs", "0", "--report", "r.json"), row, tmp_path)
     assert quick[7] == quick[8] == "-", quick[0]
