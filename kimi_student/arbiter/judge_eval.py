@@ -22,10 +22,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from kimi_student.arbiter.cases import Candidate, Context, label, status_winner
+from kimi_student.arbiter.copying import copy_picker
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.journal import Journal
 from kimi_student.arbiter.judge_data import audit_target
@@ -179,6 +181,10 @@ PAIRWISE = ("direct", "rulings")
 # lines it completed (`ruling.rule_constrained`): every verdict is schema-valid; raw validity is still the
 # free output's. free: the free output alone (one that breaks the schema is an error).
 RULING = ("grammar", "free")
+# How values are decoded. free: as the model writes them. case: every id, date, path, sha or score the Judge
+# writes must start a run of the case's text (`copying.py`), each token still the model's most likely allowed
+# one: a copy cannot slip, a choice is still the model's. PyTorch only (the hf_local runner's greedy decoding).
+COPY = ("free", "case")
 
 
 def scored_verdict(gen: Any, prompt: str, output: str) -> str:
@@ -256,6 +262,7 @@ def run_key(
     runner: str,
     pairwise: str = "direct",
     ruling: str = "grammar",
+    copy: str = "free",
 ) -> dict[str, Any]:
     """Everything a Judge's outputs on a set depend on: a journal of another key is not resumed from."""
     from kimi_student.fingerprint import code_version, sha256_file
@@ -270,6 +277,7 @@ def run_key(
         "runner": runner,
         "pairwise": pairwise,
         "ruling": ruling,
+        "copy": copy,
         "code_version": code_version(),
     }
 
@@ -287,11 +295,12 @@ def evaluate(
     journal: Path | None = None,
     pairwise: str = "direct",
     ruling: str = "grammar",
+    copy: str = "free",
 ) -> tuple[dict[str, Any], list[dict]]:
     """The report and the per-record results. `journal`: where each decoded chunk is appended (and read
     back from, when a killed run of the same key left it); removed by the caller once the report is
     written. `pairwise`: how pairs are ruled (`PAIRWISE`); `ruling`: how a single case's ruling is
-    decoded (`RULING`)."""
+    decoded (`RULING`); `copy`: how its values are (`COPY`)."""
     from tqdm import tqdm
 
     from kimi_student.eval.report import created_at
@@ -301,6 +310,10 @@ def evaluate(
         raise InputError(None, None, "pairwise", f"{pairwise!r}: use one of {', '.join(PAIRWISE)}")
     if ruling not in RULING:
         raise InputError(None, None, "ruling", f"{ruling!r}: use one of {', '.join(RULING)}")
+    if copy not in COPY:
+        raise InputError(None, None, "copy", f"{copy!r}: use one of {', '.join(COPY)}")
+    if copy != "free" and runner != "hf_local":
+        raise InputError(None, None, "copy", f"{copy!r} decodes in PyTorch only: use --runner hf_local")
     gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
     header, singles, pairs = read_set(data, limit)
     # rulings: each candidate once (both orders of a pair hold the same two), in the order first met
@@ -311,7 +324,11 @@ def evaluate(
     flip_cases = sum(same_status)
     gen = judge_generator(runner, model, max_new_tokens, batch_size, dtype)
     gen.stop = LoopGuard(gen.stop, gen.chat.tok)
-    key = run_key(gen.fingerprint, data, limit, batch_size, dtype, max_new_tokens, runner, pairwise, ruling)
+    if copy == "case":
+        gen.constrain = partial(copy_picker, gen.chat.tok)
+    key = run_key(
+        gen.fingerprint, data, limit, batch_size, dtype, max_new_tokens, runner, pairwise, ruling, copy
+    )
     book = Journal(journal, key) if journal is not None else None
     total = 3 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
     if ruling == "grammar":  # each output again: ruled where it is not a valid verdict (or winner)
@@ -420,6 +437,7 @@ def evaluate(
             "runner": runner,
             "pairwise": pairwise,
             "ruling": ruling,
+            "copy": copy,
             "decoding": gen.decoding() if runner == "coreml" else {"dtype": gen.dtype},
             "single_cases": len(singles),
             "pair_records": len(pairs),

@@ -197,6 +197,15 @@ def judge_eval(
             "every verdict is valid, raw validity is still the free output's. free: the free output alone.",
         ),
     ] = "grammar",
+    copy: Annotated[
+        str,
+        typer.Option(
+            help="How the Judge's values are decoded. free: as it writes them. case: every id, date, path, "
+            "sha or score it writes must start a run of the case's text (each token still its most likely "
+            "allowed one: it still chooses which value and every decision; a value the case does not hold is "
+            "out). hf_local only.",
+        ),
+    ] = "free",
     fresh: Annotated[
         bool,
         typer.Option(
@@ -213,7 +222,7 @@ def judge_eval(
     An output that cannot be read as a verdict is an error: counted apart and as a miss, never a status.
     `judge compare` checks two runs' verdicts against each other (PyTorch against Core ML)."""
     from kimi_student.arbiter.journal import journal_path
-    from kimi_student.arbiter.judge_eval import PAIRWISE, RULING, RUNNERS, evaluate
+    from kimi_student.arbiter.judge_eval import COPY, PAIRWISE, RULING, RUNNERS, evaluate
     from kimi_student.eval.gates import gate_table
     from kimi_student.jsonl import write_json, write_jsonl
     from kimi_student.outputs import check_outputs
@@ -224,6 +233,12 @@ def judge_eval(
         raise typer.BadParameter(f"{pairwise!r}: use one of {', '.join(PAIRWISE)}", param_hint="--pairwise")
     if ruling not in RULING:
         raise typer.BadParameter(f"{ruling!r}: use one of {', '.join(RULING)}", param_hint="--ruling")
+    if copy not in COPY:
+        raise typer.BadParameter(f"{copy!r}: use one of {', '.join(COPY)}", param_hint="--copy")
+    if copy != "free" and runner != "hf_local":
+        raise typer.BadParameter(
+            f"{copy!r} decodes in PyTorch only: use --runner hf_local", param_hint="--copy"
+        )
     results = report.with_suffix(".results.jsonl")
     journal = journal_path(report)
     check_outputs(
@@ -245,6 +260,7 @@ def judge_eval(
         journal=journal,
         pairwise=pairwise,
         ruling=ruling,
+        copy=copy,
     )
     write_jsonl(results, rows)
     write_json(report, rep)

@@ -9,6 +9,7 @@ row's newest tokens instead of StopStringCriteria's tensors rebuilt over the who
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -32,11 +33,20 @@ def _keep_rows(cache: Any, rows: torch.Tensor) -> None:
         layer.batch_select_indices(rows)
 
 
+Pick = Callable[[list[int], torch.Tensor], int]  # a row's tokens so far, its next-token logits -> the token
+
+
 @torch.no_grad()
 def greedy_decode(
-    model: Any, prompts: list[list[int]], pad_id: int, stop: StopRule, max_new: int
+    model: Any,
+    prompts: list[list[int]],
+    pad_id: int,
+    stop: StopRule,
+    max_new: int,
+    pick: Sequence[Pick] | None = None,
 ) -> list[list[int]]:
-    """The greedy tokens of each prompt (at most `max_new`, up to and including the stop)."""
+    """The greedy tokens of each prompt (at most `max_new`, up to and including the stop). `pick`: one rule a
+    prompt that chooses each token from the logits in place of their argmax (a constrained decoding)."""
     from transformers import DynamicCache
 
     ids, mask = left_padded(prompts, pad_id)
@@ -56,7 +66,10 @@ def greedy_decode(
             use_cache=True,
             **last_only,
         ).logits
-        nxt = logits[:, -1, :].argmax(-1)
+        last = logits[:, -1, :]
+        nxt = last.argmax(-1)
+        if pick is not None:
+            nxt = torch.tensor([pick[i](out[i], last[r]) for r, i in enumerate(live)])
         for i, t in zip(live, nxt.tolist(), strict=True):
             out[i].append(t)
         keep = [r for r, i in enumerate(live) if not stop.stops(out[i])]

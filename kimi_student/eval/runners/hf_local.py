@@ -3,13 +3,14 @@ dtype the runner option asks for (greedy_hf.py decodes)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kimi_student.backends.hf import cpu_has_bf16, load_causal_lm
 from kimi_student.chat.template import ChatTokenizer
 from kimi_student.errors import InputError, KimiStudentError
-from kimi_student.eval.runners.greedy_hf import greedy_decode
+from kimi_student.eval.runners.greedy_hf import Pick, greedy_decode
 from kimi_student.eval.runners.options import DRAFT_CONFIDENCE
 from kimi_student.eval.runners.speculative_hf import (
     Drafter,
@@ -97,6 +98,8 @@ class HFGenerator:
         elif draft_model == PROMPT_LOOKUP:
             self.drafter = PromptLookup()
         self.draft_k = draft_k
+        # a rule a prompt for constrained greedy decoding (the Judge's copies: arbiter/copying.py); None: argmax
+        self.constrain: Callable[[list[int]], Pick] | None = None
         self.spec = SpecStats()  # what the drafter did, over every conversation
         self.stop = self.chat.stop_rule()
         self.context = int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
@@ -131,13 +134,16 @@ class HFGenerator:
         max_new = min(self.max_new_tokens, self.context - max(map(len, prompts)))
         gens = []
         if self.drafter is not None:
+            if self.constrain is not None:
+                raise KimiStudentError("constrained decoding is greedy's: it runs without a drafter")
             rows = []
             for p in prompts:
                 row, stats = speculative_decode(self.model, self.drafter, p, self.stop, max_new, self.draft_k)
                 self.spec.add(stats)
                 rows.append(row)
         else:
-            rows = greedy_decode(self.model, prompts, self.chat.pad_id, self.stop, max_new)
+            pick = [self.constrain(p) for p in prompts] if self.constrain is not None else None
+            rows = greedy_decode(self.model, prompts, self.chat.pad_id, self.stop, max_new, pick)
         for row in rows:
             text, finish = self.chat.turn(row, hit_limit=max_new == self.max_new_tokens)
             gens.append(Generation(text, finish))

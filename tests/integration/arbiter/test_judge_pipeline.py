@@ -177,6 +177,28 @@ def test_judge_eval_refuses_a_set_that_is_not_a_judge_set(
     assert r.returncode == 2 and "dataset_version" in r.stderr and not (tmp_path / "r.json").exists()
 
 
+def test_judge_eval_under_the_copy_rule(
+    judge_run: tuple[Path, Path], hf_eval: tuple[Path, str], tmp_path: Path
+) -> None:
+    """--copy case decodes as the free run wherever the Judge writes no value the case lacks (the toy writes
+    none: the same outputs), and says so in its report; Core ML decodes without the rule: refused. What the
+    rule forbids is tested on a model that does write one (tests/unit/arbiter/test_judge_copying.py)."""
+    from kimi_student.jsonl import read_jsonl
+
+    data, model = judge_run
+    args = ("judge", "eval", "--model", model, "--data", data / "heldout.jsonl", *EVAL_ARGS)
+    report = tmp_path / "copied.json"
+    r = ks_here(*args, "--report", report, "--copy", "case")
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert json.loads(report.read_text())["header"]["copy"] == "case"
+    assert json.loads(hf_eval[0].read_text())["header"]["copy"] == "free"
+    free = [x for _, x in read_jsonl(hf_eval[0].with_suffix(".results.jsonl"))]
+    assert [x for _, x in read_jsonl(report.with_suffix(".results.jsonl"))] == free
+    r = ks_here(*args, "--runner", "coreml", "--copy", "case", "--report", tmp_path / "c.json")
+    assert r.returncode == 2 and "--copy" in r.stderr and "hf_local" in r.stderr
+    assert not (tmp_path / "c.json").exists()
+
+
 def test_the_core_ml_judge_is_gated_and_compared_with_pytorch(
     judge_run: tuple[Path, Path], hf_eval: tuple[Path, str], tmp_path: Path
 ) -> None:

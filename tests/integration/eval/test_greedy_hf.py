@@ -103,6 +103,26 @@ def test_fp32_tokens_equal_generate_when_rows_stop_at_different_times(tiny, chat
     assert got[0][-1] in stop_ids and got[1][-1] in stop_ids
 
 
+def test_a_pick_rule_chooses_each_token_of_its_own_row(tiny, chat, prompts, free) -> None:
+    """`pick` (a constrained decoding: the Judge's copies) chooses its row's tokens from the logits after the
+    row's own tokens so far; a row whose rule takes the argmax decodes as without rules, in the same batch."""
+    seen: list[list[int]] = []
+
+    def second(row: list[int], logits: torch.Tensor) -> int:
+        seen.append(list(row))
+        return int(logits.topk(2).indices[1])
+
+    def argmax(row: list[int], logits: torch.Tensor) -> int:
+        return int(logits.argmax())
+
+    got = greedy_decode(tiny, prompts[:2], chat.pad_id, StopRule([]), MAX_NEW, [second, argmax])
+    assert got[1] == free[1] and got[0] != free[0] and len(got[0]) == MAX_NEW
+    assert seen == [got[0][:j] for j in range(MAX_NEW)]  # the row's tokens before each choice
+    with torch.no_grad():  # each token was the second most likely after what came before it
+        logits = tiny(input_ids=torch.tensor([prompts[0] + got[0]])).logits[0, len(prompts[0]) - 1 : -1]
+    assert got[0] == logits.topk(2).indices[:, 1].tolist()
+
+
 def test_stop_text_over_several_tokens_matches_stop_string_criteria(tiny, chat, prompts, free) -> None:
     text = chat.tok.decode(free[2][5:8])  # a text the model writes over three tokens in row 2
     want = generate(tiny, prompts, chat.pad_id, stop_strings=[text], tok=chat.tok)
