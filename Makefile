@@ -394,7 +394,8 @@ bench-hf-decode: install
 
 # ---- the Drafter (issue 15): the Worker's own greedy answers and final hidden states on tool-loop prompts ->
 # a feature drafter distilled from them (kd); the data-only baseline (ce) learns the same prompts' answers as the
-# dataset writes them (--answers data), with the Worker's states over them. DRAFTER_MODEL: the
+# dataset writes them (--answers data), with the Worker's states over them (500 steps, 3 passes: the best
+# data-only drafter on validation prompts, stop 55). DRAFTER_MODEL: the
 # Worker (an HF folder; default the embedded SmolLM2-135M). bench-spec then compares them with prompt lookup
 # (DIR: eval's default confidence floor, DIR@0: K drafts every check):
 #   make bench-spec BENCH_SPEC_ARGS="--draft prompt-lookup --draft runs/drafter/kd --draft runs/drafter/ce --k 3"
@@ -412,7 +413,7 @@ drafter: install
 	$(KS) drafter train --model $(DRAFTER_MODEL) $(foreach s,$(DRAFTER_SEEDS),--data $(DRAFTER_DATA)/train$(s)) \
 		--heldout $(DRAFTER_DATA)/heldout --out $(DRAFTER_RUN)/kd
 	$(KS) drafter train --model $(DRAFTER_MODEL) $(foreach s,$(DRAFTER_SEEDS),--data $(DRAFTER_DATA)/train_data$(s)) \
-		--heldout $(DRAFTER_DATA)/heldout --objective ce --out $(DRAFTER_RUN)/ce
+		--heldout $(DRAFTER_DATA)/heldout --objective ce --steps 500 --passes 3 --out $(DRAFTER_RUN)/ce
 
 # The Worker's stateful decoder (also returning its final hidden states) and the kd drafter beside it, in one
 # folder and manifest; `bench/speculative.py --coreml $(COREML_DRAFTER)` decodes with them in the MIL executor
