@@ -20,9 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 RUN = re.compile(r"[A-Za-z0-9_./*-]+")
-_COMPUTED = re.compile(
-    r"\d{1,3}"
-)  # counts, sums and rationale numbering: the oracle's arithmetic, not copies
+# counts, sums and rationale numbering: the oracle's arithmetic, not copies
+_COMPUTED = re.compile(r"\d{1,3}")
 _VALUE = re.compile(r"[\d/]")
 TAIL = 32  # tokens decoded back to find the value being written (a path is ~10)
 CANDIDATES = 64  # tokens tried, most likely first, before the model's own choice stands
