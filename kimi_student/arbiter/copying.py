@@ -5,12 +5,12 @@ A small Judge decides most check lines right when it reads the right values (sto
 teacher-forced), but decoding freely it slips on a copy early (a spec id from training, a date with a digit
 changed) and writes the rest off its training distribution. A value is a run of `[A-Za-z0-9_./*-]` that holds
 a digit or a `/` and is not a short integer (a count, a sum, a rationale word's number: the oracle computes
-those). The oracle's own lines write every such value as the start of a run of the case (a whole id, date
-or path; a sha cut to 12 characters: `tests/unit/arbiter/test_judge_copying.py` holds that over generated
-sets), so the rule never forbids the oracle's output. Where the Judge's most likely token would start or
-extend a value that starts no run of the case, the next most likely token that keeps every value the start
-of one is taken instead: each choice stays the model's (which value, which decision word); only a value the
-case does not hold is out.
+those). The oracle's own lines write every such value as a whole run of the case
+(`tests/unit/arbiter/test_judge_copying.py` holds that over generated sets), so the rule never forbids the
+oracle's output: a value being written must start a run of the case, and one the Judge closes (a character
+that is not a run's follows it) must be one. Where the Judge's most likely token would break that, the next
+most likely token that keeps it is taken instead: each choice stays the model's (which value, which decision
+word); only a value the case does not hold is out (a digit slipped, an id from training, a path cut short).
 """
 
 from __future__ import annotations
@@ -33,25 +33,23 @@ def is_value(run: str) -> bool:
 
 class CopyRule:
     """The runs of a case's text; `allows(before, piece)`: whether writing `piece` after `before` keeps every
-    value it touches (the one `before` ends in, extended, and any it starts) the start of one of them. `cut`:
-    `before` is the tail of a longer text, so a run at its start may be the end of a value (held to be
-    inside a run only)."""
+    value it touches (the one `before` ends in, extended, and any it starts) the start of a run of the case,
+    and every one it closes a whole run. `cut`: `before` is the tail of a longer text, so a run at its start
+    may be the end of a value (held to be inside a run, or to end one where closed)."""
 
     def __init__(self, source: str):
-        self.source = "\n" + "\n".join(RUN.findall(source))
+        self.source = "\n" + "\n".join(RUN.findall(source)) + "\n"
 
-    def holds(self, value: str, whole: bool = True) -> bool:
-        return ("\n" + value if whole else value) in self.source
+    def holds(self, value: str, start: bool = True, end: bool = False) -> bool:
+        return ("\n" * start + value + "\n" * end) in self.source
 
     def allows(self, before: str, piece: str, cut: bool = False) -> bool:
         text = before + piece
         for m in RUN.finditer(text):
             value = m.group()
-            if (
-                m.end() > len(before)
-                and is_value(value)
-                and not self.holds(value, not (cut and m.start() == 0))
-            ):
+            if m.end() < len(before) or not is_value(value):
+                continue  # closed before this piece (held then), or no value
+            if not self.holds(value, start=not (cut and m.start() == 0), end=m.end() < len(text)):
                 return False
         return True
 

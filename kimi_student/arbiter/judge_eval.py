@@ -182,7 +182,7 @@ PAIRWISE = ("direct", "rulings")
 # free output's. free: the free output alone (one that breaks the schema is an error).
 RULING = ("grammar", "free")
 # How values are decoded. free: as the model writes them. case: every id, date, path, sha or score the Judge
-# writes must start a run of the case's text (`copying.py`), each token still the model's most likely allowed
+# writes must be a whole run of the case's text (`copying.py`), each token still the model's most likely allowed
 # one: a copy cannot slip, a choice is still the model's. PyTorch only (the hf_local runner's greedy decoding).
 COPY = ("free", "case")
 

@@ -201,7 +201,7 @@ def judge_eval(
         str,
         typer.Option(
             help="How the Judge's values are decoded. free: as it writes them. case: every id, date, path, "
-            "sha or score it writes must start a run of the case's text (each token still its most likely "
+            "sha or score it writes must be a whole run of the case's text (each token still its most likely "
             "allowed one: it still chooses which value and every decision; a value the case does not hold is "
             "out). hf_local only.",
         ),

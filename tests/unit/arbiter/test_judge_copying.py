@@ -37,7 +37,11 @@ CASE = (
         ("coverage ", "0.97", False),
         ("", "tests/consent/test_window.py", False),  # a path the case names nowhere
         ("in ", "src/consent/**/*.py: ok", True),
-        ("change ", "28633d2", True),  # a sha cut short is its start
+        ("in ", "src/consent/**: ok", False),  # closed short of the case's entry
+        ("in src/consent", ": ok", False),  # the same, closed by the next piece
+        ("in src/consent/**/*.py", ": ok", True),
+        ("change ", "28633d2", True),  # still being written: the start of the case's sha
+        ("change ", "28633d2 ", False),  # closed there: the case writes 28633d2cf495
         ("-> BUDGET_ADHERENCE ", "blocking", True),  # words without a digit or a slash are free
     ],
 )
@@ -52,12 +56,14 @@ def test_a_cut_tail_holds_its_first_run_to_be_inside_one_only() -> None:
     assert rule.allows("69", "21 on", cut=True)  # the end of WV-6921, its start before the tail
     assert not rule.allows("69", "21 on")  # uncut, the same text starts a value mid-run
     assert not rule.allows("69", "29", cut=True)
+    assert rule.allows("consent/**", "/*.py: ok", cut=True)  # closed: the end of src/consent/**/*.py
+    assert not rule.allows("consent", "/**: ok", cut=True)  # closed where no run of the case ends
     assert not rule.allows("6921 on ", "1927", cut=True)  # later runs are held to start one
 
 
 def test_the_oracles_values_all_start_runs_of_their_case() -> None:
     """What makes the constraint safe: on every wording (train and held-out, 8 wordings on every axis), each
-    value of the oracle's audit target starts a run of the prompt, also of the prompt with the rationale
+    value of the oracle's audit target is a whole run of the prompt, also of the prompt with the rationale
     written twice (judge eval's padded case)."""
     values = 0
     for split in ("train", "heldout"):
@@ -65,7 +71,7 @@ def test_the_oracles_values_all_start_runs_of_their_case() -> None:
             target = audit_target(rec)[0]
             for prompt in (rec["prompt"], padded_case(rec)[0]):
                 rule = CopyRule(prompt)
-                bad = [v for v in RUN.findall(target) if is_value(v) and not rule.holds(v)]
+                bad = [v for v in RUN.findall(target) if is_value(v) and not rule.holds(v, end=True)]
                 assert not bad, (rec["id"], bad)
             values += sum(map(is_value, RUN.findall(target)))
     assert values > 3000  # ids, dates, paths, shas and scores were there to check
@@ -94,8 +100,8 @@ def test_the_picker_takes_the_most_likely_allowed_token(tok) -> None:
     assert pick(row, logits) == right  # the slip is the model's first choice, the copy its second
     logits[right] = 6.0
     assert pick(row, logits) == right  # the model's own choice where it is allowed
-    logits[right] = -10.0
-    assert pick(row, logits) not in (slip, right)  # neither: the most likely of what is allowed
+    logits[right] = -20.0  # under every other token: after WV-69 only a 2 keeps the value the case's
+    assert pick(row, logits) == slip  # none of the 64 most likely allowed: the model's own choice stands
     after = _ids(tok, '{"checks": ["waiver WV-6921')
     logits = torch.full((len(tok),), -10.0)
     logits[word], logits[slip] = 3.0, 2.0
