@@ -67,8 +67,9 @@ def greedy_decode(
             **last_only,
         ).logits
         last = logits[:, -1, :]
-        nxt = last.argmax(-1)
-        if pick is not None:
+        if pick is None:
+            nxt = last.argmax(-1)
+        else:
             nxt = torch.tensor([pick[i](out[i], last[r]) for r, i in enumerate(live)])
         for i, t in zip(live, nxt.tolist(), strict=True):
             out[i].append(t)
