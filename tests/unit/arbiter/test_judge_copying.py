@@ -131,10 +131,9 @@ def test_greedy_decoding_under_the_rule_writes_no_value_the_case_does_not_hold(t
     with torch.no_grad():
         model.lm_head.bias[[nine, two, space]] = torch.tensor([3.0, 2.0, 1.0])
     prompt = _ids(tok, CASE)
-    free = greedy_decode(model, [prompt], tok.pad_token_id or 0, StopRule([]), 8)[0]
-    held = greedy_decode(model, [prompt], tok.pad_token_id or 0, StopRule([]), 8, [copy_picker(tok, prompt)])[
-        0
-    ]
+    pad = tok.pad_token_id or 0
+    (free,) = greedy_decode(model, [prompt], pad, StopRule([]), 8)
+    (held,) = greedy_decode(model, [prompt], pad, StopRule([]), 8, [copy_picker(tok, prompt)])
     rule = CopyRule(CASE)
     assert tok.decode(free) == "99999999" and not rule.holds("99999999")
     assert held[:3] == free[:3] and tok.decode(held) == "999 999 "

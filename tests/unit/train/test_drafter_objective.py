@@ -107,8 +107,7 @@ def test_divergences_between_the_workers_distribution_and_the_drafters() -> None
     p, q = [0.6, 0.4, 1e-9], [0.4, 0.4, 0.2]
     want = sum(x * math.log(x / y) for x, y in zip(p, q, strict=True))
     assert float(divergence("forward_kl", logp(*p), logp(*q))) == pytest.approx(want, rel=1e-4)
-    assert (
-        float(divergence("forward_kl", logp(*q), logp(*p))) > 10 * want
-    )  # forward, not reverse: mass where the Worker puts it
+    # forward, not reverse: mass where the Worker puts it
+    assert float(divergence("forward_kl", logp(*q), logp(*p))) > 10 * want
     with pytest.raises(ValueError, match="choose one of forward_kl, tvd"):
         divergence("js", same, same)
