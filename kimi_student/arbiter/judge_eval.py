@@ -39,6 +39,7 @@ from kimi_student.arbiter.judge_scores import (
     score_singles,
     score_worksheets,
 )
+from kimi_student.arbiter.line_forms import LineForms, line_picker
 from kimi_student.arbiter.render import Wording, render_single
 from kimi_student.arbiter.ruling import (
     continuations,
@@ -183,8 +184,11 @@ PAIRWISE = ("direct", "rulings")
 RULING = ("grammar", "free")
 # How values are decoded. free: as the model writes them. case: every id, date, path, sha or score the Judge
 # writes must be a whole run of the case's text (`copying.py`), each token still the model's most likely allowed
-# one: a copy cannot slip, a choice is still the model's. PyTorch only (the hf_local runner's greedy decoding).
-COPY = ("free", "case")
+# one: a copy cannot slip, a choice is still the model's. lines: every check line must take a form of the
+# training targets' lines with spans of the case in its slots (`line_forms.py`): no line cut short, out of form
+# or copying what the case lacks. PyTorch only (the hf_local runner's greedy decoding).
+COPY = ("free", "case", "lines")
+FORMS = "train_audit_sft.jsonl"  # --copy lines: the training set beside --data, unless --forms names one
 
 
 def scored_verdict(gen: Any, prompt: str, output: str) -> str:
@@ -263,6 +267,7 @@ def run_key(
     pairwise: str = "direct",
     ruling: str = "grammar",
     copy: str = "free",
+    forms_sha256: str | None = None,
 ) -> dict[str, Any]:
     """Everything a Judge's outputs on a set depend on: a journal of another key is not resumed from."""
     from kimi_student.fingerprint import code_version, sha256_file
@@ -278,6 +283,7 @@ def run_key(
         "pairwise": pairwise,
         "ruling": ruling,
         "copy": copy,
+        **({"forms_sha256": forms_sha256} if forms_sha256 else {}),
         "code_version": code_version(),
     }
 
@@ -296,11 +302,13 @@ def evaluate(
     pairwise: str = "direct",
     ruling: str = "grammar",
     copy: str = "free",
+    forms: Path | None = None,
 ) -> tuple[dict[str, Any], list[dict]]:
     """The report and the per-record results. `journal`: where each decoded chunk is appended (and read
     back from, when a killed run of the same key left it); removed by the caller once the report is
     written. `pairwise`: how pairs are ruled (`PAIRWISE`); `ruling`: how a single case's ruling is
-    decoded (`RULING`); `copy`: how its values are (`COPY`)."""
+    decoded (`RULING`); `copy`: how its values are (`COPY`); `forms`: the audit training set whose lines'
+    forms `copy="lines"` holds the check lines to (default: FORMS beside `data`)."""
     from tqdm import tqdm
 
     from kimi_student.eval.report import created_at
@@ -320,14 +328,29 @@ def evaluate(
     candidates = [pair_candidates(r) for r in pairs] if pairwise == "rulings" else []
     ruled = {p: i for i, p in enumerate(dict.fromkeys(p for two in candidates for p in two))}
     padded_cases = [padded_case(r) for r in singles]  # a bad record fails here, before the model loads
+    forms_path = forms or data.parent / FORMS
+    line_forms = LineForms.from_training(forms_path) if copy == "lines" else None
     same_status = [same for _, same in padded_cases]
     flip_cases = sum(same_status)
     gen = judge_generator(runner, model, max_new_tokens, batch_size, dtype)
     gen.stop = LoopGuard(gen.stop, gen.chat.tok)
     if copy == "case":
         gen.constrain = partial(copy_picker, gen.chat.tok)
+    elif line_forms is not None:
+        gen.constrain = partial(line_picker, gen.chat.tok, line_forms)
+    forms_sha = sha256_file(forms_path) if line_forms is not None else None
     key = run_key(
-        gen.fingerprint, data, limit, batch_size, dtype, max_new_tokens, runner, pairwise, ruling, copy
+        gen.fingerprint,
+        data,
+        limit,
+        batch_size,
+        dtype,
+        max_new_tokens,
+        runner,
+        pairwise,
+        ruling,
+        copy,
+        forms_sha,
     )
     book = Journal(journal, key) if journal is not None else None
     total = 3 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
@@ -438,6 +461,11 @@ def evaluate(
             "pairwise": pairwise,
             "ruling": ruling,
             "copy": copy,
+            **(
+                {"line_forms": {"path": str(forms_path), "sha256": forms_sha, "forms": len(line_forms.forms)}}
+                if line_forms is not None
+                else {}
+            ),
             "decoding": gen.decoding() if runner == "coreml" else {"dtype": gen.dtype},
             "single_cases": len(singles),
             "pair_records": len(pairs),

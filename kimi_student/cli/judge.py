@@ -203,9 +203,18 @@ def judge_eval(
             help="How the Judge's values are decoded. free: as it writes them. case: every id, date, path, "
             "sha or score it writes must be a whole run of the case's text (each token still its most likely "
             "allowed one: it still chooses which value and every decision; a value the case does not hold is "
-            "out). hf_local only.",
+            "out). lines: every check line must take a form of the training targets' lines (--forms), each "
+            "copied part a span of the case: no line cut short or out of form, nothing copied the case lacks; "
+            "which form (ok or a broken rule, after or not after) and which span stay the Judge's. hf_local only.",
         ),
     ] = "free",
+    forms: Annotated[
+        Path | None,
+        typer.Option(
+            help="--copy lines: the audit training set (what the Judge was trained on) whose lines' forms "
+            "hold the check lines. Default: train_audit_sft.jsonl beside --data.",
+        ),
+    ] = None,
     fresh: Annotated[
         bool,
         typer.Option(
@@ -242,7 +251,7 @@ def judge_eval(
     results = report.with_suffix(".results.jsonl")
     journal = journal_path(report)
     check_outputs(
-        {"--model": model, "--data": data, "--gates": gates},
+        {"--model": model, "--data": data, "--gates": gates, **({"--forms": forms} if forms else {})},
         {"--report": report, "results": results, "journal": journal},
     )
     if fresh:
@@ -261,6 +270,7 @@ def judge_eval(
         pairwise=pairwise,
         ruling=ruling,
         copy=copy,
+        forms=forms,
     )
     write_jsonl(results, rows)
     write_json(report, rep)

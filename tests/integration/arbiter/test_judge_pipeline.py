@@ -199,6 +199,36 @@ def test_judge_eval_under_the_copy_rule(
     assert not (tmp_path / "c.json").exists()
 
 
+def test_judge_eval_under_the_line_forms(judge_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """--copy lines reads the forms of the training set beside --data, holds the toy (trained on verdicts, so
+    it writes `{"status"` freely) to a checks list, and names the forms in its report; a --forms file that is
+    not there is refused (exit 2) before anything is written."""
+    from kimi_student.jsonl import read_jsonl
+
+    data, model = judge_run
+    args = (
+        "judge",
+        "eval",
+        "--model",
+        model,
+        "--data",
+        data / "heldout.jsonl",
+        *EVAL_ARGS,
+        "--copy",
+        "lines",
+    )
+    report = tmp_path / "lines.json"
+    r = ks_here(*args, "--report", report)
+    assert r.returncode == 1, r.stderr[-2000:]
+    header = json.loads(report.read_text())["header"]
+    assert header["copy"] == "lines" and header["line_forms"]["forms"] > 10
+    assert header["line_forms"]["path"] == str(data / "train_audit_sft.jsonl")
+    singles = [x for _, x in read_jsonl(report.with_suffix(".results.jsonl")) if "padded_output" in x]
+    assert singles and all(x.get("raw_output", x["output"]).startswith('{"checks": ["') for x in singles)
+    r = ks_here(*args, "--report", tmp_path / "m.json", "--forms", tmp_path / "missing.jsonl")
+    assert r.returncode == 2 and "missing.jsonl" in r.stderr and not (tmp_path / "m.json").exists()
+
+
 def test_the_core_ml_judge_is_gated_and_compared_with_pytorch(
     judge_run: tuple[Path, Path], hf_eval: tuple[Path, str], tmp_path: Path
 ) -> None:
