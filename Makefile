@@ -302,8 +302,10 @@ judge_train: install
 	test -f $(JUDGE_SFT) || $(KS) judge data $(JUDGE_DATA_ARGS)
 	$(KS) train --config judge --size $(or $(SIZE),toy) --data $(JUDGE_SFT) --out $(JUDGE_RUN)
 
+# JUDGE_EVAL_ARGS: e.g. "--copy lines --ruling lines" (an audit Judge's lines held to the training forms, each
+# case ruled as its own lines imply)
 caws-eval: install
-	$(KS) judge eval --model $(JUDGE_RUN)/final --data $(JUDGE_DATA)/heldout.jsonl $(JUDGE_TOKENS) \
+	$(KS) judge eval --model $(JUDGE_RUN)/final --data $(JUDGE_DATA)/heldout.jsonl $(JUDGE_TOKENS) $(JUDGE_EVAL_ARGS) \
 		--report $(REPORTS)/caws_eval.json
 
 # the Judge exported: Core ML (INT8 weights, FP16 compute, a stateful decoder whose 128-token calls prefill a

@@ -46,6 +46,7 @@ from kimi_student.arbiter.ruling import (
     implied_ruling,
     rule_constrained,
     rule_pair_constrained,
+    ruling_text,
     worksheet,
 )
 from kimi_student.arbiter.verdict import STATUSES
@@ -180,8 +181,12 @@ PAIRWISE = ("direct", "rulings")
 # How a single case's ruling is decoded. grammar: an output that is not a valid verdict is ruled again, its
 # ruling (violated clauses, status, rationale) decoded greedily over the valid rulings only, after the check
 # lines it completed (`ruling.rule_constrained`): every verdict is schema-valid; raw validity is still the
-# free output's. free: the free output alone (one that breaks the schema is an error).
-RULING = ("grammar", "free")
+# free output's. free: the free output alone (one that breaks the schema is an error). lines: every single
+# case is ruled as its own check lines imply (`ruling.implied_ruling`: a blocking fate fails it, waived fates
+# alone need a waiver), whatever ruling the Judge wrote after them; an output without check lines is ruled as
+# under grammar. The lines are the Judge's, the ruling their reading (stops 49-56: a 135M Judge's ruling
+# often contradicts its own lines).
+RULING = ("grammar", "free", "lines")
 # How values are decoded. free: as the model writes them. case: every id, date, path, sha or score the Judge
 # writes must be a whole run of the case's text (`copying.py`), each token still the model's most likely allowed
 # one: a copy cannot slip, a choice is still the model's. lines: every check line must take a form of the
@@ -198,6 +203,15 @@ def scored_verdict(gen: Any, prompt: str, output: str) -> str:
     if read_verdict(output).how == "raw":
         return output
     return rule_constrained(gen, prompt, output, looping(output)) or output
+
+
+def ruled_by_lines(gen: Any, prompt: str, output: str) -> str:
+    """A single case's output as scored under `--ruling lines`: its complete check lines with the ruling they
+    imply (`scored_verdict` where it wrote none)."""
+    checks = worksheet(output, looping(output))
+    if not checks:
+        return scored_verdict(gen, prompt, output)
+    return ruling_text(checks, *implied_ruling(checks))
 
 
 def scored_winner(gen: Any, prompt: str, output: str) -> str:
@@ -354,7 +368,9 @@ def evaluate(
     )
     book = Journal(journal, key) if journal is not None else None
     total = 3 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
-    if ruling == "grammar":  # each output again: ruled where it is not a valid verdict (or winner)
+    if (
+        ruling != "free"
+    ):  # each output again: ruled where it is not a valid verdict (or winner), or by its lines
         total += 2 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
     bar = tqdm(total=total, disable=not progress, unit="case", desc=f"judge {runner}")
     decoded = {"singles": 0, "seconds": 0.0}  # what this process decoded itself, for the time a case takes
@@ -385,11 +401,14 @@ def evaluate(
         return work
 
     def constrained(
-        part: str, prompts: list[str], raw: list[str], scored: Callable = scored_verdict
+        part: str, prompts: list[str], raw: list[str], scored: Callable | None = None
     ) -> list[str]:
-        """The outputs as scored (`scored_verdict`, `scored_winner`): the raw ones under `--ruling free`."""
+        """The outputs as scored (`scored_verdict`, `ruled_by_lines`, `scored_winner`): the raw ones under
+        `--ruling free`."""
         if ruling == "free":
             return raw
+        if scored is None:
+            scored = ruled_by_lines if ruling == "lines" else scored_verdict
         return chunked(
             f"{part}-ruled",
             list(zip(prompts, raw, strict=True)),
@@ -472,7 +491,8 @@ def evaluate(
             "max_new_tokens": max_new_tokens,
             "flip_cases": flip_cases,  # the padded case's right status is the case's
             "loops_cut": sum(map(looping, single_raw + padded_raw)),  # outputs LoopGuard stopped
-            # outputs that were no valid verdict (or winner), ruled again under the grammar
+            # outputs that were no valid verdict (or winner), ruled again under the grammar (--ruling lines:
+            # also each one whose ruling its own check lines contradict)
             "ruled_under_grammar": {
                 "singles": sum(o != r for o, r in zip(single_out, single_raw)),
                 "padded": sum(o != r for o, r in zip(padded_out, padded_raw)),

@@ -194,7 +194,9 @@ def judge_eval(
             help="How a single case's ruling is decoded. grammar: an output that is no valid verdict is "
             "ruled again, its violated clauses, status and rationale decoded greedily over the valid rulings "
             "only, after the check lines it completed (each choice the model's most likely allowed token): "
-            "every verdict is valid, raw validity is still the free output's. free: the free output alone.",
+            "every verdict is valid, raw validity is still the free output's. free: the free output alone. "
+            "lines: each case ruled as its own check lines imply (a blocking fate fails it, waived fates "
+            "alone need a waiver), whatever ruling the Judge wrote after them (no lines: as grammar).",
         ),
     ] = "grammar",
     copy: Annotated[

@@ -200,9 +200,14 @@ def test_judge_eval_under_the_copy_rule(
 
 
 def test_judge_eval_under_the_line_forms(judge_run: tuple[Path, Path], tmp_path: Path) -> None:
-    """--copy lines reads the forms of the training set beside --data, holds the toy (trained on verdicts, so
-    it writes `{"status"` freely) to a checks list, and names the forms in its report; a --forms file that is
-    not there is refused (exit 2) before anything is written."""
+    """--copy lines reads the forms of the training set beside --data and holds the toy (trained on verdicts,
+    so it writes `{"status"` freely) to a checks list of lines in form; --ruling lines rules each case as
+    those lines imply; the report names the forms. A --forms file that is not there is refused (exit 2)
+    before anything is written."""
+    from kimi_student.arbiter.judge_eval import looping
+    from kimi_student.arbiter.line_forms import LineForms, LineRule
+    from kimi_student.arbiter.ruling import implied_ruling, worksheet
+    from kimi_student.chat.template import ChatTokenizer
     from kimi_student.jsonl import read_jsonl
 
     data, model = judge_run
@@ -218,13 +223,23 @@ def test_judge_eval_under_the_line_forms(judge_run: tuple[Path, Path], tmp_path:
         "lines",
     )
     report = tmp_path / "lines.json"
-    r = ks_here(*args, "--report", report)
+    r = ks_here(*args, "--max-new-tokens", "80", "--ruling", "lines", "--report", report)
     assert r.returncode == 1, r.stderr[-2000:]
     header = json.loads(report.read_text())["header"]
-    assert header["copy"] == "lines" and header["line_forms"]["forms"] > 10
+    assert header["copy"] == "lines" and header["ruling"] == "lines" and header["line_forms"]["forms"] > 10
     assert header["line_forms"]["path"] == str(data / "train_audit_sft.jsonl")
+    forms, chat = LineForms.from_training(data / "train_audit_sft.jsonl"), ChatTokenizer(model)
+    cases = {x["id"]: x for _, x in read_jsonl(data / "heldout.jsonl") if x.get("mode") == "single"}
     singles = [x for _, x in read_jsonl(report.with_suffix(".results.jsonl")) if "padded_output" in x]
-    assert singles and all(x.get("raw_output", x["output"]).startswith('{"checks": ["') for x in singles)
+    assert singles
+    for x in singles:
+        raw = x.get("raw_output", x["output"])
+        lines = worksheet(raw, looping(raw))
+        assert lines, raw  # a line completed in 80 tokens
+        ids = chat.prompt_ids([{"role": "user", "content": cases[x["id"]]["prompt"]}])
+        rule = LineRule(forms, chat.tok.decode(ids, skip_special_tokens=True))  # what the rule read
+        assert all(rule.holds(line) for line in lines), lines
+        assert json.loads(x["output"])["status"] == implied_ruling(lines)[0]
     r = ks_here(*args, "--report", tmp_path / "m.json", "--forms", tmp_path / "missing.jsonl")
     assert r.returncode == 2 and "missing.jsonl" in r.stderr and not (tmp_path / "m.json").exists()
 

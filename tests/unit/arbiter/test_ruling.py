@@ -103,6 +103,22 @@ def test_a_fate_in_a_line_decides_as_the_oracle_would() -> None:
     assert implied_ruling(lines[3:]) == ("PASS", (), frozenset())
 
 
+def test_ruling_by_lines_reads_the_judges_own_lines_not_its_ruling() -> None:
+    """`judge eval --ruling lines`: a Judge that writes a blocking fate and then rules PASS is ruled FAIL with
+    that clause; one whose lines break nothing is ruled PASS whatever it wrote; the lines stay its own."""
+    from kimi_student.arbiter.judge_eval import ruled_by_lines
+
+    lines = ["files 2, tier 1 max 2: ok", "tests: failed: tests_failed -> GATE_INTEGRITY blocking"]
+    said = json.dumps({"checks": lines, "violated_clauses": [], "status": "PASS", "rationale": "PASS: fine."})
+    ruled = json.loads(ruled_by_lines(None, "the case", said))
+    assert ruled["checks"] == lines and ruled["status"] == "FAIL"
+    assert ruled["violated_clauses"] == ["GATE_INTEGRITY"] and not verdict_problems(ruled)
+    cut = '{"checks": ["files 2, tier 1 max 2: ok", "lint: pa'  # cut inside its second line: the first stands
+    assert json.loads(ruled_by_lines(None, "the case", cut)) == json.loads(
+        ruling_text(lines[:1], "PASS", (), frozenset())
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "looped", "lines"),
     [
