@@ -4,18 +4,20 @@ targets' lines take, its copied parts copied from the case.
 Under `copying.py`'s value rule a 135M Judge still leaves parts of a line out (a budget waiver's delta and
 approvers), writes a held-out wording's word where the target's goes (`for=`) or a rationale where a check
 goes (stop 55): the errors that decide its worksheets are not slips of a value but lines off their form. A
-*form* is a training line with what it copies from its case made a slot: `<S>` for a span of the case (an id,
-a path, a date in whatever wording, a numbered rationale word), `<N>` for a short integer (counts, sums,
-numbering: the oracle's arithmetic). The target's own words (`keywords`: those the lines of >= KEYWORD_SHARE
-of training cases write outside what they copy: `after`, `for`, a gate's name) stay words of the form, so a
-gate's line keeps its own parts. Decoding, a check line must be the prefix of a form with a span of the case
-in each `<S>` (a text of the case from a run's start to a run's end, or whole runs of it joined by ` `, `:` or
-`+`: a date the case writes in another order) and <= 3 digits in each `<N>`, and may close only as a whole
-form. So a line is never cut short or out of form and copies nothing the case lacks; which form (`ok` or the
-broken rule's, `after` or `not after`) and which span stay the model's choices, each token the most likely
-one allowed. The 4,000 training cases of stop 55's set (`judge data --seed 0 --train-pairs 500
---line-drills 12000`) give 94 forms, and the rule holds every one of the 9,926 lines of the oracle's targets
-for its 600 held-out cases (new wordings and seeds).
+*form* is a training line with what it copies from its case made a slot: `<S...>` for a run of the case of
+the kind the training run was (`<S-9A>` an id, `<S./a>` a path; `<S>` a numbered rationale word, whatever it
+is), `<S+>` for a text of the case of several runs (a date, in whatever wording), `<N>` for a short integer
+(counts, sums, numbering: the oracle's arithmetic). The target's own words (`keywords`: those the lines of
+>= KEYWORD_SHARE of training cases write outside what they copy: `after`, `for`, a gate's name) stay words of
+the form, so a gate's line keeps its own parts. Decoding, a check line must be the prefix of a form with a run
+of the case of the slot's kind in each `<S...>`, a text of the case in each `<S+>` (from a run's start to a
+run's end, not begun or ended inside a number's text: a date's zone cannot be left out) and <= 3 digits in
+each `<N>`, and may close only as a whole form. So a line is never cut short or out of form and copies nothing
+the case lacks; which form (`ok` or the broken rule's, `after` or `not after`) and which span stay the model's
+choices, each token the most likely one allowed. The 4,000 training cases of stop 55's set (`judge data
+--seed 0 --train-pairs 500 --line-drills 12000`) give 102 forms, and the rule holds every one of the 9,926
+lines of the oracle's targets for its 600 held-out cases (new wordings and seeds), and of its 67,310 training
+lines.
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ from kimi_student.errors import InputError
 # slot symbols (a form is a tuple of single characters and these): a run of the case, a text of the case of
 # several runs (a date), a short integer
 SPAN, SPANS, NUMBER = "<S>", "<S+>", "<N>"
-SLOTS = (SPAN, SPANS, NUMBER)
+
+
+def kind_of(run: str) -> str:
+    """What a run is made of (lower, upper, digits, each of `_./*-`): a run slot holds runs of the kinds its
+    training runs had (`WV-8119` is `-9A`, a path `./a`), so that an id's slot takes no word of the case."""
+    return "".join(
+        sorted({"a" if c.islower() else "A" if c.isupper() else "9" if c.isdigit() else c for c in run})
+    )
+
+
 KEYWORD_SHARE = 0.02
 _SMALL = re.compile(r"\d{1,3}")
 _RUN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./*-")
@@ -104,7 +115,7 @@ def line_form(line: str, case: CaseSpans, words: frozenset[str]) -> Form:
             not _SMALL.fullmatch(r.group()) for r in runs[i : j + 1]
         )
         if numbered or (copied and run not in words):
-            out.append(SPANS if j > i else SPAN)
+            out.append(SPANS if j > i else f"<S{kind_of(run)}>" if not numbered else SPAN)
             pos, i = runs[j].end(), j + 1
         else:
             out.append(NUMBER if _SMALL.fullmatch(run) else run)
@@ -131,6 +142,12 @@ class LineForms:
                     self.ends.append(False)
                 node = self.children[node][sym]
             self.ends[node] = True
+        # each node's run slots (symbol, child) and the symbol each run slot's child was reached by
+        self.runs: list[list[tuple[str, int]]] = [
+            [(sym, kid) for sym, kid in kids.items() if sym.startswith("<S") and sym != SPANS]
+            for kids in self.children
+        ]
+        self.kinds: dict[int, str] = {kid: sym for slots in self.runs for sym, kid in slots}
 
     @classmethod
     def from_cases(cls, cases: Iterable[tuple[str, list[str]]]) -> LineForms:
@@ -195,6 +212,11 @@ class CaseSpans:
         return False
 
 
+def _may_be(sym: str, text: str) -> bool:
+    """Whether `text` may be (part of) a run of the kind run slot `sym` holds."""
+    return sym == SPAN or set(kind_of(text)) <= set(sym[2:-1])
+
+
 # a matcher state: (trie node, 0 at a symbol boundary | 1 in a run | 2 in a number | 3 in a text of several
 # runs, where the slot began)
 State = tuple[int, int, int]
@@ -245,8 +267,9 @@ class LineRule:
         out: set[State] = set()
         if ch in kids:
             out.add((kids[ch], 0, 0))
-        if SPAN in kids and ch in _RUN_CHARS and self.spans.run(ch, whole=False):
-            out.add((kids[SPAN], 1, i))
+        for sym, kid in self.forms.runs[node]:
+            if ch in _RUN_CHARS and _may_be(sym, ch) and self.spans.run(ch, whole=False):
+                out.add((kid, 1, i))
         if SPANS in kids and ch in _RUN_CHARS and self.spans.allows(ch, whole=False):
             out.add((kids[SPANS], 3, i))
         if NUMBER in kids and ch.isdigit():
@@ -261,9 +284,10 @@ class LineRule:
                 out |= self._enter(node, ch, i)
                 continue
             if kind == 1:
-                if ch in _RUN_CHARS and self.spans.run(line[start:] + ch, whole=False):
+                sym = self.forms.kinds[node]
+                if ch in _RUN_CHARS and _may_be(sym, ch) and self.spans.run(line[start:] + ch, whole=False):
                     out.add((node, 1, start))
-                if ch not in _RUN_CHARS and self.spans.run(line[start:], whole=True):
+                if ch not in _RUN_CHARS and self._whole_run(node, line[start:]):
                     out |= self._enter(node, ch, i)
             elif kind == 3:
                 if self.spans.allows(line[start:] + ch, whole=False):
@@ -277,11 +301,15 @@ class LineRule:
                     out |= self._enter(node, ch, i)
         return frozenset(out)
 
+    def _whole_run(self, node: int, run: str) -> bool:
+        sym = self.forms.kinds[node]
+        return self.spans.run(run, whole=True) and (sym == SPAN or f"<S{kind_of(run)}>" == sym)
+
     def _accepts(self, states: frozenset[State], line: str) -> bool:
         for node, kind, start in states:
             if not self.forms.ends[node]:
                 continue
-            if kind == 1 and not self.spans.run(line[start:], whole=True):
+            if kind == 1 and not self._whole_run(node, line[start:]):
                 continue
             if kind == 3 and not (line[-1] in _RUN_CHARS and self.spans.allows(line[start:], whole=True)):
                 continue

@@ -48,9 +48,9 @@ def shown(form: tuple[str, ...]) -> str:
 
 def test_a_form_keeps_the_targets_words_and_makes_copies_slots() -> None:
     assert shown(line_form(WAIVER, CASE_SPANS, WORDS)) == (
-        "waiver <S> on budget_limit: active; expires <S+> after now <S+>; for <S>; +<N> files +<N> lines; "
+        "waiver <S-9A> on budget_limit: active; expires <S+> after now <S+>; for <S-9A>; +<N> files +<N> lines; "
         "<N> approver(s), <N> needed: valid"
-    )  # each date one span of several runs (as the case writes it), the counts numbers, the own words kept
+    )  # ids runs of their kind, each date a span of several runs, the counts numbers, the own words kept
     assert (
         shown(line_form("files 9, tier 1 max 9: ok", CASE_SPANS, WORDS)) == "files <N>, tier <N> max <N>: ok"
     )
@@ -77,6 +77,17 @@ def test_a_span_of_several_runs_is_not_begun_or_ended_inside_a_numbers_text() ->
     assert spans.allows("CONSENT-497: normalise", whole=True) and not spans.run(
         "CONSENT-497: normalise", True
     )
+
+
+def test_a_run_slot_holds_runs_of_its_kind() -> None:
+    from kimi_student.arbiter.line_forms import kind_of
+
+    assert kind_of("WV-8119") == kind_of("PIPELINES-405") == "-9A"
+    assert kind_of("web/src/a.ts") == "./a" and kind_of("for") == "a" and kind_of("0.87") == ".9"
+    forms = LineForms.from_cases([(CASE, [WAIVER])])
+    rule = LineRule(forms, CASE)
+    assert rule.holds(WAIVER)
+    assert not rule.holds(WAIVER.replace("WV-6921", "exception"))  # a run of the case, not of an id's kind
 
 
 def test_keywords_are_the_words_a_line_writes_outside_its_copies() -> None:
@@ -146,6 +157,8 @@ def test_the_rule_refuses_a_line_cut_short_out_of_form_or_copying_what_the_case_
     assert not rule.holds(line.replace(wid, wid[:-1]))  # an id cut short
     assert not rule.holds(line[: line.index("; +")])  # closed before its form ends
     assert not rule.holds("files 9, tier 1 max 9: looks fine")
+    words = [w for w in rec["prompt"].split() if w.isalpha() and w.islower()]
+    assert words and not rule.holds(line.replace(wid, words[0]))  # a word of the case in an id's slot
     at = line.index(" after now ")  # a decision is the model's: `not after` is another form's prefix
     start = ("head", len(HEAD))
     assert rule.advance(start, '"' + line[:at] + " not after now ") is not None
