@@ -35,16 +35,6 @@ from kimi_student.errors import InputError
 # slot symbols (a form is a tuple of single characters and these): a run of the case, a text of the case of
 # several runs (a date), a short integer
 SPAN, SPANS, NUMBER = "<S>", "<S+>", "<N>"
-
-
-def kind_of(run: str) -> str:
-    """What a run is made of (lower, upper, digits, each of `_./*-`): a run slot holds runs of the kinds its
-    training runs had (`WV-8119` is `-9A`, a path `./a`), so that an id's slot takes no word of the case."""
-    return "".join(
-        sorted({"a" if c.islower() else "A" if c.isupper() else "9" if c.isdigit() else c for c in run})
-    )
-
-
 KEYWORD_SHARE = 0.02
 _SMALL = re.compile(r"\d{1,3}")
 _RUN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./*-")
@@ -56,6 +46,14 @@ _NUMBER_GOES_ON = re.compile(r"(?: |:| \+|\+)\d")
 _NUMBERED = re.compile(r"\(\d{1,3}\)")  # a rationale word's number: the word is a copy, whatever it is
 HEAD = '{"checks": ['
 Form = tuple[str, ...]
+
+
+def kind_of(run: str) -> str:
+    """What a run is made of (lower, upper, digits, each of `_./*-`): a run slot holds runs of the kinds its
+    training runs had (`WV-8119` is `-9A`, a path `./a`), so that an id's slot takes no word of the case."""
+    return "".join(
+        sorted({"a" if c.islower() else "A" if c.isupper() else "9" if c.isdigit() else c for c in run})
+    )
 
 
 def _copied(line: str, runs: list[re.Match[str]], case: CaseSpans) -> set[int]:
@@ -180,7 +178,7 @@ class LineForms:
 
 
 class CaseSpans:
-    """What a `<S>` slot may hold in one case (memoised: a decode asks the same spans many times)."""
+    """What a slot may hold in one case: its runs, its texts (memoised: a decode asks the same ones often)."""
 
     def __init__(self, text: str):
         self.text = text
