@@ -77,15 +77,6 @@ def test_the_oracles_values_all_start_runs_of_their_case() -> None:
     assert values > 3000  # ids, dates, paths, shas and scores were there to check
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from transformers import AutoTokenizer
-
-    from kimi_student.backends.embedded import smollm2_folder
-
-    return AutoTokenizer.from_pretrained(smollm2_folder())
-
-
 def _ids(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
@@ -108,28 +99,15 @@ def test_the_picker_takes_the_most_likely_allowed_token(tok) -> None:
     assert pick(after, logits) == word  # a value closed: the model goes on as it likes
 
 
-def test_greedy_decoding_under_the_rule_writes_no_value_the_case_does_not_hold(tok) -> None:
+def test_greedy_decoding_under_the_rule_writes_no_value_the_case_does_not_hold(tok, biased_llama) -> None:
     """A real (tiny) Llama whose head prefers `9`, then `2`, then a space, whatever it reads: free, it writes
     9999..., a value the case holds nowhere; under the rule (`greedy_decode`'s pick, as `judge eval --copy
     case` decodes) it keeps its own choice while that is allowed (999: a short integer) and then takes the
     most likely token that is."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from kimi_student.chat.template import StopRule
     from kimi_student.eval.runners.greedy_hf import greedy_decode
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False, max_position_embeddings=1024,
-    )  # fmt: skip
-    model = LlamaForCausalLM(cfg).eval()
-    model.lm_head = torch.nn.Linear(16, len(tok), bias=True)
-    torch.nn.init.zeros_(model.lm_head.weight)
-    torch.nn.init.zeros_(model.lm_head.bias)
-    nine, two, space = tok.convert_tokens_to_ids(["9", "2", "Ġ"])
-    with torch.no_grad():
-        model.lm_head.bias[[nine, two, space]] = torch.tensor([3.0, 2.0, 1.0])
+    model = biased_llama({"9": 3.0, "2": 2.0, "Ġ": 1.0})
     prompt = _ids(tok, CASE)
     pad = tok.pad_token_id or 0
     (free,) = greedy_decode(model, [prompt], pad, StopRule([]), 8)

@@ -201,15 +201,6 @@ def test_forms_from_a_training_file(tmp_path) -> None:
         LineForms.from_training(path)
 
 
-@pytest.fixture(scope="module")
-def tok():
-    from transformers import AutoTokenizer
-
-    from kimi_student.backends.embedded import smollm2_folder
-
-    return AutoTokenizer.from_pretrained(smollm2_folder())
-
-
 def _ids(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
@@ -233,26 +224,13 @@ def test_the_picker_takes_the_most_likely_allowed_token(tok) -> None:
     assert pick(done, logits) == stop  # after the list: the model's own choice
 
 
-def test_greedy_decoding_under_the_rule_stays_in_form(tok) -> None:
+def test_greedy_decoding_under_the_rule_stays_in_form(tok, biased_llama) -> None:
     """A real (tiny) Llama whose head prefers `9` whatever it reads: free it writes 9999...; under the rule
     (as `judge eval --copy lines` decodes) its output opens a checks list and stays in form."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from kimi_student.chat.template import StopRule
     from kimi_student.eval.runners.greedy_hf import greedy_decode
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=False, max_position_embeddings=1024,
-    )  # fmt: skip
-    model = LlamaForCausalLM(cfg).eval()
-    model.lm_head = torch.nn.Linear(16, len(tok), bias=True)
-    torch.nn.init.zeros_(model.lm_head.weight)
-    torch.nn.init.zeros_(model.lm_head.bias)
-    nine, files = tok.convert_tokens_to_ids(["9", "files"])
-    with torch.no_grad():
-        model.lm_head.bias[[nine, files]] = torch.tensor([3.0, 2.0])
+    model = biased_llama({"9": 3.0, "files": 2.0})
     forms = LineForms.from_cases([(CASE, [WAIVER, "files 9, tier 1 max 9: ok"])])
     prompt = _ids(tok, CASE)
     pad = tok.pad_token_id or 0
