@@ -184,7 +184,11 @@ class CaseSpans:
         self.text = text
         self.starts = {m.start() for m in RUN.finditer(text)}
         self.ends_at = {m.end() for m in RUN.finditer(text)}
-        self.runs = "\n" + "\n".join(RUN.findall(text)) + "\n"
+        runs = RUN.findall(text)
+        self.runs = "\n" + "\n".join(runs) + "\n"
+        self.of_kind: dict[str, str] = {}  # the runs of each kind, as `runs`
+        for r in dict.fromkeys(runs):
+            self.of_kind[kind_of(r)] = self.of_kind.get(kind_of(r), "\n") + r + "\n"
         self._memo: dict[tuple[str, bool], bool] = {}
 
     def allows(self, s: str, whole: bool) -> bool:
@@ -194,9 +198,10 @@ class CaseSpans:
             self._memo[key] = self._verbatim(s, whole)
         return self._memo[key]
 
-    def run(self, s: str, whole: bool) -> bool:
-        """`s` a run of the case (`whole`) or the start of one."""
-        return ("\n" + s + ("\n" if whole else "")) in self.runs
+    def run(self, s: str, whole: bool, slot: str = SPAN) -> bool:
+        """`s` a run of the case (`whole`) or the start of one; of the kind run slot `slot` holds."""
+        runs = self.runs if slot == SPAN else self.of_kind.get(slot[2:-1], "")
+        return ("\n" + s + ("\n" if whole else "")) in runs
 
     def _verbatim(self, s: str, whole: bool) -> bool:
         several = not RUN.fullmatch(s)  # a text of several runs: not begun or ended inside a number's text
@@ -208,11 +213,6 @@ class CaseSpans:
                     return True
             i = self.text.find(s, i + 1)
         return False
-
-
-def _may_be(sym: str, text: str) -> bool:
-    """Whether `text` may be (part of) a run of the kind run slot `sym` holds."""
-    return sym == SPAN or set(kind_of(text)) <= set(sym[2:-1])
 
 
 # a matcher state: (trie node, 0 at a symbol boundary | 1 in a run | 2 in a number | 3 in a text of several
@@ -266,7 +266,7 @@ class LineRule:
         if ch in kids:
             out.add((kids[ch], 0, 0))
         for sym, kid in self.forms.runs[node]:
-            if ch in _RUN_CHARS and _may_be(sym, ch) and self.spans.run(ch, whole=False):
+            if ch in _RUN_CHARS and self.spans.run(ch, whole=False, slot=sym):
                 out.add((kid, 1, i))
         if SPANS in kids and ch in _RUN_CHARS and self.spans.allows(ch, whole=False):
             out.add((kids[SPANS], 3, i))
@@ -282,8 +282,7 @@ class LineRule:
                 out |= self._enter(node, ch, i)
                 continue
             if kind == 1:
-                sym = self.forms.kinds[node]
-                if ch in _RUN_CHARS and _may_be(sym, ch) and self.spans.run(line[start:] + ch, whole=False):
+                if ch in _RUN_CHARS and self.spans.run(line[start:] + ch, False, self.forms.kinds[node]):
                     out.add((node, 1, start))
                 if ch not in _RUN_CHARS and self._whole_run(node, line[start:]):
                     out |= self._enter(node, ch, i)
@@ -300,8 +299,7 @@ class LineRule:
         return frozenset(out)
 
     def _whole_run(self, node: int, run: str) -> bool:
-        sym = self.forms.kinds[node]
-        return self.spans.run(run, whole=True) and (sym == SPAN or f"<S{kind_of(run)}>" == sym)
+        return self.spans.run(run, whole=True, slot=self.forms.kinds[node])
 
     def _accepts(self, states: frozenset[State], line: str) -> bool:
         for node, kind, start in states:

@@ -88,6 +88,10 @@ def test_a_run_slot_holds_runs_of_its_kind() -> None:
     rule = LineRule(forms, CASE)
     assert rule.holds(WAIVER)
     assert not rule.holds(WAIVER.replace("WV-6921", "exception"))  # a run of the case, not of an id's kind
+    # no dead end: a start that only a run of another kind goes on from is refused where it is written
+    rule = LineRule(forms, CASE + "\nHANGS on")
+    assert rule.advance(rule.start(), '{"checks": ["waiver HANG') is None
+    assert rule.advance(rule.start(), '{"checks": ["waiver WV-69') is not None
 
 
 def test_keywords_are_the_words_a_line_writes_outside_its_copies() -> None:
