@@ -368,9 +368,8 @@ def evaluate(
     )
     book = Journal(journal, key) if journal is not None else None
     total = 3 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
-    if (
-        ruling != "free"
-    ):  # each output again: ruled where it is not a valid verdict (or winner), or by its lines
+    # each output again: ruled where it is not a valid verdict (or winner), or by its lines
+    if ruling != "free":
         total += 2 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
     bar = tqdm(total=total, disable=not progress, unit="case", desc=f"judge {runner}")
     decoded = {"singles": 0, "seconds": 0.0}  # what this process decoded itself, for the time a case takes

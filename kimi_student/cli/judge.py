@@ -250,6 +250,10 @@ def judge_eval(
         raise typer.BadParameter(
             f"{copy!r} decodes in PyTorch only: use --runner hf_local", param_hint="--copy"
         )
+    if forms is not None and copy != "lines":
+        raise typer.BadParameter(
+            "the line forms hold the lines under --copy lines only", param_hint="--forms"
+        )
     results = report.with_suffix(".results.jsonl")
     journal = journal_path(report)
     check_outputs(

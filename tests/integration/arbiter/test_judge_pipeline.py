@@ -242,6 +242,9 @@ def test_judge_eval_under_the_line_forms(judge_run: tuple[Path, Path], tmp_path:
         assert json.loads(x["output"])["status"] == implied_ruling(lines)[0]
     r = ks_here(*args, "--report", tmp_path / "m.json", "--forms", tmp_path / "missing.jsonl")
     assert r.returncode == 2 and "missing.jsonl" in r.stderr and not (tmp_path / "m.json").exists()
+    free = [a for a in args if a not in ("--copy", "lines")]
+    r = ks_here(*free, "--report", tmp_path / "f.json", "--forms", data / "train_audit_sft.jsonl")
+    assert r.returncode == 2 and "--forms" in r.stderr and not (tmp_path / "f.json").exists()
 
 
 def test_the_core_ml_judge_is_gated_and_compared_with_pytorch(
