@@ -25,6 +25,21 @@ _COMPUTED = re.compile(r"\d{1,3}")
 _VALUE = re.compile(r"[\d/]")
 TAIL = 32  # tokens decoded back to find the value being written (a path is ~10)
 CANDIDATES = 64  # tokens tried, most likely first, before the model's own choice stands
+_PIECES: dict[int, tuple[Any, dict[int, str]]] = {}  # each tokenizer's tokens as text, shared by its pickers
+
+
+def token_text(tok: Any) -> Callable[[int], str]:
+    """A token's text as `tok` decodes it alone, cached for every picker of that tokenizer."""
+    if id(tok) not in _PIECES:
+        _PIECES[id(tok)] = (tok, {})  # the tokenizer is held so that its id is not reused
+    pieces = _PIECES[id(tok)][1]
+
+    def piece(t: int) -> str:
+        if t not in pieces:
+            pieces[t] = tok.decode([t], skip_special_tokens=False)
+        return pieces[t]
+
+    return piece
 
 
 def is_value(run: str) -> bool:
@@ -58,12 +73,7 @@ def copy_picker(tok: Any, prompt: list[int]) -> Callable[[list[int], Any], int]:
     """A greedy step for one row (`greedy_decode`'s `pick`): the most likely token the case's `CopyRule`
     allows after the row's tokens so far, or the most likely one where none of the first CANDIDATES is."""
     rule = CopyRule(tok.decode(prompt, skip_special_tokens=True))
-    pieces: dict[int, str] = {}
-
-    def piece(t: int) -> str:
-        if t not in pieces:
-            pieces[t] = tok.decode([t], skip_special_tokens=False)
-        return pieces[t]
+    piece = token_text(tok)
 
     def pick(row: list[int], logits: Any) -> int:
         top = int(logits.argmax())

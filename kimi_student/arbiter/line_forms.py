@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from kimi_student.arbiter.copying import RUN, is_value
+from kimi_student.arbiter.copying import CANDIDATES, RUN, CopyRule, is_value, token_text
 from kimi_student.errors import InputError
 
 # slot symbols (a form is a tuple of single characters and these): a run of the case, a text of the case of
@@ -184,11 +184,11 @@ class CaseSpans:
         self.text = text
         self.starts = {m.start() for m in RUN.finditer(text)}
         self.ends_at = {m.end() for m in RUN.finditer(text)}
-        runs = RUN.findall(text)
-        self.runs = "\n" + "\n".join(runs) + "\n"
-        self.of_kind: dict[str, str] = {}  # the runs of each kind, as `runs`
-        for r in dict.fromkeys(runs):
-            self.of_kind[kind_of(r)] = self.of_kind.get(kind_of(r), "\n") + r + "\n"
+        self.copies = CopyRule(text)
+        by_kind: dict[str, list[str]] = {}
+        for r in dict.fromkeys(RUN.findall(text)):
+            by_kind.setdefault(kind_of(r), []).append(r)
+        self.of_kind = {k: CopyRule(" ".join(rs)) for k, rs in by_kind.items()}  # the runs of each kind
         self._memo: dict[tuple[str, bool], bool] = {}
 
     def allows(self, s: str, whole: bool) -> bool:
@@ -200,8 +200,8 @@ class CaseSpans:
 
     def run(self, s: str, whole: bool, slot: str = SPAN) -> bool:
         """`s` a run of the case (`whole`) or the start of one; of the kind run slot `slot` holds."""
-        runs = self.runs if slot == SPAN else self.of_kind.get(slot[2:-1], "")
-        return ("\n" + s + ("\n" if whole else "")) in runs
+        copies = self.copies if slot == SPAN else self.of_kind.get(slot[2:-1])
+        return copies is not None and copies.holds(s, end=whole)
 
     def _verbatim(self, s: str, whole: bool) -> bool:
         several = not RUN.fullmatch(s)  # a text of several runs: not begun or ended inside a number's text
@@ -318,29 +318,14 @@ class LineRule:
         return state is not None and state[0] == "sep"
 
 
-CANDIDATES = 64  # tokens tried, most likely first, before the whole vocabulary is searched in order
-_PIECES: dict[int, tuple[Any, dict[int, str]]] = {}  # each tokenizer's tokens as text, shared by its pickers
-
-
-def _pieces(tok: Any) -> dict[int, str]:
-    if id(tok) not in _PIECES:
-        _PIECES[id(tok)] = (tok, {})  # the tokenizer is held so that its id is not reused
-    return _PIECES[id(tok)][1]
-
-
 def line_picker(tok: Any, forms: LineForms, prompt: list[int]) -> Callable[[list[int], Any], int]:
     """A greedy step for one row (`greedy_decode`'s `pick`): the most likely token after which the row's
     output is still in form (`LineRule`); once out of form (no token keeps it: the forms do not cover what
     was written), the model's own choices."""
     rule = LineRule(forms, tok.decode(prompt, skip_special_tokens=True))
-    pieces = _pieces(tok)
+    piece = token_text(tok)
     seen: list[int] = []  # the row's tokens the state has read
     at: list[tuple[Any, ...] | None] = [rule.start()]
-
-    def piece(t: int) -> str:
-        if t not in pieces:
-            pieces[t] = tok.decode([t], skip_special_tokens=False)
-        return pieces[t]
 
     def pick(row: list[int], logits: Any) -> int:
         if row[: len(seen)] != seen:  # not the row read so far: read it from its start
