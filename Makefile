@@ -284,7 +284,9 @@ JUDGE_DATA_ARGS = --out $(JUDGE_DATA) --seed $(SEED) $(if $(JUDGE_TRAIN_PAIRS),-
 	$(if $(JUDGE_DRILLS),--drills $(JUDGE_DRILLS)) $(if $(JUDGE_LINE_DRILLS),--line-drills $(JUDGE_LINE_DRILLS)) \
 	$(if $(JUDGE_PATH_DRILLS),--path-drills $(JUDGE_PATH_DRILLS)) \
 	$(if $(JUDGE_BOUNDARY_CASES),--boundary-cases $(JUDGE_BOUNDARY_CASES)) \
-	$(if $(JUDGE_TRAIN_WORDINGS),--train-wordings $(JUDGE_TRAIN_WORDINGS))
+	$(if $(JUDGE_TRAIN_WORDINGS),--train-wordings $(JUDGE_TRAIN_WORDINGS)) $(if $(JUDGE_ASK),--ask $(JUDGE_ASK))
+# JUDGE_ASK=groups: each training case put to the Judge once per group of checks (caws-eval with
+# JUDGE_EVAL_ARGS="--ask groups --ruling lines");
 # JUDGE_TRAIN_WORDINGS=8: training cases in eight wordings, not the four of stops 40-49;
 # JUDGE_TRAIN_PAIRS=500: a quarter of the default's training pairs (0: none, for JUDGE_PAIRWISE=rulings);
 # JUDGE_DRILLS=8000: drill rows of one group of checks each in train_audit_sft.jsonl;
@@ -303,7 +305,7 @@ judge_train: install
 	$(KS) train --config judge --size $(or $(SIZE),toy) --data $(JUDGE_SFT) --out $(JUDGE_RUN)
 
 # JUDGE_EVAL_ARGS: e.g. "--copy lines --ruling lines" (an audit Judge's lines held to the training forms, each
-# case ruled as its own lines imply)
+# case ruled as its own lines imply); "--ask groups --ruling lines --copy lines" for a Judge trained JUDGE_ASK=groups
 caws-eval: install
 	$(KS) judge eval --model $(JUDGE_RUN)/final --data $(JUDGE_DATA)/heldout.jsonl $(JUDGE_TOKENS) $(JUDGE_EVAL_ARGS) \
 		--report $(REPORTS)/caws_eval.json

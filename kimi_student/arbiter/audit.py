@@ -36,11 +36,14 @@ RULES = frozenset(
 ISO_MINUTES = "%Y-%m-%d %H:%M"  # times when the caller does not say how its case writes them
 
 
+WAIVER_LINE = "waiver "  # how every waiver's check line starts (no other check line does)
+
+
 def _waiver_line(w: Waiver, change: Change, now: datetime, dates: str) -> str:
     """A waiver's check line: each fact its validity rests on (status, expiry against the check time, the
     spec it is for, a budget raise's delta and approvers), then valid or waiver_invalid."""
     spec, policy = change.spec, change.policy
-    head = f"waiver {w.id} on {', '.join(w.gates) or 'no gate'}"
+    head = f"{WAIVER_LINE}{w.id} on {', '.join(w.gates) or 'no gate'}"
     if w.problems:
         return f"{head}: not schema-valid: waiver_invalid"
     facts = [w.status if w.status == "active" else f"{w.status}, not active"]

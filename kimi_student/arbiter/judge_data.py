@@ -29,6 +29,7 @@ from kimi_student.arbiter.cases import (
     winner,
 )
 from kimi_student.arbiter.documents import CLAUSES, schema
+from kimi_student.arbiter.groups import ASK, group_rows
 from kimi_student.arbiter.line_drills import line_drill, path_drill
 from kimi_student.arbiter.oracle import check
 from kimi_student.arbiter.render import (
@@ -42,6 +43,7 @@ from kimi_student.arbiter.render import (
     wording,
 )
 from kimi_student.data.world import rng_for
+from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_json
 
 DATASET_VERSION = "caws-judge-1"
@@ -205,6 +207,14 @@ def audit_target(rec: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
     return json.dumps(obj, ensure_ascii=False), parts
 
 
+def audit_rows(rec: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    """A training record's audit rows under `--ask groups`: a single case's group questions
+    (`groups.group_rows`), a pair as it is."""
+    if rec["mode"] == "single":
+        return group_rows(rec, audit_target(rec)[1], seed)
+    return [sft_row(rec, "audit")]
+
+
 def target_text(rec: dict[str, Any], target: str = "verdict") -> str:
     """What the Judge is trained to write, as JSON on one line.
 
@@ -313,6 +323,7 @@ def write_dataset(
     path_drills: int = 0,
     boundary_cases: int = 0,
     train_wordings: int = TRAIN_WORDINGS,
+    ask: str = "case",
 ) -> dict[str, Any]:
     """`out/train.jsonl` and `out/heldout.jsonl` (a header line, then records; pairs are half as many as
     single cases, or `train_pairs` in the training split, each in both orders), each with its `_sft.jsonl`,
@@ -335,6 +346,8 @@ def write_dataset(
         ("boundary_cases", boundary_cases, functools.partial(boundary_case, wordings=train_wordings)),
     )
     splits: dict[str, list[dict[str, Any]]] = {}
+    if ask not in ASK:
+        raise InputError(None, None, "ask", f"{ask!r}: use one of {', '.join(ASK)}")
     for split, n in (("train", n_train), ("heldout", n_heldout)):
         n_pairs = train_pairs if split == "train" and train_pairs is not None else n // 2
         rows = list(
@@ -352,6 +365,9 @@ def write_dataset(
             name = f"{split}_sft.jsonl" if target == "verdict" else f"{split}_{target}_sft.jsonl"
             head = {**header(seed, split, n, n_pairs), "target": target, **wordings}
             sft = [head, *(sft_row(r, target) for r in rows)]
+            if split == "train" and target == "audit" and ask == "groups":  # each case put once per group
+                head["ask"] = ask
+                sft = [head, *(row for r in rows for row in audit_rows(r, seed))]
             for key, count, make in extras:
                 if split == "train" and target == "audit" and count:
                     head[key] = count

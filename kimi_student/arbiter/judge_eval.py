@@ -26,9 +26,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from kimi_student.arbiter.cases import Candidate, Context, label, status_winner
+from kimi_student.arbiter.audit import WAIVER_LINE
+from kimi_student.arbiter.cases import Candidate, label, status_winner
 from kimi_student.arbiter.copying import copy_picker
 from kimi_student.arbiter.documents import CLAUSES
+from kimi_student.arbiter.groups import ASK, GROUPS, case_of, questions
 from kimi_student.arbiter.journal import Journal
 from kimi_student.arbiter.judge_data import audit_target
 from kimi_student.arbiter.judge_scores import (
@@ -40,7 +42,7 @@ from kimi_student.arbiter.judge_scores import (
     score_worksheets,
 )
 from kimi_student.arbiter.line_forms import LineForms, line_picker
-from kimi_student.arbiter.render import Wording, render_single
+from kimi_student.arbiter.render import render_single
 from kimi_student.arbiter.ruling import (
     continuations,
     implied_ruling,
@@ -53,6 +55,7 @@ from kimi_student.arbiter.verdict import STATUSES
 from kimi_student.errors import InputError
 from kimi_student.eval.gates import evaluate_gates, load_gates, run_passed
 from kimi_student.resources import config_path
+from kimi_student.train.examples import process_spans
 
 DEFAULT_GATES = config_path("judge_gates.yaml")
 # A pair's ruling is short: `{"winner": "tie"}`, or in the reasoned form each candidate's status first
@@ -113,13 +116,25 @@ def padded_case(rec: dict[str, Any]) -> tuple[str, bool]:
     the case (a terse rationale under the policy's word minimum can double over it: the right verdict
     changes, and such a case is no test of verbosity bias). The stored prompt is re-rendered first and must
     come out the same (else the record and the renderer disagree)."""
-    ctx = Context(**rec["case"]["context"])
-    cand = Candidate(**rec["case"]["candidates"][0])
-    w = Wording.from_key(rec["wording"])
+    ctx, cand, w = case_of(rec)
     if render_single(ctx, cand, w) != rec["prompt"]:
         raise InputError(None, None, rec["id"], "the stored prompt is not what its case renders to")
-    padded = dataclasses.replace(cand, rationale=f"{cand.rationale} {cand.rationale}")
+    padded = padded_candidate(cand)
     return render_single(ctx, padded, w), label(ctx, padded).status == rec["label"]["status"]
+
+
+def padded_candidate(cand: Candidate) -> Candidate:
+    """The candidate with its author's rationale written twice."""
+    return dataclasses.replace(cand, rationale=f"{cand.rationale} {cand.rationale}")
+
+
+def group_questions(singles: list[dict[str, Any]], pairs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """`--ask groups`: each single-case prompt the eval decodes (the case, its padded twin, a pair's two
+    candidates) and its questions, one a group (`groups.questions`)."""
+    cases = [case_of(r) for r in singles]
+    cases += [(ctx, padded_candidate(cand), w) for ctx, cand, w in cases]
+    cases += [(case_of(r)[0], case_of(r, k)[1], case_of(r)[2]) for r in pairs for k in (0, 1)]
+    return {render_single(*c): questions(*c) for c in cases}
 
 
 def looping(text: str) -> bool:
@@ -224,9 +239,66 @@ def scored_winner(gen: Any, prompt: str, output: str) -> str:
 
 def pair_candidates(rec: dict[str, Any]) -> list[str]:
     """A pair record's two candidates as single cases, in its order (a, b)."""
-    ctx = Context(**rec["case"]["context"])
-    w = Wording.from_key(rec["wording"])
-    return [render_single(ctx, Candidate(**c), w) for c in rec["case"]["candidates"]]
+    ctx, _, w = case_of(rec)
+    return [render_single(ctx, case_of(rec, k)[1], w) for k in (0, 1)]
+
+
+def answers_of(output: str) -> list[str]:
+    """`--ask groups`: a case's raw output is the JSON list of its answers, one a group."""
+    return [str(a) for a in json.loads(output)]
+
+
+def group_worksheet(output: str) -> tuple[list[str], bool]:
+    """`--ask groups`: a case's worksheet from its answers (one a group, in `GROUPS` order): the waiver lines
+    of the first answer, then each answer's other complete lines; and whether every answer is what it was asked
+    for, a JSON object holding a list of check lines and nothing else."""
+    sheets = [worksheet(a, looping(a)) or [] for a in answers_of(output)]
+    checks = [line for line in sheets[0] if line.startswith(WAIVER_LINE)] if sheets else []
+    checks += [line for sheet in sheets for line in sheet if not line.startswith(WAIVER_LINE)]
+    return checks, all(_checks_only(a) for a in answers_of(output))
+
+
+def _checks_only(text: str) -> bool:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and list(obj) == ["checks"] and isinstance(obj["checks"], list)
+
+
+def ruled_by_groups(gen: Any, prompt: str, output: str) -> str:
+    """A case asked per group, as scored: the worksheet of its answers with the ruling those lines imply; where
+    no answer holds a complete line, its raw output (no verdict: an error)."""
+    checks, _ = group_worksheet(output)
+    return ruling_text(checks, *implied_ruling(checks)) if checks else output
+
+
+def decisions_logprob(gen: Any, prompt: str, answer: str) -> float:
+    """log p the Judge gives its own decisions in one answer (the tokens of the process kind `verdict`: each
+    check's outcome and the choices before it), the answer read after its question; 0 where it holds none or
+    does not fit the context."""
+    enc = gen.chat.tok(answer, add_special_tokens=False, return_offsets_mapping=True)
+    spans = process_spans(answer, enc["offset_mapping"])["verdict"]
+    base = gen.chat.prompt_ids([{"role": "user", "content": prompt}])
+    if not spans or len(base) + len(enc["input_ids"]) > gen.context:
+        return 0.0
+    [lps] = gen.continuation_logprobs(base, [enc["input_ids"]])
+    return sum(lps[i] for a, b in spans for i in range(a, b))
+
+
+def group_probabilities(gen: Any, questions: list[str], output: str, scored: str) -> dict[str, float]:
+    """P(status) of a case asked per group: the status its lines imply gets the probability the Judge gives
+    all its decisions (the product over its answers), the other two share the rest; an unreadable case: a
+    third each. The Judge writes no status, so its confidence is that of the decisions the status rests on."""
+    v = read_verdict(scored).value
+    if v is None:
+        return {s: 1 / len(STATUSES) for s in STATUSES}
+    import math
+
+    p = math.exp(
+        sum(decisions_logprob(gen, q, a) for q, a in zip(questions, answers_of(output), strict=True))
+    )
+    return {s: p if s == v["status"] else (1 - p) / (len(STATUSES) - 1) for s in STATUSES}
 
 
 def ruled_pair(a: str, b: str) -> str:
@@ -282,6 +354,7 @@ def run_key(
     ruling: str = "grammar",
     copy: str = "free",
     forms_sha256: str | None = None,
+    ask: str = "case",
 ) -> dict[str, Any]:
     """Everything a Judge's outputs on a set depend on: a journal of another key is not resumed from."""
     from kimi_student.fingerprint import code_version, sha256_file
@@ -298,6 +371,7 @@ def run_key(
         "ruling": ruling,
         "copy": copy,
         **({"forms_sha256": forms_sha256} if forms_sha256 else {}),
+        "ask": ask,
         "code_version": code_version(),
     }
 
@@ -317,12 +391,14 @@ def evaluate(
     ruling: str = "grammar",
     copy: str = "free",
     forms: Path | None = None,
+    ask: str = "case",
 ) -> tuple[dict[str, Any], list[dict]]:
     """The report and the per-record results. `journal`: where each decoded chunk is appended (and read
     back from, when a killed run of the same key left it); removed by the caller once the report is
     written. `pairwise`: how pairs are ruled (`PAIRWISE`); `ruling`: how a single case's ruling is
     decoded (`RULING`); `copy`: how its values are (`COPY`); `forms`: the audit training set whose lines'
-    forms `copy="lines"` holds the check lines to (default: FORMS beside `data`)."""
+    forms `copy="lines"` holds the check lines to (default: FORMS beside `data`); `ask`: how a single case is
+    put to the Judge (`groups.ASK`; under groups a case's raw output is the JSON list of its answers)."""
     from tqdm import tqdm
 
     from kimi_student.eval.report import created_at
@@ -336,12 +412,18 @@ def evaluate(
         raise InputError(None, None, "copy", f"{copy!r}: use one of {', '.join(COPY)}")
     if copy != "free" and runner != "hf_local":
         raise InputError(None, None, "copy", f"{copy!r} decodes in PyTorch only: use --runner hf_local")
+    if ask not in ASK:
+        raise InputError(None, None, "ask", f"{ask!r}: use one of {', '.join(ASK)}")
+    if ask == "groups" and ruling != "lines":
+        raise InputError(None, None, "ask", "a case asked per group is ruled by its lines: use ruling lines")
+    grouped = ask == "groups"
     gates_cfg = load_gates(gates_path or DEFAULT_GATES, METRICS)
     header, singles, pairs = read_set(data, limit)
     # rulings: each candidate once (both orders of a pair hold the same two), in the order first met
     candidates = [pair_candidates(r) for r in pairs] if pairwise == "rulings" else []
     ruled = {p: i for i, p in enumerate(dict.fromkeys(p for two in candidates for p in two))}
     padded_cases = [padded_case(r) for r in singles]  # a bad record fails here, before the model loads
+    asked = group_questions(singles, pairs if pairwise == "rulings" else []) if grouped else {}
     forms_path = forms or data.parent / FORMS
     line_forms = LineForms.from_training(forms_path) if copy == "lines" else None
     same_status = [same for _, same in padded_cases]
@@ -365,6 +447,7 @@ def evaluate(
         ruling,
         copy,
         forms_sha,
+        ask,
     )
     book = Journal(journal, key) if journal is not None else None
     total = 3 * len(singles) + (len(ruled) if pairwise == "rulings" else len(pairs))
@@ -392,10 +475,17 @@ def evaluate(
             bar.update(len(chunk))
         return out
 
-    def decode(max_new: int) -> Callable[[list[str]], list[str]]:
+    def decode(max_new: int, per_group: bool = False) -> Callable[[list[str]], list[str]]:
+        def texts(prompts: list[str]) -> list[str]:
+            return [g.text for g in gen.generate([[{"role": "user", "content": p}] for p in prompts])]
+
         def work(prompts: list[str]) -> list[str]:
             gen.max_new_tokens = max_new
-            return [g.text for g in gen.generate([[{"role": "user", "content": p}] for p in prompts])]
+            if not per_group:
+                return texts(prompts)
+            said = texts([q for p in prompts for q in asked[p]])
+            n = len(GROUPS)
+            return [json.dumps(said[i * n : (i + 1) * n], ensure_ascii=False) for i in range(len(prompts))]
 
         return work
 
@@ -407,7 +497,7 @@ def evaluate(
         if ruling == "free":
             return raw
         if scored is None:
-            scored = ruled_by_lines if ruling == "lines" else scored_verdict
+            scored = ruled_by_groups if grouped else ruled_by_lines if ruling == "lines" else scored_verdict
         return chunked(
             f"{part}-ruled",
             list(zip(prompts, raw, strict=True)),
@@ -417,12 +507,12 @@ def evaluate(
     if book is not None and book.done:
         bar.write(f"resuming from {journal}: {sum(map(len, book.done.values()))} of {total} outputs kept")
     single_prompts = [r["prompt"] for r in singles]
-    single_raw = chunked("singles", single_prompts, decode(max_new_tokens))
+    single_raw = chunked("singles", single_prompts, decode(max_new_tokens, grouped))
     rulings: list[list[str]] = []
     raw_rulings: list[list[str]] = []
     pair_raw: list[str] = []  # a direct pair's free output (rulings: the pair's ruling is computed)
     if pairwise == "rulings":
-        said_raw = chunked("rulings", list(ruled), decode(max_new_tokens))
+        said_raw = chunked("rulings", list(ruled), decode(max_new_tokens, grouped))
         said = constrained("rulings", list(ruled), said_raw)
         rulings = [[said[ruled[p]] for p in two] for two in candidates]
         raw_rulings = [[said_raw[ruled[p]] for p in two] for two in candidates]
@@ -432,16 +522,27 @@ def evaluate(
         pair_raw = chunked("pairs", pair_prompts, decode(min(max_new_tokens, PAIR_TOKENS)))
         pair_out = constrained("pairs", pair_prompts, pair_raw, scored_winner)
     padded_prompts = [prompt for prompt, _ in padded_cases]
-    padded_raw = chunked("padded", padded_prompts, decode(max_new_tokens))
+    padded_raw = chunked("padded", padded_prompts, decode(max_new_tokens, grouped))
     single_out = constrained("singles", single_prompts, single_raw)
     padded_out = constrained("padded", padded_prompts, padded_raw)
-    probs = chunked(
-        "probabilities",
-        list(zip([r["prompt"] for r in singles], single_out, strict=True)),
-        lambda chunk: status_probabilities(gen, [p for p, _ in chunk], [o for _, o in chunk]),
-    )
+    if grouped:
+        probs = chunked(
+            "probabilities",
+            list(zip(single_prompts, single_raw, single_out, strict=True)),
+            lambda chunk: [group_probabilities(gen, asked[p], raw, o) for p, raw, o in chunk],
+        )
+    else:
+        probs = chunked(
+            "probabilities",
+            list(zip(single_prompts, single_out, strict=True)),
+            lambda chunk: status_probabilities(gen, [p for p, _ in chunk], [o for _, o in chunk]),
+        )
     bar.close()
     singles_score = score_singles([r["label"] for r in singles], single_out, probs, single_raw)
+    if grouped:  # raw validity: every answer the checks list it was asked for
+        singles_score["raw_valid_rate"] = sum(group_worksheet(o)[1] for o in single_raw) / max(
+            1, len(singles)
+        )
     pairs_score = score_pairs(pairs, pair_out, pair_raw or None)
     summary = {k: singles_score[k] for k in singles_score if k in METRICS}
     summary.update(
@@ -454,7 +555,9 @@ def evaluate(
         for k in METRICS
     }
     counts["flip_rate"] = flip_cases
-    free_sheets = [worksheet(o, looping(o)) for o in single_raw]
+    free_sheets = [
+        (group_worksheet(o)[0] or None) if grouped else worksheet(o, looping(o)) for o in single_raw
+    ]
     sheets = [worksheet(o) for o in single_out]
     follows = [  # status and violated clauses as the worksheet's fates imply them
         (v := read_verdict(o).value) is not None
@@ -479,6 +582,7 @@ def evaluate(
             "pairwise": pairwise,
             "ruling": ruling,
             "copy": copy,
+            "ask": ask,
             **(
                 {"line_forms": {"path": str(forms_path), "sha256": forms_sha, "forms": len(line_forms.forms)}}
                 if line_forms is not None
@@ -489,7 +593,11 @@ def evaluate(
             "pair_records": len(pairs),
             "max_new_tokens": max_new_tokens,
             "flip_cases": flip_cases,  # the padded case's right status is the case's
-            "loops_cut": sum(map(looping, single_raw + padded_raw)),  # outputs LoopGuard stopped
+            "loops_cut": sum(  # outputs LoopGuard stopped (--ask groups: answers)
+                map(looping, [a for o in single_raw + padded_raw for a in answers_of(o)])
+                if grouped
+                else map(looping, single_raw + padded_raw)
+            ),
             # outputs that were no valid verdict (or winner), ruled again under the grammar (--ruling lines:
             # also each one whose ruling its own check lines contradict)
             "ruled_under_grammar": {

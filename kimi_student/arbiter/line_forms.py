@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_student.arbiter.copying import CANDIDATES, RUN, CopyRule, is_value, token_text
+from kimi_student.arbiter.line_drills import ASK_LINES
 from kimi_student.errors import InputError
 
 # slot symbols (a form is a tuple of single characters and these): a run of the case, a text of the case of
@@ -156,8 +157,9 @@ class LineForms:
 
     @classmethod
     def from_training(cls, path: Path) -> LineForms:
-        """Forms from an audit training set (`train_audit_sft.jsonl`): the rows that are whole cases (their
-        target rules a status); line drills and pairs apart (a drill's prompt does not hold its values)."""
+        """Forms from an audit training set (`train_audit_sft.jsonl`): every row whose target is check lines
+        read in a prompt that holds their values (whole cases, group questions, drills); line drills apart
+        (their prompt is one fixed question) and pairs (no check lines)."""
         if not path.is_file():
             raise InputError(path, None, "line forms", "no such file: the audit training set of the Judge")
         cases = []
@@ -170,10 +172,14 @@ class LineForms:
                     target = json.loads(row["teacher_text"])
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
                     raise InputError(path, n, "teacher_text", f"not an audit training row: {e}") from None
-                if isinstance(target, dict) and "status" in target and isinstance(target.get("checks"), list):
+                if (
+                    isinstance(target, dict)
+                    and isinstance(target.get("checks"), list)
+                    and row["prompt"] != ASK_LINES
+                ):
                     cases.append((row["prompt"], [str(x) for x in target["checks"]]))
         if not cases:
-            raise InputError(path, None, "teacher_text", "no whole case with check lines: not an audit set")
+            raise InputError(path, None, "teacher_text", "no case with check lines: not an audit set")
         return cls.from_cases(cases)
 
 

@@ -90,6 +90,16 @@ def judge_data(
             "held-out dates better but rule no better (stop 50).",
         ),
     ] = 4,
+    ask: Annotated[
+        str,
+        typer.Option(
+            help="How train_audit_sft.jsonl puts a training case to the Judge. case: whole, its target every "
+            "check line and the ruling. groups: once per group of checks (budget, scope, gates, provenance), "
+            "each question the few lines of the case that group reads and its target the waiver lines and "
+            "that group's lines: every group that breaks a rule and one that breaks none (~400 tokens a row). "
+            "For a Judge run with `judge eval --ask groups --ruling lines`.",
+        ),
+    ] = "case",
 ) -> None:
     """Build the Judge dataset: single cases (a change -> PASS / FAIL / WAIVER_REQUIRED and its violated
     clauses) and pairs (two changes for one spec -> a, b or tie), every label from `caws check`'s oracle.
@@ -98,11 +108,14 @@ def judge_data(
     Exit 1 when the set is unfit to train on: a status under 25% or a clause under 15% of cases, winners off
     45/45/10 by more than 3 points, a pair missing an order, or a shortcut (candidate length, bag of words
     over the candidate's own text) above 0.60 pairwise accuracy on held-out pairs. stats.json says which."""
+    from kimi_student.arbiter.groups import ASK
     from kimi_student.arbiter.judge_data import write_dataset
     from kimi_student.outputs import check_outputs
 
     if train < 2 or heldout < 2:
         raise typer.BadParameter("--train and --heldout need at least 2 cases each")
+    if ask not in ASK:
+        raise typer.BadParameter(f"{ask!r}: use one of {', '.join(ASK)}", param_hint="--ask")
     check_outputs({}, {}, folders={"--out": out})
     stats = write_dataset(
         out,
@@ -116,6 +129,7 @@ def judge_data(
         path_drills=path_drills,
         boundary_cases=boundary_cases,
         train_wordings=train_wordings,
+        ask=ask,
     )
     for split in ("train", "heldout"):
         s = stats[split]
@@ -217,6 +231,17 @@ def judge_eval(
             "hold the check lines. Default: train_audit_sft.jsonl beside --data.",
         ),
     ] = None,
+    ask: Annotated[
+        str,
+        typer.Option(
+            help="How a single case is put to the Judge. case: whole, one prompt. groups: once per group "
+            "of checks (budget, scope, gates, provenance), each question the lines of the case that group "
+            "reads (spec head, policy, waivers and the group's part); its worksheet is the waiver lines of "
+            "its first answer and each answer's own lines, its ruling what they imply (needs --ruling lines). "
+            "For a Judge trained so (judge data --ask groups); its calibration is read from the probability "
+            "it gives its own decisions.",
+        ),
+    ] = "case",
     fresh: Annotated[
         bool,
         typer.Option(
@@ -232,6 +257,7 @@ def judge_eval(
     Outputs are journalled as they are decoded: a killed run resumes when the same command is run again.
     An output that cannot be read as a verdict is an error: counted apart and as a miss, never a status.
     `judge compare` checks two runs' verdicts against each other (PyTorch against Core ML)."""
+    from kimi_student.arbiter.groups import ASK
     from kimi_student.arbiter.journal import journal_path
     from kimi_student.arbiter.judge_eval import COPY, PAIRWISE, RULING, RUNNERS, evaluate
     from kimi_student.eval.gates import gate_table
@@ -253,6 +279,12 @@ def judge_eval(
     if forms is not None and copy != "lines":
         raise typer.BadParameter(
             "the line forms hold the lines under --copy lines only", param_hint="--forms"
+        )
+    if ask not in ASK:
+        raise typer.BadParameter(f"{ask!r}: use one of {', '.join(ASK)}", param_hint="--ask")
+    if ask == "groups" and ruling != "lines":
+        raise typer.BadParameter(
+            "a case asked per group is ruled by its lines: add --ruling lines", param_hint="--ask"
         )
     results = report.with_suffix(".results.jsonl")
     journal = journal_path(report)
@@ -277,6 +309,7 @@ def judge_eval(
         ruling=ruling,
         copy=copy,
         forms=forms,
+        ask=ask,
     )
     write_jsonl(results, rows)
     write_json(report, rep)

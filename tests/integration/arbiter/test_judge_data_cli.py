@@ -33,6 +33,8 @@ def test_a_set_too_small_to_gate_on_exits_1_and_names_the_check(tmp_path: Path) 
     assert json.loads((tmp_path / "stats.json").read_text())["checks"]["heldout_size"] is False
     r = ks_here("judge", "data", "--out", tmp_path / "x", "--train", "1", "--heldout", "10")
     assert r.returncode == 2 and "at least 2" in r.stderr + r.stdout
+    r = ks_here("judge", "data", "--out", tmp_path / "y", "--ask", "lines")
+    assert r.returncode == 2 and "--ask" in r.stderr + r.stdout and not (tmp_path / "y").exists()
 
 
 def test_train_pairs_sets_the_training_pairs_alone(tmp_path: Path) -> None:

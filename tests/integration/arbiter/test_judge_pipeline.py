@@ -247,6 +247,58 @@ def test_judge_eval_under_the_line_forms(judge_run: tuple[Path, Path], tmp_path:
     assert r.returncode == 2 and "--forms" in r.stderr and not (tmp_path / "f.json").exists()
 
 
+def test_judge_eval_asks_each_group_of_checks(judge_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """--ask groups puts each case (its padded twin, a pair's two candidates) to the Judge once per group of
+    checks: a result's raw output is its four answers, each held to the line forms under its own question, its
+    verdict what their joined lines imply, its probabilities a distribution; raw validity counts the cases whose
+    every answer is a checks list. Without --ruling lines it is refused (exit 2) before anything is written."""
+    from kimi_student.arbiter.groups import GROUPS, case_of, questions
+    from kimi_student.arbiter.judge_eval import group_worksheet, looping
+    from kimi_student.arbiter.line_forms import LineForms, LineRule
+    from kimi_student.arbiter.ruling import implied_ruling, worksheet
+    from kimi_student.chat.template import ChatTokenizer
+    from kimi_student.jsonl import read_jsonl
+
+    data, model = judge_run
+    args = (
+        "judge",
+        "eval",
+        "--model",
+        model,
+        "--data",
+        data / "heldout.jsonl",
+        *EVAL_ARGS,
+        "--ask",
+        "groups",
+    )
+    args += ("--copy", "lines", "--pairwise", "rulings", "--max-new-tokens", "80")
+    report = tmp_path / "groups.json"
+    r = ks_here(*args, "--ruling", "lines", "--report", report)
+    assert r.returncode == 1, r.stderr[-2000:]
+    rep = json.loads(report.read_text())
+    assert rep["header"]["ask"] == "groups"
+    forms, chat = LineForms.from_training(data / "train_audit_sft.jsonl"), ChatTokenizer(model)
+    cases = {x["id"]: x for _, x in read_jsonl(data / "heldout.jsonl") if x.get("mode") == "single"}
+    singles = [x for _, x in read_jsonl(report.with_suffix(".results.jsonl")) if "padded_output" in x]
+    assert singles
+    for x in singles:
+        answers = json.loads(x["raw_output"])
+        assert len(answers) == len(GROUPS)
+        for question, answer in zip(questions(*case_of(cases[x["id"]])), answers, strict=True):
+            ids = chat.prompt_ids([{"role": "user", "content": question}])
+            rule = LineRule(forms, chat.tok.decode(ids, skip_special_tokens=True))
+            lines = worksheet(answer, looping(answer))
+            assert lines is not None and all(rule.holds(line) for line in lines), answer
+        checks, _ = group_worksheet(x["raw_output"])
+        if checks:
+            assert json.loads(x["output"])["status"] == implied_ruling(checks)[0]
+        assert sum(x["status_probabilities"].values()) == pytest.approx(1)
+    complete = [group_worksheet(x["raw_output"])[1] for x in singles]
+    assert rep["summary"]["raw_valid_rate"] == sum(complete) / len(complete)
+    r = ks_here(*args, "--report", tmp_path / "n.json")
+    assert r.returncode == 2 and "--ruling lines" in r.stderr and not (tmp_path / "n.json").exists()
+
+
 def test_the_core_ml_judge_is_gated_and_compared_with_pytorch(
     judge_run: tuple[Path, Path], hf_eval: tuple[Path, str], tmp_path: Path
 ) -> None:

@@ -12,6 +12,7 @@ import torch
 
 from kimi_student.arbiter.judge_data import audit_target, records
 from kimi_student.arbiter.judge_eval import padded_case
+from kimi_student.arbiter.line_drills import ASK_LINES
 from kimi_student.arbiter.line_forms import (
     HEAD,
     NUMBER,
@@ -188,20 +189,25 @@ def test_forms_from_a_training_file(tmp_path) -> None:
     rows = [
         {"__header__": True},
         {"id": "c", "prompt": CASE, "teacher_text": json.dumps({"checks": [WAIVER], "status": "PASS"})},
-        {"id": "d", "prompt": "drill", "teacher_text": json.dumps({"checks": ["evidence: gone"]})},  # a drill
-    ]
+        {
+            "id": "d",
+            "prompt": ASK_LINES,
+            "teacher_text": json.dumps({"checks": ["evidence: gone"]}),
+        },  # line drill
+        {"id": "g", "prompt": CASE, "teacher_text": json.dumps({"checks": ["files 9, tier 1 max 9: ok"]})},
+    ]  # a whole case and a group question (`--ask groups`) hold their values in their prompt, a line drill not
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     forms = LineForms.from_training(path)
-    assert [shown(f) for f in forms.forms] == [
-        shown(line_form(WAIVER, CASE_SPANS, keywords([(CASE_SPANS, [WAIVER])])))
-    ]
+    want = LineForms.from_cases([(CASE, [WAIVER]), (CASE, ["files 9, tier 1 max 9: ok"])])
+    assert [shown(f) for f in forms.forms] == [shown(f) for f in want.forms]
+    assert len(forms.forms) == 2 and "gone" not in " ".join(map(shown, forms.forms))
     path.write_text(path.read_text() + "{not json\n")
-    with pytest.raises(InputError, match=r"jsonl:4: "):
+    with pytest.raises(InputError, match=r"jsonl:5: "):
         LineForms.from_training(path)
     with pytest.raises(InputError, match="no such file"):
         LineForms.from_training(tmp_path / "missing.jsonl")
     path.write_text(json.dumps(rows[2]) + "\n")
-    with pytest.raises(InputError, match="no whole case"):
+    with pytest.raises(InputError, match="no case with check lines"):
         LineForms.from_training(path)
 
 
