@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import time
 from collections import Counter
@@ -252,10 +253,11 @@ def group_worksheet(output: str) -> tuple[list[str], bool]:
     """`--ask groups`: a case's worksheet from its answers (one a group, in `GROUPS` order): the waiver lines
     of the first answer, then each answer's other complete lines; and whether every answer is what it was asked
     for, a JSON object holding a list of check lines and nothing else."""
-    sheets = [worksheet(a, looping(a)) or [] for a in answers_of(output)]
+    answers = answers_of(output)
+    sheets = [worksheet(a, looping(a)) or [] for a in answers]
     checks = [line for line in sheets[0] if line.startswith(WAIVER_LINE)] if sheets else []
     checks += [line for sheet in sheets for line in sheet if not line.startswith(WAIVER_LINE)]
-    return checks, all(_checks_only(a) for a in answers_of(output))
+    return checks, all(_checks_only(a) for a in answers)
 
 
 def _checks_only(text: str) -> bool:
@@ -293,8 +295,6 @@ def group_probabilities(gen: Any, questions: list[str], output: str, scored: str
     v = read_verdict(scored).value
     if v is None:
         return {s: 1 / len(STATUSES) for s in STATUSES}
-    import math
-
     p = math.exp(
         sum(decisions_logprob(gen, q, a) for q, a in zip(questions, answers_of(output), strict=True))
     )
