@@ -57,6 +57,12 @@ EVAL_ARGS = ("--limit", "1", "--batch-size", "2", "--max-new-tokens", "12")  # a
 # record is ~20 calls of the MIL executor at a context of 1,024
 
 
+def judge_eval_args(judge_run: tuple[Path, Path], *more: object) -> tuple[object, ...]:
+    """`judge eval` of the trained Judge on the held-out set's first case and pair, with `more`."""
+    data, model = judge_run
+    return ("judge", "eval", "--model", model, "--data", data / "heldout.jsonl", *EVAL_ARGS, *more)
+
+
 @pytest.fixture(scope="module")
 def hf_eval(judge_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """`judge eval` of the trained Judge in PyTorch on the first case: (report, stdout)."""
@@ -185,8 +191,7 @@ def test_judge_eval_under_the_copy_rule(
     rule forbids is tested on a model that does write one (tests/unit/arbiter/test_judge_copying.py)."""
     from kimi_student.jsonl import read_jsonl
 
-    data, model = judge_run
-    args = ("judge", "eval", "--model", model, "--data", data / "heldout.jsonl", *EVAL_ARGS)
+    args = judge_eval_args(judge_run)
     report = tmp_path / "copied.json"
     r = ks_here(*args, "--report", report, "--copy", "case")
     assert r.returncode == 1, r.stderr[-2000:]
@@ -211,17 +216,7 @@ def test_judge_eval_under_the_line_forms(judge_run: tuple[Path, Path], tmp_path:
     from kimi_student.jsonl import read_jsonl
 
     data, model = judge_run
-    args = (
-        "judge",
-        "eval",
-        "--model",
-        model,
-        "--data",
-        data / "heldout.jsonl",
-        *EVAL_ARGS,
-        "--copy",
-        "lines",
-    )
+    args = judge_eval_args(judge_run, "--copy", "lines")
     report = tmp_path / "lines.json"
     r = ks_here(*args, "--max-new-tokens", "80", "--ruling", "lines", "--report", report)
     assert r.returncode == 1, r.stderr[-2000:]
@@ -260,18 +255,8 @@ def test_judge_eval_asks_each_group_of_checks(judge_run: tuple[Path, Path], tmp_
     from kimi_student.jsonl import read_jsonl
 
     data, model = judge_run
-    args = (
-        "judge",
-        "eval",
-        "--model",
-        model,
-        "--data",
-        data / "heldout.jsonl",
-        *EVAL_ARGS,
-        "--ask",
-        "groups",
-    )
-    args += ("--copy", "lines", "--pairwise", "rulings", "--max-new-tokens", "80")
+    args = judge_eval_args(judge_run, "--ask", "groups", "--copy", "lines", "--pairwise", "rulings")
+    args += ("--max-new-tokens", "80")
     report = tmp_path / "groups.json"
     r = ks_here(*args, "--ruling", "lines", "--report", report)
     assert r.returncode == 1, r.stderr[-2000:]
@@ -359,7 +344,7 @@ def test_judge_eval_rules_pairs_from_single_rulings(judge_run: tuple[Path, Path]
     from kimi_student.fingerprint import model_folder_sha256
 
     data, model = judge_run
-    args = ("judge", "eval", "--model", model, "--data", data / "heldout.jsonl", *EVAL_ARGS)
+    args = judge_eval_args(judge_run)
     report = tmp_path / "decoded.json"
     r = ks_here(*args, "--report", report, "--pairwise", "rulings")
     assert r.returncode == 1, r.stderr[-2000:]
