@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_student.arbiter.audit import WAIVER_LINE
-from kimi_student.arbiter.cases import Candidate, label, status_winner
+from kimi_student.arbiter.cases import Candidate, Context, label, status_winner
 from kimi_student.arbiter.copying import copy_picker
 from kimi_student.arbiter.documents import CLAUSES
 from kimi_student.arbiter.groups import ASK, GROUPS, case_of, questions
@@ -43,7 +43,7 @@ from kimi_student.arbiter.judge_scores import (
     score_worksheets,
 )
 from kimi_student.arbiter.line_forms import LineForms, line_picker
-from kimi_student.arbiter.render import render_single
+from kimi_student.arbiter.render import Wording, render_single
 from kimi_student.arbiter.ruling import (
     continuations,
     implied_ruling,
@@ -134,7 +134,7 @@ def group_questions(singles: list[dict[str, Any]], pairs: list[dict[str, Any]]) 
     candidates) and its questions, one a group (`groups.questions`)."""
     cases = [case_of(r) for r in singles]
     cases += [(ctx, padded_candidate(cand), w) for ctx, cand, w in cases]
-    cases += [(case_of(r)[0], case_of(r, k)[1], case_of(r)[2]) for r in pairs for k in (0, 1)]
+    cases += [c for r in pairs for c in pair_cases(r)]
     return {render_single(*c): questions(*c) for c in cases}
 
 
@@ -238,10 +238,15 @@ def scored_winner(gen: Any, prompt: str, output: str) -> str:
     return rule_pair_constrained(gen, prompt) or output
 
 
+def pair_cases(rec: dict[str, Any]) -> list[tuple[Context, Candidate, Wording]]:
+    """A pair record's two candidates, each with the pair's context and wording, in its order (a, b)."""
+    ctx, a, w = case_of(rec)
+    return [(ctx, a, w), (ctx, case_of(rec, 1)[1], w)]
+
+
 def pair_candidates(rec: dict[str, Any]) -> list[str]:
     """A pair record's two candidates as single cases, in its order (a, b)."""
-    ctx, _, w = case_of(rec)
-    return [render_single(ctx, case_of(rec, k)[1], w) for k in (0, 1)]
+    return [render_single(*c) for c in pair_cases(rec)]
 
 
 def answers_of(output: str) -> list[str]:
