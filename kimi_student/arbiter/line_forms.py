@@ -170,14 +170,14 @@ class LineForms:
                     if row.get("__header__"):
                         continue
                     target = json.loads(row["teacher_text"])
-                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
                     raise InputError(path, n, "teacher_text", f"not an audit training row: {e}") from None
-                if (
-                    isinstance(target, dict)
-                    and isinstance(target.get("checks"), list)
-                    and row["prompt"] != ASK_LINES
-                ):
-                    cases.append((row["prompt"], [str(x) for x in target["checks"]]))
+                if not (isinstance(target, dict) and isinstance(target.get("checks"), list)):
+                    continue
+                if not isinstance(prompt := row.get("prompt"), str):
+                    raise InputError(path, n, "prompt", "a row of check lines without its prompt text")
+                if prompt != ASK_LINES:
+                    cases.append((prompt, [str(x) for x in target["checks"]]))
         if not cases:
             raise InputError(path, None, "teacher_text", "no case with check lines: not an audit set")
         return cls.from_cases(cases)

@@ -206,6 +206,13 @@ def test_forms_from_a_training_file(tmp_path) -> None:
         LineForms.from_training(path)
     with pytest.raises(InputError, match="no such file"):
         LineForms.from_training(tmp_path / "missing.jsonl")
+    for bad, field in (
+        ({"id": "c", "teacher_text": rows[1]["teacher_text"]}, "prompt"),
+        ([1], "teacher_text"),
+    ):
+        path.write_text(json.dumps(rows[1]) + "\n" + json.dumps(bad) + "\n")
+        with pytest.raises(InputError, match=rf"jsonl:2: {field}: "):  # no KeyError: file, line and field
+            LineForms.from_training(path)
     path.write_text(json.dumps(rows[2]) + "\n")
     with pytest.raises(InputError, match="no case with check lines"):
         LineForms.from_training(path)
