@@ -1,6 +1,6 @@
 """Speculative decoding of the Worker against target-only greedy, measured in the same process (issue 15).
 
-Batch 1, fp32, greedy. Prompts: the tool loop's of a held-out `contextual gen` set (bench/hf_decode.py's: each
+Batch 1, fp32, greedy (`--temperature T`: sampled, below). Prompts: the tool loop's of a held-out `contextual gen` set (bench/hf_decode.py's: each
 item's request, which the model answers with a call or, for a control, free text; and the request + call +
 tool response, which it answers with the integration sentences). For each drafter and K it prints
 
@@ -23,6 +23,13 @@ then every drafter at every K before the next prompt, so a load change on a shar
 moves every side alike; `runs` prints the lowest and highest speed-up of a single run (the report keeps each).
 `--runs 0` stops after the warm-up: exactness, alpha, tau and the predictions, no timing; a sweep of drafters
 or floors on prompts of another `--seed` than the ones measured chooses without looking at the measurement.
+
+`--temperature T` (> 0) samples at T instead, with the rejection rule (a draft x is kept with probability
+min(1, p(x)/q(x))): the baseline is target-only sampling through the same loop, and every side of a prompt in a
+run draws from a generator seeded alike. Outputs then differ from side to side (the rule keeps the target's
+distribution, not its draws), so `exact` is not checked (tests/unit/eval/test_speculative_rule.py holds the
+rule to the distribution) and `meas` is the ratio of tokens/s (answers differ in length). Here acceptance is
+1 - TV(p, q) per draft: a drafter's whole distribution counts, not only its argmax (DistillSpec's setting).
 
     .venv/bin/python bench/speculative.py [--model DIR] [--draft prompt-lookup --draft DIR --draft layers:2]
         [--k 2,3,4] [--n 50] [--max-new 64] [--runs 5] [--report FILE]
@@ -188,6 +195,13 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--max-new", type=int, default=64)
     ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="0: greedy (exactness checked); T > 0: sampled at T by the rejection rule, against target-only "
+        "sampling at T (tokens/s; no exactness: the draws differ)",
+    )
+    ap.add_argument(
         "--runs",
         type=int,
         default=5,
@@ -212,6 +226,8 @@ def main() -> int:
     a = ap.parse_args()
     if a.runs < 0:
         ap.error(f"--runs {a.runs}: 0 or more timed runs")
+    if a.temperature < 0 or (a.temperature > 0 and a.coreml):
+        ap.error(f"--temperature {a.temperature}: 0 (greedy) or more, and greedy only with --coreml")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.coreml:
         return coreml_main(a)
@@ -220,14 +236,16 @@ def main() -> int:
     from kimi_student.backends.embedded import smollm2_folder
     from kimi_student.eval.runners.greedy_hf import greedy_decode
     from kimi_student.eval.runners.hf_local import HFGenerator
-    from kimi_student.eval.runners.speculative_hf import SpecStats, speculative_decode
+    from kimi_student.eval.runners.speculative_hf import PromptLookup, SpecStats, speculative_decode
 
     torch.manual_seed(0)
     ks = [int(k) for k in a.k.split(",")]
     gen = HFGenerator(a.model or smollm2_folder(), a.max_new, batch_size=1, dtype="fp32")
     target, stop, pad = gen.model, gen.stop, gen.chat.pad_id
     prompts = [gen.chat.prompt_ids(c) for c in tool_loop_prompts(a.n, a.seed)]
-    print(machine_line(f"torch threads: {torch.get_num_threads()}  fp32, batch 1"))
+    sampled = a.temperature > 0
+    how = f"sampled at T = {a.temperature:g}" if sampled else "greedy"
+    print(machine_line(f"torch threads: {torch.get_num_threads()}  fp32, batch 1, {how}"))
     lens = sorted(map(len, prompts))
     print(
         f"target: {a.model or 'SmolLM2-135M'}  prompts {len(prompts)} (tokens {lens[0]}-{lens[-1]})  max_new {a.max_new}"
@@ -239,6 +257,8 @@ def main() -> int:
     copied = [copied_share(p, w) >= 0.5 for p, w in zip(prompts, want, strict=True)]
     median_prompt = prompts[sorted(range(len(prompts)), key=lambda i: len(prompts[i]))[len(prompts) // 2]]
     summary: dict[str, Any] = {"prompts": len(prompts), "tokens": tokens, "copied_prompts": sum(copied)}
+    if sampled:
+        summary["temperature"] = a.temperature
     print(
         f"answers copied from their prompt (half their tokens or more end a trigram it holds): {sum(copied)} "
         f"of {len(prompts)}; 'new': the others"
@@ -258,6 +278,12 @@ def main() -> int:
     spec_s: list[list[float]] = [[] for _ in arms]
     stats: list[list[SpecStats]] = [[] for _ in arms]
     exact = [0] * len(arms)
+    none = PromptLookup()  # the sampled baseline's drafter, never asked (k = 0)
+
+    def draws(run: int, i: int) -> torch.Generator | None:
+        """Prompt i's generator in a run: every side of it draws from the same seed."""
+        return torch.Generator().manual_seed(a.seed * 1_000_003 + run * 10_007 + i) if sampled else None
+
     started = time.perf_counter()
     for run in range(a.runs + 1):  # run 0 warms up and checks exactness
         print(  # a pass of every arm takes minutes at 135M: say where the bench is
@@ -268,20 +294,27 @@ def main() -> int:
         )
         tb, ts = 0.0, [0.0] * len(arms)
         per: list[list[SpecStats]] = [[] for _ in arms]
-        for p, w in zip(prompts, want, strict=True):
+        nb, ns = 0, [0] * len(arms)  # tokens decoded: sampled answers differ in length from side to side
+        for i, (p, w) in enumerate(zip(prompts, want, strict=True)):
             t = time.perf_counter()
-            greedy_decode(target, [p], pad, stop, a.max_new)
+            if sampled:  # k = 0: the loop never asks the drafter, a target call a token
+                nb += len(
+                    speculative_decode(target, none, p, stop, a.max_new, 0, a.temperature, draws(run, i))[0]
+                )
+            else:
+                nb += len(greedy_decode(target, [p], pad, stop, a.max_new)[0])
             tb += time.perf_counter() - t
             for j, (_, d, k, *_rest) in enumerate(arms):
                 t = time.perf_counter()
-                got, s = speculative_decode(target, d, p, stop, a.max_new, k=k)
+                got, s = speculative_decode(target, d, p, stop, a.max_new, k, a.temperature, draws(run, i))
                 ts[j] += time.perf_counter() - t
+                ns[j] += len(got)
                 per[j].append(s)
                 exact[j] += run == 0 and got == w
-        if run:
-            base_s.append(tb)
+        if run:  # seconds per token, so that the ratio is one of tokens/s
+            base_s.append(tb / nb)
             for j in range(len(arms)):
-                spec_s[j].append(ts[j])
+                spec_s[j].append(ts[j] / ns[j])
         stats = per
     print(
         f"{'drafter':<22} {'K':>2} {'exact':>7} {'alpha':>6} {'a/rch':>6} {'tau':>5} {'c(K)':>5} {'r':>5} {'pred':>6} "
@@ -309,13 +342,14 @@ def main() -> int:
         # the same with each prompt's prefill at its measured cost, on both sides (a call each above)
         decoded = st.emitted - (st.target_calls - checks)  # tokens the baseline decodes one call each
         pred_prefill = (prefill + decoded) / (prefill + cost)
-        bad += exact[j] != len(prompts)
+        bad += not sampled and exact[j] != len(prompts)
+        shown = f"{'-':>7}" if sampled else f"{exact[j]:>3}/{len(prompts):<3}"
         print(
-            f"{spec:<22} {k:>2} {exact[j]:>3}/{len(prompts):<3} {st.alpha:6.3f} {st.alpha_reached:6.3f} {st.tau:5.2f} {c:5.2f} "
+            f"{spec:<22} {k:>2} {shown} {st.alpha:6.3f} {st.alpha_reached:6.3f} {st.tau:5.2f} {c:5.2f} "
             f"{r:5.2f} {pred:5.2f}x {pred_prefill:6.2f}x {timed} {new.alpha:9.3f} {new.tau:7.2f} {st.proposed / max(checks, 1):6.2f}"
         )
         summary[f"{spec} K={k}"] = {
-            "exact": exact[j] / len(prompts),
+            **({} if sampled else {"exact": exact[j] / len(prompts)}),
             "alpha": round(st.alpha, 4),
             "alpha_reached": round(st.alpha_reached, 4),
             "tau": round(st.tau, 3),
@@ -332,9 +366,14 @@ def main() -> int:
             "tau_not_copied": round(new.tau, 3),
             "drafts_per_check": round(st.proposed / max(checks, 1), 3),
         }
-    print(
-        f"baseline: target-only greedy, {tokens} tokens per pass; exactness {'OK' if not bad else 'FAILED'}"
-    )
+    if sampled:
+        print(
+            f"baseline: target-only sampling at T = {a.temperature:g}; exactness not checked (the draws differ)"
+        )
+    else:
+        print(
+            f"baseline: target-only greedy, {tokens} tokens per pass; exactness {'OK' if not bad else 'FAILED'}"
+        )
     if a.report:
         write_bench_report(a.report, "speculative", summary, model=a.model or "smollm2", max_new=a.max_new)
     return 1 if bad else 0
