@@ -231,6 +231,7 @@ def main() -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if a.coreml:
         return coreml_main(a)
+    import numpy as np
     import torch
 
     from kimi_student.backends.embedded import smollm2_folder
@@ -280,9 +281,9 @@ def main() -> int:
     exact = [0] * len(arms)
     none = PromptLookup()  # the sampled baseline's drafter, never asked (k = 0)
 
-    def draws(run: int, i: int) -> torch.Generator | None:
+    def draws(run: int, i: int) -> np.random.Generator | None:
         """Prompt i's generator in a run: every side of it draws from the same seed."""
-        return torch.Generator().manual_seed(a.seed * 1_000_003 + run * 10_007 + i) if sampled else None
+        return np.random.default_rng((a.seed, run, i)) if sampled else None
 
     started = time.perf_counter()
     for run in range(a.runs + 1):  # run 0 warms up and checks exactness

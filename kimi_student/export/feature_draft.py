@@ -2,7 +2,8 @@
 executor, for `KVDecoder.greedy`: the Core ML twin of eval/runners/speculative_hf.FeatureDraft.
 
 The Worker's decoder package then also returns its final hidden states, which the session keeps position by
-position; the drafter reads them. Its cache holds the pairs (Worker state j, token j+1) at positions j,
+position; the drafter reads them. Sampled (`KVDecoder.sample`), it drafts from its head at the temperature
+and hands the decoder those distributions for the rejection rule. Its cache holds the pairs (Worker state j, token j+1) at positions j,
 fed in as few calls as its functions allow; the pairs that drafting adds (its own predicted states) lie
 after them and are written over by the next real pairs, as a rejected draft's are in the Worker's cache.
 A conversation that starts with the tokens the drafter last fed keeps those pairs. The head is the cut
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from kimi_student.export.errors import MilExecError
+from kimi_student.sampling import probs, sample
 
 
 class CoreMLFeatureDraft:
@@ -64,11 +66,21 @@ class CoreMLFeatureDraft:
         self.calls += 1
         return np.asarray(out["states"])[0, :n], np.asarray(out["logits"])[0, :n]
 
-    def propose(self, seq: list[int], states: np.ndarray, k: int) -> list[int]:
-        """Up to `k` drafts after `seq`, from the Worker's states at every position but the newest."""
+    def propose(
+        self,
+        seq: list[int],
+        states: np.ndarray,
+        k: int,
+        temperature: float = 0.0,
+        rng: np.random.Generator | None = None,
+        vocab_size: int = 0,
+    ) -> tuple[list[int], np.ndarray | None]:
+        """Up to `k` drafts after `seq`, from the Worker's states at every position but the newest: each the
+        head's argmax, or (`temperature` > 0) a sample from the head at that temperature; then also their
+        distributions over the Worker's `vocab_size` tokens (the rejection rule's q), else None."""
         n = len(seq) - 1
         if k <= 0 or len(states) != n or n < 1:
-            return []
+            return [], None
         common = 0  # pair j is still valid while tokens 0..j+1 are unchanged (the states follow the tokens)
         while common < min(len(self.tokens), len(seq)) and self.tokens[common] == seq[common]:
             common += 1
@@ -80,17 +92,22 @@ class CoreMLFeatureDraft:
             fed += q
         self.tokens = list(seq)
         drafts: list[int] = []
+        dists = []
         state, row = pred[-1], logits[-1]
         sure = 1.0
         for i in range(min(k, self.context - n)):
             if self.confidence > 0:
-                z = np.exp(row.astype(np.float64) - row.max())
-                sure *= float(z.max() / z.sum())
+                sure *= float(probs(row, 1.0).max())
                 if sure < self.confidence:
                     break
-            drafts.append(int(self.vocab[int(np.argmax(row))]))
+            if temperature > 0:  # the cut head's distribution, over the Worker's whole vocabulary
+                dists.append(np.zeros(max(vocab_size, int(self.vocab.max()) + 1)))
+                dists[-1][self.vocab] = probs(row, temperature)
+                drafts.append(sample(dists[-1], rng))
+            else:
+                drafts.append(int(self.vocab[int(np.argmax(row))]))
             if i + 1 == k or n + i + 1 >= self.context:
                 break
             s, r = self._call(state[None], [drafts[-1]], n + i)
             state, row = s[-1], r[-1]
-        return drafts
+        return drafts, (np.stack(dists) if dists else None)

@@ -1,4 +1,4 @@
-"""Greedy decoding with the stateful decoder package (`decode<C>.mlpackage`), as a device runs a model:
+"""Greedy (and sampled) decoding with the stateful decoder package (`decode<C>.mlpackage`), as a device runs a model:
 the prompt fills the KV cache in chunks, then one token per call, or a drafted continuation checked in one
 call, all in the numpy MIL executor.
 
@@ -29,6 +29,7 @@ import numpy as np
 from kimi_student.chat.template import StopRule
 from kimi_student.export.errors import MilExecError
 from kimi_student.export.greedy import DecodeStats
+from kimi_student.sampling import pick, verify
 
 
 @dataclass
@@ -62,7 +63,8 @@ def smallest_function(programs: dict[int, Any], n: int, position: int, context: 
 
 
 class KVDecoder:
-    """Greedy decoding through a stateful decoder's functions (Q -> program). Deterministic."""
+    """Greedy (or sampled) decoding through a stateful decoder's functions (Q -> program). Deterministic
+    (sampled: for a seed)."""
 
     def __init__(self, programs: dict[int, Any], context: int, pad_id: int, max_sessions: int = 32):
         if 1 not in programs:
@@ -168,6 +170,35 @@ class KVDecoder:
         `max_new_tokens`, or when the sequence fills the context. `drafter`: an NgramDrafter, or a feature
         drafter (export/feature_draft.CoreMLFeatureDraft) that drafts from the session's hidden states (a
         decoder exported with it)."""
+        return self._decode(prompt, stop, max_new_tokens, drafter, stats, 0.0, None)
+
+    def sample(
+        self,
+        prompt: list[int],
+        stop: StopRule,
+        max_new_tokens: int,
+        temperature: float,
+        rng: np.random.Generator,
+        drafter: Any = None,
+        stats: DecodeStats | None = None,
+    ) -> list[int]:
+        """A continuation sampled at `temperature` (> 0) with `rng`, stopping as `greedy` does. With a drafter,
+        its drafts are checked by the rejection rule (kimi_student/sampling.verify): the output is distributed
+        as plain sampling's (not drawn alike: the draws differ); the same seed gives the same tokens."""
+        if not temperature > 0:
+            raise MilExecError(f"temperature {temperature}: sampling needs one above 0 (greedy: `greedy`)")
+        return self._decode(prompt, stop, max_new_tokens, drafter, stats, temperature, rng)
+
+    def _decode(
+        self,
+        prompt: list[int],
+        stop: StopRule,
+        max_new_tokens: int,
+        drafter: Any,
+        stats: DecodeStats | None,
+        temperature: float,
+        rng: np.random.Generator | None,
+    ) -> list[int]:
         if not prompt or len(prompt) >= self.context:
             raise MilExecError(
                 f"prompt of {len(prompt)} tokens does not fit the {self.context}-token context"
@@ -176,7 +207,8 @@ class KVDecoder:
         s = self.session(prompt)
         stats.cached_tokens += len(s.ids)
         seq, new = list(prompt), []
-        pending = int(self.prefill(s, prompt[len(s.ids) :], stats).argmax())
+        last = self.prefill(s, prompt[len(s.ids) :], stats)
+        pending, vocab = pick(last, temperature, rng), len(last)
 
         def done() -> bool:
             return stop.stops(new) or len(new) >= max_new_tokens or len(seq) >= self.context
@@ -188,27 +220,24 @@ class KVDecoder:
                 break
             p = len(seq) - 1  # the pending token's position: not in the cache yet
             room = min(self.max_draft, max(q for q in self.programs if p + q <= self.context) - 1)
+            q = None  # the drafts' distributions (sampled feature drafts); None: point masses
             if not drafter or not room:
                 guess = []
             elif getattr(drafter, "reads_states", False):  # export/feature_draft.CoreMLFeatureDraft
                 if s.hidden is None:
                     raise MilExecError("a feature drafter needs a decoder exported with it (--drafter)")
-                guess = drafter.propose(seq, s.hidden[:p], room)
+                guess, q = drafter.propose(seq, s.hidden[:p], room, temperature, rng, vocab)
             else:
                 guess = drafter.propose(seq)[:room]
-            preds = self._call(s, [pending, *guess], stats).argmax(axis=-1)
+            kept, pending = verify(self._call(s, [pending, *guess], stats), guess, q, temperature, rng)
             accepted = 0
-            for j, tok in enumerate(int(t) for t in preds):
-                if j < len(guess) and tok == guess[j]:
-                    seq.append(tok)
-                    new.append(tok)
-                    accepted += 1
-                    if done():
-                        break
-                    continue
-                pending = tok
-                stats.rejected += int(j < len(guess))  # past the drafts, `tok` is the bonus token
-                break
+            for tok in guess[:kept]:
+                seq.append(tok)
+                new.append(tok)
+                accepted += 1
+                if done():
+                    break
+            stats.rejected += int(accepted == kept < len(guess))  # a check that reached a rejected draft
             stats.drafted += len(guess)
             stats.accepted += accepted
             s.ids = seq[: p + 1 + accepted]  # a rejected guess's entries are written again later

@@ -5,9 +5,9 @@ longest prefix it agrees with, plus one token of its own (the correction at the 
 token after the last draft when every one was kept). Rejected positions are dropped from the target's KV
 cache (`crop`), never copied. Greedy: the output is the target's greedy output token for token (the checks
 are argmaxes of the target's own logits; in fp32 a K+1-row forward rounds as the one-row steps do, which a
-test holds us to). Sampled (`temperature > 0`): the rejection rule of speculative sampling (Leviathan et al.
-2023, Chen et al. 2023) keeps the output distribution the target's: draft x is kept with probability
-min(1, p(x)/q(x)), a rejection samples from max(0, p - q) renormalised, and all-kept samples one more from p.
+test holds us to). Sampled (`temperature > 0`, a `numpy.random.Generator`): the rejection rule of speculative
+sampling keeps the output distribution the target's. Both rules are kimi_student/sampling.py's, which the Core
+ML decoder (export/kv_decode) shares.
 
 Drafters: `ModelDrafter` (a small HF causal LM with its own cache), `FeatureDraft` (a feature drafter that
 reads the target's final hidden states: models/feature_drafter.py), `PromptLookup` (the n-gram that ends the
@@ -19,10 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from kimi_student.chat.template import StopRule
 from kimi_student.models.feature_drafter import KVCache
+from kimi_student.sampling import pick, probs, sample, verify
 
 
 @dataclass
@@ -64,24 +66,16 @@ class SpecStats:
 
 class Drafter(Protocol):
     def propose(
-        self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
-    ) -> tuple[list[int], torch.Tensor | None]:
+        self, seq: list[int], k: int, temperature: float, rng: np.random.Generator | None
+    ) -> tuple[list[int], np.ndarray | None]:
         """Up to `k` tokens to follow `seq`, and their proposal distributions (k, vocab) where they were
         sampled from one (None: each draft is certain, a point mass)."""
         ...
 
 
-def _probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    return torch.softmax(logits.double() / temperature, dim=-1)
-
-
-def _sample(p: torch.Tensor, rng: torch.Generator | None) -> int:
-    return int(torch.multinomial(p, 1, generator=rng))
-
-
-def _pick(logits: torch.Tensor, temperature: float, rng: torch.Generator | None) -> int:
-    """The next token from one row of logits: the argmax, or a sample at `temperature`."""
-    return _sample(_probs(logits, temperature), rng) if temperature > 0 else int(logits.argmax())
+def rows(logits: torch.Tensor) -> np.ndarray:
+    """Logits as the rules read them (numpy; fp32 as computed: the argmax is the model's own)."""
+    return logits.float().numpy()
 
 
 def cached_forward(
@@ -109,8 +103,8 @@ class PromptLookup:
         self.max_ngram, self.min_ngram = max_ngram, min_ngram
 
     def propose(
-        self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
-    ) -> tuple[list[int], torch.Tensor | None]:
+        self, seq: list[int], k: int, temperature: float, rng: np.random.Generator | None
+    ) -> tuple[list[int], np.ndarray | None]:
         for n in range(min(self.max_ngram, len(seq) - 1), self.min_ngram - 1, -1):
             tail = seq[-n:]
             for start in range(len(seq) - n - 1, -1, -1):
@@ -141,8 +135,8 @@ class ModelDrafter:
 
     @torch.no_grad()
     def propose(
-        self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
-    ) -> tuple[list[int], torch.Tensor | None]:
+        self, seq: list[int], k: int, temperature: float, rng: np.random.Generator | None
+    ) -> tuple[list[int], np.ndarray | None]:
         if k <= 0:
             return [], None
         keep = 0
@@ -156,13 +150,13 @@ class ModelDrafter:
         dists = []
         for i in range(k):
             if temperature > 0:
-                dists.append(_probs(logits, temperature))
-                drafts.append(_sample(dists[-1], rng))
+                dists.append(probs(rows(logits), temperature))
+                drafts.append(sample(dists[-1], rng))
             else:
                 drafts.append(int(logits.argmax()))
             if i + 1 < k:
                 logits = self._forward([drafts[-1]])
-        return drafts, (torch.stack(dists) if dists else None)
+        return drafts, (np.stack(dists) if dists else None)
 
 
 class FeatureDraft:
@@ -194,8 +188,8 @@ class FeatureDraft:
 
     @torch.no_grad()
     def propose(
-        self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
-    ) -> tuple[list[int], torch.Tensor | None]:
+        self, seq: list[int], k: int, temperature: float, rng: np.random.Generator | None
+    ) -> tuple[list[int], np.ndarray | None]:
         n = len(self.states)
         if k <= 0 or len(seq) != n + 1:  # the target's states cover every token but the newest
             return [], None
@@ -216,17 +210,17 @@ class FeatureDraft:
                 sure *= float(torch.softmax(logits, -1).max())
                 if sure < self.confidence:
                     break
-            if temperature > 0:
-                q = torch.zeros(self.model.cfg.vocab_size, dtype=torch.float64)
-                q[self.ids] = _probs(logits, temperature)
+            if temperature > 0:  # the cut head's distribution, over the target's whole vocabulary
+                q = np.zeros(self.model.cfg.vocab_size)
+                q[self.ids.numpy()] = probs(rows(logits), temperature)
                 dists.append(q)
-                drafts.append(_sample(q, rng))
+                drafts.append(sample(q, rng))
             else:
                 drafts.append(int(self.ids[int(logits.argmax())]))
             if i + 1 < k:
                 feats = self.model(feats, torch.tensor([[drafts[-1]]]), torch.tensor([n + i]), self.cache)
                 self.calls += 1
-        return drafts, (torch.stack(dists) if dists else None)
+        return drafts, (np.stack(dists) if dists else None)
 
 
 class FirstOf:
@@ -242,37 +236,13 @@ class FirstOf:
             d.observe(states, start)
 
     def propose(
-        self, seq: list[int], k: int, temperature: float, rng: torch.Generator | None
-    ) -> tuple[list[int], torch.Tensor | None]:
+        self, seq: list[int], k: int, temperature: float, rng: np.random.Generator | None
+    ) -> tuple[list[int], np.ndarray | None]:
         for d in self.drafters:
             drafts, q = d.propose(seq, k, temperature, rng)
             if drafts:
                 return drafts, q
         return [], None
-
-
-def verify(
-    logits: torch.Tensor,
-    drafts: list[int],
-    q: torch.Tensor | None,
-    temperature: float = 0.0,
-    rng: torch.Generator | None = None,
-) -> tuple[int, int]:
-    """(drafts kept, the target's next token after them), from the target's logits at the K+1 positions
-    (row i predicts the token after draft i-1). Greedy: the drafts equal to the argmax, then the argmax.
-    Sampled: the rejection rule; `q` (K, vocab) is what the drafts were sampled from, None a point mass."""
-    for i, d in enumerate(drafts):
-        if temperature <= 0:
-            if (best := int(logits[i].argmax())) != d:
-                return i, best
-            continue
-        p = _probs(logits[i], temperature)
-        qi = q[i] if q is not None else torch.nn.functional.one_hot(torch.tensor(d), p.numel()).double()
-        if float(torch.rand((), generator=rng, dtype=torch.float64)) < min(1.0, float(p[d] / qi[d])):
-            continue
-        residual = torch.clamp(p - qi, min=0.0)
-        return i, _sample(residual / residual.sum(), rng)
-    return len(drafts), _pick(logits[len(drafts)], temperature, rng)
 
 
 @torch.no_grad()
@@ -284,7 +254,7 @@ def speculative_decode(
     max_new: int,
     k: int = 3,
     temperature: float = 0.0,
-    rng: torch.Generator | None = None,
+    rng: np.random.Generator | None = None,
 ) -> tuple[list[int], SpecStats]:
     """The target's tokens after `prompt` (at most `max_new`, up to and including the stop) and the counts."""
     from transformers import DynamicCache
@@ -297,7 +267,7 @@ def speculative_decode(
     logits, states = cached_forward(target, cache, prompt, 0, keep=1, states=observe is not None)
     if observe is not None:
         observe(states, 0)
-    out = [_pick(logits[-1], temperature, rng)]
+    out = [pick(rows(logits[-1]), temperature, rng)]
     stats.target_calls = stats.emitted = 1
     while not stop.stops(out) and len(out) < max_new:
         seq = prompt + out
@@ -307,7 +277,7 @@ def speculative_decode(
         logits, states = cached_forward(
             target, cache, [seq[-1], *drafts], len(seq) - 1, states=observe is not None
         )
-        kept, new = verify(logits, drafts, q, temperature, rng)
+        kept, new = verify(rows(logits), drafts, q, temperature, rng)
         if observe is not None:
             observe(states[: kept + 1], len(seq) - 1)  # the newest token's and the kept drafts' states
         stats.target_calls += 1

@@ -1,17 +1,19 @@
-"""The verification rule of speculative decoding (eval/runners/speculative_hf.verify), on logits made by hand:
-greedy keeps the drafts the argmax agrees with and then gives the argmax; sampled, the first token it emits
-is distributed as the target's p, whatever the drafter's q (the rejection rule's promise), including a
-drafter whose proposals are certain (prompt lookup: q a point mass)."""
+"""The rules that pick tokens (kimi_student/sampling.py: speculative_hf and the Core ML decoder both use them), on
+logits made by hand: greedy keeps the drafts the argmax agrees with and then gives the argmax; sampled, the
+first token the check emits is distributed as the target's p, whatever the drafter's q (the rejection rule's
+promise), including a drafter whose proposals are certain (prompt lookup: q a point mass)."""
 
 from __future__ import annotations
 
-import torch
+import numpy as np
+import pytest
 
-from kimi_student.eval.runners.speculative_hf import PromptLookup, verify
+from kimi_student.eval.runners.speculative_hf import PromptLookup
+from kimi_student.sampling import pick, sample, verify
 
 
-def _logits(*rows: list[float]) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.float64).log()
+def _logits(*rows: list[float]) -> np.ndarray:
+    return np.log(np.array(rows, dtype=np.float64))
 
 
 def test_greedy_keeps_the_agreeing_prefix_then_gives_the_argmax() -> None:
@@ -20,19 +22,31 @@ def test_greedy_keeps_the_agreeing_prefix_then_gives_the_argmax() -> None:
     assert verify(rows, [1, 2, 2], None) == (1, 0)  # the second disagrees: the argmax in its place
     assert verify(rows, [0, 0, 2], None) == (0, 1)
     assert verify(rows[:1], [], None) == (0, 1)  # no drafts: a plain step
+    assert pick(np.array([1.0, 3.0, 3.0]), 0.0, None) == 1  # the first of equal maxima, as torch's argmax
 
 
-def _first_token_frequencies(p: list[float], q: list[float] | None, trials: int) -> torch.Tensor:
-    rng = torch.Generator().manual_seed(0)
-    pt = torch.tensor(p, dtype=torch.float64)
-    logits = torch.stack([pt.log(), pt.log()])  # row 0 checks the draft, row 1 follows it
-    counts = torch.zeros(len(p))
+def test_a_sample_never_draws_a_zero_weight_and_needs_a_generator() -> None:
+    rng = np.random.default_rng(0)
+    w = np.array([0.0, 2.0, 0.0, 1.0, 0.0])  # unnormalised
+    draws = np.bincount([sample(w, rng) for _ in range(3_000)], minlength=5)
+    assert draws[[0, 2, 4]].sum() == 0 and abs(draws[1] / 3_000 - 2 / 3) < 0.03, draws
+    again = [sample(w, np.random.default_rng(5)) for _ in range(3)]
+    assert again == [sample(w, np.random.default_rng(5))] * 3  # a seed gives its draw
+    with pytest.raises(ValueError, match="random generator"):
+        pick(np.zeros(3), 1.0, None)
+
+
+def _first_token_frequencies(p: list[float], q: list[float] | None, trials: int) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    pt = np.array(p, dtype=np.float64)
+    logits = np.stack([np.log(pt), np.log(pt)])  # row 0 checks the draft, row 1 follows it
+    counts = np.zeros(len(p))
     for _ in range(trials):
         if q is None:
             d, qs = 2, None  # a certain proposal
         else:
-            qt = torch.tensor(q, dtype=torch.float64)
-            d, qs = int(torch.multinomial(qt, 1, generator=rng)), qt[None]
+            qt = np.array(q, dtype=np.float64)
+            d, qs = sample(qt, rng), qt[None]
         kept, new = verify(logits, [d], qs, temperature=1.0, rng=rng)
         counts[d if kept else new] += 1
     return counts / trials
@@ -40,12 +54,18 @@ def _first_token_frequencies(p: list[float], q: list[float] | None, trials: int)
 
 def test_sampled_verification_emits_the_targets_distribution() -> None:
     p = [0.5, 0.3, 0.15, 0.05]
-    for q in ([0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25], None):
+    for q in ([0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25], None, p):
         freq = _first_token_frequencies(p, q, 6_000)
-        assert torch.allclose(freq, torch.tensor(p, dtype=freq.dtype), atol=0.025), (
-            q,
-            freq,
-        )  # 4 sd at 6,000 draws
+        assert np.allclose(freq, p, atol=0.025), (q, freq)  # 4 sd at 6,000 draws
+
+
+def test_a_drafter_equal_to_the_target_has_every_draft_kept() -> None:
+    rng = np.random.default_rng(1)
+    p = np.array([0.5, 0.3, 0.15, 0.05])
+    logits = np.log(np.stack([p, p, p]))
+    for _ in range(500):
+        drafts = [sample(p, rng), sample(p, rng)]
+        assert verify(logits, drafts, np.stack([p, p]), 1.0, rng)[0] == 2
 
 
 def test_prompt_lookup_drafts_what_followed_the_latest_earlier_n_gram() -> None:

@@ -1,0 +1,65 @@
+"""How a decoder picks its tokens from logits, one rule for every decoder (PyTorch's
+eval/runners/speculative_hf, the Core ML decoder's export/kv_decode): the argmax, or a sample at a
+temperature, and the check of speculative decoding. numpy, float64; a sample draws from a
+`numpy.random.Generator`, so the same seed gives the same tokens on either side.
+
+The check takes the target's logits at the K+1 positions of a call (row i predicts the token after draft i-1).
+Greedy (temperature 0): the drafts the argmax agrees with are kept, then the argmax: the output is target-only
+greedy's, token for token. Sampled: the rejection rule of speculative sampling (Leviathan et al. 2023, Chen et
+al. 2023) keeps the output distribution the target's (not its draws): draft x, proposed from q, is kept with
+probability min(1, p(x)/q(x)); a rejection samples from max(0, p - q) renormalised; all kept, one more from p.
+A draft without a distribution (prompt lookup, an n-gram) is a point mass: q(x) = 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def probs(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(logits / temperature) in float64."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+def sample(weights: np.ndarray, rng: np.random.Generator | None) -> int:
+    """An index drawn in proportion to `weights` (non-negative, not necessarily summing to 1); one uniform
+    draw from `rng`, so a zero weight is never drawn."""
+    c = np.cumsum(weights)
+    return int(min(np.searchsorted(c, uniform(rng) * c[-1], side="right"), len(c) - 1))
+
+
+def uniform(rng: np.random.Generator | None) -> float:
+    """One draw in [0, 1)."""
+    if rng is None:
+        raise ValueError("sampling needs a random generator (numpy.random.Generator)")
+    return float(rng.random())
+
+
+def pick(logits: np.ndarray, temperature: float, rng: np.random.Generator | None) -> int:
+    """The next token from one row of logits: the argmax (the first of equals), or a sample at `temperature`."""
+    return sample(probs(logits, temperature), rng) if temperature > 0 else int(np.argmax(logits))
+
+
+def verify(
+    logits: np.ndarray,
+    drafts: list[int],
+    q: np.ndarray | None,
+    temperature: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> tuple[int, int]:
+    """(drafts kept, the target's next token after them) from the target's logits (len(drafts) + 1 rows, or
+    more). `q` (len(drafts), vocab): the distributions the drafts were sampled from; None: point masses."""
+    for i, d in enumerate(drafts):
+        if temperature <= 0:
+            if (best := int(np.argmax(logits[i]))) != d:
+                return i, best
+            continue
+        p = probs(logits[i], temperature)
+        qd = float(q[i][d]) if q is not None else 1.0
+        if uniform(rng) * qd < p[d]:  # kept with probability min(1, p(d) / q(d))
+            continue
+        residual = p - q[i] if q is not None else p - np.eye(1, p.size, d)[0]
+        return i, sample(np.clip(residual, 0.0, None), rng)
+    return len(drafts), pick(logits[len(drafts)], temperature, rng)
