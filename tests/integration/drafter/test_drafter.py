@@ -182,10 +182,12 @@ def test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_
     from kimi_student.backends.hf import load_causal_lm
     from kimi_student.chat.template import ChatTokenizer
     from kimi_student.eval.runners.coreml import _kv_decoder
+    from kimi_student.export.errors import MilExecError
     from kimi_student.export.feature_draft import CoreMLFeatureDraft
     from kimi_student.export.greedy import DecodeStats
     from kimi_student.models import feature_drafter
     from kimi_student.models.feature_drafter import KVCache
+    from kimi_student.sampling import probs, sample
 
     drafter = data["root"] / "drafter-kd"
     if not drafter.exists():  # run alone: test_training_learns... trains it
@@ -272,6 +274,56 @@ def test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_
     assert [kv.greedy(p, chat.stop_rule(), 12, drafter=sure, stats=sure_stats) for p in prompts] == plain
     assert 0 < sure_stats.drafted < spec_stats.drafted, (floor, sure_stats.drafted, spec_stats.drafted)
     assert sure_stats.accepted / sure_stats.drafted >= spec_stats.accepted / spec_stats.drafted, floor
+
+    # sampled (KVDecoder.sample, the rejection rule): the drafter samples from its head at the temperature and
+    # hands its distributions over the Worker's whole vocabulary, nonzero only on its cut head
+    seq = prompts[0]
+    kv.clear()
+    s0 = kv.session(seq)
+    vocab = len(kv.prefill(s0, seq[:-1], DecodeStats()))  # the Worker's logits: its whole vocabulary
+    fresh = CoreMLFeatureDraft.load(out / "drafter512.mlpackage")
+    drafts, q = fresh.propose(seq, s0.hidden[: len(seq) - 1], 3, 1.0, np.random.default_rng(0), vocab)
+    assert len(drafts) == 3 and q is not None and q.shape == (3, vocab)
+    assert np.allclose(q.sum(1), 1.0) and all(q[i, d] > 0 for i, d in enumerate(drafts))
+    outside = np.ones(vocab, bool)
+    outside[fresh.vocab] = False
+    assert q[:, outside].sum() == 0 and set(drafts) <= set(fresh.vocab.tolist())
+    assert fresh.propose(seq, s0.hidden[: len(seq) - 1], 3)[1] is None  # greedy drafts: point masses
+
+    def sampled(drafter: object, seed: int, st: DecodeStats) -> list[list[int]]:
+        kv.clear()
+        rng = np.random.default_rng(seed)
+        return [kv.sample(p, chat.stop_rule(), 12, 1.0, rng, drafter=drafter, stats=st) for p in prompts]
+
+    plain_s, spec_s, again_s, same_s = DecodeStats(), DecodeStats(), DecodeStats(), DecodeStats()
+    plain_sampled = sampled(None, 3, plain_s)
+    with_draft = sampled(draft, 3, spec_s)
+    assert (
+        with_draft == sampled(draft, 3, again_s) and spec_s.accepted == again_s.accepted
+    )  # a seed, its tokens
+    assert plain_sampled == sampled(None, 3, DecodeStats()) and plain_sampled != plain  # T = 1 is not greedy
+    assert all(0 < len(t) <= 12 for t in with_draft) and spec_s.drafted > 0 and plain_s.drafted == 0
+    assert spec_s.accepted + spec_s.rejected <= spec_s.drafted
+
+    class TheWorkerItself:  # drafts from the Worker's own distribution (fp32 PyTorch beside fp16): q = p nearly
+        reads_states = True
+
+        def propose(self, seq, states, k, temperature, rng, vocab_size):  # noqa: ANN001, ANN201
+            drafts, dists = [], []
+            for _ in range(k):
+                with torch.no_grad():
+                    logits = target(input_ids=torch.tensor([seq + drafts])).logits[0, -1].numpy()
+                dists.append(probs(logits, temperature))
+                drafts.append(sample(dists[-1], rng))
+            return drafts, np.stack(dists)
+
+    sampled(
+        TheWorkerItself(), 3, same_s
+    )  # the random toy's p is flat: the feature drafter's drafts are not kept
+    assert same_s.accepted / same_s.drafted >= 0.9, (same_s.accepted, same_s.drafted)  # the rule keeps q = p
+    assert same_s.forwards - same_s.prefill_forwards < (plain_s.forwards - plain_s.prefill_forwards) / 2
+    with pytest.raises(MilExecError, match="temperature 0"):
+        kv.sample(prompts[0], chat.stop_rule(), 12, 0.0, np.random.default_rng(0))
 
     # the bench's Core ML mode on the same folder (bench/speculative.py --coreml)
     b = subprocess.run(

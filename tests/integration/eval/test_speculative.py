@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,6 +140,15 @@ def test_a_feature_drafter_stops_drafting_where_it_is_unsure(
             assert shorter == longer[: len(shorter)]
         counts |= {len(x) for x in drafts}
     assert counts - {0, 4}, counts  # some floor cut a draft short
+    # sampled, it draws from its cut head (the data's tokens and the prompt's) and hands that distribution over
+    # the target's whole vocabulary: the rejection rule's q
+    d = FeatureDraft(model)
+    d.observe(states, 0)
+    drafts, q = d.propose(seq, 4, 1.0, np.random.default_rng(0))
+    head = np.zeros(target.config.vocab_size, bool)
+    head[d.ids.numpy()] = True
+    assert q is not None and q.shape == (4, target.config.vocab_size) and np.allclose(q.sum(1), 1.0)
+    assert q[:, ~head].sum() == 0 and all(q[i, t] > 0 and head[t] for i, t in enumerate(drafts))
     stop = chat.stop_rule()
     for p in prompts:
         want = greedy_decode(target, [p], chat.pad_id, stop, 24)[0]
