@@ -338,6 +338,20 @@ def test_the_drafter_exported_to_core_ml_drafts_in_the_mil_executor_and_changes_
         b.stdout,
     )
     assert got and float(got[1]) <= float(got[2]) <= 1.0, b.stdout
+    # sampled, acceptance only (`--runs 0`): no output compared, no timing, the temperature in the report
+    b = subprocess.run(
+        [sys.executable, ROOT / "bench" / "speculative.py", "--coreml", out, "--model", toy_checkpoint, "--n", "1",
+         "--max-new", "8", "--runs", "0", "--temperature", "1", "--report", tmp_path / "s.json"],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600,
+    )  # fmt: skip
+    assert b.returncode == 0 and "plain greedy (Core ML)" not in b.stdout, b.stderr[-2000:]
+    assert re.search(r"alpha [\d.]+ .* tau [\d.]+ +measured - plain sampling", b.stdout), b.stdout
+    summary = json.loads((tmp_path / "s.json").read_text())["summary"]
+    assert (
+        summary["temperature"] == 1.0
+        and "measured_speedup" not in summary
+        and "equal_to_plain" not in summary
+    )
 
     other = for_other_weights(drafter, tmp_path / "other")
     r = ks_here(
