@@ -20,6 +20,7 @@ CORE = frozenset(
         "jsonl",
         "numbers",
         "privacy",
+        "sampling",
         "tokenizer",
         "manifest",
         "resources",
