@@ -111,6 +111,34 @@ def test_greedy_speculative_decoding_is_the_targets_greedy_output(
     )
 
 
+def test_sampled_speculative_decoding_keeps_every_draft_of_the_target_itself(
+    models: dict[str, Path], small_set: Path
+) -> None:
+    """Sampled at T = 1 (the rejection rule): a drafter that is the target has q = p, so every draft is kept
+    (K+1 tokens a call); an untrained feature drafter, sure of a few hundred tokens where the toy target's p is
+    flat over 49k, has most rejected; a seed gives the same tokens."""
+    from kimi_student.backends.hf import load_causal_lm
+
+    chat = ChatTokenizer(models["target"])
+    target = load_causal_lm(models["target"]).eval()
+    stop = chat.stop_rule()
+    prompts = [chat.prompt_ids(item_messages(it, "request")) for it in read_rows(small_set)[1:4]]
+    from kimi_student.models import feature_drafter
+
+    itself = ModelDrafter(load_causal_lm(models["target"]))
+    head = sorted({t for p in prompts for t in p} | {2})
+    untrained = FeatureDraft(feature_drafter.build(target, head, "t"))
+    same, other = SpecStats(), SpecStats()
+    for i, p in enumerate(prompts):
+        got, st = speculative_decode(target, itself, p, stop, 24, 3, 1.0, np.random.default_rng(i))
+        assert got == speculative_decode(target, itself, p, stop, 24, 3, 1.0, np.random.default_rng(i))[0]
+        assert st.emitted == len(got) and st.target_calls == 1 + math.ceil((len(got) - 1) / 4)
+        same.add(st)
+        other.add(speculative_decode(target, untrained, p, stop, 24, 3, 1.0, np.random.default_rng(i))[1])
+    assert same.proposed > 30 and same.accepted == same.proposed and same.rejected == 0
+    assert other.proposed > 30 and other.rejected > 0 and other.alpha < 0.5, other
+
+
 def test_a_feature_drafter_stops_drafting_where_it_is_unsure(
     models: dict[str, Path], small_set: Path
 ) -> None:
