@@ -1,8 +1,9 @@
 """Speculative decoding of the Worker against target-only greedy, measured in the same process (issue 15).
 
-Batch 1, fp32, greedy (`--temperature T`: sampled, below). Prompts: the tool loop's of a held-out `contextual gen` set (bench/hf_decode.py's: each
-item's request, which the model answers with a call or, for a control, free text; and the request + call +
-tool response, which it answers with the integration sentences). For each drafter and K it prints
+Batch 1, fp32, greedy (`--temperature T`: sampled, below). Prompts: the tool loop's of a held-out
+`contextual gen` set (bench/hf_decode.py's: each item's request, which the model answers with a call or, for a
+control, free text; and the request + call + tool response, which it answers with the integration sentences).
+For each drafter and K it prints
 
   exact   prompts whose speculative output equals target-only greedy token for token (must be all: exit 1)
   alpha   drafts kept / drafts proposed;  tau: tokens emitted per target call

@@ -1,11 +1,12 @@
 """Drafting with the exported feature drafter (drafter<C>.mlpackage, `export coreml --drafter`) in the MIL
-executor, for `KVDecoder.greedy`: the Core ML twin of eval/runners/speculative_hf.FeatureDraft.
+executor, for `KVDecoder.greedy` and `sample`: the Core ML twin of eval/runners/speculative_hf.FeatureDraft.
 
 The Worker's decoder package then also returns its final hidden states, which the session keeps position by
 position; the drafter reads them. Sampled (`KVDecoder.sample`), it drafts from its head at the temperature
-and hands the decoder those distributions for the rejection rule. Its cache holds the pairs (Worker state j, token j+1) at positions j,
-fed in as few calls as its functions allow; the pairs that drafting adds (its own predicted states) lie
-after them and are written over by the next real pairs, as a rejected draft's are in the Worker's cache.
+and hands the decoder those distributions for the rejection rule. Its cache holds the pairs (Worker state j,
+token j+1) at positions j, fed in as few calls as its functions allow; the pairs that drafting adds (its own
+predicted states) lie after them and are written over by the next real pairs, as a rejected draft's are in
+the Worker's cache.
 A conversation that starts with the tokens the drafter last fed keeps those pairs. The head is the cut
 vocabulary the drafter was trained with (`vocab_ids` in the manifest), without the prompt's own tokens
 that the PyTorch drafter adds: a package's head is fixed. `confidence` stops drafting as the PyTorch
