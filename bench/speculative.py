@@ -9,7 +9,7 @@ For each drafter and K it prints
   alpha   drafts kept / drafts proposed;  tau: tokens emitted per target call
   a/rch   drafts kept / drafts a check reached (up to its first rejected one): the per-token acceptance rate
           of Leviathan et al., under which tau = (1 - a^(K+1)) / (1 - a) for independent drafts
-  c(K)    one target call on K+1 tokens / one on 1 token (the cost of a check), measured here
+  c(K)    one target call on K+1 tokens / one on 1 token (the cost of a check), measured once, for every arm
   r       one drafter step / one target step (0 for prompt lookup)
   pred    the speed-up tau / (c(K) + K r) predicts, with c and K of each check as it came (a drafter may
           propose fewer than K: prompt lookup often none), a prompt's prefill counted as one call
@@ -117,9 +117,9 @@ def draft_model(d: Any) -> Any:
 
 
 def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: int = 7) -> dict[str, float]:
-    """Median seconds of a target call on 1 and on K+1 tokens after `prompt` (the cache cropped back after
-    each call, so every call sees the same cache, as decode steps do), and of a drafter step (an HF model,
-    or a FeatureDraft)."""
+    """Median seconds of a target call on n = 1 .. max(ks) + 1 tokens after `prompt` (none for no ks; the cache
+    cropped back after each call, so every call sees the same cache, as decode steps do), and of a drafter step
+    (an HF model, or a FeatureDraft)."""
     import torch
     from transformers import DynamicCache
 
@@ -138,7 +138,7 @@ def step_costs(target: Any, draft: Any, prompt: list[int], ks: list[int], reps: 
                 cache.crop(-n)
         return statistics.median(out)
 
-    costs = {f"target_{n}": timed(target, n) for n in range(1, max(ks) + 2)}
+    costs = {f"target_{n}": timed(target, n) for n in range(1, max(ks, default=-1) + 2)}
     if isinstance(draft, FeatureDraft):
         costs["draft_1"] = statistics.median(feature_step(draft, len(prompt), reps))
     elif draft is not None:
@@ -265,13 +265,16 @@ def main() -> int:
         f"answers copied from their prompt (half their tokens or more end a trigram it holds): {sum(copied)} "
         f"of {len(prompts)}; 'new': the others"
     )
-    prefill = prefill_units(target, prompts, step_costs(target, None, median_prompt, [0])["target_1"])
+    # the target's calls timed once, for every arm: timed again beside each drafter, c(3) read 1.38-1.72 for the
+    # same call across one run's arms (stop 58), which moved their predictions more than their drafts did
+    base = step_costs(target, None, median_prompt, ks)
+    prefill = prefill_units(target, prompts, base["target_1"])
     summary["prefill_calls"] = round(prefill / len(prompts), 2)
     print(f"a prompt's prefill costs {prefill / len(prompts):.1f} one-token calls (median prompt's cache)")
     arms = []  # (spec, drafter, k, c, r)
     for spec in a.draft or ["prompt-lookup", "layers:2"]:
         d = drafter(spec, target)
-        costs = step_costs(target, draft_model(d), median_prompt, ks)
+        costs = {**base, **step_costs(target, draft_model(d), median_prompt, [])}
         r = costs.get("draft_1", 0.0) / costs["target_1"]
         arms += [(spec, d, k, costs[f"target_{k + 1}"] / costs["target_1"], r, costs) for k in ks]
     # each run decodes prompt by prompt, the baseline and then every arm on that prompt before the next, so a

@@ -161,7 +161,18 @@ def test_speculative_runs_0_measures_acceptance_without_timing(tmp_path: Path) -
     reported, and the same alpha and tau as a timed run (they do not depend on timing)."""
     import json
 
-    small = ("--n", "2", "--max-new", "8", "--k", "2", "--draft", "prompt-lookup")
+    small = (
+        "--n",
+        "2",
+        "--max-new",
+        "8",
+        "--k",
+        "2",
+        "--draft",
+        "prompt-lookup",
+        "--draft",
+        "prompt-lookup:2",
+    )
     bad = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "speculative.py"), *small, "--runs", "-1", "--report", "r.json"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
@@ -170,8 +181,10 @@ def test_speculative_runs_0_measures_acceptance_without_timing(tmp_path: Path) -
     row = r"prompt-lookup +2 +(\d+)/\1 +([\d.]+) +([\d.]+) +([\d.]+) .* ([\d.]+)x +([\d.]+)x +(\S+) +(\S+) "
     quick = _runs_to_its_end("speculative.py", (*small, "--runs", "0", "--report", "r.json"), row, tmp_path)
     assert quick[7] == quick[8] == "-", quick[0]
-    figures = json.loads((tmp_path / "r.json").read_text())["summary"]["prompt-lookup K=2"]
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    figures = summary["prompt-lookup K=2"]
     assert "measured_speedup" not in figures and figures["exact"] == 1.0
+    assert figures["c"] == summary["prompt-lookup:2 K=2"]["c"]  # the target's calls timed once, for every arm
     timed = _runs_to_its_end("speculative.py", (*small, "--runs", "1"), row, tmp_path)
     assert quick.group(2, 3, 4) == timed.group(2, 3, 4)
 
