@@ -37,6 +37,12 @@ def uniform(rng: np.random.Generator | None) -> float:
     return float(rng.random())
 
 
+def fitted(q: np.ndarray, size: int) -> np.ndarray:
+    """A drafter's distribution over the target's `size` tokens: a drafter sharing the tokenizer may pad its
+    vocabulary otherwise (its extra rows cut, missing ones zero)."""
+    return q[:size] if len(q) >= size else np.concatenate([q, np.zeros(size - len(q))])
+
+
 def pick(logits: np.ndarray, temperature: float, rng: np.random.Generator | None) -> int:
     """The next token from one row of logits: the argmax (the first of equals), or a sample at `temperature`."""
     return sample(probs(logits, temperature), rng) if temperature > 0 else int(np.argmax(logits))
@@ -57,9 +63,8 @@ def verify(
                 return i, best
             continue
         p = probs(logits[i], temperature)
-        qd = float(q[i][d]) if q is not None else 1.0
-        if uniform(rng) * qd < p[d]:  # kept with probability min(1, p(d) / q(d))
-            continue
-        residual = p - q[i] if q is not None else p - np.eye(1, p.size, d)[0]
-        return i, sample(np.clip(residual, 0.0, None), rng)
+        qi = fitted(q[i], p.size) if q is not None else np.eye(1, p.size, d)[0]  # past the vocabulary: 0
+        if d < p.size and uniform(rng) * qi[d] < p[d]:  # kept with probability min(1, p(d) / q(d)); a draft
+            continue  # past the target's vocabulary never is
+        return i, sample(np.clip(p - qi, 0.0, None), rng)
     return len(drafts), pick(logits[len(drafts)], temperature, rng)

@@ -59,6 +59,21 @@ def test_sampled_verification_emits_the_targets_distribution() -> None:
         assert np.allclose(freq, p, atol=0.025), (q, freq)  # 4 sd at 6,000 draws
 
 
+def test_a_drafter_with_another_vocabulary_size_keeps_the_targets_distribution() -> None:
+    """A drafter sharing the tokenizer may pad its vocabulary otherwise: its q is fitted to the target's size
+    (extra entries cut, missing ones zero), and a draft past the target's vocabulary is never kept."""
+    p = np.array([0.5, 0.3, 0.15, 0.05])
+    for q in ([0.1, 0.2, 0.3, 0.2, 0.2], [0.4, 0.6, 0.0]):  # one longer than the target's, one shorter
+        rng, qt = np.random.default_rng(2), np.array(q)
+        counts = np.zeros(len(p))
+        for _ in range(6_000):
+            d = sample(qt, rng)
+            kept, new = verify(np.log(np.stack([p, p])), [d], qt[None], 1.0, rng)
+            assert not (kept and d >= len(p))
+            counts[d if kept else new] += 1
+        assert np.allclose(counts / 6_000, p, atol=0.025), (q, counts)
+
+
 def test_a_drafter_equal_to_the_target_has_every_draft_kept() -> None:
     rng = np.random.default_rng(1)
     p = np.array([0.5, 0.3, 0.15, 0.05])
