@@ -288,6 +288,8 @@ def train_cmd(
         )
     except TrainingError as e:
         fail(str(e), code=3)
+    if res["resumed_at"]:
+        typer.echo(f"resumed at step {res['resumed_at']} from {out / 'checkpoints'}", err=True)
     h = res["history"]
     typer.echo(
         f"trained {spec.role}/{spec.size} ({spec.n_params / 1e6:.1f}M params, {res['precision']}) "

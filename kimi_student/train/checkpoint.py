@@ -34,7 +34,8 @@ from kimi_student.train.examples import ExampleStream
 from kimi_student.train.state import TrainState, read_state, write_state
 
 _STEP = re.compile(r"step-\d{6}")
-_HALF_WRITTEN = re.compile(r"\.step-\d{6}\.tmp")  # a checkpoint save cut short by a kill
+# a checkpoint save, or its LATEST, cut short by a kill (the latter's name is `outputs.temp_path`'s)
+_HALF_WRITTEN = re.compile(r"\.step-\d{6}\.tmp|\.LATEST\.\d+\.[0-9a-f]+\.tmp")
 
 
 @dataclass
@@ -135,7 +136,9 @@ def resume_point(paths: RunPaths, first_checkpoint: int) -> Path | None:
     """The checkpoint to resume from (`load` verifies it), or None for a new run. A run killed before its
     first checkpoint (step `first_checkpoint`) was complete has nothing to resume: its log holds steps up to
     that one at most (a step is logged before its checkpoint is saved) and its checkpoints/ at most a
-    half-written `.step-*.tmp`, so it starts again from step 0, losing nothing.
+    half-written `.step-*.tmp`, so it starts again from step 0, losing nothing. One killed after renaming
+    its first checkpoint into place but before LATEST named it resumes from that checkpoint, once it
+    matches its manifest (LATEST is then written, as the save would have).
     Any other folder with a log or checkpoints but no LATEST is refused: restarting would truncate its log."""
     latest = paths.latest()
     if latest is not None:
@@ -145,10 +148,19 @@ def resume_point(paths: RunPaths, first_checkpoint: int) -> Path | None:
             paths.final,
             "the run is finished and has no checkpoint to resume from: choose another --out to train again",
         )
-    leftovers = paths.checkpoints.is_symlink() or (
-        paths.checkpoints.is_dir()
-        and any(not _HALF_WRITTEN.fullmatch(p.name) for p in paths.checkpoints.iterdir())
+    published = (
+        [p for p in paths.checkpoints.iterdir() if not _HALF_WRITTEN.fullmatch(p.name)]
+        if paths.checkpoints.is_dir() and not paths.checkpoints.is_symlink()
+        else []
     )
+    first = paths.checkpoints / f"step-{first_checkpoint:06d}"
+    if published == [first] and first.is_dir() and not first.is_symlink():
+        if _before_first_checkpoint(paths.log, first_checkpoint) and paths.log.is_file():
+            verify(first)  # killed between the rename that published it and LATEST: finish publishing
+            with atomic_writer(paths.checkpoints / "LATEST") as fh:  # (and clear a LATEST temp left)
+                fh.write(first.name)
+            return first
+    leftovers = paths.checkpoints.is_symlink() or bool(published)
     unfinished = paths.log.exists() or paths.log.is_symlink() or leftovers
     if unfinished and (leftovers or not _before_first_checkpoint(paths.log, first_checkpoint)):
         raise ManifestError(

@@ -236,6 +236,7 @@ def train(
             torch.set_num_threads(threads["threads"])
     result = {
         "steps": end,
+        "resumed_at": session.start,  # 0: a new run
         "history": session.history,
         "tokens_per_s": tokens_seen / elapsed if elapsed else None,
         "precision": session.precision,

@@ -314,6 +314,63 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(
     assert not list((run / "checkpoints").glob(".step-*"))
 
 
+def test_a_run_killed_between_publishing_its_first_checkpoint_and_latest_resumes_from_it(
+    base: dict[str, Path], finished: Path, tmp_path: Path
+) -> None:
+    """Killed after its first checkpoint was renamed into place but before LATEST named it (or mid-write of
+    LATEST: its temp is there): the rerun resumes from that checkpoint, not from step 0, keeps the log's
+    steps once each and ends as an uninterrupted run (the seed-0 SIGKILL of test_kill_anywhere hit this)."""
+    run = tmp_path / "run"
+    T.train(load_spec(base["cfg"], "toy"), run, data=str(base["data"]), stop_after=3, precision="no")
+    ck = run / "checkpoints"
+    assert (ck / "LATEST").read_text() == STEP
+    (ck / "LATEST").unlink()
+    (ck / f".LATEST.{2**22 + 1}.0badc0de.tmp").write_text("step-0")  # a pid past pid_max: its writer is gone
+    args = ("train", "--config", base["cfg"], "--data", base["data"], "--precision", "no", "--out")
+    r = ks_here(*args, run)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed at step 3 from {ck}" in r.stderr
+    assert [h["step"] for h in _log(run)] == list(range(1, 7))
+    assert (run / "final" / "model.safetensors").read_bytes() == finished.read_bytes()
+    assert not [p.name for p in ck.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_second_checkpoint_without_latest_is_still_refused(base: dict[str, Path], tmp_path: Path) -> None:
+    """Only the first checkpoint can be published without a LATEST; a later one (LATEST deleted by hand)
+    is refused, the folder left as it was."""
+    run = tmp_path / "run"
+    shutil.copytree(base["run"], run)
+    (run / "checkpoints" / "LATEST").unlink()
+    (run / "checkpoints" / STEP).rename(run / "checkpoints" / "step-000006")
+    before = _snapshot(run)
+    r = ks_here("train", "--config", base["cfg"], "--data", base["data"], "--out", run, "--precision", "no")
+    assert r.returncode == 2
+    assert "an unfinished run without a checkpoint to resume from" in r.stderr
+    assert _snapshot(run) == before
+
+
+def test_a_tampered_first_checkpoint_without_latest_is_refused_and_not_named(
+    base: dict[str, Path], tmp_path: Path
+) -> None:
+    """The checkpoint a kill left un-named is untrusted like any other: one that does not match its manifest
+    is refused (exit 2), and LATEST is not written for it."""
+    run = tmp_path / "run"
+    shutil.copytree(base["run"], run)
+    (run / "checkpoints" / "LATEST").unlink()
+    log = run / "train_log.jsonl"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:3]))  # steps 1-3: killed while saving 3
+    _flip_a_weight(run / CK)
+    before = _snapshot(run)
+    r = ks_here("train", "--config", base["cfg"], "--data", base["data"], "--out", run, "--precision", "no")
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert (
+        line
+        == f"error: checkpoint {run / CK}: model/model.safetensors does not match its sha256 in manifest.json"
+    )
+    assert _snapshot(run) == before and not (run / "checkpoints" / "LATEST").exists()
+
+
 @pytest.mark.parametrize(
     "log",
     ['{"step": 1}\n{"step": 4}\n', '{"step": 1}\nnot json\n{"step": 2}\n', '{"step": "1"}\n'],
