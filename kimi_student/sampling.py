@@ -43,6 +43,14 @@ def fitted(q: np.ndarray, size: int) -> np.ndarray:
     return q[:size] if len(q) >= size else np.concatenate([q, np.zeros(size - len(q))])
 
 
+def spread(p: np.ndarray, ids: np.ndarray, size: int) -> np.ndarray:
+    """`p`, a distribution over the tokens `ids` (a drafter's cut head), as one over `size` tokens (or past
+    the largest id): zero off `ids`."""
+    q = np.zeros(max(size, int(np.max(ids)) + 1))
+    q[ids] = p
+    return q
+
+
 def pick(logits: np.ndarray, temperature: float, rng: np.random.Generator | None) -> int:
     """The next token from one row of logits: the argmax (the first of equals), or a sample at `temperature`."""
     return sample(probs(logits, temperature), rng) if temperature > 0 else int(np.argmax(logits))

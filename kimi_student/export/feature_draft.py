@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from kimi_student.export.errors import MilExecError
-from kimi_student.sampling import probs, sample
+from kimi_student.sampling import probs, sample, spread
 
 
 class CoreMLFeatureDraft:
@@ -102,8 +102,7 @@ class CoreMLFeatureDraft:
                 if sure < self.confidence:
                     break
             if temperature > 0:  # the cut head's distribution, over the Worker's whole vocabulary
-                dists.append(np.zeros(max(vocab_size, int(self.vocab.max()) + 1)))
-                dists[-1][self.vocab] = probs(row, temperature)
+                dists.append(spread(probs(row, temperature), self.vocab, vocab_size))
                 drafts.append(sample(dists[-1], rng))
             else:
                 drafts.append(int(self.vocab[int(np.argmax(row))]))

@@ -24,7 +24,7 @@ import torch
 
 from kimi_student.chat.template import StopRule
 from kimi_student.models.feature_drafter import KVCache
-from kimi_student.sampling import pick, probs, sample, verify
+from kimi_student.sampling import pick, probs, sample, spread, verify
 
 
 @dataclass
@@ -211,10 +211,10 @@ class FeatureDraft:
                 if sure < self.confidence:
                     break
             if temperature > 0:  # the cut head's distribution, over the target's whole vocabulary
-                q = np.zeros(self.model.cfg.vocab_size)
-                q[self.ids.numpy()] = probs(rows(logits), temperature)
-                dists.append(q)
-                drafts.append(sample(q, rng))
+                dists.append(
+                    spread(probs(rows(logits), temperature), self.ids.numpy(), self.model.cfg.vocab_size)
+                )
+                drafts.append(sample(dists[-1], rng))
             else:
                 drafts.append(int(self.ids[int(logits.argmax())]))
             if i + 1 < k:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kimi_student.eval.runners.speculative_hf import PromptLookup
-from kimi_student.sampling import pick, sample, verify
+from kimi_student.sampling import pick, sample, spread, verify
 
 
 def _logits(*rows: list[float]) -> np.ndarray:
@@ -72,6 +72,14 @@ def test_a_drafter_with_another_vocabulary_size_keeps_the_targets_distribution()
             assert not (kept and d >= len(p))
             counts[d if kept else new] += 1
         assert np.allclose(counts / 6_000, p, atol=0.025), (q, counts)
+
+
+def test_a_cut_heads_distribution_spreads_over_the_whole_vocabulary() -> None:
+    """A drafter's head over a few token ids: its q puts each probability on its id and zero elsewhere, sized
+    to the target's vocabulary, or past the largest id when that is smaller (verify then fits it)."""
+    q = spread(np.array([0.25, 0.75]), np.array([4, 1]), 6)
+    assert q.tolist() == [0.0, 0.75, 0.0, 0.0, 0.25, 0.0]
+    assert spread(np.array([1.0]), np.array([7]), 3).tolist() == [0.0] * 7 + [1.0]
 
 
 def test_a_drafter_equal_to_the_target_has_every_draft_kept() -> None:
