@@ -177,7 +177,7 @@ def copied_share(prompt: list[int], answer: list[int]) -> float:
     return sum(tuple(seq[i - 2 : i + 1]) in grams for i in range(n, len(seq))) / max(len(answer), 1)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--model", default=None, help="the Worker's HF folder (default: the embedded SmolLM2-135M)"
@@ -224,7 +224,7 @@ def main() -> int:
         help="with --coreml: the drafter stops under this confidence that its drafts are kept (0: K always; "
         "default: eval's --draft-confidence)",
     )
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.runs < 0:
         ap.error(f"--runs {a.runs}: 0 or more timed runs")
     if a.temperature < 0:
