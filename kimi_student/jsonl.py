@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from kimi_student.errors import InputError
 from kimi_student.fingerprint import canonical_json
-from kimi_student.outputs import clear_stale_temps, refuse_special, room_for, temp_path
+from kimi_student.outputs import refuse_special, room_for, temp_path
 
 
 def read_jsonl(path: str | Path, model_text: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -162,8 +162,7 @@ def atomic_writer(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     dest = Path(path)
     refuse_special(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    clear_stale_temps(dest)
-    tmp = temp_path(dest)
+    tmp = temp_path(dest)  # after removing the temps killed writers left
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the usual mode, less the umask
     try:
         with room_for(dest), os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fh:

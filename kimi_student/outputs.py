@@ -24,7 +24,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -166,8 +165,9 @@ def _check_writable(flag: str, folder: Path) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise InputError(folder, None, flag, f"cannot make this folder: {probe} is not a folder")
-    try:
-        fd, name = tempfile.mkstemp(prefix=".ks-probe.", suffix=".tmp", dir=probe)
+    try:  # a probe that a kill left is removed by the next one
+        name = temp_path(probe / "ks-probe")
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
         raise InputError(probe, None, flag, f"folder is not writable ({e.strerror})") from None
     os.close(fd)
@@ -178,13 +178,14 @@ def _check_writable(flag: str, folder: Path) -> None:
 
 
 def temp_path(dest: Path) -> Path:
-    """A fresh temp name beside `dest` that `clear_stale_temps(dest)` recognises."""
+    """A fresh temp name beside `dest` that `clear_stale_temps(dest)` recognises, once the temps of `dest` that
+    killed writers left are removed (each writer clears its destination's: a kill leaves no lasting litter)."""
+    clear_stale_temps(dest)
     return dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def temp_dir_beside(dest: Path) -> Path:
     """A new empty temp folder beside `dest` (made after removing the ones killed writers left)."""
-    clear_stale_temps(dest)
     tmp = temp_path(dest)
     tmp.mkdir(parents=True)
     return tmp

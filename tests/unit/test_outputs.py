@@ -93,3 +93,18 @@ def test_the_writer_never_replaces_a_fifo_and_replaces_a_symlink_not_its_target(
     link.symlink_to(target)
     write_json(link, {"a": 1})  # a link planted in a run folder cannot aim the write elsewhere
     assert target.read_text() == "keep" and not link.is_symlink() and json.loads(link.read_text()) == {"a": 1}
+
+
+def test_a_probe_or_a_temp_that_a_kill_left_goes_with_the_next_writer(tmp_path: Path) -> None:
+    """A kill between making a temp and renaming or removing it (the writability probe, a drafter shard
+    written by safetensors) leaves it; the next writer of the same name removes it (found by killing
+    commands at each rename and removal: tests/integration/test_kill_each_rename.py)."""
+    pid = dead_pid()
+    probe = tmp_path / f".ks-probe.{pid}.0badc0de.tmp"
+    shard = tmp_path / f".shard-00000.safetensors.{pid}.0badc0de.tmp"
+    for p in (probe, shard):
+        p.write_text("x")
+    check_outputs({}, {"--out": tmp_path / "r.jsonl"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [shard.name]  # the probe went, and its own too
+    tmp = temp_path(tmp_path / "shard-00000.safetensors")
+    assert not tmp.exists() and list(tmp_path.iterdir()) == []
