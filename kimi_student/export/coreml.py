@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import shutil
 import tempfile
 import time
+import uuid
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -296,12 +298,31 @@ def _share(path: Path) -> None:
 DEBUG_MAP = "executorch_debug_handle_mapping.json"  # ExecuTorch's debug handles: no use to Core ML
 
 
+def settle(package: Path) -> None:
+    """The same program gives the same package bytes: coremltools draws Manifest.json's item ids at random and
+    writes the spec's maps in hash order (a process's own), so two exports of one checkpoint differed, and so
+    did their digests and the coreml runner's model fingerprint. Each id becomes a UUID named by its item's
+    path, and the spec is written again with its maps in key order (the same message: Core ML reads either)."""
+    man = package / "Manifest.json"
+    body = json.loads(man.read_text(encoding="utf-8"))
+    items = body["itemInfoEntries"]
+    ids = {old: str(uuid.uuid5(uuid.NAMESPACE_URL, f"mlpackage:{items[old]['path']}")) for old in items}
+    body["itemInfoEntries"] = {ids[old]: item for old, item in items.items()}
+    body["rootModelIdentifier"] = ids[body["rootModelIdentifier"]]
+    man.write_text(json.dumps(body, indent=4, sort_keys=True) + "\n", encoding="utf-8")
+    spec = load_coreml_spec(package)
+    (package / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(
+        spec.SerializeToString(deterministic=True)
+    )
+
+
 def save_package(ml: Any, path: Path) -> dict[str, Any]:
     if path.exists():
         shutil.rmtree(path)
     with _quiet():
         ml.save(str(path))
     (path / DEBUG_MAP).unlink(missing_ok=True)
+    settle(path)
     return describe_package(path)
 
 
@@ -324,6 +345,7 @@ def save_decoder(parts: dict[int, Any], path: Path) -> dict[str, Any]:
             shutil.rmtree(path)
         with _quiet():
             save_multifunction_validated_once(desc, path)
+    settle(path)
     return describe_package(path)
 
 
@@ -341,9 +363,7 @@ def describe_package(path: Path) -> dict[str, Any]:
         "name": path.name,
         "op_histogram": op_histogram(spec),
         "size_bytes": sum((path / f).stat().st_size for f in files),
-        # one digest for the package (file names and contents); Manifest.json holds random item ids,
-        # so it differs between runs even for identical weights
-        "sha256": sha256_json(files),
+        "sha256": sha256_json(files),  # one digest for the package (file names and contents): `settle`d
         "files": files,
     }
 

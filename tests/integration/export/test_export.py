@@ -427,3 +427,64 @@ def test_onnx_parity(tmp_path: Path, toy_checkpoint: Path) -> None:
         ort_logits(tmp_path / "seq64.onnx", ids.numpy()) - _hf_logits(toy_checkpoint, ids).numpy()
     ).max()
     assert diff <= 1e-4
+
+
+def test_a_settled_package_has_the_same_bytes_whatever_ids_coremltools_drew(
+    coreml_out: Path, tmp_path: Path
+) -> None:
+    """`settle` (every saved package): Manifest.json's random item ids become UUIDs named by each item's path and
+    the spec is written with its maps in key order, so one program gives one package's bytes; the package
+    still parses and the executor still reads it."""
+    import uuid
+
+    from kimi_student.export.coreml import load_coreml_spec, package_files, settle
+    from kimi_student.export.mil import MilProgram
+
+    src = coreml_out / "decode128.mlpackage"
+    copies = []
+    for name in ("a", "b"):  # ids drawn again, as coremltools draws them on every save
+        pkg = shutil.copytree(src, tmp_path / name / src.name)
+        man = json.loads((pkg / "Manifest.json").read_text())
+        ids = {old: str(uuid.uuid4()) for old in man["itemInfoEntries"]}
+        man["itemInfoEntries"] = {ids[k]: v for k, v in man["itemInfoEntries"].items()}
+        man["rootModelIdentifier"] = ids[man["rootModelIdentifier"]]
+        (pkg / "Manifest.json").write_text(json.dumps(man))
+        settle(pkg)
+        copies.append(package_files(pkg))
+    assert copies[0] == copies[1] == package_files(src)  # the export settled it already
+    items = json.loads((src / "Manifest.json").read_text())["itemInfoEntries"]
+    assert len(items) == 2 and all(uuid.UUID(i).version == 5 for i in items)
+    spec = load_coreml_spec(src)
+    model = (src / "Data" / "com.apple.CoreML" / "model.mlmodel").read_bytes()
+    assert spec.HasField("mlProgram") and model == spec.SerializeToString(deterministic=True)
+    MilProgram.load(tmp_path / "a" / src.name)
+
+
+@pytest.mark.extra
+def test_the_same_checkpoint_exports_to_the_same_package_bytes(
+    untied_checkpoint: Path, tmp_path: Path
+) -> None:
+    """Two exports of one checkpoint give byte-identical packages (a full-sequence one and a multifunction
+    decoder), so their digests and the coreml runner's model fingerprint name the model, not the export:
+    coremltools alone draws Manifest.json's item ids at random and writes the spec's maps in hash order. (The cheaper
+    proof in make test: test_a_settled_package_has_the_same_bytes_whatever_ids_coremltools_drew.)"""
+    import uuid
+
+    from kimi_student.export.coreml import load_coreml_spec
+    from kimi_student.export.mil import MilProgram
+
+    mans = []
+    for out in (tmp_path / "a", tmp_path / "b"):
+        r = ks_here(
+            "export", "coreml", "--model", untied_checkpoint, "--out", out, "--shapes", "16", "--chunks", "4"
+        )
+        assert r.returncode == 0, r.stderr
+        mans.append(json.loads((out / "manifest.json").read_text()))
+    for a, b in zip(*(m["packages"] for m in mans), strict=True):
+        assert a["name"] == b["name"] and a["files"] == b["files"] and a["sha256"] == b["sha256"], a["name"]
+        pkg = tmp_path / "a" / a["name"]
+        items = json.loads((pkg / "Manifest.json").read_text())["itemInfoEntries"]
+        assert len(items) == 2 and all(uuid.UUID(i).version == 5 for i in items)  # one id an item, named
+        assert load_coreml_spec(pkg).HasField("mlProgram")
+        MilProgram.load(pkg)  # and the executor still reads it
+    assert {p["name"] for p in mans[0]["packages"]} == {"seq16.mlpackage", "decode16.mlpackage"}
