@@ -2,7 +2,11 @@
 under SIGKILL), not at a random moment as in test_kill_anywhere.py (whose seed 0 once fell between `train`
 publishing its first checkpoint and LATEST: a window this finds by construction). After every kill the
 same command finishes with the bytes of an uninterrupted run and leaves no temp behind; a training run
-logs each step once and ends with the uninterrupted weights. Slow tier (a run a kill): `make test-slow`."""
+logs each step once and ends with the uninterrupted weights.
+
+`extra` (a run a kill: ~4 min; `make test-slow`): the cheaper proofs in `make test` are test_kill_anywhere.py
+(a kill at a random moment), test_untrusted_run.py's run killed between its first checkpoint and LATEST,
+and test_outputs.py's probe and temp that a kill left."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from kimi_student.train import trainer as T
 from tests.integration.train.test_train import _config, _log
 from tests.support import killed_at_rename, ks_here, temp_litter
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.extra]
 
 Args = Callable[[Path], list[object]]
 
