@@ -10,7 +10,7 @@ litter, and a writer still running (same pid namespace) keeps its temp. Writers 
 the folder are not told apart by pid; the project does not support that.
 
 `pair_writer` replaces two outputs together or not at all: a dataset and its fixtures folder, eval's report
-and results.
+and results. `artifacts_writer` stages an export's files and publishes them, its manifest last.
 
 A write that runs out of room (disk full, past the file-size limit, over quota) is `NoRoomError`, one line
 naming the destination (`room_for`), never a traceback; the writers remove their temps on the way out.
@@ -205,6 +205,35 @@ def folder_writer(dest: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def artifacts_writer(out: Path, manifest: str) -> Iterator[Path]:
+    """A temp folder inside `out` to write an export's artifacts and its `manifest` in; on success each
+    artifact moves into `out` under its name (replacing the one there), `out/manifest` removed before the
+    first and the new one moved in last. A kill leaves the old set with its manifest or the new set with
+    its own (between the moves: no manifest, and each artifact the old or the new one whole, or for a
+    folder's two renames missing), and half-written artifacts only in temps that the next export removes.
+    Other files in `out` are left alone; on failure the temp folder goes and `out` is as it was."""
+    out.mkdir(parents=True, exist_ok=True)
+    stage = temp_dir_beside(out / "export-staging")
+    try:
+        yield stage
+        if not (stage / manifest).is_file():
+            raise RuntimeError(f"{stage}: the export wrote no {manifest}")  # a bug, not bad input
+        with suppress(FileNotFoundError):
+            (out / manifest).unlink()
+        for item in sorted(stage.iterdir()):
+            if item.name != manifest:
+                dest = out / item.name
+                aside = temp_path(dest)  # (and an old one that a kill left, removed)
+                if dest.is_dir() and not dest.is_symlink():  # a folder is moved aside whole, then removed
+                    os.replace(dest, aside)
+                os.replace(item, dest)  # over a file or a symlink itself, never through it
+                shutil.rmtree(aside, ignore_errors=True)
+        os.replace(stage / manifest, out / manifest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

@@ -38,6 +38,7 @@ from kimi_student.export.torch_export import (
 from kimi_student.fingerprint import sha256_file, sha256_json, weights_sha256
 from kimi_student.manifest import MANIFEST, write_manifest
 from kimi_student.models.ane import AneLlamaDecoder, Layout
+from kimi_student.outputs import artifacts_writer
 
 TARGET = "iOS18"  # the stateful decoder needs it; one target for every package keeps one opset
 WEIGHTS = (*SCHEMES, "fp16")  # the weight schemes of export/quant.py, or none
@@ -390,15 +391,31 @@ def export_coreml(
         raise ExportError(f"weights {weights!r}: choose one of {', '.join(WEIGHTS)}")
     if not (sequence or decode):
         raise ExportError("nothing to export: neither the full-sequence packages nor the decoder")
-    ct = _ct()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     context = context or max(shapes)
     chunks = sorted(set(chunks or []))
     if any(not 1 < q <= context for q in chunks):
         raise ExportError(f"chunk lengths {chunks}: each must be between 2 and the context {context}")
     if drafter is not None:
         check_drafter(Path(drafter), folder, decode)
+    with artifacts_writer(Path(out), MANIFEST) as stage:  # a kill leaves no half package in `out`
+        return _export_coreml(
+            folder, stage, shapes, weights, layout, context, decode, chunks, sequence, drafter
+        )
+
+
+def _export_coreml(
+    folder: str | Path,
+    out: Path,
+    shapes: list[int],
+    weights: str,
+    layout: Layout,
+    context: int,
+    decode: bool,
+    chunks: list[int],
+    sequence: bool,
+    drafter: str | Path | None,
+) -> dict[str, Any]:
+    ct = _ct()
     model = load_for_export(folder, shapes, layout, context)
     a = model.arch
     packages = []

@@ -22,6 +22,7 @@ from kimi_student.export.errors import CorruptArtifactError, ExportError
 from kimi_student.fingerprint import sha256_file, weights_sha256
 from kimi_student.manifest import MANIFEST, read_manifest, write_manifest
 from kimi_student.models.ane import AneLlama, AneLlamaDecoder, Layout, LlamaArch, load_ane_llama, read_config
+from kimi_student.outputs import artifacts_writer
 
 MAX_SHAPES = 16  # enumerated lengths of one export: each is a program of its own
 
@@ -99,9 +100,15 @@ def export_pytorch(
     layout: Layout = "bsc",
     context: int | None = None,
 ) -> dict[str, Any]:
-    """Write seq<S>.pt2 for every shape and decode<context>.pt2, plus manifest.json; returns the manifest."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Write seq<S>.pt2 for every shape and decode<context>.pt2, plus manifest.json; returns the manifest. A
+    kill leaves no half-written program in `out` (`outputs.artifacts_writer`)."""
+    with artifacts_writer(Path(out), MANIFEST) as stage:
+        return _export_pytorch(folder, stage, shapes, layout, context)
+
+
+def _export_pytorch(
+    folder: str | Path, out: Path, shapes: list[int], layout: Layout, context: int | None
+) -> dict[str, Any]:
     context = context or max(shapes)
     model = load_for_export(folder, shapes, layout, context)
     entries = []

@@ -17,7 +17,7 @@ from kimi_student.data.dataset import dataset_fixture_dirs, read_dataset
 from kimi_student.errors import InputError
 from kimi_student.fingerprint import sha256_dir
 from kimi_student.jsonl import write_json
-from kimi_student.outputs import check_outputs, clear_stale_temps, temp_path
+from kimi_student.outputs import artifacts_writer, check_outputs, clear_stale_temps, temp_path
 from tests.support import dead_pid, killed_at_rename
 
 
@@ -108,3 +108,70 @@ def test_a_probe_or_a_temp_that_a_kill_left_goes_with_the_next_writer(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == [shard.name]  # the probe went, and its own too
     tmp = temp_path(tmp_path / "shard-00000.safetensors")
     assert not tmp.exists() and list(tmp_path.iterdir()) == []
+
+
+def _export(out: Path, tag: str, fail: bool = False) -> None:
+    """An export's artifacts (a package folder, a file) and its manifest naming them, through artifacts_writer."""
+    with artifacts_writer(out, "manifest.json") as stage:
+        (stage / "m.mlpackage" / "Data").mkdir(parents=True)
+        (stage / "m.mlpackage" / "Data" / "w.bin").write_text(tag * 100)
+        (stage / "seq.pt2").write_text(tag)
+        if fail:
+            raise ValueError("conversion failed")
+        (stage / "manifest.json").write_text(json.dumps({"tag": tag}))
+
+
+def _state(out: Path) -> tuple[str | None, str | None, str | None]:
+    """(the manifest's tag, the package's, the file's): None where it is missing, "half" for a package
+    folder without its whole weights."""
+    man = out / "manifest.json"
+    pkg, pt2 = out / "m.mlpackage", out / "seq.pt2"
+    w = pkg / "Data" / "w.bin"
+    return (
+        json.loads(man.read_text())["tag"] if man.exists() else None,
+        (w.read_text()[:1] if w.is_file() and len(w.read_text()) == 100 else "half")
+        if pkg.exists()
+        else None,
+        pt2.read_text() if pt2.exists() else None,
+    )
+
+
+def test_an_export_publishes_its_artifacts_then_its_manifest_and_a_failed_one_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "art"
+    _export(out, "a")
+    (out / "notes.txt").write_text("mine")  # not the export's: left alone
+    assert _state(out) == ("a", "a", "a")
+    with pytest.raises(ValueError, match="conversion failed"):
+        _export(out, "b", fail=True)
+    assert _state(out) == ("a", "a", "a") and sorted(os.listdir(out)) == [
+        "m.mlpackage", "manifest.json", "notes.txt", "seq.pt2"
+    ]  # fmt: skip
+    _export(out, "b")
+    assert _state(out) == ("b", "b", "b") and (out / "notes.txt").read_text() == "mine"
+    assert sorted(os.listdir(out)) == ["m.mlpackage", "manifest.json", "notes.txt", "seq.pt2"]
+
+
+def test_an_export_killed_at_each_rename_or_removal_never_leaves_a_manifest_over_other_artifacts(
+    tmp_path: Path,
+) -> None:
+    """Killed anywhere in writing or publishing: the manifest in `out` is the old one over the old artifacts,
+    the new one over the new ones, or missing (whole artifacts, a mix of the two exports); the next export
+    leaves its own and nothing else."""
+    seen = set()
+    step = 1
+    while True:
+        out = tmp_path / f"k{step}"
+        _export(out, "a")
+        if not killed_at_rename(step, lambda: _export(out, "b")):  # noqa: B023 - called at once
+            break
+        state = _state(out)
+        assert state[0] is None or state == (state[0],) * 3, (step, state)
+        assert "half" not in state and state[2] is not None, (step, state)  # whole, or a folder in between
+        seen.add(state[0])
+        _export(out, "b")
+        assert _state(out) == ("b", "b", "b"), step
+        assert sorted(os.listdir(out)) == ["m.mlpackage", "manifest.json", "seq.pt2"], step  # no temp left
+        step += 1
+    assert seen == {"a", None, "b"} and step > 8, (seen, step)  # killed before, between and after
