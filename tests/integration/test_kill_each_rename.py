@@ -4,7 +4,7 @@ publishing its first checkpoint and LATEST: a window this finds by construction)
 same command finishes with the bytes of an uninterrupted run and leaves no temp behind; a training run
 logs each step once and ends with the uninterrupted weights.
 
-`extra` (a run a kill: ~4 min on 2 cores; `make test-slow`): the cheaper proofs in `make test` are test_kill_anywhere.py
+`extra` (a run a kill: ~6 min on 2 cores; `make test-slow`): the cheaper proofs in `make test` are test_kill_anywhere.py
 (a kill at a random moment), test_untrusted_run.py's run killed between its first checkpoint and LATEST,
 and test_outputs.py's probe and temp that a kill left."""
 
@@ -174,6 +174,41 @@ class _Factory:
     def mktemp(self, name: str) -> Path:
         (p := self.root / name).mkdir()
         return p
+
+
+@pytest.mark.parametrize(
+    "kind", ["pytorch"]
+)  # Core ML: the same writer, and ~100 kills of coremltools' saving
+def test_export(kind: str, toy_checkpoint: Path, tmp_path: Path) -> None:
+    """Over an earlier export: after each kill, the folder holds a manifest that its files match (the old
+    export's or the new one's) or none, and the rerun leaves one export that `export verify` passes, no temp.
+    (A .pt2 is not byte-identical from export to export: torch writes a random serialization id.)"""
+    out = tmp_path / "x"
+
+    def args(shapes: str) -> list[object]:
+        return [
+            "export",
+            kind,
+            "--model",
+            toy_checkpoint,
+            "--out",
+            out,
+            "--shapes",
+            shapes,
+            "--context",
+            "64",
+        ]
+
+    assert ks_here(*args("32")).returncode == 0
+    kills = 0
+    while killed_at_rename(kills + 1, lambda: ks_here(*args("64"))):  # noqa: B023 - called at once
+        kills += 1
+        if (out / "manifest.json").exists():
+            assert ks_here("export", "verify", out).returncode == 0, kills
+        assert ks_here(*args("64")).returncode == 0 and ks_here("export", "verify", out).returncode == 0
+        assert temp_litter(out) == [] and not list(out.rglob(".ks-probe*")), kills
+        assert ks_here(*args("32")).returncode == 0  # the earlier export again, for the next kill
+    assert kills > 3, kills
 
 
 def test_train(dataset: dict[str, Path], tmp_path: Path) -> None:
