@@ -24,6 +24,7 @@ from kimi_student.export.torch_export import load_for_export
 from kimi_student.fingerprint import sha256_file, weights_sha256
 from kimi_student.manifest import MANIFEST, write_manifest
 from kimi_student.models.ane import AneLlama, Layout
+from kimi_student.outputs import artifacts_writer
 
 OPSET = 20
 TOLERANCE = 1e-3  # fp32 on both sides; real disagreements are orders of magnitude larger
@@ -72,11 +73,26 @@ def export_onnx(
     layout: Layout = "bsc",
     tolerance: float = TOLERANCE,
 ) -> dict[str, Any]:
-    """Write seq<S>.onnx per shape and manifest.json (with parity per file); raise if a file disagrees."""
+    """Write seq<S>.onnx per shape and manifest.json (with parity per file), published whole
+    (`outputs.artifacts_writer`); raise if a file disagrees (the files stay, to be looked at)."""
+    out = Path(out)
+    with artifacts_writer(out, MANIFEST) as stage:
+        manifest = _export_onnx(folder, stage, shapes, layout, tolerance)
+    bad = [e for e in manifest["files"] if not e["parity_max_abs_diff"] <= tolerance]  # `not <=`: NaN too
+    if bad:
+        e = bad[0]
+        raise ExportError(
+            f"{out / e['file']}: onnxruntime differs from PyTorch by {e['parity_max_abs_diff']:.3g} "
+            f"(tolerance {tolerance:g})"
+        )
+    return manifest
+
+
+def _export_onnx(
+    folder: str | Path, out: Path, shapes: list[int], layout: Layout, tolerance: float
+) -> dict[str, Any]:
     import onnx
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     model = load_for_export(folder, shapes, layout)
     entries = []
     for s in shapes:
@@ -108,11 +124,4 @@ def export_onnx(
         "files": entries,
     }
     write_manifest(out / MANIFEST, manifest)
-    bad = [e for e in entries if not e["parity_max_abs_diff"] <= tolerance]  # `not <=` also catches NaN
-    if bad:
-        e = bad[0]
-        raise ExportError(
-            f"{out / e['file']}: onnxruntime differs from PyTorch by {e['parity_max_abs_diff']:.3g} "
-            f"(tolerance {tolerance:g})"
-        )
     return manifest
