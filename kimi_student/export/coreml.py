@@ -318,8 +318,7 @@ def settle(package: Path) -> None:
 
 
 def save_package(ml: Any, path: Path) -> dict[str, Any]:
-    if path.exists():
-        shutil.rmtree(path)
+    """A package at a new `path` (an export writes in a fresh `artifacts_writer` folder)."""
     with _quiet():
         ml.save(str(path))
     (path / DEBUG_MAP).unlink(missing_ok=True)
@@ -342,8 +341,6 @@ def save_decoder(parts: dict[int, Any], path: Path) -> dict[str, Any]:
                 ml.save(str(src))
             desc.add_function(str(src), "main", decoder_function(q))
         desc.default_function_name = "main"
-        if path.exists():
-            shutil.rmtree(path)
         with _quiet():
             save_multifunction_validated_once(desc, path)
     settle(path)

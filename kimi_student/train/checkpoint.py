@@ -111,12 +111,17 @@ def save(
         raise
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
-    with atomic_writer(paths.checkpoints / "LATEST") as fh:
-        fh.write(name)
+    _name_latest(paths, dest)
     if keep > 0:
         for old in sorted(paths.checkpoints.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return dest
+
+
+def _name_latest(paths: RunPaths, checkpoint: Path) -> None:
+    """LATEST names `checkpoint` (written whole; a LATEST temp that a kill left is removed)."""
+    with atomic_writer(paths.checkpoints / "LATEST") as fh:
+        fh.write(checkpoint.name)
 
 
 def save_final(paths: RunPaths, model: Any, tokenizer_folder: Path) -> Path:
@@ -157,8 +162,7 @@ def resume_point(paths: RunPaths, first_checkpoint: int) -> Path | None:
     if published == [first] and first.is_dir() and not first.is_symlink():
         if _before_first_checkpoint(paths.log, first_checkpoint) and paths.log.is_file():
             verify(first)  # killed between the rename that published it and LATEST: finish publishing
-            with atomic_writer(paths.checkpoints / "LATEST") as fh:  # (and clear a LATEST temp left)
-                fh.write(first.name)
+            _name_latest(paths, first)
             return first
     leftovers = paths.checkpoints.is_symlink() or bool(published)
     unfinished = paths.log.exists() or paths.log.is_symlink() or leftovers
